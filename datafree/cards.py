@@ -1,0 +1,341 @@
+"""Model cards: a JSON file describing a model, and safe loading / saving of the weights behind it.
+
+A card holds ``arch``, ``weights`` (path relative to the card), ``num_classes``, ``input_shape``
+``[C, H, W]``, ``mean`` and ``std`` (per channel, for pixels in [0, 1]), and informational
+fields (``test_accuracy``, ``sha256`` of the weights, ``training``). ``arch`` is a registry name,
+a torchvision name, ``package.module:callable`` or ``path/to/file.py:callable`` (relative paths
+are relative to the card); the callable takes ``num_classes`` and returns an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import io
+import json
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserInputError
+from .models import create_model
+from .normalize import Normalizer
+from .utils import atomic_write, atomic_write_json, sha256_file
+
+__all__ = [
+    "ModelCard",
+    "LoadedModel",
+    "load_card",
+    "load_model",
+    "build_model",
+    "save_model",
+    "shipped_teachers",
+    "resolve_card_path",
+    "ASSETS_DIR",
+    "DEFAULT_TEACHER",
+]
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+TEACHERS_DIR = ASSETS_DIR / "teachers"
+DEFAULT_TEACHER = "resnet8_digits"
+
+
+@dataclasses.dataclass
+class ModelCard:
+    """The contents of a ``model.json``; ``path`` is where it was read from (not serialised)."""
+
+    arch: str
+    weights: str
+    num_classes: int
+    input_shape: list[int]
+    mean: list[float]
+    std: list[float]
+    name: str = ""
+    arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sha256: str | None = None
+    test_accuracy: float | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    path: Path | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels C."""
+        return int(self.input_shape[0])
+
+    def normalizer(self) -> Normalizer:
+        """The card's pixel normaliser."""
+        return Normalizer(self.mean, self.std)
+
+    def weights_path(self) -> Path:
+        """Absolute path of the weights file."""
+        base = self.path.parent if self.path else Path.cwd()
+        return (base / self.weights).resolve()
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON dict: the known fields then ``extra`` merged at top level."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "path")}
+        if not d["arch_kwargs"]:
+            del d["arch_kwargs"]
+        d.update(self.extra)
+        return d
+
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "arch": str,
+    "weights": str,
+    "num_classes": int,
+    "input_shape": list,
+    "mean": list,
+    "std": list,
+}
+
+
+def _validate(d: Any, where: str) -> ModelCard:
+    if not isinstance(d, dict):
+        raise UserInputError(f"{where}: a model card must be a JSON object")
+    for key, typ in _REQUIRED.items():
+        if key not in d:
+            raise UserInputError(f"{where}: missing field {key!r}")
+        if not isinstance(d[key], typ) or isinstance(d[key], bool):
+            raise UserInputError(f"{where}: field {key!r} must be {typ.__name__}, got {d[key]!r}")
+    shape = d["input_shape"]
+    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise UserInputError(f"{where}: input_shape must be [C, H, W] of positive ints, got {shape!r}")
+    if d["num_classes"] < 1:
+        raise UserInputError(f"{where}: num_classes must be >= 1, got {d['num_classes']}")
+    for key in ("mean", "std"):
+        vals = d[key]
+        if len(vals) != shape[0] or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals
+        ):
+            raise UserInputError(f"{where}: {key} must be {shape[0]} numbers (one per channel), got {vals!r}")
+    if any(v <= 0 for v in d["std"]):
+        raise UserInputError(f"{where}: std values must be > 0, got {d['std']!r}")
+    for key, typ in (("arch_kwargs", dict), ("sha256", str), ("name", str)):
+        if d.get(key) is not None and not isinstance(d[key], typ):
+            raise UserInputError(f"{where}: field {key!r} must be {typ.__name__}")
+    known = {f.name for f in dataclasses.fields(ModelCard)}
+    kwargs = {k: d[k] for k in known if k in d and k not in ("extra", "path")}
+    kwargs["mean"] = [float(v) for v in d["mean"]]
+    kwargs["std"] = [float(v) for v in d["std"]]
+    extra = {k: v for k, v in d.items() if k not in known}
+    return ModelCard(**kwargs, extra=extra)
+
+
+def shipped_teachers() -> dict[str, Path]:
+    """Name -> card path of the teachers shipped in ``assets/teachers``."""
+    if not TEACHERS_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(TEACHERS_DIR.glob("*.json"))}
+
+
+def resolve_card_path(spec: str | Path) -> Path:
+    """A shipped teacher name, a card path, or a directory holding ``model.json`` -> card path."""
+    shipped = shipped_teachers()
+    if isinstance(spec, str) and spec in shipped:
+        return shipped[spec]
+    p = Path(spec)
+    if p.is_dir() and (p / "model.json").is_file():
+        return p / "model.json"
+    if p.is_file():
+        return p
+    names = ", ".join(shipped) or "none"
+    raise UserInputError(f"model card not found: {spec} (shipped teachers: {names})")
+
+
+def load_card(spec: str | Path) -> ModelCard:
+    """Read and validate a card given by shipped name, path, or directory."""
+    path = resolve_card_path(spec)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"cannot read model card {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise UserInputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    card = _validate(d, str(path))
+    card.path = path.resolve()
+    return card
+
+
+def _import_callable(spec: str, base: Path | None) -> Any:
+    target, _, attr = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            file = Path(target)
+            if not file.is_absolute() and base is not None:
+                file = base / file
+            if not file.is_file():
+                raise UserInputError(f"arch file not found: {file}")
+            mod_name = f"datafree_user_arch_{abs(hash(str(file.resolve())))}"
+            module = sys.modules.get(mod_name)
+            if module is None:
+                spec_ = importlib.util.spec_from_file_location(mod_name, file)
+                assert spec_ is not None and spec_.loader is not None
+                module = importlib.util.module_from_spec(spec_)
+                sys.modules[mod_name] = module
+                spec_.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        fn = getattr(module, attr)
+    except UserInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - user code may raise anything on import
+        raise UserInputError(f"cannot import arch {spec!r}: {type(e).__name__}: {e}") from None
+    if not callable(fn):
+        raise UserInputError(f"arch {spec!r} is not callable")
+    return fn
+
+
+def build_model(card: ModelCard) -> nn.Module:
+    """Instantiate the card's architecture, randomly initialised (no weights loaded)."""
+    if ":" in card.arch and not card.arch.startswith("torchvision:"):
+        fn = _import_callable(card.arch, card.path.parent if card.path else None)
+        try:
+            model = fn(num_classes=card.num_classes, **card.arch_kwargs)
+        except Exception as e:  # noqa: BLE001
+            raise UserInputError(f"arch {card.arch!r} failed to build: {type(e).__name__}: {e}") from None
+        if not isinstance(model, nn.Module):
+            raise UserInputError(f"arch {card.arch!r} returned {type(model).__name__}, not an nn.Module")
+        return model
+    return create_model(card.arch, card.num_classes, card.in_channels, **card.arch_kwargs)
+
+
+def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserInputError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UserInputError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise UserInputError(
+                f"{path} holds pickled Python objects, not plain weights; it is refused by default "
+                "because unpickling can run code. Pass --trust-checkpoint if you trust its source"
+            ) from None
+        raise UserInputError(f"{path}: corrupt checkpoint ({e})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise UserInputError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0]})") from None
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserInputError(f"{path}: expected a state dict of tensors")
+    return obj
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model with its card. ``model`` is in eval mode on the requested device."""
+
+    model: nn.Module
+    card: ModelCard
+
+
+def load_model(
+    spec: str | Path | ModelCard,
+    device: torch.device | str = "cpu",
+    *,
+    trust_checkpoint: bool = False,
+    check_sha256: bool = True,
+    frozen: bool = True,
+) -> LoadedModel:
+    """Load a model from its card: build the arch, load the weights safely, check the hash.
+
+    Args:
+        spec: shipped teacher name, card path, directory with ``model.json``, or a card.
+        device: where to put the model.
+        trust_checkpoint: allow a pickled (non weights-only) checkpoint.
+        check_sha256: verify the weights against the card's ``sha256`` when it has one.
+        frozen: put the model in eval mode with parameter gradients off (a teacher).
+
+    Returns:
+        The model and its card.
+    """
+    card = spec if isinstance(spec, ModelCard) else load_card(spec)
+    wpath = card.weights_path()
+    if check_sha256 and card.sha256 and wpath.is_file():
+        actual = sha256_file(wpath)
+        if actual != card.sha256:
+            raise UserInputError(f"{wpath}: sha256 {actual[:12]}… does not match the card's {card.sha256[:12]}…")
+    state = _read_state_dict(wpath, trust_checkpoint)
+    model = build_model(card)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).split("\n\t", 2)
+        detail = first[1].strip() if len(first) > 1 else str(e)[:200]
+        raise UserInputError(f"weights {wpath.name} do not match arch {card.arch!r}: {detail}") from None
+    model.to(device).eval()
+    if frozen:
+        model.requires_grad_(False)
+    return LoadedModel(model, card)
+
+
+def save_model(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    like: ModelCard | None = None,
+    arch: str | None = None,
+    name: str = "model",
+    **fields: Any,
+) -> ModelCard:
+    """Write ``out_dir/{name}.safetensors`` and ``out_dir/{name}.json`` atomically.
+
+    Args:
+        model: the model to save.
+        out_dir: destination directory (created).
+        like: card to copy ``num_classes``, ``input_shape``, ``mean``, ``std`` from.
+        arch: architecture name of ``model`` (defaults to ``like.arch``).
+        name: file stem.
+        **fields: further card fields (``test_accuracy``, ``arch_kwargs``, extra info).
+
+    Returns:
+        The card as written.
+    """
+    from safetensors.torch import save as st_save
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_write(out / f"{name}.safetensors") as f:
+        f.write(st_save(state))
+    base = {}
+    if like is not None:
+        base = {k: getattr(like, k) for k in ("num_classes", "input_shape", "mean", "std")}
+    base.update({k: fields.pop(k) for k in list(fields) if k in ("num_classes", "input_shape", "mean", "std")})
+    card = _validate(
+        {
+            "name": fields.pop("card_name", name),
+            "arch": arch or (like.arch if like else ""),
+            "weights": f"{name}.safetensors",
+            **base,
+            "sha256": sha256_file(out / f"{name}.safetensors"),
+            **fields,
+        },
+        str(out / f"{name}.json"),
+    )
+    atomic_write_json(out / f"{name}.json", card.to_json())
+    card.path = (out / f"{name}.json").resolve()
+    return card
+
+
+def state_dict_bytes(model: nn.Module) -> bytes:
+    """Serialise a state dict with ``torch.save`` into bytes (for checkpoints)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getvalue()

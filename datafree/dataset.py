@@ -1,0 +1,250 @@
+"""Synthetic datasets on disk: safetensors shards + ``manifest.json``, resumable and exportable.
+
+Layout of a dataset directory::
+
+    manifest.json              method, config, seed, teacher hash, input spec, counts, shard list
+    shard-00000.safetensors    images (n, C, H, W) float32 pixels in [0, 1], labels (n,) int64,
+    shard-00001.safetensors    teacher_logits (n, K) float32
+    samples.png                a grid of the first images, to look at
+
+Shard ``i`` holds images ``[i * shard_size, min((i + 1) * shard_size, num_images))`` and is made
+from its own seed (:func:`shard_seed`), so a dataset is the same whether it was written in one
+go, resumed after a kill, or split across ranks. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserInputError
+from .utils import atomic_write, atomic_write_json
+
+__all__ = ["SyntheticDataset", "shard_seed", "export_dataset", "save_image_grid", "MANIFEST", "FORMAT_VERSION"]
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+_SHARD_RE = re.compile(r"^shard-(\d{5})\.safetensors$")
+# Manifest keys that must agree for a rerun to append to an existing dataset.
+_IDENTITY_KEYS = ("method", "config", "seed", "teacher_sha256", "input_shape", "num_classes", "shard_size")
+
+
+def shard_seed(seed: int, index: int) -> int:
+    """The seed of shard ``index`` of a dataset with base ``seed`` (independent streams)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+@dataclass
+class SyntheticDataset:
+    """A dataset directory. Use :meth:`create` to start or resume one, :meth:`open` to read one."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    # -- creation / opening -------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path, **manifest: Any) -> SyntheticDataset:
+        """Start a dataset in ``root``, or reopen it to resume when its identity matches.
+
+        Args:
+            root: directory; must be absent, empty, or a dataset with the same identity.
+            **manifest: ``method``, ``config``, ``seed``, ``teacher_sha256``, ``teacher``,
+                ``input_shape``, ``mean``, ``std``, ``num_classes``, ``num_images``, ``shard_size``.
+        """
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise UserInputError(f"output {root} exists and is not a directory")
+        if (root / MANIFEST).is_file():
+            ds = cls.open(root)
+            diff = [k for k in _IDENTITY_KEYS if ds.manifest.get(k) != manifest.get(k)]
+            if diff:
+                raise UserInputError(
+                    f"{root} already holds a different synthetic dataset (differs in: {', '.join(diff)}); "
+                    "choose another --out or delete it"
+                )
+            if manifest["num_images"] < ds.manifest["images_written"]:
+                raise UserInputError(
+                    f"{root} already holds {ds.manifest['images_written']} images, more than the "
+                    f"{manifest['num_images']} requested"
+                )
+            ds.manifest["num_images"] = manifest["num_images"]
+            ds.manifest["num_shards"] = -(-manifest["num_images"] // manifest["shard_size"])
+            return ds
+        if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+            raise UserInputError(f"output directory {root} is not empty and holds no dataset; choose another --out")
+        root.mkdir(parents=True, exist_ok=True)
+        m = {"format_version": FORMAT_VERSION, **manifest}
+        m["num_shards"] = -(-m["num_images"] // m["shard_size"])
+        m.update(images_written=0, shards=[])
+        ds = cls(root, m)
+        ds.write_manifest()
+        return ds
+
+    @classmethod
+    def open(cls, root: str | Path) -> SyntheticDataset:
+        """Open an existing dataset directory and validate its manifest."""
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            raise UserInputError(f"{root} is not a synthetic dataset (no {MANIFEST})")
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserInputError(f"{path}: unreadable manifest ({e})") from None
+        need = ("format_version", "method", "input_shape", "mean", "std", "num_classes", "num_images", "shard_size")
+        if not isinstance(m, dict) or any(k not in m for k in need):
+            raise UserInputError(f"{path}: manifest lacks one of {', '.join(need)}")
+        if m["format_version"] != FORMAT_VERSION:
+            raise UserInputError(f"{path}: format_version {m['format_version']} is not supported")
+        ds = cls(root, m)
+        ds.refresh()
+        return ds
+
+    # -- shards -------------------------------------------------------------------------------
+    def shard_path(self, index: int) -> Path:
+        """Path of shard ``index``."""
+        return self.root / f"shard-{index:05d}.safetensors"
+
+    def shard_count(self, index: int) -> int:
+        """Number of images shard ``index`` must hold."""
+        size, n = self.manifest["shard_size"], self.manifest["num_images"]
+        return max(0, min(size, n - index * size))
+
+    def existing_shards(self) -> dict[int, int]:
+        """``{index: count}`` of the shards on disk (read from their headers)."""
+        from safetensors import safe_open
+
+        found = {}
+        for p in sorted(self.root.iterdir()):
+            m = _SHARD_RE.match(p.name)
+            if m:
+                try:
+                    with safe_open(str(p), "pt") as f:
+                        found[int(m.group(1))] = f.get_slice("labels").get_shape()[0]
+                except Exception as e:  # noqa: BLE001 - any header error means a corrupt shard
+                    raise UserInputError(f"{p}: corrupt shard ({e}); delete it to regenerate") from None
+        return found
+
+    def missing_shards(self) -> list[int]:
+        """Indices of the shards still to be written."""
+        have = self.existing_shards()
+        return [i for i in range(self.manifest["num_shards"]) if i not in have]
+
+    def write_shard(self, index: int, images: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+        """Atomically write shard ``index``; ``images`` are pixels in [0, 1]."""
+        from safetensors.torch import save
+
+        expected = self.shard_count(index)
+        if len(images) != expected or len(labels) != expected:
+            raise ValueError(f"shard {index} must hold {expected} images, got {len(images)}")
+        tensors = {
+            "images": images.detach().float().cpu().contiguous(),
+            "labels": labels.detach().long().cpu().contiguous(),
+            "teacher_logits": teacher_logits.detach().float().cpu().contiguous(),
+        }
+        with atomic_write(self.shard_path(index)) as f:
+            f.write(save(tensors, metadata={"index": str(index)}))
+
+    def refresh(self) -> None:
+        """Recount the shards on disk into the manifest (in memory)."""
+        have = self.existing_shards()
+        self.manifest["shards"] = [{"file": self.shard_path(i).name, "count": c} for i, c in sorted(have.items())]
+        self.manifest["images_written"] = sum(have.values())
+
+    def write_manifest(self) -> None:
+        """Recount shards and write ``manifest.json`` atomically."""
+        self.refresh()
+        atomic_write_json(self.root / MANIFEST, self.manifest)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every shard is on disk."""
+        return self.manifest["images_written"] >= self.manifest["num_images"] and not self.missing_shards()
+
+    # -- reading ------------------------------------------------------------------------------
+    def iter_shards(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield each shard's tensors in index order."""
+        from safetensors.torch import load_file
+
+        for entry in self.manifest["shards"]:
+            try:
+                yield load_file(str(self.root / entry["file"]))
+            except Exception as e:  # noqa: BLE001
+                raise UserInputError(f"{self.root / entry['file']}: corrupt shard ({e})") from None
+
+    def load(self) -> dict[str, torch.Tensor]:
+        """All shards concatenated: ``images`` (pixels), ``labels``, ``teacher_logits``."""
+        parts = list(self.iter_shards())
+        if not parts:
+            raise UserInputError(f"{self.root}: the dataset holds no images yet")
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def check_compatible(self, card: Any) -> None:
+        """Refuse a dataset made for another input spec (shape, classes) than ``card``'s."""
+        m = self.manifest
+        if list(m["input_shape"]) != list(card.input_shape) or m["num_classes"] != card.num_classes:
+            raise UserInputError(
+                f"dataset {self.root} was made for input {m['input_shape']} with {m['num_classes']} classes, "
+                f"but the teacher takes {card.input_shape} with {card.num_classes} classes"
+            )
+        sha = m.get("teacher_sha256")
+        if sha and card.sha256 and sha != card.sha256:
+            raise UserInputError(
+                f"dataset {self.root} was synthesised from another teacher (sha256 {sha[:12]}…, "
+                f"this one {card.sha256[:12]}…); pass --allow-other-teacher to use it anyway"
+            )
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 16, upscale: int = 2) -> None:
+    """Write pixels ``(N, C, H, W)`` in [0, 1] as one PNG grid, atomically."""
+    import torch.nn.functional as F
+    from torchvision.utils import save_image
+
+    x = images.detach().float().cpu().clamp(0, 1)
+    if upscale > 1:
+        x = F.interpolate(x, scale_factor=upscale, mode="nearest")
+    buf = io.BytesIO()
+    save_image(x, buf, nrow=nrow, padding=2, pad_value=1.0, format="png")
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
+
+
+def export_dataset(root: str | Path, fmt: str, out: str | Path) -> Path:
+    """Export as ``imagefolder`` (``out/<label>/<index>.png``) or ``npz`` (``images`` uint8 NHWC, ``labels``)."""
+    from PIL import Image
+
+    ds = SyntheticDataset.open(root)
+    data = ds.load()
+    pixels = (data["images"].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # NHWC
+    labels = data["labels"].numpy()
+    out = Path(out)
+    if fmt == "npz":
+        if out.suffix != ".npz":
+            out = out.with_suffix(".npz")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, images=pixels[..., 0] if pixels.shape[-1] == 1 else pixels, labels=labels)
+        with atomic_write(out) as f:
+            f.write(buf.getvalue())
+        return out
+    if fmt != "imagefolder":
+        raise UserInputError(f"unknown export format {fmt!r}; use imagefolder or npz")
+    if out.exists() and any(out.iterdir()):
+        raise UserInputError(f"export directory {out} is not empty")
+    width = len(str(ds.manifest["num_classes"] - 1))
+    for i, (img, lab) in enumerate(zip(pixels, labels, strict=True)):
+        d = out / f"{int(lab):0{width}d}"
+        d.mkdir(parents=True, exist_ok=True)
+        im = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        buf = io.BytesIO()
+        im.save(buf, format="png")
+        with atomic_write(d / f"{i:06d}.png") as f:
+            f.write(buf.getvalue())
+    return out

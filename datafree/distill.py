@@ -1,0 +1,232 @@
+"""The one shared KD stage: a student learns the teacher on surrogate data.
+
+Every consumer (student training, pruning recovery, quantization fine-tuning) and every source
+(a synthetic dataset, an online generator, noise) goes through :func:`distill`::
+
+    for epoch:                                  # checkpoint (atomic) after each epoch
+        for round in steps_per_epoch / kd_steps:
+            source.update(student)              # g_steps generator steps (online sources)
+            for kd_steps: x = source.next_batch(); loss = KD(student(aug(x)), teacher(aug(x)))
+
+Reference: Hinton et al., "Distilling the Knowledge in a Neural Network", 2015 (KL with
+temperature, scaled by T^2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import kd_augmentation
+from .errors import DatafreeError, UserInputError
+from .losses import kd_kl_loss
+from .progress import progress
+from .sources import SurrogateSource
+from .utils import atomic_torch_save, device_of
+
+__all__ = ["KDConfig", "DistillResult", "distill", "CHECKPOINT"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class KDConfig:
+    """Settings of the KD stage."""
+
+    epochs: int = 30
+    steps_per_epoch: int = 40
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    temperature: float = 4.0
+    loss: str = "kl"  # kl | l1 (DFAD)
+    hard_label_weight: float = 0.0  # CE to the teacher's argmax
+    augment: bool = True
+    flip: bool = False
+    g_steps: int = 1  # generator steps per round (online sources)
+    kd_steps: int = 1  # student steps per round
+    grad_clip: float = 0.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`UserInputError` naming the first bad value."""
+        for name in ("epochs", "steps_per_epoch", "batch_size", "g_steps", "kd_steps"):
+            if getattr(self, name) <= 0:
+                raise UserInputError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("lr", "temperature"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise UserInputError(f"{name} must be a positive number, got {v}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise UserInputError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.loss not in ("kl", "l1"):
+            raise UserInputError(f"loss must be kl or l1, got {self.loss!r}")
+
+
+@dataclass
+class DistillResult:
+    """The trained student and a per-epoch history (loss, optional eval accuracy, seconds)."""
+
+    student: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+
+
+def _make_optimizer(student: nn.Module, cfg: KDConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+    )
+
+
+def _student_loss(s: torch.Tensor, t: torch.Tensor, cfg: KDConfig) -> torch.Tensor:
+    loss = kd_kl_loss(s, t, cfg.temperature) if cfg.loss == "kl" else F.l1_loss(s, t)
+    if cfg.hard_label_weight > 0:
+        loss = loss + cfg.hard_label_weight * F.cross_entropy(s, t.argmax(1))
+    return loss
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file
+        raise UserInputError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0]}); delete it to start over") from None
+
+
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    source: SurrogateSource,
+    config: KDConfig | None = None,
+    *,
+    input_shape: tuple[int, int, int] | list[int] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    eval_fn: Callable[[nn.Module], float] | None = None,
+    student_objective: Callable[[nn.Module, nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    desc: str = "distill",
+) -> DistillResult:
+    """Train ``student`` to match ``teacher`` on batches from ``source``.
+
+    Args:
+        teacher: frozen teacher in eval mode; its device is used.
+        student: the network to train (moved to the teacher's device).
+        source: surrogate data (see :mod:`datafree.sources`).
+        config: :class:`KDConfig`.
+        input_shape: ``(C, H, W)`` for augmentation; taken from the first batch when None.
+        checkpoint_dir: when given, an atomic checkpoint is written there after every epoch and a
+            run started again with the same directory resumes from it.
+        eval_fn: optional ``student -> accuracy`` called after every epoch (for history only).
+        student_objective: replaces the KD loss: ``(student, teacher, x) -> loss`` (e.g. ZSKT's
+            attention transfer); the backend provides it.
+        desc: progress-bar label.
+
+    Returns:
+        :class:`DistillResult` with the trained student (eval mode).
+    """
+    cfg = config or KDConfig()
+    cfg.validate()
+    device = device_of(teacher)
+    student.to(device)
+    teacher.eval()
+    opt = _make_optimizer(student, cfg)
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    aug: nn.Module | None = None
+    result = DistillResult(student)
+    start_epoch = 0
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    torch.manual_seed(cfg.seed)
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = _load_checkpoint(ckpt_path)
+        if state.get("config") != dataclasses.asdict(cfg):
+            raise UserInputError(
+                f"{ckpt_path} was written with other settings; use the same command to resume, "
+                "or another --out to start afresh"
+            )
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        source.load_state_dict(state["source"])
+        _set_rng_state(state["rng"])
+        start_epoch = int(state["epoch"])
+        result.history = list(state["history"])
+        result.resumed_from_epoch = start_epoch
+    rounds = max(1, cfg.steps_per_epoch // cfg.kd_steps)
+    bar = progress(total=total_steps, initial=start_epoch * cfg.steps_per_epoch, desc=desc)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        student.train()
+        loss_sum = torch.zeros((), device=device)
+        for _ in range(rounds):
+            source.update(student)
+            for _ in range(cfg.kd_steps):
+                x = source.next_batch(cfg.batch_size)
+                if cfg.augment:
+                    if aug is None:
+                        aug = kd_augmentation(input_shape or list(x.shape[1:]), cfg.flip).to(device)
+                    x = aug(x)
+                if student_objective is not None:
+                    loss = student_objective(student, teacher, x)
+                else:
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                    loss = _student_loss(student(x), t_logits, cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach()
+                bar.update(1)
+        mean_loss = loss_sum.item() / (rounds * cfg.kd_steps)
+        if not math.isfinite(mean_loss):
+            where = f"; the last good checkpoint is kept at {ckpt_path}" if ckpt_path else ""
+            raise DatafreeError(f"the KD loss became {mean_loss} in epoch {epoch + 1}: try a lower --lr{where}")
+        record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": time.perf_counter() - t0}
+        if eval_fn is not None:
+            record["accuracy"] = eval_fn(student)
+        result.history.append(record)
+        bar.set_postfix(loss=f"{mean_loss:.4f}")
+        if ckpt_path is not None:
+            atomic_torch_save(
+                {
+                    "epoch": epoch + 1,
+                    "config": dataclasses.asdict(cfg),
+                    "student": student.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "source": source.state_dict(),
+                    "rng": _rng_state(),
+                    "history": result.history,
+                },
+                ckpt_path,
+            )
+    bar.close()
+    student.eval()
+    return result

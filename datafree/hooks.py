@@ -1,0 +1,134 @@
+"""Forward hooks as resources: they exist only inside a ``with`` block.
+
+* :class:`BNStatistics` records, for every BatchNorm layer, the statistics of the layer's input
+  on the current batch, to be compared with the layer's running statistics (DeepInversion, ZeroQ,
+  DFQ). Reference: Yin et al., "Dreaming to Distill", CVPR 2020; Cai et al., "ZeroQ", CVPR 2020.
+* :class:`FeatureRecorder` records the input or output of named modules (penultimate features
+  for DAFL, block outputs for attention transfer), so any teacher works unmodified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .errors import UserInputError
+
+__all__ = [
+    "BNStatistics",
+    "FeatureRecorder",
+    "batchnorm_layers",
+    "require_batchnorm",
+    "penultimate_module",
+]
+
+
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    """Every BatchNorm layer that tracks running statistics, in module order."""
+    return [
+        m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
+    ]
+
+
+def require_batchnorm(model: nn.Module, method: str) -> list[_BatchNorm]:
+    """The model's BN layers, or a clear error naming the methods that work without BN."""
+    layers = batchnorm_layers(model)
+    if not layers:
+        raise UserInputError(
+            f"method {method!r} inverts BatchNorm statistics, but this teacher has no BatchNorm layer; "
+            "use a generator method that needs no BN instead: dafl, zskt or dfad"
+        )
+    return layers
+
+
+class BNStatistics:
+    """Records each BN layer's input mean and (biased) variance per forward pass.
+
+    After a forward pass inside the ``with`` block, ``means[i]`` and ``vars[i]`` hold layer i's
+    statistics, shaped ``(C,)`` (batch statistics over N, H, W) or ``(N, C)`` with
+    ``per_sample=True`` (over H, W: ZeroQ's variant). Gradients flow to the input.
+
+    Args:
+        model: the network (usually the teacher, in eval mode).
+        per_sample: statistics per sample instead of per batch.
+    """
+
+    def __init__(self, model: nn.Module, per_sample: bool = False) -> None:
+        self.layers = batchnorm_layers(model)
+        self.per_sample = per_sample
+        self.means: list[torch.Tensor | None] = [None] * len(self.layers)
+        self.vars: list[torch.Tensor | None] = [None] * len(self.layers)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, index: int):
+        per_sample = self.per_sample
+
+        def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            x = inputs[0]
+            if per_sample:
+                dims = tuple(range(2, x.dim()))  # (N, C, H, W) -> stats over H, W
+                if not dims:
+                    raise ValueError("per-sample statistics need spatial dimensions")
+            else:
+                dims = (0, *range(2, x.dim()))  # (N, C, H, W) -> stats over N, H, W
+            var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+            self.vars[index], self.means[index] = var, mean
+
+        return fn
+
+    def __enter__(self) -> BNStatistics:
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self.means = [None] * len(self.layers)
+        self.vars = [None] * len(self.layers)
+
+    def running(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(running_mean, running_var)`` of every layer."""
+        return [(m.running_mean, m.running_var) for m in self.layers]  # type: ignore[misc]
+
+
+def penultimate_module(model: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` in module order: its input is the penultimate feature vector."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UserInputError("the model has no nn.Linear classifier whose input could serve as features")
+    return linears[-1]
+
+
+class FeatureRecorder:
+    """Records the input (``what="input"``) or output of the given modules on each forward pass.
+
+    ``features[i]`` is the tensor seen at ``modules[i]`` on the last forward pass.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], what: str = "output") -> None:
+        if what not in ("input", "output"):
+            raise ValueError(f"what must be 'input' or 'output', got {what!r}")
+        self.modules = list(modules)
+        self.what = what
+        self.features: list[torch.Tensor | None] = [None] * len(self.modules)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> FeatureRecorder:
+        def make(i: int):
+            def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+                self.features[i] = inputs[0] if self.what == "input" else output
+
+            return fn
+
+        self._handles = [m.register_forward_hook(make(i)) for i, m in enumerate(self.modules)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self.features = [None] * len(self.modules)

@@ -1,0 +1,125 @@
+"""CIFAR-style ResNets and wide ResNets with BatchNorm, for any input size and channel count.
+
+Reference: He et al., "Deep Residual Learning", CVPR 2016 (CIFAR variant: 3 stages, 6n+2 layers);
+Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import MODELS
+
+__all__ = ["BasicBlock", "ResNet"]
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity or 1x1-conv shortcut. Each ReLU is its own module."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+        self.relu2 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """Three-stage ResNet: stem conv, stages of ``blocks`` BasicBlocks at ``widths``, pool, linear.
+
+    Shape:
+        - Input: ``(B, in_channels, H, W)`` for any H, W >= 4.
+        - Output: ``(B, num_classes)``.
+    """
+
+    def __init__(
+        self, blocks: int, widths: tuple[int, ...], num_classes: int = 10, in_channels: int = 3
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        layers, in_planes = [], widths[0]
+        for i, w in enumerate(widths):
+            stage = []
+            for j in range(blocks):
+                stage.append(BasicBlock(in_planes, w, stride=2 if (i > 0 and j == 0) else 1))
+                in_planes = w
+            layers.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))  # (B, C) -> (B, num_classes)
+
+
+def _resnet(depth: int, width: int, num_classes: int, in_channels: int) -> ResNet:
+    blocks = (depth - 2) // 6
+    return ResNet(blocks, (width, 2 * width, 4 * width), num_classes, in_channels)
+
+
+@MODELS.register("resnet8")
+def resnet8(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-8 (1 block per stage), widths 16-32-64: about 78k parameters."""
+    return _resnet(8, 16, num_classes, in_channels)
+
+
+@MODELS.register("resnet8_half")
+def resnet8_half(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-8 at half width (8-16-32): about 20k parameters."""
+    return _resnet(8, 8, num_classes, in_channels)
+
+
+@MODELS.register("resnet8_quarter")
+def resnet8_quarter(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-8 at quarter width (4-8-16): about 5k parameters."""
+    return _resnet(8, 4, num_classes, in_channels)
+
+
+@MODELS.register("resnet14")
+def resnet14(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-14 (2 blocks per stage), widths 16-32-64."""
+    return _resnet(14, 16, num_classes, in_channels)
+
+
+@MODELS.register("resnet20")
+def resnet20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-20 (3 blocks per stage), widths 16-32-64: about 0.27M parameters."""
+    return _resnet(20, 16, num_classes, in_channels)
+
+
+@MODELS.register("wrn16_1")
+def wrn16_1(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """WRN-16-1 (2 blocks per stage, widths 16-32-64)."""
+    return ResNet(2, (16, 32, 64), num_classes, in_channels)
+
+
+@MODELS.register("wrn16_2")
+def wrn16_2(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """WRN-16-2 (2 blocks per stage, widths 32-64-128)."""
+    return ResNet(2, (32, 64, 128), num_classes, in_channels)
+
+
+@MODELS.register("wrn40_2")
+def wrn40_2(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """WRN-40-2 (6 blocks per stage, widths 32-64-128)."""
+    return ResNet(6, (32, 64, 128), num_classes, in_channels)

@@ -1,0 +1,45 @@
+"""Per-channel normalisation and the valid pixel range it implies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["Normalizer"]
+
+
+class Normalizer:
+    """``x_norm = (x_pixel - mean) / std`` for pixels in ``[0, 1]``.
+
+    Args:
+        mean: per-channel means, length C.
+        std: per-channel standard deviations, length C.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.as_tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.as_tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+
+    def _to(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels ``(B, C, H, W)`` in [0, 1] -> network input."""
+        mean, std = self._to(x)
+        return (x - mean) / std
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """Network input -> pixels in [0, 1] (not clamped)."""
+        mean, std = self._to(x)
+        return x * std + mean
+
+    def bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(low, high)`` of the valid normalised range, shaped ``(1, C, 1, 1)``."""
+        mean, std = self._to(like)
+        return (0 - mean) / std, (1 - mean) / std
+
+    def clamp_(self, x: torch.Tensor) -> torch.Tensor:
+        """Clamp normalised ``x`` in place to the range of valid pixels."""
+        lo, hi = self.bounds(x)
+        return torch.max(torch.min(x, hi, out=x), lo, out=x)

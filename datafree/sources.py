@@ -1,0 +1,127 @@
+"""Surrogate data sources for the KD stage: a synthetic dataset on disk, or an online synthesizer.
+
+Both give the KD loop the same two calls: ``update(student)`` once per round (trains an online
+generator ``g_steps`` times; nothing for a fixed dataset) and ``next_batch(n)`` (normalised
+images). ``state_dict`` / ``load_state_dict`` make a run resumable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from .cards import ModelCard
+from .dataset import SyntheticDataset
+
+__all__ = ["SurrogateSource", "TensorSource", "DatasetSource", "SynthesizerSource", "NoiseSource"]
+
+
+class SurrogateSource(Protocol):
+    """What the KD stage needs from a source of surrogate data."""
+
+    needs_student: bool
+
+    def update(self, student: nn.Module) -> dict[str, torch.Tensor]:
+        """Per-round update (online generators); returns loss terms."""
+        ...
+
+    def next_batch(self, n: int) -> torch.Tensor:
+        """``n`` normalised images ``(n, C, H, W)``."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...  # noqa: D102
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...  # noqa: D102
+
+
+class TensorSource:
+    """Epoch-wise shuffled batches from an in-memory tensor of normalised images."""
+
+    needs_student = False
+
+    def __init__(self, images: torch.Tensor, seed: int = 0) -> None:
+        if len(images) == 0:
+            raise ValueError("empty image tensor")
+        self.images = images
+        self.seed = seed
+        self.epoch = 0
+        self.pos = 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.images), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def update(self, student: nn.Module) -> dict[str, torch.Tensor]:  # noqa: D102
+        return {}
+
+    def next_batch(self, n: int) -> torch.Tensor:
+        """The next ``n`` images of the shuffled order (wrapping into a new epoch)."""
+        out = []
+        while n > 0:
+            if self.pos >= len(self._perm):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._perm = self._permutation()
+            take = self._perm[self.pos : self.pos + n]
+            out.append(self.images[take.to(self.images.device)])
+            self.pos += len(take)
+            n -= len(take)
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._permutation()
+
+
+class DatasetSource(TensorSource):
+    """A :class:`SyntheticDataset` directory, loaded once and normalised for ``card``."""
+
+    def __init__(self, root: str | Path, card: ModelCard, device: torch.device | str = "cpu", seed: int = 0) -> None:
+        ds = SyntheticDataset.open(root)
+        self.dataset = ds
+        pixels = ds.load()["images"]
+        super().__init__(card.normalizer()(pixels).to(device), seed)
+
+
+class NoiseSource(TensorSource):
+    """Gaussian noise in normalised space, clamped to valid pixels: the baseline every method must beat."""
+
+    def __init__(self, num_images: int, card: ModelCard, device: torch.device | str = "cpu", seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn((num_images, *card.input_shape), generator=g)
+        card.normalizer().clamp_(x)
+        super().__init__(x.to(device), seed)
+
+
+class SynthesizerSource:
+    """An online synthesizer (a generator network) trained ``g_steps`` times per round."""
+
+    def __init__(self, synthesizer: Any, g_steps: int = 1) -> None:
+        self.synth = synthesizer
+        self.g_steps = g_steps
+        self.needs_student = bool(getattr(synthesizer, "needs_student", False))
+
+    def update(self, student: nn.Module) -> dict[str, torch.Tensor]:  # noqa: D102
+        logs: dict[str, torch.Tensor] = {}
+        for _ in range(self.g_steps):
+            logs = self.synth.step(student)
+        return logs
+
+    def next_batch(self, n: int) -> torch.Tensor:  # noqa: D102
+        with torch.no_grad():
+            return self.synth.sample(n).images
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return self.synth.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
+        self.synth.load_state_dict(state)

@@ -1,0 +1,57 @@
+"""Generator backends, registered by their paper's name: ``create_synthesizer(name, teacher, card)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from datafree.cards import ModelCard
+from datafree.hooks import require_batchnorm
+from datafree.registry import Registry
+
+from .base import Batch, SynthConfig, Synthesizer, parse_overrides
+
+GENERATORS: Registry[Synthesizer] = Registry("method")
+
+
+def register(cls: type[Synthesizer]) -> type[Synthesizer]:
+    """Class decorator: register a backend under ``cls.name``."""
+    GENERATORS.register(cls.name)(cls)
+    return cls
+
+
+from . import deepinversion as deepinversion  # noqa: E402  (registers)
+
+__all__ = [
+    "GENERATORS",
+    "Batch",
+    "SynthConfig",
+    "Synthesizer",
+    "create_synthesizer",
+    "list_methods",
+    "method_class",
+    "register",
+]
+
+
+def list_methods() -> list[str]:
+    """Registered backend names."""
+    return GENERATORS.names()
+
+
+def method_class(name: str) -> type[Synthesizer]:
+    """The backend class registered as ``name`` (a clear error for an unknown one)."""
+    return GENERATORS.get(name)  # type: ignore[return-value]
+
+
+def create_synthesizer(name: str, teacher: nn.Module, card: ModelCard, **overrides: Any) -> Synthesizer:
+    """Build backend ``name`` for ``teacher``; ``overrides`` set fields of its config.
+
+    A BN-based backend on a teacher without BatchNorm raises a clear error naming the alternatives.
+    """
+    cls = method_class(name)
+    config = parse_overrides(cls.Config, overrides)
+    if cls.requires_batchnorm:
+        require_batchnorm(teacher, name)
+    return cls(teacher, card, config)

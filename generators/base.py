@@ -1,0 +1,173 @@
+"""The one protocol every backend implements, and the pieces backends share.
+
+A :class:`Synthesizer` turns a frozen teacher into surrogate data:
+
+* ``step(student=None) -> dict``: one optimisation step (of pixels or of a generator network);
+  adversarial backends (``needs_student``) optimise against the current student.
+* ``sample(n) -> Batch``: draw ``n`` surrogate images (normalised network input) with labels.
+* ``state_dict()`` / ``load_state_dict()``: everything needed to resume.
+
+Offline backends (pixel optimisation: DeepInversion, ZeroQ) also implement ``reset(n, generator)``
+to start a fresh batch; :meth:`Synthesizer.synthesize` then runs the full per-batch optimisation.
+Online backends (a generator network: DAFL, ZSKT, DFAD) are trained inside the KD stage and
+sampled on the fly; their ``synthesize`` just samples the trained generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from datafree.cards import ModelCard
+from datafree.errors import UserInputError
+from datafree.normalize import Normalizer
+from datafree.progress import progress
+from datafree.utils import device_of
+
+__all__ = ["Batch", "Synthesizer", "SynthConfig", "warmup_cosine", "parse_overrides"]
+
+
+@dataclass
+class Batch:
+    """Surrogate data: normalised images ``(B, C, H, W)`` and target labels ``(B,)`` (or None)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+
+
+@dataclass
+class SynthConfig:
+    """Options every backend has. Backends subclass this with their own fields."""
+
+    batch_size: int = 256
+    iterations: int = 200
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`UserInputError` naming the first bad value."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, (int, float)) and f.name in ("batch_size", "iterations") and v <= 0:
+                raise UserInputError(f"{f.name} must be > 0, got {v}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserInputError(f"{f.name} must be finite, got {v}")
+            if isinstance(v, (int, float)) and f.name.endswith(("weight", "lr")) and v < 0:
+                raise UserInputError(f"{f.name} must be >= 0, got {v}")
+
+
+def parse_overrides(cls: type[SynthConfig], overrides: dict[str, Any]) -> SynthConfig:
+    """Build ``cls`` from keyword overrides; unknown keys and wrong types are user errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in overrides.items():
+        k = key.replace("-", "_")
+        if k not in fields:
+            raise UserInputError(f"unknown option {key!r} for {cls.__name__}; valid: {', '.join(sorted(fields))}")
+        default = getattr(cls(), k)
+        if isinstance(value, str) and not isinstance(default, str):
+            try:
+                value = _parse_value(value, default)
+            except ValueError:
+                raise UserInputError(f"option {key}={value!r} must be a {type(default).__name__}") from None
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if default is not None and not isinstance(value, type(default)):
+            raise UserInputError(f"option {key}={value!r} must be a {type(default).__name__}")
+        kwargs[k] = value
+    cfg = cls(**kwargs)
+    cfg.validate()
+    return cfg
+
+
+def _parse_value(text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(text)
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        return float(text)
+    if isinstance(default, tuple):
+        return tuple(type(default[0])(t) for t in text.split(","))
+    return text
+
+
+def warmup_cosine(step: int, total: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up for ``warmup`` steps, then cosine decay to 0 (NVlabs ``lr_cosine_policy``)."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    e = step - warmup
+    es = max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * e / es)) * base_lr
+
+
+class Synthesizer(ABC):
+    """Base class of every backend. See the module docstring for the protocol.
+
+    Args:
+        teacher: the frozen teacher (eval mode); its device is used for everything.
+        card: the teacher's card (input shape, classes, normalisation).
+        config: the backend's config dataclass.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[SynthConfig]] = SynthConfig
+    needs_student: ClassVar[bool] = False
+    requires_batchnorm: ClassVar[bool] = False
+    online: ClassVar[bool] = False
+
+    def __init__(self, teacher: nn.Module, card: ModelCard, config: SynthConfig) -> None:
+        self.teacher = teacher.eval()
+        self.card = card
+        self.config = config
+        self.normalizer: Normalizer = card.normalizer()
+        self.device = device_of(teacher)
+        self.input_shape: tuple[int, int, int] = tuple(card.input_shape)  # type: ignore[assignment]
+        self.num_classes = card.num_classes
+
+    @abstractmethod
+    def step(self, student: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns the named loss terms (detached tensors)."""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Batch:
+        """``n`` surrogate images (normalised) and their target labels."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Resumable state (tensors and plain Python values only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional
+        """Restore :meth:`state_dict`."""
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:  # noqa: B027 - optional
+        """Offline backends: start a fresh batch of ``n`` images."""
+
+    def synthesize(
+        self, n: int, generator: torch.Generator | None = None, student: nn.Module | None = None, desc: str = ""
+    ) -> Batch:
+        """Offline: optimise a fresh batch for ``config.iterations`` steps. Online: sample."""
+        if self.online:
+            with torch.no_grad():
+                return self.sample(n, generator)
+        self.reset(n, generator)
+        for _ in progress(range(self.config.iterations), desc=desc or self.name):
+            self.step(student)
+        return self.sample(n)
+
+    def check_student(self, student: nn.Module | None) -> nn.Module:
+        """Adversarial backends need a student; a clear error when none is given."""
+        if student is None:
+            raise UserInputError(f"method {self.name!r} is adversarial and needs a student to train against")
+        return student

@@ -1,0 +1,169 @@
+"""DeepInversion: optimise pixels so the teacher's BatchNorm statistics and class scores match.
+
+Reference: Yin et al., "Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion",
+CVPR 2020. Loss (NVlabs settings, see shared/REFERENCES.md)::
+
+    CE(T(x~), y) + bn_weight * sum_l s_l (||mu_l(x~) - mu_l||_2 + ||var_l(x~) - var_l||_2)
+      + tv_l2_weight * TV_L2(x) + tv_l1_weight * TV_L1(x) + l2_weight * ||x||_2
+      + competition_weight * (1 - clamp(JS_T(S(x~), T(x~)), 0, 1))       # Adaptive DeepInversion
+
+where ``x~`` is ``x`` after a random roll (jitter) and an optional flip, ``s_0 = first_bn_weight``,
+Adam with warm-up + cosine learning rate, pixels kept in the valid range, lowest-loss batch kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datafree.augment import random_flip, random_jitter
+from datafree.hooks import BNStatistics
+from datafree.losses import bn_statistic_loss, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
+
+from . import register
+from .base import Batch, SynthConfig, Synthesizer, warmup_cosine
+
+__all__ = ["DeepInversion", "DeepInversionConfig"]
+
+
+@dataclass
+class DeepInversionConfig(SynthConfig):
+    """DeepInversion settings. Defaults are tuned for small (16-32 px) inputs; see REFERENCES.md."""
+
+    batch_size: int = 256
+    iterations: int = 200
+    lr: float = 0.1
+    beta1: float = 0.5
+    beta2: float = 0.9
+    warmup: int = 20
+    bn_weight: float = 1.0
+    first_bn_weight: float = 10.0
+    ce_weight: float = 1.0
+    tv_l2_weight: float = 1e-4
+    tv_l1_weight: float = 0.0
+    l2_weight: float = 1e-5
+    competition_weight: float = 0.0
+    competition_temperature: float = 3.0
+    jitter: int = -1  # pixels; -1 means H // 16 (2 px at 32, 1 px at 16)
+    flip: bool = False
+    keep_best: bool = True
+
+
+@register
+class DeepInversion(Synthesizer):
+    """Pixel optimisation against BN statistics (DeepInversion / Adaptive DeepInversion)."""
+
+    name = "deepinversion"
+    Config = DeepInversionConfig
+    requires_batchnorm = True
+    config: DeepInversionConfig
+
+    def __init__(self, teacher: nn.Module, card: Any, config: DeepInversionConfig) -> None:
+        super().__init__(teacher, card, config)
+        self.jitter = config.jitter if config.jitter >= 0 else max(1, self.input_shape[1] // 16)
+        self.inputs: torch.Tensor | None = None
+        self.targets: torch.Tensor | None = None
+        self.best: torch.Tensor | None = None
+        self.best_loss = torch.tensor(float("inf"), device=self.device)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.iteration = 0
+        self.generator: torch.Generator | None = None
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Fresh Gaussian pixels (normalised space) and balanced, shuffled target labels."""
+        cfg = self.config
+        self.generator = generator
+        x = torch.randn((n, *self.input_shape), generator=generator).to(self.device)
+        self.normalizer.clamp_(x)
+        labels = torch.arange(n) % self.num_classes
+        labels = labels[torch.randperm(n, generator=generator)]
+        self.inputs = x.requires_grad_(True)
+        self.targets = labels.to(self.device)
+        self.best = x.detach().clone()
+        self.best_loss = torch.tensor(float("inf"), device=self.device)
+        self.optimizer = torch.optim.Adam([self.inputs], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.iteration = 0
+
+    def _loss(self, x: torch.Tensor, student: nn.Module | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.config
+        xa = random_jitter(x, self.jitter, self.generator)
+        if cfg.flip:
+            xa = random_flip(xa, self.generator)
+        with BNStatistics(self.teacher) as stats:
+            logits = self.teacher(xa)
+            bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), cfg.first_bn_weight)  # type: ignore[arg-type]
+        terms = {
+            "ce": (cfg.ce_weight, F.cross_entropy(logits, self.targets)),
+            "bn": (cfg.bn_weight, bn),
+            "tv_l2": (cfg.tv_l2_weight, tv_l2(x)),
+            "tv_l1": (cfg.tv_l1_weight, tv_l1(x)),
+            "l2": (cfg.l2_weight, l2_prior(x)),
+        }
+        if cfg.competition_weight > 0:
+            s_logits = self.check_student(student)(xa)
+            js = js_divergence(s_logits, logits, cfg.competition_temperature)
+            terms["competition"] = (cfg.competition_weight, 1.0 - js.clamp(0.0, 1.0))
+        return weighted_sum(terms)
+
+    def step(self, student: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """One Adam step on the pixels."""
+        if self.inputs is None or self.optimizer is None:
+            self.reset(self.config.batch_size)
+        assert self.inputs is not None and self.optimizer is not None and self.best is not None
+        cfg = self.config
+        lr = warmup_cosine(self.iteration, cfg.iterations, cfg.lr, cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, logs = self._loss(self.inputs, student)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            if cfg.keep_best:
+                # logs["total"] is the loss of the pixels before this update: keep them when lowest,
+                # with tensor ops only (no host sync on GPU).
+                better = logs["total"] < self.best_loss
+                self.best_loss = torch.where(better, logs["total"], self.best_loss)
+                self.best = torch.where(better, self.inputs.detach(), self.best)
+            self.optimizer.step()
+            self.normalizer.clamp_(self.inputs)
+        self.iteration += 1
+        return logs
+
+    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> Batch:
+        """The current batch (the lowest-loss one when ``keep_best``), or its first ``n`` images."""
+        if self.inputs is None:
+            raise RuntimeError("call reset() or step() before sample()")
+        x = (self.best if self.config.keep_best and torch.isfinite(self.best_loss) else self.inputs).detach()
+        n = len(x) if n is None else n
+        return Batch(x[:n].clone(), None if self.targets is None else self.targets[:n].clone())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Current pixels, targets, optimiser and iteration."""
+        if self.inputs is None or self.optimizer is None:
+            return {"iteration": 0}
+        return {
+            "inputs": self.inputs.detach().cpu(),
+            "targets": self.targets.cpu() if self.targets is not None else None,
+            "best": self.best.cpu() if self.best is not None else None,
+            "best_loss": self.best_loss.cpu(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        if "inputs" not in state:
+            return
+        self.reset(len(state["inputs"]))
+        assert self.inputs is not None and self.optimizer is not None
+        with torch.no_grad():
+            self.inputs.copy_(state["inputs"].to(self.device))
+        self.targets = state["targets"].to(self.device)
+        self.best = state["best"].to(self.device)
+        self.best_loss = state["best_loss"].to(self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
