@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .errors import UserInputError
+from .stats import channel_mean_var
 
 __all__ = [
     "BNStatistics",
@@ -72,9 +73,9 @@ class BNStatistics:
                 dims = tuple(range(2, x.dim()))  # (N, C, H, W) -> stats over H, W
                 if not dims:
                     raise ValueError("per-sample statistics need spatial dimensions")
+                var, mean = torch.var_mean(x, dim=dims, unbiased=False)
             else:
-                dims = (0, *range(2, x.dim()))  # (N, C, H, W) -> stats over N, H, W
-            var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+                mean, var = channel_mean_var(x)  # (N, C, H, W) -> stats over N, H, W, fused
             self.vars[index], self.means[index] = var, mean
 
         return fn

@@ -1,0 +1,246 @@
+"""Synthesis overhead: one backend step against the physical limit, a bare teacher forward+backward.
+
+For every registered backend (``generators.GENERATORS``) on the shipped teachers (BN backends on
+``resnet8_digits`` only; the others on ``resnet8_digits`` and ``lenet5_digits``), at the backend's
+default batch size:
+
+* ``step``: ``synth.step(student)`` (offline backends after ``reset(batch_size, generator)``;
+  adversarial ones with a student),
+* ``bare``: the teacher's forward and backward on a batch of the same shape, gradients to the
+  input on (cross-entropy to random labels): the least any synthesis step can cost.
+
+Both are timed alternately in one process (``--reps`` rounds after warm-up); the table gives
+their medians and the median over rounds of step/bare. The KD student step
+(``datafree.distill.distill`` on an in-memory source, per step) is compared the same way with a
+bare student forward+backward plus a teacher forward.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory held before the step;
+on CPU each measurement runs in a fresh subprocess that samples its resident set while a few
+steps run and reports the peak growth over the resident set before them (``--no-memory`` skips it).
+
+Usage::
+
+    PYTHONPATH=. python bench/synthesis_overhead.py [--device cpu] [--reps 20] [--methods a,b]
+
+Prints a markdown table and writes ``bench/results/synthesis_overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+
+from bench.common import interleaved, machine, markdown_table, median_ratio, setup  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BN_TEACHER, PLAIN_TEACHER = "resnet8_digits", "lenet5_digits"
+
+
+def cases(methods: list[str] | None) -> list[tuple[str, str]]:
+    """(method, teacher) pairs: BN backends on the BN teacher, the others on both teachers."""
+    from generators import GENERATORS, method_class
+
+    out = []
+    for name in GENERATORS.names():
+        if methods and name not in methods:
+            continue
+        teachers = [BN_TEACHER] if method_class(name).requires_batchnorm else [BN_TEACHER, PLAIN_TEACHER]
+        out += [(name, t) for t in teachers]
+    return out + [("kd", BN_TEACHER)] if not methods or "kd" in methods else out
+
+
+def _student(lm: Any) -> torch.nn.Module:
+    from datafree.models import create_model, default_student_for
+
+    torch.manual_seed(0)
+    s = create_model(default_student_for(lm.card.arch), lm.card.num_classes, lm.card.in_channels)
+    return s.to(next(lm.model.parameters()).device)
+
+
+def build(method: str, teacher: str, device: torch.device) -> tuple[dict[str, Any], int]:
+    """Callables ``{"step": ..., "bare": ...}`` for one case and the batch size they use."""
+    from datafree.cards import load_model
+
+    lm = load_model(teacher, device)
+    model = lm.model
+    student = _student(lm)
+    if method == "kd":
+        return _build_kd(lm, student, device)
+    from generators import create_synthesizer
+
+    synth = create_synthesizer(method, model, lm.card, seed=0)
+    bs = synth.config.batch_size
+    if not synth.online:
+        synth.reset(bs, torch.Generator().manual_seed(0))
+    arg = student
+
+    def step() -> None:
+        synth.step(arg)
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn((bs, *lm.card.input_shape), generator=g).to(device).requires_grad_(True)
+    y = torch.randint(0, lm.card.num_classes, (bs,), generator=g).to(device)
+
+    def bare() -> None:
+        x.grad = None
+        F.cross_entropy(model(x), y).backward()
+
+    return {"step": step, "bare": bare}, bs
+
+
+def _build_kd(lm: Any, student: torch.nn.Module, device: torch.device) -> tuple[dict[str, Any], int]:
+    from datafree.distill import KDConfig, distill
+    from datafree.progress import set_quiet
+    from datafree.sources import TensorSource
+
+    set_quiet(True)
+    steps = 5
+    cfg = KDConfig(epochs=1, steps_per_epoch=steps)
+    bs = cfg.batch_size
+    g = torch.Generator().manual_seed(0)
+    source = TensorSource(torch.randn((1024, *lm.card.input_shape), generator=g).to(device))
+    teacher = lm.model
+
+    def step() -> None:  # one distill() call of `steps` steps, timed per step by the caller
+        distill(teacher, student, source, cfg, input_shape=lm.card.input_shape)
+
+    x = source.images[:bs]
+
+    def bare() -> None:
+        for _ in range(steps):
+            with torch.no_grad():
+                t = teacher(x)
+            student.zero_grad(set_to_none=True)
+            F.kl_div(F.log_softmax(student(x), 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True).backward()
+
+    return {"step": step, "bare": bare, "per_call": steps}, bs
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def measure_memory(method: str, teacher: str, kind: str, device: torch.device, steps: int = 3) -> float:
+    """Peak memory growth (MiB) during ``steps`` calls of ``kind`` over the memory held after setup.
+
+    CUDA: ``max_memory_allocated``. CPU: the resident set, sampled every 0.5 ms by a thread (torch
+    ops release the GIL) while the steps run, minus the resident set just before them.
+    """
+    fns, _ = build(method, teacher, device)
+    fn = fns[kind]
+    fn()  # first call: lazy state (optimiser moments, caches) belongs to the step's footprint
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    import threading
+    import time
+
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0005)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    for _ in range(steps):
+        fn()
+    done.set()
+    th.join()
+    return (peak[0] - base) / 2**20
+
+
+def memory_in_subprocess(method: str, teacher: str, kind: str, device: str) -> float:
+    """CPU: a fresh process per measurement (freed memory the allocator keeps would blur the next one)."""
+    cmd = [sys.executable, __file__, "--probe", f"{method}:{teacher}:{kind}", "--device", device]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["mib"])
+
+
+def run_case(method: str, teacher: str, device: torch.device, reps: int, memory: bool) -> dict[str, Any]:
+    """Time one case interleaved and (optionally) measure its peak memory."""
+    fns, bs = build(method, teacher, device)
+    per = fns.get("per_call", 1)
+    t_step, t_bare = interleaved([fns["step"], fns["bare"]], device, reps)
+    row: dict[str, Any] = {
+        "method": method,
+        "teacher": teacher,
+        "batch_size": bs,
+        "step_ms": 1e3 * statistics.median(t_step) / per,
+        "bare_ms": 1e3 * statistics.median(t_bare) / per,
+        "ratio": median_ratio(t_step, t_bare),
+        "ratio_of_medians": statistics.median(t_step) / statistics.median(t_bare),
+        "reps": reps,
+    }
+    if memory:
+        for kind in ("step", "bare"):
+            if device.type == "cuda":
+                row[f"{kind}_peak_mib"] = measure_memory(method, teacher, kind, device)
+            else:
+                row[f"{kind}_peak_mib"] = memory_in_subprocess(method, teacher, kind, str(device))
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:  # noqa: D103
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=20, help="timed rounds per case (after 3 warm-up rounds)")
+    ap.add_argument("--methods", default="", help="comma-separated backends (and 'kd'); default: all")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    ap.add_argument("--out", default=str(RESULTS / "synthesis_overhead.json"))
+    ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: memory subprocess
+    args = ap.parse_args(argv)
+    device = setup(args.device)
+    if args.probe:
+        method, teacher, kind = args.probe.split(":")
+        print(json.dumps({"mib": measure_memory(method, teacher, kind, device)}))
+        return
+    methods = [m for m in args.methods.split(",") if m] or None
+    rows = []
+    for method, teacher in cases(methods):
+        row = run_case(method, teacher, device, args.reps, not args.no_memory)
+        rows.append(row)
+        print(f"{method} on {teacher}: {row['ratio']:.2f}x", file=sys.stderr)
+    header = ["method", "teacher", "batch", "step ms", "bare fwd+bwd ms", "step / bare", "peak MiB step / bare"]
+    table = [
+        [
+            r["method"],
+            r["teacher"],
+            r["batch_size"],
+            f"{r['step_ms']:.1f}",
+            f"{r['bare_ms']:.1f}",
+            f"**{r['ratio']:.2f}x**",
+            f"{r['step_peak_mib']:.1f} / {r['bare_peak_mib']:.1f}" if "step_peak_mib" in r else "-",
+        ]
+        for r in rows
+    ]
+    info = machine(device)
+    print(f"Machine: {info['cpu']}, {info['torch_threads']} thread(s), torch {info['torch']}, device {info['device']}\n")
+    print(markdown_table(header, table))
+    from datafree.utils import atomic_write_json
+
+    atomic_write_json(args.out, {"machine": info, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

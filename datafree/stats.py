@@ -1,0 +1,69 @@
+"""Fused per-channel batch statistics with a hand-written backward.
+
+``torch.var_mean(x, dim=(0, 2, 3))`` on an NCHW activation reduces over non-adjacent dimensions;
+on CPU it (and its autograd backward, several elementwise passes) cost more than the BatchNorm
+layer it observes. :func:`channel_mean_var` computes the same two statistics from one sum and
+one sum of squares, and its backward is one fused pass ``dx = a_c + b_c * x``. The BN-statistics
+hook of DeepInversion-style backends calls it on every BatchNorm input, every step.
+
+Reference: Yin et al., "Dreaming to Distill", CVPR 2020 (the statistics the BN loss matches).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["channel_mean_var"]
+
+
+class _ChannelMeanVar(torch.autograd.Function):
+    """Mean and biased variance over every dimension but 1; see :func:`channel_mean_var`."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        n = x.numel() // x.shape[1]
+        xf = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)  # (N, C, L): sums over L are contiguous
+        # float64 accumulation of the per-(sample, channel) partial sums keeps E[x^2] - E[x]^2 exact
+        # enough for activations whose mean is large against their spread.
+        s1 = xf.sum(2).to(torch.float64).sum(0)  # (N, C) partial sums, then exact over N
+        s2 = torch.linalg.vector_norm(xf, dim=2).square().to(torch.float64).sum(0)  # one reduction, no x*x
+        mean64 = s1 / n
+        var = (s2 / n - mean64 * mean64).clamp_min_(0).to(x.dtype)
+        mean = mean64.to(x.dtype)
+        ctx.save_for_backward(x, mean)
+        ctx.n = n
+        return mean, var
+
+    @staticmethod
+    def backward(ctx, grad_mean: torch.Tensor | None, grad_var: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+        x, mean = ctx.saved_tensors
+        n = ctx.n
+        gm = grad_mean if grad_mean is not None else torch.zeros_like(mean)
+        gv = grad_var if grad_var is not None else torch.zeros_like(mean)
+        # d mean / dx = 1/n ; d var / dx = 2 (x - mean) / n  ->  dx = a_c + b_c * x
+        b = (2.0 / n) * gv
+        a = gm / n - b * mean
+        # A per-channel affine map is what inference BatchNorm computes (running stats 0/1, eps 0):
+        # its kernel is several times faster than a broadcast addcmul on CPU.
+        zeros, ones = torch.zeros_like(mean), torch.ones_like(mean)
+        return torch.batch_norm(x, b, a, zeros, ones, False, 0.0, 0.0, False)
+
+
+def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance over the batch and spatial dimensions.
+
+    Equals ``torch.var_mean(x, dim=(0, 2, ...), unbiased=False)`` (swapped order) and is
+    differentiable, several times faster forward and backward on CPU for NCHW activations.
+
+    Args:
+        x: activations, channels on dimension 1.
+
+    Returns:
+        ``(mean, var)``, each ``(C,)``.
+
+    Shape:
+        - x: ``(N, C)`` or ``(N, C, *)``.
+    """
+    if x.dim() < 2:
+        raise ValueError(f"channel_mean_var needs (N, C, ...) input, got shape {tuple(x.shape)}")
+    return _ChannelMeanVar.apply(x)  # type: ignore[no-any-return]
