@@ -16,7 +16,7 @@ from torch import nn
 from .cards import ModelCard
 from .dataset import SyntheticDataset
 
-__all__ = ["SurrogateSource", "TensorSource", "DatasetSource", "SynthesizerSource", "NoiseSource"]
+__all__ = ["SurrogateSource", "TensorSource", "DatasetSource", "SynthesizerSource", "NoiseSource", "PoolSource"]
 
 
 class SurrogateSource(Protocol):
@@ -125,3 +125,69 @@ class SynthesizerSource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
         self.synth.load_state_dict(state)
+
+
+class PoolSource:
+    """A growing pool: each round an offline synthesizer adds one batch, KD samples the whole pool.
+
+    This is the CMI / Fast-Datafree loop (``synthesize(); train(kd_steps)``): the student trains
+    from the first batch on instead of waiting for the whole dataset. After ``max_images`` the pool
+    stops growing (and synthesis stops costing). Batches are optimised from seeds
+    ``seed * 1_000_003 + round``, so a run is reproducible.
+
+    Args:
+        synthesizer: an offline backend (``reset`` / ``step`` / ``sample``), e.g. ``fast``.
+        batch_size: images synthesised per round.
+        max_images: pool capacity; ``None`` keeps growing.
+        seed: base seed.
+    """
+
+    def __init__(self, synthesizer: Any, batch_size: int | None = None, max_images: int | None = None, seed: int = 0) -> None:
+        self.synth = synthesizer
+        self.batch_size = batch_size or synthesizer.config.batch_size
+        self.max_images = max_images
+        self.seed = seed
+        self.needs_student = bool(getattr(synthesizer, "needs_student", False)) or (
+            getattr(synthesizer.config, "adv_weight", 0.0) > 0 or getattr(synthesizer.config, "competition_weight", 0.0) > 0
+        )
+        self.images: list[torch.Tensor] = []
+        self.count = 0
+        self.rounds = 0
+        self.generator = torch.Generator()
+
+    def update(self, student: nn.Module) -> dict[str, torch.Tensor]:
+        """Synthesise one batch (unless the pool is full) and add it to the pool."""
+        if self.max_images is not None and self.count >= self.max_images:
+            return {}
+        n = self.batch_size if self.max_images is None else min(self.batch_size, self.max_images - self.count)
+        self.generator.manual_seed(self.seed * 1_000_003 + self.rounds)
+        batch = self.synth.synthesize(n, self.generator, student=student if self.needs_student else None)
+        self.images.append(batch.images.detach())
+        self.count += len(batch.images)
+        self.rounds += 1
+        return {}
+
+    def next_batch(self, n: int) -> torch.Tensor:
+        """``n`` images drawn uniformly (with replacement) from the pool."""
+        if not self.images:
+            raise RuntimeError("the pool is empty: call update() first")
+        pool = self.images[0] if len(self.images) == 1 else torch.cat(self.images)
+        self.images = [pool]
+        idx = torch.randint(len(pool), (n,), generator=self.generator).to(pool.device)
+        return pool[idx]
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {
+            "synth": self.synth.state_dict(),
+            "images": torch.cat(self.images).cpu() if self.images else None,
+            "rounds": self.rounds,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
+        self.synth.load_state_dict(state["synth"])
+        dev = getattr(self.synth, "device", "cpu")
+        self.images = [state["images"].to(dev)] if state["images"] is not None else []
+        self.count = sum(len(x) for x in self.images)
+        self.rounds = int(state["rounds"])
+        self.generator.set_state(state["generator"])

@@ -23,13 +23,18 @@ class _ChannelMeanVar(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         n = x.numel() // x.shape[1]
         xf = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)  # (N, C, L): sums over L are contiguous
-        # float64 accumulation of the per-(sample, channel) partial sums keeps E[x^2] - E[x]^2 exact
-        # enough for activations whose mean is large against their spread.
-        s1 = xf.sum(2).to(torch.float64).sum(0)  # (N, C) partial sums, then exact over N
-        s2 = torch.linalg.vector_norm(xf, dim=2).square().to(torch.float64).sum(0)  # one reduction, no x*x
-        mean64 = s1 / n
-        var = (s2 / n - mean64 * mean64).clamp_min_(0).to(x.dtype)
-        mean = mean64.to(x.dtype)
+        # Shift by a value near the mean (sample 0's channel means) so that E[(x-k)^2] - E[x-k]^2
+        # does not cancel catastrophically when the mean is large against the spread. The shift
+        # uses inference BatchNorm's kernel (x - k with running_var 1, eps 0): one fast pass.
+        shift = xf[0].mean(1)  # (C,)
+        xs = torch.batch_norm(x, None, None, shift, torch.ones_like(shift), False, 0.0, 0.0, False)
+        xsf = xs.flatten(2) if x.dim() > 2 else xs.unsqueeze(2)
+        # float64 for the sums over N of the per-(sample, channel) partial sums
+        s1 = xsf.sum(2).to(torch.float64).sum(0)
+        s2 = torch.linalg.vector_norm(xsf, dim=2).square().to(torch.float64).sum(0)  # one reduction, no x*x
+        mean_shifted = s1 / n
+        var = (s2 / n - mean_shifted * mean_shifted).clamp_min_(0).to(x.dtype)
+        mean = (mean_shifted + shift.to(torch.float64)).to(x.dtype)
         ctx.save_for_backward(x, mean)
         ctx.n = n
         return mean, var

@@ -1,0 +1,338 @@
+"""Fast-Datafree: a meta-learned generator that adapts to each new batch in a few steps.
+
+Reference: Fang et al., "Up to 100x Faster Data-free Knowledge Distillation", AAAI 2022
+(code: ``fast_meta.py``, ``hooks.py``; settings in shared/REFERENCES.md, "Fast-Datafree").
+
+One *round* synthesises one batch:
+
+1. draw ``z ~ N(0, I)`` and target labels; clone the persistent generator ``G`` into ``G'``;
+2. for ``iterations`` (the paper's ``g_steps``: 2 to 10) inner steps, Adam on ``G'`` (``lr``) and
+   ``z`` (``lr_z``) minimises::
+
+       bn_weight * sum_l (||mu_run_l - mu~_l||_2 + ||var_run_l - var~_l||_2)
+         + oh_weight * CE(T(aug(G'(z))), y) + adv_weight * L_adv(S, T)
+
+   where ``mu~ = (1 - bn_momentum) * mu_batch + bn_momentum * mu_ema`` blends the batch statistic
+   with an exponential average over previous rounds (``bn_mmt`` in the code), and ``L_adv`` is
+   the negative KL between student and teacher on samples where both agree (CMI/Fast);
+3. the meta-update moves ``G`` with the outer Adam (``lr * iterations``): first-order MAML sums
+   the inner gradients of ``G'`` into ``G``'s gradient (the default, ``is_maml 1``); Reptile
+   uses ``G - G'`` as the gradient;
+4. the lowest-loss images of the round are the round's output; the EMA statistics are updated.
+
+Because ``G`` keeps what it learned, each round needs only a few steps instead of DeepInversion's
+hundreds. In this package a round is ``reset(n)`` + ``iterations`` x ``step()`` + ``sample()``,
+i.e. exactly the offline protocol, so ``synthesize_dataset`` (one shard per round, the generator
+persisting across shards) and a growing pool (:class:`datafree.sources.PoolSource`, Fast's own
+"synthesise a batch, then ``kd_steps`` of KD" loop) both work.
+
+Defaults are scaled to the shipped 16x16 digits teachers: a small generator (``ngf`` 16) so a
+step costs about one teacher pass, batch 128, 5 inner steps; the loss weights are the paper's
+CIFAR ones (bn 10, oh 0.5). ``adv_weight`` is 0 by default so ``datafree synthesize`` needs no
+student; set it (e.g. 1.0) when a student is trained alongside.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datafree.augment import random_jitter
+from datafree.hooks import BNStatistics
+from datafree.losses import bn_statistic_loss, weighted_sum
+
+from . import register
+from .base import Batch, SynthConfig, Synthesizer
+
+__all__ = ["FastDatafree", "FastDatafreeConfig", "FastGenerator", "adversarial_agreement_loss"]
+
+
+class FastGenerator(nn.Module):
+    """CMI / Fast-Datafree generator: Linear -> BN -> (Up, Conv, BN, LReLU) x 2 -> Conv -> Sigmoid.
+
+    Outputs pixels in ``[0, 1]``.
+
+    Shape:
+        - z: ``(B, nz)``.
+        - Output: ``(B, C, H, W)``.
+    """
+
+    def __init__(self, nz: int, ngf: int, image_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        c, h, w = image_shape
+        self.nz, self.ngf = nz, ngf
+        self.init_hw = (max(1, h // 4), max(1, w // 4))
+        self.l1 = nn.Linear(nz, 2 * ngf * self.init_hw[0] * self.init_hw[1])
+        blocks: list[nn.Module] = [
+            nn.BatchNorm2d(2 * ngf),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * ngf, 2 * ngf, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(2 * ngf),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * ngf, ngf, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        if (4 * self.init_hw[0], 4 * self.init_hw[1]) != (h, w):
+            blocks.append(nn.Upsample(size=(h, w), mode="bilinear", align_corners=False))
+        blocks += [nn.Conv2d(ngf, c, 3, 1, 1), nn.Sigmoid()]
+        self.conv_blocks = nn.Sequential(*blocks)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = self.l1(z).view(len(z), 2 * self.ngf, *self.init_hw)  # (B, nz) -> (B, 2 ngf, H/4, W/4)
+        return self.conv_blocks(x)
+
+
+def adversarial_agreement_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """CMI / Fast-Datafree adversarial term: minus the student-teacher KL where their argmax agree.
+
+    Minimising it makes the generator produce samples on which the student, though it still agrees
+    with the teacher, has the largest divergence from it.
+
+    Shape:
+        - student_logits, teacher_logits: ``(B, K)``.
+
+    Reference: Fang et al., "Contrastive Model Inversion", IJCAI 2021; Fast-Datafree, AAAI 2022.
+    """
+    mask = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
+    kl = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1), reduction="none", log_target=True)
+    return -(kl.sum(1) * mask).mean()
+
+
+@dataclass
+class FastDatafreeConfig(SynthConfig):
+    """Fast-Datafree settings (``iterations`` is the paper's ``g_steps``)."""
+
+    batch_size: int = 128
+    iterations: int = 5
+    nz: int = 64
+    ngf: int = 16
+    lr: float = 4e-3  # inner lr of the generator copy (paper: 5e-3 / 3e-3 / 2e-3 for 2 / 5 / 10 steps)
+    lr_z: float = 0.01
+    beta1: float = 0.5
+    beta2: float = 0.999
+    bn_weight: float = 10.0
+    first_bn_weight: float = 1.0
+    oh_weight: float = 0.5
+    adv_weight: float = 0.0
+    bn_momentum: float = 0.9  # EMA blend of BN batch statistics across rounds (``bn_mmt``)
+    meta: str = "fomaml"  # fomaml | reptile
+    reptile_scale: float = 67.0  # Reptile's gradient multiplier in the reference code
+    jitter: int = -1  # pixels of random roll; -1 means H // 8
+
+    def validate(self) -> None:  # noqa: D102
+        super().validate()
+        from datafree.errors import UserInputError
+
+        if self.meta not in _META_GRADIENTS:
+            raise UserInputError(f"meta must be one of {', '.join(_META_GRADIENTS)}, got {self.meta!r}")
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise UserInputError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        for name in ("nz", "ngf"):
+            if getattr(self, name) <= 0:
+                raise UserInputError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+def _fomaml_accumulate(meta: nn.Module, fast: nn.Module, scale: float) -> None:
+    """First-order MAML: add the inner-step gradients of ``fast`` to ``meta``'s gradients."""
+    for p, q in zip(meta.parameters(), fast.parameters(), strict=True):
+        if q.grad is not None:
+            p.grad = q.grad.detach().clone() if p.grad is None else p.grad.add_(q.grad)
+
+
+def _reptile_gradient(meta: nn.Module, fast: nn.Module, scale: float) -> None:
+    """Reptile: the meta gradient is ``scale * (theta - theta')``."""
+    for p, q in zip(meta.parameters(), fast.parameters(), strict=True):
+        p.grad = (p.detach() - q.detach()).mul_(scale)
+
+
+# meta rule -> (called after every inner step?, gradient function)
+_META_GRADIENTS = {"fomaml": (True, _fomaml_accumulate), "reptile": (False, _reptile_gradient)}
+
+
+@register
+class FastDatafree(Synthesizer):
+    """Fast-Datafree (Fang et al. 2022): meta-learned generator, a few adaptation steps per batch."""
+
+    name = "fast"
+    Config = FastDatafreeConfig
+    requires_batchnorm = True
+    config: FastDatafreeConfig
+
+    def __init__(self, teacher: nn.Module, card: Any, config: FastDatafreeConfig) -> None:
+        super().__init__(teacher, card, config)
+        cfg = config
+        torch.manual_seed(cfg.seed)  # the generator's initial weights follow the seed
+        self.meta_generator = FastGenerator(cfg.nz, cfg.ngf, self.input_shape).to(self.device).train()
+        self.meta_optimizer = torch.optim.Adam(
+            self.meta_generator.parameters(), lr=cfg.lr * cfg.iterations, betas=(cfg.beta1, cfg.beta2)
+        )
+        self.jitter = cfg.jitter if cfg.jitter >= 0 else max(1, self.input_shape[1] // 8)
+        self.ema: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per BN layer (mean, var)
+        self.rounds = 0
+        self._clear_round()
+
+    def _clear_round(self) -> None:
+        self.fast: FastGenerator | None = None
+        self.z: torch.Tensor | None = None
+        self.targets: torch.Tensor | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.best: torch.Tensor | None = None
+        self.best_loss = torch.tensor(float("inf"), device=self.device)
+        self.last_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.iteration = 0
+        self.generator: torch.Generator | None = None
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Start a round: fresh ``z`` and balanced shuffled labels, a copy of the meta-generator."""
+        cfg = self.config
+        self._clear_round()
+        self.generator = generator
+        self.z = torch.randn((n, cfg.nz), generator=generator).to(self.device).requires_grad_(True)
+        labels = (torch.arange(n) % self.num_classes)[torch.randperm(n, generator=generator)]
+        self.targets = labels.to(self.device)
+        self.fast = copy.deepcopy(self.meta_generator)
+        self.optimizer = torch.optim.Adam(
+            [{"params": self.fast.parameters()}, {"params": [self.z], "lr": cfg.lr_z}],
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+        )
+
+    def _blend(self, stats: BNStatistics) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        means: list[torch.Tensor] = stats.means  # type: ignore[assignment]
+        variances: list[torch.Tensor] = stats.vars  # type: ignore[assignment]
+        if self.ema is None:
+            return means, variances
+        m = self.config.bn_momentum
+        blended_means = [(1 - m) * mu + m * e_mu for mu, (e_mu, _) in zip(means, self.ema, strict=True)]
+        blended_vars = [(1 - m) * v + m * e_v for v, (_, e_v) in zip(variances, self.ema, strict=True)]
+        return blended_means, blended_vars
+
+    def _loss(self, student: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.config
+        assert self.fast is not None and self.z is not None
+        pixels = self.fast(self.z)  # (B, C, H, W) in [0, 1]
+        x = self.normalizer(pixels)
+        xa = random_jitter(x, self.jitter, self.generator)
+        with BNStatistics(self.teacher) as stats:
+            logits = self.teacher(xa)
+            means, variances = self._blend(stats)
+            bn = bn_statistic_loss(means, variances, stats.running(), cfg.first_bn_weight)
+            self.last_stats = [(m.detach(), v.detach()) for m, v in zip(stats.means, stats.vars, strict=True)]  # type: ignore[union-attr]
+        terms = {
+            "bn": (cfg.bn_weight, bn),
+            "oh": (cfg.oh_weight, F.cross_entropy(logits, self.targets)),
+        }
+        if cfg.adv_weight > 0:
+            s_logits = self.check_student(student)(xa)
+            terms["adv"] = (cfg.adv_weight, adversarial_agreement_loss(s_logits, logits))
+        loss, logs = weighted_sum(terms)
+        return loss, x, logs
+
+    def step(self, student: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """One inner step of the round (and the meta-update after the last one)."""
+        if self.fast is None:
+            self.reset(self.config.batch_size)
+        assert self.fast is not None and self.optimizer is not None
+        cfg = self.config
+        was_training = student.training if student is not None else False
+        if student is not None:
+            student.eval()
+        loss, x, logs = self._loss(student)
+        if student is not None:
+            student.train(was_training)
+        with torch.no_grad():
+            # keep the lowest-loss images of the round, with tensor ops only (no host sync on GPU)
+            better = logs["total"] < self.best_loss
+            self.best_loss = torch.where(better, logs["total"], self.best_loss)
+            self.best = x.detach() if self.best is None else torch.where(better, x.detach(), self.best)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        every_step, meta_grad = _META_GRADIENTS[cfg.meta]
+        if self.iteration == 0:
+            self.meta_optimizer.zero_grad(set_to_none=True)
+        if every_step:
+            meta_grad(self.meta_generator, self.fast, cfg.reptile_scale)
+        self.optimizer.step()
+        self.iteration += 1
+        if self.iteration == cfg.iterations:
+            self._end_round()
+        return logs
+
+    def _end_round(self) -> None:
+        """Meta-update of the persistent generator and the EMA of BN statistics."""
+        cfg = self.config
+        every_step, meta_grad = _META_GRADIENTS[cfg.meta]
+        if not every_step:
+            meta_grad(self.meta_generator, self.fast, cfg.reptile_scale)  # type: ignore[arg-type]
+        self.meta_optimizer.step()
+        if cfg.bn_momentum > 0 and self.last_stats is not None:
+            m = cfg.bn_momentum
+            if self.ema is None:
+                self.ema = list(self.last_stats)
+            else:
+                self.ema = [
+                    (m * e_mu + (1 - m) * mu, m * e_v + (1 - m) * v)
+                    for (e_mu, e_v), (mu, v) in zip(self.ema, self.last_stats, strict=True)
+                ]
+        self.rounds += 1
+
+    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> Batch:
+        """The round's lowest-loss images (normalised) and their labels, or its first ``n``."""
+        if self.best is None:
+            raise RuntimeError("call reset() and step() before sample()")
+        n = len(self.best) if n is None else n
+        return Batch(self.best[:n].clone(), None if self.targets is None else self.targets[:n].clone())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Meta-generator, meta-optimiser, EMA statistics and the current round."""
+        state: dict[str, Any] = {
+            "meta_generator": self.meta_generator.state_dict(),
+            "meta_optimizer": self.meta_optimizer.state_dict(),
+            "ema": [(m.cpu(), v.cpu()) for m, v in self.ema] if self.ema is not None else None,
+            "rounds": self.rounds,
+            "iteration": self.iteration,
+        }
+        if self.fast is not None and self.optimizer is not None and self.z is not None:
+            state.update(
+                fast=self.fast.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                z=self.z.detach().cpu(),
+                targets=self.targets.cpu() if self.targets is not None else None,
+                best=self.best.cpu() if self.best is not None else None,
+                best_loss=self.best_loss.cpu(),
+                last_stats=[(m.cpu(), v.cpu()) for m, v in self.last_stats] if self.last_stats else None,
+                generator=self.generator.get_state() if self.generator is not None else None,
+            )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        dev = self.device
+        self.meta_generator.load_state_dict(state["meta_generator"])
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self.ema = [(m.to(dev), v.to(dev)) for m, v in state["ema"]] if state.get("ema") is not None else None
+        self.rounds = int(state["rounds"])
+        self._clear_round()
+        if "fast" not in state:
+            return
+        self.reset(len(state["z"]))
+        assert self.fast is not None and self.optimizer is not None and self.z is not None
+        self.fast.load_state_dict(state["fast"])
+        with torch.no_grad():
+            self.z.copy_(state["z"].to(dev))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.targets = state["targets"].to(dev) if state["targets"] is not None else None
+        self.best = state["best"].to(dev) if state["best"] is not None else None
+        self.best_loss = state["best_loss"].to(dev)
+        self.last_stats = [(m.to(dev), v.to(dev)) for m, v in state["last_stats"]] if state["last_stats"] else None
+        self.iteration = int(state["iteration"])
+        if state.get("generator") is not None:
+            self.generator = torch.Generator()
+            self.generator.set_state(state["generator"])
