@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--teacher", default="resnet8_digits", help="BN backends need a BN teacher")
     ap.add_argument("--time-cap", type=float, default=900.0, help="seconds per run")
     ap.add_argument("--num-images", type=int, default=1024, help="offline recipe: images synthesised before KD")
-    ap.add_argument("--pool-kd-steps", type=int, default=10, help="pool recipe: KD steps per synthesised batch")
+    ap.add_argument("--pool-kd-steps", type=int, default=20, help="pool recipe: KD steps per synthesised batch")
     ap.add_argument("--pool-images", type=int, default=0, help="pool recipe: pool capacity (0: unbounded)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE", help="backend option (repeatable)")
