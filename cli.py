@@ -304,6 +304,61 @@ def compress(
     click.echo(f"stages (s): {rep['stages_seconds']}; report {Path(out) / 'report.json'}")
 
 
+# --- quantize (datafree.quant) ------------------------------------------------------------------
+@cli.command()
+@click.option("--model", "-m", "model", default="resnet8_digits", show_default=True, help="Shipped name, card path or directory.")
+@click.option("--weight-bits", "-w", type=click.IntRange(2, 8), default=8, show_default=True, help="Bits per weight (per channel).")
+@click.option("--act-bits", "-a", type=click.IntRange(2, 8), default=8, show_default=True, help="Bits per activation (per tensor).")
+@click.option(
+    "--calib", default="zeroq", show_default=True,
+    help="Calibration data: zeroq, deepinversion, noise, digits (real images: reference only) or a synthetic dataset DIR.",
+)  # fmt: skip
+@click.option("--calib-images", type=int, default=64, show_default=True, callback=_positive, help="Calibration images.")
+@click.option("--finetune-epochs", type=click.IntRange(0, None), default=0, show_default=True, help="KD fine-tuning epochs (0: calibration only).")
+@click.option("--weight-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
+@click.option("--act-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
+@click.option("--asymmetric-weights", is_flag=True, help="Asymmetric weight grids (default: symmetric).")
+@click.option("--int8", "int8", is_flag=True, help="Also export a real int8 CPU model (W8A8) and time fp32 vs int8.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json, report.json).")
+@seed_opt
+@set_opt
+@trust_opt
+@device_opt
+@quiet_opt
+@threads_opt
+def quantize(
+    model: str, weight_bits: int, act_bits: int, calib: str, calib_images: int, finetune_epochs: int,
+    weight_calib: str, act_calib: str, asymmetric_weights: bool, int8: bool, out: Path, seed: int,
+    options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
+) -> None:  # fmt: skip
+    """Quantize a model with synthetic calibration data (ZeroQ by default); writes OUT/model.json + report.json."""
+    from datafree.cards import load_model
+    from datafree.pipeline import prepare_out_dir
+    from datafree.quant import quantize as run
+
+    dev = _setup(device, quiet, threads)
+    lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
+    out = prepare_out_dir(out)
+    rep = run(
+        lm, weight_bits, act_bits, calib, calib_images=calib_images, finetune_epochs=finetune_epochs, int8=int8,
+        out_dir=out, device=dev, seed=seed, weight_calib=weight_calib, act_calib=act_calib,
+        weight_symmetric=not asymmetric_weights, **_parse_set(options),
+    )  # fmt: skip
+    q = rep["quantized"]
+    click.echo(f"fp32: test accuracy {rep['fp32']['accuracy']:.4f}, {rep['fp32']['size_bytes']} bytes")
+    click.echo(f"W{weight_bits}A{act_bits} ({rep['calib']}): test accuracy {q['accuracy']:.4f}, {q['size_bytes']} bytes")
+    if "finetune" in rep:
+        click.echo(f"  (before KD fine-tuning: {rep['finetune']['accuracy_before']:.4f})")
+    if "int8" in rep:
+        lat = rep["int8"]["latency"]["batch_64"]
+        fp32 = lat.get("fp32", {}).get("cpu_ms")
+        click.echo(f"int8 (CPU): test accuracy {rep['int8']['accuracy']:.4f}; batch 64 {lat['int8']['cpu_ms']} ms vs fp32 {fp32} ms")
+    click.echo(f"card {out / 'model.json'}; report {out / 'report.json'}")
+
+
+# --- end quantize ---------------------------------------------------------------------------------
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="datafree")

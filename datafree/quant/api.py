@@ -34,8 +34,15 @@ QUANTIZED_ARCH = "datafree.quant.qmodel:build_quantized"
 
 def _synthesized(method: str) -> Callable[..., torch.Tensor]:
     def make(teacher: LoadedModel, num_images: int, seed: int, **overrides: Any) -> torch.Tensor:
-        from generators import create_synthesizer
+        from generators import create_synthesizer, method_class
 
+        from ..hooks import batchnorm_layers
+
+        if method_class(method).requires_batchnorm and not batchnorm_layers(teacher.model):
+            raise UserInputError(
+                f"--calib {method} inverts BatchNorm statistics, but this model has no BatchNorm layer; "
+                "calibrate with noise or with a synthetic dataset DIR made by a method that needs no BN"
+            )
         synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **overrides)
         bs = synth.config.batch_size
         batches = []
