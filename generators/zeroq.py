@@ -109,7 +109,8 @@ class ZeroQ(Synthesizer):
         self.inputs = x.requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.inputs], lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+            self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+            min_lr=cfg.min_lr,
         )
         self.iteration = 0
 
@@ -121,7 +122,7 @@ class ZeroQ(Synthesizer):
         with BNStatistics(self.teacher, per_sample=True) as stats:
             self.teacher(x)
             for mu, var, (rm, rv) in zip(stats.means, stats.vars, stats.running(), strict=True):
-                assert mu is not None and var is not None, "a BatchNorm layer was not reached by the forward pass"
+                assert mu is not None and var is not None, "a BN layer was not reached by the forward pass"
                 m, s = zeroq_statistic_loss(mu, (var + cfg.eps).sqrt(), rm, (rv + cfg.eps).sqrt())
                 bn_mean, bn_std = bn_mean + m, bn_std + s
         var_in, mean_in = torch.var_mean(x.flatten(2), dim=2, unbiased=False)  # (B, C, H*W) -> (B, C)

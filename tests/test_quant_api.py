@@ -22,6 +22,7 @@ def test_quantize_end_to_end_writes_an_evaluable_model(bn_teacher, tmp_path):
     q = rep["quantized"]
     assert 0.0 <= q["accuracy"] <= 1.0 and q["size_bytes"] < rep["fp32"]["size_bytes"] / 4
     saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["latency_cpu"]["batch_64"]["fp32"]["cpu_ms"] > 0 and "int8" not in saved
     assert saved["quantized"]["accuracy"] == q["accuracy"]
     # the card rebuilds the quantized network: same accuracy through the ordinary evaluate path
     res = evaluate(tmp_path / "model.json")
@@ -103,12 +104,15 @@ def test_cli_quantize_then_evaluate(tmp_path):
     out = tmp_path / "q"
     r = runner.invoke(
         cli, ["quantize", "--model", "resnet8_digits", "-w", "4", "-a", "8", "--calib", "noise",
-              "--calib-images", "16", "--out", str(out), "--quiet"],
+              "--calib-images", "16", "--int8", "--out", str(out), "--quiet"],
         catch_exceptions=False,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "W4A8 (noise)" in r.output
     rep = json.loads((out / "report.json").read_text())
+    assert rep["int8"]["accuracy"] > 0.95 and rep["int8"]["engine"] == "x86"
+    for bs in ("batch_1", "batch_64"):
+        assert set(rep["latency_cpu"][bs]) == {"fp32", "int8"}
     r = runner.invoke(cli, ["evaluate", "--model", str(out / "model.json"), "--json"], catch_exceptions=False)
     assert r.exit_code == 0
     assert json.loads(r.output)["accuracy"] == pytest.approx(rep["quantized"]["accuracy"], abs=1e-4)

@@ -32,7 +32,9 @@ __all__ = [
 Calibrator = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-def minmax_range(values: torch.Tensor, bits: int = 8, symmetric: bool = False, **_: float) -> tuple[torch.Tensor, torch.Tensor]:
+def minmax_range(
+    values: torch.Tensor, bits: int = 8, symmetric: bool = False, **_: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The full range of each row.
 
     Shape:

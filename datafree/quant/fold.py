@@ -60,7 +60,8 @@ def fold_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
     """A new ``Conv2d`` (with bias) computing ``bn(conv(x))`` in inference mode."""
     fused = copy.deepcopy(conv)
     if fused.bias is None:
-        fused.bias = nn.Parameter(torch.zeros(conv.out_channels, device=conv.weight.device, dtype=conv.weight.dtype))
+        w = conv.weight
+        fused.bias = nn.Parameter(torch.zeros(conv.out_channels, device=w.device, dtype=w.dtype))
     assert bn.running_mean is not None and bn.running_var is not None
     with torch.no_grad():
         w, b = fold_bn_weights(
@@ -102,7 +103,9 @@ def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
         if node.op != "call_module" or not isinstance(modules[node.target], _BatchNorm):
             continue
         src = node.args[0]
-        if not (isinstance(src, fx.Node) and src.op == "call_module" and isinstance(modules[src.target], nn.Conv2d)):
+        if not (isinstance(src, fx.Node) and src.op == "call_module"):
+            continue
+        if not isinstance(modules[src.target], nn.Conv2d):
             continue
         if len(src.users) != 1:
             continue

@@ -75,7 +75,9 @@ def export_int8(
         try:
             prepared = prepare_fx(float_model, mapping, example)
         except Exception as e:  # noqa: BLE001 - FX tracing raises many kinds of errors
-            raise UserInputError(f"cannot trace {type(model).__name__} for int8 export: {type(e).__name__}: {e}") from None
+            raise UserInputError(
+                f"cannot trace {type(model).__name__} for int8 export: {type(e).__name__}: {e}"
+            ) from None
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
                 prepared(images[i : i + batch_size].cpu())

@@ -190,7 +190,8 @@ def build_quantized(
         mean=[0.0] * in_channels, std=[1.0] * in_channels, arch_kwargs=dict(base_arch_kwargs or {}),
     )
     cfg = QuantConfig(
-        weight_bits=weight_bits, act_bits=act_bits, weight_symmetric=weight_symmetric, quantize_output=quantize_output
+        weight_bits=weight_bits, act_bits=act_bits, weight_symmetric=weight_symmetric,
+        quantize_output=quantize_output,
     )
     return quantize_network(build_model(card).eval(), cfg)
 
@@ -241,7 +242,8 @@ def calibrate(
     if len(images) == 0:
         raise UserInputError("no calibration images")
     for layer, wq in weight_quantizers(model):
-        lo, hi = calibrate_range(cfg.weight_calib, layer.weight.flatten(1), wq.bits, wq.symmetric, percentile=cfg.percentile)
+        w2d = layer.weight.flatten(1)  # (C_out, fan_in): one clipping range per output channel
+        lo, hi = calibrate_range(cfg.weight_calib, w2d, wq.bits, wq.symmetric, percentile=cfg.percentile)
         wq.set_range(lo, hi)
     g = torch.Generator().manual_seed(seed)
     observers = {}
