@@ -123,7 +123,7 @@ def _arch_kwargs(card: ModelCard, cfg: QuantConfig) -> dict[str, Any]:
     target, sep, attr = base.rpartition(":")
     if sep and target.endswith(".py") and card.path is not None and not Path(target).is_absolute():
         base = f"{(card.path.parent / target).resolve()}:{attr}"
-    return {
+    kwargs = {
         "base_arch": base,
         "in_channels": card.in_channels,
         "weight_bits": cfg.weight_bits,
@@ -132,6 +132,10 @@ def _arch_kwargs(card: ModelCard, cfg: QuantConfig) -> dict[str, Any]:
         "quantize_output": cfg.quantize_output,
         "base_arch_kwargs": dict(card.arch_kwargs),
     }
+    shapes = getattr(card, "module_shapes", None)  # a pruned model's layer sizes, when cards have them
+    if shapes:
+        kwargs["base_module_shapes"] = dict(shapes)
+    return kwargs
 
 
 def _test_accuracy(model: torch.nn.Module, card: ModelCard) -> float:

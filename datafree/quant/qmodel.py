@@ -177,17 +177,20 @@ def build_quantized(
     weight_symmetric: bool = True,
     quantize_output: bool = False,
     base_arch_kwargs: dict[str, Any] | None = None,
+    base_module_shapes: dict[str, Any] | None = None,
 ) -> fx.GraphModule:
     """The quantized architecture of a saved quantized model (the ``arch`` of its card).
 
-    Builds ``base_arch`` (any arch a card accepts), quantizes it with the given bit widths and
-    returns it uncalibrated; loading the saved state dict restores folded weights and ranges.
+    Builds ``base_arch`` (any arch a card accepts; ``base_module_shapes`` for a pruned model
+    whose card carries layer sizes), quantizes it with the given bit widths and returns it
+    uncalibrated; loading the saved state dict restores folded weights and ranges.
     """
     from ..cards import ModelCard, build_model
 
+    extra: dict[str, Any] = {"module_shapes": dict(base_module_shapes)} if base_module_shapes else {}
     card = ModelCard(
         arch=base_arch, weights="", num_classes=num_classes, input_shape=[in_channels, 1, 1],
-        mean=[0.0] * in_channels, std=[1.0] * in_channels, arch_kwargs=dict(base_arch_kwargs or {}),
+        mean=[0.0] * in_channels, std=[1.0] * in_channels, arch_kwargs=dict(base_arch_kwargs or {}), **extra,
     )
     cfg = QuantConfig(
         weight_bits=weight_bits, act_bits=act_bits, weight_symmetric=weight_symmetric,
