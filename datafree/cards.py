@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import io
 import json
+import math
 import pickle
 import sys
 import zipfile
@@ -115,6 +116,8 @@ def _validate(d: Any, where: str) -> ModelCard:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals
         ):
             raise UserInputError(f"{where}: {key} must be {shape[0]} numbers (one per channel), got {vals!r}")
+    if not all(math.isfinite(v) for v in [*d["mean"], *d["std"]]):
+        raise UserInputError(f"{where}: mean and std must be finite numbers, got {d['mean']!r} and {d['std']!r}")
     if any(v <= 0 for v in d["std"]):
         raise UserInputError(f"{where}: std values must be > 0, got {d['std']!r}")
     for key, typ in (("arch_kwargs", dict), ("sha256", str), ("name", str)):
@@ -203,7 +206,13 @@ def build_model(card: ModelCard) -> nn.Module:
         if not isinstance(model, nn.Module):
             raise UserInputError(f"arch {card.arch!r} returned {type(model).__name__}, not an nn.Module")
         return model
-    return create_model(card.arch, card.num_classes, card.in_channels, **card.arch_kwargs)
+    try:
+        return create_model(card.arch, card.num_classes, card.in_channels, **card.arch_kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, UserInputError):
+            raise
+        msg = " ".join(str(e).split())[:200]
+        raise UserInputError(f"arch {card.arch!r} failed to build with arch_kwargs {card.arch_kwargs}: {msg}") from None
 
 
 def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tensor]:
@@ -227,7 +236,8 @@ def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tens
             ) from None
         raise UserInputError(f"{path}: corrupt checkpoint ({e})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise UserInputError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0]})") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserInputError(f"{path}: corrupt or truncated checkpoint ({first})") from None
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
