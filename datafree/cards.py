@@ -216,6 +216,8 @@ def build_model(card: ModelCard) -> nn.Module:
 
 
 def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        raise UserInputError(f"weights path {path} is a directory, not a weights file")
     if not path.is_file():
         raise UserInputError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -236,7 +238,7 @@ def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tens
             ) from None
         raise UserInputError(f"{path}: corrupt checkpoint ({e})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0]
+        first = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0]
         raise UserInputError(f"{path}: corrupt or truncated checkpoint ({first})") from None
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
@@ -287,7 +289,8 @@ def load_model(
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).split("\n\t", 2)
-        detail = first[1].strip() if len(first) > 1 else str(e)[:200]
+        detail = first[1].strip() if len(first) > 1 else str(e)
+        detail = detail if len(detail) <= 200 else detail[:200] + "…"
         raise UserInputError(f"weights {wpath.name} do not match arch {card.arch!r}: {detail}") from None
     model.to(device).eval()
     if frozen:

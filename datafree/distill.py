@@ -137,11 +137,9 @@ def _local_batch(source: SurrogateSource, n: int) -> torch.Tensor:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise UserInputError(f"{path}: corrupt checkpoint ({first}); delete it to start over") from None
+    from .resume import safe_torch_load
+
+    return safe_torch_load(path, "checkpoint")
 
 
 def distill(

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from cli import cli
 from datafree.dataset import SyntheticDataset
 from datafree.distill import CHECKPOINT, KDConfig, distill
-from datafree.errors import NumericalError
+from datafree.errors import NumericalError, UserInputError
 from datafree.models import create_model
 from datafree.sources import NoiseSource, TensorSource
 from tests.conftest import real_digits_dataset
@@ -119,3 +119,22 @@ def test_nan_through_the_cli_is_one_line_and_exit_3(tmp_path):
     assert r.exit_code == 3, r.output
     assert r.output.startswith("error: the KD loss became") and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "model.json").exists()
+
+
+def test_run_once_computes_once_then_loads(tmp_path):
+    from datafree.resume import run_once, safe_torch_load
+    from datafree.utils import atomic_torch_save
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"w": torch.arange(3.0)}
+
+    for _ in range(2):
+        got = run_once(tmp_path / "stage.pt", compute, lambda r, p: atomic_torch_save(r, p), safe_torch_load)
+        assert torch.equal(got["w"], torch.arange(3.0))
+    assert calls == [1]
+    (tmp_path / "stage.pt").write_bytes(b"torn")
+    with pytest.raises(UserInputError, match="corrupt checkpoint"):
+        run_once(tmp_path / "stage.pt", compute, lambda r, p: None, safe_torch_load)
