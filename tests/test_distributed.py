@@ -98,3 +98,26 @@ def test_an_error_only_rank0_sees_stops_every_rank_without_hanging(tmp_path):
             assert res["code"] == 2 and "not empty and holds no dataset" in res["output"]
             assert len(res["output"].strip().splitlines()) == 1
     assert [c.name for c in out.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_real_torchrun_command_lines(tmp_path):
+    """The documented command lines, through torchrun itself (slow: two launches)."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_WAIT_POLICY": "PASSIVE"}
+    env.pop("WORLD_SIZE", None)
+    real_digits_dataset(tmp_path / "real")
+    for args in (
+        ["synthesize", "--out", str(tmp_path / "ds"), "--device", "cpu", *SYNTH],
+        ["distill", "--data", str(tmp_path / "real"), "--out", str(tmp_path / "kd"), "--device", "cpu", *KD],
+    ):
+        cmd = [torchrun, "--standalone", f"--nproc_per_node={WORLD}", str(root / "cli.py"), *args]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+    assert SyntheticDataset.open(tmp_path / "ds").manifest["images_written"] == 9
+    assert json.loads((tmp_path / "kd" / "model.json").read_text())["test_accuracy"] > 0.8
