@@ -73,7 +73,11 @@ class BNStatistics:
                 dims = tuple(range(2, x.dim()))  # (N, C, H, W) -> stats over H, W
                 if not dims:
                     raise ValueError("per-sample statistics need spatial dimensions")
-                var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+                # Two passes (mean, then mean squared deviation): as exact as var_mean and about
+                # twice as fast forward+backward on CPU for (N, C) outputs (ZeroQ's hot loop).
+                mean = x.mean(dim=dims, keepdim=True)
+                var = (x - mean).pow(2).mean(dim=dims)
+                mean = mean.reshape(var.shape)
             else:
                 mean, var = channel_mean_var(x)  # (N, C, H, W) -> stats over N, H, W, fused
             self.vars[index], self.means[index] = var, mean

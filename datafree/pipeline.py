@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed as dist
 from .cards import LoadedModel, load_model, save_model
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
@@ -73,6 +74,8 @@ def distill_to_dir(
 ) -> dict[str, Any]:
     """Distil a student from ``source`` into ``out`` (checkpoint there; card ``model.json`` when ``save``).
 
+    Under torchrun every rank calls this; the student trains with DDP and only rank 0 writes.
+
     Returns:
         A report: student arch, test accuracy, params, size, seconds, KD history.
     """
@@ -85,7 +88,7 @@ def distill_to_dir(
     )
     seconds = time.perf_counter() - t0
     metrics = evaluate_model(result.student, teacher.card)
-    if save:
+    if save and dist.is_main():
         save_model(
             result.student,
             out,
@@ -141,11 +144,16 @@ def compress(
     from .synthesis import synthesize_dataset
 
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
-    out = prepare_out_dir(out)
+    out = Path(out)
     kd = kd or KDConfig(seed=seed)
     cls = method_class(method)
     lm = load_model(teacher, dev)
     make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
+    if not cls.online:  # and on a BN method without BN or a bad option, before --out is touched
+        from generators import create_synthesizer
+
+        create_synthesizer(method, lm.model, lm.card, **(synth_options or {}))
+    dist.run_on_main(lambda: prepare_out_dir(out))
     t_metrics = evaluate_model(lm.model, lm.card)
     stages: dict[str, float] = {}
     report: dict[str, Any] = {
@@ -181,7 +189,8 @@ def compress(
         report["noise_baseline"] = {"accuracy": b["accuracy"], "num_images": n_noise, "seconds": b["seconds"]}
     report["stages_seconds"] = stages
     report["kd"] = dataclasses.asdict(kd)
-    atomic_write_json(out / "report.json", report)
+    if dist.is_main():
+        atomic_write_json(out / "report.json", report)
     return report
 
 

@@ -13,6 +13,7 @@ from generators import GENERATORS, create_synthesizer, method_class
 TINY: dict[str, dict] = {
     "deepinversion": {"batch_size": 16, "iterations": 8, "warmup": 2},
     "fast": {"batch_size": 16, "iterations": 4},
+    "zeroq": {"batch_size": 16, "iterations": 8},
 }
 STEPS = 6
 
