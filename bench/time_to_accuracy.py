@@ -263,8 +263,13 @@ def plot_png(runs: list[dict[str, Any]], path: Path, title: str) -> None:
                 d.text((w - right + 4, y - 6), f"{dash} of teacher", fill="#888888")
         color = colors[k % len(colors)]
         pts = [xy(p["time_s"], p["accuracy"]) for p in run["points"]]
-        if len(pts) > 1:
-            d.line(pts, fill=color, width=2)
+        steps = []  # a step plot: the student keeps its accuracy until the next evaluation
+        for i, (x, y) in enumerate(pts):
+            if i:
+                steps.append((x, steps[-1][1]))
+            steps.append((x, y))
+        if len(steps) > 1:
+            d.line(steps, fill=color, width=2)
         for x, y in pts:
             d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=color)
         d.text((w - right + 4, top + 40 + 16 * k), f"{s['method']} / {s['teacher']}", fill=color)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -125,3 +127,24 @@ def test_synthesize_dataset_with_fast(bn_teacher, tmp_path):
     data = SyntheticDataset.open(ds.root).load()
     assert data["images"].shape == (20, *bn_teacher.card.input_shape)
     assert data["images"].min() >= 0 and data["images"].max() <= 1
+
+
+def test_cli_synthesize_and_compress_with_fast(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    runner = CliRunner()
+    r = runner.invoke(
+        cli,
+        ["synthesize", "--method", "fast", "-n", "12", "--batch-size", "8", "--iterations", "2", "-o", str(tmp_path / "d"), "-q"],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.output
+    assert "12 images" in r.output
+    args = ["compress", "--method", "fast", "-n", "16", "--iterations", "2", "--set", "batch_size=8", "--epochs", "1"]
+    args += ["--steps-per-epoch", "2", "--kd-batch-size", "8", "--no-baseline", "-o", str(tmp_path / "c"), "-q"]
+    r = runner.invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert report["method"] == "fast" and report["data"]["num_images"] == 16
