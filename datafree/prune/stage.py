@@ -60,12 +60,15 @@ def surrogate_source(
     seed: int = 0,
     g_steps: int = 1,
     method_options: dict[str, Any] | None = None,
+    allow_other_teacher: bool = False,
 ) -> tuple[SurrogateSource, dict[str, Any]]:
     """A surrogate-data source for ``teacher``: a dataset directory, or a backend by name.
 
     An offline backend (pixel optimisation) first writes ``num_images`` images to ``synth_dir``
     (resumable, reusable with ``--data``); an online backend (a generator network) is trained
-    inside the KD stage.
+    inside the KD stage. A dataset synthesized from another teacher is refused unless
+    ``allow_other_teacher`` (e.g. ``compress`` recovering a pruned student on the data it
+    synthesized from the original teacher).
 
     Returns:
         The source and a JSON-able description of it for the report.
@@ -75,7 +78,10 @@ def surrogate_source(
     device = device_of(teacher.model)
     if data is not None:
         src = DatasetSource(data, teacher.card, device=device, seed=seed)
-        src.dataset.check_compatible(teacher.card)
+        if allow_other_teacher:
+            src.dataset.check_compatible(dataclasses.replace(teacher.card, sha256=None))
+        else:
+            src.dataset.check_compatible(teacher.card)
         return src, {"data": str(data), "method": src.dataset.manifest.get("method"), "num_images": len(src)}
     from generators import create_synthesizer, method_class
 
@@ -184,7 +190,7 @@ def prune_stage(
         taylor_batches: synthetic batches (of ``kd.batch_size``) the Taylor gradients sum over.
         eval_data: labelled data to report accuracy on (default: the digits test split).
         out_dir: where to write ``model.json`` + ``model.safetensors``, ``report.json`` and the
-            recovery checkpoint (a rerun resumes it); nothing is written when None.
+            recovery ``checkpoint.pt`` (a rerun resumes it); nothing is written when None.
         latency: measure CPU latency (1 thread, batch 1 and 64) of each stage.
 
     Returns:
@@ -210,9 +216,8 @@ def prune_stage(
     history: list[dict[str, float]] = []
     if recover:
         assert source is not None
-        out = Path(out_dir) / "recovery" if out_dir is not None else None
         result = distill(teacher or unpruned, pruned, source, kd, input_shape=card.input_shape,
-                         checkpoint_dir=out, desc=f"recover ({importance} {ratio:g})")  # fmt: skip
+                         checkpoint_dir=out_dir, desc=f"recover ({importance} {ratio:g})")  # fmt: skip
         history = result.history
         stages["recovered"] = pruned
     metrics = profile_stages(stages, card, eval_data, latency=latency)
@@ -251,7 +256,7 @@ def prune_model(
     importance: str = "l2",
     data: str | Path | None = None,
     method: str | None = None,
-    epochs: int = 10,
+    epochs: int = 20,
     out_dir: str | Path | None = None,
     device: str | torch.device | None = "cpu",
     *,
@@ -270,7 +275,7 @@ def prune_model(
         ratio: fraction of channels to remove, in (0, 1).
         importance: ``l1``, ``l2``, ``bn`` or ``taylor``.
         data: a synthetic dataset directory (``datafree synthesize`` output).
-        method: or a backend name: offline backends write ``out_dir/synthetic`` first.
+        method: or a backend name: offline backends write ``out_dir/data`` first.
         epochs: recovery epochs (0: prune only; then no source is needed unless ``taylor``).
         out_dir: output directory (``model.json``, ``model.safetensors``, ``report.json``).
         device: where to prune and train (``auto`` picks CUDA when present).
@@ -290,10 +295,14 @@ def prune_model(
     check_ratio(ratio)
     create_criterion(importance)  # unknown names fail before anything is loaded or synthesized
     lm = model_spec if isinstance(model_spec, LoadedModel) else load_model(model_spec, resolve_device(device))
+    if out_dir is not None:
+        from ..pipeline import prepare_out_dir
+
+        out_dir = prepare_out_dir(out_dir)
     source, info = None, None
     needs_data = epochs > 0 or create_criterion(importance).needs_gradients
     if needs_data:
-        synth_dir = Path(out_dir) / "synthetic" if out_dir is not None else None
+        synth_dir = Path(out_dir) / "data" if out_dir is not None else None
         source, info = surrogate_source(lm, data=data, method=method, synth_dir=synth_dir,
                                         num_images=num_images, seed=seed, method_options=method_options)  # fmt: skip
     elif data is not None or method is not None:
