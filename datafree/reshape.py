@@ -151,7 +151,8 @@ def apply_module_shapes(model: nn.Module, shapes: Shapes) -> nn.Module:
             raise UserInputError(f"module_shapes: {name!r} is a {type(m).__name__}, which cannot be resized")
         for attr, size in sizes.items():
             if attr not in r.attrs or not isinstance(size, int) or isinstance(size, bool) or size < 1:
-                raise UserInputError(f"module_shapes[{name!r}]: bad entry {attr}={size!r} (allowed: {', '.join(r.attrs)})")
+                allowed = ", ".join(r.attrs)
+                raise UserInputError(f"module_shapes[{name!r}]: bad entry {attr}={size!r} (allowed: {allowed})")
             setattr(m, attr, size)
         r.rebuild(m)
     return model

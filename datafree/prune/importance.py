@@ -60,7 +60,9 @@ def create_criterion(name: str, model: nn.Module | None = None) -> Criterion:
     crit = CRITERIA.create(name)
     if crit.needs_batchnorm and model is not None:
         if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            raise UserInputError(f"--importance {name} needs BatchNorm layers and this model has none; use l1, l2 or taylor")
+            raise UserInputError(
+                f"--importance {name} needs BatchNorm layers and this model has none; use l1, l2 or taylor"
+            )
     return crit
 
 

@@ -159,6 +159,30 @@ def _save(
     return saved
 
 
+def _report(
+    metrics: dict[str, dict[str, Any]], ratio: float, importance: str, global_pruning: bool,
+    source_info: dict[str, Any] | None, kd: KDConfig | None, history: list[dict[str, float]],
+) -> dict[str, Any]:  # fmt: skip
+    final = metrics["recovered" if "recovered" in metrics else "pruned"]
+    base = metrics["unpruned"]
+    report: dict[str, Any] = {
+        "stage": "prune",
+        "ratio": ratio,
+        "importance": importance,
+        "global_pruning": global_pruning,
+        "source": source_info or {},
+        "kd": dataclasses.asdict(kd) if kd is not None else None,
+        "stages": metrics,
+        "params_removed": 1.0 - final["params"] / base["params"],
+        "accuracy_kept": final["accuracy"] / base["accuracy"] if base["accuracy"] > 0 else None,
+        "history": history,
+    }
+    if "latency_ms_b64" in base:
+        report["speedup_b1"] = base["latency_ms_b1"] / final["latency_ms_b1"]
+        report["speedup_b64"] = base["latency_ms_b64"] / final["latency_ms_b64"]
+    return report
+
+
 def prune_stage(
     model: LoadedModel,
     ratio: float,
@@ -204,12 +228,17 @@ def prune_stage(
     recover = recover and source is not None
     criterion = create_criterion(importance, model.model)
     if criterion.needs_gradients and source is None:
-        raise UserInputError(f"--importance {importance} scores channels on synthetic batches: give --data or --method")
+        raise UserInputError(
+            f"--importance {importance} scores channels on synthetic batches: give --data or --method"
+        )
     unpruned = model.model.eval()
     device = device_of(unpruned)
     pruned = copy.deepcopy(unpruned)
     example = torch.zeros((1, *card.input_shape), device=device)
-    batches = [source.next_batch(kd.batch_size) for _ in range(taylor_batches)] if criterion.needs_gradients else []
+    batches = []
+    if criterion.needs_gradients:
+        assert source is not None
+        batches = [source.next_batch(kd.batch_size) for _ in range(taylor_batches)]
     prune_channels(pruned, example, ratio, criterion, num_classes=card.num_classes,
                    global_pruning=global_pruning, batches=batches)  # fmt: skip
     stages = {"unpruned": unpruned, "pruned": copy.deepcopy(pruned)}
@@ -221,27 +250,12 @@ def prune_stage(
         history = result.history
         stages["recovered"] = pruned
     metrics = profile_stages(stages, card, eval_data, latency=latency)
-    final = metrics["recovered" if recover else "pruned"]
-    base = metrics["unpruned"]
-    report: dict[str, Any] = {
-        "stage": "prune",
-        "ratio": ratio,
-        "importance": importance,
-        "global_pruning": global_pruning,
-        "source": source_info or ({} if source is None else {"kind": type(source).__name__}),
-        "kd": dataclasses.asdict(kd) if recover else None,
-        "stages": metrics,
-        "params_removed": 1.0 - final["params"] / base["params"],
-        "accuracy_kept": final["accuracy"] / base["accuracy"] if base["accuracy"] > 0 else None,
-        "history": history,
-    }
-    if latency:
-        report["speedup_b1"] = base["latency_ms_b1"] / final["latency_ms_b1"]
-        report["speedup_b64"] = base["latency_ms_b64"] / final["latency_ms_b64"]
+    report = _report(metrics, ratio, importance, global_pruning, source_info, kd if recover else None, history)
     saved = None
     if out_dir is not None:
         provenance = {k: report[k] for k in ("ratio", "importance", "global_pruning", "source")}
         provenance.update(base_model=card.name or str(card.path), base_sha256=card.sha256)
+        final = metrics["recovered" if recover else "pruned"]
         saved = _save(pruned, card, Path(out_dir), final["accuracy"], provenance)
         report["card"] = str(saved.path)
     report["seconds"] = round(time.perf_counter() - t0, 2)
