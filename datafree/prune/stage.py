@@ -119,7 +119,8 @@ def profile_stages(
     """Accuracy, parameters, MACs, bytes and CPU latency (1 thread, interleaved) of each model.
 
     Returns:
-        ``{stage: {"accuracy", "params", "macs", "size_bytes", "latency_ms_b1", "latency_ms_b64"}}``.
+        ``{stage: {"accuracy", "params", "macs", "size_bytes", "latency_ms_b1", "latency_ms_b64"}}``
+        (latency: median ms per forward; ``latency_min_ms_b*``: the minimum, steadier under load).
     """
     out = {name: _stage_metrics(m, card, eval_data) for name, m in models.items()}
     if latency:
@@ -128,6 +129,7 @@ def profile_stages(
         for name, per_batch in lat.items():
             for b, t in per_batch.items():
                 out[name][f"latency_ms_b{b}"] = round(t["median_ms"], 4)
+                out[name][f"latency_min_ms_b{b}"] = round(t["min_ms"], 4)
     return out
 
 
