@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import io
 import json
+import math
 import pickle
 import sys
 import zipfile
@@ -120,6 +121,8 @@ def _validate(d: Any, where: str) -> ModelCard:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals
         ):
             raise UserInputError(f"{where}: {key} must be {shape[0]} numbers (one per channel), got {vals!r}")
+    if not all(math.isfinite(v) for v in [*d["mean"], *d["std"]]):
+        raise UserInputError(f"{where}: mean and std must be finite numbers, got {d['mean']!r} and {d['std']!r}")
     if any(v <= 0 for v in d["std"]):
         raise UserInputError(f"{where}: std values must be > 0, got {d['std']!r}")
     for key, typ in (("arch_kwargs", dict), ("module_shapes", dict), ("sha256", str), ("name", str)):
@@ -220,10 +223,18 @@ def _build_arch(card: ModelCard) -> nn.Module:
         if not isinstance(model, nn.Module):
             raise UserInputError(f"arch {card.arch!r} returned {type(model).__name__}, not an nn.Module")
         return model
-    return create_model(card.arch, card.num_classes, card.in_channels, **card.arch_kwargs)
+    try:
+        return create_model(card.arch, card.num_classes, card.in_channels, **card.arch_kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, UserInputError):
+            raise
+        msg = " ".join(str(e).split())[:200]
+        raise UserInputError(f"arch {card.arch!r} failed to build with arch_kwargs {card.arch_kwargs}: {msg}") from None
 
 
 def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        raise UserInputError(f"weights path {path} is a directory, not a weights file")
     if not path.is_file():
         raise UserInputError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -244,7 +255,8 @@ def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tens
             ) from None
         raise UserInputError(f"{path}: corrupt checkpoint ({e})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise UserInputError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0]})") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise UserInputError(f"{path}: corrupt or truncated checkpoint ({first})") from None
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -294,7 +306,8 @@ def load_model(
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).split("\n\t", 2)
-        detail = first[1].strip() if len(first) > 1 else str(e)[:200]
+        detail = first[1].strip() if len(first) > 1 else str(e)
+        detail = detail if len(detail) <= 200 else detail[:200] + "…"
         raise UserInputError(f"weights {wpath.name} do not match arch {card.arch!r}: {detail}") from None
     model.to(device).eval()
     if frozen:

@@ -85,6 +85,23 @@ def test_compress_student_then_prune(tmp_path):
     assert json.loads((out / "prune" / "model.json").read_text())["arch"] == "resnet8_half"
 
 
-def test_compress_quantize_hook_is_a_clear_error(tmp_path):
-    r = _invoke("compress", "--out", tmp_path / "c", "--quantize", "W8A8", "--num-images", 4)
-    assert r.exit_code == 2 and "quantization stage" in r.output
+def test_compress_prune_then_quantize(tmp_path):
+    out = tmp_path / "c"
+    r = _invoke("compress", "--out", out, "--num-images", 16, "--prune", 0.5, "--quantize", "W8A8", "--quiet",
+                *TINY_KD, *TINY_SYNTH)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    prof = rep["profile"]
+    assert list(prof) == ["teacher", "pruned", "quantized"]
+    assert prof["quantized"]["size_bytes"] < prof["pruned"]["size_bytes"]
+    assert prof["quantized"]["params"] == prof["pruned"]["params"]
+    assert "latency_ms_b64" in prof["quantized"] and "accuracy_int8" in prof["quantized"]
+    assert rep["final_card"] == str(out / "quantize" / "model.json")
+    r = _invoke("evaluate", "--model", out / "quantize", "--json")  # the pruned + quantized card loads
+    assert r.exit_code == 0 and json.loads(r.output)["accuracy"] == pytest.approx(prof["quantized"]["accuracy"])
+
+
+@pytest.mark.parametrize("spec, msg", [("W8", "W8A8"), ("W9A8", "bits")])
+def test_compress_quantize_spec_errors(tmp_path, spec, msg):
+    r = _invoke("compress", "--out", tmp_path / "c", "--quantize", spec, "--num-images", 4)
+    assert r.exit_code == 2 and msg in r.output, r.output
