@@ -332,6 +332,9 @@ def evaluate(model: str, data: Path | None, as_json: bool, trust_checkpoint: boo
 @click.option("--out", "-o", default="runs/compress", show_default=True, type=click.Path(path_type=Path))
 @click.option("--iterations", type=int, default=None, callback=_positive, help="Synthesis steps per batch.")
 @click.option("--no-baseline", is_flag=True, help="Skip the Gaussian-noise baseline.")
+@click.option("--prune", "prune_ratio", type=float, default=None, help="Then prune this fraction of channels and recover by KD.")
+@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l2", show_default=True, help="Pruning criterion.")
+@click.option("--quantize", default=None, metavar="WxAy", help="Then quantize, e.g. W8A8 (real int8 too) or W4A8.")
 @_add(kd_opts)
 @seed_opt
 @set_opt
@@ -340,11 +343,16 @@ def evaluate(model: str, data: Path | None, as_json: bool, trust_checkpoint: boo
 @threads_opt
 def compress(
     teacher: str, method: str, student: str | None, num_images: int | None, out: Path, iterations: int | None,
-    no_baseline: bool, epochs: int | None, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
+    no_baseline: bool, prune_ratio: float | None, importance: str, quantize: str | None, epochs: int | None,
+    steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
     temperature: float | None, seed: int, options: tuple[str, ...], device: str | None, quiet: bool,
     threads: int | None,
 ) -> None:  # fmt: skip
-    """The main job: teacher -> smaller student on synthetic data, with report.json. Rerun to resume."""
+    """The main job: teacher -> smaller student on synthetic data, with report.json. Rerun to resume.
+
+    Stages, in order: --student ARCH (the default job when no other stage is given), --prune R,
+    --quantize WxAy; each is reported in report.json (accuracy, params, MACs, bytes, latency).
+    """
     from datafree.pipeline import DEFAULT_NUM_IMAGES
     from datafree.pipeline import compress as run
 
@@ -358,16 +366,82 @@ def compress(
     rep = run(
         teacher, out, method=method, student=student, num_images=num_images or DEFAULT_NUM_IMAGES, kd=kd,
         baseline=not no_baseline, seed=seed, device=dev, synth_options=synth_options,
+        prune=prune_ratio, importance=importance, quantize=quantize,
     )  # fmt: skip
-    t, s = rep["teacher"], rep["student"]
+    t = rep["teacher"]
     click.echo(f"teacher {t['arch']}: test accuracy {t['accuracy']:.4f} ({t['params']} params)")
-    click.echo(
-        f"student {s['arch']}: test accuracy {s['accuracy']:.4f} ({s['params']} params), "
-        f"{100 * s['ratio_to_teacher']:.1f}% of the teacher"
-    )
+    if "student" in rep:
+        s = rep["student"]
+        click.echo(
+            f"student {s['arch']}: test accuracy {s['accuracy']:.4f} ({s['params']} params), "
+            f"{100 * s['ratio_to_teacher']:.1f}% of the teacher"
+        )
+    if "prune" in rep:
+        p = rep["prune"]["stages"]
+        click.echo(
+            f"pruned {rep['prune']['ratio']:g} ({importance}): test accuracy {p['pruned']['accuracy']:.4f} -> "
+            f"{p['recovered']['accuracy']:.4f} after recovery ({p['recovered']['params']} params)"
+        )
+    if "quantize" in rep:
+        q = rep["quantize"]
+        click.echo(f"quantized W{q['weight_bits']}A{q['act_bits']}: test accuracy {q['quantized']['accuracy']:.4f} "
+                   f"({q['quantized']['size_bytes']} bytes)")  # fmt: skip
     if "noise_baseline" in rep:
         click.echo(f"same student from Gaussian noise: {rep['noise_baseline']['accuracy']:.4f}")
     click.echo(f"stages (s): {rep['stages_seconds']}; report {Path(out) / 'report.json'}")
+
+
+# --- prune (datafree.prune) ---------------------------------------------------------------------
+@cli.command()
+@click.option("--model", "-m", "model", required=True, help="Card path, directory with model.json, or shipped name.")
+@click.option("--ratio", "-r", required=True, type=float, help="Fraction of channels to remove, in (0, 1).")
+@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l2", show_default=True,
+              help="Channel criterion: weight magnitude (l1, l2), BN scale (bn), Taylor on synthetic batches.")  # fmt: skip
+@click.option("--global", "global_pruning", is_flag=True, help="Rank channels across layers instead of per layer.")
+@click.option("--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory.")
+@click.option("--method", default=None, help="Backend to synthesize with (when no --data).")
+@click.option("--num-images", "-n", type=int, default=None, callback=_positive, help="Images to synthesize (offline methods).")
+@click.option("--epochs", type=click.IntRange(min=0), default=20, show_default=True, help="Recovery KD epochs (0: prune only).")
+@click.option("--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch.")
+@click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size.")
+@click.option("--lr", type=float, default=None, help="Learning rate of the recovery.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json).")
+@seed_opt
+@set_opt
+@trust_opt
+@device_opt
+@quiet_opt
+@threads_opt
+def prune(
+    model: str, ratio: float, importance: str, global_pruning: bool, data: Path | None, method: str | None,
+    num_images: int | None, epochs: int, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
+    out: Path, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool,
+    threads: int | None,
+) -> None:  # fmt: skip
+    """Remove channels for real, recover by KD from the unpruned model on synthetic data. Rerun to resume."""
+    from datafree.cards import load_model
+    from datafree.pipeline import DEFAULT_NUM_IMAGES
+    from datafree.prune import prune_model
+
+    dev = _setup(device, quiet, threads)
+    kd = _kd_config(steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, seed=seed)
+    lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
+    rep = prune_model(
+        lm, ratio, importance, data=data, method=method, epochs=epochs, out_dir=out, device=dev,
+        global_pruning=global_pruning, num_images=num_images or DEFAULT_NUM_IMAGES, seed=seed, kd=kd,
+        method_options=_parse_set(options),
+    )  # fmt: skip
+    st = rep["stages"]
+    final = st.get("recovered", st["pruned"])
+    click.echo(f"unpruned: test accuracy {st['unpruned']['accuracy']:.4f}, {st['unpruned']['params']} params")
+    click.echo(f"pruned {ratio:g} ({importance}): test accuracy {st['pruned']['accuracy']:.4f}, {st['pruned']['params']} params "
+               f"({100 * rep['params_removed']:.1f}% removed), {rep['speedup_b64']:.2f}x faster at batch 64")  # fmt: skip
+    if "recovered" in st:
+        click.echo(f"recovered: test accuracy {final['accuracy']:.4f} ({100 * rep['accuracy_kept']:.1f}% of the unpruned model)")
+    click.echo(f"card {rep['card']}; report {out / 'report.json'}")
+
+
+# --- end prune -----------------------------------------------------------------------------------
 
 
 # --- quantize (datafree.quant) ------------------------------------------------------------------

@@ -5,6 +5,9 @@ A card holds ``arch``, ``weights`` (path relative to the card), ``num_classes``,
 fields (``test_accuracy``, ``sha256`` of the weights, ``training``). ``arch`` is a registry name,
 a torchvision name, ``package.module:callable`` or ``path/to/file.py:callable`` (relative paths
 are relative to the card); the callable takes ``num_classes`` and returns an ``nn.Module``.
+A pruned model's card also holds ``module_shapes`` ``{module name: {attribute: size}}``: the
+layer sizes that differ from ``arch`` (see :mod:`datafree.reshape`); :func:`build_model` applies
+them, so the card alone rebuilds the pruned architecture.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class ModelCard:
     std: list[float]
     name: str = ""
     arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    module_shapes: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     sha256: str | None = None
     test_accuracy: float | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -81,8 +85,9 @@ class ModelCard:
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON dict: the known fields then ``extra`` merged at top level."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "path")}
-        if not d["arch_kwargs"]:
-            del d["arch_kwargs"]
+        for key in ("arch_kwargs", "module_shapes"):
+            if not d[key]:
+                del d[key]
         d.update(self.extra)
         return d
 
@@ -120,7 +125,7 @@ def _validate(d: Any, where: str) -> ModelCard:
         raise UserInputError(f"{where}: mean and std must be finite numbers, got {d['mean']!r} and {d['std']!r}")
     if any(v <= 0 for v in d["std"]):
         raise UserInputError(f"{where}: std values must be > 0, got {d['std']!r}")
-    for key, typ in (("arch_kwargs", dict), ("sha256", str), ("name", str)):
+    for key, typ in (("arch_kwargs", dict), ("module_shapes", dict), ("sha256", str), ("name", str)):
         if d.get(key) is not None and not isinstance(d[key], typ):
             raise UserInputError(f"{where}: field {key!r} must be {typ.__name__}")
     known = {f.name for f in dataclasses.fields(ModelCard)}
@@ -196,7 +201,19 @@ def _import_callable(spec: str, base: Path | None) -> Any:
 
 
 def build_model(card: ModelCard) -> nn.Module:
-    """Instantiate the card's architecture, randomly initialised (no weights loaded)."""
+    """Instantiate the card's architecture, randomly initialised (no weights loaded).
+
+    The card's ``module_shapes`` (a pruned model) resize the named layers after construction.
+    """
+    model = _build_arch(card)
+    if card.module_shapes:
+        from .reshape import apply_module_shapes
+
+        apply_module_shapes(model, card.module_shapes)
+    return model
+
+
+def _build_arch(card: ModelCard) -> nn.Module:
     if ":" in card.arch and not card.arch.startswith("torchvision:"):
         fn = _import_callable(card.arch, card.path.parent if card.path else None)
         try:
