@@ -10,16 +10,18 @@ per stage) and writes bench/results/compress.json. Each run is the same code pat
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, markdown_table, write_result
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-import torch
-from datafree.cards import ASSETS_DIR
-from datafree.pipeline import compress
+from bench.common import machine, markdown_table, setup  # noqa: E402
+from datafree.cards import ASSETS_DIR  # noqa: E402
+from datafree.pipeline import compress  # noqa: E402
 
 TEACHERS = {
     "resnet8_digits": "resnet8_digits",
@@ -33,14 +35,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default=None)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    device = setup(args.device, args.threads)
     rows = []
     for key, spec in TEACHERS.items():
         if args.only and key != args.only:
             continue
         out = Path(tempfile.mkdtemp(prefix=f"bench-compress-{key}-"))
         t0 = time.perf_counter()
-        rep = compress(spec, out, device=args.device)
+        rep = compress(spec, out, device=device)
         total = time.perf_counter() - t0
         shutil.rmtree(out, ignore_errors=True)
         st = rep["stages_seconds"]
@@ -61,9 +63,13 @@ def main() -> None:
             }
         )
     cols = list(rows[0])
-    print(f"machine: {machine()}")
-    print(markdown_table(rows, cols))
-    write_result("compress", {"rows": rows, "threads": args.threads})
+    info = machine(device)
+    print(f"machine: {info}")
+    print(markdown_table(cols, [[r[c] for c in cols] for r in rows]))
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    name = "compress" + (f"_{args.only}" if args.only else "")
+    (results / f"{name}.json").write_text(json.dumps({"machine": info, "threads": args.threads, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
