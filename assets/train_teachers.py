@@ -30,6 +30,9 @@ TEACHERS = {
     "resnet8_digits": ("resnet8", 40, 3e-3),
     "lenet5_digits": ("lenet5", 60, 3e-3),
 }
+# A teacher of an architecture the package does not know, with another input shape: only its
+# card (arch "net.py:build") tells datafree how to load it.
+CUSTOM = {"name": "custom_teacher", "input_shape": (3, 24, 24), "epochs": 40, "lr": 3e-3}
 
 
 def main() -> None:
@@ -45,6 +48,8 @@ def main() -> None:
     std = round(train[0].std().item(), 4)
     norm = Normalizer([mean], [std])
     out = Path(__file__).resolve().parent / "teachers"
+    if args.only in (None, CUSTOM["name"]):
+        train_custom(args.seed)
     for name, (arch, epochs, lr) in TEACHERS.items():
         if args.only and name != args.only:
             continue
@@ -75,6 +80,35 @@ def main() -> None:
             },
         )
         print(f"{name}: arch={arch} val={val_acc:.4f} test={test_acc:.4f} sha256={card.sha256[:12]}")
+
+
+def train_custom(seed: int) -> None:
+    """Train the never-seen custom teacher into assets/fixtures/custom_teacher/."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parent / "fixtures" / CUSTOM["name"]
+    spec = importlib.util.spec_from_file_location("custom_net", root / "net.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    shape = CUSTOM["input_shape"]
+    train, val, test = (digits_split(s, shape) for s in ("train", "val", "test"))
+    # Per-channel statistics (channels are equal copies here, but the card format is per channel).
+    mean = [round(v, 4) for v in train[0].mean(dim=(0, 2, 3)).tolist()]
+    std = [round(v, 4) for v in train[0].std(dim=(0, 2, 3)).tolist()]
+    norm = Normalizer(mean, std)
+    torch.manual_seed(seed)
+    model = mod.build(num_classes=10)
+    t0 = time.time()
+    model, val_acc = train_supervised(model, train, val, norm, epochs=CUSTOM["epochs"], lr=CUSTOM["lr"], seed=seed)
+    test_acc = accuracy(model, *test, norm)
+    card = save_model(
+        model, root, arch="net.py:build", name="model", card_name=CUSTOM["name"], num_classes=10,
+        input_shape=list(shape), mean=mean, std=std, test_accuracy=round(test_acc, 4), val_accuracy=round(val_acc, 4),
+        training={"data": "sklearn digits upsampled to 24x24, grey repeated to 3 channels", "split": DIGITS_SPLIT,
+                  "script": "assets/train_teachers.py", "epochs": CUSTOM["epochs"], "seed": seed,
+                  "seconds": round(time.time() - t0, 1)},
+    )  # fmt: skip
+    print(f"{CUSTOM['name']}: arch=net.py:build val={val_acc:.4f} test={test_acc:.4f} sha256={card.sha256[:12]}")
 
 
 if __name__ == "__main__":

@@ -59,9 +59,7 @@ def synthesize_dataset(
     if num_images <= 0:
         raise UserInputError(f"--num-images must be > 0, got {num_images}")
     if batch_size is not None:
-        if batch_size <= 0:
-            raise UserInputError(f"--batch-size must be > 0, got {batch_size}")
-        overrides["batch_size"] = batch_size
+        overrides["batch_size"] = batch_size  # validated with the backend's config
     synth = synthesizer or create_synthesizer(method, teacher.model, teacher.card, seed=seed, **overrides)
     cfg = synth.config
     card = teacher.card

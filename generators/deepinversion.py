@@ -152,6 +152,7 @@ class DeepInversion(Synthesizer):
             "best_loss": self.best_loss.cpu(),
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
+            "generator": self.generator.get_state() if self.generator is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -167,3 +168,6 @@ class DeepInversion(Synthesizer):
         self.best_loss = state["best_loss"].to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
+        if state.get("generator") is not None:
+            self.generator = torch.Generator()
+            self.generator.set_state(state["generator"])
