@@ -125,6 +125,9 @@ def methods() -> None:
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
 @click.option("--batch-size", type=int, default=None, callback=_positive, help="Images optimised together (one shard).")
 @click.option("--iterations", type=int, default=None, callback=_positive, help="Optimisation steps per batch.")
+@click.option("--generator", "generator_path", type=click.Path(path_type=Path), default=None,
+              help="Online methods: a trained generator.safetensors to sample (default: train one).")
+@click.option("--student", "-s", default=None, help="Online methods: the student the generator trains against.")
 @seed_opt
 @set_opt
 @trust_opt
@@ -133,17 +136,29 @@ def methods() -> None:
 @threads_opt
 def synthesize(
     teacher: str, method: str, num_images: int, out: Path, batch_size: int | None, iterations: int | None,
+    generator_path: Path | None, student: str | None,
     seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
 ) -> None:  # fmt: skip
     """Write a synthetic dataset (shards + manifest.json + samples.png); rerun to resume."""
     from datafree.cards import load_model
+    from datafree.errors import UserInputError
     from datafree.synthesis import synthesize_dataset
+    from generators import method_class
 
     dev = _setup(device, quiet, threads)
     overrides: dict[str, Any] = _parse_set(options)
     if iterations is not None:
         overrides["iterations"] = iterations
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
+    if method_class(method).online:  # train a generator (in OUT_generator/) or reuse --generator, then sample
+        from datafree.online import synthesize_online
+
+        ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
+                               batch_size=batch_size, **overrides)  # fmt: skip
+        click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
+        return
+    if generator_path is not None or student is not None:
+        raise UserInputError(f"--generator and --student apply to online methods (dafl, zskt, dfad), not {method!r}")
     ds = synthesize_dataset(lm, method, out, num_images, seed=seed, batch_size=batch_size, **overrides)
     click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
 
@@ -175,6 +190,16 @@ kd_opts = [
     click.option("--lr", type=float, default=None, help="Student learning rate."),
     click.option("--temperature", type=float, default=None, help="KD temperature."),
 ]
+
+
+def _kd_overrides(
+    epochs: int | None, steps_per_epoch: int | None, batch_size: int | None, lr: float | None,
+    temperature: float | None, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The KD options given on the command line (online methods keep their own defaults otherwise)."""
+    given = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "lr": lr,
+             "temperature": temperature}  # fmt: skip
+    return {"seed": seed, **{k: v for k, v in given.items() if v is not None}}
 
 
 def _add(opts: list[Any]) -> Any:
@@ -223,11 +248,13 @@ def distill(
     if method is not None:
         from generators import method_class
 
-        if method_class(method).online:
-            from generators.online import train_online
+        if method_class(method).online:  # DAFL / ZSKT / DFAD: generator trained inside the KD stage
+            from datafree.online import distill_online_to_dir
 
-            rep = train_online(lm, method, out, student_arch=student, kd=kd, seed=seed, **_parse_set(options))
-            click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}")
+            kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
+            rep = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd_over, seed=seed, **_parse_set(options))
+            click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}; "
+                       f"generator {rep['generator']}")  # fmt: skip
             return
         from datafree.synthesis import synthesize_dataset
 
@@ -282,10 +309,18 @@ def compress(
     from datafree.pipeline import DEFAULT_NUM_IMAGES
     from datafree.pipeline import compress as run
 
+    from generators import method_class
+
     dev = _setup(device, quiet, threads)
-    kd = _kd_config(
-        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature, seed=seed
-    )
+    if method_class(method).online:  # the method's own KD settings, with what was given here on top
+        from datafree.online import kd_config_for
+
+        kd = kd_config_for(method, _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed))
+    else:
+        kd = _kd_config(
+            epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature,
+            seed=seed,
+        )  # fmt: skip
     synth_options: dict[str, Any] = _parse_set(options)
     if iterations is not None:
         synth_options["iterations"] = iterations

@@ -3,13 +3,15 @@
 For each teacher -> default student and each method: train with :func:`datafree.online.train_online`
 (the method's default settings), measure the student's accuracy on the digits test split, the ratio
 to the teacher's, the wall time, and the Gaussian-noise baseline (:class:`datafree.sources.NoiseSource`,
-same student, same KD settings and number of student steps). Prints a markdown table and writes
-``bench/results/online_backends.json``.
+same student, same KD settings and number of student steps). Each row is written to
+``bench/results/online/<teacher>__<method>.json``; the script then prints the markdown table of every
+row there and writes them all to ``bench/results/online_backends.json``.
 
 Usage::
 
     OMP_WAIT_POLICY=PASSIVE python bench/online_backends.py [--methods dafl,zskt,dfad]
         [--teachers resnet8_digits,lenet5_digits] [--threads 2]
+    python bench/online_backends.py --table-only     # print the table of the rows measured so far
 """
 
 from __future__ import annotations
@@ -56,37 +58,56 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-noise", action="store_true", help="skip the noise baseline")
+    ap.add_argument("--noise-only", action="store_true", help="only measure the noise baselines")
+    ap.add_argument("--table-only", action="store_true", help="only print the table of the saved rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
-    for tname in args.teachers.split(","):
+    results = Path(__file__).resolve().parent / "results"
+    rows_dir = results / "online"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    for tname in [] if args.table_only else args.teachers.split(","):
         teacher = load_model(tname)
         t_acc = evaluate_model(teacher.model, teacher.card)["accuracy"]
         s_arch = default_student_for(teacher.card.arch)
         for method in args.methods.split(","):
+            if args.noise_only:
+                noise = noise_baseline(teacher, s_arch, method, args.seed)
+                (rows_dir / f"{tname}__{method}.noise.json").write_text(json.dumps({"noise_acc": noise}) + "\n")
+                print(f"{tname} {s_arch} {method}: noise {noise:.4f}", file=sys.stderr, flush=True)
+                continue
             with tempfile.TemporaryDirectory() as d:
                 t0 = time.perf_counter()
                 r = train_online(teacher, method, s_arch, d, seed=args.seed)
                 wall = time.perf_counter() - t0
             acc = evaluate_model(r.student, teacher.card)["accuracy"]
-            noise = float("nan") if args.no_noise else noise_baseline(teacher, s_arch, method, args.seed)
             row = {
                 "teacher": tname, "student": s_arch, "method": method, "teacher_acc": t_acc, "test_acc": acc,
-                "ratio": acc / t_acc, "wall_s": round(wall, 1), "noise_acc": noise,
+                "ratio": acc / t_acc, "wall_s": round(wall, 1),
                 "kd_config": dataclasses.asdict(r.kd_config), "generator_steps": r.synthesizer.steps,
+                "threads": args.threads, "seed": args.seed, "torch": torch.__version__,
             }  # fmt: skip
-            rows.append(row)
-            print(f"{tname} {s_arch} {method}: acc {acc:.4f} ({acc / t_acc:.1%}) in {wall:.0f}s, noise {noise:.4f}",
+            (rows_dir / f"{tname}__{method}.json").write_text(json.dumps(row, indent=2) + "\n")
+            print(f"{tname} {s_arch} {method}: acc {acc:.4f} ({acc / t_acc:.1%}) in {wall:.0f}s",
                   file=sys.stderr, flush=True)  # fmt: skip
+            if not args.no_noise:
+                noise = noise_baseline(teacher, s_arch, method, args.seed)
+                (rows_dir / f"{tname}__{method}.noise.json").write_text(json.dumps({"noise_acc": noise}) + "\n")
+    order = {m: i for i, m in enumerate(("dafl", "zskt", "dfad"))}
+    rows = []
+    for p in sorted(rows_dir.glob("*__*.json")):
+        if p.name.endswith(".noise.json"):
+            continue
+        row = json.loads(p.read_text())
+        noise_file = p.with_name(p.stem + ".noise.json")
+        row["noise_acc"] = json.loads(noise_file.read_text())["noise_acc"] if noise_file.is_file() else float("nan")
+        rows.append(row)
+    rows.sort(key=lambda r: (r["teacher"] != "resnet8_digits", r["teacher"], order.get(r["method"], 99)))
     print("| teacher | student | method | test acc | ratio to teacher | wall time | noise-baseline acc |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['teacher']} ({r['teacher_acc']:.4f}) | {r['student']} | {r['method']} | {r['test_acc']:.4f} | "
               f"{r['ratio']:.1%} | {r['wall_s']:.0f} s | {r['noise_acc']:.4f} |")  # fmt: skip
-    out = Path(__file__).resolve().parent / "results" / "online_backends.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"threads": args.threads, "seed": args.seed, "torch": torch.__version__}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (results / "online_backends.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

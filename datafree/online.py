@@ -6,7 +6,7 @@ backend as an online surrogate source. Its output directory holds::
     online.json                 method, backend config, KD config, student arch (checked on resume)
     checkpoint.pt               after every epoch: student, generator, both optimisers and
                                 schedulers, RNG states, step counts (written atomically)
-    student.safetensors/.json   the trained student and its card
+    model.safetensors/.json     the trained student and its card
     generator.safetensors/.json the trained generator and what rebuilds it (method, config)
 
 Started again with the same directory and settings, a killed run resumes from its last
@@ -41,13 +41,14 @@ __all__ = [
     "train_online",
     "load_online_synthesizer",
     "synthesize_online",
+    "distill_online_to_dir",
     "ONLINE_MANIFEST",
     "GENERATOR_NAME",
 ]
 
 ONLINE_MANIFEST = "online.json"
 GENERATOR_NAME = "generator"
-STUDENT_NAME = "student"
+STUDENT_NAME = "model"  # the student card is OUT/model.json, as for every other distil run
 
 
 @dataclass
@@ -80,7 +81,7 @@ def kd_config_for(method: str, kd_config: KDConfig | dict[str, Any] | None = Non
         return kd_config
     cls = _online_class(method)
     fields = {f.name for f in dataclasses.fields(KDConfig)}
-    values = {**cls.kd_defaults, **(kd_config or {})}
+    values = {"batch_size": cls.Config().batch_size, **cls.kd_defaults, **(kd_config or {})}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise UserInputError(f"unknown KD option {unknown[0]!r}; valid: {', '.join(sorted(fields))}")
@@ -168,7 +169,7 @@ def train_online(
         **overrides: fields of the backend's config (``generator_lr``, ``oh_weight``, ...).
 
     Returns:
-        :class:`OnlineResult`; the student is saved as ``student.safetensors`` (+ card) and the
+        :class:`OnlineResult`; the student is saved as ``model.safetensors`` (+ ``model.json``) and the
         generator as ``generator.safetensors`` (+ ``generator.json``) in ``out_dir``.
     """
     from generators import create_synthesizer
@@ -177,7 +178,8 @@ def train_online(
     out = Path(out_dir)
     cls = _online_class(method)
     if isinstance(kd_config, dict) or kd_config is None:
-        kd_config = {"seed": seed, "batch_size": overrides.get("batch_size", cls.Config().batch_size), **(kd_config or {})}
+        kd_config = {"seed": seed, **({"batch_size": overrides["batch_size"]} if "batch_size" in overrides else {}),
+                     **(kd_config or {})}  # fmt: skip
     kd = kd_config_for(method, kd_config)
     rounds = max(1, kd.steps_per_epoch // kd.kd_steps)
     overrides.setdefault("iterations", kd.epochs * rounds * kd.g_steps)
@@ -204,7 +206,11 @@ def train_online(
         student_objective=synth.student_objective(),
         desc=desc or f"{method} distill",
     )
-    card = save_model(model, out, like=teacher.card, arch=arch, name=STUDENT_NAME, card_name=f"{arch}_{method}")
+    card = save_model(
+        model, out, like=teacher.card, arch=arch, name=STUDENT_NAME, card_name=f"{arch}_from_{teacher.card.name or 'teacher'}",
+        training={"method": method, "kd": dataclasses.asdict(kd), "teacher": teacher.card.name,
+                  "teacher_sha256": teacher.card.sha256, "generator": f"{GENERATOR_NAME}.safetensors"},
+    )  # fmt: skip
     gen_path = _save_generator(synth, out, teacher.card)
     return OnlineResult(
         student=model,
@@ -292,3 +298,40 @@ def synthesize_online(
             raise UserInputError(f"--batch-size must be > 0, got {batch_size}")
         synth.config = dataclasses.replace(synth.config, batch_size=batch_size)
     return synthesize_dataset(teacher, method, out, num_images, seed=seed, synthesizer=synth)
+
+
+def distill_online_to_dir(
+    teacher: LoadedModel,
+    method: str,
+    out: str | Path,
+    *,
+    student_arch: str | None = None,
+    kd: KDConfig | dict[str, Any] | None = None,
+    seed: int = 0,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """:func:`train_online` into ``out``, then evaluate the student (digits test split): the report
+    the CLI's ``distill`` and ``compress`` print (same keys as :func:`datafree.pipeline.distill_to_dir`).
+    """
+    from .evaluate import evaluate_model
+    from .utils import count_params, model_size_bytes
+
+    r = train_online(teacher, method, student_arch, out, kd, seed=seed, **overrides)
+    metrics = evaluate_model(r.student, teacher.card)
+    if r.student_card is not None:  # record the accuracy in the card, as distill_to_dir does
+        save_model(
+            r.student, out, like=teacher.card, arch=r.student_card.arch, name=STUDENT_NAME,
+            card_name=r.student_card.name, test_accuracy=round(metrics["accuracy"], 4),
+            **{k: v for k, v in r.student_card.extra.items()},
+        )  # fmt: skip
+    return {
+        "arch": r.student_card.arch if r.student_card else type(r.student).__name__,
+        "accuracy": metrics["accuracy"],
+        "params": count_params(r.student),
+        "size_bytes": model_size_bytes(r.student),
+        "seconds": round(r.seconds, 2),
+        "history": r.history,
+        "resumed_from_epoch": r.resumed_from_epoch,
+        "generator": str(r.generator_path),
+        "kd": dataclasses.asdict(r.kd_config),
+    }

