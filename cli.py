@@ -118,63 +118,6 @@ def methods() -> None:
         click.echo(f"{name:14s} {kind}{bn}: {(cls.__doc__ or '').strip().splitlines()[0]}")
 
 
-@cli.command()
-@click.option("--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path.")
-@click.option("--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend.")
-@click.option("--num-images", "-n", required=True, type=int, callback=_positive, help="Images to write.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
-@click.option("--batch-size", type=int, default=None, callback=_positive, help="Images optimised together (one shard).")
-@click.option("--iterations", type=int, default=None, callback=_positive, help="Optimisation steps per batch.")
-@click.option("--generator", "generator_path", type=click.Path(path_type=Path), default=None,
-              help="Online methods: a trained generator.safetensors to sample (default: train one).")
-@click.option("--student", "-s", default=None, help="Online methods: the student the generator trains against.")
-@seed_opt
-@set_opt
-@trust_opt
-@device_opt
-@quiet_opt
-@threads_opt
-def synthesize(
-    teacher: str, method: str, num_images: int, out: Path, batch_size: int | None, iterations: int | None,
-    generator_path: Path | None, student: str | None,
-    seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
-) -> None:  # fmt: skip
-    """Write a synthetic dataset (shards + manifest.json + samples.png); rerun to resume."""
-    from datafree.cards import load_model
-    from datafree.errors import UserInputError
-    from datafree.synthesis import synthesize_dataset
-    from generators import method_class
-
-    dev = _setup(device, quiet, threads)
-    overrides: dict[str, Any] = _parse_set(options)
-    if iterations is not None:
-        overrides["iterations"] = iterations
-    lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
-    if method_class(method).online:  # train a generator (in OUT_generator/) or reuse --generator, then sample
-        from datafree.online import synthesize_online
-
-        ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
-                               batch_size=batch_size, **overrides)  # fmt: skip
-        click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
-        return
-    if generator_path is not None or student is not None:
-        raise UserInputError(f"--generator and --student apply to online methods (dafl, zskt, dfad), not {method!r}")
-    ds = synthesize_dataset(lm, method, out, num_images, seed=seed, batch_size=batch_size, **overrides)
-    click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
-
-
-@cli.command()
-@click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["imagefolder", "npz"]), required=True)
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path))
-def export(dataset: Path, fmt: str, out: Path) -> None:
-    """Export a synthetic dataset as an ImageFolder tree of PNGs or an .npz (images, labels)."""
-    from datafree.dataset import export_dataset
-
-    path = export_dataset(dataset, fmt, out)
-    click.echo(f"exported {dataset} to {path}")
-
-
 def _kd_config(**kw: Any) -> Any:
     from datafree.distill import KDConfig
 
@@ -184,7 +127,7 @@ def _kd_config(**kw: Any) -> Any:
 
 
 kd_opts = [
-    click.option("--epochs", type=int, default=None, callback=_positive, help="KD epochs (default 30)."),
+    click.option("--epochs", type=int, default=None, callback=_positive, help="KD epochs (default 30; online methods have their own)."),
     click.option("--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."),
     click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size."),
     click.option("--lr", type=float, default=None, help="Student learning rate."),
@@ -209,6 +152,67 @@ def _add(opts: list[Any]) -> Any:
         return f
 
     return deco
+
+
+@cli.command()
+@click.option("--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path.")
+@click.option("--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend.")
+@click.option("--num-images", "-n", required=True, type=int, callback=_positive, help="Images to write.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
+@click.option("--batch-size", type=int, default=None, callback=_positive, help="Images optimised together (one shard).")
+@click.option("--iterations", type=int, default=None, callback=_positive, help="Optimisation steps per batch.")
+@click.option("--generator", "generator_path", type=click.Path(path_type=Path), default=None,
+              help="Online methods: a trained generator.safetensors to sample (default: train one).")
+@click.option("--student", "-s", default=None, help="Online methods: the student the generator trains against.")
+@_add(kd_opts)
+@seed_opt
+@set_opt
+@trust_opt
+@device_opt
+@quiet_opt
+@threads_opt
+def synthesize(
+    teacher: str, method: str, num_images: int, out: Path, batch_size: int | None, iterations: int | None,
+    generator_path: Path | None, student: str | None, epochs: int | None, steps_per_epoch: int | None,
+    kd_batch_size: int | None, lr: float | None, temperature: float | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
+) -> None:  # fmt: skip
+    """Write a synthetic dataset (shards + manifest.json + samples.png); rerun to resume."""
+    from datafree.cards import load_model
+    from datafree.errors import UserInputError
+    from datafree.synthesis import synthesize_dataset
+    from generators import method_class
+
+    dev = _setup(device, quiet, threads)
+    overrides: dict[str, Any] = _parse_set(options)
+    if iterations is not None:
+        overrides["iterations"] = iterations
+    lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
+    if method_class(method).online:  # train a generator (in OUT_generator/) or reuse --generator, then sample
+        from datafree.online import synthesize_online
+
+        kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
+        ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
+                               shard_size=batch_size, kd_config=kd_over, **overrides)  # fmt: skip
+        click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
+        return
+    if generator_path is not None or student is not None or len(_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)) > 1:
+        raise UserInputError(
+            f"--generator, --student and the KD options apply to online methods (dafl, zskt, dfad), not {method!r}"
+        )
+    ds = synthesize_dataset(lm, method, out, num_images, seed=seed, batch_size=batch_size, **overrides)
+    click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["imagefolder", "npz"]), required=True)
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path))
+def export(dataset: Path, fmt: str, out: Path) -> None:
+    """Export a synthetic dataset as an ImageFolder tree of PNGs or an .npz (images, labels)."""
+    from datafree.dataset import export_dataset
+
+    path = export_dataset(dataset, fmt, out)
+    click.echo(f"exported {dataset} to {path}")
 
 
 @cli.command()

@@ -270,7 +270,7 @@ def synthesize_online(
     train_dir: str | Path | None = None,
     kd_config: KDConfig | dict[str, Any] | None = None,
     seed: int = 0,
-    batch_size: int | None = None,
+    shard_size: int | None = None,
     **overrides: Any,
 ) -> Any:
     """Sample a synthetic dataset from an online backend's generator.
@@ -278,7 +278,8 @@ def synthesize_online(
     Reuses the generator at ``generator_path`` when given; otherwise trains one with
     :func:`train_online` (against ``student``, default: the teacher's default student) in
     ``train_dir`` (default: ``<out>_generator`` beside ``out``; resumable), then writes
-    ``num_images`` images with :func:`datafree.synthesis.synthesize_dataset`.
+    ``num_images`` images with :func:`datafree.synthesis.synthesize_dataset` (``shard_size`` images
+    per shard; default: the generator's batch size). ``overrides`` set backend config fields.
 
     Returns:
         The :class:`datafree.dataset.SyntheticDataset`.
@@ -293,10 +294,10 @@ def synthesize_online(
         out_path = Path(out)
         run_dir = Path(train_dir) if train_dir is not None else out_path.with_name(out_path.name + "_generator")
         synth = train_online(teacher, method, student, run_dir, kd_config, seed=seed, **overrides).synthesizer
-    if batch_size is not None:
-        if batch_size <= 0:
-            raise UserInputError(f"--batch-size must be > 0, got {batch_size}")
-        synth.config = dataclasses.replace(synth.config, batch_size=batch_size)
+    if shard_size is not None:
+        if shard_size <= 0:
+            raise UserInputError(f"--batch-size must be > 0, got {shard_size}")
+        synth.config = dataclasses.replace(synth.config, batch_size=shard_size)
     return synthesize_dataset(teacher, method, out, num_images, seed=seed, synthesizer=synth)
 
 

@@ -85,8 +85,8 @@ def test_bn_teacher_and_saved_generator_reuse(tmp_path):
 
 def test_synthesize_trains_a_generator_when_none_given(lenet, tmp_path):
     ds = synthesize_online(lenet, "dafl", tmp_path / "data", 10, kd_config={"epochs": 1, "steps_per_epoch": 2},
-                           batch_size=5)  # fmt: skip
-    assert ds.manifest["images_written"] == 10
+                           batch_size=8, shard_size=5)  # fmt: skip
+    assert ds.manifest["images_written"] == 10 and ds.manifest["num_shards"] == 2
     assert (tmp_path / "data_generator" / "generator.safetensors").is_file()
 
 
