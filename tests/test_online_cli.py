@@ -50,3 +50,13 @@ def test_generator_option_is_refused_for_offline_methods(run, tmp_path):
     r = run("synthesize", "--method", "deepinversion", "--num-images", 8, "--out", tmp_path / "ds",
             "--generator", tmp_path / "g.safetensors")  # fmt: skip
     assert r.exit_code == 2 and "online methods" in r.output
+
+
+def test_compress_online_writes_report_with_noise_baseline(run, tmp_path):
+    out = tmp_path / "c"
+    r = run("compress", "--teacher", "lenet5_digits", "--method", "dafl", "--out", out, "--quiet", *TINY_KD)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "dafl" and report["kd"]["kd_steps"] == 5  # the method's own KD defaults
+    assert "noise_baseline" in report and 0 <= report["student"]["accuracy"] <= 1
+    assert (out / "generator.safetensors").is_file() and (out / "model.json").is_file()
