@@ -18,13 +18,15 @@ BatchNorm-statistic term on generated images.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics, batchnorm_layers
@@ -46,6 +48,22 @@ def _cosine(step: int, total: int) -> float:
 
 # Schedule name -> factor(step, total) of the generator's base learning rate.
 LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {"constant": _constant, "cosine": _cosine}
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(model: nn.Module | None) -> Iterator[None]:
+    """Inside the block, BatchNorm layers in train mode still normalise with batch statistics but
+    leave their running statistics unchanged (momentum 0): the generator's adversarial forward
+    passes through the student must not move the statistics the student is evaluated with."""
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm)] if model is not None else []
+    saved = [m.momentum for m in layers]
+    try:
+        for m in layers:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, mom in zip(layers, saved, strict=True):
+            m.momentum = mom
 
 
 @dataclass
@@ -167,7 +185,8 @@ class OnlineSynthesizer(Synthesizer):
             z = self.z
         else:
             z = self.draw_z(self.config.batch_size)
-        loss, logs = self.generator_loss(z, student)
+        with frozen_bn_statistics(student):
+            loss, logs = self.generator_loss(z, student)
         params = [p for p in self.generator.parameters() if p.requires_grad]
         # Gradients for the generator only: the student's .grad stays untouched.
         grads = torch.autograd.grad(loss, params)

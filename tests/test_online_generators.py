@@ -107,6 +107,17 @@ def test_adversarial_step_leaves_student_alone_and_needs_one(method, lenet):
         synth.step(None)
 
 
+@pytest.mark.parametrize("method", ["zskt", "dfad"])
+def test_adversarial_step_keeps_the_students_bn_running_statistics(method, resnet):
+    synth = create_synthesizer(method, resnet.model, resnet.card, batch_size=8)
+    student = create_model("resnet8_half", 10, 1).train()
+    before = {k: v.clone() for k, v in student.state_dict().items() if "running" in k}
+    synth.step(student)
+    after = student.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert all(m.momentum == 0.1 for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
 def test_bn_term_needs_batchnorm(lenet, resnet):
     with pytest.raises(UserInputError, match="bn_weight"):
         create_synthesizer("dafl", lenet.model, lenet.card, bn_weight=1.0)
