@@ -118,9 +118,10 @@ def test_adversarial_step_keeps_the_students_bn_running_statistics(method, resne
     assert all(m.momentum == 0.1 for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
-def test_bn_term_needs_batchnorm(lenet, resnet):
-    with pytest.raises(UserInputError, match="bn_weight"):
-        create_synthesizer("dafl", lenet.model, lenet.card, bn_weight=1.0)
+def test_bn_term_only_for_batchnorm_teachers(lenet, resnet):
+    assert "bn" not in create_synthesizer("dafl", lenet.model, lenet.card, batch_size=8).step()
+    assert "bn" in create_synthesizer("dafl", resnet.model, resnet.card, batch_size=8).step()
+    assert "bn" not in create_synthesizer("dafl", resnet.model, resnet.card, batch_size=8, bn_weight=0.0).step()
     synth = create_synthesizer("dfad", resnet.model, resnet.card, bn_weight=0.5, batch_size=8)
     logs = synth.step(create_model("resnet8_half", 10, 1))
     assert "bn" in logs and torch.isfinite(logs["bn"]) and logs["bn"] > 0
