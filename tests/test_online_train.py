@@ -91,6 +91,6 @@ def test_synthesize_trains_a_generator_when_none_given(lenet, tmp_path):
 
 
 def test_tiny_run_beats_chance(lenet, tmp_path):
-    r = train_online(lenet, "zskt", None, tmp_path, {"epochs": 1, "steps_per_epoch": 120}, batch_size=64)
+    r = train_online(lenet, "zskt", None, tmp_path, {"epochs": 1, "steps_per_epoch": 80}, batch_size=32)
     acc = evaluate_model(r.student, lenet.card)["accuracy"]
-    assert acc > 0.3, acc  # chance is 0.1
+    assert acc > 0.25, acc  # chance is 0.1
