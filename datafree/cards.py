@@ -5,6 +5,9 @@ A card holds ``arch``, ``weights`` (path relative to the card), ``num_classes``,
 fields (``test_accuracy``, ``sha256`` of the weights, ``training``). ``arch`` is a registry name,
 a torchvision name, ``package.module:callable`` or ``path/to/file.py:callable`` (relative paths
 are relative to the card); the callable takes ``num_classes`` and returns an ``nn.Module``.
+A pruned model's card also holds ``module_shapes`` ``{module name: {attribute: size}}``: the
+layer sizes that differ from ``arch`` (see :mod:`datafree.reshape`); :func:`build_model` applies
+them, so the card alone rebuilds the pruned architecture.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import importlib
 import importlib.util
 import io
 import json
+import math
 import pickle
 import sys
 import zipfile
@@ -58,6 +62,7 @@ class ModelCard:
     std: list[float]
     name: str = ""
     arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    module_shapes: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     sha256: str | None = None
     test_accuracy: float | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -80,8 +85,9 @@ class ModelCard:
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON dict: the known fields then ``extra`` merged at top level."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "path")}
-        if not d["arch_kwargs"]:
-            del d["arch_kwargs"]
+        for key in ("arch_kwargs", "module_shapes"):
+            if not d[key]:
+                del d[key]
         d.update(self.extra)
         return d
 
@@ -115,9 +121,11 @@ def _validate(d: Any, where: str) -> ModelCard:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals
         ):
             raise UserInputError(f"{where}: {key} must be {shape[0]} numbers (one per channel), got {vals!r}")
+    if not all(math.isfinite(v) for v in [*d["mean"], *d["std"]]):
+        raise UserInputError(f"{where}: mean and std must be finite numbers, got {d['mean']!r} and {d['std']!r}")
     if any(v <= 0 for v in d["std"]):
         raise UserInputError(f"{where}: std values must be > 0, got {d['std']!r}")
-    for key, typ in (("arch_kwargs", dict), ("sha256", str), ("name", str)):
+    for key, typ in (("arch_kwargs", dict), ("module_shapes", dict), ("sha256", str), ("name", str)):
         if d.get(key) is not None and not isinstance(d[key], typ):
             raise UserInputError(f"{where}: field {key!r} must be {typ.__name__}")
     known = {f.name for f in dataclasses.fields(ModelCard)}
@@ -193,7 +201,19 @@ def _import_callable(spec: str, base: Path | None) -> Any:
 
 
 def build_model(card: ModelCard) -> nn.Module:
-    """Instantiate the card's architecture, randomly initialised (no weights loaded)."""
+    """Instantiate the card's architecture, randomly initialised (no weights loaded).
+
+    The card's ``module_shapes`` (a pruned model) resize the named layers after construction.
+    """
+    model = _build_arch(card)
+    if card.module_shapes:
+        from .reshape import apply_module_shapes
+
+        apply_module_shapes(model, card.module_shapes)
+    return model
+
+
+def _build_arch(card: ModelCard) -> nn.Module:
     if ":" in card.arch and not card.arch.startswith("torchvision:"):
         fn = _import_callable(card.arch, card.path.parent if card.path else None)
         try:
@@ -203,10 +223,18 @@ def build_model(card: ModelCard) -> nn.Module:
         if not isinstance(model, nn.Module):
             raise UserInputError(f"arch {card.arch!r} returned {type(model).__name__}, not an nn.Module")
         return model
-    return create_model(card.arch, card.num_classes, card.in_channels, **card.arch_kwargs)
+    try:
+        return create_model(card.arch, card.num_classes, card.in_channels, **card.arch_kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, UserInputError):
+            raise
+        msg = " ".join(str(e).split())[:200]
+        raise UserInputError(f"arch {card.arch!r} failed to build with arch_kwargs {card.arch_kwargs}: {msg}") from None
 
 
 def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        raise UserInputError(f"weights path {path} is a directory, not a weights file")
     if not path.is_file():
         raise UserInputError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -227,7 +255,8 @@ def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tens
             ) from None
         raise UserInputError(f"{path}: corrupt checkpoint ({e})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise UserInputError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0]})") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise UserInputError(f"{path}: corrupt or truncated checkpoint ({first})") from None
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -277,7 +306,8 @@ def load_model(
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).split("\n\t", 2)
-        detail = first[1].strip() if len(first) > 1 else str(e)[:200]
+        detail = first[1].strip() if len(first) > 1 else str(e)
+        detail = detail if len(detail) <= 200 else detail[:200] + "…"
         raise UserInputError(f"weights {wpath.name} do not match arch {card.arch!r}: {detail}") from None
     model.to(device).eval()
     if frozen:

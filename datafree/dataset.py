@@ -99,11 +99,7 @@ class SyntheticDataset:
             m = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise UserInputError(f"{path}: unreadable manifest ({e})") from None
-        need = ("format_version", "method", "input_shape", "mean", "std", "num_classes", "num_images", "shard_size")
-        if not isinstance(m, dict) or any(k not in m for k in need):
-            raise UserInputError(f"{path}: manifest lacks one of {', '.join(need)}")
-        if m["format_version"] != FORMAT_VERSION:
-            raise UserInputError(f"{path}: format_version {m['format_version']} is not supported")
+        _validate_manifest(m, path)
         ds = cls(root, m)
         ds.refresh()
         return ds
@@ -131,6 +127,12 @@ class SyntheticDataset:
                         found[int(m.group(1))] = f.get_slice("labels").get_shape()[0]
                 except Exception as e:  # noqa: BLE001 - any header error means a corrupt shard
                     raise UserInputError(f"{p}: corrupt shard ({e}); delete it to regenerate") from None
+        for i, count in found.items():
+            if count != self.shard_count(i):
+                raise UserInputError(
+                    f"{self.shard_path(i)}: holds {count} images but the manifest expects {self.shard_count(i)} "
+                    "for this shard; the dataset does not match its manifest"
+                )
         return found
 
     def missing_shards(self) -> list[int]:
@@ -175,10 +177,13 @@ class SyntheticDataset:
         from safetensors.torch import load_file
 
         for entry in self.manifest["shards"]:
+            path = self.root / entry["file"]
             try:
-                yield load_file(str(self.root / entry["file"]))
+                tensors = load_file(str(path))
             except Exception as e:  # noqa: BLE001
-                raise UserInputError(f"{self.root / entry['file']}: corrupt shard ({e})") from None
+                raise UserInputError(f"{path}: corrupt shard ({e})") from None
+            _validate_shard(tensors, entry["count"], self.manifest, path)
+            yield tensors
 
     def load(self) -> dict[str, torch.Tensor]:
         """All shards concatenated: ``images`` (pixels), ``labels``, ``teacher_logits``."""
@@ -199,8 +204,60 @@ class SyntheticDataset:
         if sha and card.sha256 and sha != card.sha256:
             raise UserInputError(
                 f"dataset {self.root} was synthesised from another teacher (sha256 {sha[:12]}…, "
-                f"this one {card.sha256[:12]}…); pass --allow-other-teacher to use it anyway"
+                f"this one {card.sha256[:12]}…); pass the --teacher it was made from"
             )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate_manifest(m: Any, path: Path) -> None:
+    """Refuse a manifest with missing or wrongly typed fields (datasets may come from others)."""
+    need = ("format_version", "method", "input_shape", "mean", "std", "num_classes", "num_images", "shard_size")
+    if not isinstance(m, dict) or any(k not in m for k in need):
+        raise UserInputError(f"{path}: manifest lacks one of {', '.join(need)}")
+    if m["format_version"] != FORMAT_VERSION:
+        raise UserInputError(f"{path}: format_version {m['format_version']!r} is not supported")
+    shape = m["input_shape"]
+    if not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(v) and v > 0 for v in shape):
+        raise UserInputError(f"{path}: input_shape must be [C, H, W] of positive ints, got {shape!r}")
+    for key in ("num_classes", "num_images", "shard_size"):
+        if not _is_int(m[key]) or m[key] <= 0:
+            raise UserInputError(f"{path}: {key} must be a positive int, got {m[key]!r}")
+    for key in ("mean", "std"):
+        vals = m[key]
+        if not isinstance(vals, list) or len(vals) != shape[0] or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vals
+        ):
+            raise UserInputError(f"{path}: {key} must be {shape[0]} finite numbers, got {vals!r}")
+    if not isinstance(m["method"], str):
+        raise UserInputError(f"{path}: method must be a string, got {m['method']!r}")
+
+
+def _validate_shard(t: dict[str, torch.Tensor], count: int, m: dict[str, Any], path: Path) -> None:
+    """Shapes, dtypes, ranges and finiteness of one shard against its manifest."""
+    want = {
+        "images": ((count, *m["input_shape"]), torch.float32),
+        "labels": ((count,), torch.int64),
+        "teacher_logits": ((count, m["num_classes"]), torch.float32),
+    }
+    for key, (shape, dtype) in want.items():
+        if key not in t:
+            raise UserInputError(f"{path}: shard lacks the tensor {key!r}")
+        if tuple(t[key].shape) != shape or t[key].dtype != dtype:
+            raise UserInputError(
+                f"{path}: {key} is {tuple(t[key].shape)} {t[key].dtype}, the manifest implies {shape} {dtype}"
+            )
+    images, labels = t["images"], t["labels"]
+    if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        raise UserInputError(f"{path}: images must be finite pixels in [0, 1]")
+    if not torch.isfinite(t["teacher_logits"]).all():
+        raise UserInputError(f"{path}: teacher_logits hold NaN or inf")
+    if len(labels) and (labels.min() < 0 or labels.max() >= m["num_classes"]):
+        raise UserInputError(
+            f"{path}: labels must be in [0, {m['num_classes']}), got [{labels.min().item()}, {labels.max().item()}]"
+        )
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 16, upscale: int = 2) -> None:

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as dist
 from .augment import kd_augmentation
-from .errors import DatafreeError, UserInputError
+from .errors import NumericalError, UserInputError
 from .losses import kd_kl_loss
 from .progress import progress
 from .sources import SurrogateSource
@@ -111,11 +112,34 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _restore_rng(state: dict[str, Any], seed: int, epoch: int) -> None:
+    """This rank's RNG state from a checkpoint (reseeded when the world size changed)."""
+    per_rank = state.get("rng_ranks")
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if per_rank is not None and len(per_rank) == world:
+        _set_rng_state(per_rank[rank])
+    elif per_rank is None and world == 1:
+        _set_rng_state(state["rng"])
+    else:  # resumed on another number of ranks: same data order, fresh augmentation streams
+        torch.manual_seed(dist.rank_seed(seed + epoch))
+
+
+def _local_batch(source: SurrogateSource, n: int) -> torch.Tensor:
+    """This rank's part of the next global batch of ``n`` (all of it in one process)."""
+    world = dist.get_world_size()
+    if world == 1:
+        return source.next_batch(n)
+    rank = dist.get_rank()
+    take = getattr(source, "next_batch_for_rank", None)
+    if take is not None:
+        return take(n, rank, world)
+    return source.next_batch(n)[dist.local_slice(n, rank, world)]
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file
-        raise UserInputError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0]}); delete it to start over") from None
+    from .resume import safe_torch_load
+
+    return safe_torch_load(path, "checkpoint")
 
 
 def distill(
@@ -139,7 +163,7 @@ def distill(
         config: :class:`KDConfig`.
         input_shape: ``(C, H, W)`` for augmentation; taken from the first batch when None.
         checkpoint_dir: when given, an atomic checkpoint is written there after every epoch and a
-            run started again with the same directory resumes from it.
+            run started again with the same directory resumes from it (any number of ranks).
         eval_fn: optional ``student -> accuracy`` called after every epoch (for history only).
         student_objective: replaces the KD loss: ``(student, teacher, x) -> loss`` (e.g. ZSKT's
             attention transfer); the backend provides it.
@@ -147,12 +171,22 @@ def distill(
 
     Returns:
         :class:`DistillResult` with the trained student (eval mode).
+
+    Raises:
+        NumericalError: the loss became NaN or inf; the checkpoint of the last good epoch is kept.
+
+    Under ``torch.distributed`` (see :mod:`datafree.distributed`) the student is wrapped in
+    DistributedDataParallel, each rank trains on a disjoint slice of every global batch of
+    ``config.batch_size`` and only rank 0 writes the checkpoint.
     """
     cfg = config or KDConfig()
     cfg.validate()
     device = device_of(teacher)
     student.to(device)
     teacher.eval()
+    world = dist.get_world_size()
+    if cfg.batch_size < world:
+        raise UserInputError(f"batch_size {cfg.batch_size} is smaller than the {world} ranks; each rank needs a sample")
     opt = _make_optimizer(student, cfg)
     total_steps = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
@@ -160,22 +194,31 @@ def distill(
     result = DistillResult(student)
     start_epoch = 0
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(dist.rank_seed(cfg.seed))
     if ckpt_path is not None and ckpt_path.is_file():
         state = _load_checkpoint(ckpt_path)
+        if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
+            raise UserInputError(f"{ckpt_path} is not a datafree KD checkpoint; delete it or choose another --out")
         if state.get("config") != dataclasses.asdict(cfg):
             raise UserInputError(
                 f"{ckpt_path} was written with other settings; use the same command to resume, "
                 "or another --out to start afresh"
             )
-        student.load_state_dict(state["student"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        source.load_state_dict(state["source"])
-        _set_rng_state(state["rng"])
+        try:
+            student.load_state_dict(state["student"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            source.load_state_dict(state["source"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise UserInputError(
+                f"{ckpt_path} does not fit this run (another student or source: {' '.join(str(e).split())[:120]}); "
+                "use the same command to resume, or another --out to start afresh"
+            ) from None
         start_epoch = int(state["epoch"])
+        _restore_rng(state, cfg.seed, start_epoch)
         result.history = list(state["history"])
         result.resumed_from_epoch = start_epoch
+    model = dist.wrap_ddp(student)  # gradients averaged over ranks; `student` keeps the plain weights
     rounds = max(1, cfg.steps_per_epoch // cfg.kd_steps)
     bar = progress(total=total_steps, initial=start_epoch * cfg.steps_per_epoch, desc=desc)
     for epoch in range(start_epoch, cfg.epochs):
@@ -185,17 +228,17 @@ def distill(
         for _ in range(rounds):
             source.update(student)
             for _ in range(cfg.kd_steps):
-                x = source.next_batch(cfg.batch_size)
+                x = _local_batch(source, cfg.batch_size)
                 if cfg.augment:
                     if aug is None:
                         aug = kd_augmentation(input_shape or list(x.shape[1:]), cfg.flip).to(device)
                     x = aug(x)
                 if student_objective is not None:
-                    loss = student_objective(student, teacher, x)
+                    loss = student_objective(model, teacher, x)
                 else:
                     with torch.no_grad():
                         t_logits = teacher(x)
-                    loss = _student_loss(student(x), t_logits, cfg)
+                    loss = _student_loss(model(x), t_logits, cfg)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -204,18 +247,22 @@ def distill(
                 sched.step()
                 loss_sum += loss.detach()
                 bar.update(1)
-        mean_loss = loss_sum.item() / (rounds * cfg.kd_steps)
+        # every rank sees the same mean, so all of them stop together on a blow-up
+        mean_loss = dist.all_reduce_mean(loss_sum).item() / (rounds * cfg.kd_steps)
         if not math.isfinite(mean_loss):
-            where = f"; the last good checkpoint is kept at {ckpt_path}" if ckpt_path else ""
-            raise DatafreeError(f"the KD loss became {mean_loss} in epoch {epoch + 1}: try a lower --lr{where}")
+            bar.close()
+            kept = ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
+            where = f"; the last good checkpoint (epoch {epoch}) is kept at {kept}" if kept else ""
+            raise NumericalError(f"the KD loss became {mean_loss} in epoch {epoch + 1}: try a lower --lr{where}")
         record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": time.perf_counter() - t0}
         if eval_fn is not None:
             record["accuracy"] = eval_fn(student)
         result.history.append(record)
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         if ckpt_path is not None:
-            atomic_torch_save(
-                {
+            rng_ranks = dist.all_gather_objects(_rng_state()) if world > 1 else None
+            if dist.is_main():
+                state = {
                     "epoch": epoch + 1,
                     "config": dataclasses.asdict(cfg),
                     "student": student.state_dict(),
@@ -224,9 +271,10 @@ def distill(
                     "source": source.state_dict(),
                     "rng": _rng_state(),
                     "history": result.history,
-                },
-                ckpt_path,
-            )
+                }
+                if rng_ranks is not None:
+                    state["rng_ranks"] = rng_ranks
+                atomic_torch_save(state, ckpt_path)
     bar.close()
     student.eval()
     return result

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["DatafreeError", "UserInputError"]
+__all__ = ["DatafreeError", "UserInputError", "NumericalError"]
 
 
 class DatafreeError(Exception):
-    """Base class for every error datafree raises on purpose."""
+    """Base class for every error datafree raises on purpose.
+
+    ``exit_code`` is the CLI's exit status for it (see docs/failures.md).
+    """
+
+    exit_code = 2
 
 
 class UserInputError(DatafreeError, ValueError):
@@ -14,3 +19,9 @@ class UserInputError(DatafreeError, ValueError):
 
     The message names the bad value and, where one exists, the way out.
     """
+
+
+class NumericalError(DatafreeError):
+    """A run diverged (NaN or inf loss); the last good checkpoint is left as it was."""
+
+    exit_code = 3

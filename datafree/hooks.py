@@ -74,7 +74,14 @@ class BNStatistics:
                     raise ValueError("per-sample statistics need spatial dimensions")
             else:
                 dims = (0, *range(2, x.dim()))  # (N, C, H, W) -> stats over N, H, W
-            var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+            if per_sample:
+                # Two passes (mean, then mean squared deviation): as exact as var_mean and about
+                # twice as fast forward+backward on CPU for (N, C) outputs (ZeroQ's hot loop).
+                mean = x.mean(dim=dims, keepdim=True)
+                var = (x - mean).pow(2).mean(dim=dims)
+                mean = mean.reshape(var.shape)
+            else:
+                var, mean = torch.var_mean(x, dim=dims, unbiased=False)
             self.vars[index], self.means[index] = var, mean
 
         return fn

@@ -61,18 +61,32 @@ class TensorSource:
     def update(self, student: nn.Module) -> dict[str, torch.Tensor]:  # noqa: D102
         return {}
 
-    def next_batch(self, n: int) -> torch.Tensor:
-        """The next ``n`` images of the shuffled order (wrapping into a new epoch)."""
+    def _next_indices(self, n: int) -> torch.Tensor:
         out = []
         while n > 0:
             if self.pos >= len(self._perm):
                 self.epoch, self.pos = self.epoch + 1, 0
                 self._perm = self._permutation()
             take = self._perm[self.pos : self.pos + n]
-            out.append(self.images[take.to(self.images.device)])
+            out.append(take)
             self.pos += len(take)
             n -= len(take)
         return out[0] if len(out) == 1 else torch.cat(out)
+
+    def next_batch(self, n: int) -> torch.Tensor:
+        """The next ``n`` images of the shuffled order (wrapping into a new epoch)."""
+        return self.images[self._next_indices(n).to(self.images.device)]
+
+    def next_batch_for_rank(self, n: int, rank: int, world_size: int) -> torch.Tensor:
+        """Rank ``rank``'s disjoint slice of the next global batch of ``n`` (every rank advances by ``n``).
+
+        The permutation depends only on the seed, so ranks agree on the global order and together
+        draw exactly the batches one process would.
+        """
+        from .distributed import local_slice
+
+        idx = self._next_indices(n)[local_slice(n, rank, world_size)]
+        return self.images[idx.to(self.images.device)]
 
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         return {"epoch": self.epoch, "pos": self.pos}

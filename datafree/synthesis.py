@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed as dist
 from .cards import LoadedModel
 from .dataset import SyntheticDataset, save_image_grid, shard_seed
 from .errors import UserInputError
@@ -28,8 +29,8 @@ def synthesize_dataset(
     batch_size: int | None = None,
     student: nn.Module | None = None,
     synthesizer: Any = None,
-    rank: int = 0,
-    world_size: int = 1,
+    rank: int | None = None,
+    world_size: int | None = None,
     **overrides: Any,
 ) -> SyntheticDataset:
     """Synthesize ``num_images`` images into ``out`` (resuming whatever is already there).
@@ -47,8 +48,8 @@ def synthesize_dataset(
         batch_size: images per shard (defaults to the backend's ``batch_size``).
         student: for backends that need one (Adaptive DeepInversion's competition term).
         synthesizer: an already built (e.g. trained online) synthesizer to sample from.
-        rank: this process's rank.
-        world_size: number of processes writing the dataset.
+        rank: this process's rank (default: from :mod:`datafree.distributed`, 0 in one process).
+        world_size: number of processes writing the dataset (default: the process group's size).
         **overrides: backend config fields.
 
     Returns:
@@ -76,10 +77,11 @@ def synthesize_dataset(
         "num_images": num_images,
         "shard_size": cfg.batch_size,
     }
-    ds = SyntheticDataset.create(out, **manifest) if rank == 0 else None
+    rank = dist.get_rank() if rank is None else rank
+    world_size = dist.get_world_size() if world_size is None else world_size
+    # Rank 0 creates (or validates, to resume) the dataset; its error, if any, stops every rank.
+    ds = dist.run_on_main(lambda: _create(out, manifest)) if world_size > 1 else _create(out, manifest)
     if world_size > 1:
-        import torch.distributed as dist
-
         dist.barrier()
         if ds is None:
             ds = SyntheticDataset.open(out)
@@ -97,13 +99,20 @@ def synthesize_dataset(
         if rank == 0:
             ds.write_manifest()
     if world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+        dist.barrier()  # every rank's shards are on disk: rank 0 writes the one merged manifest
     if rank == 0:
         ds.manifest["seconds"] = round(ds.manifest.get("seconds", 0.0) + time.perf_counter() - t0, 2)
         ds.write_manifest()
         first = next(ds.iter_shards(), None)
         if first is not None:
             save_image_grid(first["images"][:64], ds.root / "samples.png", nrow=8)
+    return ds
+
+
+def _create(out: str | Path, manifest: dict[str, Any]) -> SyntheticDataset:
+    """Create or reopen the dataset, drop torn temporary files of a killed run, write the manifest."""
+    ds = SyntheticDataset.create(out, **manifest)
+    for tmp in ds.root.glob(".shard-*.tmp"):
+        tmp.unlink(missing_ok=True)
+    ds.write_manifest()  # so other ranks open the requested num_images
     return ds

@@ -65,7 +65,23 @@ def resolve_device(name: str | None = None) -> torch.device:
         raise UserInputError(f"bad --device {name!r}: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(f"--device {name} asked for CUDA but no CUDA device is available")
+    available = _DEVICE_AVAILABLE.get(dev.type)
+    if available is None:
+        raise UserInputError(f"--device {name}: datafree runs on cpu, cuda[:N], mps or xpu[:N]")
+    if not available():
+        raise UserInputError(f"--device {name} is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserInputError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
     return dev
+
+
+# Device types a run can use, with how to tell whether one is present (a table, not a ladder).
+_DEVICE_AVAILABLE = {
+    "cpu": lambda: True,
+    "cuda": lambda: torch.cuda.is_available(),
+    "mps": lambda: bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available(),
+    "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+}
 
 
 @contextlib.contextmanager

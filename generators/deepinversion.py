@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.augment import random_flip, random_jitter
+from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
 
@@ -51,6 +52,13 @@ class DeepInversionConfig(SynthConfig):
     jitter: int = -1  # pixels; -1 means H // 16 (2 px at 32, 1 px at 16)
     flip: bool = False
     keep_best: bool = True
+
+    def validate(self) -> None:
+        """Also check Adam's betas (torch would raise a bare ValueError later)."""
+        super().validate()
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 @register

@@ -12,6 +12,7 @@ from generators import GENERATORS, create_synthesizer, method_class
 # Tiny budgets per backend so the contract runs in seconds; a backend may add its entry here.
 TINY: dict[str, dict] = {
     "deepinversion": {"batch_size": 16, "iterations": 8, "warmup": 2},
+    "zeroq": {"batch_size": 16, "iterations": 8},
     "dafl": {"batch_size": 32, "generator_lr": 0.005},
     "zskt": {"batch_size": 16},
     "dfad": {"batch_size": 16},

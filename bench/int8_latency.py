@@ -1,0 +1,89 @@
+"""Real int8 on CPU: fp32 vs int8 latency at batch 1 and 64, and int8 accuracy vs simulated W8A8.
+
+The int8 model is PyTorch's FX post-training quantization on the x86 engine (see
+datafree/quant/int8.py for why FX rather than PT2E), calibrated on the same 64 ZeroQ images as
+the simulated W8A8 model. Latencies: 1 thread, models interleaved round-robin in one process,
+wall-clock min / median and process CPU time (the machine is shared: trust ratios and CPU time).
+
+Run: ``OMP_WAIT_POLICY=PASSIVE python bench/int8_latency.py``. Writes bench/results/int8_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from datafree.cards import load_model  # noqa: E402
+from datafree.data import digits_split  # noqa: E402
+from datafree.quant import QuantConfig, calibrate, quantize_network  # noqa: E402
+from datafree.quant.api import _test_accuracy, calibration_images  # noqa: E402
+from datafree.quant.fold import fold_batchnorm  # noqa: E402
+from datafree.quant.int8 import export_int8, measure_latency  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:  # noqa: D103
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--calib", default="zeroq")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    lm = load_model("resnet8_digits")
+    t0 = time.perf_counter()
+    images = calibration_images(lm, args.calib, 64, seed=0)
+    synth_s = time.perf_counter() - t0
+    cfg = QuantConfig(8, 8)
+    sim = calibrate(quantize_network(lm.model, cfg), images, cfg)
+    t0 = time.perf_counter()
+    int8 = export_int8(lm.model, images)
+    export_s = time.perf_counter() - t0
+    acc = {
+        "fp32": _test_accuracy(lm.model, lm.card),
+        "simulated W8A8": _test_accuracy(sim, lm.card),
+        "int8 (FX, x86)": _test_accuracy(int8, lm.card),
+    }
+    folded = fold_batchnorm(lm.model)
+    pixels, _ = digits_split("test", tuple(lm.card.input_shape))
+    lat = {}
+    for bs in (1, 64):
+        x = lm.card.normalizer()(pixels[:bs])
+        lat[bs] = measure_latency({"fp32": lm.model, "fp32 BN-folded": folded, "int8": int8}, x, repeats=args.repeats)
+
+    print(f"### resnet8_digits on CPU, 1 thread ({args.calib} calibration, 64 images)\n")
+    print("| model | test accuracy |")
+    print("|---|---|")
+    for k, v in acc.items():
+        print(f"| {k} | {100 * v:.2f} |")
+    print()
+    print("| batch | model | min ms | median ms | CPU ms (median) | speed-up vs fp32 (CPU time) |")
+    print("|---|---|---|---|---|---|")
+    for bs, r in lat.items():
+        for name, v in r.items():
+            speed = r["fp32"]["cpu_ms"] / v["cpu_ms"] if v["cpu_ms"] > 0 else float("nan")
+            print(f"| {bs} | {name} | {v['min_ms']:.3f} | {v['median_ms']:.3f} | {v['cpu_ms']:.3f} | {speed:.2f}x |")
+    print(f"\nint8 export (prepare + calibrate + convert, incl. one-time imports): {export_s:.1f} s; "
+          f"{args.calib} synthesis {synth_s:.1f} s")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": {"cpu": platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": 1},
+        "calib": args.calib,
+        "accuracy": acc,
+        "latency": {f"batch_{k}": v for k, v in lat.items()},
+        "export_seconds": round(export_s, 2),
+    }
+    (RESULTS / "int8_latency.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Cost of a model: parameters, MACs, size in bytes and CPU latency, for every compression report.
+
+Latency is measured the way ECOSYSTEM.md found trustworthy on a shared machine: a fixed thread
+count (1 by default), several models timed round-robin in one process (so load that varies over
+time hits each model equally), and the median over repeats reported next to the minimum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .utils import count_params, device_of, model_size_bytes
+
+__all__ = ["count_macs", "measure_latency", "profile_model", "num_threads", "LATENCY_BATCHES"]
+
+LATENCY_BATCHES = (1, 64)
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` (unchanged when ``n`` is None), then restore."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int | None:
+    """Multiply-accumulates of one forward pass on one ``(C, H, W)`` input (FLOPs / 2).
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; the
+    element-wise ops it ignores are a small share in CNNs). None when the model cannot be
+    counted (e.g. a quantized graph the counter does not know).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros((1, *input_shape), device=device_of(model))
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    except Exception:  # noqa: BLE001 - a counting failure must not break a report
+        return None
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // 2
+
+
+def _time_once(model: nn.Module, x: torch.Tensor, inner: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        model(x)
+    return (time.perf_counter() - t0) * 1000.0 / inner
+
+
+@torch.no_grad()
+def measure_latency(
+    models: Mapping[str, nn.Module],
+    input_shape: Sequence[int],
+    batch_sizes: Sequence[int] = LATENCY_BATCHES,
+    *,
+    repeats: int = 30,
+    warmup: int = 3,
+    threads: int | None = 1,
+    min_sample_ms: float = 5.0,
+) -> dict[str, dict[int, dict[str, float]]]:
+    """CPU forward latency of several models, timed interleaved (round-robin) in this process.
+
+    Args:
+        models: name -> model (put in eval mode for the measurement, restored after).
+        input_shape: ``(C, H, W)`` of one input.
+        batch_sizes: batch sizes to time.
+        repeats: timed samples per model and batch size.
+        warmup: untimed forwards first.
+        threads: ``torch.set_num_threads`` during the measurement (None leaves it).
+        min_sample_ms: each sample repeats the forward until about this long, so that sub-
+            millisecond batch-1 timings are not dominated by timer noise.
+
+    Returns:
+        ``{name: {batch: {"median_ms", "min_ms"}}}`` (milliseconds per forward).
+    """
+    modes = {name: m.training for name, m in models.items()}
+    out: dict[str, dict[int, dict[str, float]]] = {name: {} for name in models}
+    try:
+        with num_threads(threads):
+            for b in batch_sizes:
+                inputs = {n: torch.randn((b, *input_shape), device=device_of(m)) for n, m in models.items()}
+                inner = {}
+                for name, m in models.items():
+                    m.eval()
+                    for _ in range(warmup):
+                        m(inputs[name])
+                    est = _time_once(m, inputs[name], 1)
+                    inner[name] = max(1, min(1000, round(min_sample_ms / max(est, 1e-3))))
+                samples: dict[str, list[float]] = {n: [] for n in models}
+                for _ in range(repeats):
+                    for name, m in models.items():
+                        samples[name].append(_time_once(m, inputs[name], inner[name]))
+                for name, s in samples.items():
+                    out[name][b] = {"median_ms": statistics.median(s), "min_ms": min(s)}
+    finally:
+        for name, m in models.items():
+            m.train(modes[name])
+    return out
+
+
+def profile_model(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    latency: bool = True,
+    batch_sizes: Sequence[int] = LATENCY_BATCHES,
+    repeats: int = 30,
+    threads: int | None = 1,
+) -> dict[str, Any]:
+    """Parameters, MACs per image, size in bytes and (optionally) CPU latency of one model.
+
+    Returns:
+        ``{"params", "macs", "size_bytes"}`` plus ``"latency_ms_b{B}"`` (median) and
+        ``"latency_min_ms_b{B}"`` per batch size.
+    """
+    report: dict[str, Any] = {
+        "params": count_params(model),
+        "macs": count_macs(model, input_shape),
+        "size_bytes": model_size_bytes(model),
+    }
+    if latency:
+        lat = measure_latency({"m": model}, input_shape, batch_sizes, repeats=repeats, threads=threads)["m"]
+        for b, t in lat.items():
+            report[f"latency_ms_b{b}"] = round(t["median_ms"], 4)
+            report[f"latency_min_ms_b{b}"] = round(t["min_ms"], 4)
+    return report

@@ -1,0 +1,332 @@
+"""Prune a trained model and recover its accuracy by KD from the unpruned model on surrogate data.
+
+::
+
+    unpruned model ──copy──▶ score channels (l1 | l2 | bn | taylor on synthetic batches)
+                             ▶ remove them (Torch-Pruning, classifier protected)
+                             ▶ KD recovery: datafree.distill(teacher=unpruned, student=pruned,
+                                            source=synthetic dataset | any backend by name)
+                             ▶ model.json + model.safetensors (+ report.json)
+
+:func:`prune_stage` is the stage (used by ``datafree compress``); :func:`prune_model` is the
+library entry point behind ``datafree prune``. Real labelled data is used only to *report*
+accuracy (the digits test split by default), never for scoring or recovery.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..cards import LoadedModel, ModelCard, build_model, load_model, save_model
+from ..distill import KDConfig, distill
+from ..errors import UserInputError
+from ..evaluate import evaluate_model
+from ..profile import LATENCY_BATCHES, count_macs, measure_latency
+from ..reshape import shape_changes
+from ..sources import DatasetSource, SurrogateSource, SynthesizerSource
+from ..utils import atomic_write_json, count_params, device_of, model_size_bytes, resolve_device
+from .importance import create_criterion
+from .structured import check_ratio, prune_channels
+
+__all__ = ["PruneResult", "surrogate_source", "prune_stage", "prune_model", "profile_stages", "REPORT"]
+
+REPORT = "report.json"
+
+
+@dataclass
+class PruneResult:
+    """The pruned (and recovered) model, its card once saved, and the stage report."""
+
+    model: nn.Module
+    card: ModelCard | None
+    report: dict[str, Any]
+
+
+def surrogate_source(
+    teacher: LoadedModel,
+    *,
+    data: str | Path | None = None,
+    method: str | None = None,
+    synth_dir: str | Path | None = None,
+    num_images: int = 2048,
+    seed: int = 0,
+    g_steps: int = 1,
+    method_options: dict[str, Any] | None = None,
+    allow_other_teacher: bool = False,
+) -> tuple[SurrogateSource, dict[str, Any]]:
+    """A surrogate-data source for ``teacher``: a dataset directory, or a backend by name.
+
+    An offline backend (pixel optimisation) first writes ``num_images`` images to ``synth_dir``
+    (resumable, reusable with ``--data``); an online backend (a generator network) is trained
+    inside the KD stage. A dataset synthesized from another teacher is refused unless
+    ``allow_other_teacher`` (e.g. ``compress`` recovering a pruned student on the data it
+    synthesized from the original teacher).
+
+    Returns:
+        The source and a JSON-able description of it for the report.
+    """
+    if (data is None) == (method is None):
+        raise UserInputError("give exactly one surrogate source: --data DIR or --method NAME")
+    device = device_of(teacher.model)
+    if data is not None:
+        src = DatasetSource(data, teacher.card, device=device, seed=seed)
+        if allow_other_teacher:
+            src.dataset.check_compatible(dataclasses.replace(teacher.card, sha256=None))
+        else:
+            src.dataset.check_compatible(teacher.card)
+        return src, {"data": str(data), "method": src.dataset.manifest.get("method"), "num_images": len(src)}
+    from generators import create_synthesizer, method_class
+
+    options = dict(method_options or {})
+    if method_class(method).online:
+        synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **options)
+        return SynthesizerSource(synth, g_steps=g_steps), {"method": method, "online": True}
+    if synth_dir is None:
+        raise UserInputError(f"method {method!r} writes a dataset first: give an output directory")
+    from ..synthesis import synthesize_dataset
+
+    ds = synthesize_dataset(teacher, method, synth_dir, num_images, seed=seed, **options)
+    src = DatasetSource(ds.root, teacher.card, device=device, seed=seed)
+    return src, {"method": method, "data": str(ds.root), "num_images": len(src), "online": False}
+
+
+def _stage_metrics(model: nn.Module, card: ModelCard, eval_data: str | Path | None) -> dict[str, Any]:
+    acc = evaluate_model(model, card, eval_data)
+    return {
+        "accuracy": acc["accuracy"],
+        "params": count_params(model),
+        "macs": count_macs(model, card.input_shape),
+        "size_bytes": model_size_bytes(model),
+    }
+
+
+def profile_stages(
+    models: dict[str, nn.Module],
+    card: ModelCard,
+    eval_data: str | Path | None = None,
+    *,
+    latency: bool = True,
+    repeats: int = 30,
+) -> dict[str, dict[str, Any]]:
+    """Accuracy, parameters, MACs, bytes and CPU latency (1 thread, interleaved) of each model.
+
+    Returns:
+        ``{stage: {"accuracy", "params", "macs", "size_bytes", "latency_ms_b1", "latency_ms_b64"}}``
+        (latency: median ms per forward; ``latency_min_ms_b*``: the minimum, steadier under load).
+    """
+    out = {name: _stage_metrics(m, card, eval_data) for name, m in models.items()}
+    if latency:
+        cpu = {name: copy.deepcopy(m).cpu() for name, m in models.items()}
+        lat = measure_latency(cpu, card.input_shape, LATENCY_BATCHES, repeats=repeats)
+        for name, per_batch in lat.items():
+            for b, t in per_batch.items():
+                out[name][f"latency_ms_b{b}"] = round(t["median_ms"], 4)
+                out[name][f"latency_min_ms_b{b}"] = round(t["min_ms"], 4)
+    return out
+
+
+def _portable_arch(card: ModelCard) -> str:
+    """The card's arch with a relative ``file.py:fn`` made absolute, so a card elsewhere finds it."""
+    target, sep, attr = card.arch.rpartition(":")
+    if sep and target.endswith(".py") and not Path(target).is_absolute() and card.path is not None:
+        return f"{(card.path.parent / target).resolve()}:{attr}"
+    return card.arch
+
+
+def _save(
+    pruned: nn.Module, card: ModelCard, out_dir: Path, accuracy: float, provenance: dict[str, Any]
+) -> ModelCard:
+    reference = build_model(dataclasses.replace(card, module_shapes={}))
+    saved = save_model(
+        pruned,
+        out_dir,
+        like=card,
+        arch=_portable_arch(card),
+        name="model",
+        card_name=f"{card.name or 'model'}_pruned",
+        arch_kwargs=card.arch_kwargs,
+        module_shapes=shape_changes(reference, pruned),
+        test_accuracy=round(accuracy, 4),
+        pruning=provenance,
+    )
+    load_model(saved)  # the card alone must rebuild the pruned architecture (fails loudly if not)
+    return saved
+
+
+def _report(
+    metrics: dict[str, dict[str, Any]], ratio: float, importance: str, global_pruning: bool,
+    source_info: dict[str, Any] | None, kd: KDConfig | None, history: list[dict[str, float]],
+) -> dict[str, Any]:  # fmt: skip
+    final = metrics["recovered" if "recovered" in metrics else "pruned"]
+    base = metrics["unpruned"]
+    report: dict[str, Any] = {
+        "stage": "prune",
+        "ratio": ratio,
+        "importance": importance,
+        "global_pruning": global_pruning,
+        "source": source_info or {},
+        "kd": dataclasses.asdict(kd) if kd is not None else None,
+        "stages": metrics,
+        "params_removed": 1.0 - final["params"] / base["params"],
+        "accuracy_kept": final["accuracy"] / base["accuracy"] if base["accuracy"] > 0 else None,
+        "history": history,
+    }
+    if "latency_ms_b64" in base:
+        report["speedup_b1"] = base["latency_ms_b1"] / final["latency_ms_b1"]
+        report["speedup_b64"] = base["latency_ms_b64"] / final["latency_ms_b64"]
+    return report
+
+
+def prune_stage(
+    model: LoadedModel,
+    ratio: float,
+    *,
+    importance: str = "l2",
+    global_pruning: bool = False,
+    teacher: nn.Module | None = None,
+    source: SurrogateSource | None = None,
+    source_info: dict[str, Any] | None = None,
+    kd: KDConfig | None = None,
+    recover: bool = True,
+    taylor_batches: int = 8,
+    eval_data: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    latency: bool = True,
+) -> PruneResult:
+    """Prune ``model`` by ``ratio`` of its channels and recover it by KD on ``source``.
+
+    Args:
+        model: the trained model to prune, with its card (not modified).
+        ratio: fraction of channels to remove, in (0, 1).
+        importance: ``l1``, ``l2``, ``bn`` or ``taylor`` (scored on batches of ``source``).
+        global_pruning: rank channels across layers instead of the same ratio in each.
+        teacher: KD teacher for recovery (default: the unpruned ``model``).
+        source: surrogate data (see :func:`surrogate_source`) for recovery and ``taylor``.
+        source_info: description of ``source`` for the report.
+        kd: KD settings of the recovery.
+        recover: run the KD recovery (needs ``source``); False only prunes.
+        taylor_batches: synthetic batches (of ``kd.batch_size``) the Taylor gradients sum over.
+        eval_data: labelled data to report accuracy on (default: the digits test split).
+        out_dir: where to write ``model.json`` + ``model.safetensors``, ``report.json`` and the
+            recovery ``checkpoint.pt`` (a rerun resumes it); nothing is written when None.
+        latency: measure CPU latency (1 thread, batch 1 and 64) of each stage.
+
+    Returns:
+        :class:`PruneResult`; ``report["stages"]`` has ``unpruned``, ``pruned`` and, when
+        recovered, ``recovered``, each with accuracy, params, MACs, size_bytes and latency.
+    """
+    t0 = time.perf_counter()
+    ratio = check_ratio(ratio)
+    card = model.card
+    kd = kd or KDConfig()
+    recover = recover and source is not None
+    criterion = create_criterion(importance, model.model)
+    if criterion.needs_gradients and source is None:
+        raise UserInputError(
+            f"--importance {importance} scores channels on synthetic batches: give --data or --method"
+        )
+    unpruned = model.model.eval()
+    device = device_of(unpruned)
+    pruned = copy.deepcopy(unpruned)
+    example = torch.zeros((1, *card.input_shape), device=device)
+    batches = []
+    if criterion.needs_gradients:
+        assert source is not None
+        batches = [source.next_batch(kd.batch_size) for _ in range(taylor_batches)]
+    prune_channels(pruned, example, ratio, criterion, num_classes=card.num_classes,
+                   global_pruning=global_pruning, batches=batches)  # fmt: skip
+    stages = {"unpruned": unpruned, "pruned": copy.deepcopy(pruned)}
+    history: list[dict[str, float]] = []
+    if recover:
+        assert source is not None
+        result = distill(teacher or unpruned, pruned, source, kd, input_shape=card.input_shape,
+                         checkpoint_dir=out_dir, desc=f"recover ({importance} {ratio:g})")  # fmt: skip
+        history = result.history
+        stages["recovered"] = pruned
+    metrics = profile_stages(stages, card, eval_data, latency=latency)
+    report = _report(metrics, ratio, importance, global_pruning, source_info, kd if recover else None, history)
+    saved = None
+    if out_dir is not None:
+        provenance = {k: report[k] for k in ("ratio", "importance", "global_pruning", "source")}
+        provenance.update(base_model=card.name or str(card.path), base_sha256=card.sha256)
+        final = metrics["recovered" if recover else "pruned"]
+        saved = _save(pruned, card, Path(out_dir), final["accuracy"], provenance)
+        report["card"] = str(saved.path)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    if out_dir is not None:
+        atomic_write_json(Path(out_dir) / REPORT, report)
+    return PruneResult(pruned.eval(), saved, report)
+
+
+def prune_model(
+    model_spec: str | Path | LoadedModel,
+    ratio: float,
+    importance: str = "l2",
+    data: str | Path | None = None,
+    method: str | None = None,
+    epochs: int = 20,
+    out_dir: str | Path | None = None,
+    device: str | torch.device | None = "cpu",
+    *,
+    global_pruning: bool = False,
+    num_images: int = 2048,
+    seed: int = 0,
+    kd: KDConfig | None = None,
+    method_options: dict[str, Any] | None = None,
+    eval_data: str | Path | None = None,
+    latency: bool = True,
+) -> dict[str, Any]:
+    """Load a model from its card, prune it, recover it on synthetic data, save card + weights.
+
+    Args:
+        model_spec: shipped teacher name, card path or directory, or a loaded model.
+        ratio: fraction of channels to remove, in (0, 1).
+        importance: ``l1``, ``l2``, ``bn`` or ``taylor``.
+        data: a synthetic dataset directory (``datafree synthesize`` output).
+        method: or a backend name: offline backends write ``out_dir/data`` first.
+        epochs: recovery epochs (0: prune only; then no source is needed unless ``taylor``).
+        out_dir: output directory (``model.json``, ``model.safetensors``, ``report.json``).
+        device: where to prune and train (``auto`` picks CUDA when present).
+        global_pruning: rank channels globally instead of uniformly per layer.
+        num_images: images to synthesize with an offline ``method``.
+        seed: seed of synthesis, data order and training.
+        kd: recovery KD settings (``epochs`` and ``seed`` above override its fields).
+        method_options: backend config overrides (e.g. ``{"iterations": 100}``).
+        eval_data: labelled data for the reported accuracy (default: digits test split).
+        latency: measure CPU latency of each stage.
+
+    Returns:
+        The report (also written to ``out_dir/report.json``).
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise UserInputError(f"--epochs must be an integer >= 0, got {epochs!r}")
+    check_ratio(ratio)
+    create_criterion(importance)  # unknown names fail before anything is loaded or synthesized
+    lm = model_spec if isinstance(model_spec, LoadedModel) else load_model(model_spec, resolve_device(device))
+    if out_dir is not None:
+        from ..pipeline import prepare_out_dir
+
+        out_dir = prepare_out_dir(out_dir)
+    source, info = None, None
+    needs_data = epochs > 0 or create_criterion(importance).needs_gradients
+    if needs_data:
+        synth_dir = Path(out_dir) / "data" if out_dir is not None else None
+        source, info = surrogate_source(lm, data=data, method=method, synth_dir=synth_dir,
+                                        num_images=num_images, seed=seed, method_options=method_options)  # fmt: skip
+    elif data is not None or method is not None:
+        raise UserInputError("--epochs 0 with a magnitude importance uses no data: drop --data/--method")
+    cfg = dataclasses.replace(kd or KDConfig(), epochs=max(epochs, 1), seed=seed)
+    result = prune_stage(
+        lm, ratio, importance=importance, global_pruning=global_pruning,
+        source=source, source_info=info, kd=cfg, recover=epochs > 0,
+        eval_data=eval_data, out_dir=out_dir, latency=latency,
+    )  # fmt: skip
+    return result.report
