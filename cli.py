@@ -168,6 +168,42 @@ def methods() -> None:
         click.echo(f"{name:14s} {kind}{bn}: {(cls.__doc__ or '').strip().splitlines()[0]}")
 
 
+def _kd_config(**kw: Any) -> Any:
+    from datafree.distill import KDConfig
+
+    cfg = KDConfig(**{k: v for k, v in kw.items() if v is not None})
+    cfg.validate()
+    return cfg
+
+
+kd_opts = [
+    click.option("--epochs", type=int, default=None, callback=_positive, help="KD epochs (default 30; online methods have their own)."),
+    click.option("--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."),
+    click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size."),
+    click.option("--lr", type=float, default=None, help="Student learning rate."),
+    click.option("--temperature", type=float, default=None, help="KD temperature."),
+]
+
+
+def _kd_overrides(
+    epochs: int | None, steps_per_epoch: int | None, batch_size: int | None, lr: float | None,
+    temperature: float | None, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The KD options given on the command line (online methods keep their own defaults otherwise)."""
+    given = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "lr": lr,
+             "temperature": temperature}  # fmt: skip
+    return {"seed": seed, **{k: v for k, v in given.items() if v is not None}}
+
+
+def _add(opts: list[Any]) -> Any:
+    def deco(f: Any) -> Any:
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
 @cli.command()
 @click.option("--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path.")
 @click.option("--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend.")
@@ -175,6 +211,10 @@ def methods() -> None:
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
 @click.option("--batch-size", type=int, default=None, callback=_positive, help="Images optimised together (one shard).")
 @click.option("--iterations", type=int, default=None, callback=_positive, help="Optimisation steps per batch.")
+@click.option("--generator", "generator_path", type=click.Path(path_type=Path), default=None,
+              help="Online methods: a trained generator.safetensors to sample (default: train one).")
+@click.option("--student", "-s", default=None, help="Online methods: the student the generator trains against.")
+@_add(kd_opts)
 @seed_opt
 @set_opt
 @trust_opt
@@ -183,11 +223,14 @@ def methods() -> None:
 @threads_opt
 def synthesize(
     teacher: str, method: str, num_images: int, out: Path, batch_size: int | None, iterations: int | None,
-    seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
+    generator_path: Path | None, student: str | None, epochs: int | None, steps_per_epoch: int | None,
+    kd_batch_size: int | None, lr: float | None, temperature: float | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
 ) -> None:  # fmt: skip
     """Write a synthetic dataset (shards + manifest.json + samples.png); rerun to resume."""
     from datafree.cards import load_model
+    from datafree.errors import UserInputError
     from datafree.synthesis import synthesize_dataset
+    from generators import method_class
 
     dev = _setup(device, quiet, threads)
     overrides: dict[str, Any] = _parse_set(options)
@@ -196,6 +239,18 @@ def synthesize(
     if batch_size is not None:
         overrides["batch_size"] = batch_size
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
+    if method_class(method).online:  # train a generator (in OUT_generator/) or reuse --generator, then sample
+        from datafree.online import synthesize_online
+
+        kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
+        ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
+                               shard_size=batch_size, kd_config=kd_over, **overrides)  # fmt: skip
+        click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
+        return
+    if generator_path is not None or student is not None or len(_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)) > 1:
+        raise UserInputError(
+            f"--generator, --student and the KD options apply to online methods (dafl, zskt, dfad), not {method!r}"
+        )
     ds = synthesize_dataset(lm, method, out, num_images, seed=seed, **overrides)
     if _main_rank():
         click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
@@ -211,32 +266,6 @@ def export(dataset: Path, fmt: str, out: Path) -> None:
 
     path = export_dataset(dataset, fmt, out)
     click.echo(f"exported {dataset} to {path}")
-
-
-def _kd_config(**kw: Any) -> Any:
-    from datafree.distill import KDConfig
-
-    cfg = KDConfig(**{k: v for k, v in kw.items() if v is not None})
-    cfg.validate()
-    return cfg
-
-
-kd_opts = [
-    click.option("--epochs", type=int, default=None, callback=_positive, help="KD epochs (default 30)."),
-    click.option("--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."),
-    click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size."),
-    click.option("--lr", type=float, default=None, help="Student learning rate."),
-    click.option("--temperature", type=float, default=None, help="KD temperature."),
-]
-
-
-def _add(opts: list[Any]) -> Any:
-    def deco(f: Any) -> Any:
-        for o in reversed(opts):
-            f = o(f)
-        return f
-
-    return deco
 
 
 @cli.command()
@@ -291,11 +320,13 @@ def distill(
     if method is not None:
         from generators import method_class
 
-        if method_class(method).online:
-            from generators.online import train_online
+        if method_class(method).online:  # DAFL / ZSKT / DFAD: generator trained inside the KD stage
+            from datafree.online import distill_online_to_dir
 
-            rep = train_online(lm, method, out, student_arch=student, kd=kd, seed=seed, **_parse_set(options))
-            click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}")
+            kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
+            rep = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd_over, seed=seed, **_parse_set(options))
+            click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}; "
+                       f"generator {rep['generator']}")  # fmt: skip
             return
         from datafree.synthesis import synthesize_dataset
 
@@ -356,10 +387,18 @@ def compress(
     from datafree.pipeline import DEFAULT_NUM_IMAGES
     from datafree.pipeline import compress as run
 
+    from generators import method_class
+
     dev = _setup(device, quiet, threads)
-    kd = _kd_config(
-        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature, seed=seed
-    )
+    if method_class(method).online:  # the method's own KD settings, with what was given here on top
+        from datafree.online import kd_config_for
+
+        kd = kd_config_for(method, _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed))
+    else:
+        kd = _kd_config(
+            epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature,
+            seed=seed,
+        )  # fmt: skip
     synth_options: dict[str, Any] = _parse_set(options)
     if iterations is not None:
         synth_options["iterations"] = iterations

@@ -28,8 +28,8 @@ __all__ = ["prepare_out_dir", "make_student", "distill_to_dir", "compress", "DEF
 
 DEFAULT_NUM_IMAGES = 1024
 # Files datafree writes into an --out directory; a directory holding anything else is refused.
-_OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors", "prune",
-        "quantize"}
+_OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
+        "prune", "quantize", "generator.json", "online.json"}  # fmt: skip
 
 
 def prepare_out_dir(path: str | Path) -> Path:
@@ -161,8 +161,12 @@ def compress(
 
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
     out = Path(out)
-    kd = kd or KDConfig(seed=seed)
     cls = method_class(method)
+    if kd is None and cls.online:
+        from .online import kd_config_for
+
+        kd = kd_config_for(method, {"seed": seed})  # the method's own KD settings
+    kd = kd or KDConfig(seed=seed)
     bits = _parse_bits(quantize) if quantize is not None else None
     if prune is not None:
         check_ratio(prune)
@@ -186,10 +190,10 @@ def compress(
     if cls.online and not run_student:
         s_report = None
     elif cls.online:
-        from generators.online import train_online  # provided by the online backends
+        from .online import distill_online_to_dir
 
         t0 = time.perf_counter()
-        s_report = train_online(lm, method, out, student_arch=student, kd=kd, seed=seed, **(synth_options or {}))
+        s_report = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd, seed=seed, **(synth_options or {}))
         stages["distill"] = round(time.perf_counter() - t0, 2)
     else:
         t0 = time.perf_counter()

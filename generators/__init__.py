@@ -24,6 +24,9 @@ def register(cls: type[Synthesizer]) -> type[Synthesizer]:
 from . import deepinversion as deepinversion  # noqa: E402  (registers)
 from . import fast as fast  # noqa: E402  (registers)
 from . import zeroq as zeroq  # noqa: E402  (registers)
+from . import dafl as dafl  # noqa: E402  (registers)
+from . import dfad as dfad  # noqa: E402  (registers)
+from . import zskt as zskt  # noqa: E402  (registers)
 
 __all__ = [
     "GENERATORS",

@@ -14,6 +14,9 @@ TINY: dict[str, dict] = {
     "deepinversion": {"batch_size": 16, "iterations": 8, "warmup": 2},
     "fast": {"batch_size": 16, "iterations": 4},
     "zeroq": {"batch_size": 16, "iterations": 8},
+    "dafl": {"batch_size": 32, "generator_lr": 0.005},
+    "zskt": {"batch_size": 16},
+    "dfad": {"batch_size": 16},
 }
 STEPS = 6
 

@@ -1,0 +1,338 @@
+"""Train an online backend (DAFL, ZSKT, DFAD) end to end, resumably, and reuse its generator.
+
+:func:`train_online` runs the shared KD stage (:func:`datafree.distill.distill`) with the
+backend as an online surrogate source. Its output directory holds::
+
+    online.json                 method, backend config, KD config, student arch (checked on resume)
+    checkpoint.pt               after every epoch: student, generator, both optimisers and
+                                schedulers, RNG states, step counts (written atomically)
+    model.safetensors/.json     the trained student and its card
+    generator.safetensors/.json the trained generator and what rebuilds it (method, config)
+
+Started again with the same directory and settings, a killed run resumes from its last
+checkpoint and ends exactly where an uninterrupted run ends. :func:`synthesize_online` samples a
+trained (or freshly trained) generator into a synthetic dataset in the same format as the
+offline backends write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cards import LoadedModel, ModelCard, save_model
+from .distill import KDConfig, distill
+from .errors import UserInputError
+from .models import create_model, default_student_for
+from .sources import SynthesizerSource
+from .utils import atomic_write, atomic_write_json
+
+__all__ = [
+    "OnlineResult",
+    "kd_config_for",
+    "train_online",
+    "load_online_synthesizer",
+    "synthesize_online",
+    "distill_online_to_dir",
+    "ONLINE_MANIFEST",
+    "GENERATOR_NAME",
+]
+
+ONLINE_MANIFEST = "online.json"
+GENERATOR_NAME = "generator"
+STUDENT_NAME = "model"  # the student card is OUT/model.json, as for every other distil run
+
+
+@dataclass
+class OnlineResult:
+    """What :func:`train_online` produced."""
+
+    student: nn.Module
+    synthesizer: Any
+    kd_config: KDConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+    student_card: ModelCard | None = None
+    generator_path: Path | None = None
+    seconds: float = 0.0
+
+
+def _online_class(method: str) -> Any:
+    from generators import method_class
+
+    cls = method_class(method)
+    if not cls.online:
+        raise UserInputError(f"method {method!r} is not an online (generator) method; use dafl, zskt or dfad")
+    return cls
+
+
+def kd_config_for(method: str, kd_config: KDConfig | dict[str, Any] | None = None) -> KDConfig:
+    """The KD settings of an online method: ``KDConfig`` defaults, then the method's ``kd_defaults``,
+    then ``kd_config`` (a dict of overrides; a ``KDConfig`` is taken as it is)."""
+    if isinstance(kd_config, KDConfig):
+        return kd_config
+    cls = _online_class(method)
+    fields = {f.name for f in dataclasses.fields(KDConfig)}
+    values = {"batch_size": cls.Config().batch_size, **cls.kd_defaults, **(kd_config or {})}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise UserInputError(f"unknown KD option {unknown[0]!r}; valid: {', '.join(sorted(fields))}")
+    cfg = KDConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def _make_student(student: nn.Module | str | None, card: ModelCard, teacher_arch: str, seed: int) -> tuple[nn.Module, str]:
+    if isinstance(student, nn.Module):
+        return student, type(student).__name__.lower()
+    arch = student or default_student_for(teacher_arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(arch, card.num_classes, card.in_channels), arch
+
+
+def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    path = out / ONLINE_MANIFEST
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserInputError(f"{path}: unreadable ({e}); delete it to start over") from None
+        diff = [k for k in manifest if old.get(k) != manifest[k]]
+        if diff:
+            raise UserInputError(
+                f"{out} holds a run with other settings (differs in: {', '.join(diff)}); "
+                "use the same command to resume, or another --out to start afresh"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, manifest)
+
+
+def _save_generator(synth: Any, out: Path, teacher_card: ModelCard) -> Path:
+    from safetensors.torch import save as st_save
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in synth.generator.state_dict().items()}
+    path = out / f"{GENERATOR_NAME}.safetensors"
+    with atomic_write(path) as f:
+        f.write(st_save(state))
+    atomic_write_json(
+        out / f"{GENERATOR_NAME}.json",
+        {
+            "method": synth.name,
+            "config": _jsonable(dataclasses.asdict(synth.config)),
+            "teacher": teacher_card.name or str(teacher_card.path),
+            "teacher_sha256": teacher_card.sha256,
+            "input_shape": list(teacher_card.input_shape),
+            "generator_steps": synth.steps,
+        },
+    )
+    return path
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def train_online(
+    teacher: LoadedModel,
+    method: str,
+    student: nn.Module | str | None,
+    out_dir: str | Path,
+    kd_config: KDConfig | dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    eval_fn: Callable[[nn.Module], float] | None = None,
+    desc: str = "",
+    **overrides: Any,
+) -> OnlineResult:
+    """Train a generator backend and a student together in the shared KD stage; resumable.
+
+    Args:
+        teacher: the loaded teacher (frozen model and card).
+        method: ``dafl``, ``zskt`` or ``dfad`` (any registered online backend).
+        student: an ``nn.Module``, an architecture name, or None for the teacher's default student.
+        out_dir: run directory (checkpoint, student, generator). Rerunning with the same directory
+            and settings resumes from the last completed epoch.
+        kd_config: overrides of the method's KD settings (dict) or a complete :class:`KDConfig`.
+        seed: seeds the generator, the latents, the student's initialisation and the KD stage.
+        eval_fn: optional ``student -> accuracy`` after every epoch (recorded in the history).
+        desc: progress-bar label.
+        **overrides: fields of the backend's config (``generator_lr``, ``oh_weight``, ...).
+
+    Returns:
+        :class:`OnlineResult`; the student is saved as ``model.safetensors`` (+ ``model.json``) and the
+        generator as ``generator.safetensors`` (+ ``generator.json``) in ``out_dir``.
+    """
+    from generators import create_synthesizer
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    cls = _online_class(method)
+    if isinstance(kd_config, dict) or kd_config is None:
+        kd_config = {"seed": seed, **({"batch_size": overrides["batch_size"]} if "batch_size" in overrides else {}),
+                     **(kd_config or {})}  # fmt: skip
+    kd = kd_config_for(method, kd_config)
+    rounds = max(1, kd.steps_per_epoch // kd.kd_steps)
+    overrides.setdefault("iterations", kd.epochs * rounds * kd.g_steps)
+    synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **overrides)
+    model, arch = _make_student(student, teacher.card, teacher.card.arch, seed)
+    _check_manifest(
+        out,
+        {
+            "method": method,
+            "config": _jsonable(dataclasses.asdict(synth.config)),
+            "kd_config": dataclasses.asdict(kd),
+            "student_arch": arch,
+            "teacher_sha256": teacher.card.sha256,
+        },
+    )
+    result = distill(
+        teacher.model,
+        model,
+        SynthesizerSource(synth, kd.g_steps),
+        kd,
+        input_shape=tuple(teacher.card.input_shape),  # type: ignore[arg-type]
+        checkpoint_dir=out,
+        eval_fn=eval_fn,
+        student_objective=synth.student_objective(),
+        desc=desc or f"{method} distill",
+    )
+    card = save_model(
+        model, out, like=teacher.card, arch=arch, name=STUDENT_NAME, card_name=f"{arch}_from_{teacher.card.name or 'teacher'}",
+        training={"method": method, "kd": dataclasses.asdict(kd), "teacher": teacher.card.name,
+                  "teacher_sha256": teacher.card.sha256, "generator": f"{GENERATOR_NAME}.safetensors"},
+    )  # fmt: skip
+    gen_path = _save_generator(synth, out, teacher.card)
+    return OnlineResult(
+        student=model,
+        synthesizer=synth,
+        kd_config=kd,
+        history=result.history,
+        resumed_from_epoch=result.resumed_from_epoch,
+        student_card=card,
+        generator_path=gen_path,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def load_online_synthesizer(teacher: LoadedModel, path: str | Path, method: str | None = None) -> Any:
+    """Rebuild a trained generator backend from ``generator.safetensors`` (or its directory).
+
+    Args:
+        teacher: the teacher it is sampled with (same input shape as it was trained for).
+        path: the ``.safetensors`` file, or a run directory holding ``generator.safetensors``.
+        method: when given, must match the method the generator was trained with.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from generators import create_synthesizer
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / f"{GENERATOR_NAME}.safetensors"
+    meta_path = p.with_suffix(".json")
+    if not p.is_file() or not meta_path.is_file():
+        raise UserInputError(f"generator not found: {p} (with {meta_path.name} beside it)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        weights = load_file(str(p))
+    except (OSError, json.JSONDecodeError, SafetensorError, ValueError) as e:
+        raise UserInputError(f"{p}: unreadable generator ({e})") from None
+    if method is not None and meta.get("method") != method:
+        raise UserInputError(f"{p} is a {meta.get('method')!r} generator, not {method!r}")
+    if list(meta.get("input_shape", [])) != list(teacher.card.input_shape):
+        raise UserInputError(
+            f"{p} makes images of shape {meta.get('input_shape')}, but the teacher takes {teacher.card.input_shape}"
+        )
+    synth = create_synthesizer(meta["method"], teacher.model, teacher.card, **meta["config"])
+    synth.load_generator({k: v.to(synth.device) for k, v in weights.items()})
+    return synth
+
+
+def synthesize_online(
+    teacher: LoadedModel,
+    method: str,
+    out: str | Path,
+    num_images: int,
+    *,
+    generator_path: str | Path | None = None,
+    student: nn.Module | str | None = None,
+    train_dir: str | Path | None = None,
+    kd_config: KDConfig | dict[str, Any] | None = None,
+    seed: int = 0,
+    shard_size: int | None = None,
+    **overrides: Any,
+) -> Any:
+    """Sample a synthetic dataset from an online backend's generator.
+
+    Reuses the generator at ``generator_path`` when given; otherwise trains one with
+    :func:`train_online` (against ``student``, default: the teacher's default student) in
+    ``train_dir`` (default: ``<out>_generator`` beside ``out``; resumable), then writes
+    ``num_images`` images with :func:`datafree.synthesis.synthesize_dataset` (``shard_size`` images
+    per shard; default: the generator's batch size). ``overrides`` set backend config fields.
+
+    Returns:
+        The :class:`datafree.dataset.SyntheticDataset`.
+    """
+    from .synthesis import synthesize_dataset
+
+    if num_images <= 0:
+        raise UserInputError(f"--num-images must be > 0, got {num_images}")
+    if generator_path is not None:
+        synth = load_online_synthesizer(teacher, generator_path, method)
+    else:
+        out_path = Path(out)
+        run_dir = Path(train_dir) if train_dir is not None else out_path.with_name(out_path.name + "_generator")
+        synth = train_online(teacher, method, student, run_dir, kd_config, seed=seed, **overrides).synthesizer
+    if shard_size is not None:
+        if shard_size <= 0:
+            raise UserInputError(f"--batch-size must be > 0, got {shard_size}")
+        synth.config = dataclasses.replace(synth.config, batch_size=shard_size)
+    return synthesize_dataset(teacher, method, out, num_images, seed=seed, synthesizer=synth)
+
+
+def distill_online_to_dir(
+    teacher: LoadedModel,
+    method: str,
+    out: str | Path,
+    *,
+    student_arch: str | None = None,
+    kd: KDConfig | dict[str, Any] | None = None,
+    seed: int = 0,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """:func:`train_online` into ``out``, then evaluate the student (digits test split): the report
+    the CLI's ``distill`` and ``compress`` print (same keys as :func:`datafree.pipeline.distill_to_dir`).
+    """
+    from .evaluate import evaluate_model
+    from .utils import count_params, model_size_bytes
+
+    r = train_online(teacher, method, student_arch, out, kd, seed=seed, **overrides)
+    metrics = evaluate_model(r.student, teacher.card)
+    if r.student_card is not None:  # record the accuracy in the card, as distill_to_dir does
+        save_model(
+            r.student, out, like=teacher.card, arch=r.student_card.arch, name=STUDENT_NAME,
+            card_name=r.student_card.name, test_accuracy=round(metrics["accuracy"], 4),
+            **{k: v for k, v in r.student_card.extra.items()},
+        )  # fmt: skip
+    return {
+        "arch": r.student_card.arch if r.student_card else type(r.student).__name__,
+        "accuracy": metrics["accuracy"],
+        "params": count_params(r.student),
+        "size_bytes": model_size_bytes(r.student),
+        "seconds": round(r.seconds, 2),
+        "history": r.history,
+        "resumed_from_epoch": r.resumed_from_epoch,
+        "generator": str(r.generator_path),
+        "kd": dataclasses.asdict(r.kd_config),
+    }

@@ -1,0 +1,54 @@
+"""DFAD: data-free adversarial distillation with the L1 distance between logits.
+
+Reference: Fang et al., "Data-Free Adversarial Distillation", 2019. The generator maximises
+``mean |S(G(z)) - T(G(z))|`` against the current (real) student; the student minimises the same
+L1 distance on fresh ``G(z)``, 5 student steps per generator step. Generator: ``GeneratorA``
+(Tanh then BatchNorm without affine parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from datafree.generator_losses import logit_l1
+
+from . import register
+from .online import OnlineConfig, OnlineSynthesizer
+
+__all__ = ["DFAD", "DFADConfig"]
+
+
+@dataclass
+class DFADConfig(OnlineConfig):
+    """DFAD settings (generator Adam 1e-3 as in the paper)."""
+
+    batch_size: int = 64
+    generator_lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    adv_weight: float = 1.0
+
+
+@register
+class DFAD(OnlineSynthesizer):
+    """Adversarial distillation: the generator maximises the student-teacher L1 logit distance."""
+
+    name = "dfad"
+    Config = DFADConfig
+    needs_student = True
+    output_head = "tanh_bn"
+    # Paper: 5 student steps (L1) per generator step. Adam (instead of SGD 0.1) measured faster here.
+    kd_defaults = {
+        "epochs": 15, "steps_per_epoch": 100, "batch_size": 64, "g_steps": 1, "kd_steps": 5, "loss": "l1",
+        "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "augment": True,
+    }  # fmt: skip
+    config: DFADConfig
+
+    def objective(self, images: torch.Tensor, student: nn.Module | None) -> dict[str, tuple[float, torch.Tensor]]:
+        """``-L1(S(x), T(x))``: the generator seeks images where the student disagrees."""
+        student = self.check_student(student)
+        t_logits = self.teacher(images)
+        s_logits = student(images)
+        return {"adversarial": (self.config.adv_weight, -logit_l1(s_logits, t_logits))}

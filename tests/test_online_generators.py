@@ -1,0 +1,218 @@
+"""Contract tests of the online generator backends (DAFL, ZSKT, DFAD) and their loss terms."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from datafree.cards import load_model
+from datafree.errors import UserInputError
+from datafree.generator_losses import (
+    activation_loss,
+    attention_map,
+    attention_transfer_loss,
+    information_entropy_loss,
+    logit_l1,
+    one_hot_loss,
+)
+from datafree.models import create_model
+from datafree.utils import torch_generator
+from generators import create_synthesizer, list_methods, method_class
+from generators.networks import DCGANGenerator
+from generators.zskt import matched_blocks, resolution_blocks
+
+ONLINE = ["dafl", "zskt", "dfad"]
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return load_model("lenet5_digits")
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return load_model("resnet8_digits")
+
+
+def _student(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_model("lenet5_half", 10, 1)
+
+
+def test_registered_as_online():
+    for name in ONLINE:
+        assert name in list_methods()
+        cls = method_class(name)
+        assert cls.online and not cls.requires_batchnorm
+    assert method_class("zskt").needs_student and method_class("dfad").needs_student
+    assert not method_class("dafl").needs_student
+
+
+@pytest.mark.parametrize("method", ONLINE)
+def test_sample_shape_finite_valid_range(method, lenet):
+    synth = create_synthesizer(method, lenet.model, lenet.card, batch_size=16)
+    synth.step(_student())
+    x = synth.sample(8, torch_generator(1)).images
+    assert x.shape == (8, 1, 16, 16)
+    assert torch.isfinite(x).all()
+    pixels = synth.normalizer.inverse(x)
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    assert x.std() > 0.1  # not a constant image
+
+
+@pytest.mark.parametrize("method", ONLINE)
+def test_same_seed_same_images(method, lenet):
+    a = create_synthesizer(method, lenet.model, lenet.card, seed=3, batch_size=16)
+    b = create_synthesizer(method, lenet.model, lenet.card, seed=3, batch_size=16)
+    c = create_synthesizer(method, lenet.model, lenet.card, seed=4, batch_size=16)
+    xa = a.sample(8, torch_generator(5)).images
+    assert torch.equal(xa, b.sample(8, torch_generator(5)).images)
+    assert not torch.equal(xa, c.sample(8, torch_generator(5)).images)
+    assert not torch.equal(xa, a.sample(8, torch_generator(6)).images)
+    # training is deterministic too
+    sa, sb = _student(), _student()
+    for _ in range(2):
+        a.step(sa)
+        b.step(sb)
+    assert torch.equal(a.sample(4, torch_generator(0)).images, b.sample(4, torch_generator(0)).images)
+
+
+@pytest.mark.parametrize("method", ONLINE)
+def test_steps_lower_generator_objective(method, lenet):
+    synth = create_synthesizer(method, lenet.model, lenet.card, seed=0, batch_size=64, lr_schedule="constant")
+    student = _student().eval()  # fixed student: the generator's objective is then well defined
+    z = synth.draw_z(64, torch_generator(123))
+    before = synth.generator_loss(z, student)[0].item()
+    for _ in range(8):
+        synth.step(student)
+    after = synth.generator_loss(z, student)[0].item()
+    assert after < before, (before, after)
+
+
+@pytest.mark.parametrize("method", ["zskt", "dfad"])
+def test_adversarial_step_leaves_student_alone_and_needs_one(method, lenet):
+    synth = create_synthesizer(method, lenet.model, lenet.card, batch_size=8)
+    student = _student()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    logs = synth.step(student)
+    assert logs["adversarial"] < 0  # -discrepancy with the real student: never ~0 as teacher-vs-teacher
+    assert all(p.grad is None for p in student.parameters())
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    with pytest.raises(UserInputError, match="needs a student"):
+        synth.step(None)
+
+
+@pytest.mark.parametrize("method", ["zskt", "dfad"])
+def test_adversarial_step_keeps_the_students_bn_running_statistics(method, resnet):
+    synth = create_synthesizer(method, resnet.model, resnet.card, batch_size=8)
+    student = create_model("resnet8_half", 10, 1).train()
+    before = {k: v.clone() for k, v in student.state_dict().items() if "running" in k}
+    synth.step(student)
+    after = student.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert all(m.momentum == 0.1 for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_bn_term_only_for_batchnorm_teachers(lenet, resnet):
+    assert "bn" not in create_synthesizer("dafl", lenet.model, lenet.card, batch_size=8).step()
+    assert "bn" in create_synthesizer("dafl", resnet.model, resnet.card, batch_size=8).step()
+    assert "bn" not in create_synthesizer("dafl", resnet.model, resnet.card, batch_size=8, bn_weight=0.0).step()
+    synth = create_synthesizer("dfad", resnet.model, resnet.card, bn_weight=0.5, batch_size=8)
+    logs = synth.step(create_model("resnet8_half", 10, 1))
+    assert "bn" in logs and torch.isfinite(logs["bn"]) and logs["bn"] > 0
+
+
+@pytest.mark.parametrize("method", ONLINE)
+def test_state_dict_roundtrip_resumes_exactly(method, lenet):
+    a = create_synthesizer(method, lenet.model, lenet.card, batch_size=8, seed=1)
+    student = _student()
+    a.step(student)
+    a.sample(8)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    b = create_synthesizer(method, lenet.model, lenet.card, batch_size=8, seed=99)
+    b.load_state_dict(state)
+    assert b.steps == 1
+    la, lb = a.step(student), b.step(student)
+    assert torch.equal(la["total"], lb["total"])
+    assert torch.equal(a.sample(8).images, b.sample(8).images)
+
+
+def test_zskt_student_sees_the_generators_z_batch(lenet):
+    synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=8)
+    student = _student()
+    synth.step(student)
+    z = synth.z.clone()
+    x1 = synth.sample(8).images
+    assert torch.equal(x1, synth.sample(8).images)  # n_S student steps share one z batch
+    synth.step(student)  # a new round draws a new z
+    assert not torch.equal(z, synth.z)
+
+
+def test_generator_network_sizes():
+    for shape in [(1, 16, 16), (3, 32, 32), (3, 28, 20)]:
+        for head in ("tanh_bn", "bn"):
+            g = DCGANGenerator(10, shape, 8, head)
+            assert g(torch.randn(3, 10)).shape == (3, *shape)
+    assert len(list(DCGANGenerator(10, (1, 16, 16), 8).buffers())) == 0  # batch statistics only
+
+
+def test_resolution_blocks_match_resnet_stages(resnet):
+    t = resnet.model
+    blocks = resolution_blocks(t, (1, 16, 16))
+    assert blocks == {(16, 16): t.layer1, (8, 8): t.layer2, (4, 4): t.layer3}
+    s = create_model("resnet8_half", 10, 1).train()
+    t_mods, s_mods = matched_blocks(t, s, (1, 16, 16))
+    assert t_mods == [t.layer1, t.layer2, t.layer3] and s_mods == [s.layer1, s.layer2, s.layer3]
+    assert s.training  # mode restored
+
+
+def test_zskt_student_objective_is_kl_plus_attention(lenet):
+    synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=8)
+    objective = synth.student_objective()
+    x = synth.sample(8, torch_generator(0)).images
+    student = _student()
+    loss = objective(student, lenet.model, x)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in student.parameters())
+    objective.beta = 0.0
+    with torch.no_grad():
+        from datafree.losses import kd_kl_loss
+
+        kl = kd_kl_loss(student(x), lenet.model(x), 1.0)
+        assert torch.allclose(objective(student, lenet.model, x), kl)
+        assert loss.item() > kl.item()  # the attention term is positive for a random student
+
+
+# -- loss terms ------------------------------------------------------------------------------
+
+
+def test_information_entropy_uses_natural_log():
+    uniform = torch.zeros(4, 10)
+    assert math.isclose(information_entropy_loss(uniform).item(), -math.log(10), rel_tol=1e-6)
+    one_class = torch.zeros(4, 10)
+    one_class[:, 3] = 50.0
+    assert information_entropy_loss(one_class).item() > -1e-6  # ~0: no balance
+
+
+def test_one_hot_activation_l1_golden():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    expected = 0.5 * (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1)))
+    assert math.isclose(one_hot_loss(logits).item(), expected, rel_tol=1e-6)
+    assert activation_loss(torch.tensor([[-1.0, 3.0]])).item() == -2.0
+    assert logit_l1(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]])).item() == 1.5
+
+
+def test_attention_transfer():
+    a = torch.randn(2, 4, 5, 5)
+    assert torch.allclose(attention_map(a).norm(dim=1), torch.ones(2))
+    assert attention_transfer_loss([a], [a * 3]).item() < 1e-10  # scale invariant
+    b = torch.randn(2, 7, 5, 5)  # channel counts may differ
+    assert attention_transfer_loss([a], [b]).item() > 0
