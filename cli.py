@@ -306,10 +306,7 @@ def distill(
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
     make_student(student, lm, seed)  # an unknown --student fails before --out is touched
     source = None
-    if data is not None:  # validate the whole dataset (manifest, every shard) before touching --out
-        from datafree.dataset import SyntheticDataset
-
-        SyntheticDataset.open(data).check_compatible(lm.card)
+    if data is not None:  # validate the whole dataset (manifest, every shard, teacher) before touching --out
         source = DatasetSource(data, lm.card, dev, seed=seed)
     else:
         from generators import create_synthesizer, method_class

@@ -192,8 +192,9 @@ class SyntheticDataset:
             raise UserInputError(f"{self.root}: the dataset holds no images yet")
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
-    def check_compatible(self, card: Any) -> None:
-        """Refuse a dataset made for another input spec (shape, classes) than ``card``'s."""
+    def check_compatible(self, card: Any, allow_other_teacher: bool = False) -> None:
+        """Refuse a dataset made for another input spec (shape, classes) than ``card``'s, or (unless
+        ``allow_other_teacher``) synthesised from another teacher than ``card``'s weights."""
         m = self.manifest
         if list(m["input_shape"]) != list(card.input_shape) or m["num_classes"] != card.num_classes:
             raise UserInputError(
@@ -201,7 +202,7 @@ class SyntheticDataset:
                 f"but the teacher takes {card.input_shape} with {card.num_classes} classes"
             )
         sha = m.get("teacher_sha256")
-        if sha and card.sha256 and sha != card.sha256:
+        if sha and card.sha256 and sha != card.sha256 and not allow_other_teacher:
             raise UserInputError(
                 f"dataset {self.root} was synthesised from another teacher (sha256 {sha[:12]}…, "
                 f"this one {card.sha256[:12]}…); pass the --teacher it was made from"

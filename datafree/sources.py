@@ -97,10 +97,22 @@ class TensorSource:
 
 
 class DatasetSource(TensorSource):
-    """A :class:`SyntheticDataset` directory, loaded once and normalised for ``card``."""
+    """A :class:`SyntheticDataset` directory, checked against ``card``, loaded once and normalised.
 
-    def __init__(self, root: str | Path, card: ModelCard, device: torch.device | str = "cpu", seed: int = 0) -> None:
+    ``allow_other_teacher`` accepts data synthesised from another model of the same input spec
+    (e.g. a pruned or quantized student fed the data of its original teacher).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        card: ModelCard,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        allow_other_teacher: bool = False,
+    ) -> None:
         ds = SyntheticDataset.open(root)
+        ds.check_compatible(card, allow_other_teacher)
         self.dataset = ds
         pixels = ds.load()["images"]
         super().__init__(card.normalizer()(pixels).to(device), seed)

@@ -77,11 +77,7 @@ def surrogate_source(
         raise UserInputError("give exactly one surrogate source: --data DIR or --method NAME")
     device = device_of(teacher.model)
     if data is not None:
-        src = DatasetSource(data, teacher.card, device=device, seed=seed)
-        if allow_other_teacher:
-            src.dataset.check_compatible(dataclasses.replace(teacher.card, sha256=None))
-        else:
-            src.dataset.check_compatible(teacher.card)
+        src = DatasetSource(data, teacher.card, device=device, seed=seed, allow_other_teacher=allow_other_teacher)
         return src, {"data": str(data), "method": src.dataset.manifest.get("method"), "num_images": len(src)}
     from generators import create_synthesizer, method_class
 

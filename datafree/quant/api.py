@@ -83,7 +83,9 @@ def _from_directory(teacher: LoadedModel, root: Path, num_images: int, seed: int
 
     if not (root / MANIFEST).is_file():
         raise UserInputError(f"--calib {root}: not a synthetic dataset directory (no {MANIFEST})")
-    source = DatasetSource(root, teacher.card, device_of(teacher.model), seed=seed)
+    # Calibration data may come from another model of the same input spec (compress calibrates a
+    # student on its teacher's data), so only the input spec is checked.
+    source = DatasetSource(root, teacher.card, device_of(teacher.model), seed=seed, allow_other_teacher=True)
     images = source.images
     idx = torch.randperm(len(images), generator=torch_generator(seed))[:num_images]
     return images[idx.to(images.device)]
