@@ -24,21 +24,9 @@ def _card(path: Path, **fields: object) -> None:
 
 
 def _dataset(root: Path, n: int = 8) -> None:
-    from datafree.cards import load_model
-    from datafree.dataset import SyntheticDataset
+    from tests.conftest import teacher_labelled_dataset
 
-    lm = load_model("resnet8_digits")
-    x = torch.rand(n, 1, 16, 16)
-    with torch.no_grad():
-        logits = lm.model(lm.card.normalizer()(x))
-    ds = SyntheticDataset.create(
-        root, method="deepinversion", config={}, seed=0, teacher="resnet8_digits", teacher_sha256=lm.card.sha256,
-        input_shape=[1, 16, 16], mean=lm.card.mean, std=lm.card.std, num_classes=10, num_images=n, shard_size=4,
-    )  # fmt: skip
-    for i in range(n // 4):
-        s = slice(4 * i, 4 * (i + 1))
-        ds.write_shard(i, x[s], logits[s].argmax(1), logits[s])
-    ds.write_manifest()
+    teacher_labelled_dataset(root, torch.rand(n, 1, 16, 16), shard_size=4, method="deepinversion")
 
 
 def _edit_manifest(root: Path, **fields: object) -> None:

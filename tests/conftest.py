@@ -34,6 +34,25 @@ def custom_teacher() -> LoadedModel:
     return load_model(CUSTOM_CARD)
 
 
+def teacher_labelled_dataset(root, pixels: torch.Tensor, shard_size: int, method: str) -> None:
+    """Write ``pixels`` ``(n, 1, 16, 16)`` in [0, 1] as a dataset labelled by the shipped teacher."""
+    from datafree.dataset import SyntheticDataset
+
+    lm = load_model("resnet8_digits")
+    n = len(pixels)
+    with torch.no_grad():
+        logits = lm.model(lm.card.normalizer()(pixels))
+    ds = SyntheticDataset.create(
+        root, method=method, config={}, seed=0, teacher="resnet8_digits", teacher_sha256=lm.card.sha256,
+        input_shape=[1, 16, 16], mean=lm.card.mean, std=lm.card.std, num_classes=10, num_images=n,
+        shard_size=shard_size,
+    )  # fmt: skip
+    for i in range(n // shard_size):
+        s = slice(shard_size * i, shard_size * (i + 1))
+        ds.write_shard(i, pixels[s], logits[s].argmax(1), logits[s])
+    ds.write_manifest()
+
+
 def real_digits_dataset(root, n: int = 256) -> None:
     """A dataset directory of real digits labelled by the shipped teacher.
 
@@ -41,18 +60,21 @@ def real_digits_dataset(root, n: int = 256) -> None:
     (distributed vs one process, killed-and-resumed vs uninterrupted).
     """
     from datafree.data import digits_split
-    from datafree.dataset import SyntheticDataset
 
-    lm = load_model("resnet8_digits")
     x, _ = digits_split("train", (1, 16, 16))
-    x = x[:n]
-    with torch.no_grad():
-        logits = lm.model(lm.card.normalizer()(x))
-    ds = SyntheticDataset.create(
-        root, method="real-digits", config={}, seed=0, teacher="resnet8_digits", teacher_sha256=lm.card.sha256,
-        input_shape=[1, 16, 16], mean=lm.card.mean, std=lm.card.std, num_classes=10, num_images=n, shard_size=64,
-    )  # fmt: skip
-    for i in range(n // 64):
-        s = slice(64 * i, 64 * (i + 1))
-        ds.write_shard(i, x[s], logits[s].argmax(1), logits[s])
-    ds.write_manifest()
+    teacher_labelled_dataset(root, x[:n], shard_size=64, method="real-digits")
+
+
+@pytest.fixture()
+def run():
+    """Invoke the CLI in-process with click's runner; arguments are str()-ed."""
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke

@@ -8,16 +8,6 @@ from cli import cli
 TINY = ["--iterations", "3", "--set", "warmup=1"]
 
 
-@pytest.fixture()
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
-
-
 def test_listing_commands(run):
     assert "resnet8_digits" in run("teachers").output
     assert "lenet5" in run("models").output

@@ -4,22 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from click.testing import CliRunner
-
-from cli import cli
-
 TINY_KD = ["--epochs", "1", "--steps-per-epoch", "2", "--kd-batch-size", "8", "--set", "batch_size=8"]
-
-
-@pytest.fixture()
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 def test_distill_online_then_synthesize_with_its_generator(run, tmp_path):
