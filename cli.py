@@ -341,9 +341,13 @@ def distill(
 @trust_opt
 @device_opt
 def evaluate(model: str, data: Path | None, as_json: bool, trust_checkpoint: bool, device: str | None) -> None:
-    """Accuracy of a model on real labelled data."""
+    """Accuracy of a model on real labelled data (an int8 card on CPU unless --device says otherwise)."""
+    from datafree.cards import load_card
     from datafree.evaluate import evaluate as run_eval
 
+    # a real int8 model runs on CPU only: the automatic device choice must not pick CUDA for it
+    if device is None and load_card(model).is_int8:
+        device = "cpu"
     dev = _setup(device, True)
     res = run_eval(model, data, dev, trust_checkpoint=trust_checkpoint)
     if as_json:
@@ -494,7 +498,7 @@ def prune(
 @click.option("--weight-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
 @click.option("--act-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
 @click.option("--asymmetric-weights", is_flag=True, help="Asymmetric weight grids (default: symmetric).")
-@click.option("--int8", "int8", is_flag=True, help="Also export a real int8 CPU model (W8A8) and time fp32 vs int8.")
+@click.option("--int8", "int8", is_flag=True, help="Also export a real int8 CPU model (W8A8, OUT/int8/model.json) and time fp32 vs int8.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json, report.json).")
 @seed_opt
 @set_opt
@@ -531,6 +535,7 @@ def quantize(
             f"int8 (CPU): test accuracy {rep['int8']['accuracy']:.4f}; "
             f"batch 64: {lat['int8']['cpu_ms']} ms vs fp32 {lat['fp32']['cpu_ms']} ms (CPU time)"
         )
+        click.echo(f"int8 card {rep['int8']['model_card']} (CPU only)")
     click.echo(f"card {out / 'model.json'}; report {out / 'report.json'}")
 
 

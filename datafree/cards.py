@@ -8,6 +8,9 @@ are relative to the card); the callable takes ``num_classes`` and returns an ``n
 A pruned model's card also holds ``module_shapes`` ``{module name: {attribute: size}}``: the
 layer sizes that differ from ``arch`` (see :mod:`datafree.reshape`); :func:`build_model` applies
 them, so the card alone rebuilds the pruned architecture.
+A real int8 model's card (``datafree quantize --int8``) also holds ``int8``
+``{"engine", "flow", "keep_last_float"}``: :func:`load_model` rebuilds it from the float ``arch`` on
+CPU (see :mod:`datafree.quant.int8_artefact`).
 """
 
 from __future__ import annotations
@@ -39,15 +42,21 @@ __all__ = [
     "load_model",
     "build_model",
     "save_model",
+    "save_state",
+    "read_safetensors",
+    "portable_arch",
     "shipped_teachers",
     "resolve_card_path",
     "ASSETS_DIR",
     "DEFAULT_TEACHER",
+    "INT8_FORMAT",
 ]
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 TEACHERS_DIR = ASSETS_DIR / "teachers"
 DEFAULT_TEACHER = "resnet8_digits"
+# The safetensors header's "format" of a real int8 model (see datafree/quant/int8_artefact.py).
+INT8_FORMAT = "datafree-int8"
 
 
 @dataclasses.dataclass
@@ -76,6 +85,11 @@ class ModelCard:
     def normalizer(self) -> Normalizer:
         """The card's pixel normaliser."""
         return Normalizer(self.mean, self.std)
+
+    @property
+    def is_int8(self) -> bool:
+        """Whether the card describes a real int8 model (an ``int8`` field); such a model runs on CPU only."""
+        return "int8" in self.extra
 
     def weights_path(self) -> Path:
         """Absolute path of the weights file."""
@@ -200,6 +214,17 @@ def _import_callable(spec: str, base: Path | None) -> Any:
     return fn
 
 
+def portable_arch(card: ModelCard) -> str:
+    """The card's ``arch`` with a relative ``file.py:callable`` made absolute.
+
+    A card written into another directory (a quantized or int8 copy) still finds the file.
+    """
+    target, sep, attr = card.arch.rpartition(":")
+    if sep and target.endswith(".py") and card.path is not None and not Path(target).is_absolute():
+        return f"{(card.path.parent / target).resolve()}:{attr}"
+    return card.arch
+
+
 def build_model(card: ModelCard) -> nn.Module:
     """Instantiate the card's architecture, randomly initialised (no weights loaded).
 
@@ -232,19 +257,37 @@ def _build_arch(card: ModelCard) -> nn.Module:
         raise UserInputError(f"arch {card.arch!r} failed to build with arch_kwargs {card.arch_kwargs}: {msg}") from None
 
 
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the header metadata of a ``.safetensors`` file (no pickle involved).
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``({name: tensor on CPU}, {metadata key: string})``.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserInputError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
+
+
 def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tensor]:
     if path.is_dir():
         raise UserInputError(f"weights path {path} is a directory, not a weights file")
     if not path.is_file():
         raise UserInputError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise UserInputError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
+        tensors, metadata = read_safetensors(path)
+        if metadata.get("format") == INT8_FORMAT:
+            raise UserInputError(
+                f"{path} holds a real int8 model but its card has no 'int8' field; "
+                "load it through the card written beside it by datafree quantize --int8"
+            )
+        return tensors
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as e:
@@ -264,6 +307,19 @@ def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tens
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserInputError(f"{path}: expected a state dict of tensors")
     return obj
+
+
+def _load_float(card: ModelCard, wpath: Path, trust_checkpoint: bool) -> nn.Module:
+    state = _read_state_dict(wpath, trust_checkpoint)
+    model = build_model(card)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).split("\n\t", 2)
+        detail = first[1].strip() if len(first) > 1 else str(e)
+        detail = detail if len(detail) <= 200 else detail[:200] + "…"
+        raise UserInputError(f"weights {wpath.name} do not match arch {card.arch!r}: {detail}") from None
+    return model
 
 
 @dataclasses.dataclass
@@ -292,23 +348,26 @@ def load_model(
         frozen: put the model in eval mode with parameter gradients off (a teacher).
 
     Returns:
-        The model and its card.
+        The model and its card. An int8 card (``int8`` field) gives the int8 ``GraphModule``; it
+        loads on CPU only (another ``device`` is refused) and never from a pickle.
     """
     card = spec if isinstance(spec, ModelCard) else load_card(spec)
     wpath = card.weights_path()
+    if card.is_int8 and torch.device(device).type != "cpu":
+        raise UserInputError(
+            f"{card.path or card.name}: a real int8 model (x86 engine) runs on CPU only, not on {device}; "
+            "load it on cpu (--device cpu)"
+        )
     if check_sha256 and card.sha256 and wpath.is_file():
         actual = sha256_file(wpath)
         if actual != card.sha256:
             raise UserInputError(f"{wpath}: sha256 {actual[:12]}… does not match the card's {card.sha256[:12]}…")
-    state = _read_state_dict(wpath, trust_checkpoint)
-    model = build_model(card)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).split("\n\t", 2)
-        detail = first[1].strip() if len(first) > 1 else str(e)
-        detail = detail if len(detail) <= 200 else detail[:200] + "…"
-        raise UserInputError(f"weights {wpath.name} do not match arch {card.arch!r}: {detail}") from None
+    if card.is_int8:
+        from .quant.int8_artefact import load_int8
+
+        model = load_int8(card, wpath)
+    else:
+        model = _load_float(card, wpath, trust_checkpoint)
     model.to(device).eval()
     if frozen:
         model.requires_grad_(False)
@@ -337,13 +396,40 @@ def save_model(
     Returns:
         The card as written.
     """
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    return save_state(state, out_dir, like=like, arch=arch, name=name, **fields)
+
+
+def save_state(
+    state: dict[str, torch.Tensor],
+    out_dir: str | Path,
+    *,
+    like: ModelCard | None = None,
+    arch: str | None = None,
+    name: str = "model",
+    metadata: dict[str, str] | None = None,
+    **fields: Any,
+) -> ModelCard:
+    """Write plain tensors as ``out_dir/{name}.safetensors`` and their card ``{name}.json``, atomically.
+
+    Args:
+        state: contiguous CPU tensors (no quantized ones: safetensors cannot hold them).
+        out_dir: destination directory (created).
+        like: card to copy ``num_classes``, ``input_shape``, ``mean``, ``std`` from.
+        arch: architecture name (defaults to ``like.arch``).
+        name: file stem.
+        metadata: string pairs for the safetensors header (covered by the card's ``sha256``).
+        **fields: further card fields (``test_accuracy``, ``arch_kwargs``, extra info).
+
+    Returns:
+        The card as written.
+    """
     from safetensors.torch import save as st_save
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_write(out / f"{name}.safetensors") as f:
-        f.write(st_save(state))
+        f.write(st_save(state, metadata=metadata))
     base = {}
     if like is not None:
         base = {k: getattr(like, k) for k in ("num_classes", "input_shape", "mean", "std")}

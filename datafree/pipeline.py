@@ -29,7 +29,7 @@ __all__ = ["prepare_out_dir", "make_student", "distill_to_dir", "compress", "DEF
 DEFAULT_NUM_IMAGES = 1024
 # Files datafree writes into an --out directory; a directory holding anything else is refused.
 _OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
-        "prune", "quantize", "generator.json", "online.json"}  # fmt: skip
+        "prune", "quantize", "int8", "generator.json", "online.json"}  # fmt: skip
 
 
 def prepare_out_dir(path: str | Path) -> Path:

@@ -127,12 +127,30 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def _packed_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Weights and biases that int8 modules keep packed for their kernels, outside ``parameters()``.
+
+    A quantized conv and a quantized linear's ``LinearPackedParams`` unpack theirs with
+    ``_weight_bias()``; the quantized ``Linear`` itself is skipped (its packed-params child counts).
+    """
+    out = []
+    for m in model.modules():
+        unpack = getattr(m, "_weight_bias", None)
+        if callable(unpack) and not isinstance(getattr(m, "_packed_params", None), nn.Module):
+            out.extend(t for t in unpack() if t is not None)
+    return out
+
+
 def count_params(model: nn.Module) -> int:
-    """Number of parameters."""
-    return sum(p.numel() for p in model.parameters())
+    """Number of parameters (an int8 model's packed weights and biases included)."""
+    return sum(p.numel() for p in [*model.parameters(), *_packed_weights(model)])
 
 
 def model_size_bytes(model: nn.Module) -> int:
-    """Bytes of parameters and buffers at their stored dtypes (fp32 size for a float model)."""
-    tensors = list(model.parameters()) + list(model.buffers())
+    """Bytes of parameters and buffers at their stored dtypes.
+
+    fp32 size for a float model; a real int8 model's packed weights count 1 byte each (their
+    per-channel scales are not counted).
+    """
+    tensors = [*model.parameters(), *model.buffers(), *_packed_weights(model)]
     return sum(t.numel() * t.element_size() for t in tensors)

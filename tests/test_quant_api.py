@@ -108,7 +108,7 @@ def test_cli_quantize_then_evaluate(tmp_path):
         catch_exceptions=False,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    assert "W4A8 (noise)" in r.output
+    assert "W4A8 (noise)" in r.output and f"int8 card {(out / 'int8' / 'model.json').resolve()}" in r.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["int8"]["accuracy"] > 0.95 and rep["int8"]["engine"] == "x86"
     for bs in ("batch_1", "batch_64"):
@@ -116,6 +116,10 @@ def test_cli_quantize_then_evaluate(tmp_path):
     r = runner.invoke(cli, ["evaluate", "--model", str(out / "model.json"), "--json"], catch_exceptions=False)
     assert r.exit_code == 0
     assert json.loads(r.output)["accuracy"] == pytest.approx(rep["quantized"]["accuracy"], abs=1e-4)
+    # the real int8 model is an artefact too: its card evaluates to the report's int8 accuracy
+    assert rep["int8"]["model_card"] == str((out / "int8" / "model.json").resolve())
+    r = runner.invoke(cli, ["evaluate", "--model", rep["int8"]["model_card"]], catch_exceptions=False)
+    assert r.exit_code == 0 and f"accuracy {rep['int8']['accuracy']:.4f}" in r.output
 
 
 def test_cli_rejects_bad_bits_and_zeroq_without_bn(tmp_path):

@@ -3,8 +3,9 @@
 ``quantize(model, weight_bits, act_bits, calib=...)`` gets calibration images, simulates the
 quantized network (BN folded, weights per channel, activations per tensor), optionally
 fine-tunes it by KD from the full-precision model, optionally exports a real int8 CPU model,
-and writes ``OUT/model.json`` + ``OUT/model.safetensors`` (loadable by ``datafree evaluate``) and
-``OUT/report.json``.
+and writes ``OUT/model.json`` + ``OUT/model.safetensors`` (loadable by ``datafree evaluate``),
+``OUT/report.json`` and, with ``int8``, the int8 model as ``OUT/int8/model.json`` (see
+:mod:`datafree.quant.int8_artefact`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..cards import LoadedModel, ModelCard, load_model, save_model
+from ..cards import LoadedModel, ModelCard, load_model, portable_arch, save_model
 from ..data import digits_split
 from ..dataset import shard_seed
 from ..errors import UserInputError
@@ -121,12 +122,8 @@ def calibration_images(
 
 
 def _arch_kwargs(card: ModelCard, cfg: QuantConfig) -> dict[str, Any]:
-    base = card.arch
-    target, sep, attr = base.rpartition(":")
-    if sep and target.endswith(".py") and card.path is not None and not Path(target).is_absolute():
-        base = f"{(card.path.parent / target).resolve()}:{attr}"
     kwargs = {
-        "base_arch": base,
+        "base_arch": portable_arch(card),
         "in_channels": card.in_channels,
         "weight_bits": cfg.weight_bits,
         "act_bits": cfg.act_bits,
@@ -153,6 +150,15 @@ def _int8_export(lm: LoadedModel, images: torch.Tensor) -> tuple[torch.nn.Module
     seconds = time.perf_counter() - t0
     report = {"engine": INT8_ENGINE, "export_seconds": round(seconds, 2), "accuracy": _test_accuracy(int8, lm.card)}
     return int8, report
+
+
+def _save_int8(int8: torch.nn.Module, card: ModelCard, report: dict[str, Any], out: Path) -> ModelCard:
+    """Write the int8 model as a loadable card (``out/model.json`` + ``out/model.safetensors``)."""
+    from .int8_artefact import save_int8
+
+    info = {"calib": report["calib"], "calib_images": report["calib_images"], "torch": torch.__version__,
+            "source": card.name or str(card.path)}  # fmt: skip
+    return save_int8(int8, out, card, test_accuracy=report["int8"]["accuracy"], quantization=info)
 
 
 def _cpu_latency(lm: LoadedModel, int8: torch.nn.Module | None, repeats: int) -> dict[str, Any]:
@@ -203,7 +209,8 @@ def quantize(
         finetune: further fine-tuning settings (its ``epochs`` is replaced by ``finetune_epochs``).
         int8: also export a real int8 CPU model (W8A8: int8 weights and activations whatever
             ``weight_bits``/``act_bits`` are) and time it against fp32.
-        out_dir: where to write ``model.json``, ``model.safetensors`` and ``report.json``.
+        out_dir: where to write ``model.json``, ``model.safetensors`` and ``report.json`` (and,
+            with ``int8``, the int8 model as ``int8/model.json`` + ``int8/model.safetensors``).
         device: where to synthesize, calibrate and fine-tune.
         seed: seed of the calibration data.
         weight_calib: ``minmax``, ``percentile`` or ``mse`` weight clipping.
@@ -266,6 +273,8 @@ def quantize(
             quantization={k: report[k] for k in ("weight_bits", "act_bits", "calib", "config")},
         )
         report["model_card"] = str(saved.path)
+        if int8_model is not None:
+            report["int8"]["model_card"] = str(_save_int8(int8_model, card, report, out / "int8").path)
         atomic_write_json(out / "report.json", report)
     return report
 
