@@ -275,6 +275,8 @@ def export(dataset: Path, fmt: str, out: Path) -> None:
 @click.option("--method", "-m", default=None, help="Backend to synthesize with (when no --data).")
 @click.option("--num-images", "-n", type=int, default=None, callback=_positive, help="Images to synthesize (offline methods).")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json).")
+@click.option("--pool", is_flag=True, help="Offline methods: synthesise one batch per round and train on the pool so far "
+              "(Fast-Datafree's loop; no dataset is written).")
 @_add(kd_opts)
 @seed_opt
 @set_opt
@@ -284,7 +286,7 @@ def export(dataset: Path, fmt: str, out: Path) -> None:
 @threads_opt
 def distill(
     teacher: str, student: str | None, data: Path | None, method: str | None, num_images: int | None, out: Path,
-    epochs: int | None, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
+    pool: bool, epochs: int | None, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
     temperature: float | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None,
     quiet: bool, threads: int | None,
 ) -> None:  # fmt: skip
@@ -299,6 +301,8 @@ def distill(
         raise UserInputError("give exactly one of --data DIR (a synthetic dataset) or --method NAME")
     if data is not None and options:
         raise UserInputError(f"--set {options[0]} configures a synthesis backend and needs --method, not --data")
+    if pool and (method is None or _method_is_online(method)):
+        raise UserInputError("--pool needs an offline --method (for example fast), not --data or an online method")
     dev = _setup(device, quiet, threads)
     kd = _kd_config(
         epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature, seed=seed
@@ -325,6 +329,11 @@ def distill(
             click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}; "
                        f"generator {rep['generator']}")  # fmt: skip
             return
+        if pool:
+            rep = _distill_pool(lm, method, out, student, seed, options,
+                                _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed))  # fmt: skip
+            click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}")
+            return
         from datafree.synthesis import synthesize_dataset
 
         ds = synthesize_dataset(lm, method, out / "data", num_images or DEFAULT_NUM_IMAGES, seed=seed, **_parse_set(options))
@@ -332,6 +341,28 @@ def distill(
     rep = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed)
     if _main_rank():
         click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}")
+
+
+def _method_is_online(method: str) -> bool:
+    from generators import method_class
+
+    return bool(method_class(method).online)
+
+
+def _distill_pool(
+    lm: Any, method: str, out: Path, student: str | None, seed: int, options: tuple[str, ...], kd_over: dict[str, Any]
+) -> dict[str, Any]:
+    """Fast-Datafree's loop through the shared KD stage: the backend's ``pool_kd`` settings unless
+    given on the command line; resumable like any distillation (the pool is in the checkpoint)."""
+    from datafree.pipeline import distill_to_dir
+    from datafree.sources import PoolSource
+    from generators import create_synthesizer
+
+    synth = create_synthesizer(method, lm.model, lm.card, seed=seed, **_parse_set(options))
+    cls = type(synth)
+    kd = _kd_config(**{**getattr(cls, "pool_kd", {}), **kd_over})
+    source = PoolSource(synth, batch_size=getattr(cls, "pool_batch_size", None), seed=seed)
+    return distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc=f"{method} pool distill")
 
 
 @cli.command()

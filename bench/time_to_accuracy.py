@@ -15,9 +15,10 @@ table, not by name):
   includes the whole synthesis and the accuracy is the untrained student's until KD starts.
 * ``pool`` (Fast-Datafree): the backend's own published loop, a growing pool
   (:class:`datafree.sources.PoolSource`): every round synthesises one batch (a few meta-learned
-  generator steps), then ``kd_steps`` KD steps sample the pool so far. Same student, KD batch,
-  optimiser, learning rate and augmentation as ``offline``; the student only ever sees images
-  that were already synthesised, and all synthesis time is on the clock.
+  generator steps), then ``kd_steps`` KD steps sample the pool so far, with the backend's
+  ``pool_batch_size`` and ``pool_kd`` settings (KD batch, learning rate, steps per round; the rest
+  as ``offline``). The student only ever sees images that were already synthesised, and all
+  synthesis time is on the clock.
 * ``online`` (DAFL, ZSKT, DFAD): the generator is trained inside the KD stage
   (:class:`datafree.sources.SynthesizerSource`), with the backend's ``kd_defaults`` and student
   objective, as ``datafree compress`` runs it.
@@ -146,8 +147,9 @@ def recipe_pool(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: 
     from generators import create_synthesizer
 
     synth = create_synthesizer(method, lm.model, lm.card, seed=args.seed, **args.overrides.get(method, {}))
-    source = PoolSource(synth, max_images=args.pool_images or None, seed=args.seed)
-    kd = KDConfig(seed=args.seed, kd_steps=args.pool_kd_steps)
+    cls = type(synth)
+    source = PoolSource(synth, batch_size=args.pool_batch_size or cls.pool_batch_size, max_images=args.pool_images or None, seed=args.seed)
+    kd = KDConfig(seed=args.seed, **{**cls.pool_kd, **({"kd_steps": args.pool_kd_steps} if args.pool_kd_steps else {})})
     clock.record(acc_fn, "start")
     distill(lm.model, student, source, kd, input_shape=lm.card.input_shape, eval_fn=_kd_eval(clock, acc_fn))
 
@@ -289,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--teacher", default="resnet8_digits", help="BN backends need a BN teacher")
     ap.add_argument("--time-cap", type=float, default=900.0, help="seconds per run")
     ap.add_argument("--num-images", type=int, default=1024, help="offline recipe: images synthesised before KD")
-    ap.add_argument("--pool-kd-steps", type=int, default=20, help="pool recipe: KD steps per synthesised batch")
+    ap.add_argument("--pool-kd-steps", type=int, default=0, help="pool recipe: KD steps per synthesised batch (0: the backend's pool_kd)")
+    ap.add_argument("--pool-batch-size", type=int, default=0, help="pool recipe: images per round (0: the backend's pool_batch_size)")
     ap.add_argument("--pool-images", type=int, default=0, help="pool recipe: pool capacity (0: unbounded)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE", help="backend option (repeatable)")

@@ -31,10 +31,15 @@ __all__ = ["DAFL", "DAFLConfig"]
 
 @dataclass
 class DAFLConfig(OnlineConfig):
-    """DAFL settings (paper MNIST weights: oh 1, activation 0.1, ie 5; lr tuned for 16 px digits)."""
+    """DAFL settings (paper MNIST weights: oh 1, activation 0.1, ie 5; lr tuned for 16 px digits).
+
+    ``generator_lr``: the reference code uses Adam 0.2 (MNIST) / 0.02 (CIFAR) with batch 512 for
+    hundreds of epochs. At our budget (15 epochs, batch 64), measured with seed 0 on the shipped
+    teachers: 0.02 gave 95.8% (resnet8_digits) and 83.3% (lenet5_digits, BN-less) of the teacher,
+    2e-3 gave 97.2% and 96.1% (a slower generator keeps the student's targets diverse)."""
 
     batch_size: int = 64
-    generator_lr: float = 0.02
+    generator_lr: float = 2e-3
     lr_schedule: str = "constant"
     oh_weight: float = 1.0
     activation_weight: float = 0.1

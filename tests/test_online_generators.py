@@ -216,3 +216,14 @@ def test_attention_transfer():
     assert attention_transfer_loss([a], [a * 3]).item() < 1e-10  # scale invariant
     b = torch.randn(2, 7, 5, 5)  # channel counts may differ
     assert attention_transfer_loss([a], [b]).item() > 0
+
+
+def test_zskt_attention_weight_is_the_papers_scaled_to_the_input(lenet):
+    from datafree.errors import UserInputError
+
+    synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=4)
+    assert tuple(lenet.card.input_shape[1:]) == (16, 16)
+    assert synth.beta == 250.0 * 16 * 16 / (32 * 32) == synth.student_objective().beta
+    assert create_synthesizer("zskt", lenet.model, lenet.card, at_beta=250.0).student_objective().beta == 250.0
+    with pytest.raises(UserInputError, match="at_beta"):
+        create_synthesizer("zskt", lenet.model, lenet.card, at_beta=-2.0)

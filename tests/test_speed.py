@@ -12,7 +12,7 @@ from datafree.hooks import BNStatistics
 from datafree.models import create_model
 from datafree.sources import PoolSource
 from datafree.stats import channel_mean_var
-from generators import create_synthesizer
+from generators import create_synthesizer, method_class
 
 
 @pytest.mark.parametrize("shape", [(8, 3, 5, 5), (6, 4), (3, 2, 4, 4, 2)])
@@ -148,3 +148,24 @@ def test_cli_synthesize_and_compress_with_fast(tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "c" / "report.json").read_text())
     assert report["method"] == "fast" and report["data"]["num_images"] == 16
+
+
+def test_cli_distill_pool_trains_on_a_growing_pool_and_resumes(run, tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["distill", "--method", "fast", "--pool", "--student", "resnet8_quarter", "--epochs", "2",
+            "--steps-per-epoch", "20", "--kd-batch-size", "16", "--set", "iterations=1", "-q", "--threads", "1"]  # fmt: skip
+    r = run(*args, "-o", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    # one round per epoch (20 KD steps per round): two batches of pool_batch_size images
+    assert state["source"]["images"].shape[0] == 2 * method_class("fast").pool_batch_size
+    card = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert card["training"]["kd"]["lr"] == 0.1 and card["training"]["kd"]["kd_steps"] == 20
+    # a killed run keeps its checkpoint: rerunning the same command finishes to the same student
+    (tmp_path / "a" / "model.json").unlink()
+    before = load_file(tmp_path / "a" / "model.safetensors")
+    r = run(*args, "-o", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    after = load_file(tmp_path / "a" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
