@@ -219,11 +219,22 @@ def test_attention_transfer():
 
 
 def test_zskt_attention_weight_is_the_papers_scaled_to_the_input(lenet):
-    from datafree.errors import UserInputError
-
     synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=4)
     assert tuple(lenet.card.input_shape[1:]) == (16, 16)
     assert synth.beta == 250.0 * 16 * 16 / (32 * 32) == synth.student_objective().beta
     assert create_synthesizer("zskt", lenet.model, lenet.card, at_beta=250.0).student_objective().beta == 250.0
     with pytest.raises(UserInputError, match="at_beta"):
         create_synthesizer("zskt", lenet.model, lenet.card, at_beta=-2.0)
+
+
+def test_dfad_class_balance_term_only_without_batchnorm(lenet, resnet):
+    plain = create_synthesizer("dfad", lenet.model, lenet.card, batch_size=8)
+    assert plain.balance_weight == 20.0 and not plain.use_bn_term
+    images = plain.sample(8).images
+    terms = plain.objective(images, _student())
+    assert set(terms) == {"adversarial", "balance"}
+    torch.testing.assert_close(terms["balance"][1], information_entropy_loss(lenet.model(images)))
+    assert create_synthesizer("dfad", resnet.model, resnet.card, batch_size=8).balance_weight == 0.0
+    assert "balance" not in create_synthesizer("dfad", lenet.model, lenet.card, balance=0.0).objective(images, _student())
+    with pytest.raises(UserInputError, match="balance"):
+        create_synthesizer("dfad", lenet.model, lenet.card, balance=-2.0)
