@@ -37,7 +37,7 @@ def _pairs(items: list[str], flag: str, ap: argparse.ArgumentParser) -> dict[str
 
 
 def _number(value: str) -> object:
-    """KD options are typed by KDConfig's fields; JSON gives ints, floats and booleans."""
+    """Option values: JSON gives ints, floats and booleans; anything else stays a string."""
     try:
         return json.loads(value)
     except json.JSONDecodeError:
@@ -61,7 +61,7 @@ def main() -> None:  # noqa: D103
     from datafree.progress import set_quiet
 
     set_quiet(True)
-    synth = _pairs(args.set, "--set", ap)
+    synth = {k: _number(v) for k, v in _pairs(args.set, "--set", ap).items()}
     kd = {k: _number(v) for k, v in _pairs(args.kd, "--kd", ap).items()}
     lm = load_model(args.teacher)
     teacher_acc = evaluate_model(lm.model, lm.card)["accuracy"]

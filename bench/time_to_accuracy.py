@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -149,7 +150,7 @@ def recipe_pool(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: 
     synth = create_synthesizer(method, lm.model, lm.card, seed=args.seed, **args.overrides.get(method, {}))
     cls = type(synth)
     source = PoolSource(synth, batch_size=args.pool_batch_size or cls.pool_batch_size, max_images=args.pool_images or None, seed=args.seed)
-    kd = KDConfig(seed=args.seed, **{**cls.pool_kd, **({"kd_steps": args.pool_kd_steps} if args.pool_kd_steps else {})})
+    kd = KDConfig(seed=args.seed, **{**cls.pool_kd, **({"kd_steps": args.pool_kd_steps} if args.pool_kd_steps else {}), **args.pool_kd})
     clock.record(acc_fn, "start")
     distill(lm.model, student, source, kd, input_shape=lm.card.input_shape, eval_fn=_kd_eval(clock, acc_fn))
 
@@ -279,6 +280,27 @@ def plot_png(runs: list[dict[str, Any]], path: Path, title: str) -> None:
     img.save(path)
 
 
+def _merged(out: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs saved at ``out`` (.json summaries, .csv points) with those of ``runs``' methods replaced,
+    in the saved order (new methods last); each summary records when its process measured it."""
+    now = time.strftime("%Y-%m-%d %H:%M")
+    for r in runs:
+        r["summary"].setdefault("measured", now)
+    if not (out.with_suffix(".json").is_file() and out.with_suffix(".csv").is_file()):
+        return runs
+    fresh = {r["summary"]["method"]: r for r in runs}
+    points: dict[str, list[dict[str, Any]]] = {}
+    with out.with_suffix(".csv").open() as f:
+        for row in csv.DictReader(f):
+            p = {"time_s": float(row["time_s"]), "accuracy": float(row["accuracy"]), "phase": row["phase"],
+                 "teacher_fwd_bwd_images": int(row["teacher_fwd_bwd_images"]), "teacher_fwd_images": int(row["teacher_fwd_images"])}  # fmt: skip
+            points.setdefault(row["method"], []).append(p)
+    merged = []
+    for summary in json.loads(out.with_suffix(".json").read_text())["runs"]:
+        merged.append(fresh.pop(summary["method"], None) or {"summary": summary, "points": points.get(summary["method"], [])})
+    return merged + list(fresh.values())
+
+
 def _fmt(v: float | None) -> str:
     return f"{v:.1f} s" if v is not None else "not reached"
 
@@ -293,10 +315,12 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--num-images", type=int, default=1024, help="offline recipe: images synthesised before KD")
     ap.add_argument("--pool-kd-steps", type=int, default=0, help="pool recipe: KD steps per synthesised batch (0: the backend's pool_kd)")
     ap.add_argument("--pool-batch-size", type=int, default=0, help="pool recipe: images per round (0: the backend's pool_batch_size)")
+    ap.add_argument("--pool-kd", action="append", default=[], metavar="KEY=VALUE", help="pool recipe: KDConfig field over the backend's pool_kd (repeatable)")
     ap.add_argument("--pool-images", type=int, default=0, help="pool recipe: pool capacity (0: unbounded)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE", help="backend option (repeatable)")
     ap.add_argument("--out", default=str(RESULTS / "time_to_accuracy"), help="output path without extension")
+    ap.add_argument("--merge", action="store_true", help="replace only these methods' runs in the saved results at --out")
     args = ap.parse_args(argv)
     args.overrides = {}
     for item in args.set:
@@ -305,6 +329,13 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         if not (sep and dot):
             ap.error(f"--set expects METHOD.KEY=VALUE, got {item!r}")
         args.overrides.setdefault(method, {})[field] = value
+    pool_kd = {}
+    for item in args.pool_kd:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--pool-kd expects KEY=VALUE, got {item!r}")
+        pool_kd[key] = json.loads(value) if value[:1].isdigit() or value[:1] in "-." else value
+    args.pool_kd = pool_kd
     device = setup(args.device, args.threads)
     from datafree.cards import load_model
     from datafree.hooks import batchnorm_layers
@@ -324,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     out.parent.mkdir(parents=True, exist_ok=True)
     from datafree.utils import atomic_write, atomic_write_json
 
+    if args.merge:
+        runs = _merged(out, runs)
+
     fields = ["method", "teacher", "time_s", "accuracy", "phase", "teacher_fwd_bwd_images", "teacher_fwd_images"]
     with atomic_write(out.with_suffix(".csv"), "w") as f:
         wr = csv.DictWriter(f, fieldnames=fields)
@@ -332,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
             for p in r["points"]:
                 wr.writerow({"method": r["summary"]["method"], "teacher": r["summary"]["teacher"], **p})
     info = machine(device)
-    atomic_write_json(out.with_suffix(".json"), {"machine": info, "args": vars(args), "runs": [r["summary"] for r in runs]})
+    summaries = [r["summary"] for r in runs]
+    atomic_write_json(out.with_suffix(".json"), {"machine": info, "args": vars(args), "runs": summaries})
     plot_png(runs, out.with_suffix(".png"), f"student test accuracy vs wall time, {args.teacher}, {info['cpu']} x{info['torch_threads']} thread(s)")
     header = ["method", "recipe", "student", "teacher acc", "time to 95%", "time to 98%", "teacher fwd+bwd / fwd images to 95%", "final acc"]
     rows = []

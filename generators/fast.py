@@ -166,9 +166,9 @@ class FastDatafree(Synthesizer):
     # The published loop (``synthesise(); train(kd_steps)`` on a growing pool,
     # :class:`datafree.sources.PoolSource`), scaled to the 16 px digits teachers: rounds of 32 images
     # and 20 KD steps of batch 64 at SGD lr 0.1. Measured with bench/time_to_accuracy.py on
-    # resnet8_digits (1 thread, seeds 0 and 1): 95% of the teacher after 20-22 s, against 41-44 s with
-    # the offline batch (128) and the plain KD settings (batch 128, lr 0.05); a KD step is ~90% of
-    # the loop's time, and a smaller KD batch halves its cost without needing more images.
+    # resnet8_digits (1 thread): 95% of the teacher after 21.4 s, against 52.2 s with rounds of 128
+    # and the plain KD settings (batch 128, lr 0.05); a KD step is ~90% of the loop's time, and a
+    # smaller KD batch halves its cost without needing more images.
     pool_batch_size: ClassVar[int] = 32
     pool_kd: ClassVar[dict[str, Any]] = {"batch_size": 64, "kd_steps": 20, "lr": 0.1}
     config: FastDatafreeConfig

@@ -141,6 +141,7 @@ class ZSKT(OnlineSynthesizer):
         "epochs": 30, "steps_per_epoch": 100, "batch_size": 64, "g_steps": 1, "kd_steps": 10, "optimizer": "adam",
         "lr": 2e-3, "weight_decay": 0.0, "temperature": 1.0, "grad_clip": 5.0, "augment": True,
     }  # fmt: skip
+    auto_balance = 20.0  # on BN-less teachers (OnlineConfig.balance)
     config: ZSKTConfig
 
     def objective(self, images: torch.Tensor, student: nn.Module | None) -> dict[str, tuple[float, torch.Tensor]]:
@@ -148,7 +149,7 @@ class ZSKT(OnlineSynthesizer):
         student = self.check_student(student)
         t_logits = self.teacher(images)
         s_logits = student(images)
-        return {"adversarial": (self.config.adv_weight, -kd_kl_loss(s_logits, t_logits, 1.0))}
+        return {"adversarial": (self.config.adv_weight, -kd_kl_loss(s_logits, t_logits, 1.0)), **self.balance_terms(t_logits)}
 
     def student_objective(self) -> AttentionKD:
         """KL + beta * attention transfer on blocks matched by resolution (see :attr:`beta`)."""

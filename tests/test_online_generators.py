@@ -227,14 +227,19 @@ def test_zskt_attention_weight_is_the_papers_scaled_to_the_input(lenet):
         create_synthesizer("zskt", lenet.model, lenet.card, at_beta=-2.0)
 
 
-def test_dfad_class_balance_term_only_without_batchnorm(lenet, resnet):
-    plain = create_synthesizer("dfad", lenet.model, lenet.card, batch_size=8)
+@pytest.mark.parametrize("method", ["zskt", "dfad"])
+def test_adversarial_backends_add_class_balance_only_without_batchnorm(method, lenet, resnet):
+    plain = create_synthesizer(method, lenet.model, lenet.card, batch_size=8)
     assert plain.balance_weight == 20.0 and not plain.use_bn_term
     images = plain.sample(8).images
     terms = plain.objective(images, _student())
     assert set(terms) == {"adversarial", "balance"}
     torch.testing.assert_close(terms["balance"][1], information_entropy_loss(lenet.model(images)))
-    assert create_synthesizer("dfad", resnet.model, resnet.card, batch_size=8).balance_weight == 0.0
-    assert "balance" not in create_synthesizer("dfad", lenet.model, lenet.card, balance=0.0).objective(images, _student())
+    assert create_synthesizer(method, resnet.model, resnet.card, batch_size=8).balance_weight == 0.0
+    assert "balance" not in create_synthesizer(method, lenet.model, lenet.card, balance=0.0).objective(images, _student())
     with pytest.raises(UserInputError, match="balance"):
-        create_synthesizer("dfad", lenet.model, lenet.card, balance=-2.0)
+        create_synthesizer(method, lenet.model, lenet.card, balance=-2.0)
+
+
+def test_dafl_has_its_own_class_balance_term():
+    assert method_class("dafl").auto_balance == 0.0  # its information-entropy term is ie_weight
