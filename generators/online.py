@@ -36,7 +36,7 @@ from datafree.losses import bn_statistic_loss, weighted_sum
 from .base import Batch, SynthConfig, Synthesizer
 from .networks import make_generator
 
-__all__ = ["OnlineConfig", "OnlineSynthesizer", "LR_SCHEDULES"]
+__all__ = ["OnlineConfig", "OnlineSynthesizer", "AdversarialSynthesizer", "LR_SCHEDULES"]
 
 
 def _constant(step: int, total: int) -> float:
@@ -268,3 +268,24 @@ class OnlineSynthesizer(Synthesizer):
                 f"generator weights do not fit a {self.name} generator with latent_dim={self.config.latent_dim}, "
                 f"generator_width={self.config.generator_width}: {str(e).splitlines()[0]}"
             ) from None
+
+
+class AdversarialSynthesizer(OnlineSynthesizer):
+    """Base of the adversarial backends (ZSKT, DFAD): the generator maximises a student-teacher
+    discrepancy against the real student, plus the class-balance term on BN-less teachers.
+    Subclasses implement :meth:`discrepancy`."""
+
+    needs_student = True
+    auto_balance = 20.0  # on BN-less teachers (OnlineConfig.balance)
+
+    def discrepancy(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """The disagreement the generator maximises (a scalar; logits ``(B, K)``)."""
+        raise NotImplementedError
+
+    def objective(self, images: torch.Tensor, student: nn.Module | None) -> dict[str, tuple[float, torch.Tensor]]:
+        """``-discrepancy(S(x), T(x))`` (weight ``adv_weight``) and the class-balance term."""
+        student = self.check_student(student)
+        t_logits = self.teacher(images)
+        s_logits = student(images)
+        adversarial = -self.discrepancy(s_logits, t_logits)
+        return {"adversarial": (self.config.adv_weight, adversarial), **self.balance_terms(t_logits)}  # type: ignore[attr-defined]
