@@ -204,6 +204,11 @@ def _add(opts: list[Any]) -> Any:
     return deco
 
 
+# The options of every command that runs a backend or trains: seed, --set, --trust-checkpoint,
+# --device, --quiet, --threads (compress lists them itself: it has no --trust-checkpoint).
+run_opts = [seed_opt, set_opt, trust_opt, device_opt, quiet_opt, threads_opt]
+
+
 @cli.command()
 @click.option("--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path.")
 @click.option("--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend.")
@@ -215,12 +220,7 @@ def _add(opts: list[Any]) -> Any:
               help="Online methods: a trained generator.safetensors to sample (default: train one).")
 @click.option("--student", "-s", default=None, help="Online methods: the student the generator trains against.")
 @_add(kd_opts)
-@seed_opt
-@set_opt
-@trust_opt
-@device_opt
-@quiet_opt
-@threads_opt
+@_add(run_opts)
 def synthesize(
     teacher: str, method: str, num_images: int, out: Path, batch_size: int | None, iterations: int | None,
     generator_path: Path | None, student: str | None, epochs: int | None, steps_per_epoch: int | None,
@@ -230,7 +230,6 @@ def synthesize(
     from datafree.cards import load_model
     from datafree.errors import UserInputError
     from datafree.synthesis import synthesize_dataset
-    from generators import method_class
 
     dev = _setup(device, quiet, threads)
     overrides: dict[str, Any] = _parse_set(options)
@@ -239,7 +238,7 @@ def synthesize(
     if batch_size is not None:
         overrides["batch_size"] = batch_size
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
-    if method_class(method).online:  # train a generator (in OUT_generator/) or reuse --generator, then sample
+    if _method_is_online(method):  # train a generator (in OUT_generator/) or reuse --generator, then sample
         from datafree.online import synthesize_online
 
         kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
@@ -278,12 +277,7 @@ def export(dataset: Path, fmt: str, out: Path) -> None:
 @click.option("--pool", is_flag=True, help="Offline methods: synthesise one batch per round and train on the pool so far "
               "(Fast-Datafree's loop; no dataset is written).")
 @_add(kd_opts)
-@seed_opt
-@set_opt
-@trust_opt
-@device_opt
-@quiet_opt
-@threads_opt
+@_add(run_opts)
 def distill(
     teacher: str, student: str | None, data: Path | None, method: str | None, num_images: int | None, out: Path,
     pool: bool, epochs: int | None, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
@@ -309,34 +303,32 @@ def distill(
     )
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
     make_student(student, lm, seed)  # an unknown --student fails before --out is touched
-    source = None
+    source = synth = None
+    opts = _parse_set(options)
     if data is not None:  # validate the whole dataset (manifest, every shard, teacher) before touching --out
         source = DatasetSource(data, lm.card, dev, seed=seed)
-    else:
-        from generators import create_synthesizer, method_class
+    elif not _method_is_online(str(method)):  # a BN method without BN, a bad --set: before --out
+        from generators import create_synthesizer
 
-        if not method_class(str(method)).online:  # a BN method without BN, a bad --set: before --out
-            create_synthesizer(str(method), lm.model, lm.card, **_parse_set(options))
+        synth = create_synthesizer(str(method), lm.model, lm.card, seed=seed, **opts)
     run_on_main(lambda: prepare_out_dir(out))  # rank 0 creates it; its error stops every rank
     if method is not None:
-        from generators import method_class
-
-        if method_class(method).online:  # DAFL / ZSKT / DFAD: generator trained inside the KD stage
+        if synth is None:  # DAFL / ZSKT / DFAD: generator trained inside the KD stage
             from datafree.online import distill_online_to_dir
 
             kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
-            rep = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd_over, seed=seed, **_parse_set(options))
+            rep = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd_over, seed=seed, **opts)
             click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}; "
                        f"generator {rep['generator']}")  # fmt: skip
             return
         if pool:
-            rep = _distill_pool(lm, method, out, student, seed, options,
+            rep = _distill_pool(lm, synth, out, student, seed,
                                 _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed))  # fmt: skip
             click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}")
             return
         from datafree.synthesis import synthesize_dataset
 
-        ds = synthesize_dataset(lm, method, out / "data", num_images or DEFAULT_NUM_IMAGES, seed=seed, **_parse_set(options))
+        ds = synthesize_dataset(lm, method, out / "data", num_images or DEFAULT_NUM_IMAGES, seed=seed, **opts)
         source = DatasetSource(ds.root, lm.card, dev, seed=seed)
     rep = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed)
     if _main_rank():
@@ -349,20 +341,16 @@ def _method_is_online(method: str) -> bool:
     return bool(method_class(method).online)
 
 
-def _distill_pool(
-    lm: Any, method: str, out: Path, student: str | None, seed: int, options: tuple[str, ...], kd_over: dict[str, Any]
-) -> dict[str, Any]:
+def _distill_pool(lm: Any, synth: Any, out: Path, student: str | None, seed: int, kd_over: dict[str, Any]) -> dict[str, Any]:
     """Fast-Datafree's loop through the shared KD stage: the backend's ``pool_kd`` settings unless
     given on the command line; resumable like any distillation (the pool is in the checkpoint)."""
     from datafree.pipeline import distill_to_dir
     from datafree.sources import PoolSource
-    from generators import create_synthesizer
 
-    synth = create_synthesizer(method, lm.model, lm.card, seed=seed, **_parse_set(options))
     cls = type(synth)
     kd = _kd_config(**{**getattr(cls, "pool_kd", {}), **kd_over})
     source = PoolSource(synth, batch_size=getattr(cls, "pool_batch_size", None), seed=seed)
-    return distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc=f"{method} pool distill")
+    return distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc=f"{cls.name} pool distill")
 
 
 @cli.command()
@@ -419,10 +407,8 @@ def compress(
     from datafree.pipeline import DEFAULT_NUM_IMAGES
     from datafree.pipeline import compress as run
 
-    from generators import method_class
-
     dev = _setup(device, quiet, threads)
-    if method_class(method).online:  # the method's own KD settings, with what was given here on top
+    if _method_is_online(method):  # the method's own KD settings, with what was given here on top
         from datafree.online import kd_config_for
 
         kd = kd_config_for(method, _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed))
@@ -477,12 +463,7 @@ def compress(
 @click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size.")
 @click.option("--lr", type=float, default=None, help="Learning rate of the recovery.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json).")
-@seed_opt
-@set_opt
-@trust_opt
-@device_opt
-@quiet_opt
-@threads_opt
+@_add(run_opts)
 def prune(
     model: str, ratio: float, importance: str, global_pruning: bool, data: Path | None, method: str | None,
     num_images: int | None, epochs: int, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
@@ -531,12 +512,7 @@ def prune(
 @click.option("--asymmetric-weights", is_flag=True, help="Asymmetric weight grids (default: symmetric).")
 @click.option("--int8", "int8", is_flag=True, help="Also export a real int8 CPU model (W8A8, OUT/int8/model.json) and time fp32 vs int8.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json, report.json).")
-@seed_opt
-@set_opt
-@trust_opt
-@device_opt
-@quiet_opt
-@threads_opt
+@_add(run_opts)
 def quantize(
     model: str, weight_bits: int, act_bits: int, calib: str, calib_images: int, finetune_epochs: int,
     weight_calib: str, act_calib: str, asymmetric_weights: bool, int8: bool, out: Path, seed: int,
