@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -86,3 +87,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def key_values(items: Sequence[str], flag: str, error: Callable[[str], Any]) -> dict[str, Any]:
+    """``KEY=VALUE`` command-line items as a dict; values that parse as JSON (numbers, booleans)
+    are typed, anything else stays a string. ``error`` (e.g. ``ArgumentParser.error``) gets the
+    message for an item without ``=``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            error(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,23 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-
-def _pairs(items: list[str], flag: str, ap: argparse.ArgumentParser) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key] = value
-    return out
-
-
-def _number(value: str) -> object:
-    """Option values: JSON gives ints, floats and booleans; anything else stays a string."""
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
+from bench.common import key_values  # noqa: E402
 
 
 def main() -> None:  # noqa: D103
@@ -61,8 +44,8 @@ def main() -> None:  # noqa: D103
     from datafree.progress import set_quiet
 
     set_quiet(True)
-    synth = {k: _number(v) for k, v in _pairs(args.set, "--set", ap).items()}
-    kd = {k: _number(v) for k, v in _pairs(args.kd, "--kd", ap).items()}
+    synth = key_values(args.set, "--set", ap.error)
+    kd = key_values(args.kd, "--kd", ap.error)
     lm = load_model(args.teacher)
     teacher_acc = evaluate_model(lm.model, lm.card)["accuracy"]
     history: list[float] = []

@@ -49,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from bench.common import machine, markdown_table, setup, sync  # noqa: E402
+from bench.common import key_values, machine, markdown_table, setup, sync  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -323,19 +323,12 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--merge", action="store_true", help="replace only these methods' runs in the saved results at --out")
     args = ap.parse_args(argv)
     args.overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
+    for key, value in key_values(args.set, "--set", ap.error).items():
         method, dot, field = key.partition(".")
-        if not (sep and dot):
-            ap.error(f"--set expects METHOD.KEY=VALUE, got {item!r}")
+        if not dot:
+            ap.error(f"--set expects METHOD.KEY=VALUE, got {key}={value!r}")
         args.overrides.setdefault(method, {})[field] = value
-    pool_kd = {}
-    for item in args.pool_kd:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--pool-kd expects KEY=VALUE, got {item!r}")
-        pool_kd[key] = json.loads(value) if value[:1].isdigit() or value[:1] in "-." else value
-    args.pool_kd = pool_kd
+    args.pool_kd = key_values(args.pool_kd, "--pool-kd", ap.error)
     device = setup(args.device, args.threads)
     from datafree.cards import load_model
     from datafree.hooks import batchnorm_layers
