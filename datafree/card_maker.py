@@ -30,13 +30,14 @@ __all__ = ["PRESETS", "make_card", "imagenet_categories"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_CLASSES = (
-    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
-    "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
-    "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
-    "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
-    "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
-    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
-    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
+    "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile "
+    "cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp "
+    "lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom "
+    "oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine "
+    "possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake "
+    "spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor "
+    "train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
 ).split()
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -44,11 +45,12 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 PRESETS: dict[str, dict[str, Any]] = {
     "cifar10": {"input_shape": [3, 32, 32], "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010],
                 "classes": CIFAR10_CLASSES},
-    "cifar100": {"input_shape": [3, 32, 32], "mean": [0.5071, 0.4867, 0.4408], "std": [0.2675, 0.2565, 0.2761],
-                 "classes": CIFAR100_CLASSES},
+    "cifar100": {"input_shape": [3, 32, 32], "mean": [0.5071, 0.4867, 0.4408],
+                 "std": [0.2675, 0.2565, 0.2761], "classes": CIFAR100_CLASSES},
     "imagenet": {"input_shape": [3, 224, 224], "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "classes": None,
                  "resize_size": 256, "interpolation": "bilinear"},
-    "digits": {"input_shape": [1, 16, 16], "mean": [0.3045], "std": [0.3188], "classes": [str(i) for i in range(10)]},
+    "digits": {"input_shape": [1, 16, 16], "mean": [0.3045], "std": [0.3188],
+               "classes": [str(i) for i in range(10)]},
 }  # fmt: skip
 
 
@@ -82,9 +84,18 @@ def _torchvision_meta(arch: str, weights: str) -> dict[str, Any]:
     try:
         t = w.transforms()
         crop = int(t.crop_size[0])
-        fields.update(input_shape=[3, crop, crop], mean=[float(v) for v in t.mean], std=[float(v) for v in t.std],
-                      resize_size=int(t.resize_size[0]), interpolation=str(t.interpolation.value))  # fmt: skip
-    except (AttributeError, TypeError, IndexError):  # a weight whose transforms are not an image classification
+        fields.update(
+            input_shape=[3, crop, crop],
+            mean=[float(v) for v in t.mean],
+            std=[float(v) for v in t.std],
+            resize_size=int(t.resize_size[0]),
+            interpolation=str(t.interpolation.value),
+        )
+    except (
+        AttributeError,
+        TypeError,
+        IndexError,
+    ):  # a weight whose transforms are not an image classification
         pass
     if "IMAGENET" in weights.upper():
         fields["trained_on"] = "imagenet"
@@ -180,12 +191,13 @@ def make_card(
     missing = [k for k in ("input_shape", "mean", "std", "num_classes") if fields.get(k) is None]
     if missing:
         raise UserInputError(
-            f"no {', '.join(missing)} known for {arch}: give --preset ({', '.join(PRESETS)}) and/or --num-classes"
+            f"no {', '.join(missing)} known for {arch}: "
+            f"give --preset ({', '.join(PRESETS)}) and/or --num-classes"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     card_dir = out.parent.resolve()
-    d: dict[str, Any] = {"name": out.stem if out.stem != "model" else out.parent.name, "arch": _card_arch(arch, card_dir),
-                         **fields}  # fmt: skip
+    name = out.stem if out.stem != "model" else out.parent.name
+    d: dict[str, Any] = {"name": name, "arch": _card_arch(arch, card_dir), **fields}
     if arch_kwargs:
         d["arch_kwargs"] = dict(arch_kwargs)
     if weights is None:

@@ -102,7 +102,7 @@ class ModelCard:
         return "int8" in self.extra
 
     def weights_path(self) -> Path:
-        """Absolute path of the weights file (a ``torchvision:ENUM`` name: its file in the torch hub cache)."""
+        """Absolute path of the weights file (for ``torchvision:ENUM``: its file in the torch hub cache)."""
         if self.weights.startswith("torchvision:"):
             return torchvision_weights_file(self.arch, self.weights)
         base = self.path.parent if self.path else Path.cwd()
@@ -321,7 +321,9 @@ def _describe_output(out: Any) -> str:
     if isinstance(out, torch.Tensor):
         return f"a tensor of shape {tuple(out.shape)}"
     if isinstance(out, (tuple, list)):
-        inner = ", ".join(_describe_output(o) if isinstance(o, torch.Tensor) else type(o).__name__ for o in out[:3])
+        inner = ", ".join(
+            _describe_output(o) if isinstance(o, torch.Tensor) else type(o).__name__ for o in out[:3]
+        )
         return f"a {type(out).__name__} of {len(out)} ({inner})"
     if isinstance(out, dict):
         return f"a dict with keys {', '.join(map(repr, list(out)[:5]))}"
@@ -372,10 +374,13 @@ def check_forward(model: nn.Module, card: ModelCard, batch: int = 2) -> torch.Te
         ) from None
     logits = logits_of(out)
     if logits is None or tuple(logits.shape) != (batch, card.num_classes):
-        got = _describe_output(out) if logits is None or logits is out else f"{_describe_output(out)} whose logits are {_describe_output(logits)}"
+        got = _describe_output(out)
+        if logits is not None and logits is not out:
+            got += f" whose logits are {_describe_output(logits)}"
         raise UserInputError(
-            f"{where}: the model returned {got} for a batch of {batch}; expected logits ({batch}, {card.num_classes}) "
-            "(num_classes in the card): a tensor, a tuple whose first tensor is the logits, or a dict with 'logits'"
+            f"{where}: the model returned {got} for a batch of {batch}; expected logits "
+            f"({batch}, {card.num_classes}) (num_classes in the card): a tensor, a tuple whose first tensor "
+            "is the logits, or a dict with 'logits'"
         )
     if logits is not out:
         attach_logits_hook(model)

@@ -50,7 +50,7 @@ _SHOWN = 3  # how many keys an error names
 
 
 def _numpy_safe_globals() -> list[Any]:
-    """numpy scalars and numeric arrays (``best_acc`` saved as ``np.float64``): data, not code."""
+    """Numpy scalars and numeric arrays (``best_acc`` saved as ``np.float64``): data, not code."""
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy is a core dependency
@@ -126,7 +126,7 @@ def extract_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
 
 
 def strip_wrapper_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Remove ``module.`` / ``_orig_mod.`` (any nesting) when every key has it and ``expected`` keys do not."""
+    """Remove ``module.`` / ``_orig_mod.`` (any nesting) where every key has it and ``expected`` do not."""
     changed = True
     while changed and state:
         changed = False
@@ -205,7 +205,8 @@ def torchvision_weights(arch: str, weights: str) -> Any:
         enum = torchvision.models.get_model_weights(name)
     except (ValueError, KeyError, AttributeError):
         raise UserInputError(
-            f"weights {weights!r} name torchvision pretrained weights, but arch {arch!r} is not a torchvision "
+            f"weights {weights!r} name torchvision pretrained weights, but arch {arch!r} is not a "
+            "torchvision "
             "model with any; use arch torchvision:NAME, or give a weights file"
         ) from None
     try:
@@ -227,7 +228,7 @@ def torchvision_weights_file(arch: str, weights: str) -> Path:
         name = arch.removeprefix("torchvision:")
         member = weights.removeprefix("torchvision:").rpartition(".")[2]
         raise UserInputError(
-            f"torchvision weights {name} {member} are not in the torch hub cache and nothing is downloaded at "
-            f"run time: put {w.url} at {file} (or set TORCH_HOME to a cache that has it)"
+            f"torchvision weights {name} {member} are not in the torch hub cache and nothing is "
+            f"downloaded at run time: put {w.url} at {file} (or set TORCH_HOME to a cache that has it)"
         )
     return file

@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from cli import cli
 from datafree.cards import load_model
-from datafree.errors import UserInputError
 from datafree.models import create_model
 from tests.test_zoo import community_resnet_keys, community_wrn_keys
 
@@ -26,7 +25,11 @@ def community_state_dict(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
     out = {}
     for k in COMMUNITY_KEYS[arch]:
         shape, dtype = shapes[k]
-        out[k] = torch.randint(0, 5, shape, generator=g) if dtype == torch.long else torch.rand(shape, generator=g) + 0.5
+        out[k] = (
+            torch.randint(0, 5, shape, generator=g)
+            if dtype == torch.long
+            else torch.rand(shape, generator=g) + 0.5
+        )
     return out
 
 
@@ -45,7 +48,10 @@ def _variants(sd: dict[str, torch.Tensor]) -> dict[str, object]:
         "module.": {"state_dict": module, "best_acc": 94.87, "epoch": 199},
         "bare module.": module,
         "model": {"model": sd, "epoch": 3},
-        "model_state_dict": {"model_state_dict": sd, "optimizer_state_dict": {"state": {}, "param_groups": []}},
+        "model_state_dict": {
+            "model_state_dict": sd,
+            "optimizer_state_dict": {"state": {}, "param_groups": []},
+        },
         "state_dict_ema": {"state_dict_ema": sd, "epoch": 3},
         "net": {"net": sd, "acc": 0.9},
         "_orig_mod.": {f"_orig_mod.{k}": v for k, v in sd.items()},
@@ -108,7 +114,7 @@ def test_checkpoint_without_a_state_dict_names_its_keys(tmp_path):
 
 # --- the forward check of a card -------------------------------------------------------------------
 
-NET = '''
+NET = """
 import torch
 from torch import nn
 
@@ -137,7 +143,7 @@ class Net(nn.Module):
 
 def build(num_classes=10, out="tensor"):
     return Net(num_classes, out)
-'''
+"""
 
 
 def _net_card(tmp_path, out: str, **fields) -> str:
@@ -172,4 +178,3 @@ def test_card_with_the_wrong_channels_is_one_line(tmp_path):
     card = _net_card(tmp_path, "tensor", input_shape=[1, 32, 32], mean=[0.5], std=[0.5])
     msg = _cli_error("evaluate", "--model", card)
     assert "says 1 channel(s) but the model's first layer (conv) takes 3" in msg
-

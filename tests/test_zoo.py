@@ -53,7 +53,7 @@ def community_resnet_keys(blocks: tuple[int, ...]) -> list[str]:
     """The key names of DAFL/CMI's CIFAR ResNet (BasicBlock), written out from their naming scheme."""
     keys = ["conv1.weight", *_bn("bn1")]
     in_planes = 64
-    for s, (n, planes) in enumerate(zip(blocks, (64, 128, 256, 512)), start=1):
+    for s, (n, planes) in enumerate(zip(blocks, (64, 128, 256, 512), strict=True), start=1):
         for i in range(n):
             p = f"layer{s}.{i}"
             keys += [f"{p}.conv1.weight", *_bn(f"{p}.bn1"), f"{p}.conv2.weight", *_bn(f"{p}.bn2")]
@@ -109,8 +109,16 @@ def test_default_students_are_the_fields_pairs_and_smaller():
     assert default_student_for("resnet34_cifar") == "resnet18_cifar"
     assert default_student_for("wrn40_2") == "wrn16_2"
     assert default_student_for("vgg13_cifar") == "vgg8_cifar"
-    for teacher in ("resnet34_cifar", "resnet50_cifar", "resnet18_cifar", "mobilenetv2_cifar", "wrn40_2", "wrn40_1",
-                    "wrn16_2", "vgg13_cifar", "vgg11_cifar", "vgg8_cifar", "wrn40_2_post", "wrn16_2_post"):  # fmt: skip
+    teachers = [
+        "resnet34_cifar",
+        "resnet50_cifar",
+        "resnet18_cifar",
+        "mobilenetv2_cifar",
+        "wrn40_2",
+        "wrn40_1",
+    ]
+    teachers += ["wrn16_2", "vgg13_cifar", "vgg11_cifar", "vgg8_cifar", "wrn40_2_post", "wrn16_2_post"]
+    for teacher in teachers:
         assert count_arch_params(default_student_for(teacher)) < 0.6 * count_arch_params(teacher), teacher
 
 

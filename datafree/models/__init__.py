@@ -14,6 +14,7 @@ alone, so every stage (synthesis, KD, evaluation, pruning) sees the same thing.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -25,11 +26,11 @@ from ..registry import Registry
 MODELS: Registry[nn.Module] = Registry("model")
 
 from . import lenet as lenet  # noqa: E402  (registers)
+from . import mobilenetv2 as mobilenetv2  # noqa: E402  (registers)
 from . import resnet as resnet  # noqa: E402  (registers)
 from . import resnet_cifar as resnet_cifar  # noqa: E402  (registers)
-from . import wresnet as wresnet  # noqa: E402  (registers)
 from . import vgg as vgg  # noqa: E402  (registers)
-from . import mobilenetv2 as mobilenetv2  # noqa: E402  (registers)
+from . import wresnet as wresnet  # noqa: E402  (registers)
 
 __all__ = [
     "MODELS",
@@ -49,9 +50,15 @@ TIMM_EXTRA_HINT = "install the extra: pip install 'datafree[timm]'"
 
 def torchvision_names() -> list[str]:
     """Names of torchvision classification models."""
+    return list(_torchvision_names())
+
+
+@functools.cache
+def _torchvision_names() -> tuple[str, ...]:
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    # listing scans every model builder (seconds on a busy CPU): once per process
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -120,7 +127,9 @@ def _timm_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) ->
     try:
         import timm
     except ImportError:
-        raise UserInputError(f"arch 'timm:{name}' needs timm, which is not installed; {TIMM_EXTRA_HINT}") from None
+        raise UserInputError(
+            f"arch 'timm:{name}' needs timm, which is not installed; {TIMM_EXTRA_HINT}"
+        ) from None
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('.')[0]}*")[:5]
         hint = f"; close: {', '.join(close)}" if close else ""
@@ -172,7 +181,8 @@ def describe_models(num_classes: int = 10) -> list[dict[str, Any]]:
     out = []
     for name in MODELS.names():
         doc = (MODELS.get(name).__doc__ or "").strip().splitlines()
-        out.append({"name": name, "params": count_arch_params(name, num_classes), "description": doc[0] if doc else ""})
+        params = count_arch_params(name, num_classes)
+        out.append({"name": name, "params": params, "description": doc[0] if doc else ""})
     return out
 
 

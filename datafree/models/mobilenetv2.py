@@ -18,7 +18,15 @@ from . import MODELS
 __all__ = ["MobileNetV2"]
 
 # expansion t, output channels c, repeats n, first stride s (the paper's Table 2)
-_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -27,7 +35,9 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
-def _conv_bn_relu6(in_planes: int, out_planes: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def _conv_bn_relu6(
+    in_planes: int, out_planes: int, kernel: int = 3, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
     """conv-BN-ReLU6 as one ``Sequential`` (keys ``.0`` conv, ``.1`` BN)."""
     return nn.Sequential(
         nn.Conv2d(in_planes, out_planes, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),

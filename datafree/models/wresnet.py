@@ -37,7 +37,9 @@ class WideBasicBlock(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
         self.equal_in_out = in_planes == out_planes and stride == 1
         # the checkpoints' name; None (no parameters) for the identity shortcut
-        self.convShortcut = None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride, bias=False)
+        self.convShortcut = (
+            None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         pre = self.relu1(self.bn1(x))
@@ -52,10 +54,13 @@ class _Group(nn.Module):
 
     def __init__(self, n: int, in_planes: int, out_planes: int, stride: int, dropout_rate: float) -> None:
         super().__init__()
-        self.layer = nn.Sequential(
-            *(WideBasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, dropout_rate)
-              for i in range(n))
-        )  # fmt: skip
+        blocks = [
+            WideBasicBlock(
+                in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, dropout_rate
+            )
+            for i in range(n)
+        ]
+        self.layer = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.layer(x)
