@@ -178,3 +178,16 @@ def test_card_with_the_wrong_channels_is_one_line(tmp_path):
     card = _net_card(tmp_path, "tensor", input_shape=[1, 32, 32], mean=[0.5], std=[0.5])
     msg = _cli_error("evaluate", "--model", card)
     assert "says 1 channel(s) but the model's first layer (conv) takes 3" in msg
+
+
+@pytest.mark.parametrize("out", ["tuple", "dict"])
+def test_traced_models_keep_the_logits_too(tmp_path, out):
+    """Quantization traces the model with torch.fx, which skips forward hooks: the graph keeps the logits."""
+    from datafree.quant.fold import trace
+    from datafree.quant.int8 import export_int8
+
+    lm = load_model(_net_card(tmp_path, out))
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.allclose(trace(lm.model)(x), lm.model(x))
+    y = export_int8(lm.model, x, batch_size=4)(x)
+    assert isinstance(y, torch.Tensor) and y.shape == (4, 10)

@@ -42,6 +42,7 @@ __all__ = [
     "describe_models",
     "logits_of",
     "attach_logits_hook",
+    "keep_logits_output",
     "TIMM_EXTRA_HINT",
 ]
 
@@ -121,6 +122,28 @@ def attach_logits_hook(model: nn.Module) -> nn.Module:
         model.register_forward_hook(_logits_hook)
         model._datafree_logits_hook = True  # type: ignore[assignment]
     return model
+
+
+def keep_logits_output(gm: Any) -> bool:
+    """Rewrite a ``torch.fx.GraphModule`` that returns a tuple or dict to return its logits; in place.
+
+    Tracing does not run forward hooks, so a traced (logits, features) model needs this where
+    :func:`attach_logits_hook` served the eager one. Returns whether the graph changed.
+    """
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    value = out.args[0]
+    if isinstance(value, (tuple, list)):
+        logits = next((v for v in value if isinstance(v, torch.fx.Node)), None)
+    elif isinstance(value, dict):
+        logits = value.get("logits")
+    else:
+        return False
+    if not isinstance(logits, torch.fx.Node):
+        return False
+    out.args = (logits,)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return True
 
 
 def _timm_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
