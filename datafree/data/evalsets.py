@@ -128,7 +128,7 @@ class _FolderDataset(torch.utils.data.Dataset):
             with Image.open(path) as im:
                 im = im.convert("L" if c == 1 else "RGB")
                 im = _resize_crop(im, h, w, self.crop) if self.crop else im.resize((w, h), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
+                arr = np.array(im, dtype=np.uint8)  # a writable copy
         except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
             raise UserInputError(f"cannot read image {path}: {e}") from None
         if arr.ndim == 2:
