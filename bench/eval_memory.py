@@ -2,11 +2,13 @@
 
 Writes ``--num-images`` RGB PNGs of mixed sizes (``--min-size`` to ``--max-size`` px per side, each
 side drawn independently) under ``--root``: real digits from scikit-learn's test split, upsampled to
-the drawn size, lightly tinted (a random near-white foreground and near-black background colour per image) and saved in class
+the drawn size, lightly tinted (a random near-white foreground and near-black background colour per
+image) and saved in class
 folders ``0``..``9``. Then runs ``datafree evaluate --model custom_teacher --data ROOT --json`` (the
 shipped 3x24x24 RGB fixture teacher; images are converted and resized to its input as they stream)
-in a child process and reads that process's peak resident memory (``ru_maxrss`` of the waited-for
-children, which covers DataLoader workers too).
+in a child process and reads that process's peak resident memory (its own ``ru_maxrss`` from
+``wait4``). With ``--workers N`` > 0 each DataLoader worker is a further process not summed into this
+figure; the recorded run uses ``--workers 0`` (everything in one process).
 
     python bench/eval_memory.py --root /tmp/eval_memory_imgs     # generate (once) + measure
 
@@ -18,9 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,16 +61,21 @@ def generate(root: Path, n: int, lo: int, hi: int, seed: int) -> None:
 
 
 def evaluate_peak(card: Path, root: Path, batch_size: int, workers: int) -> tuple[dict, float, float]:
-    """Run ``datafree evaluate --json`` in a child; its result, peak RSS (MiB, with its workers), seconds."""
+    """Run ``datafree evaluate --json`` in a child; its result, peak RSS (MiB, largest process), seconds."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "evaluate", "--model", str(card), "--data", str(root),
-           "--batch-size", str(batch_size), "--workers", str(workers), "--device", "cpu", "--json"]  # fmt: skip
+           "--batch-size", str(batch_size), "--workers", str(workers), "--device", "cpu",
+           "--json"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - t0
-    # communicate() reaped the child; its rusage is in RUSAGE_CHILDREN (max over children so far)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
+    with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
+        proc = subprocess.Popen(cmd, stdout=fout, stderr=ferr, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
+        fout.seek(0)
+        ferr.seek(0)
+        out, err = fout.read(), ferr.read()
+    peak = usage.ru_maxrss / 1024  # Linux: KiB -> MiB; the largest single process (workers are separate)
     if proc.returncode != 0:
         sys.exit(f"evaluate failed ({proc.returncode}): {err.strip()}")
     return json.loads(out), peak, seconds
@@ -84,7 +91,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--baseline-images", type=int, default=500, help="A small folder measured first, for comparison.")
+    ap.add_argument(
+        "--baseline-images", type=int, default=500, help="A small folder measured first, for comparison."
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "eval_memory.json")
     args = ap.parse_args()
     dev = setup("cpu", 1)
@@ -99,7 +108,7 @@ def main() -> None:
     res, peak_mib, eval_s = evaluate_peak(card, args.root, args.batch_size, args.workers)
     record = {
         "command": f"datafree evaluate --model {card.relative_to(ROOT)} --data {args.root} --batch-size "
-                   f"{args.batch_size} --workers {args.workers} --device cpu --json",
+        f"{args.batch_size} --workers {args.workers} --device cpu --json",
         "num_images": res["num_samples"],
         "image_sizes_px": [args.min_size, args.max_size],
         "model": "custom_teacher (3x24x24, net.py:build)",
@@ -120,8 +129,12 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"{record['num_images']} images ({args.min_size}-{args.max_size} px RGB): peak RSS {record['peak_rss_mib']} MiB "
-          f"(limit {LIMIT_MIB}; {small['num_samples']} images: {record['peak_rss_mib_small']} MiB); top-1 {record['top1']:.4f}, top-5 {record['top5']:.4f}; evaluate {record['evaluate_seconds']} s")
+    print(
+        f"{record['num_images']} images ({args.min_size}-{args.max_size} px RGB): "
+        f"peak RSS {record['peak_rss_mib']} MiB (limit {LIMIT_MIB}; {small['num_samples']} images: "
+        f"{record['peak_rss_mib_small']} MiB); top-1 {record['top1']:.4f}, top-5 {record['top5']:.4f}; "
+        f"evaluate {record['evaluate_seconds']} s"
+    )
 
 
 if __name__ == "__main__":

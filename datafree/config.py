@@ -1,5 +1,7 @@
-"""Run configurations as YAML: ``--config FILE`` on every command that computes, and the resolved
-configuration saved beside each output (``OUT/config.yaml``) so ``--config OUT/config.yaml`` replays it.
+"""Run configurations as YAML: ``--config FILE`` and the resolved options saved beside each output.
+
+``--config FILE`` works on every command that computes; the resolved configuration is saved beside
+each output (``OUT/config.yaml``) so ``--config OUT/config.yaml`` replays the run.
 
 A config file is a mapping whose keys are the command's long option names, with dashes or
 underscores (``kd-batch-size`` or ``kd_batch_size``); values are what the option takes. Options given
@@ -20,7 +22,15 @@ from typing import Any
 from .errors import UserInputError
 from .utils import atomic_write
 
-__all__ = ["CONFIG_FILE", "read_config", "to_default_map", "resolved_config", "write_config", "parse_kd", "dump_yaml"]
+__all__ = [
+    "CONFIG_FILE",
+    "read_config",
+    "to_default_map",
+    "resolved_config",
+    "write_config",
+    "parse_kd",
+    "dump_yaml",
+]
 
 CONFIG_FILE = "config.yaml"
 
@@ -53,7 +63,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserInputError(f"{p}: not valid YAML{where} ({getattr(e, 'problem', None) or 'syntax error'})") from None
+        raise UserInputError(
+            f"{p}: not valid YAML{where} ({getattr(e, 'problem', None) or 'syntax error'})"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
@@ -107,7 +119,8 @@ def to_default_map(command: Any, config: dict[str, Any], where: str) -> dict[str
     unknown = [k for k in config if k.replace("_", "-") not in names]
     if unknown:
         raise UserInputError(
-            f"{where}: unknown key(s) {', '.join(unknown)} for '{command.name}' (valid: {', '.join(sorted(names))})"
+            f"{where}: unknown key(s) {', '.join(unknown)} for '{command.name}' "
+            f"(valid: {', '.join(sorted(names))})"
         )
     out: dict[str, Any] = {}
     for key, value in config.items():
@@ -170,7 +183,9 @@ def parse_kd(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
         if not sep or not k:
             raise UserInputError(f"--kd expects KEY=VALUE, got {item!r}")
         if k not in fields:
-            raise UserInputError(f"--kd: unknown KD option {key.strip()!r}; valid: {', '.join(sorted(fields))}")
+            raise UserInputError(
+                f"--kd: unknown KD option {key.strip()!r}; valid: {', '.join(sorted(fields))}"
+            )
         default, text = getattr(defaults, k), text.strip()
         try:
             if isinstance(default, bool):

@@ -1,5 +1,7 @@
-"""Accuracy of a model on real labelled data: the user's (``--data`` / ``--eval-data``), or the digits
-test split for models whose card says they were trained on digits (``"trained_on": "digits"``).
+"""Accuracy of a model on real labelled data: the user's, or digits for models trained on digits.
+
+The data is the user's (``--data`` / ``--eval-data``), or the digits test split for models whose
+card says they were trained on digits (``"trained_on": "digits"``).
 
 Nothing is claimed for other models unless data is given: :func:`default_eval_data` is ``None`` for
 them, and the pipeline reports their accuracy as ``null``. Evaluation streams the data in batches
@@ -40,7 +42,11 @@ def _logits(out: Any) -> torch.Tensor:
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer, batch_size: int = 512
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalizer: Normalizer,
+    batch_size: int = 512,
 ) -> float:
     """Top-1 accuracy of ``model`` on pixels ``images`` ``(N, C, H, W)`` in [0, 1]."""
     was_training = model.training
@@ -87,7 +93,8 @@ def evaluate_model(
     spec = data if data is not None else default_eval_data(card)
     if spec is None:
         raise UserInputError(
-            f"no evaluation data for {card.name or card.arch}: its card does not say it was trained on digits; "
+            f"no evaluation data for {card.name or card.arch}: its card does not say it was trained on "
+            "digits; "
             "give labelled data (--data / --eval-data: an ImageFolder dir, .npz, cifar10:ROOT, imagenet:DIR)"
         )
     ds = open_eval_data(spec, card, batch_size=batch_size, workers=workers)
@@ -105,7 +112,9 @@ def evaluate_model(
     for x, y in ds:
         logits = _logits(model(norm(x.to(dev)))).float().cpu()
         if logits.ndim != 2 or logits.shape[1] != card.num_classes:
-            raise UserInputError(f"the model returned {tuple(logits.shape)}, not (N, {card.num_classes}) logits")
+            raise UserInputError(
+                f"the model returned {tuple(logits.shape)}, not (N, {card.num_classes}) logits"
+            )
         pred = logits.argmax(1)
         top1 += int((pred == y).sum())
         top5 += int((logits.topk(k, 1).indices == y[:, None]).any(1).sum())
@@ -152,5 +161,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Load a model from its card and evaluate it (see :func:`evaluate_model`)."""
     lm = spec if isinstance(spec, LoadedModel) else load_model(spec, device, **load_kw)
-    t = teacher if teacher is None or isinstance(teacher, LoadedModel) else load_model(teacher, device, **load_kw)
+    t = (
+        teacher
+        if teacher is None or isinstance(teacher, LoadedModel)
+        else load_model(teacher, device, **load_kw)
+    )
     return evaluate_model(lm.model, lm.card, data, batch_size=batch_size, workers=workers, teacher=t)

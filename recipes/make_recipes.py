@@ -41,72 +41,143 @@ METHODS: dict[str, dict[str, Any]] = {
     "deepinversion": {
         "command": "compress",
         "source": "DeepInversion (ADI) as run by CMI's scripts/deepinv (the setting behind CMI's table): 256 "
-                  "images per round, 1000 Adam steps lr 0.1 betas (0.5, 0.99), bn 10, CE 1, adversarial "
-                  "(competition) 1 at JS T=3, TV 1e-3; 200 rounds = 51,200 images; KD KL T=20, SGD 0.1 "
-                  "momentum 0.9 wd 1e-4, cosine, 200 epochs x 400 steps at batch 256. Ours: the whole set is "
-                  "synthesized first, then KD (CMI interleaves rounds and KD).",
+        "images per round, 1000 Adam steps lr 0.1 betas (0.5, 0.99), bn 10, CE 1, adversarial "
+        "(competition) 1 at JS T=3, TV 1e-3; 200 rounds = 51,200 images; KD KL T=20, SGD 0.1 "
+        "momentum 0.9 wd 1e-4, cosine, 200 epochs x 400 steps at batch 256. Ours: the whole set is "
+        "synthesized first, then KD (CMI interleaves rounds and KD).",
         "options": {
-            "method": "deepinversion", "num-images": 51200, "iterations": 1000,
-            "set": {"batch_size": 256, "lr": 0.1, "beta1": 0.5, "beta2": 0.99, "bn_weight": 10.0,
-                    "ce_weight": 1.0, "competition_weight": 1.0, "competition_temperature": 3.0,
-                    "tv_l2_weight": 0.001, "jitter": 2},
-            "epochs": 200, "steps-per-epoch": 400, "kd-batch-size": 256, "lr": 0.1, "temperature": 20.0,
-            "optimizer": "sgd", "momentum": 0.9, "weight-decay": 0.0001,
+            "method": "deepinversion",
+            "num-images": 51200,
+            "iterations": 1000,
+            "set": {
+                "batch_size": 256,
+                "lr": 0.1,
+                "beta1": 0.5,
+                "beta2": 0.99,
+                "bn_weight": 10.0,
+                "ce_weight": 1.0,
+                "competition_weight": 1.0,
+                "competition_temperature": 3.0,
+                "tv_l2_weight": 0.001,
+                "jitter": 2,
+            },
+            "epochs": 200,
+            "steps-per-epoch": 400,
+            "kd-batch-size": 256,
+            "lr": 0.1,
+            "temperature": 20.0,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "weight-decay": 0.0001,
         },
     },  # fmt: skip
     "fast": {
         "command": "distill",
-        "source": "Fast-Datafree (Fast-10): persistent meta-learned generator (nz 256, ngf 64), 10 inner steps "
-                  "at lr_g 2e-3 and lr_z 0.01, first-order MAML, bn 10 (EMA 0.9), oh 0.4, adv 1.1; one round "
-                  "of 256 images per epoch into the pool, 400 KD steps per round; KD 220 epochs, batch 256, SGD "
-                  "0.2, KL T=20, cosine, wd 1e-4 (the CMI code base's default). Ours: no 20-epoch synthesis-only warm-up and no re-init of the first "
-                  "layer at epoch 140.",
+        "source": "Fast-Datafree (Fast-10): persistent meta-learned generator (nz 256, ngf 64), 10 inner "
+        "steps "
+        "at lr_g 2e-3 and lr_z 0.01, first-order MAML, bn 10 (EMA 0.9), oh 0.4, adv 1.1; one round "
+        "of 256 images per epoch into the pool, 400 KD steps per round; KD 220 epochs, batch 256, SGD "
+        "0.2, KL T=20, cosine, wd 1e-4 (the CMI code base's default). Ours: no 20-epoch "
+        "synthesis-only warm-up and no re-init of the first "
+        "layer at epoch 140.",
         "options": {
-            "method": "fast", "pool": True,
-            "set": {"batch_size": 256, "iterations": 10, "nz": 256, "ngf": 64, "lr": 0.002, "lr_z": 0.01,
-                    "bn_weight": 10.0, "bn_momentum": 0.9, "oh_weight": 0.4, "adv_weight": 1.1, "meta": "fomaml"},
-            "epochs": 220, "steps-per-epoch": 400, "kd-batch-size": 256, "lr": 0.2, "temperature": 20.0,
-            "optimizer": "sgd", "momentum": 0.9, "weight-decay": 0.0001, "kd": {"kd_steps": 400},
+            "method": "fast",
+            "pool": True,
+            "set": {
+                "batch_size": 256,
+                "iterations": 10,
+                "nz": 256,
+                "ngf": 64,
+                "lr": 0.002,
+                "lr_z": 0.01,
+                "bn_weight": 10.0,
+                "bn_momentum": 0.9,
+                "oh_weight": 0.4,
+                "adv_weight": 1.1,
+                "meta": "fomaml",
+            },
+            "epochs": 220,
+            "steps-per-epoch": 400,
+            "kd-batch-size": 256,
+            "lr": 0.2,
+            "temperature": 20.0,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "weight-decay": 0.0001,
+            "kd": {"kd_steps": 400},
         },
     },  # fmt: skip
     "dafl": {
         "command": "compress",
-        "source": "DAFL (DAFL-train.py, CIFAR-10): generator batch 1024, latent 1000, lr_G 0.02; one-hot 0.05, "
-                  "information entropy 5, activation 0.01 (CIFAR-100: 0.5 / 20 / 0.1); student SGD 0.1, KL "
-                  "T=1; 2000 epochs x 120 iterations. Ours: cosine schedule instead of /10 at epochs 800 and "
-                  "1600; the entropy uses the natural log (DAFL: log10, a constant factor).",
+        "source": "DAFL (DAFL-train.py, CIFAR-10): generator batch 1024, latent 1000, lr_G 0.02; "
+        "one-hot 0.05, "
+        "information entropy 5, activation 0.01 (CIFAR-100: 0.5 / 20 / 0.1); student SGD 0.1, KL "
+        "T=1; 2000 epochs x 120 iterations. Ours: cosine schedule instead of /10 at epochs 800 and "
+        "1600; the entropy uses the natural log (DAFL: log10, a constant factor).",
         "options": {
             "method": "dafl",
-            "set": {"batch_size": 1024, "latent_dim": 1000, "generator_lr": 0.02, "oh_weight": 0.05,
-                    "ie_weight": 5.0, "activation_weight": 0.01},
-            "epochs": 2000, "steps-per-epoch": 120, "kd-batch-size": 1024, "lr": 0.1, "temperature": 1.0,
-            "optimizer": "sgd", "momentum": 0.9, "weight-decay": 0.0005, "kd": {"kd_steps": 1},
+            "set": {
+                "batch_size": 1024,
+                "latent_dim": 1000,
+                "generator_lr": 0.02,
+                "oh_weight": 0.05,
+                "ie_weight": 5.0,
+                "activation_weight": 0.01,
+            },
+            "epochs": 2000,
+            "steps-per-epoch": 120,
+            "kd-batch-size": 1024,
+            "lr": 0.1,
+            "temperature": 1.0,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "weight-decay": 0.0005,
+            "kd": {"kd_steps": 1},
         },
         "cifar100": {"set": {"oh_weight": 0.5, "ie_weight": 20.0, "activation_weight": 0.1}},
     },  # fmt: skip
     "zskt": {
         "command": "compress",
-        "source": "ZSKT (scripts/ZeroShot/main0.sh): z batch 128, latent 100, generator Adam 1e-3, student Adam "
-                  "2e-3, 1 generator step then 10 student steps, 80,000 pseudo-batches with cosine annealing, "
-                  "grad-norm clip 5, attention beta 250, KL T=1.",
+        "source": "ZSKT (scripts/ZeroShot/main0.sh): z batch 128, latent 100, generator Adam 1e-3, "
+        "student Adam "
+        "2e-3, 1 generator step then 10 student steps, 80,000 pseudo-batches with cosine annealing, "
+        "grad-norm clip 5, attention beta 250, KL T=1.",
         "options": {
             "method": "zskt",
-            "set": {"batch_size": 128, "latent_dim": 100, "generator_lr": 0.001, "generator_grad_clip": 5.0,
-                    "at_beta": 250.0, "lr_schedule": "cosine"},
-            "epochs": 200, "steps-per-epoch": 4000, "kd-batch-size": 128, "lr": 0.002, "temperature": 1.0,
-            "optimizer": "adam", "weight-decay": 0.0, "kd": {"kd_steps": 10, "g_steps": 1, "grad_clip": 5.0},
+            "set": {
+                "batch_size": 128,
+                "latent_dim": 100,
+                "generator_lr": 0.001,
+                "generator_grad_clip": 5.0,
+                "at_beta": 250.0,
+                "lr_schedule": "cosine",
+            },
+            "epochs": 200,
+            "steps-per-epoch": 4000,
+            "kd-batch-size": 128,
+            "lr": 0.002,
+            "temperature": 1.0,
+            "optimizer": "adam",
+            "weight-decay": 0.0,
+            "kd": {"kd_steps": 10, "g_steps": 1, "grad_clip": 5.0},
         },
     },  # fmt: skip
     "dfad": {
         "command": "compress",
         "source": "DFAD (DFAD_cifar.py): nz 256, batch 256, generator Adam 1e-3, 5 student steps (L1 between "
-                  "logits) per generator step, student SGD 0.1 momentum 0.9 wd 5e-4, 500 epochs x 50 "
-                  "iterations. Ours: cosine schedules instead of MultiStepLR at epochs 100 and 200.",
+        "logits) per generator step, student SGD 0.1 momentum 0.9 wd 5e-4, 500 epochs x 50 "
+        "iterations. Ours: cosine schedules instead of MultiStepLR at epochs 100 and 200.",
         "options": {
             "method": "dfad",
             "set": {"batch_size": 256, "latent_dim": 256, "generator_lr": 0.001},
-            "epochs": 500, "steps-per-epoch": 250, "kd-batch-size": 256, "lr": 0.1, "optimizer": "sgd",
-            "momentum": 0.9, "weight-decay": 0.0005, "kd": {"loss": "l1", "kd_steps": 5},
+            "epochs": 500,
+            "steps-per-epoch": 250,
+            "kd-batch-size": 256,
+            "lr": 0.1,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "weight-decay": 0.0005,
+            "kd": {"loss": "l1", "kd_steps": 5},
         },
     },  # fmt: skip
 }
@@ -163,7 +234,7 @@ def _wrap(text: str, width: int) -> list[str]:
 def readme() -> str:
     """The README table of the recipes with the papers' numbers."""
     rows = []
-    for name, opts, _ in all_recipes():
+    for name, _, _ in all_recipes():
         method, dataset = name.split("_", 2)[:2]
         pid = name[len(method) + len(dataset) + 2 : -5]
         pair = next(p for p in PAIRS if p[0] == pid)
@@ -176,12 +247,15 @@ def readme() -> str:
         "# Recipes: the published CIFAR settings of each method\n\n"
         "Each file is a `--config` for one run on a GPU: `datafree COMMAND --config recipes/FILE.yaml` (the\n"
         "command is on the file's first line). Options given on the command line override the file, e.g.\n"
-        "`--out`, `--device cuda:1`, `--epochs 5` for a quick try. Written by `python recipes/make_recipes.py`;\n"
+        "`--out`, `--device cuda:1`, `--epochs 5` for a quick try. Written by "
+        "`python recipes/make_recipes.py`;\n"
         "`tests/test_recipes.py` checks every file parses and validates against the command's options, the\n"
         "backend's settings and the KD settings (without running).\n\n"
         "Before running one you need:\n\n"
-        "1. the teacher as a card, e.g. from the CMI / Fast-Datafree CIFAR checkpoints (`cifar10_resnet34.pth`,\n"
-        "   `cifar10_wrn40_2.pth`, ...): `datafree card resnet34_cifar --weights cifar10_resnet34.pth --preset\n"
+        "1. the teacher as a card, e.g. from the CMI / Fast-Datafree CIFAR checkpoints "
+        "(`cifar10_resnet34.pth`,\n"
+        "   `cifar10_wrn40_2.pth`, ...): `datafree card resnet34_cifar --weights cifar10_resnet34.pth "
+        "--preset\n"
         "   cifar10 --out cards/cifar10_resnet34_cifar.json` (the file names the recipes expect are\n"
         "   `cards/{cifar10,cifar100}_{resnet34_cifar,wrn40_2}.json`);\n"
         "2. CIFAR in torchvision's on-disk layout under `data/cifar10` / `data/cifar100` (the\n"
@@ -198,7 +272,10 @@ def readme() -> str:
 
 def expected_files() -> dict[str, str]:
     """``{file name: text}`` of everything this script writes."""
-    files = {name: render(opts, header, METHODS[name.split("_", 1)[0]]["source"]) for name, opts, header in all_recipes()}
+    files = {
+        name: render(opts, header, METHODS[name.split("_", 1)[0]]["source"])
+        for name, opts, header in all_recipes()
+    }
     files["README.md"] = readme()
     return files
 

@@ -64,7 +64,9 @@ def test_command_line_wins_over_the_config(run, tmp_path):
 )
 def test_bad_configs_are_one_line_exit_2(run, tmp_path, text, expected):
     (tmp_path / "c.yaml").write_text(text)
-    r = run("distill", "--config", tmp_path / "c.yaml", "--method", "deepinversion", "--out", tmp_path / "o", "-q")
+    r = run(
+        "distill", "--config", tmp_path / "c.yaml", "--method", "deepinversion", "--out", tmp_path / "o", "-q"
+    )
     assert r.exit_code == 2, r.output
     assert expected in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / "o").exists()

@@ -53,7 +53,9 @@ def rgb32(tmp_path_factory):
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("rgb32")
     model = create_model("resnet8", 10, 3)
-    save_model(model, d, arch="resnet8", num_classes=10, input_shape=[3, 32, 32], mean=[0.5] * 3, std=[0.25] * 3)
+    save_model(
+        model, d, arch="resnet8", num_classes=10, input_shape=[3, 32, 32], mean=[0.5] * 3, std=[0.25] * 3
+    )
     return load_model(d)
 
 
@@ -91,7 +93,9 @@ def test_mixed_sizes_rgb_are_converted_to_the_card(tmp_path, bn_teacher):
         rgb = np.stack([img] * 3, -1)
         d = tmp_path / str(lab)
         d.mkdir(exist_ok=True)
-        Image.fromarray(rgb, "RGB").resize((w, h), Image.BILINEAR).save(d / f"{i}.jpg" if i % 2 else d / f"{i}.png")
+        Image.fromarray(rgb, "RGB").resize((w, h), Image.BILINEAR).save(
+            d / f"{i}.jpg" if i % 2 else d / f"{i}.png"
+        )
     r = evaluate(bn_teacher, tmp_path, batch_size=7)
     assert r["num_samples"] == 40 and r["accuracy"] > 0.7  # a 1-channel 16x16 model read them all
 
@@ -105,7 +109,9 @@ def _cifar_root(root: Path, kind: str, n: int = 24, seed: int = 0) -> tuple[np.n
     labels = rng.integers(0, k, size=n).tolist()
     (root / folder).mkdir(parents=True)
     with open(root / folder / file, "wb") as f:
-        pickle.dump({"batch_label": "testing batch 1 of 1", "data": data, key: labels, "filenames": ["a.png"] * n}, f)
+        pickle.dump(
+            {"batch_label": "testing batch 1 of 1", "data": data, key: labels, "filenames": ["a.png"] * n}, f
+        )
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.array(labels)
 
 
@@ -139,7 +145,9 @@ def test_imagenet_form_resizes_and_centre_crops(tmp_path, rgb32):
     rng = np.random.default_rng(1)
     for i, w in enumerate(wnids[:4]):  # only 4 of the 10 classes present: names come from the card
         (tmp_path / w).mkdir()
-        Image.fromarray(rng.integers(0, 256, (48 + i, 64, 3), dtype=np.uint8), "RGB").save(tmp_path / w / "a.png")
+        Image.fromarray(rng.integers(0, 256, (48 + i, 64, 3), dtype=np.uint8), "RGB").save(
+            tmp_path / w / "a.png"
+        )
     card = dataclasses.replace(rgb32.card, extra={"classes": wnids, "resize_size": 40})
     r = evaluate_model(rgb32.model, card, f"imagenet:{tmp_path}")
     assert r["num_samples"] == 4 and r["data"] == f"imagenet:{tmp_path}"
@@ -234,7 +242,9 @@ def test_compress_report_measures_on_eval_data(run, tmp_path):
             *TINY)  # fmt: skip
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["eval_data"] == str(tmp_path / "real.npz") and rep["student"]["eval_data"] == str(tmp_path / "real.npz")
+    assert rep["eval_data"] == str(tmp_path / "real.npz") and rep["student"]["eval_data"] == str(
+        tmp_path / "real.npz"
+    )
     e = run("evaluate", "--model", out, "--data", tmp_path / "real.npz", "--json")
     assert json.loads(e.output)["accuracy"] == pytest.approx(rep["student"]["accuracy"])
     assert json.loads(e.output)["num_samples"] == 100
@@ -252,7 +262,9 @@ def test_compress_of_a_teacher_without_data_claims_nothing(run, tmp_path, bn_tea
             *TINY)  # fmt: skip
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["teacher"]["accuracy"] is None and rep["student"]["accuracy"] is None and rep["eval_data"] is None
+    assert (
+        rep["teacher"]["accuracy"] is None and rep["student"]["accuracy"] is None and rep["eval_data"] is None
+    )
     assert json.loads((out / "model.json").read_text())["test_accuracy"] is None
     assert "accuracy not measured" in r.output and "digits" not in r.output.split("report")[0]
 

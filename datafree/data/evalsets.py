@@ -40,9 +40,12 @@ from .digits import resize_images
 
 __all__ = ["EvalData", "open_eval_data", "folder_class_index", "IMG_EXTENSIONS"]
 
-IMG_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+IMG_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
 _CIFAR = {
-    "cifar10": ("cifar-10-batches-py", {"test": ["test_batch"], "train": [f"data_batch_{i}" for i in range(1, 6)]},
+    "cifar10": ("cifar-10-batches-py",
+                {"test": ["test_batch"], "train": [f"data_batch_{i}" for i in range(1, 6)]},
                 "labels", 10),
     "cifar100": ("cifar-100-python", {"test": ["test"], "train": ["train"]}, "fine_labels", 100),
 }  # fmt: skip
@@ -71,7 +74,9 @@ class EvalData:
 # --- label mapping ---------------------------------------------------------------------------------
 
 
-def folder_class_index(names: list[str], num_classes: int, classes: list[str] | None, where: str) -> dict[str, int]:
+def folder_class_index(
+    names: list[str], num_classes: int, classes: list[str] | None, where: str
+) -> dict[str, int]:
     """Class index of each class folder (see the module docstring for the rules).
 
     Args:
@@ -97,12 +102,15 @@ def folder_class_index(names: list[str], num_classes: int, classes: list[str] | 
         index = {n: int(n) for n in names}
         bad = sorted((n for n, i in index.items() if i >= num_classes), key=int)
         if bad:
-            raise UserInputError(f"{where}: class folder {bad[0]} is not a class of a {num_classes}-class model")
+            raise UserInputError(
+                f"{where}: class folder {bad[0]} is not a class of a {num_classes}-class model"
+            )
         return index
     if len(names) == num_classes:
         return {n: i for i, n in enumerate(sorted(names))}
     raise UserInputError(
-        f"{where}: {len(names)} class folders for a {num_classes}-class model and no way to tell which class each "
+        f"{where}: {len(names)} class folders for a {num_classes}-class model and no way to tell which "
+        "class each "
         "is; name folders 0..K-1 or add a 'classes' list to the card"
     )
 
@@ -113,7 +121,9 @@ def folder_class_index(names: list[str], num_classes: int, classes: list[str] | 
 class _FolderDataset(torch.utils.data.Dataset):
     """Decodes one image per item to ``uint8 (C, H, W)`` at the target size (for DataLoader workers)."""
 
-    def __init__(self, items: list[tuple[str, int]], shape: tuple[int, int, int], crop: dict[str, Any] | None) -> None:
+    def __init__(
+        self, items: list[tuple[str, int]], shape: tuple[int, int, int], crop: dict[str, Any] | None
+    ) -> None:
         self.items, self.shape, self.crop = items, shape, crop
 
     def __len__(self) -> int:
@@ -140,7 +150,9 @@ def _resize_crop(im: Any, h: int, w: int, crop: dict[str, Any]) -> Any:
     """Resize the shorter side to ``crop['resize']`` then take the centre ``h x w`` (torchvision's eval)."""
     from PIL import Image
 
-    interp = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[crop["interpolation"]]
+    interp = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[
+        crop["interpolation"]
+    ]
     size = int(crop["resize"])
     iw, ih = im.size
     if iw <= ih:
@@ -188,7 +200,9 @@ def _image_folder(path: Path, card: Any, batch_size: int, workers: int, crop: bo
         raise UserInputError(f"{path}: no images ({', '.join(sorted(IMG_EXTENSIONS))}) in its class folders")
     c = int(card.input_shape[0])
     if c not in (1, 3):
-        raise UserInputError(f"{path}: images convert to 1 (grayscale) or 3 (RGB) channels, but the card wants {c}")
+        raise UserInputError(
+            f"{path}: images convert to 1 (grayscale) or 3 (RGB) channels, but the card wants {c}"
+        )
     shape = (c, int(card.input_shape[1]), int(card.input_shape[2]))
     ds = _FolderDataset(items, shape, _crop_spec(card) if crop else None)
 
@@ -223,14 +237,20 @@ def _array_batches(images: np.ndarray, labels: np.ndarray, card: Any, batch_size
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise UserInputError(f"{name}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= card.num_classes):
-        raise UserInputError(f"{name}: labels must lie in [0, {card.num_classes}), got {labels.min()}..{labels.max()}")
+        raise UserInputError(
+            f"{name}: labels must lie in [0, {card.num_classes}), got {labels.min()}..{labels.max()}"
+        )
     if images.dtype != np.uint8:
         if not np.issubdtype(images.dtype, np.floating):
-            raise UserInputError(f"{name}: images must be uint8 (0-255) or float in [0, 1], got {images.dtype}")
+            raise UserInputError(
+                f"{name}: images must be uint8 (0-255) or float in [0, 1], got {images.dtype}"
+            )
         if images.size and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
             raise UserInputError(f"{name}: float images must lie in [0, 1] (uint8 images in 0-255)")
     if images.shape[-1] not in (1, 3) and images.shape[-1] != card.input_shape[0]:
-        raise UserInputError(f"{name}: cannot map {images.shape[-1]}-channel images to {card.input_shape[0]} channels")
+        raise UserInputError(
+            f"{name}: cannot map {images.shape[-1]}-channel images to {card.input_shape[0]} channels"
+        )
     shape = tuple(int(v) for v in card.input_shape)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -275,7 +295,9 @@ def _cifar(kind: str, rest: str, card: Any, batch_size: int) -> EvalData:
     root_s, _, split = rest.rpartition(":") if rest.endswith((":test", ":train")) else (rest, "", "test")
     split = split or "test"
     if not root_s:
-        raise UserInputError(f"{kind}:ROOT needs the directory that holds torchvision's files, got {kind}:{rest}")
+        raise UserInputError(
+            f"{kind}:ROOT needs the directory that holds torchvision's files, got {kind}:{rest}"
+        )
     folder, files, label_key, k = _CIFAR[kind]
     root = Path(root_s)
     base = root / folder if (root / folder).is_dir() else root
@@ -351,7 +373,8 @@ def open_eval_data(spec: str | Path, card: Any, *, batch_size: int = 256, worker
     path = Path(s)
     if not path.exists():
         raise UserInputError(
-            f"evaluation data not found: {s} (give an ImageFolder dir, a .npz, digits, imagenet:DIR, cifar10:ROOT or "
+            f"evaluation data not found: {s} (give an ImageFolder dir, a .npz, digits, imagenet:DIR, "
+            "cifar10:ROOT or "
             "cifar100:ROOT)"
         )
     if path.is_dir():

@@ -176,8 +176,9 @@ def _report(
         "kd": dataclasses.asdict(kd) if kd is not None else None,
         "stages": metrics,
         "params_removed": 1.0 - final["params"] / base["params"],
-        "accuracy_kept": final["accuracy"] / base["accuracy"] if base["accuracy"] and final["accuracy"] is not None
-        else None,
+        "accuracy_kept": (
+            final["accuracy"] / base["accuracy"] if base["accuracy"] and final["accuracy"] is not None else None
+        ),
         "history": history,
     }
     if "latency_ms_b64" in base:

@@ -136,7 +136,9 @@ def _arch_kwargs(card: ModelCard, cfg: QuantConfig) -> dict[str, Any]:
     return kwargs
 
 
-def _test_accuracy(model: torch.nn.Module, card: ModelCard, eval_data: str | Path | None = None) -> float | None:
+def _test_accuracy(
+    model: torch.nn.Module, card: ModelCard, eval_data: str | Path | None = None
+) -> float | None:
     """Accuracy on ``eval_data``, or the card's default data (digits for digits models), else None."""
     from ..evaluate import measure
 
@@ -257,7 +259,8 @@ def quantize(
     report["calib_data_seconds"] = round(time.perf_counter() - t0, 2)
     qmodel = calibrate(quantize_network(lm.model, cfg), images, cfg, seed=seed)
     size = quantized_size_bytes(qmodel)
-    report["fp32"] = {"accuracy": _test_accuracy(lm.model, card, eval_data), "size_bytes": model_size_bytes(lm.model)}
+    fp32_acc = _test_accuracy(lm.model, card, eval_data)
+    report["fp32"] = {"accuracy": fp32_acc, "size_bytes": model_size_bytes(lm.model)}
     q_acc = _test_accuracy(qmodel, card, eval_data)
     report["quantized"] = {"accuracy": q_acc, "size_bytes": size["total"], "size": size}
     if finetune_epochs > 0:
