@@ -213,6 +213,7 @@ def _bad_inputs(t: Path) -> list[tuple[list[str], str]]:
         (["--data", t / "big"], "class folder 12 is not a class"),
         (["--data", t / "named"], "no way to tell which class"),
         (["--data", t / "corrupt"], "cannot read image"),
+        (["--data", t / "corrupt", "--workers", "1"], "cannot read image"),
         (["--data", t / "nolabels.npz"], "needs arrays 'images' and 'labels'"),
         (["--data", t / "range.npz"], "labels must lie in [0, 10)"),
         (["--data", f"cifar10:{t / 'nope'}"], "CIFAR file not found"),

@@ -125,6 +125,7 @@ class _FolderDataset(torch.utils.data.Dataset):
         self, items: list[tuple[str, int]], shape: tuple[int, int, int], crop: dict[str, Any] | None
     ) -> None:
         self.items, self.shape, self.crop = items, shape, crop
+        self.raise_errors = True  # False in worker processes: an unreadable image comes back as label -1-i
 
     def __len__(self) -> int:
         return len(self.items)
@@ -140,6 +141,8 @@ class _FolderDataset(torch.utils.data.Dataset):
                 im = _resize_crop(im, h, w, self.crop) if self.crop else im.resize((w, h), Image.BILINEAR)
                 arr = np.array(im, dtype=np.uint8)  # a writable copy
         except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            if not self.raise_errors:  # a worker's exception would reach the user wrapped in a traceback
+                return torch.zeros(self.shape, dtype=torch.uint8), -1 - i
             raise UserInputError(f"cannot read image {path}: {e}") from None
         if arr.ndim == 2:
             arr = arr[:, :, None]
@@ -207,8 +210,12 @@ def _image_folder(path: Path, card: Any, batch_size: int, workers: int, crop: bo
     ds = _FolderDataset(items, shape, _crop_spec(card) if crop else None)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        ds.raise_errors = workers == 0
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
         for x, y in loader:
+            if (y < 0).any():  # a worker could not read an image: raise its error here, as one line
+                ds.raise_errors = True
+                ds[int(-1 - y[y < 0][0])]
             yield x.float().div_(255.0), y.long()
 
     return EvalData(name, len(items), batches, card.num_classes)
