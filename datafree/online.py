@@ -326,7 +326,7 @@ def distill_online_to_dir(
         save_model(
             r.student, out, like=teacher.card, arch=r.student_card.arch, name=STUDENT_NAME,
             card_name=r.student_card.name, test_accuracy=None if acc is None else round(acc, 4),
-            **{k: v for k, v in r.student_card.extra.items()}, accuracy_data=metrics["data"],
+            **{**r.student_card.extra, "accuracy_data": metrics["data"]},
         )  # fmt: skip
     return {
         "arch": r.student_card.arch if r.student_card else type(r.student).__name__,
