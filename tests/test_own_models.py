@@ -147,7 +147,13 @@ def _with(card, **fields):
 
 
 def _compress(card, out) -> dict:
-    _ok("compress", "--teacher", card, "--out", out, *TINY_COMPRESS)
+    import numpy as np
+
+    eval_data = out.parent / "eval.npz"  # 20 labelled 32x32 RGB images: the user's data, in small
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    np.savez(eval_data, images=images, labels=np.arange(20) % 10)
+    _ok("compress", "--teacher", card, "--out", out, "--eval-data", eval_data, *TINY_COMPRESS)
     rep = json.loads((out / "report.json").read_text())
     assert 0.0 <= rep["student"]["accuracy"] <= 1.0 and (out / "model.json").is_file()
     return rep
