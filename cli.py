@@ -184,13 +184,47 @@ def teachers() -> None:
 
 
 @cli.command()
-def models() -> None:
-    """List the registered architectures (any torchvision classifier name works too)."""
-    from datafree.models import MODELS
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {name, params, description}.")
+def models(as_json: bool) -> None:
+    """List the registered architectures with their parameters at 10 classes.
 
-    for name in MODELS.names():
-        doc = (MODELS.get(name).__doc__ or "").strip().splitlines()[0]
-        click.echo(f"{name:18s} {doc}")
+    torchvision:NAME and timm:NAME work too wherever an architecture is asked for.
+    """
+    from datafree.models import describe_models
+
+    rows = describe_models(num_classes=10)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:18s} {r['params']:>12,d}  {r['description']}")
+    click.echo("(parameters at 10 classes, 3 input channels; torchvision:NAME and timm:NAME work too)")
+
+
+@cli.command()
+@click.argument("arch")
+@click.option("--weights", "-w", default=None,
+              help="Weights file, or torchvision:ENUM (e.g. torchvision:IMAGENET1K_V1) from the torch hub "
+                   "cache (default: freshly initialised weights).")  # fmt: skip
+@click.option("--preset", type=click.Choice(["cifar10", "cifar100", "imagenet", "digits"]), default=None,
+              help="Input shape, mean/std and class names of the task.")  # fmt: skip
+@click.option("--num-classes", type=int, default=None, callback=_positive,
+              help="Output classes (overrides the preset).")  # fmt: skip
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Card path (.json) or directory.")  # fmt: skip
+@trust_opt
+def card(arch: str, weights: str | None, preset: str | None, num_classes: int | None, out: Path,
+         trust_checkpoint: bool) -> None:  # fmt: skip
+    """Write a model card for ARCH and check it by loading it (strict keys, one forward pass).
+
+    ARCH: a registry name (datafree models), torchvision:NAME, timm:NAME or file.py:callable.
+    """
+    from datafree.card_maker import make_card
+
+    c = make_card(arch, out, weights=weights, preset=preset, num_classes=num_classes,
+                  trust_checkpoint=trust_checkpoint)  # fmt: skip
+    click.echo(f"card {c.path}: arch {c.arch}, input {c.input_shape}, {c.num_classes} classes, "
+               f"weights {c.weights} (loaded and checked with one forward pass)")  # fmt: skip
 
 
 @cli.command()

@@ -11,6 +11,16 @@ them, so the card alone rebuilds the pruned architecture.
 A real int8 model's card (``datafree quantize --int8``) also holds ``int8``
 ``{"engine", "flow", "keep_last_float"}``: :func:`load_model` rebuilds it from the float ``arch`` on
 CPU (see :mod:`datafree.quant.int8_artefact`).
+
+``arch`` may also be ``timm:NAME`` (the ``datafree[timm]`` extra). ``weights`` is a ``.safetensors``
+file, a PyTorch checkpoint in any of the forms :mod:`datafree.checkpoints` reads (always with
+``weights_only=True`` unless trusted), or, for a torchvision arch, ``torchvision:ENUM``
+(``torchvision:IMAGENET1K_V1``) read from the torch hub cache.
+
+Every float card is checked when loaded (:func:`check_forward`): one forward pass of a zero batch of
+``input_shape`` must give ``(N, num_classes)`` logits. A model may return a tuple (its first tensor
+is taken: ``(logits, features)``) or a dict (its ``"logits"``); such a model is then made to return
+the logits alone for every stage (:func:`datafree.models.attach_logits_hook`).
 """
 
 from __future__ import annotations
@@ -21,17 +31,16 @@ import importlib.util
 import io
 import json
 import math
-import pickle
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .checkpoints import extract_state_dict, load_checkpoint, match_state_dict, torchvision_weights_file
 from .errors import UserInputError
-from .models import create_model
+from .models import attach_logits_hook, create_model, logits_of
 from .normalize import Normalizer
 from .utils import atomic_write, atomic_write_json, sha256_file
 
@@ -44,6 +53,7 @@ __all__ = [
     "save_model",
     "save_state",
     "read_safetensors",
+    "check_forward",
     "portable_arch",
     "shipped_teachers",
     "resolve_card_path",
@@ -92,7 +102,9 @@ class ModelCard:
         return "int8" in self.extra
 
     def weights_path(self) -> Path:
-        """Absolute path of the weights file."""
+        """Absolute path of the weights file (for ``torchvision:ENUM``: its file in the torch hub cache)."""
+        if self.weights.startswith("torchvision:"):
+            return torchvision_weights_file(self.arch, self.weights)
         base = self.path.parent if self.path else Path.cwd()
         return (base / self.weights).resolve()
 
@@ -239,7 +251,7 @@ def build_model(card: ModelCard) -> nn.Module:
 
 
 def _build_arch(card: ModelCard) -> nn.Module:
-    if ":" in card.arch and not card.arch.startswith("torchvision:"):
+    if ":" in card.arch and not card.arch.startswith(("torchvision:", "timm:")):
         fn = _import_callable(card.arch, card.path.parent if card.path else None)
         try:
             model = fn(num_classes=card.num_classes, **card.arch_kwargs)
@@ -247,7 +259,7 @@ def _build_arch(card: ModelCard) -> nn.Module:
             raise UserInputError(f"arch {card.arch!r} failed to build: {type(e).__name__}: {e}") from None
         if not isinstance(model, nn.Module):
             raise UserInputError(f"arch {card.arch!r} returned {type(model).__name__}, not an nn.Module")
-        return model
+        return attach_logits_hook(model)  # a (logits, features) model gives its logits to every stage
     try:
         return create_model(card.arch, card.num_classes, card.in_channels, **card.arch_kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
@@ -288,30 +300,13 @@ def _read_state_dict(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tens
                 "load it through the card written beside it by datafree quantize --int8"
             )
         return tensors
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
-    except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise UserInputError(
-                f"{path} holds pickled Python objects, not plain weights; it is refused by default "
-                "because unpickling can run code. Pass --trust-checkpoint if you trust its source"
-            ) from None
-        raise UserInputError(f"{path}: corrupt checkpoint ({e})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0]
-        raise UserInputError(f"{path}: corrupt or truncated checkpoint ({first})") from None
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserInputError(f"{path}: expected a state dict of tensors")
-    return obj
+    return extract_state_dict(load_checkpoint(path, trust_checkpoint), str(path))
 
 
 def _load_float(card: ModelCard, wpath: Path, trust_checkpoint: bool) -> nn.Module:
     state = _read_state_dict(wpath, trust_checkpoint)
     model = build_model(card)
+    state = match_state_dict(state, model, wpath.name, card.arch)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -320,6 +315,76 @@ def _load_float(card: ModelCard, wpath: Path, trust_checkpoint: bool) -> nn.Modu
         detail = detail if len(detail) <= 200 else detail[:200] + "…"
         raise UserInputError(f"weights {wpath.name} do not match arch {card.arch!r}: {detail}") from None
     return model
+
+
+def _describe_output(out: Any) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, (tuple, list)):
+        inner = ", ".join(
+            _describe_output(o) if isinstance(o, torch.Tensor) else type(o).__name__ for o in out[:3]
+        )
+        return f"a {type(out).__name__} of {len(out)} ({inner})"
+    if isinstance(out, dict):
+        return f"a dict with keys {', '.join(map(repr, list(out)[:5]))}"
+    return f"a {type(out).__name__}"
+
+
+def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first conv or linear layer in module order (the one that reads the input, usually)."""
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+
+
+@torch.no_grad()
+def check_forward(model: nn.Module, card: ModelCard, batch: int = 2) -> torch.Tensor:
+    """One forward pass of a zero batch of the card's ``input_shape``; the output must be the logits.
+
+    The output may be a tensor, a tuple or list (its first tensor) or a dict (its ``"logits"``),
+    of shape ``(batch, num_classes)``. The model must be in eval mode (BatchNorm on a zero batch).
+
+    Args:
+        model: the card's model, on its device.
+        card: its card.
+        batch: N of the zero batch.
+
+    Returns:
+        The logits ``(batch, num_classes)``.
+
+    Raises:
+        UserInputError: the forward pass failed (wrong input channels, too small an input) or gave
+            something else; one line saying what came out.
+    """
+    where = str(card.path or card.name or card.arch)
+    param = next(iter(model.parameters()), None)
+    x = torch.zeros(batch, *card.input_shape, device=param.device if param is not None else "cpu")
+    try:
+        out = model(x)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's model is reported in one line
+        first = _first_layer(model)
+        c = card.in_channels
+        if first is not None and isinstance(first[1], nn.Conv2d) and first[1].in_channels != c:
+            raise UserInputError(
+                f"{where}: input_shape {card.input_shape} says {c} channel(s) but the model's first layer "
+                f"({first[0]}) takes {first[1].in_channels}; fix input_shape (and mean/std) in the card"
+            ) from None
+        msg = " ".join(str(e).split())[:200]
+        raise UserInputError(
+            f"{where}: a forward pass of a zero batch of input_shape {card.input_shape} failed "
+            f"({type(e).__name__}: {msg}); check input_shape and arch"
+        ) from None
+    logits = logits_of(out)
+    if logits is None or tuple(logits.shape) != (batch, card.num_classes):
+        got = _describe_output(out)
+        if logits is not None and logits is not out:
+            got += f" whose logits are {_describe_output(logits)}"
+        raise UserInputError(
+            f"{where}: the model returned {got} for a batch of {batch}; expected logits "
+            f"({batch}, {card.num_classes}) (num_classes in the card): a tensor, a tuple whose first tensor "
+            "is the logits, or a dict with 'logits'"
+        )
+    if logits is not out:
+        attach_logits_hook(model)
+    return logits
 
 
 @dataclasses.dataclass
@@ -369,6 +434,8 @@ def load_model(
     else:
         model = _load_float(card, wpath, trust_checkpoint)
     model.to(device).eval()
+    if not card.is_int8:
+        check_forward(model, card)
     if frozen:
         model.requires_grad_(False)
     return LoadedModel(model, card)

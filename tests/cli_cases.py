@@ -68,6 +68,7 @@ def make_fixtures(t: Path) -> None:
     _card(c / "sha.json", sha256="0" * 64)
     _card(c / "bad_import.json", arch="nosuch_package.nets:build")
     _card(c / "raising_import.json", arch="raises.py:build")
+    _own_model_fixtures(c)
     _card(c / "unknown_arch.json", arch="no_such_net")
     _card(c / "wrong_type.json", num_classes="ten")
     _card(c / "bad_shape.json", input_shape=[16, 16])
@@ -112,6 +113,43 @@ def make_fixtures(t: Path) -> None:
     (t / "bad.npz").write_bytes(b"not an npz")
 
 
+NET3 = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10, out="tensor"):
+        super().__init__()
+        self.conv, self.fc, self.out = nn.Conv2d(3, 4, 3), nn.Linear(4, num_classes), out
+
+    def forward(self, x):
+        logits = self.fc(self.conv(x).mean((2, 3)))
+        return logits[:, :3] if self.out == "wrong" else (logits, x)
+
+
+def build(num_classes=10, out="tensor"):
+    return Net(num_classes, out)
+"""
+
+
+def _own_model_fixtures(c: Path) -> None:
+    """Cards of datafree/checkpoints.py and the forward check (docs/models.md)."""
+    from datafree.models import create_model
+
+    rgb = {"input_shape": [3, 16, 16], "mean": [0.5] * 3, "std": [0.5] * 3}
+    torch.save({"state_dict": create_model("wrn16_1_post", 10).state_dict(), "epoch": 1}, c / "wrn_post.pt")
+    _card(c / "other_layout.json", arch="wrn16_1", weights="wrn_post.pt", **rgb)
+    torch.save({"weights_here": {"a": 1}, "epoch": 3}, c / "no_state.pt")
+    _card(c / "no_state_dict.json", arch="wrn16_1", weights="no_state.pt", **rgb)
+    (c / "net3.py").write_text(NET3)
+    net3 = {"conv.weight": torch.zeros(4, 3, 3, 3), "conv.bias": torch.zeros(4)}
+    net3.update({"fc.weight": torch.zeros(10, 4), "fc.bias": torch.zeros(10)})
+    torch.save(net3, c / "net3.pt")
+    _card(c / "wrong_channels.json", arch="net3.py:build", weights="net3.pt")  # 1x16x16 for a 3-channel conv
+    wrong = {"arch": "net3.py:build", "weights": "net3.pt", "arch_kwargs": {"out": "wrong"}}
+    _card(c / "wrong_output.json", **wrong, **rgb)
+
+
 TEACHER = ["--teacher", "{t}/cards/ok.json"]
 DIST_OK = ["distill", "--data", "{t}/ds/good", "--out", "{t}/new_out", *KD1]
 
@@ -137,6 +175,21 @@ CASES: list[tuple[str, list[str], str]] = [
     ("weights sha256 differs from card", ["evaluate", "--model", "{t}/cards/sha.json"], "does not match the card"),
     ("arch module not importable", ["evaluate", "--model", "{t}/cards/bad_import.json"], "cannot import arch"),
     ("arch file raises on import", ["evaluate", "--model", "{t}/cards/raising_import.json"], "cannot import arch"),
+    ("checkpoint of another layout", ["evaluate", "--model", "{t}/cards/other_layout.json"],
+     "missing keys block1.layer.0.bn1.weight"),
+    ("checkpoint without a state dict", ["evaluate", "--model", "{t}/cards/no_state_dict.json"],
+     "no state dict found"),
+    ("card input_shape with the wrong channels", ["evaluate", "--model", "{t}/cards/wrong_channels.json"],
+     "says 1 channel(s) but the model's first layer (conv) takes 3"),
+    ("model output is not (N, num_classes)", ["evaluate", "--model", "{t}/cards/wrong_output.json"],
+     "expected logits (2, 10)"),
+    ("card: no preset for a bare arch", ["card", "wrn16_1", "--out", "{t}/new_card.json"], "give --preset"),
+    ("card: unknown timm model",
+     ["card", "timm:resnet_nope", "--preset", "cifar10", "--out", "{t}/new_card.json"],
+     "timm has no model 'resnet_nope'"),
+    ("card: unknown torchvision weights",
+     ["card", "torchvision:resnet18", "--weights", "torchvision:IMAGENET9K", "--out", "{t}/new_card.json"],
+     "has no weights 'IMAGENET9K'"),
     ("unknown arch name", ["evaluate", "--model", "{t}/cards/unknown_arch.json"], "unknown architecture"),
     ("evaluate --data missing", ["evaluate", "--model", "resnet8_digits", "--data", "{t}/none.npz"], "not found"),
     ("evaluate --data not an npz", ["evaluate", "--model", "resnet8_digits", "--data", "{t}/bad.npz"], "bad.npz"),

@@ -23,7 +23,7 @@ def test_no_activation_module_is_reused(name):
     hooks = [
         m.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1))
         for m in model.modules()
-        if isinstance(m, nn.ReLU)
+        if isinstance(m, (nn.ReLU, nn.ReLU6))
     ]
     model(torch.randn(2, 1, 16, 16))
     for h in hooks:

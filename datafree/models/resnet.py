@@ -1,7 +1,10 @@
 """CIFAR-style ResNets and wide ResNets with BatchNorm, for any input size and channel count.
 
 Reference: He et al., "Deep Residual Learning", CVPR 2016 (CIFAR variant: 3 stages, 6n+2 layers);
-Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016.
+Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016. The ``wrn*_post`` models here are
+post-activation ResNets at WRN widths (ResNet blocks, not the paper's pre-activation blocks); the
+standard pre-activation WRNs with the community checkpoints' keys are ``wrn16_1`` ... ``wrn40_2`` in
+:mod:`datafree.models.wresnet`.
 """
 
 from __future__ import annotations
@@ -107,19 +110,19 @@ def resnet20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     return _resnet(20, 16, num_classes, in_channels)
 
 
-@MODELS.register("wrn16_1")
-def wrn16_1(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    """WRN-16-1 (2 blocks per stage, widths 16-32-64)."""
+@MODELS.register("wrn16_1_post")
+def wrn16_1_post(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """Post-activation WRN-16-1 (2 blocks per stage, widths 16-32-64; not the community layout)."""
     return ResNet(2, (16, 32, 64), num_classes, in_channels)
 
 
-@MODELS.register("wrn16_2")
-def wrn16_2(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    """WRN-16-2 (2 blocks per stage, widths 32-64-128)."""
+@MODELS.register("wrn16_2_post")
+def wrn16_2_post(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """Post-activation WRN-16-2 (2 blocks per stage, widths 32-64-128; not the community layout)."""
     return ResNet(2, (32, 64, 128), num_classes, in_channels)
 
 
-@MODELS.register("wrn40_2")
-def wrn40_2(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    """WRN-40-2 (6 blocks per stage, widths 32-64-128)."""
+@MODELS.register("wrn40_2_post")
+def wrn40_2_post(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """Post-activation WRN-40-2 (6 blocks per stage, widths 32-64-128; not the community layout)."""
     return ResNet(6, (32, 64, 128), num_classes, in_channels)

@@ -74,8 +74,12 @@ def fold_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` of a copy of ``model`` (the original is untouched)."""
-    return fx.symbolic_trace(copy.deepcopy(model))
+    """``torch.fx.symbolic_trace`` of a copy of ``model`` (the original untouched), returning its logits."""
+    from ..models import keep_logits_output
+
+    gm = fx.symbolic_trace(copy.deepcopy(model))
+    keep_logits_output(gm)  # a (logits, features) model: tracing skips its logits hook
+    return gm
 
 
 def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:

@@ -65,6 +65,11 @@ def export_int8(
         )
     torch.backends.quantized.engine = INT8_ENGINE
     float_model = copy.deepcopy(model).cpu().eval()
+    if getattr(model, "_datafree_logits_hook", False):  # tracing skips the hook: keep the logits in the graph
+        from ..models import keep_logits_output
+
+        traced = torch.fx.symbolic_trace(float_model)
+        float_model = traced if keep_logits_output(traced) else float_model
     mapping = get_default_qconfig_mapping(INT8_ENGINE)
     last = _last_linear_name(float_model) if keep_last_float else None
     if last is not None:
