@@ -33,7 +33,7 @@ from torch import nn
 from .errors import UserInputError
 from .models import create_model
 from .normalize import Normalizer
-from .utils import atomic_write, atomic_write_json, sha256_file
+from .utils import atomic_write, atomic_write_json, ensure_dir, sha256_file
 
 __all__ = [
     "ModelCard",
@@ -426,8 +426,7 @@ def save_state(
     """
     from safetensors.torch import save as st_save
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir)
     with atomic_write(out / f"{name}.safetensors") as f:
         f.write(st_save(state, metadata=metadata))
     base = {}

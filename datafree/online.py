@@ -33,7 +33,7 @@ from .distill import KDConfig, distill
 from .errors import UserInputError
 from .models import create_model, default_student_for
 from .sources import SynthesizerSource
-from .utils import atomic_write, atomic_write_json
+from .utils import atomic_write, atomic_write_json, ensure_dir
 
 __all__ = [
     "OnlineResult",
@@ -113,7 +113,7 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
                 "use the same command to resume, or another --out to start afresh"
             )
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
         atomic_write_json(path, manifest)
 
 

@@ -22,7 +22,15 @@ from .errors import UserInputError
 from .evaluate import evaluate_model
 from .models import create_model, default_student_for
 from .sources import DatasetSource, NoiseSource, SurrogateSource
-from .utils import atomic_write_json, count_params, device_of, model_size_bytes, resolve_device
+from .utils import (
+    atomic_write_json,
+    count_params,
+    device_of,
+    ensure_dir,
+    model_size_bytes,
+    remove_stale,
+    resolve_device,
+)
 
 __all__ = ["prepare_out_dir", "make_student", "distill_to_dir", "compress", "DEFAULT_NUM_IMAGES"]
 
@@ -44,7 +52,7 @@ def prepare_out_dir(path: str | Path) -> Path:
                 f"--out {p} already holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or new directory"
             )
     try:
-        p.mkdir(parents=True, exist_ok=True)
+        ensure_dir(p)
         probe = p / ".datafree-write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -179,6 +187,9 @@ def compress(
 
         create_synthesizer(method, lm.model, lm.card, **(synth_options or {}))
     dist.run_on_main(lambda: prepare_out_dir(out))
+    if dist.is_main():
+        _remove_unasked(out, student=run_student, baseline=baseline, online=cls.online, prune=prune is not None,
+                        quantize=bits is not None)  # fmt: skip
     t_metrics = evaluate_model(lm.model, lm.card)
     stages: dict[str, float] = {}
     report: dict[str, Any] = {
@@ -231,6 +242,22 @@ def compress(
     if dist.is_main():
         atomic_write_json(out / "report.json", report)
     return report
+
+
+# What each compress stage writes into --out: a rerun without the stage removes it, so that
+# report.json never sits beside a previous run's results.
+_STUDENT_FILES = ("model.json", "model.safetensors", CHECKPOINT, "generator.safetensors", "generator.json", "online.json")
+
+
+def _remove_unasked(out: Path, *, student: bool, baseline: bool, online: bool, prune: bool, quantize: bool) -> None:
+    """Remove what an earlier ``compress`` into ``out`` wrote for stages this run does not run."""
+    unasked = {"baseline": not (student and baseline), "data": online, "prune": not prune, "quantize": not quantize}
+    for name, stale in unasked.items():
+        if stale:
+            remove_stale(out / name, f"this run has no {name} stage")
+    if not student:
+        for name in _STUDENT_FILES:
+            remove_stale(out / name, "this run trains no student")
 
 
 def _student_report(report: dict[str, Any], s_report: dict[str, Any], t_metrics: dict[str, Any], out: Path) -> None:

@@ -24,7 +24,7 @@ from ..data import digits_split
 from ..dataset import shard_seed
 from ..errors import UserInputError
 from ..evaluate import accuracy
-from ..utils import atomic_write_json, device_of, model_size_bytes, torch_generator
+from ..utils import atomic_write_json, device_of, model_size_bytes, remove_stale, torch_generator
 from .qat import FinetuneConfig
 from .qat import finetune as finetune_model  # ``finetune`` is a keyword argument of quantize()
 from .qmodel import QuantConfig, calibrate, quantize_network, quantized_size_bytes
@@ -275,6 +275,8 @@ def quantize(
         report["model_card"] = str(saved.path)
         if int8_model is not None:
             report["int8"]["model_card"] = str(_save_int8(int8_model, card, report, out / "int8").path)
+        else:  # a previous run's int8 model would no longer match this model.json
+            remove_stale(out / "int8", "this run exports no int8 model")
         atomic_write_json(out / "report.json", report)
     return report
 
