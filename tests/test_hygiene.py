@@ -68,8 +68,9 @@ def test_synthesize_online_announces_its_generator_dir(tmp_path):
     from cli import cli
 
     out = tmp_path / "X"
-    r = CliRunner().invoke(cli, ["synthesize", "--method", "dafl", "-n", "8", "--out", str(out), "--epochs", "1",
-                                 "--steps-per-epoch", "1", "--kd-batch-size", "8", "--set", "batch_size=8", "--quiet"])
+    args = ["synthesize", "--method", "dafl", "-n", "8", "--out", str(out)]
+    args += ["--epochs", "1", "--steps-per-epoch", "1"]
+    r = CliRunner().invoke(cli, [*args, "--kd-batch-size", "8", "--set", "batch_size=8", "--quiet"])
     assert r.exit_code == 0, r.output
     assert f"created directory {tmp_path / 'X_generator'}" in r.stderr
     assert f"created directory {out}" in r.stderr
