@@ -129,11 +129,7 @@ def _local_batch(source: SurrogateSource, n: int) -> torch.Tensor:
     world = dist.get_world_size()
     if world == 1:
         return source.next_batch(n)
-    rank = dist.get_rank()
-    take = getattr(source, "next_batch_for_rank", None)
-    if take is not None:
-        return take(n, rank, world)
-    return source.next_batch(n)[dist.local_slice(n, rank, world)]
+    return source.next_batch_for_rank(n, dist.get_rank(), world)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:

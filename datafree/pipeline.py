@@ -8,6 +8,7 @@ cost. Every output is written atomically; rerunning the same command resumes.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,58 +21,20 @@ from .cards import LoadedModel, load_model, save_model
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
 from .evaluate import evaluate_model
-from .models import create_model, default_student_for
-from .sources import DatasetSource, NoiseSource, SurrogateSource
-from .utils import (
-    atomic_write_json,
-    count_params,
-    device_of,
-    ensure_dir,
-    model_size_bytes,
-    remove_stale,
-    resolve_device,
-)
+from .outputs import prepare_out_dir
+from .plan import DEFAULT_NUM_IMAGES, Plan, make_student, plan
+from .profile import profile_stages
+from .prune import check_ratio, create_criterion, prune_stage
+from .quant import quantize as quantize_model
+from .quant.qmodel import QuantConfig
+from .sources import NoiseSource, SurrogateSource
+from .utils import atomic_write_json, count_params, device_of, model_size_bytes, remove_stale, resolve_device
 
-__all__ = ["prepare_out_dir", "make_student", "distill_to_dir", "compress", "DEFAULT_NUM_IMAGES"]
-
-DEFAULT_NUM_IMAGES = 1024
-# Files datafree writes into an --out directory; a directory holding anything else is refused.
-_OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
-        "prune", "quantize", "int8", "generator.json", "online.json"}  # fmt: skip
-
-
-def prepare_out_dir(path: str | Path) -> Path:
-    """Create ``path`` or accept it when empty or already ours (resume); refuse anything else."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserInputError(f"--out {p} exists and is not a directory")
-    if p.is_dir():
-        foreign = [c.name for c in p.iterdir() if c.name not in _OWN and not c.name.startswith(".")]
-        if foreign:
-            raise UserInputError(
-                f"--out {p} already holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or new directory"
-            )
-    try:
-        ensure_dir(p)
-        probe = p / ".datafree-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserInputError(f"cannot write to --out {p}: {e.strerror or e}") from None
-    return p
-
-
-def make_student(arch: str | None, teacher: LoadedModel, seed: int = 0) -> tuple[nn.Module, str]:
-    """A freshly initialised student (``arch`` or the default for the teacher) on the teacher's device."""
-    name = arch or default_student_for(teacher.card.arch)
-    torch.manual_seed(seed)
-    model = create_model(name, teacher.card.num_classes, teacher.card.in_channels)
-    return model, name
-
+__all__ = ["distill_to_dir", "compress"]
 
 def distill_to_dir(
     teacher: LoadedModel,
-    source: SurrogateSource,
+    source: Plan | SurrogateSource,
     out: str | Path,
     *,
     student_arch: str | None = None,
@@ -83,13 +46,24 @@ def distill_to_dir(
 ) -> dict[str, Any]:
     """Distil a student from ``source`` into ``out`` (checkpoint there; card ``model.json`` when ``save``).
 
-    Under torchrun every rank calls this; the student trains with DDP and only rank 0 writes.
+    ``source`` is a :class:`~datafree.plan.Plan` (its KD settings and student objective are used;
+    an offline backend writes ``out/data`` first; an online one trains its generator in ``out``,
+    saved as ``generator.safetensors``) or any :class:`~datafree.sources.SurrogateSource` (with
+    ``kd``, default ``KDConfig(seed=seed)``). Under torchrun every rank calls this; the student
+    trains with DDP and only rank 0 writes.
 
     Returns:
-        A report: student arch, test accuracy, params, size, seconds, KD history.
+        A report: student arch, test accuracy, params, size, seconds, KD history (and, for an online
+        backend, the generator's path and the KD settings).
     """
-    kd = kd or KDConfig(seed=seed)
     out = Path(out)
+    if isinstance(source, Plan) and source.online:
+        return _distill_online(teacher, source, out, student_arch, seed)
+    if isinstance(source, Plan):
+        kd = source.kd
+        distill_kw.setdefault("student_objective", source.student_objective)
+        source = source.open_source(out / "data")
+    kd = kd or KDConfig(seed=seed)
     student, arch = make_student(student_arch, teacher, seed)
     t0 = time.perf_counter()
     result = distill(
@@ -107,15 +81,37 @@ def distill_to_dir(
             test_accuracy=round(metrics["accuracy"], 4),
             training={"kd": dataclasses.asdict(kd), "teacher": teacher.card.name, "teacher_sha256": teacher.card.sha256},
         )
+    return _student_summary(arch, result.student, metrics, seconds, result.history, result.resumed_from_epoch)
+
+
+def _student_summary(
+    arch: str, student: nn.Module, metrics: dict[str, Any], seconds: float, history: list[dict[str, float]], resumed: int
+) -> dict[str, Any]:  # fmt: skip
     return {
         "arch": arch,
         "accuracy": metrics["accuracy"],
-        "params": count_params(result.student),
-        "size_bytes": model_size_bytes(result.student),
+        "params": count_params(student),
+        "size_bytes": model_size_bytes(student),
         "seconds": round(seconds, 2),
-        "history": result.history,
-        "resumed_from_epoch": result.resumed_from_epoch,
+        "history": history,
+        "resumed_from_epoch": resumed,
     }
+
+
+def _distill_online(teacher: LoadedModel, p: Plan, out: Path, student_arch: str | None, seed: int) -> dict[str, Any]:
+    """:func:`~datafree.online.train_online` into ``out``, then the student's test accuracy in its card."""
+    from .online import STUDENT_NAME, train_online
+
+    assert p.method is not None
+    r = train_online(teacher, p.method, student_arch, out, p.kd, seed=seed, **p.method_options)
+    metrics = evaluate_model(r.student, teacher.card)
+    assert r.student_card is not None
+    save_model(  # record the accuracy in the card, as for every other student
+        r.student, out, like=teacher.card, arch=r.student_card.arch, name=STUDENT_NAME,
+        card_name=r.student_card.name, test_accuracy=round(metrics["accuracy"], 4), **dict(r.student_card.extra),
+    )  # fmt: skip
+    rep = _student_summary(r.student_card.arch, r.student, metrics, r.seconds, r.history, r.resumed_from_epoch)
+    return {**rep, "generator": str(r.generator_path), "kd": dataclasses.asdict(r.kd_config)}
 
 
 def compress(
@@ -125,7 +121,7 @@ def compress(
     method: str = "deepinversion",
     student: str | None = None,
     num_images: int = DEFAULT_NUM_IMAGES,
-    kd: KDConfig | None = None,
+    kd: KDConfig | dict[str, Any] | None = None,
     baseline: bool = True,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -150,7 +146,8 @@ def compress(
         method: synthesis backend.
         student: student architecture (default: a smaller registered one).
         num_images: synthetic images for offline backends.
-        kd: KD settings (defaults of :class:`KDConfig`).
+        kd: KD settings: a :class:`KDConfig` as it is, or overrides of the method's
+            (:func:`datafree.plan.kd_settings`).
         baseline: also distil the same student from Gaussian noise with the same budget.
         seed: seed of every stage.
         device: ``None`` = CUDA when available, else CPU.
@@ -162,19 +159,8 @@ def compress(
     Returns:
         The report (also written to ``out/report.json``).
     """
-    from generators import method_class
-
-    from .prune import check_ratio, create_criterion
-    from .synthesis import synthesize_dataset
-
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
     out = Path(out)
-    cls = method_class(method)
-    if kd is None and cls.online:
-        from .online import kd_config_for
-
-        kd = kd_config_for(method, {"seed": seed})  # the method's own KD settings
-    kd = kd or KDConfig(seed=seed)
     bits = _parse_bits(quantize) if quantize is not None else None
     if prune is not None:
         check_ratio(prune)
@@ -182,13 +168,11 @@ def compress(
     run_student = student is not None or (prune is None and bits is None)
     lm = load_model(teacher, dev)
     make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
-    if not cls.online:  # and on a BN method without BN or a bad option, before --out is touched
-        from generators import create_synthesizer
-
-        create_synthesizer(method, lm.model, lm.card, **(synth_options or {}))
+    # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
+    p = plan(lm, method=method, kd=kd, method_options=synth_options, num_images=num_images, seed=seed)
     dist.run_on_main(lambda: prepare_out_dir(out))
     if dist.is_main():
-        _remove_unasked(out, student=run_student, baseline=baseline, online=cls.online, prune=prune is not None,
+        _remove_unasked(out, student=run_student, baseline=baseline, online=p.online, prune=prune is not None,
                         quantize=bits is not None)  # fmt: skip
     t_metrics = evaluate_model(lm.model, lm.card)
     stages: dict[str, float] = {}
@@ -198,37 +182,14 @@ def compress(
         "seed": seed,
         "device": str(dev),
     }
-    if cls.online and not run_student:
-        s_report = None
-    elif cls.online:
-        from .online import distill_online_to_dir
-
-        t0 = time.perf_counter()
-        s_report = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd, seed=seed, **(synth_options or {}))
-        stages["distill"] = round(time.perf_counter() - t0, 2)
-    else:
-        t0 = time.perf_counter()
-        ds = synthesize_dataset(lm, method, out / "data", num_images, seed=seed, **(synth_options or {}))
-        stages["synthesize"] = round(time.perf_counter() - t0, 2)
-        report["data"] = {"dir": str(ds.root), "num_images": ds.manifest["images_written"]}
-        source = DatasetSource(ds.root, lm.card, dev, seed=seed)
-        s_report = None
-        if run_student:
-            s_report = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc="distill")
-            stages["distill"] = s_report["seconds"]
+    s_report = _student_stage(lm, p, out, student, run_student, report, stages)
     if s_report is not None:
         _student_report(report, s_report, t_metrics, out)
     if baseline and s_report is not None:
-        n_noise = report.get("data", {}).get("num_images", num_images)
-        noise = NoiseSource(n_noise, lm.card, dev, seed=seed)
-        b = distill_to_dir(
-            lm, noise, out / "baseline", student_arch=s_report["arch"], kd=kd, seed=seed, desc="noise baseline", save=False
-        )
-        stages["baseline"] = b["seconds"]
-        report["noise_baseline"] = {"accuracy": b["accuracy"], "num_images": n_noise, "seconds": b["seconds"]}
+        _baseline_stage(lm, p, out, s_report["arch"], report, stages)
     final = load_model(out / "model.json", dev) if s_report is not None else lm
     if prune is not None:
-        final = _prune_stage(final, prune, importance, report, out, kd, seed, method, synth_options)
+        final = _prune_stage(final, prune, importance, report, out, p)
         stages["prune"] = report["prune"]["seconds"]
     if bits is not None:
         final = _quantize_stage(final, bits, report, out, seed)
@@ -238,10 +199,45 @@ def compress(
     if bits is not None:
         report["profile"]["quantized"] = _quantized_profile(report["quantize"], list(report["profile"].values())[-1])
     report["stages_seconds"] = stages
-    report["kd"] = dataclasses.asdict(kd)
+    report["kd"] = dataclasses.asdict(p.kd)
     if dist.is_main():
         atomic_write_json(out / "report.json", report)
     return report
+
+
+def _student_stage(
+    lm: LoadedModel, p: Plan, out: Path, student: str | None, run_student: bool, report: dict[str, Any],
+    stages: dict[str, float],
+) -> dict[str, Any] | None:  # fmt: skip
+    """Synthesise (offline backends: ``out/data``, also for the later stages) and distil the student."""
+    if p.online:
+        if not run_student:
+            return None
+        t0 = time.perf_counter()
+        s_report = distill_to_dir(lm, p, out, student_arch=student, seed=p.seed)
+        stages["distill"] = round(time.perf_counter() - t0, 2)
+        return s_report
+    t0 = time.perf_counter()
+    source = p.open_source(out / "data")
+    stages["synthesize"] = round(time.perf_counter() - t0, 2)
+    report["data"] = {"dir": p.info["data"], "num_images": p.info["num_images"]}
+    if not run_student:
+        return None
+    s_report = distill_to_dir(lm, source, out, student_arch=student, kd=p.kd, seed=p.seed, desc="distill")
+    stages["distill"] = s_report["seconds"]
+    return s_report
+
+
+def _baseline_stage(
+    lm: LoadedModel, p: Plan, out: Path, arch: str, report: dict[str, Any], stages: dict[str, float]
+) -> None:
+    """The same student distilled with the same budget from Gaussian noise."""
+    n_noise = report.get("data", {}).get("num_images", p.num_images)
+    noise = NoiseSource(n_noise, lm.card, device_of(lm.model), seed=p.seed)
+    b = distill_to_dir(lm, noise, out / "baseline", student_arch=arch, kd=p.kd, seed=p.seed, desc="noise baseline",
+                       save=False)  # fmt: skip
+    stages["baseline"] = b["seconds"]
+    report["noise_baseline"] = {"accuracy": b["accuracy"], "num_images": n_noise, "seconds": b["seconds"]}
 
 
 # What each compress stage writes into --out: a rerun without the stage removes it, so that
@@ -267,17 +263,15 @@ def _student_report(report: dict[str, Any], s_report: dict[str, Any], t_metrics:
 
 
 def _prune_stage(
-    current: LoadedModel, ratio: float, importance: str, report: dict[str, Any], out: Path, kd: KDConfig,
-    seed: int, method: str, synth_options: dict[str, Any] | None,
-) -> LoadedModel:  # fmt: skip
+    current: LoadedModel, ratio: float, importance: str, report: dict[str, Any], out: Path, p: Plan
+) -> LoadedModel:
     """Prune ``current`` and recover it by KD from its unpruned self on the run's synthetic data."""
-    from .prune import prune_stage, surrogate_source
-
     if "data" in report:
-        source, info = surrogate_source(current, data=report["data"]["dir"], seed=seed, allow_other_teacher=True)
+        sp = plan(current, data=report["data"]["dir"], kd=p.kd, seed=p.seed, allow_other_teacher=True)
     else:
-        source, info = surrogate_source(current, method=method, seed=seed, method_options=synth_options)
-    res = prune_stage(current, ratio, importance=importance, source=source, source_info=info, kd=kd,
+        sp = plan(current, method=p.method, kd=p.kd, method_options=p.method_options, seed=p.seed)
+    source = sp.open_source()
+    res = prune_stage(current, ratio, importance=importance, source=source, source_info=sp.info, kd=p.kd,
                       out_dir=out / "prune", latency=False)  # fmt: skip
     report["prune"] = {k: v for k, v in res.report.items() if k != "history"}
     return load_model(out / "prune" / "model.json", device_of(current.model))
@@ -285,10 +279,6 @@ def _prune_stage(
 
 def _parse_bits(spec: str) -> tuple[int, int]:
     """``"W4A8"`` -> ``(4, 8)``; a clear error otherwise."""
-    import re
-
-    from .quant.qmodel import QuantConfig
-
     m = re.fullmatch(r"[wW](\d+)[aA](\d+)", spec.strip())
     if m is None:
         raise UserInputError(f"--quantize must look like W8A8 or W4A8 (weight and activation bits), got {spec!r}")
@@ -299,11 +289,9 @@ def _parse_bits(spec: str) -> tuple[int, int]:
 
 def _quantize_stage(current: LoadedModel, bits: tuple[int, int], report: dict[str, Any], out: Path, seed: int) -> LoadedModel:
     """Quantize ``current`` calibrated on the run's synthetic data (ZeroQ data for online methods)."""
-    from .quant import quantize
-
     calib = report["data"]["dir"] if "data" in report else "zeroq"
     t0 = time.perf_counter()
-    q = quantize(current, *bits, calib, out_dir=out / "quantize", device=device_of(current.model), seed=seed,
+    q = quantize_model(current, *bits, calib, out_dir=out / "quantize", device=device_of(current.model), seed=seed,
                  int8=bits == (8, 8))  # fmt: skip
     report["quantize"] = {**q, "seconds": round(time.perf_counter() - t0, 2)}
     return load_model(out / "quantize" / "model.json", device_of(current.model))
@@ -324,8 +312,6 @@ def _quantized_profile(q: dict[str, Any], before: dict[str, Any]) -> dict[str, A
 
 def _profile(teacher: LoadedModel, out: Path, student: bool, pruned: bool) -> dict[str, dict[str, Any]]:
     """Accuracy, params, MACs, size and CPU latency (1 thread, interleaved) of each stage's model."""
-    from .prune import profile_stages
-
     models = {"teacher": teacher.model}
     if student:
         models["student"] = load_model(out / "model.json", "cpu").model

@@ -8,17 +8,21 @@ time hits each model equally), and the median over repeats reported next to the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .cards import ModelCard
+from .evaluate import evaluate_model
 from .utils import count_params, device_of, model_size_bytes
 
-__all__ = ["count_macs", "measure_latency", "profile_model", "num_threads", "LATENCY_BATCHES"]
+__all__ = ["count_macs", "measure_latency", "profile_model", "profile_stages", "num_threads", "LATENCY_BATCHES"]
 
 LATENCY_BATCHES = (1, 64)
 
@@ -142,3 +146,38 @@ def profile_model(
             report[f"latency_ms_b{b}"] = round(t["median_ms"], 4)
             report[f"latency_min_ms_b{b}"] = round(t["min_ms"], 4)
     return report
+
+
+def _stage_metrics(model: nn.Module, card: ModelCard, eval_data: str | Path | None) -> dict[str, Any]:
+    acc = evaluate_model(model, card, eval_data)
+    return {
+        "accuracy": acc["accuracy"],
+        "params": count_params(model),
+        "macs": count_macs(model, card.input_shape),
+        "size_bytes": model_size_bytes(model),
+    }
+
+
+def profile_stages(
+    models: dict[str, nn.Module],
+    card: ModelCard,
+    eval_data: str | Path | None = None,
+    *,
+    latency: bool = True,
+    repeats: int = 30,
+) -> dict[str, dict[str, Any]]:
+    """Accuracy, parameters, MACs, bytes and CPU latency (1 thread, interleaved) of each model.
+
+    Returns:
+        ``{stage: {"accuracy", "params", "macs", "size_bytes", "latency_ms_b1", "latency_ms_b64"}}``
+        (latency: median ms per forward; ``latency_min_ms_b*``: the minimum, steadier under load).
+    """
+    out = {name: _stage_metrics(m, card, eval_data) for name, m in models.items()}
+    if latency:
+        cpu = {name: copy.deepcopy(m).cpu() for name, m in models.items()}
+        lat = measure_latency(cpu, card.input_shape, LATENCY_BATCHES, repeats=repeats)
+        for name, per_batch in lat.items():
+            for b, t in per_batch.items():
+                out[name][f"latency_ms_b{b}"] = round(t["median_ms"], 4)
+                out[name][f"latency_min_ms_b{b}"] = round(t["min_ms"], 4)
+    return out

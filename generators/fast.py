@@ -173,6 +173,10 @@ class FastDatafree(Synthesizer):
     pool_kd: ClassVar[dict[str, Any]] = {"batch_size": 64, "kd_steps": 20, "lr": 0.1}
     config: FastDatafreeConfig
 
+    def uses_student(self) -> bool:
+        """The optional adversarial term (``adv_weight`` > 0) needs the student."""
+        return self.config.adv_weight > 0
+
     def __init__(self, teacher: nn.Module, card: Any, config: FastDatafreeConfig) -> None:
         super().__init__(teacher, card, config)
         cfg = config

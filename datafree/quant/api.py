@@ -19,11 +19,15 @@ from typing import Any
 
 import torch
 
+from generators import method_class
+
 from ..cards import LoadedModel, ModelCard, load_model, portable_arch, save_model
 from ..data import digits_split
-from ..dataset import shard_seed
+from ..dataset import MANIFEST, shard_seed
 from ..errors import UserInputError
 from ..evaluate import accuracy
+from ..hooks import batchnorm_layers
+from ..plan import plan
 from ..utils import atomic_write_json, device_of, model_size_bytes, remove_stale, torch_generator
 from .qat import FinetuneConfig
 from .qat import finetune as finetune_model  # ``finetune`` is a keyword argument of quantize()
@@ -36,16 +40,13 @@ QUANTIZED_ARCH = "datafree.quant.qmodel:build_quantized"
 
 def _synthesized(method: str) -> Callable[..., torch.Tensor]:
     def make(teacher: LoadedModel, num_images: int, seed: int, **overrides: Any) -> torch.Tensor:
-        from generators import create_synthesizer, method_class
-
-        from ..hooks import batchnorm_layers
-
         if method_class(method).requires_batchnorm and not batchnorm_layers(teacher.model):
             raise UserInputError(
                 f"--calib {method} inverts BatchNorm statistics, but this model has no BatchNorm layer; "
                 "calibrate with noise or with a synthetic dataset DIR made by a method that needs no BN"
             )
-        synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **overrides)
+        synth = plan(teacher, method=method, method_options=overrides, seed=seed).synthesizer
+        assert synth is not None
         bs = synth.config.batch_size
         batches = []
         for i in range(-(-num_images // bs)):
@@ -79,14 +80,12 @@ CALIBRATION_DATA: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def _from_directory(teacher: LoadedModel, root: Path, num_images: int, seed: int) -> torch.Tensor:
-    from ..dataset import MANIFEST
-    from ..sources import DatasetSource
-
     if not (root / MANIFEST).is_file():
         raise UserInputError(f"--calib {root}: not a synthetic dataset directory (no {MANIFEST})")
     # Calibration data may come from another model of the same input spec (compress calibrates a
     # student on its teacher's data), so only the input spec is checked.
-    source = DatasetSource(root, teacher.card, device_of(teacher.model), seed=seed, allow_other_teacher=True)
+    source = plan(teacher, data=root, seed=seed, allow_other_teacher=True).dataset_source
+    assert source is not None
     images = source.images
     idx = torch.randperm(len(images), generator=torch_generator(seed))[:num_images]
     return images[idx.to(images.device)]
