@@ -24,6 +24,7 @@ import math
 import pickle
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from torch import nn
 from .errors import UserInputError
 from .models import create_model
 from .normalize import Normalizer
+from .reshape import apply_module_shapes
 from .utils import atomic_write, atomic_write_json, ensure_dir, sha256_file
 
 __all__ = [
@@ -57,6 +59,10 @@ TEACHERS_DIR = ASSETS_DIR / "teachers"
 DEFAULT_TEACHER = "resnet8_digits"
 # The safetensors header's "format" of a real int8 model (see datafree/quant/int8_artefact.py).
 INT8_FORMAT = "datafree-int8"
+# Loaders of weights in a format other than a float state dict: format -> (card, weights path) ->
+# model. The module that writes a format registers its loader (datafree.quant.int8_artefact for
+# int8; imported by the package, so every ``import datafree...`` has it), so cards need not import it.
+WEIGHT_LOADERS: dict[str, Callable[[ModelCard, Path], nn.Module]] = {}
 
 
 @dataclasses.dataclass
@@ -232,8 +238,6 @@ def build_model(card: ModelCard) -> nn.Module:
     """
     model = _build_arch(card)
     if card.module_shapes:
-        from .reshape import apply_module_shapes
-
         apply_module_shapes(model, card.module_shapes)
     return model
 
@@ -363,9 +367,7 @@ def load_model(
         if actual != card.sha256:
             raise UserInputError(f"{wpath}: sha256 {actual[:12]}… does not match the card's {card.sha256[:12]}…")
     if card.is_int8:
-        from .quant.int8_artefact import load_int8
-
-        model = load_int8(card, wpath)
+        model = WEIGHT_LOADERS[INT8_FORMAT](card, wpath)
     else:
         model = _load_float(card, wpath, trust_checkpoint)
     model.to(device).eval()

@@ -31,6 +31,7 @@ from .augment import kd_augmentation
 from .errors import NumericalError, UserInputError
 from .losses import kd_kl_loss
 from .progress import progress
+from .resume import safe_torch_load
 from .sources import SurrogateSource
 from .utils import atomic_torch_save, device_of
 
@@ -133,8 +134,6 @@ def _local_batch(source: SurrogateSource, n: int) -> torch.Tensor:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    from .resume import safe_torch_load
-
     return safe_torch_load(path, "checkpoint")
 
 

@@ -12,7 +12,7 @@ __all__ = ["prepare_out_dir"]
 
 # Files datafree writes into an --out directory; a directory holding anything else is refused.
 _OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
-        "prune", "quantize", "int8", "generator.json", "online.json"}  # fmt: skip
+        "prune", "quantize", "int8", "generator.json", "online.json", "finetune.json"}  # fmt: skip
 
 
 def prepare_out_dir(path: str | Path) -> Path:
@@ -27,7 +27,7 @@ def prepare_out_dir(path: str | Path) -> Path:
                 f"--out {p} already holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or new directory"
             )
     try:
-        ensure_dir(p)
+        ensure_dir(p, quiet=True)  # the user named it; what is created inside it is announced
         probe = p / ".datafree-write-test"
         probe.write_bytes(b"")
         probe.unlink()

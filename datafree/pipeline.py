@@ -21,6 +21,7 @@ from .cards import LoadedModel, load_model, save_model
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
 from .evaluate import evaluate_model
+from .online import STUDENT_NAME, train_online
 from .outputs import prepare_out_dir
 from .plan import DEFAULT_NUM_IMAGES, Plan, make_student, plan
 from .profile import profile_stages
@@ -100,8 +101,6 @@ def _student_summary(
 
 def _distill_online(teacher: LoadedModel, p: Plan, out: Path, student_arch: str | None, seed: int) -> dict[str, Any]:
     """:func:`~datafree.online.train_online` into ``out``, then the student's test accuracy in its card."""
-    from .online import STUDENT_NAME, train_online
-
     assert p.method is not None
     r = train_online(teacher, p.method, student_arch, out, p.kd, seed=seed, **p.method_options)
     metrics = evaluate_model(r.student, teacher.card)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UserInputError
 from .progress import announce
 
 __all__ = [
@@ -60,8 +61,6 @@ def device_of(model: nn.Module) -> torch.device:
 
 def resolve_device(name: str | None = None) -> torch.device:
     """``None``/``"auto"`` picks CUDA when available, else CPU; anything else is parsed by torch."""
-    from .errors import UserInputError
-
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -89,8 +88,9 @@ _DEVICE_AVAILABLE = {
 }
 
 
-def ensure_dir(path: str | os.PathLike[str]) -> Path:
-    """Create directory ``path`` (and its parents) if missing, announcing the top one it creates."""
+def ensure_dir(path: str | os.PathLike[str], *, quiet: bool = False) -> Path:
+    """Create directory ``path`` (and its parents) if missing, announcing the top one it creates
+    on stderr unless ``quiet`` (the ``--out`` a user named needs no announcement)."""
     p = Path(path)
     if p.is_dir():
         return p
@@ -98,7 +98,8 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
     while not top.parent.exists() and top.parent != top:
         top = top.parent
     p.mkdir(parents=True, exist_ok=True)
-    announce(f"created directory {top}")
+    if not quiet:
+        announce(f"created directory {top}")
     return p
 
 

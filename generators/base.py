@@ -32,9 +32,10 @@ from datafree.cards import ModelCard
 from datafree.errors import UserInputError
 from datafree.normalize import Normalizer
 from datafree.progress import progress
+from datafree.registry import Registry
 from datafree.utils import device_of
 
-__all__ = ["Batch", "Synthesizer", "SynthConfig", "warmup_cosine", "parse_overrides"]
+__all__ = ["GENERATORS", "Batch", "Synthesizer", "SynthConfig", "register", "warmup_cosine", "parse_overrides"]
 
 
 @dataclass
@@ -193,3 +194,12 @@ class Synthesizer(ABC):
         if student is None:
             raise UserInputError(f"method {self.name!r} is adversarial and needs a student to train against")
         return student
+
+
+GENERATORS: Registry[Synthesizer] = Registry("method")
+
+
+def register(cls: type[Synthesizer]) -> type[Synthesizer]:
+    """Class decorator: register a backend under ``cls.name`` (the backends import it from here)."""
+    GENERATORS.register(cls.name)(cls)
+    return cls

@@ -25,8 +25,7 @@ from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
 
-from . import register
-from .base import Batch, SynthConfig, Synthesizer, warmup_cosine
+from .base import Batch, SynthConfig, Synthesizer, register, warmup_cosine
 
 __all__ = ["DeepInversion", "DeepInversionConfig"]
 

@@ -43,11 +43,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.augment import random_jitter
+from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
 
-from . import register
-from .base import Batch, SynthConfig, Synthesizer
+from .base import Batch, SynthConfig, Synthesizer, register
 
 __all__ = ["FastDatafree", "FastDatafreeConfig", "FastGenerator", "adversarial_agreement_loss"]
 
@@ -128,8 +128,6 @@ class FastDatafreeConfig(SynthConfig):
 
     def validate(self) -> None:  # noqa: D102
         super().validate()
-        from datafree.errors import UserInputError
-
         if self.meta not in _META_GRADIENTS:
             raise UserInputError(f"meta must be one of {', '.join(_META_GRADIENTS)}, got {self.meta!r}")
         if not 0.0 <= self.bn_momentum < 1.0:

@@ -73,4 +73,11 @@ def test_synthesize_online_announces_its_generator_dir(tmp_path):
     r = CliRunner().invoke(cli, [*args, "--kd-batch-size", "8", "--set", "batch_size=8", "--quiet"])
     assert r.exit_code == 0, r.output
     assert f"created directory {tmp_path / 'X_generator'}" in r.stderr
-    assert f"created directory {out}" in r.stderr
+    assert f"created directory {out}" in r.stderr  # the dataset directory, created by the dataset writer
+
+
+def test_the_out_a_user_names_is_not_announced(tmp_path, capsys):
+    from datafree.outputs import prepare_out_dir
+
+    prepare_out_dir(tmp_path / "o")
+    assert capsys.readouterr().err == ""

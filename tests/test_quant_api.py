@@ -13,7 +13,7 @@ from datafree.cards import load_model
 from datafree.errors import UserInputError
 from datafree.evaluate import evaluate
 from datafree.losses import kd_kl_loss
-from datafree.quant import FinetuneConfig, QuantConfig, calibrate, calibration_images, finetune, quantize, quantize_network
+from datafree.quant import QuantConfig, calibrate, calibration_images, finetune, finetune_kd, quantize, quantize_network
 
 
 def test_quantize_end_to_end_writes_an_evaluable_model(bn_teacher, tmp_path):
@@ -75,7 +75,7 @@ def test_kd_finetuning_brings_the_quantized_model_closer_to_the_teacher(bn_teach
         t = bn_teacher.model(images)
         before = kd_kl_loss(q(images), t, 4.0).item()
     scales = [aq.scale.clone() for aq in q.act_quant.children()]
-    finetune(q, bn_teacher.model, images, FinetuneConfig(epochs=2, steps_per_epoch=8, batch_size=32, lr=1e-3, augment=False))
+    finetune(q, bn_teacher.model, images, finetune_kd(epochs=2, steps_per_epoch=8, batch_size=32, lr=1e-3, augment=False))
     with torch.no_grad():
         after = kd_kl_loss(q(images), t, 4.0).item()
     assert after < before
@@ -85,7 +85,8 @@ def test_kd_finetuning_brings_the_quantized_model_closer_to_the_teacher(bn_teach
 
 def test_int8_export_runs_and_agrees_with_fp32(bn_teacher):
     from datafree.data import digits_split
-    from datafree.quant.int8 import export_int8, measure_latency
+    from datafree.profile import measure_latency
+    from datafree.quant.int8 import export_int8
 
     images = calibration_images(bn_teacher, "noise", 32, seed=0)
     int8 = export_int8(bn_teacher.model, images)
@@ -95,8 +96,8 @@ def test_int8_export_runs_and_agrees_with_fp32(bn_teacher):
     with torch.no_grad():
         agree = (int8(x).argmax(1) == bn_teacher.model(x).argmax(1)).float().mean().item()
     assert agree >= 0.95
-    lat = measure_latency({"fp32": bn_teacher.model, "int8": int8}, x[:2], repeats=2, warmup=1)
-    assert set(lat) == {"fp32", "int8"} and all(v["min_ms"] > 0 for v in lat.values())
+    lat = measure_latency({"fp32": bn_teacher.model, "int8": int8}, x[:2], repeats=2, warmup=1, min_sample_ms=0)
+    assert set(lat) == {"fp32", "int8"} and all(v[2]["min_ms"] > 0 and v[2]["cpu_ms"] >= 0 for v in lat.values())
 
 
 def test_cli_quantize_then_evaluate(tmp_path):

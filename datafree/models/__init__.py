@@ -13,12 +13,9 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserInputError
-from ..registry import Registry
-
-MODELS: Registry[nn.Module] = Registry("model")
-
-from . import lenet as lenet  # noqa: E402  (registers)
-from . import resnet as resnet  # noqa: E402  (registers)
+from . import lenet as lenet  # (registers)
+from . import resnet as resnet  # (registers)
+from .zoo import MODELS
 
 __all__ = ["MODELS", "create_model", "list_models", "torchvision_names", "default_student_for"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,13 +25,17 @@ from generators import method_class
 from ..cards import LoadedModel, ModelCard, load_model, portable_arch, save_model
 from ..data import digits_split
 from ..dataset import MANIFEST, shard_seed
+from ..distill import CHECKPOINT, KDConfig
 from ..errors import UserInputError
 from ..evaluate import accuracy
 from ..hooks import batchnorm_layers
 from ..plan import plan
+from ..profile import measure_latency
 from ..utils import atomic_write_json, device_of, model_size_bytes, remove_stale, torch_generator
-from .qat import FinetuneConfig
+from .int8 import INT8_ENGINE, export_int8
+from .int8_artefact import save_int8
 from .qat import finetune as finetune_model  # ``finetune`` is a keyword argument of quantize()
+from .qat import finetune_kd
 from .qmodel import QuantConfig, calibrate, quantize_network, quantized_size_bytes
 
 __all__ = ["CALIBRATION_DATA", "calibration_images", "quantize", "QUANTIZED_ARCH"]
@@ -142,8 +147,6 @@ def _test_accuracy(model: torch.nn.Module, card: ModelCard) -> float:
 
 
 def _int8_export(lm: LoadedModel, images: torch.Tensor) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from .int8 import INT8_ENGINE, export_int8
-
     t0 = time.perf_counter()
     int8 = export_int8(lm.model, images)
     seconds = time.perf_counter() - t0
@@ -153,8 +156,6 @@ def _int8_export(lm: LoadedModel, images: torch.Tensor) -> tuple[torch.nn.Module
 
 def _save_int8(int8: torch.nn.Module, card: ModelCard, report: dict[str, Any], out: Path) -> ModelCard:
     """Write the int8 model as a loadable card (``out/model.json`` + ``out/model.safetensors``)."""
-    from .int8_artefact import save_int8
-
     info = {"calib": report["calib"], "calib_images": report["calib_images"], "torch": torch.__version__,
             "source": card.name or str(card.path)}  # fmt: skip
     return save_int8(int8, out, card, test_accuracy=report["int8"]["accuracy"], quantization=info)
@@ -162,8 +163,6 @@ def _save_int8(int8: torch.nn.Module, card: ModelCard, report: dict[str, Any], o
 
 def _cpu_latency(lm: LoadedModel, int8: torch.nn.Module | None, repeats: int) -> dict[str, Any]:
     """fp32 (and int8) forward latency on CPU at batch 1 and 64, interleaved in this process."""
-    from .int8 import measure_latency
-
     models = {"fp32": copy.deepcopy(lm.model).cpu().eval()}
     if int8 is not None:
         models["int8"] = int8
@@ -171,7 +170,36 @@ def _cpu_latency(lm: LoadedModel, int8: torch.nn.Module | None, repeats: int) ->
     out: dict[str, Any] = {"threads": torch.get_num_threads()}
     for bs in (1, 64):
         x = lm.card.normalizer()(pixels[:bs])
-        out[f"batch_{bs}"] = measure_latency(models, x, repeats=repeats)
+        lat = measure_latency(models, x, repeats=repeats, threads=None, min_sample_ms=0.0)
+        out[f"batch_{bs}"] = {name: {k: round(v, 3) for k, v in per[bs].items()} for name, per in lat.items()}
+    return out
+
+
+FINETUNE_RUN = "finetune.json"
+
+
+def _finetune_checkpoint_dir(
+    out_dir: str | Path | None, report: dict[str, Any], seed: int, images: torch.Tensor
+) -> Path | None:
+    """``out_dir``, where the fine-tuning checkpoints after every epoch so that a rerun resumes it.
+
+    The checkpoint only knows the KD settings; ``finetune.json`` records what the quantized model
+    was calibrated from (model, bits, calibration data), and a checkpoint of another calibration
+    is removed rather than resumed.
+    """
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    run = {k: report[k] for k in ("model", "weight_bits", "act_bits", "calib", "config", "calib_images")}
+    run.update(seed=seed, images_sum=round(float(images.double().sum()), 6))
+    old = out / FINETUNE_RUN
+    try:
+        same = json.loads(old.read_text()) == run
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        remove_stale(out / CHECKPOINT, "it fine-tuned another calibration")
+        atomic_write_json(old, run)
     return out
 
 
@@ -183,7 +211,7 @@ def quantize(
     *,
     calib_images: int = 64,
     finetune_epochs: int = 0,
-    finetune: FinetuneConfig | None = None,
+    finetune: KDConfig | None = None,
     int8: bool = False,
     out_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
@@ -248,9 +276,10 @@ def quantize(
     q_acc = _test_accuracy(qmodel, card)
     report["quantized"] = {"accuracy": q_acc, "size_bytes": size["total"], "size": size}
     if finetune_epochs > 0:
-        ft_cfg = dataclasses.replace(finetune or FinetuneConfig(), epochs=finetune_epochs)
+        ft_cfg = dataclasses.replace(finetune or finetune_kd(), epochs=finetune_epochs)
         t1 = time.perf_counter()
-        result = finetune_model(qmodel, lm.model, images, ft_cfg)
+        ckpt_dir = _finetune_checkpoint_dir(out_dir, report, seed, images)
+        result = finetune_model(qmodel, lm.model, images, ft_cfg, checkpoint_dir=ckpt_dir)
         report["finetune"] = {
             "config": dataclasses.asdict(ft_cfg),
             "accuracy_before": report["quantized"]["accuracy"],
@@ -276,6 +305,9 @@ def quantize(
             report["int8"]["model_card"] = str(_save_int8(int8_model, card, report, out / "int8").path)
         else:  # a previous run's int8 model would no longer match this model.json
             remove_stale(out / "int8", "this run exports no int8 model")
+        if finetune_epochs == 0:
+            remove_stale(out / CHECKPOINT, "this run does no fine-tuning")
+            remove_stale(out / FINETUNE_RUN, "this run does no fine-tuning")
         atomic_write_json(out / "report.json", report)
     return report
 
