@@ -231,7 +231,7 @@ def synthesize(
         overrides["batch_size"] = batch_size
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
     if _method_is_online(method):  # train a generator (in OUT_generator/) or reuse --generator, then sample
-        from datafree.online import synthesize_online
+        from datafree.online_train import synthesize_online
 
         kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
         ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
@@ -463,16 +463,15 @@ def quantize(
     """Quantize a model with synthetic calibration data (ZeroQ by default); writes OUT/model.json + report.json."""
     from datafree.cards import load_model
     from datafree.outputs import prepare_out_dir
+    from datafree.quant import QuantConfig, QuantizeJob
     from datafree.quant import quantize as run
 
     dev = _setup(device, quiet, threads)
     lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
     out = prepare_out_dir(out)
-    rep = run(
-        lm, weight_bits, act_bits, calib, calib_images=calib_images, finetune_epochs=finetune_epochs, int8=int8,
-        out_dir=out, device=dev, seed=seed, weight_calib=weight_calib, act_calib=act_calib,
-        weight_symmetric=not asymmetric_weights, **_parse_set(options),
-    )  # fmt: skip
+    cfg = QuantConfig(weight_bits, act_bits, not asymmetric_weights, weight_calib, act_calib)
+    job = QuantizeJob(calib, calib_images, seed, finetune_epochs, int8=int8, synth_options=_parse_set(options))
+    rep = run(lm, cfg, job, out_dir=out, device=dev)
     q = rep["quantized"]
     click.echo(f"fp32: test accuracy {rep['fp32']['accuracy']:.4f}, {rep['fp32']['size_bytes']} bytes")
     click.echo(f"W{weight_bits}A{act_bits} ({rep['calib']}): test accuracy {q['accuracy']:.4f}, {q['size_bytes']} bytes")

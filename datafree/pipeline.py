@@ -21,11 +21,12 @@ from .cards import LoadedModel, load_model, save_model
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
 from .evaluate import evaluate_model
-from .online import STUDENT_NAME, train_online
+from .online_train import STUDENT_NAME, train_online
 from .outputs import prepare_out_dir
 from .plan import DEFAULT_NUM_IMAGES, Plan, make_student, plan
 from .profile import profile_stages
 from .prune import check_ratio, create_criterion, prune_stage
+from .quant import QuantizeJob
 from .quant import quantize as quantize_model
 from .quant.qmodel import QuantConfig
 from .sources import NoiseSource, SurrogateSource
@@ -100,7 +101,7 @@ def _student_summary(
 
 
 def _distill_online(teacher: LoadedModel, p: Plan, out: Path, student_arch: str | None, seed: int) -> dict[str, Any]:
-    """:func:`~datafree.online.train_online` into ``out``, then the student's test accuracy in its card."""
+    """:func:`~datafree.online_train.train_online` into ``out``, then the student's test accuracy in its card."""
     assert p.method is not None
     r = train_online(teacher, p.method, student_arch, out, p.kd, seed=seed, **p.method_options)
     metrics = evaluate_model(r.student, teacher.card)
@@ -290,8 +291,8 @@ def _quantize_stage(current: LoadedModel, bits: tuple[int, int], report: dict[st
     """Quantize ``current`` calibrated on the run's synthetic data (ZeroQ data for online methods)."""
     calib = report["data"]["dir"] if "data" in report else "zeroq"
     t0 = time.perf_counter()
-    q = quantize_model(current, *bits, calib, out_dir=out / "quantize", device=device_of(current.model), seed=seed,
-                 int8=bits == (8, 8))  # fmt: skip
+    q = quantize_model(current, QuantConfig(*bits), QuantizeJob(calib, seed=seed, int8=bits == (8, 8)),
+                       out_dir=out / "quantize", device=device_of(current.model))  # fmt: skip
     report["quantize"] = {**q, "seconds": round(time.perf_counter() - t0, 2)}
     return load_model(out / "quantize" / "model.json", device_of(current.model))
 

@@ -72,7 +72,7 @@ class OnlineConfig(SynthConfig):
     """Settings every online backend has.
 
     ``iterations`` is the number of generator steps the learning-rate schedule spans
-    (:func:`datafree.online.train_online` sets it from the KD budget).
+    (:func:`datafree.online_train.train_online` sets it from the KD budget).
     """
 
     batch_size: int = 256

@@ -41,11 +41,11 @@ def test_remove_stale(tmp_path, capsys):
 
 
 def test_quantize_without_int8_removes_a_previous_int8(bn_teacher, tmp_path):
-    from datafree.quant import quantize
+    from datafree.quant import QuantConfig, QuantizeJob, quantize
 
     (tmp_path / "int8").mkdir()
     (tmp_path / "int8" / "model.json").write_text("{}")
-    quantize(bn_teacher, 8, 8, "noise", calib_images=8, out_dir=tmp_path, latency_repeats=0)
+    quantize(bn_teacher, QuantConfig(8, 8), QuantizeJob("noise", 8, latency_repeats=0), out_dir=tmp_path)
     assert (tmp_path / "model.json").is_file() and not (tmp_path / "int8").exists()
 
 

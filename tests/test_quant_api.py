@@ -13,11 +13,21 @@ from datafree.cards import load_model
 from datafree.errors import UserInputError
 from datafree.evaluate import evaluate
 from datafree.losses import kd_kl_loss
-from datafree.quant import QuantConfig, calibrate, calibration_images, finetune, finetune_kd, quantize, quantize_network
+from datafree.quant import (
+    QuantConfig,
+    QuantizeJob,
+    calibrate,
+    calibration_images,
+    finetune,
+    finetune_kd,
+    quantize,
+    quantize_network,
+)
 
 
 def test_quantize_end_to_end_writes_an_evaluable_model(bn_teacher, tmp_path):
-    rep = quantize(bn_teacher, 4, 6, "zeroq", calib_images=8, out_dir=tmp_path, iterations=3, batch_size=8)
+    job = QuantizeJob("zeroq", calib_images=8, synth_options={"iterations": 3, "batch_size": 8})
+    rep = quantize(bn_teacher, QuantConfig(4, 6), job, out_dir=tmp_path)
     assert rep["calib_images"] == 8 and rep["weight_bits"] == 4 and rep["act_bits"] == 6
     q = rep["quantized"]
     assert 0.0 <= q["accuracy"] <= 1.0 and q["size_bytes"] < rep["fp32"]["size_bytes"] / 4
@@ -34,7 +44,7 @@ def test_quantize_end_to_end_writes_an_evaluable_model(bn_teacher, tmp_path):
 
 def test_reloaded_model_gives_identical_outputs(bn_teacher, tmp_path):
     images = calibration_images(bn_teacher, "noise", 16, seed=1)
-    quantize(bn_teacher, 3, 5, images=images, out_dir=tmp_path, weight_symmetric=False, act_calib="percentile")
+    quantize(bn_teacher, QuantConfig(3, 5, weight_symmetric=False, act_calib="percentile"), images=images, out_dir=tmp_path)
     cfg = QuantConfig(3, 5, weight_symmetric=False, act_calib="percentile")
     q = calibrate(quantize_network(bn_teacher.model, cfg), images, cfg)
     x = torch.randn(4, *bn_teacher.card.input_shape)
@@ -63,7 +73,7 @@ def test_calibration_from_a_synthetic_dataset_dir(bn_teacher, tmp_path):
 
 
 def test_lenet_without_bn_quantizes_with_noise(plain_teacher):
-    rep = quantize(plain_teacher, 8, 8, "noise", calib_images=16)
+    rep = quantize(plain_teacher, QuantConfig(8, 8), QuantizeJob("noise", calib_images=16))
     assert rep["quantized"]["accuracy"] > 0.9
 
 

@@ -11,7 +11,7 @@ from .qmodel import QuantConfig, build_quantized, calibrate, quantize_network, q
 # The jobs (calibration data, quantize, KD fine-tuning) sit above the backends and the KD stage; the
 # kernels above do not. Importing a kernel module (datafree.cards loads int8 models through
 # int8_artefact) must not import the jobs: they load on first use (PEP 562).
-_LAZY = {"CALIBRATION_DATA": "api", "calibration_images": "api", "quantize": "api", "FINETUNE_KD": "qat",
+_LAZY = {"CALIBRATION_DATA": "api", "QuantizeJob": "api", "calibration_images": "api", "quantize": "api", "FINETUNE_KD": "qat",
          "finetune_kd": "qat", "finetune": "qat"}  # fmt: skip
 
 
@@ -25,6 +25,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CALIBRATION_DATA",
+    "QuantizeJob",
     "FINETUNE_KD",
     "finetune_kd",
     "calibration_images",

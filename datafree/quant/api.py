@@ -1,6 +1,6 @@
 """The library entry point: quantize a model from its card with synthetic (or reference) data.
 
-``quantize(model, weight_bits, act_bits, calib=...)`` gets calibration images, simulates the
+``quantize(model, QuantConfig(weight_bits, act_bits), QuantizeJob(calib=...))`` gets calibration images, simulates the
 quantized network (BN folded, weights per channel, activations per tensor), optionally
 fine-tunes it by KD from the full-precision model, optionally exports a real int8 CPU model,
 and writes ``OUT/model.json`` + ``OUT/model.safetensors`` (loadable by ``datafree evaluate``),
@@ -15,6 +15,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,11 @@ from ..profile import measure_latency
 from ..utils import atomic_write_json, device_of, model_size_bytes, remove_stale, torch_generator
 from .int8 import INT8_ENGINE, export_int8
 from .int8_artefact import save_int8
-from .qat import finetune as finetune_model  # ``finetune`` is a keyword argument of quantize()
+from .qat import finetune as finetune_model  # ``finetune`` is a field of QuantizeJob
 from .qat import finetune_kd
 from .qmodel import QuantConfig, calibrate, quantize_network, quantized_size_bytes
 
-__all__ = ["CALIBRATION_DATA", "calibration_images", "quantize", "QUANTIZED_ARCH"]
+__all__ = ["CALIBRATION_DATA", "QuantizeJob", "calibration_images", "quantize", "QUANTIZED_ARCH"]
 
 QUANTIZED_ARCH = "datafree.quant.qmodel:build_quantized"
 
@@ -203,111 +204,131 @@ def _finetune_checkpoint_dir(
     return out
 
 
+@dataclass
+class QuantizeJob:
+    """What :func:`quantize` does around the quantizer itself (its :class:`QuantConfig`).
+
+    Attributes:
+        calib: calibration data, see :func:`calibration_images`.
+        calib_images: number of calibration images (ZeroQ: one batch of 64).
+        seed: seed of the calibration data.
+        finetune_epochs: epochs of KD fine-tuning on the calibration images (0: calibration only).
+        finetune: further fine-tuning settings (default :func:`~datafree.quant.qat.finetune_kd`;
+            its ``epochs`` is replaced by ``finetune_epochs``).
+        int8: also export a real int8 CPU model (W8A8: int8 weights and activations whatever the
+            config's bit widths are) and time it against fp32.
+        latency_repeats: timed forward passes per model and batch size (0: no timing). The
+            fake-quantized simulation itself is not timed: it runs float kernels.
+        synth_options: config fields of the synthesis backend (``--set``).
+    """
+
+    calib: str | Path = "zeroq"
+    calib_images: int = 64
+    seed: int = 0
+    finetune_epochs: int = 0
+    finetune: KDConfig | None = None
+    int8: bool = False
+    latency_repeats: int = 20
+    synth_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise :class:`UserInputError` naming the first bad value."""
+        if self.finetune_epochs < 0:
+            raise UserInputError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
+
+
 def quantize(
     model: str | Path | ModelCard | LoadedModel,
-    weight_bits: int = 8,
-    act_bits: int = 8,
-    calib: str | Path = "zeroq",
+    config: QuantConfig | None = None,
+    job: QuantizeJob | None = None,
     *,
-    calib_images: int = 64,
-    finetune_epochs: int = 0,
-    finetune: KDConfig | None = None,
-    int8: bool = False,
     out_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
-    seed: int = 0,
-    weight_calib: str = "mse",
-    act_calib: str = "mse",
-    weight_symmetric: bool = True,
-    percentile: float = 99.99,
     images: torch.Tensor | None = None,
-    latency_repeats: int = 20,
-    **synth_overrides: Any,
 ) -> dict[str, Any]:
     """Quantize ``model`` without real data; returns (and writes) a report.
 
     Args:
         model: a shipped teacher name, card path / directory, card, or loaded model.
-        weight_bits: 2 to 8, per output channel.
-        act_bits: 2 to 8, per tensor.
-        calib: calibration data, see :func:`calibration_images`.
-        calib_images: number of calibration images (ZeroQ: one batch of 64).
-        finetune_epochs: epochs of KD fine-tuning on the calibration images (0: calibration only).
-        finetune: further fine-tuning settings (its ``epochs`` is replaced by ``finetune_epochs``).
-        int8: also export a real int8 CPU model (W8A8: int8 weights and activations whatever
-            ``weight_bits``/``act_bits`` are) and time it against fp32.
+        config: bit widths and clipping (default W8A8, MSE clipping).
+        job: calibration data, fine-tuning, int8 export and timing (defaults of :class:`QuantizeJob`).
         out_dir: where to write ``model.json``, ``model.safetensors`` and ``report.json`` (and,
-            with ``int8``, the int8 model as ``int8/model.json`` + ``int8/model.safetensors``).
+            with ``job.int8``, the int8 model as ``int8/model.json`` + ``int8/model.safetensors``).
         device: where to synthesize, calibrate and fine-tune.
-        seed: seed of the calibration data.
-        weight_calib: ``minmax``, ``percentile`` or ``mse`` weight clipping.
-        act_calib: ``minmax``, ``percentile`` or ``mse`` activation clipping.
-        weight_symmetric: symmetric (else asymmetric) weight grids.
-        percentile: for the percentile method.
-        images: calibration images to use instead of ``calib`` (already normalised).
-        latency_repeats: timed forward passes per model and batch size (0: no timing). The
-            fake-quantized simulation itself is not timed: it runs float kernels.
-        **synth_overrides: config fields of the synthesis backend.
+        images: calibration images to use instead of ``job.calib`` (already normalised).
 
     Returns:
         The report: accuracies (fp32, quantized, after fine-tuning, int8), sizes, latency.
     """
-    if finetune_epochs < 0:
-        raise UserInputError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
-    cfg = QuantConfig(weight_bits, act_bits, weight_symmetric, weight_calib, act_calib, percentile)
+    cfg, job = config or QuantConfig(), job or QuantizeJob()
     cfg.validate()
+    job.validate()
     lm = model if isinstance(model, LoadedModel) else load_model(model, device)
     card = lm.card
     report: dict[str, Any] = {
         "model": card.name or str(card.path),
-        "weight_bits": weight_bits,
-        "act_bits": act_bits,
-        "calib": str(calib) if images is None else "given",
+        "weight_bits": cfg.weight_bits,
+        "act_bits": cfg.act_bits,
+        "calib": str(job.calib) if images is None else "given",
         "config": dataclasses.asdict(cfg),
     }
     t0 = time.perf_counter()
     if images is None:
-        images = calibration_images(lm, calib, calib_images, seed, **synth_overrides)
+        images = calibration_images(lm, job.calib, job.calib_images, job.seed, **job.synth_options)
     report["calib_images"] = len(images)
     report["calib_data_seconds"] = round(time.perf_counter() - t0, 2)
-    qmodel = calibrate(quantize_network(lm.model, cfg), images, cfg, seed=seed)
+    qmodel = calibrate(quantize_network(lm.model, cfg), images, cfg, seed=job.seed)
     size = quantized_size_bytes(qmodel)
     report["fp32"] = {"accuracy": _test_accuracy(lm.model, card), "size_bytes": model_size_bytes(lm.model)}
-    q_acc = _test_accuracy(qmodel, card)
-    report["quantized"] = {"accuracy": q_acc, "size_bytes": size["total"], "size": size}
-    if finetune_epochs > 0:
-        ft_cfg = dataclasses.replace(finetune or finetune_kd(), epochs=finetune_epochs)
-        t1 = time.perf_counter()
-        ckpt_dir = _finetune_checkpoint_dir(out_dir, report, seed, images)
-        result = finetune_model(qmodel, lm.model, images, ft_cfg, checkpoint_dir=ckpt_dir)
-        report["finetune"] = {
-            "config": dataclasses.asdict(ft_cfg),
-            "accuracy_before": report["quantized"]["accuracy"],
-            "seconds": round(time.perf_counter() - t1, 2),
-            "final_loss": round(result.history[-1]["loss"], 5),
-        }
-        report["quantized"]["accuracy"] = _test_accuracy(qmodel, card)
+    report["quantized"] = {"accuracy": _test_accuracy(qmodel, card), "size_bytes": size["total"], "size": size}
+    if job.finetune_epochs > 0:
+        _finetune_stage(lm, qmodel, images, job, report, out_dir)
     int8_model = None
-    if int8:
+    if job.int8:
         int8_model, report["int8"] = _int8_export(lm, images.cpu())
-    if latency_repeats > 0:
-        report["latency_cpu"] = _cpu_latency(lm, int8_model, latency_repeats)
+    if job.latency_repeats > 0:
+        report["latency_cpu"] = _cpu_latency(lm, int8_model, job.latency_repeats)
     if out_dir is not None:
-        out = Path(out_dir)
-        saved = save_model(
-            qmodel, out, like=card, arch=QUANTIZED_ARCH, name="model",
-            card_name=f"{card.name or 'model'}_w{weight_bits}a{act_bits}",
-            arch_kwargs=_arch_kwargs(card, cfg), test_accuracy=report["quantized"]["accuracy"],
-            quantization={k: report[k] for k in ("weight_bits", "act_bits", "calib", "config")},
-        )
-        report["model_card"] = str(saved.path)
-        if int8_model is not None:
-            report["int8"]["model_card"] = str(_save_int8(int8_model, card, report, out / "int8").path)
-        else:  # a previous run's int8 model would no longer match this model.json
-            remove_stale(out / "int8", "this run exports no int8 model")
-        if finetune_epochs == 0:
-            remove_stale(out / CHECKPOINT, "this run does no fine-tuning")
-            remove_stale(out / FINETUNE_RUN, "this run does no fine-tuning")
-        atomic_write_json(out / "report.json", report)
+        _write(Path(out_dir), qmodel, int8_model, cfg, job, report, card)
     return report
+
+
+def _finetune_stage(
+    lm: LoadedModel, qmodel: torch.nn.Module, images: torch.Tensor, job: QuantizeJob, report: dict[str, Any],
+    out_dir: str | Path | None,
+) -> None:  # fmt: skip
+    """KD fine-tuning of ``qmodel`` from the float model; checkpointed in ``out_dir`` (resumable)."""
+    ft_cfg = dataclasses.replace(job.finetune or finetune_kd(), epochs=job.finetune_epochs)
+    t1 = time.perf_counter()
+    ckpt_dir = _finetune_checkpoint_dir(out_dir, report, job.seed, images)
+    result = finetune_model(qmodel, lm.model, images, ft_cfg, checkpoint_dir=ckpt_dir)
+    report["finetune"] = {
+        "config": dataclasses.asdict(ft_cfg),
+        "accuracy_before": report["quantized"]["accuracy"],
+        "seconds": round(time.perf_counter() - t1, 2),
+        "final_loss": round(result.history[-1]["loss"], 5),
+    }
+    report["quantized"]["accuracy"] = _test_accuracy(qmodel, lm.card)
+
+
+def _write(
+    out: Path, qmodel: torch.nn.Module, int8_model: torch.nn.Module | None, cfg: QuantConfig, job: QuantizeJob,
+    report: dict[str, Any], card: ModelCard,
+) -> None:  # fmt: skip
+    """The quantized card, the int8 one (or remove an earlier run's), and report.json."""
+    saved = save_model(
+        qmodel, out, like=card, arch=QUANTIZED_ARCH, name="model",
+        card_name=f"{card.name or 'model'}_w{cfg.weight_bits}a{cfg.act_bits}",
+        arch_kwargs=_arch_kwargs(card, cfg), test_accuracy=report["quantized"]["accuracy"],
+        quantization={k: report[k] for k in ("weight_bits", "act_bits", "calib", "config")},
+    )  # fmt: skip
+    report["model_card"] = str(saved.path)
+    if int8_model is not None:
+        report["int8"]["model_card"] = str(_save_int8(int8_model, card, report, out / "int8").path)
+    else:  # a previous run's int8 model would no longer match this model.json
+        remove_stale(out / "int8", "this run exports no int8 model")
+    if job.finetune_epochs == 0:
+        remove_stale(out / CHECKPOINT, "this run does no fine-tuning")
+        remove_stale(out / FINETUNE_RUN, "this run does no fine-tuning")
+    atomic_write_json(out / "report.json", report)
 
