@@ -142,12 +142,16 @@ class Plan:
         return self.method is not None and not self.online and not self.pool
 
     def open_source(self, synth_dir: str | Path | None = None) -> SurrogateSource:
-        """The surrogate source; an offline backend first writes ``num_images`` to ``synth_dir``
-        (resumable, reusable with ``--data``)."""
+        """The surrogate source of this plan.
+
+        An offline backend first writes ``num_images`` to ``synth_dir`` (resumable, reusable with
+        ``--data``).
+        """
         synth = self.synthesizer
         if self.dataset_source is not None:
             src = self.dataset_source
-            self.info.update(data=str(self.data), method=src.dataset.manifest.get("method"), num_images=len(src))
+            method = src.dataset.manifest.get("method")
+            self.info.update(data=str(self.data), method=method, num_images=len(src))
             return src
         assert synth is not None and self.method is not None
         if self.online:
@@ -200,10 +204,13 @@ def plan(
         raise UserInputError("give exactly one of --data DIR (a synthetic dataset) or --method NAME")
     options = dict(method_options or {})
     if data is not None and options:
-        raise UserInputError(f"--set {next(iter(options))} configures a synthesis backend and needs --method, not --data")
+        first = next(iter(options))
+        raise UserInputError(f"--set {first} configures a synthesis backend and needs --method, not --data")
     online = method is not None and method_class(method).online
     if pool and (method is None or online):
-        raise UserInputError("--pool needs an offline --method (for example fast), not --data or an online method")
+        raise UserInputError(
+            "--pool needs an offline --method (for example fast), not --data or an online method"
+        )
     overrides = kd if isinstance(kd, KDConfig) else {"seed": seed, **(kd or {})}
     cfg = kd_settings(method, overrides, pool=pool, method_options=options)
     synth = dataset = None

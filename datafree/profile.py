@@ -22,7 +22,9 @@ from .cards import ModelCard
 from .evaluate import evaluate_model
 from .utils import count_params, device_of, model_size_bytes
 
-__all__ = ["count_macs", "measure_latency", "profile_model", "profile_stages", "num_threads", "LATENCY_BATCHES"]
+__all__ = [
+    "count_macs", "measure_latency", "profile_model", "profile_stages", "num_threads", "LATENCY_BATCHES"
+]  # fmt: skip
 
 LATENCY_BATCHES = (1, 64)
 

@@ -35,7 +35,10 @@ def progress(it: Iterable[T] | None = None, **kwargs: Any) -> Any:
 
 
 def announce(message: str) -> None:
-    """One line on stderr for what a run does to the file system (``created directory X``,
-    ``removed stale X``), from the main process only; shown even when quiet (it is not progress)."""
+    """One line on stderr for what a run does to the file system.
+
+    ``created directory X``, ``removed stale X (why)``: from the main process only, and shown
+    even when quiet (it is not progress).
+    """
     if os.environ.get("RANK", "0") == "0":
         print(message, file=sys.stderr, flush=True)

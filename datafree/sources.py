@@ -180,7 +180,9 @@ class PoolSource(SurrogateSource):
         seed: base seed.
     """
 
-    def __init__(self, synthesizer: Synthesizer, batch_size: int | None = None, max_images: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, synthesizer: Synthesizer, batch_size: int | None = None, max_images: int | None = None, seed: int = 0
+    ) -> None:
         self.synth = synthesizer
         self.batch_size = batch_size or synthesizer.config.batch_size
         self.max_images = max_images

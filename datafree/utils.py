@@ -89,8 +89,11 @@ _DEVICE_AVAILABLE = {
 
 
 def ensure_dir(path: str | os.PathLike[str], *, quiet: bool = False) -> Path:
-    """Create directory ``path`` (and its parents) if missing, announcing the top one it creates
-    on stderr unless ``quiet`` (the ``--out`` a user named needs no announcement)."""
+    """Create directory ``path`` (and its parents) if missing.
+
+    The top directory it creates is announced on stderr unless ``quiet`` (the ``--out`` a user
+    named needs no announcement).
+    """
     p = Path(path)
     if p.is_dir():
         return p

@@ -35,7 +35,9 @@ from datafree.progress import progress
 from datafree.registry import Registry
 from datafree.utils import device_of
 
-__all__ = ["GENERATORS", "Batch", "Synthesizer", "SynthConfig", "register", "warmup_cosine", "parse_overrides"]
+__all__ = [
+    "GENERATORS", "Batch", "Synthesizer", "SynthConfig", "register", "warmup_cosine", "parse_overrides"
+]  # fmt: skip
 
 
 @dataclass
@@ -180,13 +182,19 @@ class Synthesizer(ABC):
         return self.sample(n)
 
     def uses_student(self) -> bool:
-        """Whether :meth:`step` uses the student in this configuration (``needs_student``, or an
-        optional student term switched on, such as Adaptive DeepInversion's competition)."""
+        """Whether :meth:`step` uses the student in this configuration.
+
+        ``needs_student``, or an optional student term switched on (Adaptive DeepInversion's
+        competition, Fast-Datafree's ``adv_weight``).
+        """
         return self.needs_student
 
     def student_objective(self) -> Callable[[nn.Module, nn.Module, torch.Tensor], torch.Tensor] | None:
-        """A ``(student, teacher, x) -> loss`` replacing the KD stage's student loss (ZSKT's
-        attention transfer), or None to use the KD config's loss."""
+        """The student's loss in the KD stage, when the paper replaces KD's.
+
+        A ``(student, teacher, x) -> loss`` (ZSKT's attention transfer), or None to use the KD
+        config's loss.
+        """
         return None
 
     def check_student(self, student: nn.Module | None) -> nn.Module:

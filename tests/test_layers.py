@@ -1,5 +1,7 @@
-"""Imports point one way (docs/DESIGN "Layers"): a module imports only from its own layer or below,
-and the project's modules import each other without a cycle.
+"""Imports point one way (DESIGN.md "Layers", docs/structure.md): no upward import, no cycle.
+
+A module imports only from its own layer or below, and the project's modules import each other
+without a cycle.
 
 The imports are read from the source (ast), every one of them: at module level, inside functions
 and under ``TYPE_CHECKING``, so an import moved into a function to dodge a cycle is caught too.
@@ -21,18 +23,24 @@ PACKAGES = ("datafree", "generators")
 # Lowest first. A pattern names a module (``datafree.cards``) or a package and everything in it
 # (``datafree.models*``); an exact name wins over a pattern.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("datafree.errors", "datafree.registry", "datafree.progress", "datafree.utils", "datafree.distributed",
-              "datafree.normalize", "datafree.stats", "datafree.resume")),
+    ("core", (
+        "datafree.errors", "datafree.registry", "datafree.progress", "datafree.utils", "datafree.distributed",
+        "datafree.normalize", "datafree.stats", "datafree.resume",
+    )),
     ("losses, hooks, io, models", (
-        "datafree.losses", "datafree.generator_losses", "datafree.hooks", "datafree.augment", "datafree.models*",
-        "datafree.reshape", "datafree.cards", "datafree.dataset", "datafree.data*", "datafree.evaluate",
+        "datafree.losses", "datafree.generator_losses", "datafree.hooks", "datafree.augment",
+        "datafree.models*", "datafree.reshape", "datafree.cards", "datafree.dataset", "datafree.data*",
+        "datafree.evaluate",
         "datafree.profile", "datafree.train", "datafree.quant.fakequant", "datafree.quant.fold",
-        "datafree.quant.calibration", "datafree.quant.qmodel", "datafree.quant.int8", "datafree.quant.int8_artefact",
+        "datafree.quant.calibration", "datafree.quant.qmodel", "datafree.quant.int8",
+        "datafree.quant.int8_artefact",
     )),
     ("generators", ("generators*",)),
     ("kd, sources", ("datafree.distill", "datafree.sources", "datafree.synthesis")),
     ("plan", ("datafree.plan", "datafree.outputs", "datafree.online_train")),
-    ("jobs", ("datafree.pipeline", "datafree.prune*", "datafree.quant", "datafree.quant.api", "datafree.quant.qat")),
+    ("jobs", (
+        "datafree.pipeline", "datafree.prune*", "datafree.quant", "datafree.quant.api", "datafree.quant.qat",
+    )),
     ("front", ("cli", "datafree")),  # the command and the package's facade (datafree/__init__.py)
 ]  # fmt: skip
 

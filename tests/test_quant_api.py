@@ -44,8 +44,8 @@ def test_quantize_end_to_end_writes_an_evaluable_model(bn_teacher, tmp_path):
 
 def test_reloaded_model_gives_identical_outputs(bn_teacher, tmp_path):
     images = calibration_images(bn_teacher, "noise", 16, seed=1)
-    quantize(bn_teacher, QuantConfig(3, 5, weight_symmetric=False, act_calib="percentile"), images=images, out_dir=tmp_path)
     cfg = QuantConfig(3, 5, weight_symmetric=False, act_calib="percentile")
+    quantize(bn_teacher, cfg, images=images, out_dir=tmp_path)
     q = calibrate(quantize_network(bn_teacher.model, cfg), images, cfg)
     x = torch.randn(4, *bn_teacher.card.input_shape)
     torch.testing.assert_close(load_model(tmp_path / "model.json").model(x), q(x))

@@ -18,7 +18,7 @@ from datafree.quant.fold import fold_batchnorm, fold_bn_weights
 
 
 def _old_fold(weight, bias, mean, var, eps, gamma, beta):
-    """datafree's formula before it used PyTorch's (kept here to compare)."""
+    """The formula datafree used before it used PyTorch's (kept here to compare)."""
     scale = torch.rsqrt(var + eps)
     if gamma is not None:
         scale = scale * gamma
@@ -31,7 +31,8 @@ def _old_fold(weight, bias, mean, var, eps, gamma, beta):
 
 def _conv_bn_pairs(model: nn.Module):
     mods = list(model.modules())
-    return [(a, b) for a, b in zip(mods, mods[1:], strict=False) if isinstance(a, nn.Conv2d) and isinstance(b, _BatchNorm)]
+    pairs = zip(mods, mods[1:], strict=False)
+    return [(a, b) for a, b in pairs if isinstance(a, nn.Conv2d) and isinstance(b, _BatchNorm)]
 
 
 def test_bn_folding_matches_the_old_formula(bn_teacher):
@@ -58,7 +59,8 @@ def test_bn_folding_without_affine_and_with_bias():
 def test_folded_network_agrees_with_the_float_one(bn_teacher):
     x = torch.randn(16, *bn_teacher.card.input_shape)
     with torch.no_grad():
-        torch.testing.assert_close(fold_batchnorm(bn_teacher.model)(x), bn_teacher.model(x), atol=1e-4, rtol=1e-4)
+        folded = fold_batchnorm(bn_teacher.model)(x)
+        torch.testing.assert_close(folded, bn_teacher.model(x), atol=1e-4, rtol=1e-4)
 
 
 def test_torch_fake_quantize_is_close_but_not_equal_to_ours():
@@ -81,9 +83,9 @@ def test_torch_fake_quantize_is_close_but_not_equal_to_ours():
     x = torch.linspace(0, 1, 1001, requires_grad=True)
     scale, zp, qmin, qmax = torch.tensor(0.05), torch.tensor(3.0), 0, 15  # last level: x in [0.575, 0.625)
     (g_ours,) = torch.autograd.grad(fake_quantize(x, scale, zp, qmin, qmax).sum(), x)
-    (g_torch,) = torch.autograd.grad(
-        torch.fake_quantize_per_tensor_affine(x, scale.reshape(1), zp.to(torch.int32).reshape(1), qmin, qmax).sum(), x
-    )
+    zp_int = zp.to(torch.int32).reshape(1)
+    theirs = torch.fake_quantize_per_tensor_affine(x, scale.reshape(1), zp_int, qmin, qmax)
+    (g_torch,) = torch.autograd.grad(theirs.sum(), x)
     xs = x.detach()
     below, top, beyond = xs < 0.575 - 1e-6, (xs > 0.575 + 1e-6) & (xs < 0.625 - 1e-6), xs > 0.625 + 1e-6
     assert torch.equal(g_ours[below], g_torch[below]) and (g_ours[below] == 1).all()

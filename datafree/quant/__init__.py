@@ -11,8 +11,10 @@ from .qmodel import QuantConfig, build_quantized, calibrate, quantize_network, q
 # The jobs (calibration data, quantize, KD fine-tuning) sit above the backends and the KD stage; the
 # kernels above do not. Importing a kernel module (datafree.cards loads int8 models through
 # int8_artefact) must not import the jobs: they load on first use (PEP 562).
-_LAZY = {"CALIBRATION_DATA": "api", "QuantizeJob": "api", "calibration_images": "api", "quantize": "api", "FINETUNE_KD": "qat",
-         "finetune_kd": "qat", "finetune": "qat"}  # fmt: skip
+_LAZY = {
+    "CALIBRATION_DATA": "api", "QuantizeJob": "api", "calibration_images": "api", "quantize": "api",
+    "FINETUNE_KD": "qat", "finetune_kd": "qat", "finetune": "qat",
+}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

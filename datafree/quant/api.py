@@ -1,6 +1,7 @@
 """The library entry point: quantize a model from its card with synthetic (or reference) data.
 
-``quantize(model, QuantConfig(weight_bits, act_bits), QuantizeJob(calib=...))`` gets calibration images, simulates the
+``quantize(model, QuantConfig(weight_bits, act_bits), QuantizeJob(calib=...))`` gets calibration
+images, simulates the
 quantized network (BN folded, weights per channel, activations per tensor), optionally
 fine-tunes it by KD from the full-precision model, optionally exports a real int8 CPU model,
 and writes ``OUT/model.json`` + ``OUT/model.safetensors`` (loadable by ``datafree evaluate``),
@@ -280,7 +281,8 @@ def quantize(
     qmodel = calibrate(quantize_network(lm.model, cfg), images, cfg, seed=job.seed)
     size = quantized_size_bytes(qmodel)
     report["fp32"] = {"accuracy": _test_accuracy(lm.model, card), "size_bytes": model_size_bytes(lm.model)}
-    report["quantized"] = {"accuracy": _test_accuracy(qmodel, card), "size_bytes": size["total"], "size": size}
+    q_acc = _test_accuracy(qmodel, card)
+    report["quantized"] = {"accuracy": q_acc, "size_bytes": size["total"], "size": size}
     if job.finetune_epochs > 0:
         _finetune_stage(lm, qmodel, images, job, report, out_dir)
     int8_model = None
@@ -312,8 +314,8 @@ def _finetune_stage(
 
 
 def _write(
-    out: Path, qmodel: torch.nn.Module, int8_model: torch.nn.Module | None, cfg: QuantConfig, job: QuantizeJob,
-    report: dict[str, Any], card: ModelCard,
+    out: Path, qmodel: torch.nn.Module, int8_model: torch.nn.Module | None, cfg: QuantConfig,
+    job: QuantizeJob, report: dict[str, Any], card: ModelCard,
 ) -> None:  # fmt: skip
     """The quantized card, the int8 one (or remove an earlier run's), and report.json."""
     saved = save_model(

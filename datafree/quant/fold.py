@@ -54,8 +54,10 @@ def fold_bn_weights(
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
-    """A new ``Conv2d`` (with bias) computing ``bn(conv(x))`` in inference mode (PyTorch's
-    ``fuse_conv_bn_eval``; ``conv`` and ``bn`` are not modified)."""
+    """A new ``Conv2d`` (with bias) computing ``bn(conv(x))`` in inference mode.
+
+    PyTorch's ``fuse_conv_bn_eval``; ``conv`` and ``bn`` are put in eval mode, not otherwise modified.
+    """
     assert bn.running_mean is not None and bn.running_var is not None
     return fuse_conv_bn_eval(conv.eval(), bn.eval())
 

@@ -27,8 +27,8 @@ __all__ = ["FINETUNE_KD", "finetune_kd", "finetune"]
 # GDFQ's fine-tuning (KL at a high temperature, Adam at a small learning rate): the defaults of
 # :func:`finetune_kd`, over :class:`KDConfig`'s.
 FINETUNE_KD: dict[str, Any] = {
-    "epochs": 10, "steps_per_epoch": 50, "batch_size": 64, "lr": 1e-4, "optimizer": "adam", "weight_decay": 0.0,
-    "temperature": 4.0, "augment": True,
+    "epochs": 10, "steps_per_epoch": 50, "batch_size": 64, "lr": 1e-4, "optimizer": "adam",
+    "weight_decay": 0.0, "temperature": 4.0, "augment": True,
 }  # fmt: skip
 
 
