@@ -190,7 +190,9 @@ def train_online(
     )
 
 
-def load_online_synthesizer(teacher: LoadedModel, path: str | Path, method: str | None = None) -> Any:
+def load_online_synthesizer(
+    teacher: LoadedModel, path: str | Path, method: str | None = None
+) -> Synthesizer:
     """Rebuild a trained generator backend from ``generator.safetensors`` (or its directory).
 
     Args:
