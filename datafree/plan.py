@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from generators import Synthesizer, create_synthesizer, method_class
+from generators.base import parse_overrides
 
 from .cards import LoadedModel, ModelCard
 from .distill import KDConfig
@@ -66,8 +67,9 @@ def kd_settings(
             values.update(cls.pool_kd)
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
             values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
-            if method_options and "batch_size" in method_options:
-                values["batch_size"] = method_options["batch_size"]
+            if method_options and "batch_size" in method_options:  # "16" (--set): parsed as the backend does
+                given = {"batch_size": method_options["batch_size"]}
+                values["batch_size"] = parse_overrides(cls.Config, given).batch_size
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     fields = {f.name for f in dataclasses.fields(KDConfig)}
     unknown = sorted(set(values) - fields)

@@ -81,3 +81,12 @@ def test_the_out_a_user_names_is_not_announced(tmp_path, capsys):
 
     prepare_out_dir(tmp_path / "o")
     assert capsys.readouterr().err == ""
+
+
+def test_set_batch_size_of_an_online_method_is_the_kd_batch_too(bn_teacher):
+    """``--set batch_size=16`` arrives as a string; it sets the generator's and the student's batch."""
+    from datafree.plan import plan
+
+    p = plan(bn_teacher, method="dafl", method_options={"batch_size": "16"}, kd={"epochs": 1})
+    assert p.kd.batch_size == 16 and p.synthesizer is not None and p.synthesizer.config.batch_size == 16
+    assert plan(bn_teacher, method="dafl", method_options={"batch_size": "16"}, kd={"batch_size": 8}).kd.batch_size == 8
