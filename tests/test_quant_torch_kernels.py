@@ -2,8 +2,8 @@
 
 BN folding now uses ``torch.nn.utils.fusion`` (the numbers below are why); the straight-through
 fake quantizer stays datafree's own: ``torch.fake_quantize_per_*_affine`` rounds ``x * (1/scale)``
-instead of ``x / scale`` (about a hundred elements per million land one step apart) and its gradient
-at the top of the grid differs (ours is cut where the clamp binds, from the last level on; torch's
+instead of ``x / scale`` (inputs exactly between two levels often round the other way; random
+inputs agree) and its gradient at the top of the grid differs (ours is cut where the clamp binds, from the last level on; torch's
 passes up to half a step beyond the grid), so switching would change the numbers and the training.
 """
 
