@@ -121,7 +121,9 @@ quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bars."
 seed_opt = click.option(
     "--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Seed of every random choice."
 )
-threads_opt = click.option("--threads", type=int, default=None, callback=_positive, help="torch CPU threads.")
+threads_opt = click.option(
+    "--threads", type=click.IntRange(max=4096), default=None, callback=_positive, help="torch CPU threads."
+)
 set_opt = click.option(
     "--set", "options", multiple=True, metavar="KEY=VALUE", help="Backend option, e.g. --set bn_weight=3 (repeatable)."
 )
