@@ -24,10 +24,34 @@ from datafree.quant.fold import fold_bn_weights  # noqa: E402
 
 
 def old_fold(weight, bias, mean, var, eps, gamma, beta):  # noqa: ANN001, ANN201
-    """The formula datafree used before PyTorch's."""
-    scale = torch.rsqrt(var + eps) * gamma
+    """The formula datafree used before PyTorch's (datafree/quant/fold.py until issue 16)."""
+    scale = torch.rsqrt(var + eps)
+    if gamma is not None:
+        scale = scale * gamma
     b = bias if bias is not None else torch.zeros_like(mean)
-    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), (b - mean) * scale + beta
+    new_bias = (b - mean) * scale
+    if beta is not None:
+        new_bias = new_bias + beta
+    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), new_bias
+
+
+def channel_mismatches() -> tuple[int, int]:
+    """Per-channel weights over 2-8 bits, symmetric and not: elements on another level, and all.
+
+    Asserts (the test relies on it) that no element is more than one step away.
+    """
+    differ = total = 0
+    for bits in range(2, 9):
+        for symmetric in (True, False):
+            qmin, qmax = quant_range(bits, symmetric)
+            w = torch.randn(16, 8, 3, 3) * torch.rand(16, 1, 1, 1) * 3
+            s, z = quant_params(w.amin(dim=(1, 2, 3)), w.amax(dim=(1, 2, 3)), bits, symmetric)
+            ours = fake_quantize(w, s.reshape(-1, 1, 1, 1), z.reshape(-1, 1, 1, 1), qmin, qmax)
+            theirs = torch.fake_quantize_per_channel_affine(w, s, z.to(torch.int32), 0, qmin, qmax)
+            assert ((ours - theirs).abs() <= s.reshape(-1, 1, 1, 1) * 1.001).all()  # at most one step
+            differ += int((ours != theirs).sum())
+            total += w.numel()
+    return differ, total
 
 
 def main() -> None:
@@ -42,24 +66,16 @@ def main() -> None:
         (w1, b1), (w2, b2) = fold_bn_weights(*args), old_fold(*args)
         wd, bd = max(wd, (w1 - w2).abs().max().item()), max(bd, (b1 - b2).abs().max().item())
     print(f"BN folding, {len(pairs)} conv+BN pairs: max |weight diff| {wd:.3g}, max |bias diff| {bd:.3g}")
-    differ = total = 0
+    differ, total = channel_mismatches()
     for bits in range(2, 9):
-        for symmetric in (True, False):
-            qmin, qmax = quant_range(bits, symmetric)
-            w = torch.randn(16, 8, 3, 3) * torch.rand(16, 1, 1, 1) * 3
-            s, z = quant_params(w.amin(dim=(1, 2, 3)), w.amax(dim=(1, 2, 3)), bits, symmetric)
-            ours = fake_quantize(w, s.reshape(-1, 1, 1, 1), z.reshape(-1, 1, 1, 1), qmin, qmax)
-            theirs = torch.fake_quantize_per_channel_affine(w, s, z.to(torch.int32), 0, qmin, qmax)
-            differ += int((ours != theirs).sum())
-            total += w.numel()
-            x = torch.randn(64, 16, 8, 8).relu() * 2
-            s2, z2 = quant_params(torch.tensor(-0.5), x.max(), bits, False)
-            q2min, q2max = quant_range(bits, False)
-            o2 = fake_quantize(x, s2, z2, q2min, q2max)
-            z2i = z2.to(torch.int32).reshape(1)
-            t2 = torch.fake_quantize_per_tensor_affine(x, s2.reshape(1), z2i, q2min, q2max)
-            differ += int((o2 != t2).sum())
-            total += x.numel()
+        x = torch.randn(64, 16, 8, 8).relu() * 2
+        s2, z2 = quant_params(torch.tensor(-0.5), x.max(), bits, False)
+        q2min, q2max = quant_range(bits, False)
+        o2 = fake_quantize(x, s2, z2, q2min, q2max)
+        z2i = z2.to(torch.int32).reshape(1)
+        t2 = torch.fake_quantize_per_tensor_affine(x, s2.reshape(1), z2i, q2min, q2max)
+        differ += int((o2 != t2).sum())
+        total += x.numel()
     print(f"fake quantize forward, 2-8 bits, random weights and activations: {differ} of {total} elements "
           "on another level")
     differ = total = 0

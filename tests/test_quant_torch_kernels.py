@@ -3,8 +3,9 @@
 BN folding now uses ``torch.nn.utils.fusion`` (the numbers below are why); the straight-through
 fake quantizer stays datafree's own: ``torch.fake_quantize_per_*_affine`` rounds ``x * (1/scale)``
 instead of ``x / scale`` (inputs exactly between two levels often round the other way; random
-inputs agree) and its gradient at the top of the grid differs (ours is cut where the clamp binds, from the last level on; torch's
-passes up to half a step beyond the grid), so switching would change the numbers and the training.
+inputs agree) and its gradient at the top of the grid differs (ours is cut where the clamp binds,
+from the last level on; torch's passes up to half a step beyond the grid), so switching would
+change the numbers and the training. bench/torch_kernels.py prints the figures.
 """
 
 from __future__ import annotations
@@ -13,20 +14,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from datafree.quant.fakequant import fake_quantize, quant_params, quant_range
+from bench.torch_kernels import channel_mismatches, old_fold
+from datafree.quant.fakequant import fake_quantize
 from datafree.quant.fold import fold_batchnorm, fold_bn_weights
-
-
-def _old_fold(weight, bias, mean, var, eps, gamma, beta):
-    """The formula datafree used before it used PyTorch's (kept here to compare)."""
-    scale = torch.rsqrt(var + eps)
-    if gamma is not None:
-        scale = scale * gamma
-    b = bias if bias is not None else torch.zeros_like(mean)
-    new_bias = (b - mean) * scale
-    if beta is not None:
-        new_bias = new_bias + beta
-    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), new_bias
 
 
 def _conv_bn_pairs(model: nn.Module):
@@ -41,7 +31,7 @@ def test_bn_folding_matches_the_old_formula(bn_teacher):
     for conv, bn in pairs:
         args = (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
         w_new, b_new = fold_bn_weights(*args)
-        w_old, b_old = _old_fold(*args)
+        w_old, b_old = old_fold(*args)
         assert torch.equal(w_new, w_old.detach())  # bit for bit
         torch.testing.assert_close(b_new, b_old.detach(), rtol=0, atol=1e-6)  # the order of the products
 
@@ -52,7 +42,7 @@ def test_bn_folding_without_affine_and_with_bias():
     bn.running_mean.uniform_(-1, 1)
     bn.running_var.uniform_(0.5, 2)
     args = (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, None, None)
-    for new, old in zip(fold_bn_weights(*args), _old_fold(*args), strict=True):
+    for new, old in zip(fold_bn_weights(*args), old_fold(*args), strict=True):
         torch.testing.assert_close(new, old.detach(), rtol=0, atol=1e-6)
 
 
@@ -66,17 +56,7 @@ def test_folded_network_agrees_with_the_float_one(bn_teacher):
 def test_torch_fake_quantize_is_close_but_not_equal_to_ours():
     """Why datafree keeps its quantizer: forward within one step, gradient cut at other points."""
     torch.manual_seed(0)
-    differ = total = 0
-    for bits in range(2, 9):
-        for symmetric in (True, False):
-            qmin, qmax = quant_range(bits, symmetric)
-            w = torch.randn(16, 8, 3, 3) * torch.rand(16, 1, 1, 1) * 3
-            s, z = quant_params(w.amin(dim=(1, 2, 3)), w.amax(dim=(1, 2, 3)), bits, symmetric)
-            ours = fake_quantize(w, s.reshape(-1, 1, 1, 1), z.reshape(-1, 1, 1, 1), qmin, qmax)
-            theirs = torch.fake_quantize_per_channel_affine(w, s, z.to(torch.int32), 0, qmin, qmax)
-            assert ((ours - theirs).abs() <= s.reshape(-1, 1, 1, 1) * 1.001).all()  # at most one step
-            differ += int((ours != theirs).sum())
-            total += w.numel()
+    differ, total = channel_mismatches()  # asserts at most one step apart
     assert differ / total < 1e-3
     # the gradient: the same inside the grid, not at its top (measured: ours is zero from the last
     # level on, where the clamp binds; torch's passes up to half a step beyond it)
