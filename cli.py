@@ -121,7 +121,9 @@ quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bars."
 seed_opt = click.option(
     "--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Seed of every random choice."
 )
-threads_opt = click.option("--threads", type=int, default=None, callback=_positive, help="torch CPU threads.")
+threads_opt = click.option(
+    "--threads", type=click.IntRange(max=4096), default=None, callback=_positive, help="torch CPU threads."
+)
 set_opt = click.option(
     "--set", "options", multiple=True, metavar="KEY=VALUE", help="Backend option, e.g. --set bn_weight=3 (repeatable)."
 )
@@ -239,14 +241,6 @@ def methods() -> None:
         click.echo(f"{name:14s} {kind}{bn}: {(cls.__doc__ or '').strip().splitlines()[0]}")
 
 
-def _kd_config(**kw: Any) -> Any:
-    from datafree.distill import KDConfig
-
-    cfg = KDConfig(**{k: v for k, v in kw.items() if v is not None})
-    cfg.validate()
-    return cfg
-
-
 kd_opts = [
     click.option("--epochs", type=int, default=None, callback=_positive, help="KD epochs (default 30; online methods have their own)."),
     click.option("--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."),
@@ -330,7 +324,7 @@ def synthesize(
         overrides["batch_size"] = batch_size
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
     if _method_is_online(method):  # train a generator (in OUT_generator/) or reuse --generator, then sample
-        from datafree.online import synthesize_online
+        from datafree.online_train import synthesize_online
 
         kd_over = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **_kd_more(kd_more)}
         ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
@@ -382,62 +376,28 @@ def distill(
     """Train a student from the teacher on synthetic data; writes OUT/model.json. Rerun to resume."""
     from datafree.cards import load_model
     from datafree.distributed import run_on_main
-    from datafree.errors import UserInputError
-    from datafree.pipeline import DEFAULT_NUM_IMAGES, distill_to_dir, make_student, prepare_out_dir
-    from datafree.sources import DatasetSource
+    from datafree.outputs import prepare_out_dir
+    from datafree.pipeline import distill_to_dir
+    from datafree.plan import make_student, plan
 
-    if (data is None) == (method is None):
-        raise UserInputError("give exactly one of --data DIR (a synthetic dataset) or --method NAME")
-    if data is not None and options:
-        raise UserInputError(f"--set {options[0]} configures a synthesis backend and needs --method, not --data")
-    if pool and (method is None or _method_is_online(method)):
-        raise UserInputError("--pool needs an offline --method (for example fast), not --data or an online method")
     dev = _setup(device, quiet, threads)
-    kd_more_over = _kd_more(kd_more)
-    kd = _kd_config(
-        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature, seed=seed,
-        **kd_more_over,
-    )  # fmt: skip
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
     make_student(student, lm, seed)  # an unknown --student fails before --out is touched
+    # a bad --data, --set, --pool or KD option (a BN method without BN, ...) fails before --out too
+    kd_over = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **_kd_more(kd_more)}
+    p = plan(lm, data=data, method=method, pool=pool, kd=kd_over, method_options=_parse_set(options),
+             num_images=num_images, seed=seed)  # fmt: skip
     if eval_data is not None:  # a bad --eval-data fails before --out is touched
         from datafree.data.evalsets import open_eval_data
 
         open_eval_data(eval_data, lm.card)
-    source = synth = None
-    opts = _parse_set(options)
-    if data is not None:  # validate the whole dataset (manifest, every shard, teacher) before touching --out
-        source = DatasetSource(data, lm.card, dev, seed=seed)
-    elif not _method_is_online(str(method)):  # a BN method without BN, a bad --set: before --out
-        from generators import create_synthesizer
-
-        synth = create_synthesizer(str(method), lm.model, lm.card, seed=seed, **opts)
     run_on_main(lambda: prepare_out_dir(out))  # rank 0 creates it; its error stops every rank
-    if method is not None:
-        if synth is None:  # DAFL / ZSKT / DFAD: generator trained inside the KD stage
-            from datafree.online import distill_online_to_dir
-
-            kd_over = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **kd_more_over}
-            rep = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd_over, seed=seed,
-                                        eval_data=eval_data, **opts)  # fmt: skip
-            click.echo(f"student {rep['arch']}: {_acc(rep['accuracy'], rep['eval_data'])}; card {out / 'model.json'}; "
-                       f"generator {rep['generator']}")  # fmt: skip
-            _save_config(out)
-            return
-        if pool:
-            rep = _distill_pool(lm, synth, out, student, seed,
-                                {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed),
-                                 **kd_more_over}, eval_data)  # fmt: skip
-            click.echo(f"student {rep['arch']}: {_acc(rep['accuracy'], rep['eval_data'])}; card {out / 'model.json'}")
-            _save_config(out)
-            return
-        from datafree.synthesis import synthesize_dataset
-
-        ds = synthesize_dataset(lm, method, out / "data", num_images or DEFAULT_NUM_IMAGES, seed=seed, **opts)
-        source = DatasetSource(ds.root, lm.card, dev, seed=seed)
-    rep = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, eval_data=eval_data)
+    desc = f"{method} pool distill" if pool else "distill"
+    rep = distill_to_dir(lm, p, out, student_arch=student, seed=seed, desc=desc, eval_data=eval_data)
     if _main_rank():
-        click.echo(f"student {rep['arch']}: {_acc(rep['accuracy'], rep['eval_data'])}; card {out / 'model.json'}")
+        generator = f"; generator {rep['generator']}" if "generator" in rep else ""
+        click.echo(f"student {rep['arch']}: {_acc(rep['accuracy'], rep['eval_data'])}; card {out / 'model.json'}"
+                   f"{generator}")  # fmt: skip
     _save_config(out)
 
 
@@ -445,21 +405,6 @@ def _method_is_online(method: str) -> bool:
     from generators import method_class
 
     return bool(method_class(method).online)
-
-
-def _distill_pool(
-    lm: Any, synth: Any, out: Path, student: str | None, seed: int, kd_over: dict[str, Any], eval_data: str | None = None
-) -> dict[str, Any]:  # fmt: skip
-    """Fast-Datafree's loop through the shared KD stage: the backend's ``pool_kd`` settings unless
-    given on the command line; resumable like any distillation (the pool is in the checkpoint)."""
-    from datafree.pipeline import distill_to_dir
-    from datafree.sources import PoolSource
-
-    cls = type(synth)
-    kd = _kd_config(**{**getattr(cls, "pool_kd", {}), **kd_over})
-    source = PoolSource(synth, batch_size=getattr(cls, "pool_batch_size", None), seed=seed)
-    return distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc=f"{cls.name} pool distill",
-                          eval_data=eval_data)  # fmt: skip
 
 
 @cli.command()
@@ -528,20 +473,12 @@ def compress(
     Stages, in order: --student ARCH (the default job when no other stage is given), --prune R,
     --quantize WxAy; each is reported in report.json (accuracy, params, MACs, bytes, latency).
     """
-    from datafree.pipeline import DEFAULT_NUM_IMAGES
     from datafree.pipeline import compress as run
+    from datafree.plan import DEFAULT_NUM_IMAGES
 
     dev = _setup(device, quiet, threads)
-    if _method_is_online(method):  # the method's own KD settings, with what was given here on top
-        from datafree.online import kd_config_for
-
-        kd = kd_config_for(method, {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed),
-                                    **_kd_more(kd_more)})  # fmt: skip
-    else:
-        kd = _kd_config(
-            epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature,
-            seed=seed, **_kd_more(kd_more),
-        )  # fmt: skip
+    # on top of the method's own KD settings
+    kd = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **_kd_more(kd_more)}
     synth_options: dict[str, Any] = _parse_set(options)
     if iterations is not None:
         synth_options["iterations"] = iterations
@@ -599,12 +536,11 @@ def prune(
 ) -> None:  # fmt: skip
     """Remove channels for real, recover by KD from the unpruned model on synthetic data. Rerun to resume."""
     from datafree.cards import load_model
-    from datafree.pipeline import DEFAULT_NUM_IMAGES
+    from datafree.plan import DEFAULT_NUM_IMAGES, kd_settings
     from datafree.prune import prune_model
 
     dev = _setup(device, quiet, threads)
-    kd = _kd_config(**{**_kd_more(kd_more), "steps_per_epoch": steps_per_epoch, "batch_size": kd_batch_size, "lr": lr,
-                       "seed": seed})  # fmt: skip
+    kd = kd_settings(None, {**_kd_more(kd_more), **_kd_overrides(None, steps_per_epoch, kd_batch_size, lr, None, seed)})
     lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
     rep = prune_model(
         lm, ratio, importance, data=data, method=method, epochs=epochs, out_dir=out, device=dev,
@@ -653,7 +589,8 @@ def quantize(
 ) -> None:  # fmt: skip
     """Quantize a model with synthetic calibration data (ZeroQ by default); writes OUT/model.json + report.json."""
     from datafree.cards import load_model
-    from datafree.pipeline import prepare_out_dir
+    from datafree.outputs import prepare_out_dir
+    from datafree.quant import QuantConfig, QuantizeJob
     from datafree.quant import quantize as run
 
     dev = _setup(device, quiet, threads)
@@ -663,11 +600,10 @@ def quantize(
 
         open_eval_data(eval_data, lm.card)
     out = prepare_out_dir(out)
-    rep = run(
-        lm, weight_bits, act_bits, calib, calib_images=calib_images, finetune_epochs=finetune_epochs, int8=int8,
-        out_dir=out, device=dev, seed=seed, weight_calib=weight_calib, act_calib=act_calib,
-        weight_symmetric=not asymmetric_weights, eval_data=eval_data, **_parse_set(options),
-    )  # fmt: skip
+    cfg = QuantConfig(weight_bits, act_bits, not asymmetric_weights, weight_calib, act_calib)
+    job = QuantizeJob(calib, calib_images, seed, finetune_epochs, int8=int8, synth_options=_parse_set(options),
+                      eval_data=eval_data)  # fmt: skip
+    rep = run(lm, cfg, job, out_dir=out, device=dev)
     q, where = rep["quantized"], rep["eval_data"]
     click.echo(f"fp32: {_acc(rep['fp32']['accuracy'], where)}, {rep['fp32']['size_bytes']} bytes")
     click.echo(f"W{weight_bits}A{act_bits} ({rep['calib']}): {_acc(q['accuracy'], where)}, {q['size_bytes']} bytes")

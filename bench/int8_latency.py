@@ -30,10 +30,11 @@ import torch  # noqa: E402
 
 from datafree.cards import LoadedModel, load_model  # noqa: E402
 from datafree.data import digits_split  # noqa: E402
+from datafree.profile import measure_latency  # noqa: E402
 from datafree.quant import QuantConfig, calibrate, quantize_network  # noqa: E402
 from datafree.quant.api import _test_accuracy, calibration_images  # noqa: E402
 from datafree.quant.fold import fold_batchnorm  # noqa: E402
-from datafree.quant.int8 import export_int8, measure_latency  # noqa: E402
+from datafree.quant.int8 import export_int8  # noqa: E402
 from datafree.quant.int8_artefact import save_int8  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,7 +84,9 @@ def main() -> None:  # noqa: D103
     for bs in (1, 64):
         x = lm.card.normalizer()(pixels[:bs])
         models = {"fp32": lm.model, "fp32 BN-folded": folded, "int8": int8, "int8 reloaded": reloaded}
-        lat[bs] = measure_latency(models, x, repeats=args.repeats)
+        # one forward a sample, threads as set up above (the bench's own conditions)
+        per = measure_latency(models, x, repeats=args.repeats, threads=None, min_sample_ms=0.0)
+        lat[bs] = {name: {k: round(v, 3) for k, v in t[bs].items()} for name, t in per.items()}
 
     print(f"### resnet8_digits on CPU, 1 thread ({args.calib} calibration, 64 images)\n")
     print("| model | test accuracy |")

@@ -1,6 +1,6 @@
 """One online-backend training run with given overrides: the tuning runs behind the defaults.
 
-Trains a student with :func:`datafree.online.train_online` (the method's defaults, then the
+Trains a student with :func:`datafree.online_train.train_online` (the method's defaults, then the
 overrides), evaluates it on the digits test split after every epoch, and prints one line: the
 settings, the final test accuracy, its ratio to the teacher's, wall and CPU time, and the
 per-epoch accuracies. docs/online_generators.md lists the runs behind each default that differs
@@ -40,7 +40,7 @@ def main() -> None:  # noqa: D103
     torch.set_num_threads(args.threads)
     from datafree.cards import load_model
     from datafree.evaluate import evaluate_model
-    from datafree.online import train_online
+    from datafree.online_train import train_online
     from datafree.progress import set_quiet
 
     set_quiet(True)

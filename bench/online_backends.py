@@ -1,6 +1,6 @@
 """Distil the shipped teachers with every online backend (DAFL, ZSKT, DFAD) at its defaults.
 
-For each teacher -> default student and each method: train with :func:`datafree.online.train_online`
+For each teacher -> default student and each method: train with :func:`datafree.online_train.train_online`
 (the method's default settings), measure the student's accuracy on the digits test split, the ratio
 to the teacher's, the wall time, and the Gaussian-noise baseline (:class:`datafree.sources.NoiseSource`,
 same student, same KD settings and number of student steps). Each row is written to
@@ -32,13 +32,14 @@ from datafree.cards import load_model  # noqa: E402
 from datafree.distill import distill  # noqa: E402
 from datafree.evaluate import evaluate_model  # noqa: E402
 from datafree.models import create_model, default_student_for  # noqa: E402
-from datafree.online import kd_config_for, train_online  # noqa: E402
+from datafree.online_train import train_online  # noqa: E402
+from datafree.plan import kd_settings  # noqa: E402
 from datafree.sources import NoiseSource  # noqa: E402
 
 
 def noise_baseline(teacher, student_arch: str, method: str, seed: int = 0) -> float:
     """KD on Gaussian noise with the method's KD settings (plain KD loss), same student steps."""
-    kd = kd_config_for(method)
+    kd = kd_settings(method)
     kd = dataclasses.replace(kd, batch_size=kd.batch_size if kd.batch_size else 256, seed=seed)
     rounds = max(1, kd.steps_per_epoch // kd.kd_steps)
     kd = dataclasses.replace(kd, steps_per_epoch=rounds * kd.kd_steps, kd_steps=1, g_steps=1)

@@ -14,6 +14,7 @@ Writes bench/results/quantization.json and prints markdown tables.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from datafree.cards import load_model  # noqa: E402
-from datafree.quant import FinetuneConfig, QuantConfig, calibrate, finetune, quantize_network  # noqa: E402
+from datafree.quant import QuantConfig, calibrate, finetune, finetune_kd, quantize_network  # noqa: E402
 from datafree.quant.api import _test_accuracy, calibration_images  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -79,7 +80,7 @@ def main() -> None:  # noqa: D103
                 results[clip][key][src] = accs
 
     finetuned: dict[str, dict[str, list[float]]] = {}
-    ft_cfg = FinetuneConfig(epochs=args.finetune_epochs)
+    ft_cfg = finetune_kd(epochs=args.finetune_epochs)
     for src in ("zeroq", "noise"):
         before, after, secs = [], [], []
         for seed in seeds:
@@ -87,7 +88,7 @@ def main() -> None:  # noqa: D103
             q = calibrate(quantize_network(lm.model, cfg), data[src][seed], cfg, seed=seed)
             before.append(_test_accuracy(q, lm.card))
             t0 = time.perf_counter()
-            finetune(q, lm.model, data[src][seed], FinetuneConfig(**{**ft_cfg.__dict__, "seed": seed}))
+            finetune(q, lm.model, data[src][seed], finetune_kd(epochs=args.finetune_epochs, seed=seed))
             secs.append(time.perf_counter() - t0)
             after.append(_test_accuracy(q, lm.card))
         finetuned[src] = {"before": before, "after": after, "seconds": secs}
@@ -121,7 +122,7 @@ def main() -> None:  # noqa: D103
         "fp32": fp32,
         "seeds": seeds,
         "results": results,
-        "finetune": {"config": ft_cfg.__dict__, **finetuned},
+        "finetune": {"config": dataclasses.asdict(ft_cfg), **finetuned},
         "zeroq_synthesis": synth_times,
     }
     (RESULTS / "quantization.json").write_text(json.dumps(payload, indent=2) + "\n")

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import sys
 import time
@@ -122,11 +121,12 @@ def _kd_eval(clock: Clock, acc_fn: Callable[[], float]) -> Callable[[nn.Module],
 
 def recipe_offline(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: Callable[[], float], args: Any) -> None:
     """Synthesise ``num_images`` with the backend's defaults, then KD with ``KDConfig`` defaults."""
-    from datafree.distill import KDConfig, distill
+    from datafree.distill import distill
+    from datafree.plan import plan
     from datafree.sources import TensorSource
-    from generators import create_synthesizer
 
-    synth = create_synthesizer(method, lm.model, lm.card, seed=args.seed, **args.overrides.get(method, {}))
+    p = plan(lm, method=method, method_options=args.overrides.get(method, {}), seed=args.seed)
+    synth = p.synthesizer
     bs = synth.config.batch_size
     images = []
     clock.record(acc_fn, "synthesize")
@@ -138,44 +138,39 @@ def recipe_offline(lm: Any, method: str, student: nn.Module, clock: Clock, acc_f
             clock.check_cap(acc_fn, "synthesize")
         images.append(synth.sample(n).images)
     source = TensorSource(torch.cat(images), seed=args.seed)
-    distill(lm.model, student, source, KDConfig(seed=args.seed), input_shape=lm.card.input_shape, eval_fn=_kd_eval(clock, acc_fn))
+    distill(lm.model, student, source, p.kd, input_shape=lm.card.input_shape, eval_fn=_kd_eval(clock, acc_fn))
 
 
 def recipe_pool(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: Callable[[], float], args: Any) -> None:
     """Fast-Datafree's loop: one synthesised batch per round, then ``kd_steps`` KD steps on the pool."""
-    from datafree.distill import KDConfig, distill
+    from datafree.distill import distill
+    from datafree.plan import plan
     from datafree.sources import PoolSource
-    from generators import create_synthesizer
 
-    synth = create_synthesizer(method, lm.model, lm.card, seed=args.seed, **args.overrides.get(method, {}))
-    cls = type(synth)
-    source = PoolSource(synth, batch_size=args.pool_batch_size or cls.pool_batch_size, max_images=args.pool_images or None, seed=args.seed)
-    kd = KDConfig(seed=args.seed, **{**cls.pool_kd, **({"kd_steps": args.pool_kd_steps} if args.pool_kd_steps else {}), **args.pool_kd})
+    kd_over = {**({"kd_steps": args.pool_kd_steps} if args.pool_kd_steps else {}), **args.pool_kd}
+    p = plan(lm, method=method, pool=True, kd=kd_over, method_options=args.overrides.get(method, {}), seed=args.seed)
+    synth = p.synthesizer
+    source = PoolSource(synth, batch_size=args.pool_batch_size or synth.pool_batch_size, max_images=args.pool_images or None, seed=args.seed)
+    kd = p.kd
     clock.record(acc_fn, "start")
     distill(lm.model, student, source, kd, input_shape=lm.card.input_shape, eval_fn=_kd_eval(clock, acc_fn))
 
 
 def recipe_online(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: Callable[[], float], args: Any) -> None:
     """A generator trained inside the KD stage with the backend's KD defaults (as ``compress`` does)."""
-    from datafree.distill import KDConfig, distill
-    from datafree.sources import SynthesizerSource
-    from generators import create_synthesizer, method_class
+    from datafree.distill import distill
+    from datafree.plan import plan
 
-    cls = method_class(method)
-    kd = dataclasses.replace(KDConfig(seed=args.seed), **getattr(cls, "kd_defaults", {}))
-    g_total = kd.epochs * max(1, kd.steps_per_epoch // kd.kd_steps) * kd.g_steps
-    opts = {"iterations": g_total, **args.overrides.get(method, {})}
-    synth = create_synthesizer(method, lm.model, lm.card, seed=args.seed, **opts)
-    objective = synth.student_objective() if hasattr(synth, "student_objective") else None
+    p = plan(lm, method=method, method_options=args.overrides.get(method, {}), seed=args.seed)
     clock.record(acc_fn, "start")
     distill(
         lm.model,
         student,
-        SynthesizerSource(synth, kd.g_steps),
-        kd,
+        p.open_source(),
+        p.kd,
         input_shape=lm.card.input_shape,
         eval_fn=_kd_eval(clock, acc_fn),
-        student_objective=objective,
+        student_objective=p.student_objective,
     )
 
 

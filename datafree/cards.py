@@ -32,6 +32,8 @@ import io
 import json
 import math
 import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,8 @@ from .checkpoints import extract_state_dict, load_checkpoint, match_state_dict, 
 from .errors import UserInputError
 from .models import attach_logits_hook, create_model, logits_of
 from .normalize import Normalizer
-from .utils import atomic_write, atomic_write_json, sha256_file
+from .reshape import apply_module_shapes
+from .utils import atomic_write, atomic_write_json, ensure_dir, sha256_file
 
 __all__ = [
     "ModelCard",
@@ -67,6 +70,10 @@ TEACHERS_DIR = ASSETS_DIR / "teachers"
 DEFAULT_TEACHER = "resnet8_digits"
 # The safetensors header's "format" of a real int8 model (see datafree/quant/int8_artefact.py).
 INT8_FORMAT = "datafree-int8"
+# Loaders of weights in a format other than a float state dict: format -> (card, weights path) ->
+# model. The module that writes a format registers its loader (datafree.quant.int8_artefact for
+# int8; imported by the package, so every ``import datafree...`` has it), so cards need not import it.
+WEIGHT_LOADERS: dict[str, Callable[[ModelCard, Path], nn.Module]] = {}
 
 
 @dataclasses.dataclass
@@ -244,8 +251,6 @@ def build_model(card: ModelCard) -> nn.Module:
     """
     model = _build_arch(card)
     if card.module_shapes:
-        from .reshape import apply_module_shapes
-
         apply_module_shapes(model, card.module_shapes)
     return model
 
@@ -428,9 +433,7 @@ def load_model(
         if actual != card.sha256:
             raise UserInputError(f"{wpath}: sha256 {actual[:12]}… does not match the card's {card.sha256[:12]}…")
     if card.is_int8:
-        from .quant.int8_artefact import load_int8
-
-        model = load_int8(card, wpath)
+        model = WEIGHT_LOADERS[INT8_FORMAT](card, wpath)
     else:
         model = _load_float(card, wpath, trust_checkpoint)
     model.to(device).eval()
@@ -493,8 +496,7 @@ def save_state(
     """
     from safetensors.torch import save as st_save
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir)
     with atomic_write(out / f"{name}.safetensors") as f:
         f.write(st_save(state, metadata=metadata))
     base = {}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import UserInputError
-from .utils import atomic_write, atomic_write_json
+from .utils import atomic_write, atomic_write_json, ensure_dir
 
 __all__ = ["SyntheticDataset", "shard_seed", "export_dataset", "save_image_grid", "MANIFEST", "FORMAT_VERSION"]
 
@@ -80,7 +80,7 @@ class SyntheticDataset:
             return ds
         if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
             raise UserInputError(f"output directory {root} is not empty and holds no dataset; choose another --out")
-        root.mkdir(parents=True, exist_ok=True)
+        ensure_dir(root)
         m = {"format_version": FORMAT_VERSION, **manifest}
         m["num_shards"] = -(-m["num_images"] // m["shard_size"])
         m.update(images_written=0, shards=[])
@@ -296,6 +296,7 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path) -> Path:
         raise UserInputError(f"unknown export format {fmt!r}; use imagefolder or npz")
     if out.exists() and any(out.iterdir()):
         raise UserInputError(f"export directory {out} is not empty")
+    ensure_dir(out)
     width = len(str(ds.manifest["num_classes"] - 1))
     for i, (img, lab) in enumerate(zip(pixels, labels, strict=True)):
         d = out / f"{int(lab):0{width}d}"

@@ -31,6 +31,7 @@ from .augment import kd_augmentation
 from .errors import NumericalError, UserInputError
 from .losses import kd_kl_loss
 from .progress import progress
+from .resume import safe_torch_load
 from .sources import SurrogateSource
 from .utils import atomic_torch_save, device_of
 
@@ -129,16 +130,10 @@ def _local_batch(source: SurrogateSource, n: int) -> torch.Tensor:
     world = dist.get_world_size()
     if world == 1:
         return source.next_batch(n)
-    rank = dist.get_rank()
-    take = getattr(source, "next_batch_for_rank", None)
-    if take is not None:
-        return take(n, rank, world)
-    return source.next_batch(n)[dist.local_slice(n, rank, world)]
+    return source.next_batch_for_rank(n, dist.get_rank(), world)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    from .resume import safe_torch_load
-
     return safe_torch_load(path, "checkpoint")
 
 

@@ -26,6 +26,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import DatafreeError, UserInputError
+from .utils import device_of
+
 __all__ = [
     "DistContext",
     "init_distributed",
@@ -65,8 +68,6 @@ class DistContext:
 
 
 def _env_int(name: str, default: int) -> int:
-    from .errors import UserInputError
-
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -88,8 +89,6 @@ def init_distributed(device: torch.device | str | None = None, init_method: str 
     Returns:
         The :class:`DistContext` (rank 0 of 1 when not launched by torchrun).
     """
-    from .errors import UserInputError
-
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", rank)
@@ -159,8 +158,6 @@ def wrap_ddp(model: nn.Module) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    from .utils import device_of
-
     dev = device_of(model)
     ids = [dev] if dev.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
@@ -195,8 +192,6 @@ def run_on_main(fn: Callable[[], T]) -> T | None:
     Returns ``fn()``'s result on rank 0 and ``None`` elsewhere. Other exceptions are re-raised on
     rank 0 and reported as an internal error on the others, so no rank hangs in a later collective.
     """
-    from .errors import DatafreeError
-
     if not is_distributed():
         return fn()
     result: T | None = None

@@ -8,6 +8,7 @@ cost. Every output is written atomically; rerunning the same command resumes.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -19,51 +20,24 @@ from . import distributed as dist
 from .cards import LoadedModel, load_model, save_model
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
+from .data.evalsets import open_eval_data
 from .evaluate import measure
-from .models import create_model, default_student_for
-from .sources import DatasetSource, NoiseSource, SurrogateSource
-from .utils import atomic_write_json, count_params, device_of, model_size_bytes, resolve_device
+from .online_train import STUDENT_NAME, train_online
+from .outputs import prepare_out_dir
+from .plan import DEFAULT_NUM_IMAGES, Plan, make_student, plan
+from .profile import profile_stages
+from .prune import check_ratio, create_criterion, prune_stage
+from .quant import QuantizeJob
+from .quant import quantize as quantize_model
+from .quant.qmodel import QuantConfig
+from .sources import NoiseSource, SurrogateSource
+from .utils import atomic_write_json, count_params, device_of, model_size_bytes, remove_stale, resolve_device
 
-__all__ = ["prepare_out_dir", "make_student", "distill_to_dir", "compress", "DEFAULT_NUM_IMAGES"]
-
-DEFAULT_NUM_IMAGES = 1024
-# Files datafree writes into an --out directory; a directory holding anything else is refused.
-_OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
-        "prune", "quantize", "int8", "generator.json", "online.json", "config.yaml"}  # fmt: skip
-
-
-def prepare_out_dir(path: str | Path) -> Path:
-    """Create ``path`` or accept it when empty or already ours (resume); refuse anything else."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserInputError(f"--out {p} exists and is not a directory")
-    if p.is_dir():
-        foreign = [c.name for c in p.iterdir() if c.name not in _OWN and not c.name.startswith(".")]
-        if foreign:
-            raise UserInputError(
-                f"--out {p} already holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or new directory"
-            )
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".datafree-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserInputError(f"cannot write to --out {p}: {e.strerror or e}") from None
-    return p
-
-
-def make_student(arch: str | None, teacher: LoadedModel, seed: int = 0) -> tuple[nn.Module, str]:
-    """A freshly initialised student (``arch`` or the default for the teacher) on the teacher's device."""
-    name = arch or default_student_for(teacher.card.arch)
-    torch.manual_seed(seed)
-    model = create_model(name, teacher.card.num_classes, teacher.card.in_channels)
-    return model, name
-
+__all__ = ["distill_to_dir", "compress"]
 
 def distill_to_dir(
     teacher: LoadedModel,
-    source: SurrogateSource,
+    source: Plan | SurrogateSource,
     out: str | Path,
     *,
     student_arch: str | None = None,
@@ -76,15 +50,24 @@ def distill_to_dir(
 ) -> dict[str, Any]:
     """Distil a student from ``source`` into ``out`` (checkpoint there; card ``model.json`` when ``save``).
 
-    Under torchrun every rank calls this; the student trains with DDP and only rank 0 writes.
-    Accuracy is measured on ``eval_data`` (default: the digits test split for a teacher trained on
-    digits; otherwise ``None``, nothing claimed); the card says which data (``accuracy_data``).
+    ``source`` is a :class:`~datafree.plan.Plan` (its KD settings and student objective are used;
+    an offline backend writes ``out/data`` first; an online one trains its generator in ``out``,
+    saved as ``generator.safetensors``) or any :class:`~datafree.sources.SurrogateSource` (with
+    ``kd``, default ``KDConfig(seed=seed)``). Under torchrun every rank calls this; the student
+    trains with DDP and only rank 0 writes.
 
     Returns:
-        A report: student arch, test accuracy, params, size, seconds, KD history.
+        A report: student arch, test accuracy, params, size, seconds, KD history (and, for an online
+        backend, the generator's path and the KD settings).
     """
-    kd = kd or KDConfig(seed=seed)
     out = Path(out)
+    if isinstance(source, Plan) and source.online:
+        return _distill_online(teacher, source, out, student_arch, seed, eval_data)
+    if isinstance(source, Plan):
+        kd = source.kd
+        distill_kw.setdefault("student_objective", source.student_objective)
+        source = source.open_source(out / "data")
+    kd = kd or KDConfig(seed=seed)
     student, arch = make_student(student_arch, teacher, seed)
     t0 = time.perf_counter()
     result = distill(
@@ -104,17 +87,42 @@ def distill_to_dir(
             accuracy_data=metrics["data"],
             training={"kd": dataclasses.asdict(kd), "teacher": teacher.card.name, "teacher_sha256": teacher.card.sha256},
         )
+    return _student_summary(arch, result.student, metrics, seconds, result.history, result.resumed_from_epoch)
+
+
+def _student_summary(
+    arch: str, student: nn.Module, metrics: dict[str, Any], seconds: float, history: list[dict[str, float]], resumed: int
+) -> dict[str, Any]:  # fmt: skip
     return {
         "arch": arch,
-        "accuracy": acc,
+        "accuracy": metrics["accuracy"],
         "top5": metrics["top5"],
         "eval_data": metrics["data"],
-        "params": count_params(result.student),
-        "size_bytes": model_size_bytes(result.student),
+        "params": count_params(student),
+        "size_bytes": model_size_bytes(student),
         "seconds": round(seconds, 2),
-        "history": result.history,
-        "resumed_from_epoch": result.resumed_from_epoch,
+        "history": history,
+        "resumed_from_epoch": resumed,
     }
+
+
+def _distill_online(
+    teacher: LoadedModel, p: Plan, out: Path, student_arch: str | None, seed: int, eval_data: str | Path | None = None
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`~datafree.online_train.train_online` into ``out``, then the student's accuracy in its card
+    (on ``eval_data``; default: the digits test split for a teacher trained on digits, else none claimed)."""
+    assert p.method is not None
+    r = train_online(teacher, p.method, student_arch, out, p.kd, seed=seed, **p.method_options)
+    metrics = measure(r.student, teacher.card, eval_data)
+    acc = metrics["accuracy"]
+    assert r.student_card is not None
+    save_model(  # record the accuracy in the card, as for every other student
+        r.student, out, like=teacher.card, arch=r.student_card.arch, name=STUDENT_NAME,
+        card_name=r.student_card.name, test_accuracy=None if acc is None else round(acc, 4),
+        **{**r.student_card.extra, "accuracy_data": metrics["data"]},
+    )  # fmt: skip
+    rep = _student_summary(r.student_card.arch, r.student, metrics, r.seconds, r.history, r.resumed_from_epoch)
+    return {**rep, "generator": str(r.generator_path), "kd": dataclasses.asdict(r.kd_config)}
 
 
 def compress(
@@ -124,7 +132,7 @@ def compress(
     method: str = "deepinversion",
     student: str | None = None,
     num_images: int = DEFAULT_NUM_IMAGES,
-    kd: KDConfig | None = None,
+    kd: KDConfig | dict[str, Any] | None = None,
     baseline: bool = True,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -150,7 +158,8 @@ def compress(
         method: synthesis backend.
         student: student architecture (default: a smaller registered one).
         num_images: synthetic images for offline backends.
-        kd: KD settings (defaults of :class:`KDConfig`).
+        kd: KD settings: a :class:`KDConfig` as it is, or overrides of the method's
+            (:func:`datafree.plan.kd_settings`).
         baseline: also distil the same student from Gaussian noise with the same budget.
         seed: seed of every stage.
         device: ``None`` = CUDA when available, else CPU.
@@ -165,19 +174,8 @@ def compress(
     Returns:
         The report (also written to ``out/report.json``).
     """
-    from generators import method_class
-
-    from .prune import check_ratio, create_criterion
-    from .synthesis import synthesize_dataset
-
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
     out = Path(out)
-    cls = method_class(method)
-    if kd is None and cls.online:
-        from .online import kd_config_for
-
-        kd = kd_config_for(method, {"seed": seed})  # the method's own KD settings
-    kd = kd or KDConfig(seed=seed)
     bits = _parse_bits(quantize) if quantize is not None else None
     if prune is not None:
         check_ratio(prune)
@@ -185,15 +183,14 @@ def compress(
     run_student = student is not None or (prune is None and bits is None)
     lm = load_model(teacher, dev)
     make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
-    if not cls.online:  # and on a BN method without BN or a bad option, before --out is touched
-        from generators import create_synthesizer
-
-        create_synthesizer(method, lm.model, lm.card, **(synth_options or {}))
-    dist.run_on_main(lambda: prepare_out_dir(out))
-    if eval_data is not None:  # a bad --eval-data fails before any long stage
-        from .data.evalsets import open_eval_data
-
+    # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
+    p = plan(lm, method=method, kd=kd, method_options=synth_options, num_images=num_images, seed=seed)
+    if eval_data is not None:  # a bad --eval-data fails before --out is touched
         open_eval_data(eval_data, lm.card)
+    dist.run_on_main(lambda: prepare_out_dir(out))
+    if dist.is_main():
+        _remove_unasked(out, student=run_student, baseline=baseline, online=p.online, prune=prune is not None,
+                        quantize=bits is not None)  # fmt: skip
     t_metrics = measure(lm.model, lm.card, eval_data)
     stages: dict[str, float] = {}
     report: dict[str, Any] = {
@@ -203,40 +200,14 @@ def compress(
         "seed": seed,
         "device": str(dev),
     }
-    if cls.online and not run_student:
-        s_report = None
-    elif cls.online:
-        from .online import distill_online_to_dir
-
-        t0 = time.perf_counter()
-        s_report = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd, seed=seed,
-                                         eval_data=eval_data, **(synth_options or {}))  # fmt: skip
-        stages["distill"] = round(time.perf_counter() - t0, 2)
-    else:
-        t0 = time.perf_counter()
-        ds = synthesize_dataset(lm, method, out / "data", num_images, seed=seed, **(synth_options or {}))
-        stages["synthesize"] = round(time.perf_counter() - t0, 2)
-        report["data"] = {"dir": str(ds.root), "num_images": ds.manifest["images_written"]}
-        source = DatasetSource(ds.root, lm.card, dev, seed=seed)
-        s_report = None
-        if run_student:
-            s_report = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc="distill",
-                                      eval_data=eval_data)  # fmt: skip
-            stages["distill"] = s_report["seconds"]
+    s_report = _student_stage(lm, p, out, student, run_student, report, stages, eval_data)
     if s_report is not None:
         _student_report(report, s_report, t_metrics, out)
     if baseline and s_report is not None:
-        n_noise = report.get("data", {}).get("num_images", num_images)
-        noise = NoiseSource(n_noise, lm.card, dev, seed=seed)
-        b = distill_to_dir(
-            lm, noise, out / "baseline", student_arch=s_report["arch"], kd=kd, seed=seed, desc="noise baseline", save=False,
-            eval_data=eval_data,
-        )
-        stages["baseline"] = b["seconds"]
-        report["noise_baseline"] = {"accuracy": b["accuracy"], "num_images": n_noise, "seconds": b["seconds"]}
+        _baseline_stage(lm, p, out, s_report["arch"], report, stages, eval_data)
     final = load_model(out / "model.json", dev) if s_report is not None else lm
     if prune is not None:
-        final = _prune_stage(final, prune, importance, report, out, kd, seed, method, synth_options, eval_data)
+        final = _prune_stage(final, prune, importance, report, out, p, eval_data)
         stages["prune"] = report["prune"]["seconds"]
     if bits is not None:
         final = _quantize_stage(final, bits, report, out, seed, eval_data)
@@ -246,10 +217,63 @@ def compress(
     if bits is not None:
         report["profile"]["quantized"] = _quantized_profile(report["quantize"], list(report["profile"].values())[-1])
     report["stages_seconds"] = stages
-    report["kd"] = dataclasses.asdict(kd)
+    report["kd"] = dataclasses.asdict(p.kd)
     if dist.is_main():
         atomic_write_json(out / "report.json", report)
     return report
+
+
+def _student_stage(
+    lm: LoadedModel, p: Plan, out: Path, student: str | None, run_student: bool, report: dict[str, Any],
+    stages: dict[str, float], eval_data: str | Path | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Synthesise (offline backends: ``out/data``, also for the later stages) and distil the student."""
+    if p.online:
+        if not run_student:
+            return None
+        t0 = time.perf_counter()
+        s_report = distill_to_dir(lm, p, out, student_arch=student, seed=p.seed, eval_data=eval_data)
+        stages["distill"] = round(time.perf_counter() - t0, 2)
+        return s_report
+    t0 = time.perf_counter()
+    source = p.open_source(out / "data")
+    stages["synthesize"] = round(time.perf_counter() - t0, 2)
+    report["data"] = {"dir": p.info["data"], "num_images": p.info["num_images"]}
+    if not run_student:
+        return None
+    s_report = distill_to_dir(lm, source, out, student_arch=student, kd=p.kd, seed=p.seed, desc="distill",
+                              eval_data=eval_data)  # fmt: skip
+    stages["distill"] = s_report["seconds"]
+    return s_report
+
+
+def _baseline_stage(
+    lm: LoadedModel, p: Plan, out: Path, arch: str, report: dict[str, Any], stages: dict[str, float],
+    eval_data: str | Path | None = None,
+) -> None:  # fmt: skip
+    """The same student distilled with the same budget from Gaussian noise."""
+    n_noise = report.get("data", {}).get("num_images", p.num_images)
+    noise = NoiseSource(n_noise, lm.card, device_of(lm.model), seed=p.seed)
+    b = distill_to_dir(lm, noise, out / "baseline", student_arch=arch, kd=p.kd, seed=p.seed, desc="noise baseline",
+                       save=False, eval_data=eval_data)  # fmt: skip
+    stages["baseline"] = b["seconds"]
+    report["noise_baseline"] = {"accuracy": b["accuracy"], "num_images": n_noise, "seconds": b["seconds"]}
+
+
+# What each compress stage writes into --out: a rerun without the stage removes it, so that
+# report.json never sits beside a previous run's results.
+_STUDENT_FILES = ("model.json", "model.safetensors", CHECKPOINT, "generator.safetensors", "generator.json", "online.json")
+
+
+def _remove_unasked(out: Path, *, student: bool, baseline: bool, online: bool, prune: bool, quantize: bool) -> None:
+    """Remove what an earlier ``compress`` into ``out`` wrote for stages this run does not run."""
+    unasked = {"baseline": not (student and baseline), "data": online, "prune": not prune, "quantize": not quantize}
+    for name, stale in unasked.items():
+        if stale:
+            remove_stale(out / name, f"this run has no {name} stage")
+    if not student:
+        for name in _STUDENT_FILES:
+            remove_stale(out / name, "this run trains no student")
 
 
 def _student_report(report: dict[str, Any], s_report: dict[str, Any], t_metrics: dict[str, Any], out: Path) -> None:
@@ -260,17 +284,16 @@ def _student_report(report: dict[str, Any], s_report: dict[str, Any], t_metrics:
 
 
 def _prune_stage(
-    current: LoadedModel, ratio: float, importance: str, report: dict[str, Any], out: Path, kd: KDConfig,
-    seed: int, method: str, synth_options: dict[str, Any] | None, eval_data: str | Path | None = None,
+    current: LoadedModel, ratio: float, importance: str, report: dict[str, Any], out: Path, p: Plan,
+    eval_data: str | Path | None = None,
 ) -> LoadedModel:  # fmt: skip
     """Prune ``current`` and recover it by KD from its unpruned self on the run's synthetic data."""
-    from .prune import prune_stage, surrogate_source
-
     if "data" in report:
-        source, info = surrogate_source(current, data=report["data"]["dir"], seed=seed, allow_other_teacher=True)
+        sp = plan(current, data=report["data"]["dir"], kd=p.kd, seed=p.seed, allow_other_teacher=True)
     else:
-        source, info = surrogate_source(current, method=method, seed=seed, method_options=synth_options)
-    res = prune_stage(current, ratio, importance=importance, source=source, source_info=info, kd=kd,
+        sp = plan(current, method=p.method, kd=p.kd, method_options=p.method_options, seed=p.seed)
+    source = sp.open_source()
+    res = prune_stage(current, ratio, importance=importance, source=source, source_info=sp.info, kd=p.kd,
                       out_dir=out / "prune", latency=False, eval_data=eval_data)  # fmt: skip
     report["prune"] = {k: v for k, v in res.report.items() if k != "history"}
     return load_model(out / "prune" / "model.json", device_of(current.model))
@@ -278,10 +301,6 @@ def _prune_stage(
 
 def _parse_bits(spec: str) -> tuple[int, int]:
     """``"W4A8"`` -> ``(4, 8)``; a clear error otherwise."""
-    import re
-
-    from .quant.qmodel import QuantConfig
-
     m = re.fullmatch(r"[wW](\d+)[aA](\d+)", spec.strip())
     if m is None:
         raise UserInputError(f"--quantize must look like W8A8 or W4A8 (weight and activation bits), got {spec!r}")
@@ -295,12 +314,10 @@ def _quantize_stage(
     eval_data: str | Path | None = None,
 ) -> LoadedModel:  # fmt: skip
     """Quantize ``current`` calibrated on the run's synthetic data (ZeroQ data for online methods)."""
-    from .quant import quantize
-
     calib = report["data"]["dir"] if "data" in report else "zeroq"
     t0 = time.perf_counter()
-    q = quantize(current, *bits, calib, out_dir=out / "quantize", device=device_of(current.model), seed=seed,
-                 int8=bits == (8, 8), eval_data=eval_data)  # fmt: skip
+    q = quantize_model(current, QuantConfig(*bits), QuantizeJob(calib, seed=seed, int8=bits == (8, 8), eval_data=eval_data),
+                       out_dir=out / "quantize", device=device_of(current.model))  # fmt: skip
     report["quantize"] = {**q, "seconds": round(time.perf_counter() - t0, 2)}
     return load_model(out / "quantize" / "model.json", device_of(current.model))
 
@@ -322,8 +339,6 @@ def _profile(
     teacher: LoadedModel, out: Path, student: bool, pruned: bool, eval_data: str | Path | None = None
 ) -> dict[str, dict[str, Any]]:
     """Accuracy, params, MACs, size and CPU latency (1 thread, interleaved) of each stage's model."""
-    from .prune import profile_stages
-
     models = {"teacher": teacher.model}
     if student:
         models["student"] = load_model(out / "model.json", "cpu").model

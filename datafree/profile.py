@@ -8,17 +8,23 @@ time hits each model equally), and the median over repeats reported next to the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import statistics
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .cards import ModelCard
+from .evaluate import measure
 from .utils import count_params, device_of, model_size_bytes
 
-__all__ = ["count_macs", "measure_latency", "profile_model", "num_threads", "LATENCY_BATCHES"]
+__all__ = [
+    "count_macs", "measure_latency", "profile_model", "profile_stages", "num_threads", "LATENCY_BATCHES"
+]  # fmt: skip
 
 LATENCY_BATCHES = (1, 64)
 
@@ -58,17 +64,18 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int | None:
     return int(counter.get_total_flops()) // 2
 
 
-def _time_once(model: nn.Module, x: torch.Tensor, inner: int) -> float:
-    t0 = time.perf_counter()
+def _time_once(model: Callable[[torch.Tensor], Any], x: torch.Tensor, inner: int) -> tuple[float, float]:
+    """Wall-clock and process CPU milliseconds per forward, over ``inner`` forwards."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(inner):
         model(x)
-    return (time.perf_counter() - t0) * 1000.0 / inner
+    return (time.perf_counter() - t0) * 1000.0 / inner, (time.process_time() - c0) * 1000.0 / inner
 
 
 @torch.no_grad()
 def measure_latency(
     models: Mapping[str, nn.Module],
-    input_shape: Sequence[int],
+    inputs: Sequence[int] | torch.Tensor,
     batch_sizes: Sequence[int] = LATENCY_BATCHES,
     *,
     repeats: int = 30,
@@ -80,36 +87,45 @@ def measure_latency(
 
     Args:
         models: name -> model (put in eval mode for the measurement, restored after).
-        input_shape: ``(C, H, W)`` of one input.
+        inputs: ``(C, H, W)`` of one input (random batches of each of ``batch_sizes``), or one
+            batch to time on (then ``batch_sizes`` is ignored).
         batch_sizes: batch sizes to time.
         repeats: timed samples per model and batch size.
         warmup: untimed forwards first.
         threads: ``torch.set_num_threads`` during the measurement (None leaves it).
         min_sample_ms: each sample repeats the forward until about this long, so that sub-
-            millisecond batch-1 timings are not dominated by timer noise.
+            millisecond batch-1 timings are not dominated by timer noise (0: one forward a sample).
 
     Returns:
-        ``{name: {batch: {"median_ms", "min_ms"}}}`` (milliseconds per forward).
+        ``{name: {batch: {"median_ms", "min_ms", "cpu_ms"}}}``: milliseconds per forward, wall
+        clock (median and minimum) and the median process CPU time (robust to being descheduled
+        on a shared machine).
     """
     modes = {name: m.training for name, m in models.items()}
     out: dict[str, dict[int, dict[str, float]]] = {name: {} for name in models}
+    given = inputs if isinstance(inputs, torch.Tensor) else None
     try:
         with num_threads(threads):
-            for b in batch_sizes:
-                inputs = {n: torch.randn((b, *input_shape), device=device_of(m)) for n, m in models.items()}
+            for b in (len(given),) if given is not None else batch_sizes:
+                batch = {n: given if given is not None else torch.randn((b, *inputs), device=device_of(m))
+                         for n, m in models.items()}  # fmt: skip
                 inner = {}
                 for name, m in models.items():
                     m.eval()
                     for _ in range(warmup):
-                        m(inputs[name])
-                    est = _time_once(m, inputs[name], 1)
+                        m(batch[name])
+                    est = _time_once(m, batch[name], 1)[0]
                     inner[name] = max(1, min(1000, round(min_sample_ms / max(est, 1e-3))))
-                samples: dict[str, list[float]] = {n: [] for n in models}
+                wall: dict[str, list[float]] = {n: [] for n in models}
+                cpu: dict[str, list[float]] = {n: [] for n in models}
                 for _ in range(repeats):
                     for name, m in models.items():
-                        samples[name].append(_time_once(m, inputs[name], inner[name]))
-                for name, s in samples.items():
-                    out[name][b] = {"median_ms": statistics.median(s), "min_ms": min(s)}
+                        w, c = _time_once(m, batch[name], inner[name])
+                        wall[name].append(w)
+                        cpu[name].append(c)
+                for name in models:
+                    out[name][b] = {"median_ms": statistics.median(wall[name]), "min_ms": min(wall[name]),
+                                    "cpu_ms": statistics.median(cpu[name])}  # fmt: skip
     finally:
         for name, m in models.items():
             m.train(modes[name])
@@ -142,3 +158,40 @@ def profile_model(
             report[f"latency_ms_b{b}"] = round(t["median_ms"], 4)
             report[f"latency_min_ms_b{b}"] = round(t["min_ms"], 4)
     return report
+
+
+def _stage_metrics(model: nn.Module, card: ModelCard, eval_data: str | Path | None) -> dict[str, Any]:
+    acc = measure(model, card, eval_data)
+    return {
+        "accuracy": acc["accuracy"],
+        "top5": acc["top5"],
+        "eval_data": acc["data"],
+        "params": count_params(model),
+        "macs": count_macs(model, card.input_shape),
+        "size_bytes": model_size_bytes(model),
+    }
+
+
+def profile_stages(
+    models: dict[str, nn.Module],
+    card: ModelCard,
+    eval_data: str | Path | None = None,
+    *,
+    latency: bool = True,
+    repeats: int = 30,
+) -> dict[str, dict[str, Any]]:
+    """Accuracy, parameters, MACs, bytes and CPU latency (1 thread, interleaved) of each model.
+
+    Returns:
+        ``{stage: {"accuracy", "params", "macs", "size_bytes", "latency_ms_b1", "latency_ms_b64"}}``
+        (latency: median ms per forward; ``latency_min_ms_b*``: the minimum, steadier under load).
+    """
+    out = {name: _stage_metrics(m, card, eval_data) for name, m in models.items()}
+    if latency:
+        cpu = {name: copy.deepcopy(m).cpu() for name, m in models.items()}
+        lat = measure_latency(cpu, card.input_shape, LATENCY_BATCHES, repeats=repeats)
+        for name, per_batch in lat.items():
+            for b, t in per_batch.items():
+                out[name][f"latency_ms_b{b}"] = round(t["median_ms"], 4)
+                out[name][f"latency_min_ms_b{b}"] = round(t["min_ms"], 4)
+    return out

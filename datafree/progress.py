@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-__all__ = ["progress", "set_quiet", "is_quiet"]
+__all__ = ["progress", "set_quiet", "is_quiet", "announce"]
 
 T = TypeVar("T")
 _QUIET = False
@@ -30,3 +32,13 @@ def progress(it: Iterable[T] | None = None, **kwargs: Any) -> Any:
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
     return tqdm(it, **kwargs)
+
+
+def announce(message: str) -> None:
+    """One line on stderr for what a run does to the file system.
+
+    ``created directory X``, ``removed stale X (why)``: from the main process only, and shown
+    even when quiet (it is not progress).
+    """
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)

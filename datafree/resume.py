@@ -2,9 +2,10 @@
 
 The KD stage (:func:`datafree.distill.distill` with ``checkpoint_dir``) already resumes per epoch;
 every consumer that trains through it (student KD, pruning recovery, quantization fine-tuning)
-gets that for free. A stage that is not a training loop (pruning a model, calibrating a quantizer)
-uses :func:`run_once`: its result is written atomically by rank 0 and loaded on a rerun, so a
-resumed job does not redo it, nor redo it differently.
+gets that for free. The built-in stages that are not a training loop (pruning a model,
+calibrating a quantizer) take seconds and are deterministic for a seed, so a rerun recomputes
+them. :func:`run_once` is for a stage that is neither: its result is written atomically by rank 0
+and loaded on a rerun, so a resumed job does not redo it, nor redo it differently.
 """
 
 from __future__ import annotations

@@ -8,36 +8,53 @@ images). ``state_dict`` / ``load_state_dict`` make a run resumable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .cards import ModelCard
 from .dataset import SyntheticDataset
+from .distributed import local_slice
+
+if TYPE_CHECKING:  # typing only: the KD stage runs any object with the Synthesizer interface
+    from generators.base import Synthesizer
 
 __all__ = ["SurrogateSource", "TensorSource", "DatasetSource", "SynthesizerSource", "NoiseSource", "PoolSource"]
 
 
-class SurrogateSource(Protocol):
-    """What the KD stage needs from a source of surrogate data."""
+class SurrogateSource:
+    """What the KD stage needs from a source of surrogate data (the base of every source).
 
-    needs_student: bool
+    ``update`` and the state methods default to "nothing to do"; ``next_batch_for_rank`` defaults
+    to this rank's slice of ``next_batch(n)`` (a source whose ranks can draw disjoint parts of
+    one global order without drawing all of it overrides it).
+    """
+
+    #: whether ``update`` trains against the student (adversarial and competition terms).
+    needs_student: bool = False
 
     def update(self, student: nn.Module) -> dict[str, torch.Tensor]:
-        """Per-round update (online generators); returns loss terms."""
-        ...
+        """Per-round update (online generators, pools); returns loss terms."""
+        return {}
 
     def next_batch(self, n: int) -> torch.Tensor:
         """``n`` normalised images ``(n, C, H, W)``."""
-        ...
+        raise NotImplementedError
 
-    def state_dict(self) -> dict[str, Any]: ...  # noqa: D102
+    def next_batch_for_rank(self, n: int, rank: int, world_size: int) -> torch.Tensor:
+        """Rank ``rank``'s part of the next global batch of ``n``."""
+        return self.next_batch(n)[local_slice(n, rank, world_size)]
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...  # noqa: D102
+    def state_dict(self) -> dict[str, Any]:
+        """Resumable state."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
 
 
-class TensorSource:
+class TensorSource(SurrogateSource):
     """Epoch-wise shuffled batches from an in-memory tensor of normalised images."""
 
     needs_student = False
@@ -57,9 +74,6 @@ class TensorSource:
 
     def __len__(self) -> int:
         return len(self.images)
-
-    def update(self, student: nn.Module) -> dict[str, torch.Tensor]:  # noqa: D102
-        return {}
 
     def _next_indices(self, n: int) -> torch.Tensor:
         out = []
@@ -83,8 +97,6 @@ class TensorSource:
         The permutation depends only on the seed, so ranks agree on the global order and together
         draw exactly the batches one process would.
         """
-        from .distributed import local_slice
-
         idx = self._next_indices(n)[local_slice(n, rank, world_size)]
         return self.images[idx.to(self.images.device)]
 
@@ -128,13 +140,13 @@ class NoiseSource(TensorSource):
         super().__init__(x.to(device), seed)
 
 
-class SynthesizerSource:
+class SynthesizerSource(SurrogateSource):
     """An online synthesizer (a generator network) trained ``g_steps`` times per round."""
 
-    def __init__(self, synthesizer: Any, g_steps: int = 1) -> None:
+    def __init__(self, synthesizer: Synthesizer, g_steps: int = 1) -> None:
         self.synth = synthesizer
         self.g_steps = g_steps
-        self.needs_student = bool(getattr(synthesizer, "needs_student", False))
+        self.needs_student = synthesizer.needs_student
 
     def update(self, student: nn.Module) -> dict[str, torch.Tensor]:  # noqa: D102
         logs: dict[str, torch.Tensor] = {}
@@ -153,7 +165,7 @@ class SynthesizerSource:
         self.synth.load_state_dict(state)
 
 
-class PoolSource:
+class PoolSource(SurrogateSource):
     """A growing pool: each round an offline synthesizer adds one batch, KD samples the whole pool.
 
     This is the CMI / Fast-Datafree loop (``synthesize(); train(kd_steps)``): the student trains
@@ -168,14 +180,14 @@ class PoolSource:
         seed: base seed.
     """
 
-    def __init__(self, synthesizer: Any, batch_size: int | None = None, max_images: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, synthesizer: Synthesizer, batch_size: int | None = None, max_images: int | None = None, seed: int = 0
+    ) -> None:
         self.synth = synthesizer
         self.batch_size = batch_size or synthesizer.config.batch_size
         self.max_images = max_images
         self.seed = seed
-        self.needs_student = bool(getattr(synthesizer, "needs_student", False)) or (
-            getattr(synthesizer.config, "adv_weight", 0.0) > 0 or getattr(synthesizer.config, "competition_weight", 0.0) > 0
-        )
+        self.needs_student = synthesizer.uses_student()
         self.images: list[torch.Tensor] = []
         self.count = 0
         self.rounds = 0
@@ -212,7 +224,7 @@ class PoolSource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
         self.synth.load_state_dict(state["synth"])
-        dev = getattr(self.synth, "device", "cpu")
+        dev = self.synth.device
         self.images = [state["images"].to(dev)] if state["images"] is not None else []
         self.count = sum(len(x) for x in self.images)
         self.rounds = int(state["rounds"])

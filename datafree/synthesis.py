@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from generators import create_synthesizer
+
 from . import distributed as dist
 from .cards import LoadedModel
 from .dataset import SyntheticDataset, save_image_grid, shard_seed
@@ -55,8 +57,6 @@ def synthesize_dataset(
     Returns:
         The dataset (its manifest up to date).
     """
-    from generators import create_synthesizer
-
     if num_images <= 0:
         raise UserInputError(f"--num-images must be > 0, got {num_images}")
     if batch_size is not None:

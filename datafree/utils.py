@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UserInputError
+from .progress import announce
+
 __all__ = [
     "atomic_write",
+    "ensure_dir",
+    "remove_stale",
     "atomic_write_json",
     "atomic_torch_save",
     "device_of",
@@ -55,8 +61,6 @@ def device_of(model: nn.Module) -> torch.device:
 
 def resolve_device(name: str | None = None) -> torch.device:
     """``None``/``"auto"`` picks CUDA when available, else CPU; anything else is parsed by torch."""
-    from .errors import UserInputError
-
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -84,16 +88,48 @@ _DEVICE_AVAILABLE = {
 }
 
 
+def ensure_dir(path: str | os.PathLike[str], *, quiet: bool = False) -> Path:
+    """Create directory ``path`` (and its parents) if missing.
+
+    The top directory it creates is announced on stderr unless ``quiet`` (the ``--out`` a user
+    named needs no announcement).
+    """
+    p = Path(path)
+    if p.is_dir():
+        return p
+    top = p
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    p.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        announce(f"created directory {top}")
+    return p
+
+
+def remove_stale(path: str | os.PathLike[str], why: str) -> None:
+    """Delete ``path`` (a file or directory tree a previous run wrote) and say so on stderr."""
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+    else:
+        return
+    announce(f"removed stale {p} ({why})")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
 
-    A crash leaves either the old file or the new one, never a torn one.
+    A crash leaves either the old file or the new one, never a torn one. The file gets the
+    permissions ``open()`` would give it (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask like open() does
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -103,6 +139,13 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and setting it back; no other way in the stdlib)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -8,25 +8,14 @@ from torch import nn
 
 from datafree.cards import ModelCard
 from datafree.hooks import require_batchnorm
-from datafree.registry import Registry
 
-from .base import Batch, SynthConfig, Synthesizer, parse_overrides
-
-GENERATORS: Registry[Synthesizer] = Registry("method")
-
-
-def register(cls: type[Synthesizer]) -> type[Synthesizer]:
-    """Class decorator: register a backend under ``cls.name``."""
-    GENERATORS.register(cls.name)(cls)
-    return cls
-
-
+from . import dafl as dafl  # noqa: E402  (registers)
 from . import deepinversion as deepinversion  # noqa: E402  (registers)
+from . import dfad as dfad  # noqa: E402  (registers)
 from . import fast as fast  # noqa: E402  (registers)
 from . import zeroq as zeroq  # noqa: E402  (registers)
-from . import dafl as dafl  # noqa: E402  (registers)
-from . import dfad as dfad  # noqa: E402  (registers)
 from . import zskt as zskt  # noqa: E402  (registers)
+from .base import GENERATORS, Batch, SynthConfig, Synthesizer, parse_overrides, register
 
 __all__ = [
     "GENERATORS",

@@ -6,6 +6,9 @@ A :class:`Synthesizer` turns a frozen teacher into surrogate data:
   adversarial backends (``needs_student``) optimise against the current student.
 * ``sample(n) -> Batch``: draw ``n`` surrogate images (normalised network input) with labels.
 * ``state_dict()`` / ``load_state_dict()``: everything needed to resume.
+* class attributes ``needs_student``, ``online``, ``kd_defaults``, ``pool_kd``, ``pool_batch_size`` and
+  the methods ``uses_student()`` and ``student_objective()``: what :mod:`datafree.plan` reads to
+  choose the KD settings and the student's loss. Callers read them directly (every backend has them).
 
 Offline backends (pixel optimisation: DeepInversion, ZeroQ) also implement ``reset(n, generator)``
 to start a fresh batch; :meth:`Synthesizer.synthesize` then runs the full per-batch optimisation.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,9 +32,12 @@ from datafree.cards import ModelCard
 from datafree.errors import UserInputError
 from datafree.normalize import Normalizer
 from datafree.progress import progress
+from datafree.registry import Registry
 from datafree.utils import device_of
 
-__all__ = ["Batch", "Synthesizer", "SynthConfig", "warmup_cosine", "parse_overrides"]
+__all__ = [
+    "GENERATORS", "Batch", "Synthesizer", "SynthConfig", "register", "warmup_cosine", "parse_overrides"
+]  # fmt: skip
 
 
 @dataclass
@@ -123,9 +130,17 @@ class Synthesizer(ABC):
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[SynthConfig]] = SynthConfig
+    #: adversarial: every step optimises against the current student (ZSKT, DFAD).
     needs_student: ClassVar[bool] = False
     requires_batchnorm: ClassVar[bool] = False
+    #: a generator network trained inside the KD stage (DAFL, ZSKT, DFAD), not per-batch pixels.
     online: ClassVar[bool] = False
+    #: the paper's KD settings (fields of :class:`datafree.distill.KDConfig`) for this backend's student.
+    kd_defaults: ClassVar[dict[str, Any]] = {}
+    #: KD settings of the growing-pool loop (``distill --pool``; :class:`datafree.sources.PoolSource`).
+    pool_kd: ClassVar[dict[str, Any]] = {}
+    #: images synthesised per pool round (None: ``config.batch_size``).
+    pool_batch_size: ClassVar[int | None] = None
 
     def __init__(self, teacher: nn.Module, card: ModelCard, config: SynthConfig) -> None:
         self.teacher = teacher.eval()
@@ -166,8 +181,33 @@ class Synthesizer(ABC):
             self.step(student)
         return self.sample(n)
 
+    def uses_student(self) -> bool:
+        """Whether :meth:`step` uses the student in this configuration.
+
+        ``needs_student``, or an optional student term switched on (Adaptive DeepInversion's
+        competition, Fast-Datafree's ``adv_weight``).
+        """
+        return self.needs_student
+
+    def student_objective(self) -> Callable[[nn.Module, nn.Module, torch.Tensor], torch.Tensor] | None:
+        """The student's loss in the KD stage, when the paper replaces KD's.
+
+        A ``(student, teacher, x) -> loss`` (ZSKT's attention transfer), or None to use the KD
+        config's loss.
+        """
+        return None
+
     def check_student(self, student: nn.Module | None) -> nn.Module:
         """Adversarial backends need a student; a clear error when none is given."""
         if student is None:
             raise UserInputError(f"method {self.name!r} is adversarial and needs a student to train against")
         return student
+
+
+GENERATORS: Registry[Synthesizer] = Registry("method")
+
+
+def register(cls: type[Synthesizer]) -> type[Synthesizer]:
+    """Class decorator: register a backend under ``cls.name`` (the backends import it from here)."""
+    GENERATORS.register(cls.name)(cls)
+    return cls

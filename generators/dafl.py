@@ -23,7 +23,7 @@ from torch import nn
 from datafree.generator_losses import activation_loss, information_entropy_loss, one_hot_loss
 from datafree.hooks import FeatureRecorder, penultimate_module
 
-from . import register
+from .base import register
 from .online import OnlineConfig, OnlineSynthesizer
 
 __all__ = ["DAFL", "DAFLConfig"]

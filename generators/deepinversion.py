@@ -25,8 +25,7 @@ from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
 
-from . import register
-from .base import Batch, SynthConfig, Synthesizer, warmup_cosine
+from .base import Batch, SynthConfig, Synthesizer, register, warmup_cosine
 
 __all__ = ["DeepInversion", "DeepInversionConfig"]
 
@@ -73,6 +72,10 @@ class DeepInversion(Synthesizer):
     def __init__(self, teacher: nn.Module, card: Any, config: DeepInversionConfig) -> None:
         super().__init__(teacher, card, config)
         self.jitter = config.jitter if config.jitter >= 0 else max(1, self.input_shape[1] // 16)
+
+    def uses_student(self) -> bool:
+        """Adaptive DeepInversion: the competition term needs the student."""
+        return self.config.competition_weight > 0
         self.inputs: torch.Tensor | None = None
         self.targets: torch.Tensor | None = None
         self.best: torch.Tensor | None = None

@@ -14,7 +14,7 @@ import torch
 
 from datafree.generator_losses import logit_l1
 
-from . import register
+from .base import register
 from .online import AdversarialSynthesizer, OnlineConfig
 
 __all__ = ["DFAD", "DFADConfig"]

@@ -43,11 +43,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.augment import random_jitter
+from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
 
-from . import register
-from .base import Batch, SynthConfig, Synthesizer
+from .base import Batch, SynthConfig, Synthesizer, register
 
 __all__ = ["FastDatafree", "FastDatafreeConfig", "FastGenerator", "adversarial_agreement_loss"]
 
@@ -128,8 +128,6 @@ class FastDatafreeConfig(SynthConfig):
 
     def validate(self) -> None:  # noqa: D102
         super().validate()
-        from datafree.errors import UserInputError
-
         if self.meta not in _META_GRADIENTS:
             raise UserInputError(f"meta must be one of {', '.join(_META_GRADIENTS)}, got {self.meta!r}")
         if not 0.0 <= self.bn_momentum < 1.0:
@@ -172,6 +170,10 @@ class FastDatafree(Synthesizer):
     pool_batch_size: ClassVar[int] = 32
     pool_kd: ClassVar[dict[str, Any]] = {"batch_size": 64, "kd_steps": 20, "lr": 0.1}
     config: FastDatafreeConfig
+
+    def uses_student(self) -> bool:
+        """The optional adversarial term (``adv_weight`` > 0) needs the student."""
+        return self.config.adv_weight > 0
 
     def __init__(self, teacher: nn.Module, card: Any, config: FastDatafreeConfig) -> None:
         super().__init__(teacher, card, config)

@@ -72,7 +72,7 @@ class OnlineConfig(SynthConfig):
     """Settings every online backend has.
 
     ``iterations`` is the number of generator steps the learning-rate schedule spans
-    (:func:`datafree.online.train_online` sets it from the KD budget).
+    (:func:`datafree.online_train.train_online` sets it from the KD budget).
     """
 
     batch_size: int = 256
@@ -122,7 +122,6 @@ class OnlineSynthesizer(Synthesizer):
     output_head: ClassVar[str] = "tanh_bn"
     hidden_bn_eps: ClassVar[float] = 1e-5
     reuse_z: ClassVar[bool] = False  # ZSKT: the student trains on the z batch the generator just used
-    kd_defaults: ClassVar[dict[str, Any]] = {}
     auto_balance: ClassVar[float] = 0.0  # class-balance weight on BN-less teachers when balance is -1
     config: OnlineConfig
 
@@ -230,11 +229,6 @@ class OnlineSynthesizer(Synthesizer):
                 self.z_consumed = True
                 return Batch(self.generate(self.z[:n]))
             return Batch(self.generate(self.draw_z(n, generator)))
-
-    def student_objective(self) -> Callable[[nn.Module, nn.Module, torch.Tensor], torch.Tensor] | None:
-        """A ``(student, teacher, x) -> loss`` replacing the KD stage's student loss, or None to use
-        the KD config's loss."""
-        return None
 
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -34,8 +34,7 @@ from torch import nn
 from datafree.hooks import BNStatistics
 from datafree.losses import weighted_sum
 
-from . import register
-from .base import Batch, SynthConfig, Synthesizer
+from .base import Batch, SynthConfig, Synthesizer, register
 
 __all__ = ["ZeroQ", "ZeroQConfig", "zeroq_statistic_loss"]
 

@@ -25,7 +25,7 @@ from datafree.generator_losses import attention_transfer_loss
 from datafree.hooks import FeatureRecorder
 from datafree.losses import kd_kl_loss
 
-from . import register
+from .base import register
 from .online import AdversarialSynthesizer, OnlineConfig
 
 __all__ = ["ZSKT", "ZSKTConfig", "AttentionKD", "resolution_blocks", "matched_blocks"]

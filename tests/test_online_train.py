@@ -1,4 +1,4 @@
-"""End-to-end tests of :func:`datafree.online.train_online`: resume, BN-less teacher, saved
+"""End-to-end tests of :func:`datafree.online_train.train_online`: resume, BN-less teacher, saved
 generator reuse, a tiny run that beats chance."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datafree.cards import load_model
 from datafree.dataset import SyntheticDataset
 from datafree.errors import UserInputError
 from datafree.evaluate import evaluate_model
-from datafree.online import load_online_synthesizer, synthesize_online, train_online
+from datafree.online_train import load_online_synthesizer, synthesize_online, train_online
 from datafree.utils import torch_generator
 
 torch.set_num_threads(1)

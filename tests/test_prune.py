@@ -126,7 +126,7 @@ def test_bad_ratio_is_a_user_error(teacher, ratio):
 
 
 def test_source_rules(teacher, tmp_path):
-    with pytest.raises(UserInputError, match="--data DIR or --method"):
+    with pytest.raises(UserInputError, match="exactly one of --data DIR .* or --method"):  # the message of every job
         prune_model(teacher, 0.5, epochs=1, latency=False)
     with pytest.raises(UserInputError, match="exactly one"):
         prune_model(teacher, 0.5, epochs=1, data=tmp_path, method="deepinversion", latency=False)

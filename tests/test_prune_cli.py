@@ -45,8 +45,8 @@ def test_prune_cli_output_passes_evaluate_in_a_new_process(tmp_path):
     [
         (["--ratio", "1.5"], "--ratio must be"),
         (["--ratio", "0.5", "--data", "{tmp}", "--method", "deepinversion"], "exactly one"),
-        (["--ratio", "0.5"], "--data DIR or --method"),
-        (["--ratio", "0.5", "--epochs", "0", "--importance", "taylor"], "--data DIR or --method"),
+        (["--ratio", "0.5"], "exactly one of --data DIR"),
+        (["--ratio", "0.5", "--epochs", "0", "--importance", "taylor"], "exactly one of --data DIR"),
     ],
 )
 def test_prune_cli_user_errors(tmp_path, args, msg):

@@ -13,11 +13,21 @@ from datafree.cards import load_model
 from datafree.errors import UserInputError
 from datafree.evaluate import evaluate
 from datafree.losses import kd_kl_loss
-from datafree.quant import FinetuneConfig, QuantConfig, calibrate, calibration_images, finetune, quantize, quantize_network
+from datafree.quant import (
+    QuantConfig,
+    QuantizeJob,
+    calibrate,
+    calibration_images,
+    finetune,
+    finetune_kd,
+    quantize,
+    quantize_network,
+)
 
 
 def test_quantize_end_to_end_writes_an_evaluable_model(bn_teacher, tmp_path):
-    rep = quantize(bn_teacher, 4, 6, "zeroq", calib_images=8, out_dir=tmp_path, iterations=3, batch_size=8)
+    job = QuantizeJob("zeroq", calib_images=8, synth_options={"iterations": 3, "batch_size": 8})
+    rep = quantize(bn_teacher, QuantConfig(4, 6), job, out_dir=tmp_path)
     assert rep["calib_images"] == 8 and rep["weight_bits"] == 4 and rep["act_bits"] == 6
     q = rep["quantized"]
     assert 0.0 <= q["accuracy"] <= 1.0 and q["size_bytes"] < rep["fp32"]["size_bytes"] / 4
@@ -34,8 +44,8 @@ def test_quantize_end_to_end_writes_an_evaluable_model(bn_teacher, tmp_path):
 
 def test_reloaded_model_gives_identical_outputs(bn_teacher, tmp_path):
     images = calibration_images(bn_teacher, "noise", 16, seed=1)
-    quantize(bn_teacher, 3, 5, images=images, out_dir=tmp_path, weight_symmetric=False, act_calib="percentile")
     cfg = QuantConfig(3, 5, weight_symmetric=False, act_calib="percentile")
+    quantize(bn_teacher, cfg, images=images, out_dir=tmp_path)
     q = calibrate(quantize_network(bn_teacher.model, cfg), images, cfg)
     x = torch.randn(4, *bn_teacher.card.input_shape)
     torch.testing.assert_close(load_model(tmp_path / "model.json").model(x), q(x))
@@ -63,7 +73,7 @@ def test_calibration_from_a_synthetic_dataset_dir(bn_teacher, tmp_path):
 
 
 def test_lenet_without_bn_quantizes_with_noise(plain_teacher):
-    rep = quantize(plain_teacher, 8, 8, "noise", calib_images=16)
+    rep = quantize(plain_teacher, QuantConfig(8, 8), QuantizeJob("noise", calib_images=16))
     assert rep["quantized"]["accuracy"] > 0.9
 
 
@@ -75,7 +85,7 @@ def test_kd_finetuning_brings_the_quantized_model_closer_to_the_teacher(bn_teach
         t = bn_teacher.model(images)
         before = kd_kl_loss(q(images), t, 4.0).item()
     scales = [aq.scale.clone() for aq in q.act_quant.children()]
-    finetune(q, bn_teacher.model, images, FinetuneConfig(epochs=2, steps_per_epoch=8, batch_size=32, lr=1e-3, augment=False))
+    finetune(q, bn_teacher.model, images, finetune_kd(epochs=2, steps_per_epoch=8, batch_size=32, lr=1e-3, augment=False))
     with torch.no_grad():
         after = kd_kl_loss(q(images), t, 4.0).item()
     assert after < before
@@ -85,7 +95,8 @@ def test_kd_finetuning_brings_the_quantized_model_closer_to_the_teacher(bn_teach
 
 def test_int8_export_runs_and_agrees_with_fp32(bn_teacher):
     from datafree.data import digits_split
-    from datafree.quant.int8 import export_int8, measure_latency
+    from datafree.profile import measure_latency
+    from datafree.quant.int8 import export_int8
 
     images = calibration_images(bn_teacher, "noise", 32, seed=0)
     int8 = export_int8(bn_teacher.model, images)
@@ -95,8 +106,8 @@ def test_int8_export_runs_and_agrees_with_fp32(bn_teacher):
     with torch.no_grad():
         agree = (int8(x).argmax(1) == bn_teacher.model(x).argmax(1)).float().mean().item()
     assert agree >= 0.95
-    lat = measure_latency({"fp32": bn_teacher.model, "int8": int8}, x[:2], repeats=2, warmup=1)
-    assert set(lat) == {"fp32", "int8"} and all(v["min_ms"] > 0 for v in lat.values())
+    lat = measure_latency({"fp32": bn_teacher.model, "int8": int8}, x[:2], repeats=2, warmup=1, min_sample_ms=0)
+    assert set(lat) == {"fp32", "int8"} and all(v[2]["min_ms"] > 0 and v[2]["cpu_ms"] >= 0 for v in lat.values())
 
 
 def test_cli_quantize_then_evaluate(tmp_path):

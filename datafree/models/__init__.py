@@ -21,16 +21,13 @@ import torch
 from torch import nn
 
 from ..errors import UserInputError
-from ..registry import Registry
-
-MODELS: Registry[nn.Module] = Registry("model")
-
-from . import lenet as lenet  # noqa: E402  (registers)
-from . import mobilenetv2 as mobilenetv2  # noqa: E402  (registers)
-from . import resnet as resnet  # noqa: E402  (registers)
-from . import resnet_cifar as resnet_cifar  # noqa: E402  (registers)
-from . import vgg as vgg  # noqa: E402  (registers)
-from . import wresnet as wresnet  # noqa: E402  (registers)
+from . import lenet as lenet  # (registers)
+from . import mobilenetv2 as mobilenetv2  # (registers)
+from . import resnet as resnet  # (registers)
+from . import resnet_cifar as resnet_cifar  # (registers)
+from . import vgg as vgg  # (registers)
+from . import wresnet as wresnet  # (registers)
+from .zoo import MODELS
 
 __all__ = [
     "MODELS",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import MODELS
+from .zoo import MODELS
 
 __all__ = ["WideBasicBlock", "WideResNet"]
 

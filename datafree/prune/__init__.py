@@ -8,7 +8,7 @@ and writes a normal model card whose ``module_shapes`` describe the pruned layer
 from __future__ import annotations
 
 from .importance import CRITERIA, Criterion, accumulate_taylor_gradients, create_criterion, list_criteria
-from .stage import REPORT, PruneResult, profile_stages, prune_model, prune_stage, surrogate_source
+from .stage import REPORT, PruneResult, prune_model, prune_stage, surrogate_source
 from .structured import check_ratio, classifier_layers, prune_channels
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "classifier_layers",
     "create_criterion",
     "list_criteria",
-    "profile_stages",
     "prune_channels",
     "prune_model",
     "prune_stage",

@@ -26,17 +26,19 @@ import torch
 from torch import nn
 
 from ..cards import LoadedModel, ModelCard, build_model, load_model, save_model
+from ..data.evalsets import open_eval_data
 from ..distill import KDConfig, distill
 from ..errors import UserInputError
-from ..evaluate import measure
-from ..profile import LATENCY_BATCHES, count_macs, measure_latency
+from ..outputs import prepare_out_dir
+from ..plan import plan
+from ..profile import profile_stages
 from ..reshape import shape_changes
-from ..sources import DatasetSource, SurrogateSource, SynthesizerSource
-from ..utils import atomic_write_json, count_params, device_of, model_size_bytes, resolve_device
+from ..sources import SurrogateSource
+from ..utils import atomic_write_json, device_of, resolve_device
 from .importance import create_criterion
 from .structured import check_ratio, prune_channels
 
-__all__ = ["PruneResult", "surrogate_source", "prune_stage", "prune_model", "profile_stages", "REPORT"]
+__all__ = ["PruneResult", "surrogate_source", "prune_stage", "prune_model", "REPORT"]
 
 REPORT = "report.json"
 
@@ -73,62 +75,9 @@ def surrogate_source(
     Returns:
         The source and a JSON-able description of it for the report.
     """
-    if (data is None) == (method is None):
-        raise UserInputError("give exactly one surrogate source: --data DIR or --method NAME")
-    device = device_of(teacher.model)
-    if data is not None:
-        src = DatasetSource(data, teacher.card, device=device, seed=seed, allow_other_teacher=allow_other_teacher)
-        return src, {"data": str(data), "method": src.dataset.manifest.get("method"), "num_images": len(src)}
-    from generators import create_synthesizer, method_class
-
-    options = dict(method_options or {})
-    if method_class(method).online:
-        synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **options)
-        return SynthesizerSource(synth, g_steps=g_steps), {"method": method, "online": True}
-    if synth_dir is None:
-        raise UserInputError(f"method {method!r} writes a dataset first: give an output directory")
-    from ..synthesis import synthesize_dataset
-
-    ds = synthesize_dataset(teacher, method, synth_dir, num_images, seed=seed, **options)
-    src = DatasetSource(ds.root, teacher.card, device=device, seed=seed)
-    return src, {"method": method, "data": str(ds.root), "num_images": len(src), "online": False}
-
-
-def _stage_metrics(model: nn.Module, card: ModelCard, eval_data: str | Path | None) -> dict[str, Any]:
-    acc = measure(model, card, eval_data)
-    return {
-        "accuracy": acc["accuracy"],
-        "top5": acc["top5"],
-        "eval_data": acc["data"],
-        "params": count_params(model),
-        "macs": count_macs(model, card.input_shape),
-        "size_bytes": model_size_bytes(model),
-    }
-
-
-def profile_stages(
-    models: dict[str, nn.Module],
-    card: ModelCard,
-    eval_data: str | Path | None = None,
-    *,
-    latency: bool = True,
-    repeats: int = 30,
-) -> dict[str, dict[str, Any]]:
-    """Accuracy, parameters, MACs, bytes and CPU latency (1 thread, interleaved) of each model.
-
-    Returns:
-        ``{stage: {"accuracy", "params", "macs", "size_bytes", "latency_ms_b1", "latency_ms_b64"}}``
-        (latency: median ms per forward; ``latency_min_ms_b*``: the minimum, steadier under load).
-    """
-    out = {name: _stage_metrics(m, card, eval_data) for name, m in models.items()}
-    if latency:
-        cpu = {name: copy.deepcopy(m).cpu() for name, m in models.items()}
-        lat = measure_latency(cpu, card.input_shape, LATENCY_BATCHES, repeats=repeats)
-        for name, per_batch in lat.items():
-            for b, t in per_batch.items():
-                out[name][f"latency_ms_b{b}"] = round(t["median_ms"], 4)
-                out[name][f"latency_min_ms_b{b}"] = round(t["min_ms"], 4)
-    return out
+    p = plan(teacher, data=data, method=method, kd=KDConfig(g_steps=g_steps, seed=seed), method_options=method_options,
+             num_images=num_images, seed=seed, allow_other_teacher=allow_other_teacher)  # fmt: skip
+    return p.open_source(synth_dir), p.info
 
 
 def _portable_arch(card: ModelCard) -> str:
@@ -315,23 +264,21 @@ def prune_model(
     check_ratio(ratio)
     create_criterion(importance)  # unknown names fail before anything is loaded or synthesized
     lm = model_spec if isinstance(model_spec, LoadedModel) else load_model(model_spec, resolve_device(device))
+    cfg = dataclasses.replace(kd or KDConfig(), epochs=max(epochs, 1), seed=seed)
+    needs_data = epochs > 0 or create_criterion(importance).needs_gradients
+    if not needs_data and (data is not None or method is not None):
+        raise UserInputError("--epochs 0 with a magnitude importance uses no data: drop --data/--method")
+    # the recovery keeps these KD settings whatever the backend (it recovers a model, it is no paper's KD)
+    p = plan(lm, data=data, method=method, kd=cfg, method_options=method_options, num_images=num_images,
+             seed=seed) if needs_data else None  # fmt: skip
     if eval_data is not None:  # a bad --eval-data fails before anything is synthesized or written
-        from ..data.evalsets import open_eval_data
-
         open_eval_data(eval_data, lm.card)
     if out_dir is not None:
-        from ..pipeline import prepare_out_dir
-
         out_dir = prepare_out_dir(out_dir)
     source, info = None, None
-    needs_data = epochs > 0 or create_criterion(importance).needs_gradients
-    if needs_data:
-        synth_dir = Path(out_dir) / "data" if out_dir is not None else None
-        source, info = surrogate_source(lm, data=data, method=method, synth_dir=synth_dir,
-                                        num_images=num_images, seed=seed, method_options=method_options)  # fmt: skip
-    elif data is not None or method is not None:
-        raise UserInputError("--epochs 0 with a magnitude importance uses no data: drop --data/--method")
-    cfg = dataclasses.replace(kd or KDConfig(), epochs=max(epochs, 1), seed=seed)
+    if p is not None:
+        source = p.open_source(Path(out_dir) / "data" if out_dir is not None else None)
+        info = p.info
     result = prune_stage(
         lm, ratio, importance=importance, global_pruning=global_pruning,
         source=source, source_info=info, kd=cfg, recover=epochs > 0,

@@ -1,6 +1,7 @@
 """The library entry point: quantize a model from its card with synthetic (or reference) data.
 
-``quantize(model, weight_bits, act_bits, calib=...)`` gets calibration images, simulates the
+``quantize(model, QuantConfig(weight_bits, act_bits), QuantizeJob(calib=...))`` gets calibration
+images, simulates the
 quantized network (BN folded, weights per channel, activations per tensor), optionally
 fine-tunes it by KD from the full-precision model, optionally exports a real int8 CPU model,
 and writes ``OUT/model.json`` + ``OUT/model.safetensors`` (loadable by ``datafree evaluate``),
@@ -12,39 +13,47 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from generators import method_class
+
 from ..cards import LoadedModel, ModelCard, load_model, portable_arch, save_model
 from ..data import digits_split
-from ..dataset import shard_seed
+from ..dataset import MANIFEST, shard_seed
+from ..distill import CHECKPOINT, KDConfig
 from ..errors import UserInputError
-from ..utils import atomic_write_json, device_of, model_size_bytes, torch_generator
-from .qat import FinetuneConfig
-from .qat import finetune as finetune_model  # ``finetune`` is a keyword argument of quantize()
+from ..evaluate import default_eval_data, measure
+from ..hooks import batchnorm_layers
+from ..plan import plan
+from ..profile import measure_latency
+from ..utils import atomic_write_json, device_of, model_size_bytes, remove_stale, torch_generator
+from .int8 import INT8_ENGINE, export_int8
+from .int8_artefact import save_int8
+from .qat import finetune as finetune_model  # ``finetune`` is a field of QuantizeJob
+from .qat import finetune_kd
 from .qmodel import QuantConfig, calibrate, quantize_network, quantized_size_bytes
 
-__all__ = ["CALIBRATION_DATA", "calibration_images", "quantize", "QUANTIZED_ARCH"]
+__all__ = ["CALIBRATION_DATA", "QuantizeJob", "calibration_images", "quantize", "QUANTIZED_ARCH"]
 
 QUANTIZED_ARCH = "datafree.quant.qmodel:build_quantized"
 
 
 def _synthesized(method: str) -> Callable[..., torch.Tensor]:
     def make(teacher: LoadedModel, num_images: int, seed: int, **overrides: Any) -> torch.Tensor:
-        from generators import create_synthesizer, method_class
-
-        from ..hooks import batchnorm_layers
-
         if method_class(method).requires_batchnorm and not batchnorm_layers(teacher.model):
             raise UserInputError(
                 f"--calib {method} inverts BatchNorm statistics, but this model has no BatchNorm layer; "
                 "calibrate with noise or with a synthetic dataset DIR made by a method that needs no BN"
             )
-        synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **overrides)
+        synth = plan(teacher, method=method, method_options=overrides, seed=seed).synthesizer
+        assert synth is not None
         bs = synth.config.batch_size
         batches = []
         for i in range(-(-num_images // bs)):
@@ -78,14 +87,12 @@ CALIBRATION_DATA: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def _from_directory(teacher: LoadedModel, root: Path, num_images: int, seed: int) -> torch.Tensor:
-    from ..dataset import MANIFEST
-    from ..sources import DatasetSource
-
     if not (root / MANIFEST).is_file():
         raise UserInputError(f"--calib {root}: not a synthetic dataset directory (no {MANIFEST})")
     # Calibration data may come from another model of the same input spec (compress calibrates a
     # student on its teacher's data), so only the input spec is checked.
-    source = DatasetSource(root, teacher.card, device_of(teacher.model), seed=seed, allow_other_teacher=True)
+    source = plan(teacher, data=root, seed=seed, allow_other_teacher=True).dataset_source
+    assert source is not None
     images = source.images
     idx = torch.randperm(len(images), generator=torch_generator(seed))[:num_images]
     return images[idx.to(images.device)]
@@ -140,8 +147,6 @@ def _test_accuracy(
     model: torch.nn.Module, card: ModelCard, eval_data: str | Path | None = None
 ) -> float | None:
     """Accuracy on ``eval_data``, or the card's default data (digits for digits models), else None."""
-    from ..evaluate import measure
-
     acc = measure(model, card, eval_data)["accuracy"]
     return None if acc is None else round(acc, 4)
 
@@ -149,8 +154,6 @@ def _test_accuracy(
 def _int8_export(
     lm: LoadedModel, images: torch.Tensor, eval_data: str | Path | None = None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from .int8 import INT8_ENGINE, export_int8
-
     t0 = time.perf_counter()
     int8 = export_int8(lm.model, images)
     seconds = time.perf_counter() - t0
@@ -161,8 +164,6 @@ def _int8_export(
 
 def _save_int8(int8: torch.nn.Module, card: ModelCard, report: dict[str, Any], out: Path) -> ModelCard:
     """Write the int8 model as a loadable card (``out/model.json`` + ``out/model.safetensors``)."""
-    from .int8_artefact import save_int8
-
     info = {"calib": report["calib"], "calib_images": report["calib_images"], "torch": torch.__version__,
             "source": card.name or str(card.path)}  # fmt: skip
     return save_int8(int8, out, card, test_accuracy=report["int8"]["accuracy"], quantization=info,
@@ -171,8 +172,6 @@ def _save_int8(int8: torch.nn.Module, card: ModelCard, report: dict[str, Any], o
 
 def _cpu_latency(lm: LoadedModel, int8: torch.nn.Module | None, repeats: int) -> dict[str, Any]:
     """fp32 (and int8) forward latency on CPU at batch 1 and 64, interleaved in this process."""
-    from .int8 import measure_latency
-
     models = {"fp32": copy.deepcopy(lm.model).cpu().eval()}
     if int8 is not None:
         models["int8"] = int8
@@ -180,117 +179,172 @@ def _cpu_latency(lm: LoadedModel, int8: torch.nn.Module | None, repeats: int) ->
     out: dict[str, Any] = {"threads": torch.get_num_threads()}
     for bs in (1, 64):
         x = lm.card.normalizer()(pixels[:bs])
-        out[f"batch_{bs}"] = measure_latency(models, x, repeats=repeats)
+        lat = measure_latency(models, x, repeats=repeats, threads=None, min_sample_ms=0.0)
+        out[f"batch_{bs}"] = {name: {k: round(v, 3) for k, v in per[bs].items()} for name, per in lat.items()}
     return out
+
+
+FINETUNE_RUN = "finetune.json"
+
+
+def _finetune_checkpoint_dir(
+    out_dir: str | Path | None, report: dict[str, Any], seed: int, images: torch.Tensor
+) -> Path | None:
+    """``out_dir``, where the fine-tuning checkpoints after every epoch so that a rerun resumes it.
+
+    The checkpoint only knows the KD settings; ``finetune.json`` records what the quantized model
+    was calibrated from (model, bits, calibration data), and a checkpoint of another calibration
+    is removed rather than resumed.
+    """
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    run = {k: report[k] for k in ("model", "weight_bits", "act_bits", "calib", "config", "calib_images")}
+    run.update(seed=seed, images_sum=round(float(images.double().sum()), 6))
+    old = out / FINETUNE_RUN
+    try:
+        same = json.loads(old.read_text()) == run
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        remove_stale(out / CHECKPOINT, "it fine-tuned another calibration")
+        atomic_write_json(old, run)
+    return out
+
+
+@dataclass
+class QuantizeJob:
+    """What :func:`quantize` does around the quantizer itself (its :class:`QuantConfig`).
+
+    Attributes:
+        calib: calibration data, see :func:`calibration_images`.
+        calib_images: number of calibration images (ZeroQ: one batch of 64).
+        seed: seed of the calibration data.
+        finetune_epochs: epochs of KD fine-tuning on the calibration images (0: calibration only).
+        finetune: further fine-tuning settings (default :func:`~datafree.quant.qat.finetune_kd`;
+            its ``epochs`` is replaced by ``finetune_epochs``).
+        int8: also export a real int8 CPU model (W8A8: int8 weights and activations whatever the
+            config's bit widths are) and time it against fp32.
+        latency_repeats: timed forward passes per model and batch size (0: no timing). The
+            fake-quantized simulation itself is not timed: it runs float kernels.
+        synth_options: config fields of the synthesis backend (``--set``).
+        eval_data: labelled data for the reported accuracies (see :func:`datafree.evaluate.evaluate_model`;
+            default: the digits test split for models trained on digits, else no accuracy is claimed).
+    """
+
+    calib: str | Path = "zeroq"
+    calib_images: int = 64
+    seed: int = 0
+    finetune_epochs: int = 0
+    finetune: KDConfig | None = None
+    int8: bool = False
+    latency_repeats: int = 20
+    synth_options: dict[str, Any] = field(default_factory=dict)
+    eval_data: str | Path | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`UserInputError` naming the first bad value."""
+        if self.finetune_epochs < 0:
+            raise UserInputError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
 
 
 def quantize(
     model: str | Path | ModelCard | LoadedModel,
-    weight_bits: int = 8,
-    act_bits: int = 8,
-    calib: str | Path = "zeroq",
+    config: QuantConfig | None = None,
+    job: QuantizeJob | None = None,
     *,
-    calib_images: int = 64,
-    finetune_epochs: int = 0,
-    finetune: FinetuneConfig | None = None,
-    int8: bool = False,
     out_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
-    seed: int = 0,
-    weight_calib: str = "mse",
-    act_calib: str = "mse",
-    weight_symmetric: bool = True,
-    percentile: float = 99.99,
     images: torch.Tensor | None = None,
-    latency_repeats: int = 20,
-    eval_data: str | Path | None = None,
-    **synth_overrides: Any,
 ) -> dict[str, Any]:
     """Quantize ``model`` without real data; returns (and writes) a report.
 
     Args:
         model: a shipped teacher name, card path / directory, card, or loaded model.
-        weight_bits: 2 to 8, per output channel.
-        act_bits: 2 to 8, per tensor.
-        calib: calibration data, see :func:`calibration_images`.
-        calib_images: number of calibration images (ZeroQ: one batch of 64).
-        finetune_epochs: epochs of KD fine-tuning on the calibration images (0: calibration only).
-        finetune: further fine-tuning settings (its ``epochs`` is replaced by ``finetune_epochs``).
-        int8: also export a real int8 CPU model (W8A8: int8 weights and activations whatever
-            ``weight_bits``/``act_bits`` are) and time it against fp32.
+        config: bit widths and clipping (default W8A8, MSE clipping).
+        job: calibration data, fine-tuning, int8 export and timing (defaults of :class:`QuantizeJob`).
         out_dir: where to write ``model.json``, ``model.safetensors`` and ``report.json`` (and,
-            with ``int8``, the int8 model as ``int8/model.json`` + ``int8/model.safetensors``).
+            with ``job.int8``, the int8 model as ``int8/model.json`` + ``int8/model.safetensors``).
         device: where to synthesize, calibrate and fine-tune.
-        seed: seed of the calibration data.
-        weight_calib: ``minmax``, ``percentile`` or ``mse`` weight clipping.
-        act_calib: ``minmax``, ``percentile`` or ``mse`` activation clipping.
-        weight_symmetric: symmetric (else asymmetric) weight grids.
-        percentile: for the percentile method.
-        images: calibration images to use instead of ``calib`` (already normalised).
-        latency_repeats: timed forward passes per model and batch size (0: no timing). The
-            fake-quantized simulation itself is not timed: it runs float kernels.
-        eval_data: labelled data for the reported accuracies (see :func:`datafree.evaluate.evaluate_model`;
-            default: the digits test split for models trained on digits, else no accuracy is claimed).
-        **synth_overrides: config fields of the synthesis backend.
+        images: calibration images to use instead of ``job.calib`` (already normalised).
 
     Returns:
         The report: accuracies (fp32, quantized, after fine-tuning, int8), sizes, latency.
     """
-    if finetune_epochs < 0:
-        raise UserInputError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
-    cfg = QuantConfig(weight_bits, act_bits, weight_symmetric, weight_calib, act_calib, percentile)
+    cfg, job = config or QuantConfig(), job or QuantizeJob()
     cfg.validate()
+    job.validate()
     lm = model if isinstance(model, LoadedModel) else load_model(model, device)
     card = lm.card
     report: dict[str, Any] = {
         "model": card.name or str(card.path),
-        "weight_bits": weight_bits,
-        "act_bits": act_bits,
-        "calib": str(calib) if images is None else "given",
+        "weight_bits": cfg.weight_bits,
+        "act_bits": cfg.act_bits,
+        "calib": str(job.calib) if images is None else "given",
         "config": dataclasses.asdict(cfg),
     }
-    from ..evaluate import default_eval_data
-
+    eval_data = job.eval_data
     report["eval_data"] = str(eval_data) if eval_data is not None else default_eval_data(card)
     t0 = time.perf_counter()
     if images is None:
-        images = calibration_images(lm, calib, calib_images, seed, **synth_overrides)
+        images = calibration_images(lm, job.calib, job.calib_images, job.seed, **job.synth_options)
     report["calib_images"] = len(images)
     report["calib_data_seconds"] = round(time.perf_counter() - t0, 2)
-    qmodel = calibrate(quantize_network(lm.model, cfg), images, cfg, seed=seed)
+    qmodel = calibrate(quantize_network(lm.model, cfg), images, cfg, seed=job.seed)
     size = quantized_size_bytes(qmodel)
     fp32_acc = _test_accuracy(lm.model, card, eval_data)
     report["fp32"] = {"accuracy": fp32_acc, "size_bytes": model_size_bytes(lm.model)}
     q_acc = _test_accuracy(qmodel, card, eval_data)
     report["quantized"] = {"accuracy": q_acc, "size_bytes": size["total"], "size": size}
-    if finetune_epochs > 0:
-        ft_cfg = dataclasses.replace(finetune or FinetuneConfig(), epochs=finetune_epochs)
-        t1 = time.perf_counter()
-        result = finetune_model(qmodel, lm.model, images, ft_cfg)
-        report["finetune"] = {
-            "config": dataclasses.asdict(ft_cfg),
-            "accuracy_before": report["quantized"]["accuracy"],
-            "seconds": round(time.perf_counter() - t1, 2),
-            "final_loss": round(result.history[-1]["loss"], 5),
-        }
-        report["quantized"]["accuracy"] = _test_accuracy(qmodel, card, eval_data)
+    if job.finetune_epochs > 0:
+        _finetune_stage(lm, qmodel, images, job, report, out_dir)
     int8_model = None
-    if int8:
+    if job.int8:
         int8_model, report["int8"] = _int8_export(lm, images.cpu(), eval_data)
-    if latency_repeats > 0:
-        report["latency_cpu"] = _cpu_latency(lm, int8_model, latency_repeats)
+    if job.latency_repeats > 0:
+        report["latency_cpu"] = _cpu_latency(lm, int8_model, job.latency_repeats)
     if out_dir is not None:
-        out = Path(out_dir)
-        saved = save_model(
-            qmodel, out, like=card, arch=QUANTIZED_ARCH, name="model",
-            card_name=f"{card.name or 'model'}_w{weight_bits}a{act_bits}",
-            arch_kwargs=_arch_kwargs(card, cfg), test_accuracy=report["quantized"]["accuracy"],
-            accuracy_data=report["eval_data"],
-            quantization={k: report[k] for k in ("weight_bits", "act_bits", "calib", "config")},
-        )
-        report["model_card"] = str(saved.path)
-        if int8_model is not None:
-            report["int8"]["model_card"] = str(_save_int8(int8_model, card, report, out / "int8").path)
-        atomic_write_json(out / "report.json", report)
+        _write(Path(out_dir), qmodel, int8_model, cfg, job, report, card)
     return report
+
+
+def _finetune_stage(
+    lm: LoadedModel, qmodel: torch.nn.Module, images: torch.Tensor, job: QuantizeJob, report: dict[str, Any],
+    out_dir: str | Path | None,
+) -> None:  # fmt: skip
+    """KD fine-tuning of ``qmodel`` from the float model; checkpointed in ``out_dir`` (resumable)."""
+    ft_cfg = dataclasses.replace(job.finetune or finetune_kd(), epochs=job.finetune_epochs)
+    t1 = time.perf_counter()
+    ckpt_dir = _finetune_checkpoint_dir(out_dir, report, job.seed, images)
+    result = finetune_model(qmodel, lm.model, images, ft_cfg, checkpoint_dir=ckpt_dir)
+    report["finetune"] = {
+        "config": dataclasses.asdict(ft_cfg),
+        "accuracy_before": report["quantized"]["accuracy"],
+        "seconds": round(time.perf_counter() - t1, 2),
+        "final_loss": round(result.history[-1]["loss"], 5),
+    }
+    report["quantized"]["accuracy"] = _test_accuracy(qmodel, lm.card, job.eval_data)
+
+
+def _write(
+    out: Path, qmodel: torch.nn.Module, int8_model: torch.nn.Module | None, cfg: QuantConfig,
+    job: QuantizeJob, report: dict[str, Any], card: ModelCard,
+) -> None:  # fmt: skip
+    """The quantized card, the int8 one (or remove an earlier run's), and report.json."""
+    saved = save_model(
+        qmodel, out, like=card, arch=QUANTIZED_ARCH, name="model",
+        card_name=f"{card.name or 'model'}_w{cfg.weight_bits}a{cfg.act_bits}",
+        arch_kwargs=_arch_kwargs(card, cfg), test_accuracy=report["quantized"]["accuracy"],
+        accuracy_data=report["eval_data"],
+        quantization={k: report[k] for k in ("weight_bits", "act_bits", "calib", "config")},
+    )  # fmt: skip
+    report["model_card"] = str(saved.path)
+    if int8_model is not None:
+        report["int8"]["model_card"] = str(_save_int8(int8_model, card, report, out / "int8").path)
+    else:  # a previous run's int8 model would no longer match this model.json
+        remove_stale(out / "int8", "this run exports no int8 model")
+    if job.finetune_epochs == 0:
+        remove_stale(out / CHECKPOINT, "this run does no fine-tuning")
+        remove_stale(out / FINETUNE_RUN, "this run does no fine-tuning")
+    atomic_write_json(out / "report.json", report)
 

@@ -16,6 +16,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 __all__ = ["fold_bn_weights", "fold_conv_bn", "fold_batchnorm", "trace"]
 
@@ -41,36 +42,24 @@ def fold_bn_weights(
         beta: BN shift (None when the BN is not affine).
 
     Returns:
-        ``(weight', bias')``.
+        ``(weight', bias')``, detached. PyTorch's ``fuse_conv_bn_weights`` computes them: the
+        weights equal this module's former formula bit for bit, the bias differs by rounding
+        (about 1e-7, the order of the products; tests/test_quant.py compares).
 
     Shape:
         - weight: ``(C_out, ...)``; bias, running stats, gamma, beta: ``(C_out,)``.
     """
-    scale = torch.rsqrt(running_var + eps)
-    if gamma is not None:
-        scale = scale * gamma
-    b = bias if bias is not None else torch.zeros_like(running_mean)
-    new_bias = (b - running_mean) * scale
-    if beta is not None:
-        new_bias = new_bias + beta
-    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), new_bias
+    w, b = fuse_conv_bn_weights(weight, bias, running_mean, running_var, eps, gamma, beta)
+    return w.detach(), b.detach()
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
-    """A new ``Conv2d`` (with bias) computing ``bn(conv(x))`` in inference mode."""
-    fused = copy.deepcopy(conv)
-    if fused.bias is None:
-        w = conv.weight
-        fused.bias = nn.Parameter(torch.zeros(conv.out_channels, device=w.device, dtype=w.dtype))
+    """A new ``Conv2d`` (with bias) computing ``bn(conv(x))`` in inference mode.
+
+    PyTorch's ``fuse_conv_bn_eval``; ``conv`` and ``bn`` are put in eval mode, not otherwise modified.
+    """
     assert bn.running_mean is not None and bn.running_var is not None
-    with torch.no_grad():
-        w, b = fold_bn_weights(
-            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
-            bn.weight if bn.affine else None, bn.bias if bn.affine else None,
-        )
-        fused.weight.copy_(w)
-        fused.bias.copy_(b)  # type: ignore[union-attr]
-    return fused
+    return fuse_conv_bn_eval(conv.eval(), bn.eval())
 
 
 def trace(model: nn.Module) -> fx.GraphModule:

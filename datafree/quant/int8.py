@@ -21,17 +21,14 @@ simulation's ``quantize_output=False``.
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 import warnings
-from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import UserInputError
 
-__all__ = ["export_int8", "measure_latency", "INT8_ENGINE"]
+__all__ = ["export_int8", "INT8_ENGINE"]
 
 INT8_ENGINE = "x86"
 
@@ -87,37 +84,3 @@ def export_int8(
             for i in range(0, len(images), batch_size):
                 prepared(images[i : i + batch_size].cpu())
         return convert_fx(prepared).eval()
-
-
-def measure_latency(
-    models: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
-    x: torch.Tensor,
-    repeats: int = 30,
-    warmup: int = 3,
-) -> dict[str, dict[str, float]]:
-    """Forward latency of several models on ``x``, interleaved round-robin so load hits all alike.
-
-    Returns:
-        ``{name: {"min_ms", "median_ms", "cpu_ms"}}``: wall-clock minimum and median, and the
-        median process CPU time (robust to being descheduled on a shared machine).
-    """
-    wall: dict[str, list[float]] = {k: [] for k in models}
-    cpu: dict[str, list[float]] = {k: [] for k in models}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in models.values():
-                fn(x)
-        for _ in range(repeats):
-            for name, fn in models.items():
-                t0, c0 = time.perf_counter(), time.process_time()
-                fn(x)
-                wall[name].append((time.perf_counter() - t0) * 1e3)
-                cpu[name].append((time.process_time() - c0) * 1e3)
-    return {
-        k: {
-            "min_ms": round(min(wall[k]), 3),
-            "median_ms": round(statistics.median(wall[k]), 3),
-            "cpu_ms": round(statistics.median(cpu[k]), 3),
-        }
-        for k in models
-    }

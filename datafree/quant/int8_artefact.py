@@ -36,7 +36,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cards import INT8_FORMAT, ModelCard, build_model, portable_arch, read_safetensors, save_state
+from ..cards import (
+    INT8_FORMAT,
+    WEIGHT_LOADERS,
+    ModelCard,
+    build_model,
+    portable_arch,
+    read_safetensors,
+    save_state,
+)
 from ..errors import UserInputError
 from .int8 import INT8_ENGINE, export_int8
 
@@ -324,3 +332,6 @@ def load_int8(card: ModelCard, wpath: Path) -> nn.Module:
     model = _graph(card, settings["keep_last_float"])
     _load_state_strict(model, state, f"{wpath.name} does not match the int8 graph of arch {card.arch!r}")
     return model.eval()
+
+
+WEIGHT_LOADERS[INT8_FORMAT] = load_int8

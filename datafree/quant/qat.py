@@ -10,47 +10,38 @@ synthetic images, with its random-crop augmentation, so a small calibration set 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..distill import DistillResult, KDConfig, distill
 from ..errors import UserInputError
+from ..plan import kd_settings
 from ..sources import TensorSource
 
-__all__ = ["FinetuneConfig", "finetune"]
+__all__ = ["FINETUNE_KD", "finetune_kd", "finetune"]
 
 
-@dataclass
-class FinetuneConfig:
-    """Fine-tuning settings (GDFQ uses KL at a high temperature and a small learning rate)."""
+# GDFQ's fine-tuning (KL at a high temperature, Adam at a small learning rate): the defaults of
+# :func:`finetune_kd`, over :class:`KDConfig`'s.
+FINETUNE_KD: dict[str, Any] = {
+    "epochs": 10, "steps_per_epoch": 50, "batch_size": 64, "lr": 1e-4, "optimizer": "adam",
+    "weight_decay": 0.0, "temperature": 4.0, "augment": True,
+}  # fmt: skip
 
-    epochs: int = 10
-    steps_per_epoch: int = 50
-    batch_size: int = 64
-    lr: float = 1e-4
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    temperature: float = 4.0
-    augment: bool = True
-    seed: int = 0
 
-    def kd_config(self) -> KDConfig:
-        """The equivalent :class:`KDConfig` of the shared KD stage."""
-        return KDConfig(
-            epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size,
-            optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
-            temperature=self.temperature, augment=self.augment, seed=self.seed,
-        )
+def finetune_kd(**overrides: Any) -> KDConfig:
+    """The KD settings of quantization fine-tuning: :data:`FINETUNE_KD` with ``overrides`` on top."""
+    return kd_settings(None, {**FINETUNE_KD, **overrides})
 
 
 def finetune(
     quantized: nn.Module,
     teacher: nn.Module,
     images: torch.Tensor,
-    config: FinetuneConfig | None = None,
+    config: KDConfig | None = None,
     *,
     checkpoint_dir: str | Path | None = None,
 ) -> DistillResult:
@@ -60,17 +51,17 @@ def finetune(
         quantized: a calibrated model from :func:`datafree.quant.quantize_network`.
         teacher: the full-precision network (frozen, eval mode).
         images: normalised synthetic images ``(N, C, H, W)``.
-        config: :class:`FinetuneConfig`.
+        config: the KD settings (default :func:`finetune_kd`).
         checkpoint_dir: resumable checkpoints of the KD stage.
 
     Returns:
         The KD stage's result (history per epoch); ``quantized`` ends in eval mode.
     """
-    cfg = config or FinetuneConfig()
+    cfg = config or finetune_kd()
     if len(images) == 0:
         raise UserInputError("no images to fine-tune on")
     source = TensorSource(images.to(next(iter(teacher.parameters())).device), seed=cfg.seed)
     return distill(
-        teacher, quantized, source, cfg.kd_config(), input_shape=list(images.shape[1:]),
+        teacher, quantized, source, cfg, input_shape=list(images.shape[1:]),
         checkpoint_dir=checkpoint_dir, desc="quantized fine-tuning",
     )

@@ -32,6 +32,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..cards import ModelCard, build_model
 from ..errors import UserInputError
 from .calibration import CALIBRATORS, RangeObserver, calibrate_range
 from .fakequant import ActQuantizer, QuantConv2d, QuantLinear, WeightQuantizer, check_bits
@@ -185,8 +186,6 @@ def build_quantized(
     whose card carries layer sizes), quantizes it with the given bit widths and returns it
     uncalibrated; loading the saved state dict restores folded weights and ranges.
     """
-    from ..cards import ModelCard, build_model
-
     extra: dict[str, Any] = {"module_shapes": dict(base_module_shapes)} if base_module_shapes else {}
     card = ModelCard(
         arch=base_arch, weights="", num_classes=num_classes, input_shape=[in_channels, 1, 1],

@@ -25,23 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
+
+from generators import Synthesizer, create_synthesizer, method_class
 
 from .cards import LoadedModel, ModelCard, save_model
 from .distill import KDConfig, distill
 from .errors import UserInputError
-from .models import create_model, default_student_for
-from .sources import SynthesizerSource
-from .utils import atomic_write, atomic_write_json
+from .plan import make_student, plan
+from .synthesis import synthesize_dataset
+from .utils import atomic_write, atomic_write_json, ensure_dir
 
 __all__ = [
     "OnlineResult",
-    "kd_config_for",
     "train_online",
     "load_online_synthesizer",
     "synthesize_online",
-    "distill_online_to_dir",
     "ONLINE_MANIFEST",
     "GENERATOR_NAME",
 ]
@@ -56,7 +55,7 @@ class OnlineResult:
     """What :func:`train_online` produced."""
 
     student: nn.Module
-    synthesizer: Any
+    synthesizer: Synthesizer
     kd_config: KDConfig
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_epoch: int = 0
@@ -65,38 +64,11 @@ class OnlineResult:
     seconds: float = 0.0
 
 
-def _online_class(method: str) -> Any:
-    from generators import method_class
-
+def _online_class(method: str) -> type[Synthesizer]:
     cls = method_class(method)
     if not cls.online:
         raise UserInputError(f"method {method!r} is not an online (generator) method; use dafl, zskt or dfad")
     return cls
-
-
-def kd_config_for(method: str, kd_config: KDConfig | dict[str, Any] | None = None) -> KDConfig:
-    """The KD settings of an online method: ``KDConfig`` defaults, then the method's ``kd_defaults``,
-    then ``kd_config`` (a dict of overrides; a ``KDConfig`` is taken as it is)."""
-    if isinstance(kd_config, KDConfig):
-        return kd_config
-    cls = _online_class(method)
-    fields = {f.name for f in dataclasses.fields(KDConfig)}
-    values = {"batch_size": cls.Config().batch_size, **cls.kd_defaults, **(kd_config or {})}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise UserInputError(f"unknown KD option {unknown[0]!r}; valid: {', '.join(sorted(fields))}")
-    cfg = KDConfig(**values)
-    cfg.validate()
-    return cfg
-
-
-def _make_student(student: nn.Module | str | None, card: ModelCard, teacher_arch: str, seed: int) -> tuple[nn.Module, str]:
-    if isinstance(student, nn.Module):
-        return student, type(student).__name__.lower()
-    arch = student or default_student_for(teacher_arch)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return create_model(arch, card.num_classes, card.in_channels), arch
 
 
 def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
@@ -113,11 +85,11 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
                 "use the same command to resume, or another --out to start afresh"
             )
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
         atomic_write_json(path, manifest)
 
 
-def _save_generator(synth: Any, out: Path, teacher_card: ModelCard) -> Path:
+def _save_generator(synth: Synthesizer, out: Path, teacher_card: ModelCard) -> Path:
     from safetensors.torch import save as st_save
 
     state = {k: v.detach().cpu().contiguous().clone() for k, v in synth.generator.state_dict().items()}
@@ -172,19 +144,13 @@ def train_online(
         :class:`OnlineResult`; the student is saved as ``model.safetensors`` (+ ``model.json``) and the
         generator as ``generator.safetensors`` (+ ``generator.json``) in ``out_dir``.
     """
-    from generators import create_synthesizer
-
     t0 = time.perf_counter()
     out = Path(out_dir)
-    cls = _online_class(method)
-    if isinstance(kd_config, dict) or kd_config is None:
-        kd_config = {"seed": seed, **({"batch_size": overrides["batch_size"]} if "batch_size" in overrides else {}),
-                     **(kd_config or {})}  # fmt: skip
-    kd = kd_config_for(method, kd_config)
-    rounds = max(1, kd.steps_per_epoch // kd.kd_steps)
-    overrides.setdefault("iterations", kd.epochs * rounds * kd.g_steps)
-    synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **overrides)
-    model, arch = _make_student(student, teacher.card, teacher.card.arch, seed)
+    _online_class(method)
+    p = plan(teacher, method=method, kd=kd_config, method_options=overrides, seed=seed)
+    kd, synth = p.kd, p.synthesizer
+    assert synth is not None
+    model, arch = make_student(student, teacher.card, seed)
     _check_manifest(
         out,
         {
@@ -198,12 +164,12 @@ def train_online(
     result = distill(
         teacher.model,
         model,
-        SynthesizerSource(synth, kd.g_steps),
+        p.open_source(),
         kd,
         input_shape=tuple(teacher.card.input_shape),  # type: ignore[arg-type]
         checkpoint_dir=out,
         eval_fn=eval_fn,
-        student_objective=synth.student_objective(),
+        student_objective=p.student_objective,
         desc=desc or f"{method} distill",
     )
     card = save_model(
@@ -224,7 +190,9 @@ def train_online(
     )
 
 
-def load_online_synthesizer(teacher: LoadedModel, path: str | Path, method: str | None = None) -> Any:
+def load_online_synthesizer(
+    teacher: LoadedModel, path: str | Path, method: str | None = None
+) -> Synthesizer:
     """Rebuild a trained generator backend from ``generator.safetensors`` (or its directory).
 
     Args:
@@ -234,8 +202,6 @@ def load_online_synthesizer(teacher: LoadedModel, path: str | Path, method: str 
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from generators import create_synthesizer
 
     p = Path(path)
     if p.is_dir():
@@ -284,8 +250,6 @@ def synthesize_online(
     Returns:
         The :class:`datafree.dataset.SyntheticDataset`.
     """
-    from .synthesis import synthesize_dataset
-
     if num_images <= 0:
         raise UserInputError(f"--num-images must be > 0, got {num_images}")
     if generator_path is not None:
@@ -299,45 +263,3 @@ def synthesize_online(
             raise UserInputError(f"--batch-size must be > 0, got {shard_size}")
         synth.config = dataclasses.replace(synth.config, batch_size=shard_size)
     return synthesize_dataset(teacher, method, out, num_images, seed=seed, synthesizer=synth)
-
-
-def distill_online_to_dir(
-    teacher: LoadedModel,
-    method: str,
-    out: str | Path,
-    *,
-    student_arch: str | None = None,
-    kd: KDConfig | dict[str, Any] | None = None,
-    seed: int = 0,
-    eval_data: str | Path | None = None,
-    **overrides: Any,
-) -> dict[str, Any]:
-    """:func:`train_online` into ``out``, then evaluate the student (on ``eval_data``; default: the digits
-    test split for a teacher trained on digits, otherwise no accuracy is claimed): the report
-    the CLI's ``distill`` and ``compress`` print (same keys as :func:`datafree.pipeline.distill_to_dir`).
-    """
-    from .evaluate import measure
-    from .utils import count_params, model_size_bytes
-
-    r = train_online(teacher, method, student_arch, out, kd, seed=seed, **overrides)
-    metrics = measure(r.student, teacher.card, eval_data)
-    acc = metrics["accuracy"]
-    if r.student_card is not None:  # record the accuracy in the card, as distill_to_dir does
-        save_model(
-            r.student, out, like=teacher.card, arch=r.student_card.arch, name=STUDENT_NAME,
-            card_name=r.student_card.name, test_accuracy=None if acc is None else round(acc, 4),
-            **{**r.student_card.extra, "accuracy_data": metrics["data"]},
-        )  # fmt: skip
-    return {
-        "arch": r.student_card.arch if r.student_card else type(r.student).__name__,
-        "accuracy": acc,
-        "top5": metrics["top5"],
-        "eval_data": metrics["data"],
-        "params": count_params(r.student),
-        "size_bytes": model_size_bytes(r.student),
-        "seconds": round(r.seconds, 2),
-        "history": r.history,
-        "resumed_from_epoch": r.resumed_from_epoch,
-        "generator": str(r.generator_path),
-        "kd": dataclasses.asdict(r.kd_config),
-    }

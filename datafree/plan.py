@@ -1,0 +1,234 @@
+"""The one place that decides which surrogate data feeds the KD stage, and with which settings.
+
+Every job (``distill``, ``synthesize`` of an online method, ``compress``, ``prune``, ``quantize``'s
+calibration data, the benches) asks :func:`plan`::
+
+    p = plan(teacher, method="dafl", kd={"epochs": 5}, seed=0)   # validates; nothing is written
+    source = p.open_source(out / "data")                      # offline methods synthesise here
+    distill(teacher.model, student, source, p.kd, student_objective=p.student_objective)
+
+KD settings come from one rule (:func:`kd_settings`): :class:`~datafree.distill.KDConfig`'s
+defaults, then the backend's paper settings (``kd_defaults`` for an online backend; ``pool_kd``
+for the growing-pool loop), then the user's overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from generators import Synthesizer, create_synthesizer, method_class
+from generators.base import parse_overrides
+
+from .cards import LoadedModel, ModelCard
+from .distill import KDConfig
+from .errors import UserInputError
+from .models import create_model, default_student_for
+from .sources import DatasetSource, PoolSource, SurrogateSource, SynthesizerSource
+from .synthesis import synthesize_dataset
+from .utils import device_of
+
+__all__ = ["DEFAULT_NUM_IMAGES", "Plan", "plan", "kd_settings", "make_student"]
+
+DEFAULT_NUM_IMAGES = 1024
+
+StudentObjective = Callable[[nn.Module, nn.Module, torch.Tensor], torch.Tensor]
+
+
+def kd_settings(
+    method: str | None = None,
+    overrides: KDConfig | Mapping[str, Any] | None = None,
+    *,
+    pool: bool = False,
+    method_options: Mapping[str, Any] | None = None,
+) -> KDConfig:
+    """The KD settings of a run: ``KDConfig`` defaults < the backend's < ``overrides``.
+
+    Args:
+        method: the backend; an online one brings its paper's ``kd_defaults`` (and its config's
+            ``batch_size``, or ``method_options["batch_size"]`` when given), ``pool`` its ``pool_kd``.
+        overrides: fields the user gave (a ``KDConfig`` is taken as it is).
+        pool: the growing-pool loop (``distill --pool``).
+        method_options: the backend options the user gave (only ``batch_size`` matters here).
+    """
+    if isinstance(overrides, KDConfig):
+        overrides.validate()
+        return overrides
+    values: dict[str, Any] = {}
+    if method is not None:
+        cls = method_class(method)
+        if pool:
+            values.update(cls.pool_kd)
+        elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
+            values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
+            if method_options and "batch_size" in method_options:  # "16" (--set): parsed as the backend does
+                given = {"batch_size": method_options["batch_size"]}
+                values["batch_size"] = parse_overrides(cls.Config, given).batch_size
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    fields = {f.name for f in dataclasses.fields(KDConfig)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise UserInputError(f"unknown KD option {unknown[0]!r}; valid: {', '.join(sorted(fields))}")
+    cfg = KDConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def make_student(
+    arch: str | nn.Module | None, card: ModelCard | LoadedModel, seed: int = 0
+) -> tuple[nn.Module, str]:
+    """A freshly initialised student (``arch``, or the default for the teacher) and its arch name.
+
+    The weights follow ``seed``; the global RNG is left as it was. An ``nn.Module`` is returned as
+    it is. An unknown ``arch`` is a user error, so calling this early validates ``--student``.
+    """
+    if isinstance(card, LoadedModel):
+        card = card.card
+    if isinstance(arch, nn.Module):
+        return arch, type(arch).__name__.lower()
+    name = arch or default_student_for(card.arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(name, card.num_classes, card.in_channels), name
+
+
+@dataclass
+class Plan:
+    """What feeds the KD stage: from :func:`plan`.
+
+    Attributes:
+        teacher: the teacher the data is for.
+        kd: the KD settings.
+        data: a synthetic dataset directory (``--data``), or None.
+        method: the backend (``--method``), or None.
+        synthesizer: the backend, built and validated (None with ``data``).
+        pool: the growing-pool loop (offline backends).
+        num_images: images an offline backend writes before the KD stage.
+        seed: seed of synthesis and data order.
+        allow_other_teacher: accept a dataset synthesised from another model of the same input spec.
+        info: a JSON-able description for reports.
+    """
+
+    teacher: LoadedModel
+    kd: KDConfig
+    data: Path | None = None
+    method: str | None = None
+    synthesizer: Synthesizer | None = None
+    pool: bool = False
+    num_images: int = DEFAULT_NUM_IMAGES
+    seed: int = 0
+    allow_other_teacher: bool = False
+    method_options: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    dataset_source: DatasetSource | None = None  # ``data``, opened (and so checked) by :func:`plan`
+
+    @property
+    def online(self) -> bool:
+        """A generator trained inside the KD stage (DAFL, ZSKT, DFAD)."""
+        return self.synthesizer is not None and self.synthesizer.online
+
+    @property
+    def student_objective(self) -> StudentObjective | None:
+        """The backend's replacement of the KD loss (ZSKT's attention transfer), or None."""
+        return self.synthesizer.student_objective() if self.online and self.synthesizer is not None else None
+
+    @property
+    def writes_dataset(self) -> bool:
+        """An offline backend without the pool writes a dataset before the KD stage."""
+        return self.method is not None and not self.online and not self.pool
+
+    def open_source(self, synth_dir: str | Path | None = None) -> SurrogateSource:
+        """The surrogate source of this plan.
+
+        An offline backend first writes ``num_images`` to ``synth_dir`` (resumable, reusable with
+        ``--data``).
+        """
+        synth = self.synthesizer
+        if self.dataset_source is not None:
+            src = self.dataset_source
+            method = src.dataset.manifest.get("method")
+            self.info.update(data=str(self.data), method=method, num_images=len(src))
+            return src
+        assert synth is not None and self.method is not None
+        if self.online:
+            self.info.update(method=self.method, online=True)
+            return SynthesizerSource(synth, g_steps=self.kd.g_steps)
+        if self.pool:
+            self.info.update(method=self.method, pool=True)
+            return PoolSource(synth, batch_size=synth.pool_batch_size, seed=self.seed)
+        if synth_dir is None:
+            raise UserInputError(f"method {self.method!r} writes a dataset first: give an output directory")
+        ds = synthesize_dataset(self.teacher, self.method, synth_dir, self.num_images, seed=self.seed,
+                                **self.method_options)  # fmt: skip
+        src = DatasetSource(ds.root, self.teacher.card, device_of(self.teacher.model), seed=self.seed)
+        self.info.update(method=self.method, data=str(ds.root), num_images=len(src), online=False)
+        return src
+
+
+def plan(
+    teacher: LoadedModel,
+    *,
+    data: str | Path | None = None,
+    method: str | None = None,
+    pool: bool = False,
+    kd: KDConfig | Mapping[str, Any] | None = None,
+    method_options: Mapping[str, Any] | None = None,
+    num_images: int | None = None,
+    seed: int = 0,
+    allow_other_teacher: bool = False,
+) -> Plan:
+    """Decide the surrogate source, the KD settings and the student objective; validate everything.
+
+    Nothing is written: a bad ``--set``, a BN backend on a BN-less teacher, a dataset of another
+    teacher or an unknown KD option fails here, before any output directory is touched.
+
+    Args:
+        teacher: the (frozen) teacher.
+        data: a synthetic dataset directory; exclusive with ``method``.
+        method: a backend name.
+        pool: Fast-Datafree's growing pool (offline backends only).
+        kd: the user's KD overrides (a ``KDConfig`` is used as it is); ``seed`` is added.
+        method_options: backend config overrides (``--set``).
+        num_images: images an offline backend writes (default :data:`DEFAULT_NUM_IMAGES`).
+        seed: seed of the backend, the data order and the KD stage.
+        allow_other_teacher: accept a dataset synthesised from another model of the same input spec.
+
+    Returns:
+        The :class:`Plan`.
+    """
+    if (data is None) == (method is None):
+        raise UserInputError("give exactly one of --data DIR (a synthetic dataset) or --method NAME")
+    options = dict(method_options or {})
+    if data is not None and options:
+        first = next(iter(options))
+        raise UserInputError(f"--set {first} configures a synthesis backend and needs --method, not --data")
+    online = method is not None and method_class(method).online
+    if pool and (method is None or online):
+        raise UserInputError(
+            "--pool needs an offline --method (for example fast), not --data or an online method"
+        )
+    overrides = kd if isinstance(kd, KDConfig) else {"seed": seed, **(kd or {})}
+    cfg = kd_settings(method, overrides, pool=pool, method_options=options)
+    synth = dataset = None
+    if data is not None:  # the whole dataset (manifest, every shard, teacher) is checked when opened
+        data = Path(data)
+        dataset = DatasetSource(data, teacher.card, device_of(teacher.model), seed=seed,
+                                allow_other_teacher=allow_other_teacher)  # fmt: skip
+    else:
+        assert method is not None
+        synth_options = dict(options)
+        if online:  # the generator trains for as many steps as the KD stage runs rounds
+            rounds = max(1, cfg.steps_per_epoch // cfg.kd_steps)
+            synth_options.setdefault("iterations", cfg.epochs * rounds * cfg.g_steps)
+        synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **synth_options)
+    return Plan(
+        teacher=teacher, kd=cfg, data=data, method=method, synthesizer=synth, pool=pool,
+        num_images=num_images or DEFAULT_NUM_IMAGES, seed=seed, allow_other_teacher=allow_other_teacher,
+        method_options=options, dataset_source=dataset,
+    )  # fmt: skip
