@@ -50,6 +50,8 @@ __all__ = [
     "ASSETS_DIR",
     "DEFAULT_TEACHER",
     "INT8_FORMAT",
+    "DEPLOYED_SUFFIXES",
+    "save_card_beside",
 ]
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -57,6 +59,8 @@ TEACHERS_DIR = ASSETS_DIR / "teachers"
 DEFAULT_TEACHER = "resnet8_digits"
 # The safetensors header's "format" of a real int8 model (see datafree/quant/int8_artefact.py).
 INT8_FORMAT = "datafree-int8"
+# Files written by ``datafree deploy``: their card is the file's path with the suffix ``.json``.
+DEPLOYED_SUFFIXES = (".onnx", ".pt2")
 
 
 @dataclasses.dataclass
@@ -165,6 +169,10 @@ def resolve_card_path(spec: str | Path) -> Path:
     p = Path(spec)
     if p.is_dir() and (p / "model.json").is_file():
         return p / "model.json"
+    if p.suffix in DEPLOYED_SUFFIXES and p.is_file():
+        if not p.with_suffix(".json").is_file():
+            raise UserInputError(f"{p} has no card beside it ({p.with_suffix('.json').name}, written by datafree deploy)")
+        return p.with_suffix(".json")
     if p.is_file():
         return p
     names = ", ".join(shipped) or "none"
@@ -353,16 +361,21 @@ def load_model(
     """
     card = spec if isinstance(spec, ModelCard) else load_card(spec)
     wpath = card.weights_path()
-    if card.is_int8 and torch.device(device).type != "cpu":
+    if (card.is_int8 or card.extra.get("format") is not None) and torch.device(device).type != "cpu":
+        what = f"a deployed {card.extra['format']} model" if card.extra.get("format") else "a real int8 model (x86 engine)"
         raise UserInputError(
-            f"{card.path or card.name}: a real int8 model (x86 engine) runs on CPU only, not on {device}; "
+            f"{card.path or card.name}: {what} runs on CPU only, not on {device}; "
             "load it on cpu (--device cpu)"
         )
     if check_sha256 and card.sha256 and wpath.is_file():
         actual = sha256_file(wpath)
         if actual != card.sha256:
             raise UserInputError(f"{wpath}: sha256 {actual[:12]}… does not match the card's {card.sha256[:12]}…")
-    if card.is_int8:
+    if card.extra.get("format") is not None:  # written by datafree deploy: .onnx or .pt2
+        from .deploy import load_deployed
+
+        model = load_deployed(card, wpath, trust_checkpoint)
+    elif card.is_int8:
         from .quant.int8_artefact import load_int8
 
         model = load_int8(card, wpath)
@@ -447,6 +460,32 @@ def save_state(
     )
     atomic_write_json(out / f"{name}.json", card.to_json())
     card.path = (out / f"{name}.json").resolve()
+    return card
+
+
+def save_card_beside(path: Path, like: ModelCard, **fields: Any) -> ModelCard:
+    """Write the card of a deployed file (``path.onnx`` -> ``path.json``) atomically.
+
+    Args:
+        path: the deployed file.
+        like: the source model's card (input spec, classes, accuracy; arch fields kept as ``source``).
+        **fields: further fields (``sha256``, ``deploy`` information).
+
+    Returns:
+        The card as written.
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".")
+    source = {k: v for k, v in like.to_json().items() if k not in ("weights", "sha256", "num_classes", "input_shape",
+                                                                   "mean", "std", "test_accuracy")}  # fmt: skip
+    if like.path is not None:
+        source["card"] = str(like.path)
+    d = {"name": f"{like.name or 'model'}_{fmt}", "arch": fmt, "weights": path.name, "format": fmt,
+         **{k: getattr(like, k) for k in ("num_classes", "input_shape", "mean", "std", "test_accuracy")},
+         "source": source, **fields}  # fmt: skip
+    card = _validate(d, str(path.with_suffix(".json")))
+    atomic_write_json(path.with_suffix(".json"), card.to_json())
+    card.path = path.with_suffix(".json").resolve()
     return card
 
 
