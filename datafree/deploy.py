@@ -76,8 +76,9 @@ def require_onnx() -> Any:
 
 def _decomposed_ops() -> Any:
     """``torch.ops.quantized_decomposed`` (the Q/DQ ops of PT2E, which torch.onnx exports as QDQ)."""
-    import torchao.quantization.pt2e  # noqa: F401 - registers the quantized_decomposed library
+    from .quant.int8 import require_torchao
 
+    require_torchao()  # registers the quantized_decomposed library
     return torch.ops.quantized_decomposed
 
 
@@ -181,7 +182,7 @@ def exportable_module(lm: LoadedModel) -> nn.Module:
     if _is_fake_quantized(lm.card):
         return qdq_module(lm.model)
     if lm.card.is_int8:
-        return lm.model
+        return lm.model.eval()
     return copy.deepcopy(lm.model).cpu().eval()
 
 
