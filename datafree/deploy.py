@@ -355,6 +355,17 @@ class OnnxRuntimeModel(nn.Module):
         return torch.from_numpy(out)
 
 
+class _ExportedProgramModel(nn.Module):
+    """A ``.pt2`` program's module, which refuses ``.eval()``/``.train()``, behind a plain module (inference only)."""
+
+    def __init__(self, program_module: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "program", program_module)  # not a submodule: eval() must not reach it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.program(x)
+
+
 def load_deployed(card: ModelCard, wpath: Path, trust_checkpoint: bool = False) -> nn.Module:
     """Load a file written by :func:`deploy` (called by :func:`datafree.cards.load_model`).
 
@@ -380,6 +391,6 @@ def load_deployed(card: ModelCard, wpath: Path, trust_checkpoint: bool = False) 
             raise UserInputError(
                 f"{wpath} is a .pt2 archive, which contains pickled parts; pass --trust-checkpoint if you trust it"
             )
-        return torch.export.load(str(wpath)).module()
+        return _ExportedProgramModel(torch.export.load(str(wpath)).module())
     raise UserInputError(f"{card.path}: unknown deployed format {fmt!r} (expected {' or '.join(FORMATS)})")
 

@@ -52,8 +52,12 @@ _INT8_FIELDS: dict[str, tuple[Any, ...]] = {
 
 
 def graph_state(gm: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
-    """Every tensor the converted graph reads: its state dict plus constant attributes (``get_attr``)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in gm.state_dict().items()}
+    """Every tensor the converted graph reads (its ``get_attr`` targets: int8 weights, scales, biases).
+
+    The float weights PT2E folded into int8 constants stay registered on the module but are never
+    read; they are not part of the artefact.
+    """
+    state = {}
     for node in gm.graph.nodes:
         if node.op == "get_attr" and node.target not in state:
             value = gm
