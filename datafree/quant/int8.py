@@ -58,6 +58,31 @@ def _last_linear_name(model: nn.Module) -> str | None:
     return names[-1] if names else None
 
 
+# Parameter-free modules a network may call more than once (torchvision's ResNet blocks use one nn.ReLU twice).
+_SHAREABLE = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh)
+
+
+def _split_shared_calls(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Give every call of a shared parameter-free module its own source partition.
+
+    PT2E's quantizer groups the nodes of one module instance into one partition and refuses a
+    partition with two outputs ("Input partition has more than one output node"), which is what a
+    module called twice gives. Each such node is renamed apart in its ``source_fn_stack`` /
+    ``nn_module_stack`` metadata; the computation is unchanged.
+    """
+    for node in gm.graph.nodes:
+        stack = node.meta.get("source_fn_stack")
+        if stack and isinstance(stack[-1][1], type) and issubclass(stack[-1][1], _SHAREABLE):
+            node.meta["source_fn_stack"] = [*stack[:-1], (f"{stack[-1][0]}__{node.name}", stack[-1][1])]
+        modules = node.meta.get("nn_module_stack")
+        if stack is None and modules:
+            key, (fqn, cls) = list(modules.items())[-1]
+            name = cls.__name__ if isinstance(cls, type) else str(cls).rsplit(".", 1)[-1]
+            if name in {c.__name__ for c in _SHAREABLE}:
+                node.meta["nn_module_stack"] = {**modules, key: (f"{fqn}__{node.name}", cls)}
+    return gm
+
+
 def export_int8(
     model: nn.Module, images: torch.Tensor, batch_size: int = 64, keep_last_float: bool = True
 ) -> torch.fx.GraphModule:
@@ -82,7 +107,7 @@ def export_int8(
     example = images[:2].cpu()
     try:
         captured = torch.export.export(float_model, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
-        prepared = prepare_pt2e(captured.module(), quantizer)
+        prepared = prepare_pt2e(_split_shared_calls(captured.module()), quantizer)
     except Exception as e:  # noqa: BLE001 - torch.export raises many kinds of errors
         msg = " ".join(str(e).split())[:240]
         raise UserInputError(f"cannot capture {type(model).__name__} for int8 export: {type(e).__name__}: {msg}") from None
