@@ -72,7 +72,9 @@ def bench_model(lm: LoadedModel, tmp: Path, args: argparse.Namespace) -> dict[st
     row: dict[str, Any] = {"fp32 (ORT)": ort_accuracy(fp32, lm), "seconds": {}}
     for name, calib in (("synthetic", args.calib), ("real digits", "digits")):
         t0 = time.perf_counter()
-        images = calibration_images(lm, calib, args.num_images, seed=args.seed).cpu().numpy().astype(np.float32)
+        images = (
+            calibration_images(lm, calib, args.num_images, seed=args.seed).cpu().numpy().astype(np.float32)
+        )
         row["seconds"][f"{name} data"] = round(time.perf_counter() - t0, 1)
         q = ort_static_int8(fp32, tmp / f"int8_{calib}.onnx", images)
         row[f"int8 ORT, {name} calibration"] = ort_accuracy(q, lm)

@@ -68,7 +68,9 @@ def _models(args: argparse.Namespace, tmp: Path) -> dict[str, LoadedModel]:
 def _accuracy(fn: Any, card: ModelCard) -> float:
     x, y = digits_split("test", tuple(card.input_shape))  # type: ignore[arg-type]
     with torch.inference_mode():
-        pred = torch.cat([torch.as_tensor(fn(card.normalizer()(x[i : i + 120]))).argmax(1) for i in range(0, len(x), 120)])
+        pred = torch.cat(
+            [torch.as_tensor(fn(card.normalizer()(x[i : i + 120]))).argmax(1) for i in range(0, len(x), 120)]
+        )
     return round((pred == y).float().mean().item(), 4)
 
 
@@ -149,7 +151,11 @@ def main() -> None:
             sub = Path(tmp) / str(len(results["models"]))
             sub.mkdir()
             results["models"][name] = bench_model(name, lm, sub, args)
-            print(name, json.dumps({b: results["models"][name][b]["chosen"] for b in ("batch_1", "batch_64")}), flush=True)
+            print(
+                name,
+                json.dumps({b: results["models"][name][b]["chosen"] for b in ("batch_1", "batch_64")}),
+                flush=True,
+            )
     args.results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results, results)
     with atomic_write(args.results.with_suffix(".md")) as f:

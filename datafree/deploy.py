@@ -105,7 +105,9 @@ class _QDQWeighted(nn.Module):
         scale = wq.scale.detach().float().cpu()
         zp = wq.zero_point.detach().round().cpu()
         view = (-1,) + (1,) * (layer.weight.dim() - 1)
-        q = torch.clamp(torch.round(layer.weight.detach().cpu() / scale.view(view)) + zp.view(view), wq.qmin, wq.qmax)
+        q = torch.clamp(
+            torch.round(layer.weight.detach().cpu() / scale.view(view)) + zp.view(view), wq.qmin, wq.qmax
+        )
         self.register_buffer("weight_int", q.to(dtype))
         self.register_buffer("weight_scale", scale)
         self.register_buffer("weight_zero_point", zp.to(torch.int64))
@@ -115,7 +117,9 @@ class _QDQWeighted(nn.Module):
         self.conv = None
         if isinstance(layer, nn.Conv2d):
             if layer.padding_mode != "zeros":
-                raise UserInputError(f"QDQ export supports zero-padded convolutions, not {layer.padding_mode!r}")
+                raise UserInputError(
+                    f"QDQ export supports zero-padded convolutions, not {layer.padding_mode!r}"
+                )
             self.conv = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation,
                          "groups": layer.groups}  # fmt: skip
 
@@ -162,7 +166,11 @@ def qdq_module(qmodel: nn.Module) -> nn.Module:
                     "(quantize with --weight-bits 8 --act-bits 8, or deploy the float model)"
                 )
             zp = int(module.zero_point.round().item())
-            swapped = _QDQAct(float(module.scale.item()), zp, module.qmin, module.qmax) if module.enabled else nn.Identity()
+            swapped = (
+                _QDQAct(float(module.scale.item()), zp, module.qmin, module.qmax)
+                if module.enabled
+                else nn.Identity()
+            )
         if swapped is not None:
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attr, swapped)
@@ -202,7 +210,9 @@ def _onnx_bytes(module: nn.Module, example: torch.Tensor, opset: int) -> bytes:
         )  # fmt: skip
     except Exception as e:  # noqa: BLE001 - the exporter raises many kinds of errors on unsupported code
         msg = " ".join(str(e).split())[:240]
-        raise UserInputError(f"torch.onnx cannot export {type(module).__name__}: {type(e).__name__}: {msg}") from None
+        raise UserInputError(
+            f"torch.onnx cannot export {type(module).__name__}: {type(e).__name__}: {msg}"
+        ) from None
     return program.model_proto.SerializeToString()
 
 
@@ -211,7 +221,9 @@ def _pt2_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
         program = torch.export.export(module, (example,), dynamic_shapes=({0: _batch_dim()},))
     except Exception as e:  # noqa: BLE001
         msg = " ".join(str(e).split())[:240]
-        raise UserInputError(f"torch.export cannot export {type(module).__name__}: {type(e).__name__}: {msg}") from None
+        raise UserInputError(
+            f"torch.export cannot export {type(module).__name__}: {type(e).__name__}: {msg}"
+        ) from None
     buf = io.BytesIO()
     torch.export.save(program, buf)
     return buf.getvalue()
@@ -234,7 +246,9 @@ def _compare(ref: torch.Tensor, got: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _check(stats: dict[str, float], quantized: bool, atol: float | None, min_agreement: float | None) -> str | None:
+def _check(
+    stats: dict[str, float], quantized: bool, atol: float | None, min_agreement: float | None
+) -> str | None:
     """The reason the export is refused, or ``None``."""
     tol = atol if atol is not None else (None if quantized else FLOAT_RTOL * max(1.0, stats["max_abs_logit"]))
     agree = min_agreement if min_agreement is not None else (QUANT_MIN_AGREEMENT if quantized else 1.0)
@@ -279,7 +293,9 @@ def deploy(
     out = Path(out)
     fmt = fmt or out.suffix.lstrip(".")
     if fmt not in FORMATS:
-        raise UserInputError(f"unknown deploy format {fmt!r}; use {' or '.join(FORMATS)} (or an .onnx/.pt2 --out)")
+        raise UserInputError(
+            f"unknown deploy format {fmt!r}; use {' or '.join(FORMATS)} (or an .onnx/.pt2 --out)"
+        )
     if out.suffix != f".{fmt}":
         raise UserInputError(f"--out must end in .{fmt} for --format {fmt}, got {out}")
     if fmt == "onnx" and not 18 <= opset <= 23:
@@ -344,7 +360,9 @@ class OnnxRuntimeModel(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
         graph = onnx.load(str(path), load_external_data=False).graph
         self.initializers = nn.ParameterList(
-            nn.Parameter(torch.from_numpy(np.array(numpy_helper.to_array(t), dtype=np.float32)), requires_grad=False)
+            nn.Parameter(
+                torch.from_numpy(np.array(numpy_helper.to_array(t), dtype=np.float32)), requires_grad=False
+            )
             for t in graph.initializer
             if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
             and len(t.dims) >= 1
@@ -385,7 +403,9 @@ def load_deployed(card: ModelCard, wpath: Path, trust_checkpoint: bool = False) 
         try:
             return OnnxRuntimeModel(wpath)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise UserInputError(f"{wpath}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
+            raise UserInputError(
+                f"{wpath}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})"
+            ) from None
     if fmt == "pt2":
         if not trust_checkpoint:
             raise UserInputError(
@@ -393,4 +413,3 @@ def load_deployed(card: ModelCard, wpath: Path, trust_checkpoint: bool = False) 
             )
         return _ExportedProgramModel(torch.export.load(str(wpath)).module())
     raise UserInputError(f"{card.path}: unknown deployed format {fmt!r} (expected {' or '.join(FORMATS)})")
-

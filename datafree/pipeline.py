@@ -276,8 +276,11 @@ def _quantize_stage(current: LoadedModel, bits: tuple[int, int], report: dict[st
 
     calib = report["data"]["dir"] if "data" in report else "zeroq"
     t0 = time.perf_counter()
+    from .quant.int8 import int8_available
+
+    # W8A8 also gets the real int8 model when torchao (the int8 extra) is installed
     q = quantize(current, *bits, calib, out_dir=out / "quantize", device=device_of(current.model), seed=seed,
-                 int8=bits == (8, 8))  # fmt: skip
+                 int8=bits == (8, 8) and int8_available())  # fmt: skip
     report["quantize"] = {**q, "seconds": round(time.perf_counter() - t0, 2)}
     return load_model(out / "quantize" / "model.json", device_of(current.model))
 

@@ -51,7 +51,11 @@ def test_fp32_onnx_matches_pytorch_and_evaluates(fp32_onnx):
     path, output = fp32_onnx
     assert "top-1 agreement 1.0000" in output and f"card {path.with_suffix('.json')}" in output
     card = load_card(path)  # the .onnx resolves to the card beside it
-    assert card.extra["format"] == "onnx" and card.input_shape == [1, 16, 16] and card.extra["deploy"]["opset"] == 18
+    assert (
+        card.extra["format"] == "onnx"
+        and card.input_shape == [1, 16, 16]
+        and card.extra["deploy"]["opset"] == 18
+    )
     assert card.extra["source"]["arch"] == "resnet8"
     # the deployed accuracy, through the same command, equals PyTorch's
     assert abs(_accuracy(str(path)) - _accuracy("resnet8_digits")) <= 0.003
@@ -99,7 +103,9 @@ def test_pruned_model_deploys(tmp_path, bn_teacher):
 def test_mismatch_beyond_tolerance_exits_1_with_one_line(w8a8_onnx, tmp_path):
     q_dir = w8a8_onnx[0].parent / "q"
     r = _run("deploy", "--model", q_dir, "--out", tmp_path / "x.onnx", "--atol", "1e-12")
-    assert r.exit_code == 1 and "disagrees with PyTorch" in r.output and len(r.output.strip().splitlines()) == 1
+    assert (
+        r.exit_code == 1 and "disagrees with PyTorch" in r.output and len(r.output.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.json").exists()
 
 

@@ -52,7 +52,9 @@ def _run_without_datafree(code: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds") / "ds"
-    teacher_labelled_dataset(root, torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(0)), 16, "noise")
+    teacher_labelled_dataset(
+        root, torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(0)), 16, "noise"
+    )
     return root
 
 
@@ -82,7 +84,11 @@ def test_ort_static_quantization_recipe_runs_on_exported_calibration(dataset, tm
 
 def test_exports_record_the_input_spec_and_normalise(dataset, tmp_path, bn_teacher):
     runner = CliRunner()
-    for args, name in ((["--format", "npz"], "p"), (["--format", "npz", "--normalized"], "n"), (["--format", "npy"], "c")):
+    for args, name in (
+        (["--format", "npz"], "p"),
+        (["--format", "npz", "--normalized"], "n"),
+        (["--format", "npy"], "c"),
+    ):
         r = runner.invoke(cli, ["export", str(dataset), *args, "--out", str(tmp_path / name)])
         assert r.exit_code == 0, r.output
     pixels = torch.from_numpy(np.load(tmp_path / "p.npz")["images"]).float().div(255).unsqueeze(1)
@@ -97,7 +103,9 @@ def test_exports_record_the_input_spec_and_normalise(dataset, tmp_path, bn_teach
         torch.testing.assert_close(torch.from_numpy(z["images"]), expected, atol=atol, rtol=0)
     npy = np.load(tmp_path / "c.npy")
     assert npy.dtype == np.float32 and npy.shape == (32, 1, 16, 16)
-    r = runner.invoke(cli, ["export", str(dataset), "--format", "npy", "--normalized", "--out", str(tmp_path / "x")])
+    r = runner.invoke(
+        cli, ["export", str(dataset), "--format", "npy", "--normalized", "--out", str(tmp_path / "x")]
+    )
     assert r.exit_code == 2 and "--normalized applies to --format npz" in r.output
 
 
@@ -105,7 +113,9 @@ def test_quantize_calib_accepts_npz_and_imagefolder(dataset, tmp_path, bn_teache
     runner = CliRunner()
     for args, name in ((["--format", "npz", "--normalized"], "n.npz"), (["--format", "npz"], "p.npz"),
                        (["--format", "imagefolder"], "tree")):  # fmt: skip
-        assert runner.invoke(cli, ["export", str(dataset), *args, "--out", str(tmp_path / name)]).exit_code == 0
+        assert (
+            runner.invoke(cli, ["export", str(dataset), *args, "--out", str(tmp_path / name)]).exit_code == 0
+        )
     from_norm = calibration_images(bn_teacher, tmp_path / "n.npz", 64)
     from_pixels = calibration_images(bn_teacher, tmp_path / "p.npz", 64)
     from_tree = calibration_images(bn_teacher, tmp_path / "tree", 64)

@@ -117,3 +117,13 @@ def test_fx_artefact_of_an_earlier_version_gets_one_line(saved, run, tmp_path):
     r = run("evaluate", "--model", path)
     assert r.exit_code == 2 and "re-create it with datafree quantize --int8 from resnet8_digits" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_the_deprecated_fx_flow_is_gone_from_the_package():
+    from pathlib import Path
+
+    import datafree
+
+    root = Path(datafree.__file__).parent
+    users = [p for p in root.rglob("*.py") if "quantize_fx" in p.read_text() or "prepare_fx" in p.read_text()]
+    assert users == []

@@ -31,10 +31,24 @@ from torch import nn
 
 from ..errors import UserInputError
 
-__all__ = ["export_int8", "measure_latency", "require_torchao", "INT8_ENGINE", "INT8_EXTRA_HINT"]
+__all__ = [
+    "export_int8",
+    "int8_available",
+    "measure_latency",
+    "require_torchao",
+    "INT8_ENGINE",
+    "INT8_EXTRA_HINT",
+]
 
 INT8_ENGINE = "x86"
 INT8_EXTRA_HINT = "pip install 'datafree[int8]'"
+
+
+def int8_available() -> bool:
+    """Whether torchao (the ``int8`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("torchao") is not None
 
 
 def require_torchao() -> tuple[Any, Any, Any]:
@@ -47,7 +61,9 @@ def require_torchao() -> tuple[Any, Any, Any]:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError:
-        raise UserInputError(f"real int8 (PT2E) needs torchao: {INT8_EXTRA_HINT}") from None
+        raise UserInputError(
+            f"int8 (PT2E quantization, QDQ export) needs torchao: {INT8_EXTRA_HINT}"
+        ) from None
     finally:
         pytree_log.setLevel(level)
     return prepare_pt2e, convert_pt2e, xiq
@@ -106,11 +122,15 @@ def export_int8(
         quantizer.set_module_name_qconfig(last, None)
     example = images[:2].cpu()
     try:
-        captured = torch.export.export(float_model, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+        captured = torch.export.export(
+            float_model, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)
+        )
         prepared = prepare_pt2e(_split_shared_calls(captured.module()), quantizer)
     except Exception as e:  # noqa: BLE001 - torch.export raises many kinds of errors
         msg = " ".join(str(e).split())[:240]
-        raise UserInputError(f"cannot capture {type(model).__name__} for int8 export: {type(e).__name__}: {msg}") from None
+        raise UserInputError(
+            f"cannot capture {type(model).__name__} for int8 export: {type(e).__name__}: {msg}"
+        ) from None
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
             prepared(images[i : i + batch_size].cpu())

@@ -91,7 +91,9 @@ def _set_qparams(gm: torch.fx.GraphModule, qparams: Mapping[str, Any], what: str
         raise UserInputError(f"{what}: missing quantization nodes {missing}, unexpected {unexpected}")
     for name, node in nodes.items():
         value = qparams[name]
-        if not (isinstance(value, list) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value)):
+        if not (
+            isinstance(value, list) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value)
+        ):
             raise UserInputError(f"{what}: malformed quantization parameters for {name}: {value!r}")
         scale, zp, qmin, qmax = value
         node.args = (node.args[0], float(scale), int(zp), int(qmin), int(qmax), *node.args[5:])
@@ -101,7 +103,10 @@ def _set_qparams(gm: torch.fx.GraphModule, qparams: Mapping[str, Any], what: str
 def _set_state(gm: torch.fx.GraphModule, tensors: Mapping[str, torch.Tensor], what: str) -> None:
     expected = graph_state(gm)
     if set(expected) != set(tensors):
-        missing, unexpected = sorted(set(expected) - set(tensors))[:3], sorted(set(tensors) - set(expected))[:3]
+        missing, unexpected = (
+            sorted(set(expected) - set(tensors))[:3],
+            sorted(set(tensors) - set(expected))[:3],
+        )
         raise UserInputError(f"{what}: missing tensors {missing}, unexpected tensors {unexpected}")
     for name, t in tensors.items():
         ref = expected[name]
@@ -142,7 +147,11 @@ def int8_settings(card: ModelCard) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise UserInputError(f"{where}: field 'int8' must be an object with {expected}, got {info!r}")
     if info.get("flow") == "fx":
-        source = card.extra.get("quantization", {}).get("source") if isinstance(card.extra.get("quantization"), dict) else None
+        source = (
+            card.extra.get("quantization", {}).get("source")
+            if isinstance(card.extra.get("quantization"), dict)
+            else None
+        )
         hint = f" from {source}" if source else " from its float model"
         raise UserInputError(
             f"{where}: an int8 model written by the FX flow of an earlier datafree, which is no longer supported; "
@@ -164,7 +173,12 @@ def int8_settings(card: ModelCard) -> dict[str, Any]:
 
 
 def save_int8(
-    model: torch.fx.GraphModule, out_dir: str | Path, like: ModelCard, *, keep_last_float: bool = True, **fields: Any
+    model: torch.fx.GraphModule,
+    out_dir: str | Path,
+    like: ModelCard,
+    *,
+    keep_last_float: bool = True,
+    **fields: Any,
 ) -> ModelCard:
     """Write an int8 model as ``out_dir/model.safetensors`` + ``out_dir/model.json``.
 
@@ -201,8 +215,14 @@ def _read_layout(path: Path, metadata: Mapping[str, str]) -> dict[str, Any]:
         layout = json.loads(metadata["layout"])
     except (KeyError, json.JSONDecodeError):
         layout = None
-    if not isinstance(layout, dict) or layout.get("flow") != INT8_FLOW or not isinstance(layout.get("qparams"), dict):
-        raise UserInputError(f"{path}: missing or malformed {INT8_FLOW} int8 layout in the safetensors header")
+    if (
+        not isinstance(layout, dict)
+        or layout.get("flow") != INT8_FLOW
+        or not isinstance(layout.get("qparams"), dict)
+    ):
+        raise UserInputError(
+            f"{path}: missing or malformed {INT8_FLOW} int8 layout in the safetensors header"
+        )
     return layout
 
 
