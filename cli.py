@@ -560,7 +560,7 @@ def quantize(
 @cli.command()
 @click.option("--model", "-m", "model", required=True, help="Shipped name, card path or directory (float, pruned, quantized W8A8, int8).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "pt2"]), default=None, help="Default: from the --out suffix.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="File to write (.onnx or .pt2); its card goes beside it (.json).")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="File to write (.onnx or .pt2); its card goes beside it (FILE.json).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18-23).")
 @click.option("--atol", type=float, default=None, help="Largest accepted max abs logit difference (default: 1e-3 x max(1, max |logit|) for float models).")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Smallest accepted top-1 agreement (default 1.0 float, 0.95 quantized).")

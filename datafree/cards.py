@@ -52,6 +52,7 @@ __all__ = [
     "INT8_FORMAT",
     "DEPLOYED_SUFFIXES",
     "save_card_beside",
+    "deployed_card_path",
 ]
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -59,7 +60,7 @@ TEACHERS_DIR = ASSETS_DIR / "teachers"
 DEFAULT_TEACHER = "resnet8_digits"
 # The safetensors header's "format" of a real int8 model (see datafree/quant/int8_artefact.py).
 INT8_FORMAT = "datafree-int8"
-# Files written by ``datafree deploy``: their card is the file's path with the suffix ``.json``.
+# Files written by ``datafree deploy``: their card is the file's path + ``.json`` (deployed_card_path).
 DEPLOYED_SUFFIXES = (".onnx", ".pt2")
 
 
@@ -170,9 +171,10 @@ def resolve_card_path(spec: str | Path) -> Path:
     if p.is_dir() and (p / "model.json").is_file():
         return p / "model.json"
     if p.suffix in DEPLOYED_SUFFIXES and p.is_file():
-        if not p.with_suffix(".json").is_file():
-            raise UserInputError(f"{p} has no card beside it ({p.with_suffix('.json').name}, written by datafree deploy)")
-        return p.with_suffix(".json")
+        card = deployed_card_path(p)
+        if not card.is_file():
+            raise UserInputError(f"{p} has no card beside it ({card.name}, written by datafree deploy)")
+        return card
     if p.is_file():
         return p
     names = ", ".join(shipped) or "none"
@@ -463,8 +465,14 @@ def save_state(
     return card
 
 
+def deployed_card_path(path: str | Path) -> Path:
+    """The card of a deployed file: ``model.onnx`` -> ``model.onnx.json`` (an .onnx and a .pt2 may share a stem)."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
 def save_card_beside(path: Path, like: ModelCard, **fields: Any) -> ModelCard:
-    """Write the card of a deployed file (``path.onnx`` -> ``path.json``) atomically.
+    """Write the card of a deployed file (``model.onnx`` -> ``model.onnx.json``) atomically.
 
     Args:
         path: the deployed file.
@@ -483,9 +491,9 @@ def save_card_beside(path: Path, like: ModelCard, **fields: Any) -> ModelCard:
     d = {"name": f"{like.name or 'model'}_{fmt}", "arch": fmt, "weights": path.name, "format": fmt,
          **{k: getattr(like, k) for k in ("num_classes", "input_shape", "mean", "std", "test_accuracy")},
          "source": source, **fields}  # fmt: skip
-    card = _validate(d, str(path.with_suffix(".json")))
-    atomic_write_json(path.with_suffix(".json"), card.to_json())
-    card.path = path.with_suffix(".json").resolve()
+    card = _validate(d, str(deployed_card_path(path)))
+    atomic_write_json(deployed_card_path(path), card.to_json())
+    card.path = deployed_card_path(path).resolve()
     return card
 
 

@@ -1,7 +1,7 @@
 """Deploy a model out of datafree: ONNX (fp32 or int8 QDQ) verified in ONNX Runtime, or a ``.pt2`` archive.
 
 ``deploy(model, out)`` writes ``out`` (``.onnx`` or ``.pt2``) and the card it needs beside it
-(``out`` with the suffix ``.json``), so ``datafree evaluate --model out.onnx`` measures the deployed
+(``out`` + ``.json``), so ``datafree evaluate --model out.onnx`` measures the deployed
 model with the same command as any other:
 
 * a float model (a teacher, a distilled student, a pruned model: its card's ``module_shapes`` are
@@ -274,7 +274,7 @@ def deploy(
     Args:
         model: a shipped name, card path / directory, card or loaded model (float, pruned,
             fake-quantized W8A8 or real int8).
-        out: the file to write, ``.onnx`` or ``.pt2``; its card goes to ``out`` with suffix ``.json``.
+        out: the file to write, ``.onnx`` or ``.pt2``; its card goes to ``out`` + ``.json``.
         fmt: ``onnx`` or ``pt2`` (default: from the suffix of ``out``).
         opset: ONNX opset (>= 18).
         batch: images of the digits test split to verify on (in the card's input shape).

@@ -49,7 +49,7 @@ def _accuracy(model: str) -> float:
 
 def test_fp32_onnx_matches_pytorch_and_evaluates(fp32_onnx):
     path, output = fp32_onnx
-    assert "top-1 agreement 1.0000" in output and f"card {path.with_suffix('.json')}" in output
+    assert "top-1 agreement 1.0000" in output and f"card {path}.json" in output
     card = load_card(path)  # the .onnx resolves to the card beside it
     assert (
         card.extra["format"] == "onnx"
@@ -106,7 +106,7 @@ def test_mismatch_beyond_tolerance_exits_1_with_one_line(w8a8_onnx, tmp_path):
     assert (
         r.exit_code == 1 and "disagrees with PyTorch" in r.output and len(r.output.strip().splitlines()) == 1
     )
-    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.json").exists()
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.onnx.json").exists()
 
 
 @pytest.mark.parametrize(
