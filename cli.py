@@ -130,6 +130,43 @@ trust_opt = click.option(
 )
 
 
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--config FILE``: the file's options become this command's defaults (the command line wins)."""
+    if value is None:
+        return
+    from datafree.config import read_config, to_default_map
+
+    ctx.default_map = {**(ctx.default_map or {}), **to_default_map(ctx.command, read_config(value), value)}
+
+
+config_opt = click.option(
+    "--config", type=str, default=None, is_eager=True, expose_value=False, callback=_load_config, metavar="FILE",
+    help="YAML file of this command's options (keys = option names); the command line wins over it.",
+)  # fmt: skip
+eval_opt = click.option(
+    "--eval-data", default=None, metavar="DATA",
+    help="Labelled data every accuracy is measured on: ImageFolder dir, .npz, cifar10:ROOT, cifar100:ROOT, "
+         "imagenet:VALDIR, digits (default: digits test split for teachers trained on digits, else none).",
+)  # fmt: skip
+
+
+def _save_config(out: Path) -> None:
+    """Write the resolved options of the running command to ``out/config.yaml`` (rank 0)."""
+    from datafree.config import write_config
+
+    if _main_rank() and Path(out).is_dir():
+        ctx = click.get_current_context()
+        write_config(out, ctx.command, ctx.params)
+
+
+def _acc(value: float | None, data: str | None) -> str:
+    """``accuracy 0.9944 on digits:test``, or that nothing was measured."""
+    if value is None:
+        return "accuracy not measured (no --eval-data; the card names no data)"
+    return f"accuracy {value:.4f} on {data}"
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option("0.1.0", message="datafree %(version)s")
 def cli() -> None:
@@ -183,6 +220,24 @@ kd_opts = [
     click.option("--lr", type=float, default=None, help="Student learning rate."),
     click.option("--temperature", type=float, default=None, help="KD temperature."),
 ]
+# Every other KD setting: the common ones by name, any field of KDConfig through --kd KEY=VALUE.
+kd_more_opts = [
+    click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="Student optimizer (sgd)."),
+    click.option("--momentum", type=float, default=None, help="SGD momentum (0.9; Nesterov when > 0)."),
+    click.option("--weight-decay", type=float, default=None, help="Student weight decay (5e-4)."),
+    click.option("--hard-label-weight", type=float, default=None, help="Weight of CE to the teacher's arg-max (0)."),
+    click.option("--kd", "kd_pairs", multiple=True, metavar="KEY=VALUE",
+                 help="Any KD setting (a KDConfig field, e.g. --kd grad_clip=5), repeatable."),  # fmt: skip
+]
+kd_opts += kd_more_opts
+
+
+def _kd_more(kd_more: dict[str, Any]) -> dict[str, Any]:
+    """The KD settings given through ``kd_more_opts`` (``--kd`` pairs, then the named options)."""
+    from datafree.config import parse_kd
+
+    named = {k: kd_more.get(k) for k in ("optimizer", "momentum", "weight_decay", "hard_label_weight")}
+    return {**parse_kd(kd_more.get("kd_pairs", ())), **{k: v for k, v in named.items() if v is not None}}
 
 
 def _kd_overrides(
@@ -221,10 +276,12 @@ run_opts = [seed_opt, set_opt, trust_opt, device_opt, quiet_opt, threads_opt]
 @click.option("--student", "-s", default=None, help="Online methods: the student the generator trains against.")
 @_add(kd_opts)
 @_add(run_opts)
+@config_opt
 def synthesize(
     teacher: str, method: str, num_images: int, out: Path, batch_size: int | None, iterations: int | None,
     generator_path: Path | None, student: str | None, epochs: int | None, steps_per_epoch: int | None,
     kd_batch_size: int | None, lr: float | None, temperature: float | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
+    **kd_more: Any,
 ) -> None:  # fmt: skip
     """Write a synthetic dataset (shards + manifest.json + samples.png); rerun to resume."""
     from datafree.cards import load_model
@@ -241,18 +298,20 @@ def synthesize(
     if _method_is_online(method):  # train a generator (in OUT_generator/) or reuse --generator, then sample
         from datafree.online import synthesize_online
 
-        kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
+        kd_over = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **_kd_more(kd_more)}
         ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
                                shard_size=batch_size, kd_config=kd_over, **overrides)  # fmt: skip
         click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
+        _save_config(out)
         return
-    if generator_path is not None or student is not None or len(_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)) > 1:
+    if generator_path is not None or student is not None or len(_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)) > 1 or _kd_more(kd_more):
         raise UserInputError(
             f"--generator, --student and the KD options apply to online methods (dafl, zskt, dfad), not {method!r}"
         )
     ds = synthesize_dataset(lm, method, out, num_images, seed=seed, **overrides)
     if _main_rank():
         click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
+    _save_config(out)
 
 
 @cli.command()
@@ -278,13 +337,15 @@ def export(dataset: Path, fmt: str, normalized: bool, out: Path) -> None:
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json).")
 @click.option("--pool", is_flag=True, help="Offline methods: synthesise one batch per round and train on the pool so far "
               "(Fast-Datafree's loop; no dataset is written).")
+@eval_opt
 @_add(kd_opts)
 @_add(run_opts)
+@config_opt
 def distill(
     teacher: str, student: str | None, data: Path | None, method: str | None, num_images: int | None, out: Path,
-    pool: bool, epochs: int | None, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
-    temperature: float | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None,
-    quiet: bool, threads: int | None,
+    pool: bool, eval_data: str | None, epochs: int | None, steps_per_epoch: int | None, kd_batch_size: int | None,
+    lr: float | None, temperature: float | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool,
+    device: str | None, quiet: bool, threads: int | None, **kd_more: Any,
 ) -> None:  # fmt: skip
     """Train a student from the teacher on synthetic data; writes OUT/model.json. Rerun to resume."""
     from datafree.cards import load_model
@@ -300,11 +361,17 @@ def distill(
     if pool and (method is None or _method_is_online(method)):
         raise UserInputError("--pool needs an offline --method (for example fast), not --data or an online method")
     dev = _setup(device, quiet, threads)
+    kd_more_over = _kd_more(kd_more)
     kd = _kd_config(
-        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature, seed=seed
-    )
+        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature, seed=seed,
+        **kd_more_over,
+    )  # fmt: skip
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
     make_student(student, lm, seed)  # an unknown --student fails before --out is touched
+    if eval_data is not None:  # a bad --eval-data fails before --out is touched
+        from datafree.data.evalsets import open_eval_data
+
+        open_eval_data(eval_data, lm.card)
     source = synth = None
     opts = _parse_set(options)
     if data is not None:  # validate the whole dataset (manifest, every shard, teacher) before touching --out
@@ -318,23 +385,28 @@ def distill(
         if synth is None:  # DAFL / ZSKT / DFAD: generator trained inside the KD stage
             from datafree.online import distill_online_to_dir
 
-            kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
-            rep = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd_over, seed=seed, **opts)
-            click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}; "
+            kd_over = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **kd_more_over}
+            rep = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd_over, seed=seed,
+                                        eval_data=eval_data, **opts)  # fmt: skip
+            click.echo(f"student {rep['arch']}: {_acc(rep['accuracy'], rep['eval_data'])}; card {out / 'model.json'}; "
                        f"generator {rep['generator']}")  # fmt: skip
+            _save_config(out)
             return
         if pool:
             rep = _distill_pool(lm, synth, out, student, seed,
-                                _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed))  # fmt: skip
-            click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}")
+                                {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed),
+                                 **kd_more_over}, eval_data)  # fmt: skip
+            click.echo(f"student {rep['arch']}: {_acc(rep['accuracy'], rep['eval_data'])}; card {out / 'model.json'}")
+            _save_config(out)
             return
         from datafree.synthesis import synthesize_dataset
 
         ds = synthesize_dataset(lm, method, out / "data", num_images or DEFAULT_NUM_IMAGES, seed=seed, **opts)
         source = DatasetSource(ds.root, lm.card, dev, seed=seed)
-    rep = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed)
+    rep = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, eval_data=eval_data)
     if _main_rank():
-        click.echo(f"student {rep['arch']}: test accuracy {rep['accuracy']:.4f}; card {out / 'model.json'}")
+        click.echo(f"student {rep['arch']}: {_acc(rep['accuracy'], rep['eval_data'])}; card {out / 'model.json'}")
+    _save_config(out)
 
 
 def _method_is_online(method: str) -> bool:
@@ -343,7 +415,9 @@ def _method_is_online(method: str) -> bool:
     return bool(method_class(method).online)
 
 
-def _distill_pool(lm: Any, synth: Any, out: Path, student: str | None, seed: int, kd_over: dict[str, Any]) -> dict[str, Any]:
+def _distill_pool(
+    lm: Any, synth: Any, out: Path, student: str | None, seed: int, kd_over: dict[str, Any], eval_data: str | None = None
+) -> dict[str, Any]:  # fmt: skip
     """Fast-Datafree's loop through the shared KD stage: the backend's ``pool_kd`` settings unless
     given on the command line; resumable like any distillation (the pool is in the checkpoint)."""
     from datafree.pipeline import distill_to_dir
@@ -352,31 +426,47 @@ def _distill_pool(lm: Any, synth: Any, out: Path, student: str | None, seed: int
     cls = type(synth)
     kd = _kd_config(**{**getattr(cls, "pool_kd", {}), **kd_over})
     source = PoolSource(synth, batch_size=getattr(cls, "pool_batch_size", None), seed=seed)
-    return distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc=f"{cls.name} pool distill")
+    return distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc=f"{cls.name} pool distill",
+                          eval_data=eval_data)  # fmt: skip
 
 
 @cli.command()
-@click.option("--model", "-m", "model", required=True,
-              help="Card path, directory with model.json, shipped name, or a deployed .onnx/.pt2 (its card beside it).")
-@click.option("--data", "-d", type=click.Path(path_type=Path), default=None, help="ImageFolder dir or .npz (default: digits test split).")
+@click.option("--model", "-m", "model", required=True, help="Card path, directory with model.json, shipped name, or a deployed .onnx/.pt2 (its card beside it).")
+@click.option("--data", "-d", default=None, metavar="DATA",
+              help="ImageFolder dir, .npz, cifar10:ROOT, cifar100:ROOT, imagenet:VALDIR or digits[:SPLIT] "
+                   "(default: digits test split, for models trained on digits).")  # fmt: skip
+@click.option("--batch-size", type=int, default=256, show_default=True, callback=_positive, help="Images per batch.")
+@click.option("--workers", type=click.IntRange(0, None), default=0, show_default=True,
+              help="DataLoader worker processes for image folders.")  # fmt: skip
+@click.option("--teacher", "-t", default=None, help="Also report agreement (same arg-max) with this model.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @trust_opt
 @device_opt
-def evaluate(model: str, data: Path | None, as_json: bool, trust_checkpoint: bool, device: str | None) -> None:
-    """Accuracy of a model on real labelled data (an int8 card on CPU unless --device says otherwise)."""
+@config_opt
+def evaluate(
+    model: str, data: str | None, batch_size: int, workers: int, teacher: str | None, as_json: bool,
+    trust_checkpoint: bool, device: str | None,
+) -> None:  # fmt: skip
+    """Top-1 and top-5 accuracy on real labelled data, streamed (an int8 card runs on CPU unless --device says)."""
     from datafree.cards import load_card
     from datafree.evaluate import evaluate as run_eval
 
     # a real int8 model and a deployed .onnx/.pt2 run on CPU only: the automatic choice must not pick CUDA
-    card = load_card(model)
-    if device is None and (card.is_int8 or card.extra.get("format") is not None):
+    def _cpu_only(spec: str) -> bool:
+        card = load_card(spec)
+        return card.is_int8 or card.extra.get("format") is not None
+
+    if device is None and (_cpu_only(model) or (teacher is not None and _cpu_only(teacher))):
         device = "cpu"
     dev = _setup(device, True)
-    res = run_eval(model, data, dev, trust_checkpoint=trust_checkpoint)
+    res = run_eval(model, data, dev, batch_size=batch_size, workers=workers, teacher=teacher,
+                   trust_checkpoint=trust_checkpoint)  # fmt: skip
     if as_json:
         click.echo(json.dumps(res))
     else:
-        click.echo(f"accuracy {res['accuracy']:.4f} on {res['num_samples']} images ({res['data']}); params {res['params']}")
+        agree = f"; agreement with the teacher {res['agreement']:.4f}" if "agreement" in res else ""
+        click.echo(f"accuracy {res['accuracy']:.4f} (top-5 {res['top5']:.4f}) on {res['num_samples']} images "
+                   f"({res['data']}){agree}; params {res['params']}")  # fmt: skip
 
 
 @cli.command()
@@ -390,18 +480,20 @@ def evaluate(model: str, data: Path | None, as_json: bool, trust_checkpoint: boo
 @click.option("--prune", "prune_ratio", type=float, default=None, help="Then prune this fraction of channels and recover by KD.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l2", show_default=True, help="Pruning criterion.")
 @click.option("--quantize", default=None, metavar="WxAy", help="Then quantize, e.g. W8A8 (real int8 too) or W4A8.")
+@eval_opt
 @_add(kd_opts)
 @seed_opt
 @set_opt
 @device_opt
 @quiet_opt
 @threads_opt
+@config_opt
 def compress(
     teacher: str, method: str, student: str | None, num_images: int | None, out: Path, iterations: int | None,
-    no_baseline: bool, prune_ratio: float | None, importance: str, quantize: str | None, epochs: int | None,
-    steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
+    no_baseline: bool, prune_ratio: float | None, importance: str, quantize: str | None, eval_data: str | None,
+    epochs: int | None, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
     temperature: float | None, seed: int, options: tuple[str, ...], device: str | None, quiet: bool,
-    threads: int | None,
+    threads: int | None, **kd_more: Any,
 ) -> None:  # fmt: skip
     """The main job: teacher -> smaller student on synthetic data, with report.json. Rerun to resume.
 
@@ -415,11 +507,12 @@ def compress(
     if _method_is_online(method):  # the method's own KD settings, with what was given here on top
         from datafree.online import kd_config_for
 
-        kd = kd_config_for(method, _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed))
+        kd = kd_config_for(method, {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed),
+                                    **_kd_more(kd_more)})  # fmt: skip
     else:
         kd = _kd_config(
             epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature,
-            seed=seed,
+            seed=seed, **_kd_more(kd_more),
         )  # fmt: skip
     synth_options: dict[str, Any] = _parse_set(options)
     if iterations is not None:
@@ -427,28 +520,27 @@ def compress(
     rep = run(
         teacher, out, method=method, student=student, num_images=num_images or DEFAULT_NUM_IMAGES, kd=kd,
         baseline=not no_baseline, seed=seed, device=dev, synth_options=synth_options,
-        prune=prune_ratio, importance=importance, quantize=quantize,
+        prune=prune_ratio, importance=importance, quantize=quantize, eval_data=eval_data,
     )  # fmt: skip
-    t = rep["teacher"]
-    click.echo(f"teacher {t['arch']}: test accuracy {t['accuracy']:.4f} ({t['params']} params)")
+    t, where = rep["teacher"], rep["eval_data"]
+    click.echo(f"teacher {t['arch']}: {_acc(t['accuracy'], where)} ({t['params']} params)")
     if "student" in rep:
         s = rep["student"]
-        click.echo(
-            f"student {s['arch']}: test accuracy {s['accuracy']:.4f} ({s['params']} params), "
-            f"{100 * s['ratio_to_teacher']:.1f}% of the teacher"
-        )
+        ratio = f", {100 * s['ratio_to_teacher']:.1f}% of the teacher" if s["ratio_to_teacher"] is not None else ""
+        click.echo(f"student {s['arch']}: {_acc(s['accuracy'], where)} ({s['params']} params){ratio}")
     if "prune" in rep:
         p = rep["prune"]["stages"]
         click.echo(
-            f"pruned {rep['prune']['ratio']:g} ({importance}): test accuracy {p['pruned']['accuracy']:.4f} -> "
-            f"{p['recovered']['accuracy']:.4f} after recovery ({p['recovered']['params']} params)"
+            f"pruned {rep['prune']['ratio']:g} ({importance}): {_acc(p['pruned']['accuracy'], where)} -> "
+            f"{_acc(p['recovered']['accuracy'], where)} after recovery ({p['recovered']['params']} params)"
         )
     if "quantize" in rep:
         q = rep["quantize"]
-        click.echo(f"quantized W{q['weight_bits']}A{q['act_bits']}: test accuracy {q['quantized']['accuracy']:.4f} "
+        click.echo(f"quantized W{q['weight_bits']}A{q['act_bits']}: {_acc(q['quantized']['accuracy'], where)} "
                    f"({q['quantized']['size_bytes']} bytes)")  # fmt: skip
     if "noise_baseline" in rep:
-        click.echo(f"same student from Gaussian noise: {rep['noise_baseline']['accuracy']:.4f}")
+        click.echo(f"same student from Gaussian noise: {_acc(rep['noise_baseline']['accuracy'], where)}")
+    _save_config(out)
     click.echo(f"stages (s): {rep['stages_seconds']}; report {Path(out) / 'report.json'}")
 
 
@@ -467,12 +559,15 @@ def compress(
 @click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size.")
 @click.option("--lr", type=float, default=None, help="Learning rate of the recovery.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json).")
+@eval_opt
+@_add(kd_more_opts)
 @_add(run_opts)
+@config_opt
 def prune(
     model: str, ratio: float, importance: str, global_pruning: bool, data: Path | None, method: str | None,
     num_images: int | None, epochs: int, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
-    out: Path, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool,
-    threads: int | None,
+    out: Path, eval_data: str | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None,
+    quiet: bool, threads: int | None, **kd_more: Any,
 ) -> None:  # fmt: skip
     """Remove channels for real, recover by KD from the unpruned model on synthetic data. Rerun to resume."""
     from datafree.cards import load_model
@@ -480,20 +575,24 @@ def prune(
     from datafree.prune import prune_model
 
     dev = _setup(device, quiet, threads)
-    kd = _kd_config(steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, seed=seed)
+    kd = _kd_config(**{**_kd_more(kd_more), "steps_per_epoch": steps_per_epoch, "batch_size": kd_batch_size, "lr": lr,
+                       "seed": seed})  # fmt: skip
     lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
     rep = prune_model(
         lm, ratio, importance, data=data, method=method, epochs=epochs, out_dir=out, device=dev,
         global_pruning=global_pruning, num_images=num_images or DEFAULT_NUM_IMAGES, seed=seed, kd=kd,
-        method_options=_parse_set(options),
+        method_options=_parse_set(options), eval_data=eval_data,
     )  # fmt: skip
     st = rep["stages"]
     final = st.get("recovered", st["pruned"])
-    click.echo(f"unpruned: test accuracy {st['unpruned']['accuracy']:.4f}, {st['unpruned']['params']} params")
-    click.echo(f"pruned {ratio:g} ({importance}): test accuracy {st['pruned']['accuracy']:.4f}, {st['pruned']['params']} params "
+    where = st["unpruned"]["eval_data"]
+    click.echo(f"unpruned: {_acc(st['unpruned']['accuracy'], where)}, {st['unpruned']['params']} params")
+    click.echo(f"pruned {ratio:g} ({importance}): {_acc(st['pruned']['accuracy'], where)}, {st['pruned']['params']} params "
                f"({100 * rep['params_removed']:.1f}% removed), {rep['speedup_b64']:.2f}x faster at batch 64")  # fmt: skip
     if "recovered" in st:
-        click.echo(f"recovered: test accuracy {final['accuracy']:.4f} ({100 * rep['accuracy_kept']:.1f}% of the unpruned model)")
+        kept = f" ({100 * rep['accuracy_kept']:.1f}% of the unpruned model)" if rep["accuracy_kept"] is not None else ""
+        click.echo(f"recovered: {_acc(final['accuracy'], where)}{kept}")
+    _save_config(out)
     click.echo(f"card {rep['card']}; report {out / 'report.json'}")
 
 
@@ -517,11 +616,13 @@ def prune(
 @click.option("--asymmetric-weights", is_flag=True, help="Asymmetric weight grids (default: symmetric).")
 @click.option("--int8", "int8", is_flag=True, help="Also export a real int8 CPU model (W8A8, OUT/int8/model.json) and time fp32 vs int8.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json, report.json).")
+@eval_opt
 @_add(run_opts)
+@config_opt
 def quantize(
     model: str, weight_bits: int, act_bits: int, calib: str, calib_images: int, finetune_epochs: int,
-    weight_calib: str, act_calib: str, asymmetric_weights: bool, int8: bool, out: Path, seed: int,
-    options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
+    weight_calib: str, act_calib: str, asymmetric_weights: bool, int8: bool, out: Path, eval_data: str | None,
+    seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
 ) -> None:  # fmt: skip
     """Quantize a model with synthetic calibration data (ZeroQ by default); writes OUT/model.json + report.json."""
     from datafree.cards import load_model
@@ -530,26 +631,31 @@ def quantize(
 
     dev = _setup(device, quiet, threads)
     lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
+    if eval_data is not None:  # a bad --eval-data fails before --out is touched
+        from datafree.data.evalsets import open_eval_data
+
+        open_eval_data(eval_data, lm.card)
     out = prepare_out_dir(out)
     rep = run(
         lm, weight_bits, act_bits, calib, calib_images=calib_images, finetune_epochs=finetune_epochs, int8=int8,
         out_dir=out, device=dev, seed=seed, weight_calib=weight_calib, act_calib=act_calib,
-        weight_symmetric=not asymmetric_weights, **_parse_set(options),
+        weight_symmetric=not asymmetric_weights, eval_data=eval_data, **_parse_set(options),
     )  # fmt: skip
-    q = rep["quantized"]
-    click.echo(f"fp32: test accuracy {rep['fp32']['accuracy']:.4f}, {rep['fp32']['size_bytes']} bytes")
-    click.echo(f"W{weight_bits}A{act_bits} ({rep['calib']}): test accuracy {q['accuracy']:.4f}, {q['size_bytes']} bytes")
+    q, where = rep["quantized"], rep["eval_data"]
+    click.echo(f"fp32: {_acc(rep['fp32']['accuracy'], where)}, {rep['fp32']['size_bytes']} bytes")
+    click.echo(f"W{weight_bits}A{act_bits} ({rep['calib']}): {_acc(q['accuracy'], where)}, {q['size_bytes']} bytes")
     if "finetune" in rep:
-        click.echo(f"  (before KD fine-tuning: {rep['finetune']['accuracy_before']:.4f})")
+        click.echo(f"  (before KD fine-tuning: {_acc(rep['finetune']['accuracy_before'], where)})")
     if "int8" in rep:
         lat = rep["latency_cpu"]["batch_64"]
         click.echo(
-            f"int8 (CPU): test accuracy {rep['int8']['accuracy']:.4f}; "
+            f"int8 (CPU): {_acc(rep['int8']['accuracy'], where)}; "
             f"batch 64: {lat['int8']['cpu_ms']} ms vs fp32 {lat['fp32']['cpu_ms']} ms (CPU time)"
         )
         if "speed" in rep["int8"]:
             click.echo(rep["int8"]["speed"]["note"])
         click.echo(f"int8 card {rep['int8']['model_card']} (CPU only)")
+    _save_config(out)
     click.echo(f"card {out / 'model.json'}; report {out / 'report.json'}")
 
 

@@ -67,7 +67,7 @@ def main() -> None:
             input_shape=list(INPUT_SHAPE),
             mean=[mean],
             std=[std],
-            test_accuracy=round(test_acc, 4),
+            test_accuracy=round(test_acc, 4), trained_on="digits",
             val_accuracy=round(val_acc, 4),
             training={
                 "data": "sklearn load_digits, bilinear upsampled 8x8 -> 16x16, pixels/16 in [0,1]",
@@ -103,7 +103,7 @@ def train_custom(seed: int) -> None:
     test_acc = accuracy(model, *test, norm)
     card = save_model(
         model, root, arch="net.py:build", name="model", card_name=CUSTOM["name"], num_classes=10,
-        input_shape=list(shape), mean=mean, std=std, test_accuracy=round(test_acc, 4), val_accuracy=round(val_acc, 4),
+        input_shape=list(shape), mean=mean, std=std, test_accuracy=round(test_acc, 4), val_accuracy=round(val_acc, 4), trained_on="digits",
         training={"data": "sklearn digits upsampled to 24x24, grey repeated to 3 channels", "split": DIGITS_SPLIT,
                   "script": "assets/train_teachers.py", "epochs": CUSTOM["epochs"], "seed": seed,
                   "seconds": round(time.time() - t0, 1)},

@@ -448,6 +448,8 @@ def save_state(
     base = {}
     if like is not None:
         base = {k: getattr(like, k) for k in ("num_classes", "input_shape", "mean", "std")}
+        # the task's data and class names carry over to a model derived from ``like`` (see datafree.evaluate)
+        base.update({k: like.extra[k] for k in ("trained_on", "classes") if k in like.extra})
     base.update({k: fields.pop(k) for k in list(fields) if k in ("num_classes", "input_shape", "mean", "std")})
     card = _validate(
         {

@@ -19,7 +19,7 @@ from . import distributed as dist
 from .cards import LoadedModel, load_model, save_model
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
-from .evaluate import evaluate_model
+from .evaluate import measure
 from .models import create_model, default_student_for
 from .sources import DatasetSource, NoiseSource, SurrogateSource
 from .utils import atomic_write_json, count_params, device_of, model_size_bytes, resolve_device
@@ -29,7 +29,7 @@ __all__ = ["prepare_out_dir", "make_student", "distill_to_dir", "compress", "DEF
 DEFAULT_NUM_IMAGES = 1024
 # Files datafree writes into an --out directory; a directory holding anything else is refused.
 _OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
-        "prune", "quantize", "int8", "generator.json", "online.json"}  # fmt: skip
+        "prune", "quantize", "int8", "generator.json", "online.json", "config.yaml"}  # fmt: skip
 
 
 def prepare_out_dir(path: str | Path) -> Path:
@@ -71,11 +71,14 @@ def distill_to_dir(
     seed: int = 0,
     desc: str = "distill",
     save: bool = True,
+    eval_data: str | Path | None = None,
     **distill_kw: Any,
 ) -> dict[str, Any]:
     """Distil a student from ``source`` into ``out`` (checkpoint there; card ``model.json`` when ``save``).
 
     Under torchrun every rank calls this; the student trains with DDP and only rank 0 writes.
+    Accuracy is measured on ``eval_data`` (default: the digits test split for a teacher trained on
+    digits; otherwise ``None``, nothing claimed); the card says which data (``accuracy_data``).
 
     Returns:
         A report: student arch, test accuracy, params, size, seconds, KD history.
@@ -88,7 +91,8 @@ def distill_to_dir(
         teacher.model, student, source, kd, input_shape=teacher.card.input_shape, checkpoint_dir=out, desc=desc, **distill_kw
     )
     seconds = time.perf_counter() - t0
-    metrics = evaluate_model(result.student, teacher.card)
+    metrics = measure(result.student, teacher.card, eval_data)
+    acc = metrics["accuracy"]
     if save and dist.is_main():
         save_model(
             result.student,
@@ -96,12 +100,15 @@ def distill_to_dir(
             like=teacher.card,
             arch=arch,
             card_name=f"{arch}_from_{teacher.card.name or 'teacher'}",
-            test_accuracy=round(metrics["accuracy"], 4),
+            test_accuracy=None if acc is None else round(acc, 4),
+            accuracy_data=metrics["data"],
             training={"kd": dataclasses.asdict(kd), "teacher": teacher.card.name, "teacher_sha256": teacher.card.sha256},
         )
     return {
         "arch": arch,
-        "accuracy": metrics["accuracy"],
+        "accuracy": acc,
+        "top5": metrics["top5"],
+        "eval_data": metrics["data"],
         "params": count_params(result.student),
         "size_bytes": model_size_bytes(result.student),
         "seconds": round(seconds, 2),
@@ -125,6 +132,7 @@ def compress(
     prune: float | None = None,
     importance: str = "l2",
     quantize: str | None = None,
+    eval_data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Teacher -> student on synthetic data only; writes ``out/{model.json, data/, report.json}``.
 
@@ -150,6 +158,9 @@ def compress(
         prune: fraction of channels to prune, in (0, 1), or None.
         importance: pruning criterion (``l1``, ``l2``, ``bn``, ``taylor``).
         quantize: ``WxAy`` weight and activation bit widths (2 to 8), or None.
+        eval_data: labelled data every accuracy is measured on (an ImageFolder dir, ``.npz``,
+            ``cifar10:ROOT``, ...; see :func:`datafree.evaluate.evaluate_model`). Default: the digits
+            test split for a teacher trained on digits; otherwise no accuracy is claimed (``None``).
 
     Returns:
         The report (also written to ``out/report.json``).
@@ -179,10 +190,15 @@ def compress(
 
         create_synthesizer(method, lm.model, lm.card, **(synth_options or {}))
     dist.run_on_main(lambda: prepare_out_dir(out))
-    t_metrics = evaluate_model(lm.model, lm.card)
+    if eval_data is not None:  # a bad --eval-data fails before any long stage
+        from .data.evalsets import open_eval_data
+
+        open_eval_data(eval_data, lm.card)
+    t_metrics = measure(lm.model, lm.card, eval_data)
     stages: dict[str, float] = {}
     report: dict[str, Any] = {
         "teacher": {"card": str(lm.card.path), "name": lm.card.name, "arch": lm.card.arch, **_summary(t_metrics)},
+        "eval_data": t_metrics["data"],
         "method": method,
         "seed": seed,
         "device": str(dev),
@@ -193,7 +209,8 @@ def compress(
         from .online import distill_online_to_dir
 
         t0 = time.perf_counter()
-        s_report = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd, seed=seed, **(synth_options or {}))
+        s_report = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd, seed=seed,
+                                         eval_data=eval_data, **(synth_options or {}))  # fmt: skip
         stages["distill"] = round(time.perf_counter() - t0, 2)
     else:
         t0 = time.perf_counter()
@@ -203,7 +220,8 @@ def compress(
         source = DatasetSource(ds.root, lm.card, dev, seed=seed)
         s_report = None
         if run_student:
-            s_report = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc="distill")
+            s_report = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc="distill",
+                                      eval_data=eval_data)  # fmt: skip
             stages["distill"] = s_report["seconds"]
     if s_report is not None:
         _student_report(report, s_report, t_metrics, out)
@@ -211,19 +229,20 @@ def compress(
         n_noise = report.get("data", {}).get("num_images", num_images)
         noise = NoiseSource(n_noise, lm.card, dev, seed=seed)
         b = distill_to_dir(
-            lm, noise, out / "baseline", student_arch=s_report["arch"], kd=kd, seed=seed, desc="noise baseline", save=False
+            lm, noise, out / "baseline", student_arch=s_report["arch"], kd=kd, seed=seed, desc="noise baseline", save=False,
+            eval_data=eval_data,
         )
         stages["baseline"] = b["seconds"]
         report["noise_baseline"] = {"accuracy": b["accuracy"], "num_images": n_noise, "seconds": b["seconds"]}
     final = load_model(out / "model.json", dev) if s_report is not None else lm
     if prune is not None:
-        final = _prune_stage(final, prune, importance, report, out, kd, seed, method, synth_options)
+        final = _prune_stage(final, prune, importance, report, out, kd, seed, method, synth_options, eval_data)
         stages["prune"] = report["prune"]["seconds"]
     if bits is not None:
-        final = _quantize_stage(final, bits, report, out, seed)
+        final = _quantize_stage(final, bits, report, out, seed, eval_data)
         stages["quantize"] = report["quantize"]["seconds"]
     report["final_card"] = str(final.card.path)
-    report["profile"] = _profile(lm, out, s_report is not None, prune is not None)
+    report["profile"] = _profile(lm, out, s_report is not None, prune is not None, eval_data)
     if bits is not None:
         report["profile"]["quantized"] = _quantized_profile(report["quantize"], list(report["profile"].values())[-1])
     report["stages_seconds"] = stages
@@ -235,13 +254,14 @@ def compress(
 
 def _student_report(report: dict[str, Any], s_report: dict[str, Any], t_metrics: dict[str, Any], out: Path) -> None:
     report["student"] = {k: v for k, v in s_report.items() if k != "history"}
-    report["student"]["ratio_to_teacher"] = round(s_report["accuracy"] / max(t_metrics["accuracy"], 1e-12), 4)
+    s_acc, t_acc = s_report["accuracy"], t_metrics["accuracy"]
+    report["student"]["ratio_to_teacher"] = None if s_acc is None or t_acc is None else round(s_acc / max(t_acc, 1e-12), 4)
     report["student"]["card"] = str(out / "model.json")
 
 
 def _prune_stage(
     current: LoadedModel, ratio: float, importance: str, report: dict[str, Any], out: Path, kd: KDConfig,
-    seed: int, method: str, synth_options: dict[str, Any] | None,
+    seed: int, method: str, synth_options: dict[str, Any] | None, eval_data: str | Path | None = None,
 ) -> LoadedModel:  # fmt: skip
     """Prune ``current`` and recover it by KD from its unpruned self on the run's synthetic data."""
     from .prune import prune_stage, surrogate_source
@@ -251,7 +271,7 @@ def _prune_stage(
     else:
         source, info = surrogate_source(current, method=method, seed=seed, method_options=synth_options)
     res = prune_stage(current, ratio, importance=importance, source=source, source_info=info, kd=kd,
-                      out_dir=out / "prune", latency=False)  # fmt: skip
+                      out_dir=out / "prune", latency=False, eval_data=eval_data)  # fmt: skip
     report["prune"] = {k: v for k, v in res.report.items() if k != "history"}
     return load_model(out / "prune" / "model.json", device_of(current.model))
 
@@ -270,7 +290,10 @@ def _parse_bits(spec: str) -> tuple[int, int]:
     return bits
 
 
-def _quantize_stage(current: LoadedModel, bits: tuple[int, int], report: dict[str, Any], out: Path, seed: int) -> LoadedModel:
+def _quantize_stage(
+    current: LoadedModel, bits: tuple[int, int], report: dict[str, Any], out: Path, seed: int,
+    eval_data: str | Path | None = None,
+) -> LoadedModel:  # fmt: skip
     """Quantize ``current`` calibrated on the run's synthetic data (ZeroQ data for online methods)."""
     from .quant import quantize
 
@@ -280,7 +303,7 @@ def _quantize_stage(current: LoadedModel, bits: tuple[int, int], report: dict[st
 
     # W8A8 also gets the real int8 model when torchao (the int8 extra) is installed
     q = quantize(current, *bits, calib, out_dir=out / "quantize", device=device_of(current.model), seed=seed,
-                 int8=bits == (8, 8) and int8_available())  # fmt: skip
+                 int8=bits == (8, 8) and int8_available(), eval_data=eval_data)  # fmt: skip
     report["quantize"] = {**q, "seconds": round(time.perf_counter() - t0, 2)}
     return load_model(out / "quantize" / "model.json", device_of(current.model))
 
@@ -298,7 +321,9 @@ def _quantized_profile(q: dict[str, Any], before: dict[str, Any]) -> dict[str, A
     return entry
 
 
-def _profile(teacher: LoadedModel, out: Path, student: bool, pruned: bool) -> dict[str, dict[str, Any]]:
+def _profile(
+    teacher: LoadedModel, out: Path, student: bool, pruned: bool, eval_data: str | Path | None = None
+) -> dict[str, dict[str, Any]]:
     """Accuracy, params, MACs, size and CPU latency (1 thread, interleaved) of each stage's model."""
     from .prune import profile_stages
 
@@ -307,8 +332,8 @@ def _profile(teacher: LoadedModel, out: Path, student: bool, pruned: bool) -> di
         models["student"] = load_model(out / "model.json", "cpu").model
     if pruned:
         models["pruned"] = load_model(out / "prune" / "model.json", "cpu").model
-    return profile_stages(models, teacher.card)
+    return profile_stages(models, teacher.card, eval_data)
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: metrics[k] for k in ("accuracy", "params", "size_bytes")}
+    return {k: metrics[k] for k in ("accuracy", "top5", "params", "size_bytes")}

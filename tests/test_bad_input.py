@@ -76,7 +76,10 @@ def test_real_processes_print_one_line_and_no_traceback(fx):
 
 
 def test_trust_checkpoint_loads_a_pickled_model(fx):
-    r = CliRunner().invoke(cli, ["evaluate", "--model", f"{fx}/cards/pickled.json", "--trust-checkpoint", "--json"])
+    # a hand-written card names no data (no "trained_on"): the digits it was trained on are given explicitly
+    r = CliRunner().invoke(
+        cli, ["evaluate", "--model", f"{fx}/cards/pickled.json", "--trust-checkpoint", "--json", "--data", "digits"]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["num_samples"] == 360
 

@@ -90,6 +90,7 @@ def test_w8a8_exports_as_qdq_that_ort_runs_with_int8_kernels(w8a8_onnx, tmp_path
     assert abs(_accuracy(str(path)) - rep["quantized"]["accuracy"]) <= 0.003
 
 
+@pytest.mark.slow  # another ONNX export: ~20 s on 2 busy cores
 def test_pruned_model_deploys(tmp_path, bn_teacher):
     from datafree.prune import prune_model
 
@@ -100,6 +101,7 @@ def test_pruned_model_deploys(tmp_path, bn_teacher):
     assert load_card(tmp_path / "p.onnx").extra["source"]["module_shapes"]
 
 
+@pytest.mark.slow  # another ONNX export: ~20 s on 2 busy cores
 def test_mismatch_beyond_tolerance_exits_1_with_one_line(w8a8_onnx, tmp_path):
     q_dir = w8a8_onnx[0].parent / "q"
     r = _run("deploy", "--model", q_dir, "--out", tmp_path / "x.onnx", "--atol", "1e-12")

@@ -58,7 +58,7 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("pt2", marks=pytest.mark.slow)])  # pt2: a torch subprocess
 def test_loading_snippets_run_without_datafree(fmt, tmp_path):
     pytest.importorskip("onnxruntime")
     from datafree.deploy import deploy
@@ -69,6 +69,7 @@ def test_loading_snippets_run_without_datafree(fmt, tmp_path):
     assert re.fullmatch(r"(tensor\()?\[[\d ,]+\]\)?", r.stdout.strip()), r.stdout
 
 
+@pytest.mark.slow  # an ONNX export and ORT calibration: ~20 s on 2 busy cores
 def test_ort_static_quantization_recipe_runs_on_exported_calibration(dataset, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from datafree.deploy import deploy

@@ -1,4 +1,8 @@
-"""Labelled image datasets from disk: an ImageFolder tree or an ``.npz`` with images and labels."""
+"""Labelled image datasets from disk, loaded whole: an ImageFolder tree or an ``.npz`` with images and labels.
+
+For evaluation, :func:`datafree.data.evalsets.open_eval_data` streams the same forms (and CIFAR,
+ImageNet) in batches instead.
+"""
 
 from __future__ import annotations
 
@@ -89,11 +93,17 @@ def load_normalized_npz(path: str | Path, card: Any) -> torch.Tensor | None:
 def _load_image_folder(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image
 
+    from .evalsets import folder_class_index
+
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     if not classes:
         raise UserInputError(f"{path}: an ImageFolder directory needs one sub-directory per class")
+    # labels follow the folder names (folder "3" is class 3 even without folder "2"), as in evaluation
+    k = max(int(c) for c in classes) + 1 if all(c.isdigit() for c in classes) else len(classes)
+    index = folder_class_index(classes, k, None, str(path))
     xs, ys = [], []
-    for label, cls in enumerate(classes):
+    for cls in classes:
+        label = index[cls]
         for f in sorted((path / cls).iterdir()):
             if f.suffix.lower() in _IMG_EXT:
                 with Image.open(f) as im:

@@ -10,7 +10,7 @@
 
 :func:`prune_stage` is the stage (used by ``datafree compress``); :func:`prune_model` is the
 library entry point behind ``datafree prune``. Real labelled data is used only to *report*
-accuracy (the digits test split by default), never for scoring or recovery.
+accuracy (``eval_data``; the digits test split for digits models), never for scoring or recovery.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import nn
 from ..cards import LoadedModel, ModelCard, build_model, load_model, save_model
 from ..distill import KDConfig, distill
 from ..errors import UserInputError
-from ..evaluate import evaluate_model
+from ..evaluate import measure
 from ..profile import LATENCY_BATCHES, count_macs, measure_latency
 from ..reshape import shape_changes
 from ..sources import DatasetSource, SurrogateSource, SynthesizerSource
@@ -95,9 +95,11 @@ def surrogate_source(
 
 
 def _stage_metrics(model: nn.Module, card: ModelCard, eval_data: str | Path | None) -> dict[str, Any]:
-    acc = evaluate_model(model, card, eval_data)
+    acc = measure(model, card, eval_data)
     return {
         "accuracy": acc["accuracy"],
+        "top5": acc["top5"],
+        "eval_data": acc["data"],
         "params": count_params(model),
         "macs": count_macs(model, card.input_shape),
         "size_bytes": model_size_bytes(model),
@@ -138,7 +140,8 @@ def _portable_arch(card: ModelCard) -> str:
 
 
 def _save(
-    pruned: nn.Module, card: ModelCard, out_dir: Path, accuracy: float, provenance: dict[str, Any]
+    pruned: nn.Module, card: ModelCard, out_dir: Path, accuracy: float | None, provenance: dict[str, Any],
+    accuracy_data: str | None = None,
 ) -> ModelCard:
     reference = build_model(dataclasses.replace(card, module_shapes={}))
     saved = save_model(
@@ -150,7 +153,8 @@ def _save(
         card_name=f"{card.name or 'model'}_pruned",
         arch_kwargs=card.arch_kwargs,
         module_shapes=shape_changes(reference, pruned),
-        test_accuracy=round(accuracy, 4),
+        test_accuracy=None if accuracy is None else round(accuracy, 4),
+        accuracy_data=accuracy_data,
         pruning=provenance,
     )
     load_model(saved)  # the card alone must rebuild the pruned architecture (fails loudly if not)
@@ -172,7 +176,9 @@ def _report(
         "kd": dataclasses.asdict(kd) if kd is not None else None,
         "stages": metrics,
         "params_removed": 1.0 - final["params"] / base["params"],
-        "accuracy_kept": final["accuracy"] / base["accuracy"] if base["accuracy"] > 0 else None,
+        "accuracy_kept": (
+            final["accuracy"] / base["accuracy"] if base["accuracy"] and final["accuracy"] is not None else None
+        ),
         "history": history,
     }
     if "latency_ms_b64" in base:
@@ -210,7 +216,8 @@ def prune_stage(
         kd: KD settings of the recovery.
         recover: run the KD recovery (needs ``source``); False only prunes.
         taylor_batches: synthetic batches (of ``kd.batch_size``) the Taylor gradients sum over.
-        eval_data: labelled data to report accuracy on (default: the digits test split).
+        eval_data: labelled data to report accuracy on (default: the digits test split for a model
+            trained on digits; otherwise no accuracy is claimed).
         out_dir: where to write ``model.json`` + ``model.safetensors``, ``report.json`` and the
             recovery ``checkpoint.pt`` (a rerun resumes it); nothing is written when None.
         latency: measure CPU latency (1 thread, batch 1 and 64) of each stage.
@@ -254,7 +261,7 @@ def prune_stage(
         provenance = {k: report[k] for k in ("ratio", "importance", "global_pruning", "source")}
         provenance.update(base_model=card.name or str(card.path), base_sha256=card.sha256)
         final = metrics["recovered" if recover else "pruned"]
-        saved = _save(pruned, card, Path(out_dir), final["accuracy"], provenance)
+        saved = _save(pruned, card, Path(out_dir), final["accuracy"], provenance, final["eval_data"])
         report["card"] = str(saved.path)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     if out_dir is not None:
@@ -296,7 +303,8 @@ def prune_model(
         seed: seed of synthesis, data order and training.
         kd: recovery KD settings (``epochs`` and ``seed`` above override its fields).
         method_options: backend config overrides (e.g. ``{"iterations": 100}``).
-        eval_data: labelled data for the reported accuracy (default: digits test split).
+        eval_data: labelled data for the reported accuracy (default: the digits test split for a model
+            trained on digits; otherwise no accuracy is claimed).
         latency: measure CPU latency of each stage.
 
     Returns:
@@ -307,6 +315,10 @@ def prune_model(
     check_ratio(ratio)
     create_criterion(importance)  # unknown names fail before anything is loaded or synthesized
     lm = model_spec if isinstance(model_spec, LoadedModel) else load_model(model_spec, resolve_device(device))
+    if eval_data is not None:  # a bad --eval-data fails before anything is synthesized or written
+        from ..data.evalsets import open_eval_data
+
+        open_eval_data(eval_data, lm.card)
     if out_dir is not None:
         from ..pipeline import prepare_out_dir
 

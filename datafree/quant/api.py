@@ -23,7 +23,6 @@ from ..cards import LoadedModel, ModelCard, load_model, portable_arch, save_mode
 from ..data import digits_split
 from ..dataset import shard_seed
 from ..errors import UserInputError
-from ..evaluate import accuracy
 from ..utils import atomic_write_json, device_of, model_size_bytes, torch_generator
 from .qat import FinetuneConfig
 from .qat import finetune as finetune_model  # ``finetune`` is a keyword argument of quantize()
@@ -166,19 +165,26 @@ def _arch_kwargs(card: ModelCard, cfg: QuantConfig) -> dict[str, Any]:
     return kwargs
 
 
-def _test_accuracy(model: torch.nn.Module, card: ModelCard) -> float:
-    x, y = digits_split("test", tuple(card.input_shape))  # type: ignore[arg-type]
-    return round(accuracy(model, x, y, card.normalizer()), 4)
+def _test_accuracy(
+    model: torch.nn.Module, card: ModelCard, eval_data: str | Path | None = None
+) -> float | None:
+    """Accuracy on ``eval_data``, or the card's default data (digits for digits models), else None."""
+    from ..evaluate import measure
+
+    acc = measure(model, card, eval_data)["accuracy"]
+    return None if acc is None else round(acc, 4)
 
 
-def _int8_export(lm: LoadedModel, images: torch.Tensor) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _int8_export(
+    lm: LoadedModel, images: torch.Tensor, eval_data: str | Path | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     from .int8 import INT8_ENGINE, export_int8
 
     t0 = time.perf_counter()
     int8 = export_int8(lm.model, images)
     seconds = time.perf_counter() - t0
-    report = {"engine": INT8_ENGINE, "flow": "pt2e", "export_seconds": round(seconds, 2),
-              "accuracy": _test_accuracy(int8, lm.card)}  # fmt: skip
+    acc = _test_accuracy(int8, lm.card, eval_data)
+    report = {"engine": INT8_ENGINE, "flow": "pt2e", "export_seconds": round(seconds, 2), "accuracy": acc}
     return int8, report
 
 
@@ -207,7 +213,8 @@ def _save_int8(int8: torch.nn.Module, card: ModelCard, report: dict[str, Any], o
 
     info = {"calib": report["calib"], "calib_images": report["calib_images"], "torch": torch.__version__,
             "source": card.name or str(card.path)}  # fmt: skip
-    return save_int8(int8, out, card, test_accuracy=report["int8"]["accuracy"], quantization=info)
+    return save_int8(int8, out, card, test_accuracy=report["int8"]["accuracy"], quantization=info,
+                    accuracy_data=report["eval_data"])
 
 
 def _cpu_latency(lm: LoadedModel, int8: torch.nn.Module | None, repeats: int) -> dict[str, Any]:
@@ -244,6 +251,7 @@ def quantize(
     percentile: float = 99.99,
     images: torch.Tensor | None = None,
     latency_repeats: int = 20,
+    eval_data: str | Path | None = None,
     **synth_overrides: Any,
 ) -> dict[str, Any]:
     """Quantize ``model`` without real data; returns (and writes) a report.
@@ -269,6 +277,8 @@ def quantize(
         images: calibration images to use instead of ``calib`` (already normalised).
         latency_repeats: timed forward passes per model and batch size (0: no timing). The
             fake-quantized simulation itself is not timed: it runs float kernels.
+        eval_data: labelled data for the reported accuracies (see :func:`datafree.evaluate.evaluate_model`;
+            default: the digits test split for models trained on digits, else no accuracy is claimed).
         **synth_overrides: config fields of the synthesis backend.
 
     Returns:
@@ -287,6 +297,9 @@ def quantize(
         "calib": str(calib) if images is None else "given",
         "config": dataclasses.asdict(cfg),
     }
+    from ..evaluate import default_eval_data
+
+    report["eval_data"] = str(eval_data) if eval_data is not None else default_eval_data(card)
     t0 = time.perf_counter()
     if images is None:
         images = calibration_images(lm, calib, calib_images, seed, **synth_overrides)
@@ -294,8 +307,9 @@ def quantize(
     report["calib_data_seconds"] = round(time.perf_counter() - t0, 2)
     qmodel = calibrate(quantize_network(lm.model, cfg), images, cfg, seed=seed)
     size = quantized_size_bytes(qmodel)
-    report["fp32"] = {"accuracy": _test_accuracy(lm.model, card), "size_bytes": model_size_bytes(lm.model)}
-    q_acc = _test_accuracy(qmodel, card)
+    fp32_acc = _test_accuracy(lm.model, card, eval_data)
+    report["fp32"] = {"accuracy": fp32_acc, "size_bytes": model_size_bytes(lm.model)}
+    q_acc = _test_accuracy(qmodel, card, eval_data)
     report["quantized"] = {"accuracy": q_acc, "size_bytes": size["total"], "size": size}
     if finetune_epochs > 0:
         ft_cfg = dataclasses.replace(finetune or FinetuneConfig(), epochs=finetune_epochs)
@@ -307,10 +321,10 @@ def quantize(
             "seconds": round(time.perf_counter() - t1, 2),
             "final_loss": round(result.history[-1]["loss"], 5),
         }
-        report["quantized"]["accuracy"] = _test_accuracy(qmodel, card)
+        report["quantized"]["accuracy"] = _test_accuracy(qmodel, card, eval_data)
     int8_model = None
     if int8:
-        int8_model, report["int8"] = _int8_export(lm, images.cpu())
+        int8_model, report["int8"] = _int8_export(lm, images.cpu(), eval_data)
     if latency_repeats > 0:
         report["latency_cpu"] = _cpu_latency(lm, int8_model, latency_repeats)
         if int8_model is not None:
@@ -321,6 +335,7 @@ def quantize(
             qmodel, out, like=card, arch=QUANTIZED_ARCH, name="model",
             card_name=f"{card.name or 'model'}_w{weight_bits}a{act_bits}",
             arch_kwargs=_arch_kwargs(card, cfg), test_accuracy=report["quantized"]["accuracy"],
+            accuracy_data=report["eval_data"],
             quantization={k: report[k] for k in ("weight_bits", "act_bits", "calib", "config")},
         )
         report["model_card"] = str(saved.path)
