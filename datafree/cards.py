@@ -492,6 +492,7 @@ def save_card_beside(path: Path, like: ModelCard, **fields: Any) -> ModelCard:
         source["card"] = str(like.path)
     d = {"name": f"{like.name or 'model'}_{fmt}", "arch": fmt, "weights": path.name, "format": fmt,
          **{k: getattr(like, k) for k in ("num_classes", "input_shape", "mean", "std", "test_accuracy")},
+         **{k: like.extra[k] for k in ("trained_on", "classes") if k in like.extra},  # what evaluate reads
          "source": source, **fields}  # fmt: skip
     card = _validate(d, str(deployed_card_path(path)))
     atomic_write_json(deployed_card_path(path), card.to_json())
