@@ -15,7 +15,7 @@ import torch
 from ..errors import UserInputError
 from .digits import resize_images
 
-__all__ = ["load_labelled", "load_normalized_npz"]
+__all__ = ["load_labelled", "load_normalized_npz", "normalized_npz_pixels"]
 
 _IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -49,6 +49,15 @@ def _normalized_spec(z: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, 
     if "mean" not in z or "std" not in z or z["images"].ndim != 4:
         raise UserInputError(f"{path}: a normalised .npz needs NCHW 'images', 'mean' and 'std'")
     return z["mean"].astype(np.float32).reshape(-1), z["std"].astype(np.float32).reshape(-1)
+
+
+def normalized_npz_pixels(z: dict[str, np.ndarray], path: Path) -> np.ndarray | None:
+    """The pixels (float32 NHWC in [0, 1]) of a normalised ``.npz`` export; ``None`` for a pixel ``.npz``."""
+    spec = _normalized_spec(z, path)
+    if spec is None:
+        return None
+    mean, std = (v.reshape(1, -1, 1, 1) for v in spec)
+    return np.clip(z["images"].astype(np.float32) * std + mean, 0.0, 1.0).transpose(0, 2, 3, 1)
 
 
 def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
