@@ -344,13 +344,15 @@ def synthesize(
 
 @cli.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["imagefolder", "npz"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["imagefolder", "npz", "npy"]), required=True,
+              help="npy: float32 NCHW images normalised as the teacher's card says (calibration input for other tools).")
+@click.option("--normalized", is_flag=True, help="npz: float32 NCHW normalised images instead of uint8 pixels.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path))
-def export(dataset: Path, fmt: str, out: Path) -> None:
-    """Export a synthetic dataset as an ImageFolder tree of PNGs or an .npz (images, labels)."""
+def export(dataset: Path, fmt: str, normalized: bool, out: Path) -> None:
+    """Export a synthetic dataset as an ImageFolder tree of PNGs, an .npz (images, labels, input spec) or an .npy."""
     from datafree.dataset import export_dataset
 
-    path = export_dataset(dataset, fmt, out)
+    path = export_dataset(dataset, fmt, out, normalized=normalized)
     click.echo(f"exported {dataset} to {path}")
 
 
@@ -408,7 +410,7 @@ def _method_is_online(method: str) -> bool:
 
 
 @cli.command()
-@click.option("--model", "-m", "model", required=True, help="Card path, directory with model.json, or shipped name.")
+@click.option("--model", "-m", "model", required=True, help="Card path, directory with model.json, shipped name, or a deployed .onnx/.pt2 (its card beside it).")
 @click.option("--data", "-d", default=None, metavar="DATA",
               help="ImageFolder dir, .npz, cifar10:ROOT, cifar100:ROOT, imagenet:VALDIR or digits[:SPLIT] "
                    "(default: digits test split, for models trained on digits).")  # fmt: skip
@@ -428,8 +430,12 @@ def evaluate(
     from datafree.cards import load_card
     from datafree.evaluate import evaluate as run_eval
 
-    # a real int8 model runs on CPU only: the automatic device choice must not pick CUDA for it
-    if device is None and (load_card(model).is_int8 or (teacher is not None and load_card(teacher).is_int8)):
+    # a real int8 model and a deployed .onnx/.pt2 run on CPU only: the automatic choice must not pick CUDA
+    def _cpu_only(spec: str) -> bool:
+        card = load_card(spec)
+        return card.is_int8 or card.extra.get("format") is not None
+
+    if device is None and (_cpu_only(model) or (teacher is not None and _cpu_only(teacher))):
         device = "cpu"
     dev = _setup(device, True)
     res = run_eval(model, data, dev, batch_size=batch_size, workers=workers, teacher=teacher,
@@ -570,7 +576,8 @@ def prune(
 @click.option("--act-bits", "-a", type=click.IntRange(2, 8), default=8, show_default=True, help="Bits per activation (per tensor).")
 @click.option(
     "--calib", default="zeroq", show_default=True,
-    help="Calibration data: zeroq, deepinversion, noise, digits (real images: reference only) or a synthetic dataset DIR.",
+    help="Calibration data: zeroq, deepinversion, noise, digits (real images: reference only), a synthetic dataset DIR, "
+         "an ImageFolder DIR or an .npz.",
 )  # fmt: skip
 @click.option("--calib-images", type=int, default=64, show_default=True, callback=_positive, help="Calibration images.")
 @click.option("--finetune-epochs", type=click.IntRange(0, None), default=0, show_default=True, help="KD fine-tuning epochs (0: calibration only).")
@@ -615,12 +622,44 @@ def quantize(
             f"int8 (CPU): {_acc(rep['int8']['accuracy'], where)}; "
             f"batch 64: {lat['int8']['cpu_ms']} ms vs fp32 {lat['fp32']['cpu_ms']} ms (CPU time)"
         )
+        if "speed" in rep["int8"]:
+            click.echo(rep["int8"]["speed"]["note"])
         click.echo(f"int8 card {rep['int8']['model_card']} (CPU only)")
     _save_config(out)
     click.echo(f"card {out / 'model.json'}; report {out / 'report.json'}")
 
 
 # --- end quantize ---------------------------------------------------------------------------------
+
+
+# --- deploy (datafree.deploy) ---------------------------------------------------------------------
+@cli.command()
+@click.option("--model", "-m", "model", required=True, help="Shipped name, card path or directory (float, pruned, quantized W8A8, int8).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "pt2"]), default=None, help="Default: from the --out suffix.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="File to write (.onnx or .pt2); its card goes beside it (FILE.json).")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18-23).")
+@click.option("--atol", type=float, default=None, help="Largest accepted max abs logit difference (default: 1e-3 x max(1, max |logit|) for float models).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Smallest accepted top-1 agreement (default 1.0 float, 0.95 quantized).")
+@trust_opt
+@threads_opt
+def deploy(
+    model: str, fmt: str | None, out: Path, opset: int, atol: float | None, min_agreement: float | None,
+    trust_checkpoint: bool, threads: int | None,
+) -> None:  # fmt: skip
+    """Export to ONNX (QDQ int8 for quantized models) or .pt2, verified against PyTorch; writes the card beside it."""
+    from datafree.cards import load_model
+    from datafree.deploy import deploy as run
+
+    _setup("cpu", True, threads)
+    lm = load_model(model, "cpu", trust_checkpoint=trust_checkpoint)
+    rep = run(lm, out, fmt, opset=opset, atol=atol, min_agreement=min_agreement)
+    kind = "int8 QDQ" if rep["quantized"] and rep["format"] == "onnx" else rep["format"]
+    click.echo(f"{rep['runtime']} vs PyTorch on {rep['verify_images']} test images: max abs diff {rep['max_abs_diff']:.3g}, "
+               f"top-1 agreement {rep['top1_agreement']:.4f}")  # fmt: skip
+    click.echo(f"wrote {rep['path']} ({kind}); card {rep['card']}")
+
+
+# --- end deploy -----------------------------------------------------------------------------------
 
 
 def main() -> None:

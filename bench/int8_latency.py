@@ -1,7 +1,7 @@
 """Real int8 on CPU: fp32 vs int8 latency at batch 1 and 64, int8 accuracy vs simulated W8A8, file sizes.
 
-The int8 model is PyTorch's FX post-training quantization on the x86 engine (see
-datafree/quant/int8.py for why FX rather than PT2E), calibrated on the same 64 ZeroQ images as
+The int8 model is torchao's PT2E post-training quantization (X86InductorQuantizer, see
+datafree/quant/int8.py; eager PyTorch runs its reference form), calibrated on the same 64 ZeroQ images as
 the simulated W8A8 model. It is also saved as the deployable artefact (``model.json`` +
 ``model.safetensors``, datafree/quant/int8_artefact.py) and reloaded from disk: the reloaded model is
 checked bit-identical to the in-memory one and timed beside it; its safetensors size is compared
@@ -75,7 +75,7 @@ def main() -> None:  # noqa: D103
     acc = {
         "fp32": _test_accuracy(lm.model, lm.card),
         "simulated W8A8": _test_accuracy(sim, lm.card),
-        "int8 (FX, x86)": _test_accuracy(int8, lm.card),
+        "int8 (PT2E, x86)": _test_accuracy(int8, lm.card),
         "int8 reloaded from disk": _test_accuracy(reloaded, lm.card),
     }
     folded = fold_batchnorm(lm.model)

@@ -17,6 +17,7 @@ from .distill import DistillResult, KDConfig, distill
 from .errors import DatafreeError, UserInputError
 from .evaluate import evaluate, evaluate_model
 from .models import MODELS, create_model, list_models
+from . import deploy as _deploy  # noqa: F401  (registers the .onnx/.pt2 card loaders)
 from .quant import int8_artefact as _int8_artefact  # noqa: F401  (registers the int8 card loader)
 from .sources import DatasetSource, NoiseSource, SynthesizerSource, TensorSource
 

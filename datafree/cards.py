@@ -32,7 +32,6 @@ import io
 import json
 import math
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,9 @@ __all__ = [
     "ASSETS_DIR",
     "DEFAULT_TEACHER",
     "INT8_FORMAT",
+    "DEPLOYED_SUFFIXES",
+    "save_card_beside",
+    "deployed_card_path",
 ]
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -70,10 +72,13 @@ TEACHERS_DIR = ASSETS_DIR / "teachers"
 DEFAULT_TEACHER = "resnet8_digits"
 # The safetensors header's "format" of a real int8 model (see datafree/quant/int8_artefact.py).
 INT8_FORMAT = "datafree-int8"
-# Loaders of weights in a format other than a float state dict: format -> (card, weights path) ->
-# model. The module that writes a format registers its loader (datafree.quant.int8_artefact for
-# int8; imported by the package, so every ``import datafree...`` has it), so cards need not import it.
-WEIGHT_LOADERS: dict[str, Callable[[ModelCard, Path], nn.Module]] = {}
+# Loaders of weights in a format other than a float state dict: format -> (card, weights path,
+# trust_checkpoint) -> model. The module that writes a format registers its loader
+# (datafree.quant.int8_artefact for int8, datafree.deploy for .onnx/.pt2; both imported by the
+# package, so every ``import datafree...`` has them), so cards need not import them.
+WEIGHT_LOADERS: dict[str, Callable[[ModelCard, Path, bool], nn.Module]] = {}
+# Files written by ``datafree deploy``: their card is the file's path + ``.json`` (deployed_card_path).
+DEPLOYED_SUFFIXES = (".onnx", ".pt2")
 
 
 @dataclasses.dataclass
@@ -184,6 +189,11 @@ def resolve_card_path(spec: str | Path) -> Path:
     p = Path(spec)
     if p.is_dir() and (p / "model.json").is_file():
         return p / "model.json"
+    if p.suffix in DEPLOYED_SUFFIXES and p.is_file():
+        card = deployed_card_path(p)
+        if not card.is_file():
+            raise UserInputError(f"{p} has no card beside it ({card.name}, written by datafree deploy)")
+        return card
     if p.is_file():
         return p
     names = ", ".join(shipped) or "none"
@@ -423,17 +433,23 @@ def load_model(
     """
     card = spec if isinstance(spec, ModelCard) else load_card(spec)
     wpath = card.weights_path()
-    if card.is_int8 and torch.device(device).type != "cpu":
+    if (card.is_int8 or card.extra.get("format") is not None) and torch.device(device).type != "cpu":
+        what = f"a deployed {card.extra['format']} model" if card.extra.get("format") else "a real int8 model (x86 engine)"
         raise UserInputError(
-            f"{card.path or card.name}: a real int8 model (x86 engine) runs on CPU only, not on {device}; "
+            f"{card.path or card.name}: {what} runs on CPU only, not on {device}; "
             "load it on cpu (--device cpu)"
         )
     if check_sha256 and card.sha256 and wpath.is_file():
         actual = sha256_file(wpath)
         if actual != card.sha256:
             raise UserInputError(f"{wpath}: sha256 {actual[:12]}… does not match the card's {card.sha256[:12]}…")
-    if card.is_int8:
-        model = WEIGHT_LOADERS[INT8_FORMAT](card, wpath)
+    fmt = card.extra.get("format")
+    if fmt is not None:  # written by datafree deploy: .onnx or .pt2
+        if fmt not in WEIGHT_LOADERS:
+            raise UserInputError(f"{card.path}: unknown model format {fmt!r}")
+        model = WEIGHT_LOADERS[fmt](card, wpath, trust_checkpoint)
+    elif card.is_int8:
+        model = WEIGHT_LOADERS[INT8_FORMAT](card, wpath, trust_checkpoint)
     else:
         model = _load_float(card, wpath, trust_checkpoint)
     model.to(device).eval()
@@ -518,6 +534,39 @@ def save_state(
     )
     atomic_write_json(out / f"{name}.json", card.to_json())
     card.path = (out / f"{name}.json").resolve()
+    return card
+
+
+def deployed_card_path(path: str | Path) -> Path:
+    """The card of a deployed file: ``model.onnx`` -> ``model.onnx.json`` (an .onnx and a .pt2 may share a stem)."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def save_card_beside(path: Path, like: ModelCard, **fields: Any) -> ModelCard:
+    """Write the card of a deployed file (``model.onnx`` -> ``model.onnx.json``) atomically.
+
+    Args:
+        path: the deployed file.
+        like: the source model's card (input spec, classes, accuracy; arch fields kept as ``source``).
+        **fields: further fields (``sha256``, ``deploy`` information).
+
+    Returns:
+        The card as written.
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".")
+    source = {k: v for k, v in like.to_json().items() if k not in ("weights", "sha256", "num_classes", "input_shape",
+                                                                   "mean", "std", "test_accuracy")}  # fmt: skip
+    if like.path is not None:
+        source["card"] = str(like.path)
+    d = {"name": f"{like.name or 'model'}_{fmt}", "arch": fmt, "weights": path.name, "format": fmt,
+         **{k: getattr(like, k) for k in ("num_classes", "input_shape", "mean", "std", "test_accuracy")},
+         **{k: like.extra[k] for k in ("trained_on", "classes") if k in like.extra},  # what evaluate reads
+         "source": source, **fields}  # fmt: skip
+    card = _validate(d, str(deployed_card_path(path)))
+    atomic_write_json(deployed_card_path(path), card.to_json())
+    card.path = deployed_card_path(path).resolve()
     return card
 
 

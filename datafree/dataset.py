@@ -275,25 +275,54 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 16, upsc
         f.write(buf.getvalue())
 
 
-def export_dataset(root: str | Path, fmt: str, out: str | Path) -> Path:
-    """Export as ``imagefolder`` (``out/<label>/<index>.png``) or ``npz`` (``images`` uint8 NHWC, ``labels``)."""
+def export_dataset(root: str | Path, fmt: str, out: str | Path, normalized: bool = False) -> Path:
+    """Export a synthetic dataset for other tools.
+
+    Args:
+        root: the dataset directory.
+        fmt: ``imagefolder`` (``out/<label>/<index>.png``), ``npz`` (``images`` uint8 NHWC and
+            ``labels``; with ``normalized``, ``images`` float32 NCHW normalised as the teacher's
+            card says) or ``npy`` (float32 NCHW normalised images only, the array calibration
+            readers of ONNX Runtime / TensorRT / OpenVINO take).
+        out: the file or directory to write (``.npz``/``.npy`` added when missing).
+        normalized: ``npz`` only: float32 NCHW normalised images instead of uint8 pixels.
+
+    Every ``.npz`` also records ``input_shape`` ``[C, H, W]``, ``mean``, ``std`` and ``normalized``.
+
+    Returns:
+        The path written.
+    """
     from PIL import Image
 
+    if normalized and fmt != "npz":
+        raise UserInputError(f"--normalized applies to --format npz (npy is always normalised), not {fmt}")
     ds = SyntheticDataset.open(root)
     data = ds.load()
-    pixels = (data["images"].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # NHWC
+    m = ds.manifest
+    spec = {"input_shape": np.asarray(m["input_shape"], dtype=np.int64), "mean": np.asarray(m["mean"], dtype=np.float32),
+            "std": np.asarray(m["std"], dtype=np.float32)}  # fmt: skip
+    images01 = data["images"].clamp(0, 1).float()
+    pixels = (images01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # NHWC
     labels = data["labels"].numpy()
     out = Path(out)
-    if fmt == "npz":
-        if out.suffix != ".npz":
-            out = out.with_suffix(".npz")
+    if fmt in ("npz", "npy"):
+        if out.suffix != f".{fmt}":
+            out = out.with_suffix(f".{fmt}")
+        norm = None
+        if fmt == "npy" or normalized:
+            mean, std = torch.tensor(m["mean"]).view(1, -1, 1, 1), torch.tensor(m["std"]).view(1, -1, 1, 1)
+            norm = ((images01 - mean) / std).numpy().astype(np.float32)  # NCHW
         buf = io.BytesIO()
-        np.savez_compressed(buf, images=pixels[..., 0] if pixels.shape[-1] == 1 else pixels, labels=labels)
+        if fmt == "npy":
+            np.save(buf, norm)
+        else:
+            images = norm if norm is not None else (pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+            np.savez_compressed(buf, images=images, labels=labels, normalized=np.asarray(norm is not None), **spec)
         with atomic_write(out) as f:
             f.write(buf.getvalue())
         return out
     if fmt != "imagefolder":
-        raise UserInputError(f"unknown export format {fmt!r}; use imagefolder or npz")
+        raise UserInputError(f"unknown export format {fmt!r}; use imagefolder, npz or npy")
     if out.exists() and any(out.iterdir()):
         raise UserInputError(f"export directory {out} is not empty")
     ensure_dir(out)

@@ -18,9 +18,9 @@ from torch import nn
 
 from . import distributed as dist
 from .cards import LoadedModel, load_model, save_model
+from .data.evalsets import open_eval_data
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
-from .data.evalsets import open_eval_data
 from .evaluate import measure
 from .online_train import STUDENT_NAME, train_online
 from .outputs import prepare_out_dir
@@ -29,6 +29,7 @@ from .profile import profile_stages
 from .prune import check_ratio, create_criterion, prune_stage
 from .quant import QuantizeJob
 from .quant import quantize as quantize_model
+from .quant.int8 import int8_available
 from .quant.qmodel import QuantConfig
 from .sources import NoiseSource, SurrogateSource
 from .utils import atomic_write_json, count_params, device_of, model_size_bytes, remove_stale, resolve_device
@@ -316,8 +317,9 @@ def _quantize_stage(
     """Quantize ``current`` calibrated on the run's synthetic data (ZeroQ data for online methods)."""
     calib = report["data"]["dir"] if "data" in report else "zeroq"
     t0 = time.perf_counter()
-    q = quantize_model(current, QuantConfig(*bits), QuantizeJob(calib, seed=seed, int8=bits == (8, 8), eval_data=eval_data),
-                       out_dir=out / "quantize", device=device_of(current.model))  # fmt: skip
+    # W8A8 also gets the real int8 model when torchao (the int8 extra) is installed
+    job = QuantizeJob(calib, seed=seed, int8=bits == (8, 8) and int8_available(), eval_data=eval_data)
+    q = quantize_model(current, QuantConfig(*bits), job, out_dir=out / "quantize", device=device_of(current.model))
     report["quantize"] = {**q, "seconds": round(time.perf_counter() - t0, 2)}
     return load_model(out / "quantize" / "model.json", device_of(current.model))
 

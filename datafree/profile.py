@@ -23,7 +23,7 @@ from .evaluate import measure
 from .utils import count_params, device_of, model_size_bytes
 
 __all__ = [
-    "count_macs", "measure_latency", "profile_model", "profile_stages", "num_threads", "LATENCY_BATCHES"
+    "count_macs", "measure_latency", "time_callables", "profile_model", "profile_stages", "num_threads", "LATENCY_BATCHES"
 ]  # fmt: skip
 
 LATENCY_BATCHES = (1, 64)
@@ -195,3 +195,37 @@ def profile_stages(
                 out[name][f"latency_ms_b{b}"] = round(t["median_ms"], 4)
                 out[name][f"latency_min_ms_b{b}"] = round(t["min_ms"], 4)
     return out
+
+
+def time_callables(
+    models: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+    x: torch.Tensor,
+    repeats: int = 30,
+    warmup: int = 3,
+) -> dict[str, dict[str, float]]:
+    """Latency of several callables (ONNX Runtime sessions, compiled graphs...) on ``x``, interleaved round-robin so load hits all alike.
+
+    Returns:
+        ``{name: {"min_ms", "median_ms", "cpu_ms"}}``: wall-clock minimum and median, and the
+        median process CPU time (robust to being descheduled on a shared machine).
+    """
+    wall: dict[str, list[float]] = {k: [] for k in models}
+    cpu: dict[str, list[float]] = {k: [] for k in models}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in models.values():
+                fn(x)
+        for _ in range(repeats):
+            for name, fn in models.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn(x)
+                wall[name].append((time.perf_counter() - t0) * 1e3)
+                cpu[name].append((time.process_time() - c0) * 1e3)
+    return {
+        k: {
+            "min_ms": round(min(wall[k]), 3),
+            "median_ms": round(statistics.median(wall[k]), 3),
+            "cpu_ms": round(statistics.median(cpu[k]), 3),
+        }
+        for k in models
+    }

@@ -12,8 +12,7 @@ from datafree.cards import load_card, load_model
 from datafree.errors import UserInputError
 from datafree.quant import calibration_images
 from datafree.quant.int8 import export_int8
-from datafree.quant.int8_artefact import decode_state, encode_state, save_int8
-from datafree.utils import count_params
+from datafree.quant.int8_artefact import graph_qparams, graph_state, save_int8
 
 
 def _export(lm, n: int = 8):
@@ -44,40 +43,28 @@ def _same_outputs(a, b, shape) -> bool:
         return torch.equal(a(x), b(x))
 
 
-@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
-def test_encode_decode_round_trips_quantized_tensors():
-    w = torch.quantize_per_channel(torch.randn(4, 3), torch.rand(4) + 0.1, torch.zeros(4, dtype=torch.long), 0, torch.qint8)
-    a = torch.quantize_per_tensor(torch.rand(2, 5), 0.03, 7, torch.quint8)
-    state = {"w": w, "a": a, "p": (w, None), "dtype": torch.qint8, "f": torch.ones(3)}
-    tensors, layout = encode_state(state)
-    assert all(not t.is_quantized for t in tensors.values()) and "w:int_repr" in tensors
-    back = decode_state(tensors, json.loads(json.dumps(layout)))
-    assert back["w"].dtype == torch.qint8 and back["w"].q_per_channel_axis() == 0
-    assert torch.equal(back["w"].int_repr(), w.int_repr()) and torch.equal(back["w"].q_per_channel_scales(), w.q_per_channel_scales())
-    assert back["a"].q_scale() == 0.03 and back["a"].q_zero_point() == 7 and torch.equal(back["a"].int_repr(), a.int_repr())
-    assert back["p"][1] is None and back["dtype"] is torch.qint8 and torch.equal(back["f"], state["f"])
-    with pytest.raises(ValueError, match="missing"):
-        decode_state({k: v for k, v in tensors.items() if k != "w:scales"}, layout)
-    with pytest.raises(ValueError, match="unexpected"):
-        decode_state({**tensors, "extra": torch.zeros(1)}, layout)
+def test_int8_graph_state_is_plain_tensors_and_qparams(saved):
+    int8, card = saved
+    state, qparams = graph_state(int8), graph_qparams(int8)
+    assert all(not t.is_quantized for t in state.values())
+    assert sum(t.dtype == torch.int8 for t in state.values()) == 9  # the 9 convs; fc stays float
+    assert qparams and all(len(v) == 4 and v[0] > 0 and v[2:] == [0, 255] for v in qparams.values())
 
 
 def test_saved_int8_model_reloads_bit_identical(saved, bn_teacher):
     int8, card = saved
     lm = load_model(card.path)
-    assert lm.card.extra["int8"] == {"engine": "x86", "flow": "fx", "keep_last_float": True}
+    assert lm.card.extra["int8"] == {"engine": "x86", "flow": "pt2e", "keep_last_float": True}
     assert lm.card.arch == bn_teacher.card.arch and lm.card.input_shape == bn_teacher.card.input_shape
-    assert any("quantized" in type(m).__module__ for m in lm.model.modules())
+    assert any("quantized_decomposed" in str(n.target) for n in lm.model.graph.nodes)
     assert _same_outputs(lm.model, int8, card.input_shape)
-    # packed int8 weights count as parameters (BN folded into conv biases: slightly fewer than fp32)
-    assert 0.99 * count_params(bn_teacher.model) < count_params(lm.model) < count_params(bn_teacher.model)
     assert {p.name for p in card.path.parent.iterdir()} == {"model.json", "model.safetensors"}  # nothing pickled
 
 
 def test_linear_packed_params_and_pruned_models_reload(plain_teacher, bn_teacher, tmp_path):
     from datafree.prune import prune_model
 
-    # lenet5's quantized linears keep a (weight, bias) tuple and a dtype in their state
+    # lenet5: quantized linear layers
     int8 = _export(plain_teacher)
     card = save_int8(int8, tmp_path / "lenet", plain_teacher.card)
     assert _same_outputs(load_model(card.path).model, int8, card.input_shape)
@@ -105,12 +92,12 @@ def test_tampered_weights_fail_the_sha256_check(saved, run, tmp_path):
     [
         ({"int8": None}, "has no 'int8' field"),
         ({"int8": True}, "must be an object"),
-        ({"int8": {"engine": "qnnpack", "flow": "fx", "keep_last_float": True}}, "int8 engine \"qnnpack\" is not supported"),
-        ({"int8": {"engine": "x86", "flow": "pt2e", "keep_last_float": True}}, "int8 flow \"pt2e\" is not supported"),
-        ({"int8": {"engine": "x86", "flow": "fx", "keep_last_float": "yes"}}, "keep_last_float \"yes\""),
+        ({"int8": {"engine": "qnnpack", "flow": "pt2e", "keep_last_float": True}}, "int8 engine \"qnnpack\" is not supported"),
+        ({"int8": {"engine": "x86", "flow": "fx", "keep_last_float": True}}, "FX flow of an earlier datafree"),
+        ({"int8": {"engine": "x86", "flow": "pt2e", "keep_last_float": "yes"}}, "keep_last_float \"yes\""),
         ({"int8": {"engine": "x86", "keep_last_float": True}}, "lacks 'flow'"),
-        ({"int8": {"engine": "x86", "flow": "fx", "keep_last_float": True, "bits": 4}}, "unknown key"),
-        ({"int8": {"engine": "x86", "flow": "fx", "keep_last_float": False}}, "does not match the int8 graph"),
+        ({"int8": {"engine": "x86", "flow": "pt2e", "keep_last_float": True, "bits": 4}}, "unknown key"),
+        ({"int8": {"engine": "x86", "flow": "pt2e", "keep_last_float": False}}, "does not match the int8 graph"),
         ({"arch": "resnet8_half"}, "does not match the int8 graph of arch 'resnet8_half'"),
     ],
 )
@@ -122,3 +109,21 @@ def test_cards_with_wrong_int8_fields_are_refused(saved, tmp_path, edits, msg):
 def test_int8_model_is_cpu_only(saved):
     with pytest.raises(UserInputError, match="runs on CPU only"):
         load_model(saved[1].path, device="cuda")
+
+
+def test_fx_artefact_of_an_earlier_version_gets_one_line(saved, run, tmp_path):
+    path = _copy(saved[1], tmp_path, int8={"engine": "x86", "flow": "fx", "keep_last_float": True},
+                 quantization={"source": "resnet8_digits"})  # fmt: skip
+    r = run("evaluate", "--model", path)
+    assert r.exit_code == 2 and "re-create it with datafree quantize --int8 from resnet8_digits" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_the_deprecated_fx_flow_is_gone_from_the_package():
+    from pathlib import Path
+
+    import datafree
+
+    root = Path(datafree.__file__).parent
+    users = [p for p in root.rglob("*.py") if "quantize_fx" in p.read_text() or "prepare_fx" in p.read_text()]
+    assert users == []

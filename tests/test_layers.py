@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("kd, sources", ("datafree.distill", "datafree.sources", "datafree.synthesis")),
     ("plan", ("datafree.plan", "datafree.outputs", "datafree.online_train", "datafree.config")),
     ("jobs", (
-        "datafree.pipeline", "datafree.prune*", "datafree.quant", "datafree.quant.api", "datafree.quant.qat",
+        "datafree.pipeline", "datafree.deploy", "datafree.prune*", "datafree.quant", "datafree.quant.api", "datafree.quant.qat",
     )),
     ("front", ("cli", "datafree")),  # the command and the package's facade (datafree/__init__.py)
 ]  # fmt: skip

@@ -329,9 +329,12 @@ def _npz(path: Path, card: Any, batch_size: int) -> EvalData:
             if "images" not in z or "labels" not in z:
                 raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
             images, labels = z["images"], z["labels"]
+            from .files import normalized_npz_pixels
+
+            pixels = normalized_npz_pixels({k: z[k] for k in z.files}, path)  # datafree export --normalized
     except (OSError, ValueError, EOFError) as e:
         raise UserInputError(f"{path}: not a readable .npz file ({e})") from None
-    return _array_batches(images, labels, card, batch_size, str(path))
+    return _array_batches(images if pixels is None else pixels, labels, card, batch_size, str(path))
 
 
 def _digits(split: str, card: Any, batch_size: int) -> EvalData:

@@ -7,6 +7,7 @@ ImageNet) in batches instead.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ import torch
 from ..errors import UserInputError
 from .digits import resize_images
 
-__all__ = ["load_labelled"]
+__all__ = ["load_labelled", "load_normalized_npz", "normalized_npz_pixels"]
 
 _IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -33,17 +34,69 @@ def _from_array(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)  # (N, C, H, W)
 
 
-def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
-            if "images" not in z or "labels" not in z:
-                raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
-            images, labels = z["images"], z["labels"]
+            return {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise UserInputError(f"{path}: not a readable .npz file ({e})") from None
+
+
+def _normalized_spec(z: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(mean, std)`` of an ``.npz`` of normalised float32 NCHW images (``datafree export --normalized``)."""
+    if "normalized" not in z or not bool(z["normalized"]):
+        return None
+    if "mean" not in z or "std" not in z or z["images"].ndim != 4:
+        raise UserInputError(f"{path}: a normalised .npz needs NCHW 'images', 'mean' and 'std'")
+    return z["mean"].astype(np.float32).reshape(-1), z["std"].astype(np.float32).reshape(-1)
+
+
+def normalized_npz_pixels(z: dict[str, np.ndarray], path: Path) -> np.ndarray | None:
+    """The pixels (float32 NHWC in [0, 1]) of a normalised ``.npz`` export; ``None`` for a pixel ``.npz``."""
+    spec = _normalized_spec(z, path)
+    if spec is None:
+        return None
+    mean, std = (v.reshape(1, -1, 1, 1) for v in spec)
+    return np.clip(z["images"].astype(np.float32) * std + mean, 0.0, 1.0).transpose(0, 2, 3, 1)
+
+
+def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    z = _read_npz(path)
+    if "images" not in z or "labels" not in z:
+        raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
+    images, labels = z["images"], z["labels"]
     if len(images) != len(labels):
         raise UserInputError(f"{path}: {len(images)} images but {len(labels)} labels")
+    spec = _normalized_spec(z, path)
+    if spec is not None:  # back to pixels in [0, 1]
+        mean, std = (torch.from_numpy(v).view(1, -1, 1, 1) for v in spec)
+        x = (torch.from_numpy(images.astype(np.float32)) * std + mean).clamp(0, 1)
+        return x, torch.from_numpy(labels.astype(np.int64))
     return _from_array(images), torch.from_numpy(labels.astype(np.int64))
+
+
+def load_normalized_npz(path: str | Path, card: Any) -> torch.Tensor | None:
+    """The images of a normalised ``.npz`` export, checked against ``card``; ``None`` for a pixel ``.npz``.
+
+    Raises:
+        UserInputError: the file was normalised for another input shape, mean or std.
+    """
+    path = Path(path)
+    z = _read_npz(path)
+    if "images" not in z:
+        raise UserInputError(f"{path}: an .npz needs an array 'images'")
+    spec = _normalized_spec(z, path)
+    if spec is None:
+        return None
+    shape = list(z["images"].shape[1:])
+    if shape != list(card.input_shape) or not (
+        np.allclose(spec[0], card.mean, atol=1e-6) and np.allclose(spec[1], card.std, atol=1e-6)
+    ):
+        raise UserInputError(
+            f"{path}: normalised for input {shape}, mean {spec[0].tolist()}, std {spec[1].tolist()}; the model needs "
+            f"{list(card.input_shape)}, mean {card.mean}, std {card.std} (export it again, or as pixels)"
+        )
+    return torch.from_numpy(z["images"].astype(np.float32))
 
 
 def _load_image_folder(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,7 +40,7 @@ from .qat import finetune as finetune_model  # ``finetune`` is a field of Quanti
 from .qat import finetune_kd
 from .qmodel import QuantConfig, calibrate, quantize_network, quantized_size_bytes
 
-__all__ = ["CALIBRATION_DATA", "QuantizeJob", "calibration_images", "quantize", "QUANTIZED_ARCH"]
+__all__ = ["CALIBRATION_DATA", "QuantizeJob", "calibration_images", "int8_verdict", "quantize", "QUANTIZED_ARCH"]
 
 QUANTIZED_ARCH = "datafree.quant.qmodel:build_quantized"
 
@@ -105,8 +105,9 @@ def calibration_images(
 
     Args:
         teacher: the full-precision model and card.
-        calib: ``zeroq``, ``deepinversion``, ``noise``, ``digits`` (real, reference only), or
-            the path of a synthetic dataset written by ``datafree synthesize``.
+        calib: ``zeroq``, ``deepinversion``, ``noise``, ``digits`` (real, reference only), the
+            path of a synthetic dataset written by ``datafree synthesize``, an ImageFolder
+            directory or an ``.npz`` (as ``evaluate --data`` reads them, or a normalised export).
         num_images: how many images (a dataset directory gives at most what it holds).
         seed: seed of the synthesis / sampling.
         **synth_overrides: config fields of the synthesis backend (e.g. ``iterations``).
@@ -116,15 +117,43 @@ def calibration_images(
     """
     if num_images <= 0:
         raise UserInputError(f"calibration images must be > 0, got {num_images}")
+    from ..dataset import MANIFEST
+
     name = str(calib)
     if name in CALIBRATION_DATA:
         return CALIBRATION_DATA[name](teacher, num_images, seed, **synth_overrides)
     path = Path(name)
+    if path.is_dir() and not (path / MANIFEST).is_file() and any(p.is_dir() for p in path.iterdir()):
+        return _from_labelled(teacher, path, num_images, seed)  # an ImageFolder tree
     if path.is_dir():
         return _from_directory(teacher, path, num_images, seed)
+    if path.suffix == ".npz" and path.is_file():
+        return _from_labelled(teacher, path, num_images, seed)
     raise UserInputError(
-        f"unknown --calib {name!r}: use {', '.join(CALIBRATION_DATA)} or a synthetic dataset directory"
+        f"unknown --calib {name!r}: use {', '.join(CALIBRATION_DATA)}, a synthetic dataset directory, "
+        "an ImageFolder directory or an .npz"
     )
+
+
+def _from_labelled(teacher: LoadedModel, path: Path, num_images: int, seed: int) -> torch.Tensor:
+    """Images of an ImageFolder tree or an ``.npz`` (as ``evaluate --data`` reads them), normalised.
+
+    An ``.npz`` written by ``datafree export --normalized`` / ``--format npy`` holds float32 NCHW
+    images already normalised for its ``mean``/``std``: they are used as they are when those match
+    the card, and refused otherwise.
+    """
+    from ..data.files import load_normalized_npz
+
+    pre = load_normalized_npz(path, teacher.card) if path.suffix == ".npz" else None
+    if pre is not None:
+        images = pre
+    else:
+        from ..data import load_labelled
+
+        pixels, _ = load_labelled(path, tuple(teacher.card.input_shape))  # type: ignore[arg-type]
+        images = teacher.card.normalizer()(pixels)
+    idx = torch.randperm(len(images), generator=torch_generator(seed))[:num_images]
+    return images[idx].to(device_of(teacher.model))
 
 
 def _arch_kwargs(card: ModelCard, cfg: QuantConfig) -> dict[str, Any]:
@@ -158,8 +187,27 @@ def _int8_export(
     int8 = export_int8(lm.model, images)
     seconds = time.perf_counter() - t0
     acc = _test_accuracy(int8, lm.card, eval_data)
-    report = {"engine": INT8_ENGINE, "export_seconds": round(seconds, 2), "accuracy": acc}
+    report = {"engine": INT8_ENGINE, "flow": "pt2e", "export_seconds": round(seconds, 2), "accuracy": acc}
     return int8, report
+
+
+def int8_verdict(latency: dict[str, Any]) -> dict[str, Any]:
+    """Where the int8 model is faster than fp32 (median CPU time, per batch size) and what to use.
+
+    Args:
+        latency: :func:`_cpu_latency`'s result with an ``int8`` entry per batch size.
+
+    Returns:
+        ``{"faster_at": {"batch_1": bool, "batch_64": bool}, "use": {"batch_1": "int8"|"fp32", ...},
+        "note": str}``: int8 is chosen only where it is faster.
+    """
+    faster = {b: latency[b]["int8"]["cpu_ms"] < latency[b]["fp32"]["cpu_ms"] for b in ("batch_1", "batch_64")}
+    slow = [b.replace("batch_", "batch ") for b, f in faster.items() if not f]
+    note = "int8 is faster than fp32 at batch 1 and 64"
+    if slow:
+        note = (f"int8 (PT2E, eager PyTorch) is slower than fp32 at {' and '.join(slow)}: keep fp32 there; "
+                "for int8 speed deploy it to ONNX Runtime (datafree deploy --format onnx) or torch.compile it")  # fmt: skip
+    return {"faster_at": faster, "use": {b: "int8" if f else "fp32" for b, f in faster.items()}, "note": note}
 
 
 def _save_int8(int8: torch.nn.Module, card: ModelCard, report: dict[str, Any], out: Path) -> ModelCard:
@@ -303,6 +351,8 @@ def quantize(
         int8_model, report["int8"] = _int8_export(lm, images.cpu(), eval_data)
     if job.latency_repeats > 0:
         report["latency_cpu"] = _cpu_latency(lm, int8_model, job.latency_repeats)
+        if int8_model is not None:
+            report["int8"]["speed"] = int8_verdict(report["latency_cpu"])
     if out_dir is not None:
         _write(Path(out_dir), qmodel, int8_model, cfg, job, report, card)
     return report

@@ -1,35 +1,33 @@
-"""The real int8 model as a deployable artefact: ``model.safetensors`` + ``model.json``, no pickle.
+"""The real int8 model as a deployable artefact: ``model.safetensors`` + ``model.json``, nothing unpickled.
 
-safetensors holds plain tensors only, so each quantized tensor of the converted ``GraphModule``'s
-``state_dict()`` is stored as its integer representation plus its quantization parameters, under
-keys derived from its own::
+A PT2E-converted model (:func:`~datafree.quant.int8.export_int8`) holds only plain tensors: int8
+weight constants, per-channel float scales and int64 zero points, float biases. Its activation
+quantization parameters are not tensors but literal arguments of the graph's
+``quantize_per_tensor``/``dequantize_per_tensor`` nodes. The artefact stores:
 
-    conv1.weight:int_repr      int8 (O, I, kH, kW)   per-channel qint8 weight
-    conv1.weight:scales        float64 (O,)
-    conv1.weight:zero_points   int64 (O,)
-    x:int_repr, x:scale, x:zero_point               per-tensor (scale float64, zero point int64, 0-d)
+* every tensor of the converted graph (its parameters, buffers and constant attributes), under its
+  own name, in ``model.safetensors``;
+* the activation parameters as JSON in the safetensors header (``format`` =
+  :data:`~datafree.cards.INT8_FORMAT`, ``layout`` = ``{"flow": "pt2e", "qparams": {node name:
+  [scale, zero point, qmin, qmax]}}``), covered by the card's ``sha256``.
 
-Plain tensors keep their own key. The few non-tensor entries (a quantized ``Linear`` keeps
-``_packed_params.dtype``, a ``torch.dtype``, and ``_packed_params._packed_params``, a
-``(weight, bias)`` tuple) are described, like the per-channel ``axis``, by a JSON layout in the
-safetensors header (``format`` = :data:`~datafree.cards.INT8_FORMAT`), which the card's ``sha256``
-covers: ``{"entries": {key: spec}, "versions": {module prefix: {"version": n}}}``. The versions are
-the state dict's ``_metadata``: quantized modules read their entries by version.
+Why not a ``.pt2`` archive (``torch.export.save``)? It contains pickled parts, and loading one
+unpickles them; safetensors + JSON cannot run code. Loading rebuilds the float architecture from
+the card (``arch``, ``arch_kwargs``, ``module_shapes``: a pruned model works too), runs the same
+capture/prepare/convert on one batch of zeros only to obtain the graph, then writes the stored
+tensors and node arguments into it with strict name checks: outputs are bit-identical to the
+exported model.
 
-The card is the float model's card (``arch``, ``arch_kwargs``, ``module_shapes``: a pruned model
-works too) plus ``int8`` ``{"engine": "x86", "flow": "fx", "keep_last_float": bool}``. Loading
-rebuilds the float architecture, runs the same ``prepare_fx``/``convert_fx`` as
-:func:`~datafree.quant.int8.export_int8` on one batch of zeros (only to obtain the graph), then
-loads the stored state with strict key checking: outputs are bit-identical to the exported model.
-The x86 (FBGEMM/oneDNN) int8 kernels run on CPU only.
+The card is the float model's card plus ``int8`` ``{"engine": "x86", "flow": "pt2e",
+"keep_last_float": bool}``. Artefacts written by the earlier FX flow (``"flow": "fx"``) are refused
+with a one-line error telling how to re-create them (their quantized-tensor encoding needs the
+deprecated ``torch.ao`` FX flow, which is no longer part of datafree).
 """
 
 from __future__ import annotations
 
 import json
-import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +46,10 @@ from ..cards import (
 from ..errors import UserInputError
 from .int8 import INT8_ENGINE, export_int8
 
-__all__ = ["INT8_FLOW", "encode_state", "decode_state", "int8_settings", "save_int8", "load_int8"]
+__all__ = ["INT8_FLOW", "graph_state", "graph_qparams", "int8_settings", "save_int8", "load_int8"]
 
-INT8_FLOW = "fx"
-SEP = ":"  # derived keys: "<state key>:<part>" (a clash with a real key is refused when saving)
+INT8_FLOW = "pt2e"
+_QUANT_OPS = ("quantize_per_tensor", "dequantize_per_tensor")
 
 # The card's "int8" field: key -> accepted values (the first one's type is the required type).
 _INT8_FIELDS: dict[str, tuple[Any, ...]] = {
@@ -59,155 +57,80 @@ _INT8_FIELDS: dict[str, tuple[Any, ...]] = {
     "flow": (INT8_FLOW,),
     "keep_last_float": (True, False),
 }
-_QDTYPES = {"qint8": torch.qint8, "quint8": torch.quint8, "qint32": torch.qint32}
-_QDTYPE_NAMES = {v: k for k, v in _QDTYPES.items()}
-
-_Encoder = Callable[[str, torch.Tensor, dict[str, torch.Tensor]], dict[str, Any]]  # (key, q, out) -> spec
-_Take = Callable[[str], torch.Tensor]  # stored tensor by name, each taken once
-_Decoder = Callable[[str, Mapping[str, Any], _Take], Any]  # (key, spec, take) -> state entry
 
 
-def _qdtype_name(dtype: torch.dtype) -> str:
-    if dtype not in _QDTYPE_NAMES:
-        supported = ", ".join(_QDTYPES)
-        raise UserInputError(f"int8 export: cannot store quantized dtype {dtype} (supported: {supported})")
-    return _QDTYPE_NAMES[dtype]
+def graph_state(gm: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
+    """Every tensor the converted graph reads (its ``get_attr`` targets: int8 weights, scales, biases).
 
-
-# --- encoding: state entry -> plain tensors (added to ``out``) + a JSON spec -----------------------
-
-
-def _put(out: dict[str, torch.Tensor], name: str, t: torch.Tensor) -> None:
-    if name in out:
-        raise UserInputError(f"int8 export: two state entries would be stored under {name!r}")
-    out[name] = t.detach().cpu().contiguous()
-
-
-def _encode_per_tensor(key: str, q: torch.Tensor, out: dict[str, torch.Tensor]) -> dict[str, Any]:
-    _put(out, f"{key}{SEP}int_repr", q.int_repr())
-    _put(out, f"{key}{SEP}scale", torch.tensor(q.q_scale(), dtype=torch.float64))
-    _put(out, f"{key}{SEP}zero_point", torch.tensor(q.q_zero_point(), dtype=torch.int64))
-    return {"kind": "per_tensor", "dtype": _qdtype_name(q.dtype)}
-
-
-def _encode_per_channel(key: str, q: torch.Tensor, out: dict[str, torch.Tensor]) -> dict[str, Any]:
-    _put(out, f"{key}{SEP}int_repr", q.int_repr())
-    _put(out, f"{key}{SEP}scales", q.q_per_channel_scales().to(torch.float64))
-    _put(out, f"{key}{SEP}zero_points", q.q_per_channel_zero_points().to(torch.int64))
-    return {"kind": "per_channel", "dtype": _qdtype_name(q.dtype), "axis": int(q.q_per_channel_axis())}
-
-
-_QSCHEME_ENCODERS: dict[torch.qscheme, _Encoder] = {
-    torch.per_tensor_affine: _encode_per_tensor,
-    torch.per_channel_affine: _encode_per_channel,
-}
-
-
-def _encode(key: str, value: Any, out: dict[str, torch.Tensor]) -> dict[str, Any]:
-    if isinstance(value, torch.Tensor) and value.is_quantized:
-        encoder = _QSCHEME_ENCODERS.get(value.qscheme())
-        if encoder is None:
-            raise UserInputError(f"int8 export: {key} uses {value.qscheme()}, which cannot be stored")
-        return encoder(key, value.detach().cpu(), out)
-    if isinstance(value, torch.Tensor):
-        _put(out, key, value.clone())
-        return {"kind": "tensor"}
-    if isinstance(value, torch.dtype):
-        return {"kind": "dtype", "dtype": _qdtype_name(value)}
-    if isinstance(value, (tuple, list)):
-        return {"kind": "tuple", "items": [_encode(f"{key}{SEP}{i}", v, out) for i, v in enumerate(value)]}
-    if value is None:
-        return {"kind": "none"}
-    raise UserInputError(f"int8 export: {key} is a {type(value).__name__}, which cannot be stored")
-
-
-def encode_state(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an int8 ``state_dict()`` into plain tensors for safetensors and a JSON layout.
-
-    Args:
-        state: the converted ``GraphModule``'s state dict (quantized tensors, plain tensors,
-            ``torch.dtype`` and ``(weight, bias)`` tuples of packed linear layers).
-
-    Returns:
-        ``(tensors, layout)``: contiguous CPU tensors under their own or derived keys, and
-        ``{"entries": {state key: spec}, "versions": {module prefix: {"version": n}}}`` telling
-        :func:`decode_state` how to rebuild each entry.
+    The float weights PT2E folded into int8 constants stay registered on the module but are never
+    read; they are not part of the artefact.
     """
-    tensors: dict[str, torch.Tensor] = {}
-    entries = {key: _encode(key, value, tensors) for key, value in state.items()}
-    versions = {prefix: dict(meta) for prefix, meta in getattr(state, "_metadata", {}).items()}
-    return tensors, {"entries": entries, "versions": versions}
-
-
-# --- decoding: spec + stored tensors -> state entry ------------------------------------------------
-
-
-def _checked_qdtype(q: torch.Tensor, spec: Mapping[str, Any], key: str) -> torch.Tensor:
-    if q.dtype != _QDTYPES[spec["dtype"]]:
-        raise ValueError(f"{key}: integer data gives {q.dtype}, the layout says {spec['dtype']}")
-    return q
-
-
-def _decode_per_tensor(key: str, spec: Mapping[str, Any], take: _Take) -> torch.Tensor:
-    int_repr, scale, zero_point = (take(f"{key}{SEP}{part}") for part in ("int_repr", "scale", "zero_point"))
-    q = torch._make_per_tensor_quantized_tensor(int_repr, scale.item(), int(zero_point.item()))
-    return _checked_qdtype(q, spec, key)
-
-
-def _decode_per_channel(key: str, spec: Mapping[str, Any], take: _Take) -> torch.Tensor:
-    int_repr, scales, zero_points = (take(f"{key}{SEP}{p}") for p in ("int_repr", "scales", "zero_points"))
-    q = torch._make_per_channel_quantized_tensor(int_repr, scales, zero_points, int(spec["axis"]))
-    return _checked_qdtype(q, spec, key)
-
-
-def _decode_tuple(key: str, spec: Mapping[str, Any], take: _Take) -> tuple[Any, ...]:
-    return tuple(_decode(f"{key}{SEP}{i}", item, take) for i, item in enumerate(spec["items"]))
-
-
-_DECODERS: dict[str, _Decoder] = {
-    "tensor": lambda key, spec, take: take(key),
-    "per_tensor": _decode_per_tensor,
-    "per_channel": _decode_per_channel,
-    "dtype": lambda key, spec, take: _QDTYPES[spec["dtype"]],
-    "tuple": _decode_tuple,
-    "none": lambda key, spec, take: None,
-}
-
-
-def _decode(key: str, spec: Mapping[str, Any], take: _Take) -> Any:
-    return _DECODERS[spec["kind"]](key, spec, take)
-
-
-def decode_state(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any]) -> OrderedDict[str, Any]:
-    """Rebuild the int8 state dict from stored tensors and their layout (inverse of :func:`encode_state`).
-
-    Args:
-        tensors: the safetensors file's tensors.
-        layout: ``{"entries", "versions"}`` from the file's header.
-
-    Returns:
-        The state dict (with its ``_metadata`` versions), quantized tensors rebuilt with
-        ``torch._make_per_channel_quantized_tensor`` / ``torch._make_per_tensor_quantized_tensor``.
-
-    Raises:
-        ValueError: a tensor the layout needs is missing, one is left unused, or a spec is malformed.
-    """
-    unused = dict(tensors)
-
-    def take(name: str) -> torch.Tensor:
-        if name not in unused:
-            raise ValueError(f"tensor {name!r} is missing")
-        return unused.pop(name)
-
-    try:
-        state = OrderedDict((key, _decode(key, spec, take)) for key, spec in layout["entries"].items())
-        versions = OrderedDict((prefix, dict(v)) for prefix, v in layout["versions"].items())
-        state._metadata = versions  # type: ignore[attr-defined]
-    except (KeyError, TypeError, AttributeError, RuntimeError) as e:
-        raise ValueError(f"malformed layout ({type(e).__name__}: {e})") from None
-    if unused:
-        raise ValueError(f"unexpected tensors {sorted(unused)[:3]}")
+    state = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" and node.target not in state:
+            value = gm
+            for part in str(node.target).split("."):
+                value = getattr(value, part)
+            if isinstance(value, torch.Tensor):
+                state[str(node.target)] = value.detach().cpu().contiguous()
     return state
+
+
+def _is_per_tensor_qdq(node: torch.fx.Node) -> bool:
+    target = node.target
+    return (
+        node.op == "call_function"
+        and getattr(target, "namespace", None) == "quantized_decomposed"
+        and any(str(getattr(target, "_overloadpacket", target)).endswith(op) for op in _QUANT_OPS)
+        and isinstance(node.args[1], float)
+    )
+
+
+def graph_qparams(gm: torch.fx.GraphModule) -> dict[str, list[float | int]]:
+    """``{node name: [scale, zero point, qmin, qmax]}`` of every per-tensor quantize/dequantize node."""
+    return {n.name: [float(n.args[1]), int(n.args[2]), int(n.args[3]), int(n.args[4])]
+            for n in gm.graph.nodes if _is_per_tensor_qdq(n)}  # fmt: skip
+
+
+def _set_qparams(gm: torch.fx.GraphModule, qparams: Mapping[str, Any], what: str) -> None:
+    nodes = {n.name: n for n in gm.graph.nodes if _is_per_tensor_qdq(n)}
+    if set(nodes) != set(qparams):
+        missing, unexpected = sorted(set(nodes) - set(qparams))[:3], sorted(set(qparams) - set(nodes))[:3]
+        raise UserInputError(f"{what}: missing quantization nodes {missing}, unexpected {unexpected}")
+    for name, node in nodes.items():
+        value = qparams[name]
+        if not (
+            isinstance(value, list) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value)
+        ):
+            raise UserInputError(f"{what}: malformed quantization parameters for {name}: {value!r}")
+        scale, zp, qmin, qmax = value
+        node.args = (node.args[0], float(scale), int(zp), int(qmin), int(qmax), *node.args[5:])
+    gm.recompile()
+
+
+def _set_state(gm: torch.fx.GraphModule, tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    expected = graph_state(gm)
+    if set(expected) != set(tensors):
+        missing, unexpected = (
+            sorted(set(expected) - set(tensors))[:3],
+            sorted(set(tensors) - set(expected))[:3],
+        )
+        raise UserInputError(f"{what}: missing tensors {missing}, unexpected tensors {unexpected}")
+    for name, t in tensors.items():
+        ref = expected[name]
+        if t.shape != ref.shape or t.dtype != ref.dtype:
+            raise UserInputError(
+                f"{what}: {name} is {t.dtype} {tuple(t.shape)}, the graph needs {ref.dtype} {tuple(ref.shape)}"
+            )
+        owner_name, _, attr = name.rpartition(".")
+        owner = gm.get_submodule(owner_name) if owner_name else gm
+        current = getattr(owner, attr)
+        if isinstance(current, nn.Parameter):
+            current.data = t.clone()
+        elif attr in getattr(owner, "_buffers", {}):
+            owner._buffers[attr] = t.clone()
+        else:
+            setattr(owner, attr, t.clone())
 
 
 # --- the card ---------------------------------------------------------------------------------------
@@ -224,13 +147,24 @@ def int8_settings(card: ModelCard) -> dict[str, Any]:
 
     Raises:
         UserInputError: the field is not an object, lacks a key, has an unknown key or a value this
-            version cannot rebuild.
+            version cannot rebuild (an artefact of the earlier FX flow gets its own message).
     """
     where = str(card.path or card.name)
     info = card.extra.get("int8")
     expected = ", ".join(f"{k!r}" for k in _INT8_FIELDS)
     if not isinstance(info, dict):
         raise UserInputError(f"{where}: field 'int8' must be an object with {expected}, got {info!r}")
+    if info.get("flow") == "fx":
+        source = (
+            card.extra.get("quantization", {}).get("source")
+            if isinstance(card.extra.get("quantization"), dict)
+            else None
+        )
+        hint = f" from {source}" if source else " from its float model"
+        raise UserInputError(
+            f"{where}: an int8 model written by the FX flow of an earlier datafree, which is no longer supported; "
+            f"re-create it with datafree quantize --int8{hint}"
+        )
     unknown = sorted(set(info) - set(_INT8_FIELDS))
     if unknown:
         raise UserInputError(f"{where}: unknown key(s) {unknown} in field 'int8' (expected {expected})")
@@ -247,7 +181,12 @@ def int8_settings(card: ModelCard) -> dict[str, Any]:
 
 
 def save_int8(
-    model: nn.Module, out_dir: str | Path, like: ModelCard, *, keep_last_float: bool = True, **fields: Any
+    model: torch.fx.GraphModule,
+    out_dir: str | Path,
+    like: ModelCard,
+    *,
+    keep_last_float: bool = True,
+    **fields: Any,
 ) -> ModelCard:
     """Write an int8 model as ``out_dir/model.safetensors`` + ``out_dir/model.json``.
 
@@ -261,19 +200,19 @@ def save_int8(
     Returns:
         The card as written.
     """
-    tensors, layout = encode_state(model.state_dict())
+    layout = {"flow": INT8_FLOW, "qparams": graph_qparams(model)}
     metadata = {"format": INT8_FORMAT, "layout": json.dumps(layout, separators=(",", ":"))}
     int8 = {"engine": INT8_ENGINE, "flow": INT8_FLOW, "keep_last_float": keep_last_float}
     return save_state(
-        tensors, out_dir, like=like, arch=portable_arch(like), name="model", metadata=metadata,
+        graph_state(model), out_dir, like=like, arch=portable_arch(like), name="model", metadata=metadata,
         card_name=f"{like.name or 'model'}_int8", arch_kwargs=dict(like.arch_kwargs),
         module_shapes=dict(like.module_shapes), int8=int8, **fields,
     )  # fmt: skip
 
 
-def _graph(card: ModelCard, keep_last_float: bool) -> nn.Module:
+def _graph(card: ModelCard, keep_last_float: bool) -> torch.fx.GraphModule:
     """The int8 graph of the card's float architecture; its values are placeholders until loaded."""
-    zeros = torch.zeros(1, *card.input_shape)
+    zeros = torch.zeros(2, *card.input_shape)
     return export_int8(build_model(card).eval(), zeros, keep_last_float=keep_last_float)
 
 
@@ -284,30 +223,18 @@ def _read_layout(path: Path, metadata: Mapping[str, str]) -> dict[str, Any]:
         layout = json.loads(metadata["layout"])
     except (KeyError, json.JSONDecodeError):
         layout = None
-    parts = ("entries", "versions")
-    if not isinstance(layout, dict) or not all(isinstance(layout.get(k), dict) for k in parts):
-        raise UserInputError(f"{path}: missing or malformed int8 layout in the safetensors header")
+    if (
+        not isinstance(layout, dict)
+        or layout.get("flow") != INT8_FLOW
+        or not isinstance(layout.get("qparams"), dict)
+    ):
+        raise UserInputError(
+            f"{path}: missing or malformed {INT8_FLOW} int8 layout in the safetensors header"
+        )
     return layout
 
 
-def _load_state_strict(model: nn.Module, state: Mapping[str, Any], what: str) -> None:
-    """Load ``state`` into ``model``: exactly the graph's own keys, then torch's shape checks.
-
-    Quantized modules read their entries directly, so a missing key would be a bare ``KeyError``:
-    the key sets are compared first.
-    """
-    expected, got = set(model.state_dict()), set(state)
-    if expected != got:
-        missing, unexpected = sorted(expected - got)[:3], sorted(got - expected)[:3]
-        raise UserInputError(f"{what}: missing keys {missing}, unexpected keys {unexpected}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, KeyError, ValueError) as e:
-        detail = " ".join(str(e).split("\n\t", 1)[-1].split())[:200]  # without torch's "Error(s) in" line
-        raise UserInputError(f"{what}: {detail}") from None
-
-
-def load_int8(card: ModelCard, wpath: Path) -> nn.Module:
+def load_int8(card: ModelCard, wpath: Path) -> torch.fx.GraphModule:
     """Rebuild a saved int8 model on CPU (called by :func:`datafree.cards.load_model`).
 
     Args:
@@ -315,23 +242,22 @@ def load_int8(card: ModelCard, wpath: Path) -> nn.Module:
         wpath: the safetensors file (its sha256 already checked against the card).
 
     Returns:
-        The int8 ``GraphModule`` in eval mode, on CPU.
+        The int8 ``GraphModule`` on CPU.
     """
     settings = int8_settings(card)
     if wpath.suffix != ".safetensors" or not wpath.is_file():
         raise UserInputError(f"int8 weights must be an existing .safetensors file, got {wpath}")
     tensors, metadata = read_safetensors(wpath)
     layout = _read_layout(wpath, metadata)
-    with warnings.catch_warnings():
-        # torch warns that quantized tensor constructors are deprecated, as the FX flow itself is
-        warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
-        try:
-            state = decode_state(tensors, layout)
-        except ValueError as e:
-            raise UserInputError(f"{wpath}: {e}") from None
     model = _graph(card, settings["keep_last_float"])
-    _load_state_strict(model, state, f"{wpath.name} does not match the int8 graph of arch {card.arch!r}")
-    return model.eval()
+    what = f"{wpath.name} does not match the int8 graph of arch {card.arch!r}"
+    _set_qparams(model, layout["qparams"], what)
+    _set_state(model, tensors, what)
+    return model
 
 
-WEIGHT_LOADERS[INT8_FORMAT] = load_int8
+def _load_int8_card(card: ModelCard, wpath: Path, trust_checkpoint: bool = False) -> nn.Module:
+    return load_int8(card, wpath)
+
+
+WEIGHT_LOADERS[INT8_FORMAT] = _load_int8_card
