@@ -37,6 +37,7 @@ import torch
 
 from ..errors import UserInputError
 from .digits import resize_images
+from .files import folder_class_index, normalized_npz_pixels
 
 __all__ = ["EvalData", "open_eval_data", "folder_class_index", "IMG_EXTENSIONS"]
 
@@ -72,50 +73,6 @@ class EvalData:
 
 
 # --- label mapping ---------------------------------------------------------------------------------
-
-
-def folder_class_index(
-    names: list[str], num_classes: int, classes: list[str] | None, where: str
-) -> dict[str, int]:
-    """Class index of each class folder (see the module docstring for the rules).
-
-    Args:
-        names: the class folder names.
-        num_classes: the model's number of classes.
-        classes: the card's class names, when it has them.
-        where: the dataset, for error messages.
-
-    Returns:
-        ``{folder name: class index}``.
-    """
-    if classes:
-        lookup = {str(c): i for i, c in enumerate(classes)}
-        unknown = [n for n in names if n not in lookup]
-        if not unknown:
-            return {n: lookup[n] for n in names}
-        if not all(n.isdigit() for n in names):
-            raise UserInputError(
-                f"{where}: class folder(s) {', '.join(sorted(unknown)[:3])} are not among the card's classes "
-                f"({', '.join(map(str, classes[:3]))}, ...); name folders by class name or class index"
-            )
-    if all(n.isdigit() for n in names):
-        index = {n: int(n) for n in names}
-        bad = sorted((n for n, i in index.items() if i >= num_classes), key=int)
-        if bad:
-            raise UserInputError(
-                f"{where}: class folder {bad[0]} is not a class of a {num_classes}-class model"
-            )
-        return index
-    if len(names) == num_classes:
-        return {n: i for i, n in enumerate(sorted(names))}
-    raise UserInputError(
-        f"{where}: {len(names)} class folders for a {num_classes}-class model and no way to tell which "
-        "class each "
-        "is; name folders 0..K-1 or add a 'classes' list to the card"
-    )
-
-
-# --- ImageFolder (streamed) ---------------------------------------------------------------------------
 
 
 class _FolderDataset(torch.utils.data.Dataset):
@@ -329,8 +286,6 @@ def _npz(path: Path, card: Any, batch_size: int) -> EvalData:
             if "images" not in z or "labels" not in z:
                 raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
             images, labels = z["images"], z["labels"]
-            from .files import normalized_npz_pixels
-
             pixels = normalized_npz_pixels({k: z[k] for k in z.files}, path)  # datafree export --normalized
     except (OSError, ValueError, EOFError) as e:
         raise UserInputError(f"{path}: not a readable .npz file ({e})") from None

@@ -102,8 +102,6 @@ def load_normalized_npz(path: str | Path, card: Any) -> torch.Tensor | None:
 def _load_image_folder(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image
 
-    from .evalsets import folder_class_index
-
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     if not classes:
         raise UserInputError(f"{path}: an ImageFolder directory needs one sub-directory per class")
@@ -142,3 +140,47 @@ def load_labelled(path: str | Path, input_shape: tuple[int, int, int]) -> tuple[
     else:
         raise UserInputError(f"{path}: expected an ImageFolder directory or an .npz file")
     return resize_images(x, tuple(input_shape)), y
+
+
+def folder_class_index(
+    names: list[str], num_classes: int, classes: list[str] | None, where: str
+) -> dict[str, int]:
+    """Class index of each class folder (see the module docstring for the rules).
+
+    Args:
+        names: the class folder names.
+        num_classes: the model's number of classes.
+        classes: the card's class names, when it has them.
+        where: the dataset, for error messages.
+
+    Returns:
+        ``{folder name: class index}``.
+    """
+    if classes:
+        lookup = {str(c): i for i, c in enumerate(classes)}
+        unknown = [n for n in names if n not in lookup]
+        if not unknown:
+            return {n: lookup[n] for n in names}
+        if not all(n.isdigit() for n in names):
+            raise UserInputError(
+                f"{where}: class folder(s) {', '.join(sorted(unknown)[:3])} are not among the card's classes "
+                f"({', '.join(map(str, classes[:3]))}, ...); name folders by class name or class index"
+            )
+    if all(n.isdigit() for n in names):
+        index = {n: int(n) for n in names}
+        bad = sorted((n for n, i in index.items() if i >= num_classes), key=int)
+        if bad:
+            raise UserInputError(
+                f"{where}: class folder {bad[0]} is not a class of a {num_classes}-class model"
+            )
+        return index
+    if len(names) == num_classes:
+        return {n: i for i, n in enumerate(sorted(names))}
+    raise UserInputError(
+        f"{where}: {len(names)} class folders for a {num_classes}-class model and no way to tell which "
+        "class each "
+        "is; name folders 0..K-1 or add a 'classes' list to the card"
+    )
+
+
+# --- ImageFolder (streamed) ---------------------------------------------------------------------------
