@@ -20,7 +20,9 @@ from .cards import LoadedModel, load_model, save_model
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
 from .evaluate import evaluate_model
+from .metrics import StagePeakMemory
 from .models import create_model, default_student_for
+from .precision import options as precision_options
 from .sources import DatasetSource, NoiseSource, SurrogateSource
 from .utils import atomic_write_json, count_params, device_of, model_size_bytes, resolve_device
 
@@ -29,7 +31,7 @@ __all__ = ["prepare_out_dir", "make_student", "distill_to_dir", "compress", "DEF
 DEFAULT_NUM_IMAGES = 1024
 # Files datafree writes into an --out directory; a directory holding anything else is refused.
 _OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
-        "prune", "quantize", "int8", "generator.json", "online.json"}  # fmt: skip
+        "prune", "quantize", "int8", "generator.json", "online.json", "metrics.jsonl", "tensorboard"}  # fmt: skip
 
 
 def prepare_out_dir(path: str | Path) -> Path:
@@ -181,6 +183,7 @@ def compress(
     dist.run_on_main(lambda: prepare_out_dir(out))
     t_metrics = evaluate_model(lm.model, lm.card)
     stages: dict[str, float] = {}
+    resources: dict[str, dict[str, Any]] = {}
     report: dict[str, Any] = {
         "teacher": {"card": str(lm.card.path), "name": lm.card.name, "arch": lm.card.arch, **_summary(t_metrics)},
         "method": method,
@@ -193,44 +196,68 @@ def compress(
         from .online import distill_online_to_dir
 
         t0 = time.perf_counter()
-        s_report = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd, seed=seed, **(synth_options or {}))
+        with StagePeakMemory(dev) as mem:
+            s_report = distill_online_to_dir(lm, method, out, student_arch=student, kd=kd, seed=seed, **(synth_options or {}))
         stages["distill"] = round(time.perf_counter() - t0, 2)
+        resources["distill"] = {**mem.result, **_kd_rate(kd, s_report)}
     else:
         t0 = time.perf_counter()
-        ds = synthesize_dataset(lm, method, out / "data", num_images, seed=seed, **(synth_options or {}))
+        with StagePeakMemory(dev) as mem:
+            ds = synthesize_dataset(lm, method, out / "data", num_images, seed=seed, **(synth_options or {}))
         stages["synthesize"] = round(time.perf_counter() - t0, 2)
+        secs = float(ds.manifest.get("seconds") or 0.0)  # over every run that wrote shards (resumes too)
+        rate = {"images_per_s": round(ds.manifest["images_written"] / secs, 2)} if secs > 0 else {}
+        resources["synthesize"] = {**mem.result, **rate}
         report["data"] = {"dir": str(ds.root), "num_images": ds.manifest["images_written"]}
         source = DatasetSource(ds.root, lm.card, dev, seed=seed)
         s_report = None
         if run_student:
-            s_report = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc="distill")
+            with StagePeakMemory(dev) as mem:
+                s_report = distill_to_dir(lm, source, out, student_arch=student, kd=kd, seed=seed, desc="distill")
             stages["distill"] = s_report["seconds"]
+            resources["distill"] = {**mem.result, **_kd_rate(kd, s_report)}
     if s_report is not None:
         _student_report(report, s_report, t_metrics, out)
     if baseline and s_report is not None:
         n_noise = report.get("data", {}).get("num_images", num_images)
         noise = NoiseSource(n_noise, lm.card, dev, seed=seed)
-        b = distill_to_dir(
-            lm, noise, out / "baseline", student_arch=s_report["arch"], kd=kd, seed=seed, desc="noise baseline", save=False
-        )
+        with StagePeakMemory(dev) as mem:
+            b = distill_to_dir(
+                lm, noise, out / "baseline", student_arch=s_report["arch"], kd=kd, seed=seed, desc="noise baseline",
+                save=False,
+            )  # fmt: skip
         stages["baseline"] = b["seconds"]
+        resources["baseline"] = {**mem.result, **_kd_rate(kd, b)}
         report["noise_baseline"] = {"accuracy": b["accuracy"], "num_images": n_noise, "seconds": b["seconds"]}
     final = load_model(out / "model.json", dev) if s_report is not None else lm
     if prune is not None:
-        final = _prune_stage(final, prune, importance, report, out, kd, seed, method, synth_options)
+        with StagePeakMemory(dev) as mem:
+            final = _prune_stage(final, prune, importance, report, out, kd, seed, method, synth_options)
         stages["prune"] = report["prune"]["seconds"]
+        resources["prune"] = mem.result
     if bits is not None:
-        final = _quantize_stage(final, bits, report, out, seed)
+        with StagePeakMemory(dev) as mem:
+            final = _quantize_stage(final, bits, report, out, seed)
         stages["quantize"] = report["quantize"]["seconds"]
+        resources["quantize"] = mem.result
     report["final_card"] = str(final.card.path)
     report["profile"] = _profile(lm, out, s_report is not None, prune is not None)
     if bits is not None:
         report["profile"]["quantized"] = _quantized_profile(report["quantize"], list(report["profile"].values())[-1])
     report["stages_seconds"] = stages
+    report["stages_resources"] = resources  # peak memory (RSS on CPU, max allocated on GPU), images/s
+    report["precision"] = dataclasses.asdict(precision_options())
     report["kd"] = dataclasses.asdict(kd)
     if dist.is_main():
         atomic_write_json(out / "report.json", report)
     return report
+
+
+def _kd_rate(kd: KDConfig, rep: dict[str, Any]) -> dict[str, float]:
+    """Images per second through the KD stage of ``rep`` (the epochs this run trained)."""
+    epochs = kd.epochs - int(rep.get("resumed_from_epoch", 0))
+    images = epochs * kd.steps_per_epoch * kd.batch_size
+    return {"images_per_s": round(images / rep["seconds"], 2)} if rep.get("seconds") and images > 0 else {}
 
 
 def _student_report(report: dict[str, Any], s_report: dict[str, Any], t_metrics: dict[str, Any], out: Path) -> None:

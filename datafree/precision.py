@@ -1,0 +1,136 @@
+"""Mixed precision, channels_last and compiled modules: one switch for every training loop.
+
+The command line sets the options once per process (:func:`configure`, from ``--precision``,
+``--channels-last`` and ``--compile``); the hot loops (DeepInversion, the online generators, the
+KD stage and therefore pruning recovery and quantization fine-tuning) ask this module for
+
+* :func:`autocast`: ``torch.autocast`` in bf16 or fp16 around the network forward passes (a no-op in
+  fp32). Losses and BatchNorm statistics are reduced in fp32 (:func:`fp32`, ``datafree.hooks``);
+* :func:`grad_scaler`: a ``torch.amp.GradScaler`` enabled only in fp16 (loss scaling: fp16 gradients
+  underflow without it; bf16 has fp32's exponent range and needs none);
+* :func:`prepare_module` / :func:`prepare_input`: channels_last memory format for 4-D tensors;
+* :func:`maybe_compile`: ``torch.compile`` of a module when ``--compile`` is on.
+
+Defaults (``precision="auto"``) are chosen per device by measurement (docs/speed.md): fp32 on CPU
+(bf16 was slower on this repository's CPUs without AMX, see the table there), bf16 on CUDA devices
+that support it, else fp16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserInputError
+
+__all__ = [
+    "PRECISIONS",
+    "RunOptions",
+    "configure",
+    "options",
+    "resolve_precision",
+    "autocast",
+    "fp32",
+    "grad_scaler",
+    "prepare_module",
+    "prepare_input",
+    "maybe_compile",
+]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class RunOptions:
+    """The process-wide speed options (see the module docstring)."""
+
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (resolved; never "auto")
+    channels_last: bool = False
+    compile: bool = False
+
+
+_OPTIONS = RunOptions()
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto`` -> the measured default for ``device``; fp16 on CPU is refused with a clear message.
+
+    Raises:
+        UserInputError: an unknown precision, or fp16 on a CPU.
+    """
+    dev = torch.device(device)
+    if precision not in PRECISIONS:
+        raise UserInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        if dev.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if precision == "fp16" and dev.type == "cpu":
+        raise UserInputError("--precision fp16 needs a GPU (CPU kernels have no fast fp16 path); use bf16 or fp32 on CPU")
+    return precision
+
+
+def configure(
+    precision: str = "fp32", channels_last: bool = False, compile: bool = False, device: torch.device | str = "cpu"
+) -> RunOptions:
+    """Set the process-wide options (the CLI calls this once per command); returns them."""
+    global _OPTIONS
+    _OPTIONS = RunOptions(resolve_precision(precision, device), bool(channels_last), bool(compile))
+    return _OPTIONS
+
+
+def options() -> RunOptions:
+    """The current options."""
+    return _OPTIONS
+
+
+def autocast(device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` at the configured precision on ``device``'s type; a no-op in fp32."""
+    p = _OPTIONS.precision
+    if p == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=_DTYPES[p])
+
+
+@contextlib.contextmanager
+def _no_autocast(device_type: str) -> Iterator[None]:
+    with torch.autocast(device_type, enabled=False):
+        yield
+
+
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 (losses and statistics are reduced in fp32 under any precision)."""
+    return x if x.dtype == torch.float32 or not x.is_floating_point() else x.float()
+
+
+def grad_scaler(device: torch.device | str) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled in fp16 only (``scale``/``step``/``update`` pass through otherwise)."""
+    dev = torch.device(device)
+    return torch.amp.GradScaler(dev.type, enabled=_OPTIONS.precision == "fp16")
+
+
+def prepare_module(module: nn.Module) -> nn.Module:
+    """``module`` in channels_last memory format when that option is on (in place; returned)."""
+    if _OPTIONS.channels_last:
+        module.to(memory_format=torch.channels_last)
+    return module
+
+
+def prepare_input(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D batch in channels_last memory format when that option is on."""
+    if _OPTIONS.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def maybe_compile(module: nn.Module) -> nn.Module:
+    """``torch.compile(module)`` when ``--compile`` is on, else ``module`` itself."""
+    if not _OPTIONS.compile:
+        return module
+    return torch.compile(module)  # type: ignore[return-value]
