@@ -501,6 +501,16 @@ def compress(
     click.echo(f"stages (s): {rep['stages_seconds']}; report {Path(out) / 'report.json'}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", "-o", "png", type=click.Path(path_type=Path), default=None, help="PNG path (default RUN_DIR/metrics.png).")
+def plot(run_dir: Path, png: Path | None) -> None:
+    """Draw a run's loss curves and accuracies (RUN_DIR/metrics.jsonl, report.json) into a PNG."""
+    from datafree.plot import plot_run
+
+    click.echo(f"wrote {plot_run(run_dir, png)}")
+
+
 # --- prune (datafree.prune) ---------------------------------------------------------------------
 @cli.command()
 @click.option("--model", "-m", "model", required=True, help="Card path, directory with model.json, or shipped name.")

@@ -78,7 +78,7 @@ class SyntheticDataset:
             ds.manifest["num_images"] = manifest["num_images"]
             ds.manifest["num_shards"] = -(-manifest["num_images"] // manifest["shard_size"])
             return ds
-        logs = ("metrics.jsonl", "tensorboard")  # a run's own logs (datafree.metrics) may come first
+        logs = ("metrics.jsonl", "metrics.png", "tensorboard")  # a run's own logs (datafree.metrics) may come first
         if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".") and p.name not in logs):
             raise UserInputError(f"output directory {root} is not empty and holds no dataset; choose another --out")
         root.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ __all__ = ["prepare_out_dir", "make_student", "distill_to_dir", "compress", "DEF
 DEFAULT_NUM_IMAGES = 1024
 # Files datafree writes into an --out directory; a directory holding anything else is refused.
 _OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
-        "prune", "quantize", "int8", "generator.json", "online.json", "metrics.jsonl", "tensorboard"}  # fmt: skip
+        "prune", "quantize", "int8", "generator.json", "online.json", "metrics.jsonl", "metrics.png", "tensorboard"}  # fmt: skip
 
 
 def prepare_out_dir(path: str | Path) -> Path:
