@@ -201,6 +201,114 @@ def run_case(method: str, teacher: str, device: torch.device, reps: int, memory:
     return row
 
 
+# --- through the CLI: t(N+1 steps) - t(1 step) of the real `datafree synthesize` command -------------
+SUITE = Path("/work/cache/suite")
+
+
+def teacher_card(name: str, workdir: Path) -> str:
+    """A card path or shipped name for ``name``: a shipped teacher, a suite teacher cached under
+    ``/work/cache/suite/<name>/model.json`` (issue 11), or for ``resnet18_32`` / ``resnet34_32`` a
+    randomly initialised torchvision network at 3x32x32 (BN running statistics of random weights are
+    fine for step timing)."""
+    from datafree.cards import shipped_teachers
+
+    if name in shipped_teachers() or name.endswith(".json"):
+        return name
+    cached = SUITE / name / "model.json"
+    if cached.is_file():
+        return str(cached)
+    arch = {"resnet18_32": "resnet18", "resnet34_32": "resnet34", "resnet50_224": "resnet50"}.get(name)
+    if arch is None:
+        raise SystemExit(f"unknown teacher {name!r}: a shipped name, a card path, or resnet18_32/resnet34_32")
+    import torchvision
+
+    from datafree.cards import save_model
+
+    size = 224 if name.endswith("224") else 32
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(num_classes=10)
+    card = save_model(model, workdir / name, arch=arch, num_classes=10, input_shape=[3, size, size],
+                      mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], card_name=name)  # fmt: skip
+    return str(card.path)
+
+
+def _cli_seconds(card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str]) -> float:
+    """Wall seconds of ``datafree synthesize`` writing one shard of ``batch`` images in ``steps`` steps."""
+    import shutil
+    import time
+
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-c", "import cli; cli.main()", "synthesize", "--teacher", card, "-n", str(batch),
+           "--batch-size", str(batch), "--iterations", str(steps), "--out", str(out), "--threads", str(threads),
+           "--quiet", *extra]  # fmt: skip
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def _bare_fn(card: str, batch: int, device: torch.device, precision: str, channels_last: bool) -> Any:
+    from datafree import precision as prec
+    from datafree.cards import load_model
+
+    prec.configure(precision, channels_last, False, device)
+    lm = load_model(card, device)
+    model = prec.prepare_module(lm.model)
+    g = torch.Generator().manual_seed(1)
+    x = prec.prepare_input(torch.randn((batch, *lm.card.input_shape), generator=g).to(device)).requires_grad_(True)
+    y = torch.randint(0, lm.card.num_classes, (batch,), generator=g).to(device)
+
+    def bare() -> None:
+        x.grad = None
+        with prec.autocast(device):
+            logits = model(x)
+        F.cross_entropy(logits.float(), y).backward()
+
+    return bare
+
+
+def cli_mode(args: argparse.Namespace) -> None:
+    """DeepInversion step through the CLI, ``(t(N+1) - t(1)) / N``, against a bare forward+backward."""
+    import tempfile
+
+    device = setup(args.device, args.threads)
+    extra = ["--device", args.device, "--precision", args.precision] + (["--channels-last"] if args.channels_last else [])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="datafree-cli-bench-") as tmp:
+        work = Path(tmp)
+        for name in [t for t in args.teachers.split(",") if t]:
+            card = teacher_card(name, work)
+            for batch in [int(b) for b in args.batches.split(",") if b]:
+                bare = _bare_fn(card, batch, device, args.precision, args.channels_last)
+                for _ in range(3):
+                    bare()
+                long_t, short_t, bare_t = [], [], []
+                for _ in range(args.reps):  # interleaved: long run, short run, bare passes
+                    long_t.append(_cli_seconds(card, batch, args.steps + 1, args.threads, work / "ds", extra))
+                    short_t.append(_cli_seconds(card, batch, 1, args.threads, work / "ds", extra))
+                    b = interleaved([bare], device, args.steps, warmup=1)[0]
+                    bare_t.append(statistics.median(b))
+                step = [(a - b) / args.steps for a, b in zip(long_t, short_t, strict=True)]
+                row = {"teacher": name, "card": card if not card.startswith(tmp) else f"random {name}",
+                       "batch_size": batch, "steps": args.steps, "threads": args.threads,
+                       "precision": args.precision, "channels_last": args.channels_last,
+                       "cli_step_ms": 1e3 * statistics.median(step), "bare_ms": 1e3 * statistics.median(bare_t),
+                       "ratio": median_ratio(step, bare_t), "reps": args.reps}  # fmt: skip
+                rows.append(row)
+                print(f"{name} b{batch}: step {row['cli_step_ms']:.1f} ms, bare {row['bare_ms']:.1f} ms, "
+                      f"{row['ratio']:.2f}x", file=sys.stderr)  # fmt: skip
+    info = machine(device)
+    header = ["teacher", "batch", "CLI step ms", "bare fwd+bwd ms", "CLI step / bare"]
+    table = [[r["teacher"], r["batch_size"], f"{r['cli_step_ms']:.1f}", f"{r['bare_ms']:.1f}", f"**{r['ratio']:.2f}x**"]
+             for r in rows]  # fmt: skip
+    print(f"Machine: {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, device {info['device']}, "
+          f"precision {args.precision}{', channels_last' if args.channels_last else ''}\n")  # fmt: skip
+    print(markdown_table(header, table))
+    from datafree.utils import atomic_write_json
+
+    atomic_write_json(args.out, {"machine": info, "mode": "cli", "rows": rows})
+
+
 def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -209,7 +317,19 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     ap.add_argument("--out", default=str(RESULTS / "synthesis_overhead.json"))
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: memory subprocess
+    ap.add_argument("--cli", action="store_true",
+                    help="time the DeepInversion step through the real command: (t(N+1 steps) - t(1 step)) / N")  # fmt: skip
+    ap.add_argument("--teachers", default="resnet8_digits,resnet18_32", help="--cli: teachers (shipped, suite or resnet18_32)")
+    ap.add_argument("--batches", default="64,128,256", help="--cli: batch sizes")
+    ap.add_argument("--steps", type=int, default=10, help="--cli: N")
+    ap.add_argument("--threads", type=int, default=2, help="--cli: torch threads (CLI --threads and the bare pass)")
+    ap.add_argument("--precision", default="fp32", help="--cli: --precision of both")
+    ap.add_argument("--channels-last", action="store_true", help="--cli: --channels-last for both")
     args = ap.parse_args(argv)
+    if args.cli:
+        if args.out == str(RESULTS / "synthesis_overhead.json"):
+            args.out = str(RESULTS / "synthesis_overhead_cli.json")
+        return cli_mode(args)
     device = setup(args.device)
     if args.probe:
         method, teacher, kind = args.probe.split(":")

@@ -40,7 +40,6 @@ def set_log_every(seconds: float) -> None:
     if not seconds > 0:
         raise ValueError(f"log interval must be > 0, got {seconds}")
     _LOG_EVERY = float(seconds)
-    _LAST_LINE[0] = time.monotonic()
 
 
 def _fmt_seconds(s: float) -> str:
@@ -127,7 +126,7 @@ class LineProgress:
         self.n += n
         now = time.monotonic()
         interval = self.interval if self.interval is not None else _LOG_EVERY
-        if now - _LAST_LINE[0] >= interval:
+        if now - max(_LAST_LINE[0], self._t0) >= interval:  # the first line one interval after the start
             _LAST_LINE[0] = now
             stream = self.stream or sys.stderr
             stream.write(self.line() + "\n")
