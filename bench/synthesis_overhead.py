@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -232,19 +234,23 @@ def teacher_card(name: str, workdir: Path) -> str:
     return str(card.path)
 
 
-def _cli_seconds(card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str]) -> float:
-    """Wall seconds of ``datafree synthesize`` writing one shard of ``batch`` images in ``steps`` steps."""
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _cli_seconds(card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of ``datafree synthesize`` writing one shard of ``batch`` images in ``steps`` steps."""
     import shutil
-    import time
 
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-c", "import cli; cli.main()", "synthesize", "--teacher", card, "-n", str(batch),
            "--batch-size", str(batch), "--iterations", str(steps), "--out", str(out), "--threads", str(threads),
            "--quiet", *extra]  # fmt: skip
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    t0 = time.perf_counter()
+    c0, t0 = _children_cpu(), time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _children_cpu() - c0
 
 
 def _bare_fn(card: str, batch: int, device: torch.device, precision: str, channels_last: bool) -> Any:
@@ -282,25 +288,31 @@ def cli_mode(args: argparse.Namespace) -> None:
                 bare = _bare_fn(card, batch, device, args.precision, args.channels_last)
                 for _ in range(3):
                     bare()
-                long_t, short_t, bare_t = [], [], []
+                long_t, short_t, bare_t, bare_cpu = [], [], [], []
                 for _ in range(args.reps):  # interleaved: long run, short run, bare passes
                     long_t.append(_cli_seconds(card, batch, args.steps + 1, args.threads, work / "ds", extra))
                     short_t.append(_cli_seconds(card, batch, 1, args.threads, work / "ds", extra))
-                    b = interleaved([bare], device, args.steps, warmup=1)[0]
+                    c0 = time.process_time()
+                    b = interleaved([bare], device, args.steps, warmup=0)[0]
+                    bare_cpu.append((time.process_time() - c0) / args.steps)
                     bare_t.append(statistics.median(b))
-                step = [(a - b) / args.steps for a, b in zip(long_t, short_t, strict=True)]
+                step = [(a[0] - b[0]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
+                step_cpu = [(a[1] - b[1]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
                 row = {"teacher": name, "card": card if not card.startswith(tmp) else f"random {name}",
                        "batch_size": batch, "steps": args.steps, "threads": args.threads,
                        "precision": args.precision, "channels_last": args.channels_last,
                        "cli_step_ms": 1e3 * statistics.median(step), "bare_ms": 1e3 * statistics.median(bare_t),
-                       "ratio": median_ratio(step, bare_t), "reps": args.reps}  # fmt: skip
+                       "ratio": median_ratio(step, bare_t), "reps": args.reps,
+                       "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu), "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
+                       "cpu_ratio": median_ratio(step_cpu, bare_cpu),
+                       "load_average": os.getloadavg()[0]}  # fmt: skip
                 rows.append(row)
                 print(f"{name} b{batch}: step {row['cli_step_ms']:.1f} ms, bare {row['bare_ms']:.1f} ms, "
-                      f"{row['ratio']:.2f}x", file=sys.stderr)  # fmt: skip
+                      f"{row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU time", file=sys.stderr)  # fmt: skip
     info = machine(device)
-    header = ["teacher", "batch", "CLI step ms", "bare fwd+bwd ms", "CLI step / bare"]
-    table = [[r["teacher"], r["batch_size"], f"{r['cli_step_ms']:.1f}", f"{r['bare_ms']:.1f}", f"**{r['ratio']:.2f}x**"]
-             for r in rows]  # fmt: skip
+    header = ["teacher", "batch", "CLI step ms", "bare fwd+bwd ms", "CLI step / bare (wall)", "(CPU time)"]
+    table = [[r["teacher"], r["batch_size"], f"{r['cli_step_ms']:.1f}", f"{r['bare_ms']:.1f}", f"**{r['ratio']:.2f}x**",
+              f"{r['cpu_ratio']:.2f}x"] for r in rows]  # fmt: skip
     print(f"Machine: {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, device {info['device']}, "
           f"precision {args.precision}{', channels_last' if args.channels_last else ''}\n")  # fmt: skip
     print(markdown_table(header, table))
