@@ -33,10 +33,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from bench.common import interleaved, machine, markdown_table, median_ratio, sync  # noqa: E402
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from bench.common import interleaved, machine, markdown_table, median_ratio, sync  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -58,7 +58,9 @@ def _model(name: str, size: int) -> tuple[torch.nn.Module, str]:
 def _card(size: int) -> Any:
     from datafree.cards import ModelCard
 
-    return ModelCard(arch="resnet", weights="", num_classes=10, input_shape=[3, size, size], mean=[0.5] * 3, std=[0.25] * 3)
+    return ModelCard(
+        arch="resnet", weights="", num_classes=10, input_shape=[3, size, size], mean=[0.5] * 3, std=[0.25] * 3
+    )
 
 
 def _peak(device: torch.device, fn: Any, calls: int = 2) -> float | None:
@@ -84,7 +86,9 @@ def di_case(name: str, size: int, batch: int, prec: str, device: torch.device, r
     synth = create_synthesizer("deepinversion", model, _card(size), batch_size=batch, iterations=100)
     synth.reset(batch, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
-    x = precision.prepare_input(torch.randn((batch, 3, size, size), generator=g).to(device)).requires_grad_(True)
+    x = precision.prepare_input(torch.randn((batch, 3, size, size), generator=g).to(device)).requires_grad_(
+        True
+    )
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
 
     def bare() -> None:
@@ -98,12 +102,18 @@ def di_case(name: str, size: int, batch: int, prec: str, device: torch.device, r
 
     t_step, t_bare = interleaved([step, bare], device, reps, warmup=2)
     return {
-        "kind": "di_vs_bare", "model": arch, "input": size, "batch_size": batch, "precision": prec,
+        "kind": "di_vs_bare",
+        "model": arch,
+        "input": size,
+        "batch_size": batch,
+        "precision": prec,
         "channels_last": precision.options().channels_last,
-        "step_ms": round(1e3 * statistics.median(t_step), 2), "bare_ms": round(1e3 * statistics.median(t_bare), 2),
+        "step_ms": round(1e3 * statistics.median(t_step), 2),
+        "bare_ms": round(1e3 * statistics.median(t_bare), 2),
         "ratio": round(median_ratio(t_step, t_bare), 3),
-        "step_peak_mib": _peak(device, step), "bare_peak_mib": _peak(device, bare),
-    }  # fmt: skip
+        "step_peak_mib": _peak(device, step),
+        "bare_peak_mib": _peak(device, bare),
+    }
 
 
 def kd_case(size: int, batch: int, steps: int, prec: str, device: torch.device) -> dict[str, Any]:
@@ -132,9 +142,17 @@ def kd_case(size: int, batch: int, steps: int, prec: str, device: torch.device) 
     sync(device)
     seconds = time.perf_counter() - t0
     peak = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
-    return {"kind": "kd", "teacher": arch, "student": "torchvision resnet18", "input": size, "batch_size": batch,
-            "precision": prec, "steps": steps, "images_per_s": round(steps * batch / seconds, 1),
-            "peak_mib": peak}  # fmt: skip
+    return {
+        "kind": "kd",
+        "teacher": arch,
+        "student": "torchvision resnet18",
+        "input": size,
+        "batch_size": batch,
+        "precision": prec,
+        "steps": steps,
+        "images_per_s": round(steps * batch / seconds, 1),
+        "peak_mib": peak,
+    }
 
 
 def torchrun_case(tmp: Path, epochs: int) -> dict[str, Any]:
@@ -142,18 +160,41 @@ def torchrun_case(tmp: Path, epochs: int) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     ds = tmp / "ds"
-    subprocess.run([sys.executable, "-c", "import cli; cli.main()", "synthesize", "-n", "1024", "--out", str(ds),
-                    "--iterations", "20", "--quiet"], check=True, env=env)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import cli; cli.main()",
+            "synthesize",
+            "-n",
+            "1024",
+            "--out",
+            str(ds),
+            "--iterations",
+            "20",
+            "--quiet",
+        ],
+        check=True,
+        env=env,
+    )
     args = ["distill", "--data", str(ds), "--epochs", str(epochs), "--quiet", "--kd-batch-size", "256"]
     out = {}
-    for label, prefix in (("1gpu", [sys.executable, "-c", "import cli; cli.main()"]),
-                          ("2gpu", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                    str(root / "cli.py")])):  # fmt: skip
+    for label, prefix in (
+        ("1gpu", [sys.executable, "-c", "import cli; cli.main()"]),
+        (
+            "2gpu",
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(root / "cli.py")],
+        ),
+    ):
         t0 = time.perf_counter()
         subprocess.run([*prefix, *args, "--out", str(tmp / label)], check=True, env=env)
         out[f"{label}_s"] = round(time.perf_counter() - t0, 2)
-    return {"kind": "torchrun", "command": "datafree distill --data (1024 images) " + " ".join(args[3:]), **out,
-            "speedup": round(out["1gpu_s"] / out["2gpu_s"], 3)}  # fmt: skip
+    return {
+        "kind": "torchrun",
+        "command": "datafree distill --data (1024 images) " + " ".join(args[3:]),
+        **out,
+        "speedup": round(out["1gpu_s"] / out["2gpu_s"], 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:  # noqa: D103
@@ -195,11 +236,30 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     from datafree.utils import atomic_write_json
 
     atomic_write_json(args.out, result)
-    table = [[r["model"], r["input"], r["batch_size"], r["precision"], r["step_ms"], r["bare_ms"], f"**{r['ratio']}x**",
-              f"{r['step_peak_mib']} / {r['bare_peak_mib']}"] for r in rows if r["kind"] == "di_vs_bare"]  # fmt: skip
-    print(markdown_table(["teacher", "px", "batch", "precision", "DI step ms", "bare ms", "ratio", "peak MiB"], table))
-    kd_rows = [[r["teacher"], r["batch_size"], r["precision"], r["images_per_s"], r["peak_mib"]] for r in rows
-               if r["kind"] == "kd"]  # fmt: skip
+    table = [
+        [
+            r["model"],
+            r["input"],
+            r["batch_size"],
+            r["precision"],
+            r["step_ms"],
+            r["bare_ms"],
+            f"**{r['ratio']}x**",
+            f"{r['step_peak_mib']} / {r['bare_peak_mib']}",
+        ]
+        for r in rows
+        if r["kind"] == "di_vs_bare"
+    ]
+    print(
+        markdown_table(
+            ["teacher", "px", "batch", "precision", "DI step ms", "bare ms", "ratio", "peak MiB"], table
+        )
+    )
+    kd_rows = [
+        [r["teacher"], r["batch_size"], r["precision"], r["images_per_s"], r["peak_mib"]]
+        for r in rows
+        if r["kind"] == "kd"
+    ]
     print()
     print(markdown_table(["KD teacher -> resnet18", "batch", "precision", "images/s", "peak MiB"], kd_rows))
     print(f"\nwrote {args.out}")

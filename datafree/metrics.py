@@ -29,7 +29,16 @@ import torch
 
 from .errors import UserInputError
 
-__all__ = ["MetricsSink", "open_run", "close_run", "current", "log_step", "log_event", "log_image", "METRICS_FILE"]
+__all__ = [
+    "MetricsSink",
+    "open_run",
+    "close_run",
+    "current",
+    "log_step",
+    "log_event",
+    "log_image",
+    "METRICS_FILE",
+]
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -94,15 +103,24 @@ class MetricsSink:
             w = self._tb()
             at = self._global.get(stage, int(record["step"]))
             for k, v in record.items():
-                if k not in ("stage", "step", "total_steps", "time", "event", "epoch") and isinstance(v, (int, float)):
+                if k not in ("stage", "step", "total_steps", "time", "event", "epoch") and isinstance(
+                    v, (int, float)
+                ):
                     w.add_scalar(f"{stage}/{k}", v, at)
             w.flush()
         return record
 
     def step(
-        self, stage: str, step: int, terms: dict[str, Any], *, total: int | None = None, lr: float | None = None,
-        images: int = 0, extra: dict[str, Any] | None = None,
-    ) -> dict[str, Any] | None:  # fmt: skip
+        self,
+        stage: str,
+        step: int,
+        terms: dict[str, Any],
+        *,
+        total: int | None = None,
+        lr: float | None = None,
+        images: int = 0,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
         """Record step ``step`` of ``stage`` if it is a logged one; ``images`` is this step's batch size.
 
         Returns the record written (numbers; the caller may show its loss), or None.
@@ -225,8 +243,10 @@ def _reset_hwm() -> bool:
 
 
 class StagePeakMemory:
-    """Peak memory of the code inside the ``with`` block: CUDA ``max_memory_allocated`` on a GPU, else
-    the process's peak resident set (reset at entry on Linux; otherwise the peak since start).
+    """Peak memory of the code inside the ``with`` block.
+
+    CUDA ``max_memory_allocated`` on a GPU, else the process's peak resident set (reset at entry on
+    Linux; otherwise the peak since start).
 
     After the block, ``result`` is ``{"peak_memory_mb": float, "memory": "cuda_max_allocated" | "rss" |
     "rss_since_start"}`` (empty when nothing could be measured).

@@ -30,7 +30,9 @@ def load_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl`` (torn or foreign lines are skipped)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
-        raise UserInputError(f"{run_dir} has no {METRICS_FILE}; run a datafree command with --out {run_dir} first")
+        raise UserInputError(
+            f"{run_dir} has no {METRICS_FILE}; run a datafree command with --out {run_dir} first"
+        )
     out = []
     for line in path.read_text().splitlines():
         try:
@@ -62,7 +64,9 @@ def _curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]
     return curves
 
 
-def _accuracies(run_dir: Path, records: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, list[float]]]:
+def _accuracies(
+    run_dir: Path, records: list[dict[str, Any]]
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     final: dict[str, float] = {}
     report_path = run_dir / "report.json"
     if report_path.is_file():
@@ -87,8 +91,14 @@ def _accuracies(run_dir: Path, records: list[dict[str, Any]]) -> tuple[dict[str,
     return final, epochs
 
 
-def _panel(d: Any, box: tuple[int, int, int, int], title: str, series: list[tuple[str, list[tuple[float, float]]]],
-           log: bool, ylabel: str) -> None:  # fmt: skip
+def _panel(
+    d: Any,
+    box: tuple[int, int, int, int],
+    title: str,
+    series: list[tuple[str, list[tuple[float, float]]]],
+    log: bool,
+    ylabel: str,
+) -> None:
     x0, y0, x1, y1 = box
     d.rectangle(box, outline="black")
     d.text((x0, y0 - 16), title, fill="black")
@@ -154,14 +164,27 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     img = Image.new("RGB", (cols * pw, rows * ph + 30), "white")
     d = ImageDraw.Draw(img)
     d.text((10, 8), f"datafree run {run}", fill="black")
-    boxes = [(c * pw + 70, 30 + r * ph + 30, (c + 1) * pw - 20, 30 + (r + 1) * ph - 40) for r in range(rows) for c in range(cols)]
+    boxes = [
+        (c * pw + 70, 30 + r * ph + 30, (c + 1) * pw - 20, 30 + (r + 1) * ph - 40)
+        for r in range(rows)
+        for c in range(cols)
+    ]
     for box, (stage, pts) in zip(boxes, curves.items()):  # noqa: B905 - fewer curves than boxes
         positive = all(y > 0 for _, y in pts)
-        _panel(d, box, f"{stage}: main loss", [(stage, pts)], positive, "total" if stage == "synthesize" else "loss")
+        _panel(
+            d,
+            box,
+            f"{stage}: main loss",
+            [(stage, pts)],
+            positive,
+            "total" if stage == "synthesize" else "loss",
+        )
     if final or epochs:
         box = boxes[len(curves)]
         if epochs:
-            series = [(f"{s} (epoch)", [(float(i + 1), a) for i, a in enumerate(v)]) for s, v in epochs.items()]
+            series = [
+                (f"{s} (epoch)", [(float(i + 1), a) for i, a in enumerate(v)]) for s, v in epochs.items()
+            ]
             _panel(d, box, "test accuracy per KD epoch", series, False, "accuracy")
             x0, y0 = box[0], box[1] + 40
         else:

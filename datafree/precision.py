@@ -72,12 +72,17 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "fp32"
     if precision == "fp16" and dev.type == "cpu":
-        raise UserInputError("--precision fp16 needs a GPU (CPU kernels have no fast fp16 path); use bf16 or fp32 on CPU")
+        raise UserInputError(
+            "--precision fp16 needs a GPU (CPU kernels have no fast fp16 path); use bf16 or fp32 on CPU"
+        )
     return precision
 
 
 def configure(
-    precision: str = "fp32", channels_last: bool = False, compile: bool = False, device: torch.device | str = "cpu"
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    device: torch.device | str = "cpu",
 ) -> RunOptions:
     """Set the process-wide options (the CLI calls this once per command); returns them."""
     global _OPTIONS

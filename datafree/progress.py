@@ -50,8 +50,10 @@ def _fmt_seconds(s: float) -> str:
 
 
 class LineProgress:
-    """A tqdm-like object (``update``, ``set_postfix``, ``set_description``, ``close``, iteration) that
-    writes one plain line every ``interval`` seconds to ``stream`` instead of redrawing a bar.
+    """A tqdm-like progress object that writes one plain line every ``interval`` seconds.
+
+    It has tqdm's ``update``, ``set_postfix``, ``set_description``, ``close`` and iteration, and
+    writes to ``stream`` instead of redrawing a bar.
 
     Args:
         iterable: optional iterable to wrap.
@@ -100,7 +102,9 @@ class LineProgress:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = True, **kwargs: Any) -> None:
+    def set_postfix(
+        self, ordered_dict: dict[str, Any] | None = None, refresh: bool = True, **kwargs: Any
+    ) -> None:
         """Values shown after the rate (the main loss)."""
         self.postfix = {**(ordered_dict or {}), **kwargs}
 
@@ -147,7 +151,7 @@ def _is_tty(stream: Any) -> bool:
 
 
 def progress(it: Iterable[T] | None = None, **kwargs: Any) -> Any:
-    """tqdm on stderr when it is a terminal, a :class:`LineProgress` otherwise; nothing when quiet."""
+    """Tqdm on stderr when it is a terminal, a :class:`LineProgress` otherwise; nothing when quiet."""
     from tqdm.auto import tqdm
 
     if _QUIET or kwargs.get("disable"):

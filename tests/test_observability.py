@@ -1,5 +1,4 @@
-"""Precision options, off-terminal progress lines, metrics.jsonl, --tensorboard, `datafree plot`,
-per-stage resources in report.json (issue 13)."""
+"""Issue 13: precision options, progress lines, metrics.jsonl, --tensorboard, plot, report resources."""
 
 from __future__ import annotations
 
@@ -107,7 +106,9 @@ def test_cli_fp16_on_cpu_is_one_line_exit_2(tmp_path):
 
     from cli import cli
 
-    r = CliRunner().invoke(cli, ["synthesize", "-n", "4", "--out", str(tmp_path / "d"), "--precision", "fp16"])
+    r = CliRunner().invoke(
+        cli, ["synthesize", "-n", "4", "--out", str(tmp_path / "d"), "--precision", "fp16"]
+    )
     assert r.exit_code == 2
     assert r.output.strip().startswith("error: --precision fp16 needs a GPU") and r.output.count("\n") == 1
 
@@ -129,8 +130,21 @@ def test_synthesize_writes_metrics_jsonl_with_every_loss_term_and_progress_lines
 def test_distill_metrics_have_loss_lr_images_per_s_and_epoch_records(run, tmp_path):
     ds, out = tmp_path / "ds", tmp_path / "student"
     assert run("synthesize", "-n", 16, "--out", ds, "--quiet", *TINY_DI).exit_code == 0
-    r = run("distill", "--data", ds, "--out", out, "--epochs", 2, "--steps-per-epoch", 10, "--kd-batch-size", 8,
-            "--quiet", "--channels-last")  # fmt: skip
+    r = run(
+        "distill",
+        "--data",
+        ds,
+        "--out",
+        out,
+        "--epochs",
+        2,
+        "--steps-per-epoch",
+        10,
+        "--kd-batch-size",
+        8,
+        "--quiet",
+        "--channels-last",
+    )
     assert r.exit_code == 0, r.output
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in recs if r.get("stage") == "distill" and "event" not in r]
@@ -142,8 +156,23 @@ def test_distill_metrics_have_loss_lr_images_per_s_and_epoch_records(run, tmp_pa
     data = (out / "metrics.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     # a rerun (resume) accepts the directory with its logs and plot in it
-    assert run("distill", "--data", ds, "--out", out, "--epochs", 2, "--steps-per-epoch", 10, "--kd-batch-size", 8,
-               "--quiet").exit_code == 0  # fmt: skip
+    assert (
+        run(
+            "distill",
+            "--data",
+            ds,
+            "--out",
+            out,
+            "--epochs",
+            2,
+            "--steps-per-epoch",
+            10,
+            "--kd-batch-size",
+            8,
+            "--quiet",
+        ).exit_code
+        == 0
+    )
 
 
 def test_plot_without_metrics_is_a_user_error(run, tmp_path):
@@ -182,14 +211,30 @@ def test_tensorboard_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch)
 
 def test_compress_report_has_peak_memory_and_images_per_s_per_stage(run, tmp_path):
     out = tmp_path / "c"
-    r = run("compress", "--out", out, "-n", 16, "--iterations", 3, "--epochs", 1, "--steps-per-epoch", 4,
-            "--kd-batch-size", 8, "--quiet")  # fmt: skip
+    r = run(
+        "compress",
+        "--out",
+        out,
+        "-n",
+        16,
+        "--iterations",
+        3,
+        "--epochs",
+        1,
+        "--steps-per-epoch",
+        4,
+        "--kd-batch-size",
+        8,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     res = rep["stages_resources"]
     assert set(res) == {"synthesize", "distill", "baseline"}
     for stage in res.values():
-        assert stage["peak_memory_mb"] > 50 and stage["images_per_s"] > 0 and stage["memory"].startswith("rss")
+        assert (
+            stage["peak_memory_mb"] > 50 and stage["images_per_s"] > 0 and stage["memory"].startswith("rss")
+        )
     assert rep["precision"] == {"precision": "fp32", "channels_last": False, "compile": False}
     stages = {json.loads(line).get("stage") for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert {"synthesize", "distill", "noise baseline"} <= stages
@@ -197,8 +242,13 @@ def test_compress_report_has_peak_memory_and_images_per_s_per_stage(run, tmp_pat
 
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    p = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run"], capture_output=True, text=True,
-                       env={**__import__("os").environ, "GPU_CHECK_OUT": str(out)}, timeout=300)  # fmt: skip
+    p = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "GPU_CHECK_OUT": str(out), "PYTHON": sys.executable},
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["dry_run"] is True and res["device"] == "cpu"
@@ -211,7 +261,9 @@ def test_channel_mean_var_channels_last_path_matches_and_has_gradients():
     from datafree.stats import channel_mean_var
 
     g = torch.Generator().manual_seed(0)
-    x = (torch.randn(6, 5, 4, 3, generator=g, dtype=torch.float64) * 2 + 50).contiguous(memory_format=torch.channels_last)
+    x = (torch.randn(6, 5, 4, 3, generator=g, dtype=torch.float64) * 2 + 50).contiguous(
+        memory_format=torch.channels_last
+    )
     x.requires_grad_(True)
     mean, var = channel_mean_var(x)
     ref_var, ref_mean = torch.var_mean(x.detach(), dim=(0, 2, 3), unbiased=False)
