@@ -223,7 +223,7 @@ def distill(
     model = dist.wrap_ddp(precision.prepare_module(student))  # gradients averaged over ranks
     precision.prepare_module(teacher)
     forward, t_forward = precision.maybe_compile(model), precision.maybe_compile(teacher)
-    scaler = precision.grad_scaler(device)  # loss scaling in fp16; a pass-through otherwise
+    scaler = precision.grad_scaler(device, "kd")  # loss scaling in fp16; a pass-through otherwise
     rounds = max(1, cfg.steps_per_epoch // cfg.kd_steps)
     bar = progress(total=total_steps, initial=start_epoch * cfg.steps_per_epoch, desc=desc)
     for epoch in range(start_epoch, cfg.epochs):
@@ -240,7 +240,7 @@ def distill(
                         aug = kd_augmentation(input_shape or list(x.shape[1:]), cfg.flip).to(device)
                     x = aug(x)
                 x = precision.prepare_input(x)
-                with precision.autocast(device):
+                with precision.autocast(device, "kd"):
                     if student_objective is not None:
                         loss = precision.fp32(student_objective(forward, teacher, x))
                     else:

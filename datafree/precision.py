@@ -11,9 +11,9 @@ KD stage and therefore pruning recovery and quantization fine-tuning) ask this m
 * :func:`prepare_module` / :func:`prepare_input`: channels_last memory format for 4-D tensors;
 * :func:`maybe_compile`: ``torch.compile`` of a module when ``--compile`` is on.
 
-Defaults (``precision="auto"``) are chosen per device by measurement (docs/speed.md): fp32 on CPU
-(bf16 was slower on this repository's CPUs without AMX, see the table there), bf16 on CUDA devices
-that support it, else fp16.
+Defaults (``precision="auto"``) are chosen per device and loop by measurement (docs/speed.md): on
+CUDA bf16 where supported, else fp16; on a CPU with native bf16 (AVX512-BF16/AMX) bf16 for pixel
+synthesis and fp32 for the KD stage and the online generators; fp32 on other CPUs.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTO_CPU_BF16 = True  # measured: docs/speed.md (synthesis loops only; fidelity checked by a compress run)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -50,16 +51,36 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class RunOptions:
     """The process-wide speed options (see the module docstring)."""
 
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (resolved; never "auto")
+    precision: str = "fp32"  # pixel synthesis (DeepInversion): fp32 | bf16 | fp16 (resolved; never "auto")
     channels_last: bool = False
     compile: bool = False
+    kd_precision: str = "fp32"  # the KD stage (student training, pruning recovery, quantization fine-tuning)
+    generator_precision: str = "fp32"  # the online generators' steps (DAFL, ZSKT, DFAD)
 
 
 _OPTIONS = RunOptions()
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto`` -> the measured default for ``device``; fp16 on CPU is refused with a clear message.
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX-BF16; Linux ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str, loop: str = "synthesis") -> str:
+    """``auto`` -> the measured default for ``device`` and ``loop``; fp16 on CPU is refused clearly.
+
+    ``auto`` is bf16 (fp16 where bf16 is unsupported) on CUDA; on a CPU with native bf16 it is bf16
+    for pixel synthesis (``loop="synthesis"``: the teacher's forward+backward dominates) and fp32 for
+    the KD stage (``"kd"``), where bf16 was slower on this repository's CPU, and for the online
+    generators (``"generator"``), whose fidelity in bf16 was not checked (docs/speed.md); fp32 otherwise.
 
     Raises:
         UserInputError: an unknown precision, or fp16 on a CPU.
@@ -70,7 +91,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision == "auto":
         if dev.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
+        return "bf16" if AUTO_CPU_BF16 and loop == "synthesis" and cpu_has_native_bf16() else "fp32"
     if precision == "fp16" and dev.type == "cpu":
         raise UserInputError(
             "--precision fp16 needs a GPU (CPU kernels have no fast fp16 path); use bf16 or fp32 on CPU"
@@ -86,7 +107,13 @@ def configure(
 ) -> RunOptions:
     """Set the process-wide options (the CLI calls this once per command); returns them."""
     global _OPTIONS
-    _OPTIONS = RunOptions(resolve_precision(precision, device), bool(channels_last), bool(compile))
+    _OPTIONS = RunOptions(
+        resolve_precision(precision, device),
+        bool(channels_last),
+        bool(compile),
+        resolve_precision(precision, device, "kd"),
+        resolve_precision(precision, device, "generator"),
+    )
     return _OPTIONS
 
 
@@ -95,9 +122,13 @@ def options() -> RunOptions:
     return _OPTIONS
 
 
-def autocast(device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
-    """``torch.autocast`` at the configured precision on ``device``'s type; a no-op in fp32."""
-    p = _OPTIONS.precision
+def _loop_precision(loop: str) -> str:
+    return {"kd": _OPTIONS.kd_precision, "generator": _OPTIONS.generator_precision}.get(loop, _OPTIONS.precision)
+
+
+def autocast(device: torch.device | str, loop: str = "synthesis") -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` at the precision of ``loop`` (synthesis, generator, kd); a no-op in fp32."""
+    p = _loop_precision(loop)
     if p == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=_DTYPES[p])
@@ -114,10 +145,10 @@ def fp32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float32 or not x.is_floating_point() else x.float()
 
 
-def grad_scaler(device: torch.device | str) -> torch.amp.GradScaler:
-    """A gradient scaler, enabled in fp16 only (``scale``/``step``/``update`` pass through otherwise)."""
+def grad_scaler(device: torch.device | str, loop: str = "synthesis") -> torch.amp.GradScaler:
+    """A gradient scaler for ``loop``, enabled in fp16 only (a pass-through otherwise)."""
     dev = torch.device(device)
-    return torch.amp.GradScaler(dev.type, enabled=_OPTIONS.precision == "fp16")
+    return torch.amp.GradScaler(dev.type, enabled=_loop_precision(loop) == "fp16")
 
 
 def prepare_module(module: nn.Module) -> nn.Module:

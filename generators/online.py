@@ -141,7 +141,7 @@ class OnlineSynthesizer(Synthesizer):
         total = config.iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: factor(s, total))
         self.rng = torch.Generator().manual_seed(config.seed)
-        self.scaler = precision.grad_scaler(self.device)
+        self.scaler = precision.grad_scaler(self.device, "generator")
         self.steps = 0
         self.z: torch.Tensor | None = None  # the current z batch (reuse_z backends)
         self.z_consumed = True
@@ -209,7 +209,7 @@ class OnlineSynthesizer(Synthesizer):
             z = self.z
         else:
             z = self.draw_z(self.config.batch_size)
-        with frozen_bn_statistics(student), precision.autocast(self.device):
+        with frozen_bn_statistics(student), precision.autocast(self.device, "generator"):
             loss, logs = self.generator_loss(z, student)
         loss = precision.fp32(loss)
         params = [p for p in self.generator.parameters() if p.requires_grad]

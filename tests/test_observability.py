@@ -65,7 +65,10 @@ def test_progress_is_lines_off_terminal_and_nothing_when_quiet(monkeypatch):
 def test_precision_resolution_and_fp16_refused_on_cpu():
     from datafree.errors import UserInputError
 
-    assert precision.resolve_precision("auto", "cpu") == "fp32"
+    native = precision.cpu_has_native_bf16()
+    assert precision.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert precision.resolve_precision("auto", "cpu", "kd") == "fp32"
+    assert precision.resolve_precision("auto", "cpu", "generator") == "fp32"
     assert precision.resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(UserInputError, match="fp16 needs a GPU"):
         precision.resolve_precision("fp16", "cpu")
@@ -235,7 +238,7 @@ def test_compress_report_has_peak_memory_and_images_per_s_per_stage(run, tmp_pat
         assert (
             stage["peak_memory_mb"] > 50 and stage["images_per_s"] > 0 and stage["memory"].startswith("rss")
         )
-    assert rep["precision"] == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert rep["precision"]["kd_precision"] == "fp32" and rep["precision"]["channels_last"] is False
     stages = {json.loads(line).get("stage") for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert {"synthesize", "distill", "noise baseline"} <= stages
 
