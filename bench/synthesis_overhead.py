@@ -1,4 +1,4 @@
-"""Synthesis overhead: one backend step against the physical limit, a bare teacher forward+backward.
+r"""Synthesis overhead: one backend step against the physical limit, a bare teacher forward+backward.
 
 For every registered backend (``generators.GENERATORS``) on the shipped teachers (BN backends on
 ``resnet8_digits`` only; the others on ``resnet8_digits`` and ``lenet5_digits``), at the backend's
@@ -23,6 +23,20 @@ Usage::
     PYTHONPATH=. python bench/synthesis_overhead.py [--device cpu] [--reps 20] [--methods a,b]
 
 Prints a markdown table and writes ``bench/results/synthesis_overhead.json``.
+
+``--cli`` times the DeepInversion step through the real command instead: ``datafree synthesize``
+writing one shard of B images with N+1 and with 1 iterations, in fresh processes, the step being
+``(t(N+1) - t(1)) / N`` (start-up, loading, the first step's warm-up and writing cancel out),
+against a bare teacher forward+backward of batch B in the bench process with the same threads,
+precision and memory format; runs are interleaved (long, short, bare) ``--reps`` times and the
+table gives medians and the median per-round ratio, by wall time and by CPU time (children's
+``getrusage``; less sensitive to other jobs on a shared machine)::
+
+    PYTHONPATH=. python bench/synthesis_overhead.py --cli --teachers resnet8_digits,resnet18_32 \
+        --batches 64,128,256 --threads 2 --steps 20 --reps 3 [--precision bf16 --channels-last]
+
+``resnet18_32`` is the suite teacher cached at ``/work/cache/suite/resnet18_32/model.json`` when it
+exists, else a randomly initialised torchvision ResNet-18 at 3x32x32.
 """
 
 from __future__ import annotations
@@ -208,10 +222,12 @@ SUITE = Path("/work/cache/suite")
 
 
 def teacher_card(name: str, workdir: Path) -> str:
-    """A card path or shipped name for ``name``: a shipped teacher, a suite teacher cached under
-    ``/work/cache/suite/<name>/model.json`` (issue 11), or for ``resnet18_32`` / ``resnet34_32`` a
-    randomly initialised torchvision network at 3x32x32 (BN running statistics of random weights are
-    fine for step timing)."""
+    """A card path or shipped name for ``name``.
+
+    A shipped teacher, a suite teacher cached under ``/work/cache/suite/<name>/model.json`` (issue 11),
+    or for ``resnet18_32`` / ``resnet34_32`` a randomly initialised torchvision network at 3x32x32
+    (BN running statistics of random weights are fine for step timing).
+    """
     from datafree.cards import shipped_teachers
 
     if name in shipped_teachers() or name.endswith(".json"):
@@ -239,8 +255,10 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _cli_seconds(card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str]) -> tuple[float, float]:
-    """Wall and CPU seconds of ``datafree synthesize`` writing one shard of ``batch`` images in ``steps`` steps."""
+def _cli_seconds(
+    card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str]
+) -> tuple[float, float]:
+    """Wall and CPU seconds of ``datafree synthesize``: one shard of ``batch`` images, ``steps`` steps."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
@@ -261,7 +279,8 @@ def _bare_fn(card: str, batch: int, device: torch.device, precision: str, channe
     lm = load_model(card, device)
     model = prec.prepare_module(lm.model)
     g = torch.Generator().manual_seed(1)
-    x = prec.prepare_input(torch.randn((batch, *lm.card.input_shape), generator=g).to(device)).requires_grad_(True)
+    x = prec.prepare_input(torch.randn((batch, *lm.card.input_shape), generator=g).to(device))
+    x.requires_grad_(True)
     y = torch.randint(0, lm.card.num_classes, (batch,), generator=g).to(device)
 
     def bare() -> None:
@@ -278,7 +297,8 @@ def cli_mode(args: argparse.Namespace) -> None:
     import tempfile
 
     device = setup(args.device, args.threads)
-    extra = ["--device", args.device, "--precision", args.precision] + (["--channels-last"] if args.channels_last else [])
+    extra = ["--device", args.device, "--precision", args.precision]
+    extra += ["--channels-last"] if args.channels_last else []
     rows = []
     with tempfile.TemporaryDirectory(prefix="datafree-cli-bench-") as tmp:
         work = Path(tmp)
@@ -303,7 +323,8 @@ def cli_mode(args: argparse.Namespace) -> None:
                        "precision": args.precision, "channels_last": args.channels_last,
                        "cli_step_ms": 1e3 * statistics.median(step), "bare_ms": 1e3 * statistics.median(bare_t),
                        "ratio": median_ratio(step, bare_t), "reps": args.reps,
-                       "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu), "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
+                       "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu),
+                       "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
                        "cpu_ratio": median_ratio(step_cpu, bare_cpu),
                        "load_average": os.getloadavg()[0]}  # fmt: skip
                 rows.append(row)
@@ -331,10 +352,10 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: memory subprocess
     ap.add_argument("--cli", action="store_true",
                     help="time the DeepInversion step through the real command: (t(N+1 steps) - t(1 step)) / N")  # fmt: skip
-    ap.add_argument("--teachers", default="resnet8_digits,resnet18_32", help="--cli: teachers (shipped, suite or resnet18_32)")
+    ap.add_argument("--teachers", default="resnet8_digits,resnet18_32", help="--cli: shipped, suite or resnet18_32")
     ap.add_argument("--batches", default="64,128,256", help="--cli: batch sizes")
     ap.add_argument("--steps", type=int, default=10, help="--cli: N")
-    ap.add_argument("--threads", type=int, default=2, help="--cli: torch threads (CLI --threads and the bare pass)")
+    ap.add_argument("--threads", type=int, default=2, help="--cli: torch threads (CLI and bare pass)")
     ap.add_argument("--precision", default="fp32", help="--cli: --precision of both")
     ap.add_argument("--channels-last", action="store_true", help="--cli: --channels-last for both")
     args = ap.parse_args(argv)
