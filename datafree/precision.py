@@ -79,8 +79,8 @@ def resolve_precision(precision: str, device: torch.device | str, loop: str = "s
 
     ``auto`` is bf16 (fp16 where bf16 is unsupported) on CUDA; on a CPU with native bf16 it is bf16
     for pixel synthesis (``loop="synthesis"``: the teacher's forward+backward dominates) and fp32 for
-    the KD stage (``"kd"``), where bf16 was slower on this repository's CPU, and for the online
-    generators (``"generator"``), whose fidelity in bf16 was not checked (docs/speed.md); fp32 otherwise.
+    the KD stage (``"kd"``) and the online generators (``"generator"``), whose fidelity in bf16 was not
+    checked (docs/speed.md); fp32 otherwise.
 
     Raises:
         UserInputError: an unknown precision, or fp16 on a CPU.
