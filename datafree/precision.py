@@ -123,7 +123,8 @@ def options() -> RunOptions:
 
 
 def _loop_precision(loop: str) -> str:
-    return {"kd": _OPTIONS.kd_precision, "generator": _OPTIONS.generator_precision}.get(loop, _OPTIONS.precision)
+    loops = {"kd": _OPTIONS.kd_precision, "generator": _OPTIONS.generator_precision}
+    return loops.get(loop, _OPTIONS.precision)
 
 
 def autocast(device: torch.device | str, loop: str = "synthesis") -> contextlib.AbstractContextManager[Any]:
