@@ -64,6 +64,9 @@ class _Group(click.Group):
             msg = " ".join(str(e).split())[:300]
             _fail(ctx, f"internal error: {type(e).__name__}: {msg} (rerun with DATAFREE_DEBUG=1 for the traceback)", 1)
         finally:
+            metrics = sys.modules.get("datafree.metrics")
+            if metrics is not None:
+                metrics.close_run()
             dist = sys.modules.get("datafree.distributed")
             if dist is not None:
                 dist.cleanup()
@@ -87,7 +90,26 @@ def _setup(device: str | None, quiet: bool, threads: int | None = None) -> Any:
     if threads:
         torch.set_num_threads(threads)
     # one process: the device asked for; under torchrun: joins the group, cuda -> cuda:LOCAL_RANK
-    return init_distributed(resolve_device(device)).device
+    dev = init_distributed(resolve_device(device)).device
+    _setup_speed(dev)
+    return dev
+
+
+def _setup_speed(dev: Any) -> None:
+    """--precision/--channels-last/--compile, --log-every, and metrics.jsonl (+ --tensorboard) in --out."""
+    from datafree import metrics, precision
+    from datafree.progress import set_log_every
+
+    ctx = click.get_current_context(silent=True)
+    speed = ctx.meta.get(_SPEED, {}) if ctx is not None else {}
+    precision.configure(speed.get("precision", "auto"), speed.get("channels_last", False), speed.get("compile", False), dev)
+    if speed.get("log_every") is not None:
+        set_log_every(speed["log_every"])
+    out = ctx.params.get("out") if ctx is not None else None
+    if out is not None:
+        metrics.open_run(out, tensorboard=bool(speed.get("tensorboard")))
+    elif speed.get("tensorboard"):
+        metrics.require_tensorboard()
 
 
 def _main_rank() -> bool:
@@ -287,9 +309,39 @@ def _add(opts: list[Any]) -> Any:
     return deco
 
 
+_SPEED = "datafree.speed"
+
+
+def _store(key: str) -> Any:
+    """A callback keeping an option's value in ``ctx.meta`` for :func:`_setup` (not a command argument)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if key == "log_every" and value is not None and not value > 0:
+            raise click.BadParameter(f"must be > 0 seconds, got {value}")
+        ctx.meta.setdefault(_SPEED, {})[key] = value
+        return value
+
+    return callback
+
+
+# Speed and observability options of every command that runs a loop (datafree.precision, datafree.metrics).
+speed_opts = [
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+                 expose_value=False, callback=_store("precision"),
+                 help="Autocast precision of the training loops (auto: measured default per device, docs/speed.md)."),
+    click.option("--channels-last", is_flag=True, expose_value=False, callback=_store("channels_last"),
+                 help="channels_last memory format for the networks and batches."),
+    click.option("--compile", is_flag=True, expose_value=False, callback=_store("compile"),
+                 help="torch.compile the KD forward passes (pays on long GPU runs; see docs/speed.md)."),
+    click.option("--log-every", type=float, default=None, expose_value=False, callback=_store("log_every"),
+                 metavar="SECONDS", help="Seconds between progress lines when stderr is not a terminal (default 30)."),
+    click.option("--tensorboard", is_flag=True, expose_value=False, callback=_store("tensorboard"),
+                 help="Also write TensorBoard scalars and samples to OUT/tensorboard (pip install 'datafree[tensorboard]')."),
+]  # fmt: skip
+
 # The options of every command that runs a backend or trains: seed, --set, --trust-checkpoint,
-# --device, --quiet, --threads (compress lists them itself: it has no --trust-checkpoint).
-run_opts = [seed_opt, set_opt, trust_opt, device_opt, quiet_opt, threads_opt]
+# --device, --quiet, --threads and the speed options (compress lists them itself: no --trust-checkpoint).
+run_opts = [seed_opt, set_opt, trust_opt, device_opt, quiet_opt, threads_opt, *speed_opts]
 
 
 @cli.command()
@@ -466,6 +518,7 @@ def evaluate(
 @device_opt
 @quiet_opt
 @threads_opt
+@_add(speed_opts)
 @config_opt
 def compress(
     teacher: str, method: str, student: str | None, num_images: int | None, out: Path, iterations: int | None,
@@ -513,6 +566,16 @@ def compress(
         click.echo(f"same student from Gaussian noise: {_acc(rep['noise_baseline']['accuracy'], where)}")
     _save_config(out)
     click.echo(f"stages (s): {rep['stages_seconds']}; report {Path(out) / 'report.json'}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", "-o", "png", type=click.Path(path_type=Path), default=None, help="PNG path (default RUN_DIR/metrics.png).")
+def plot(run_dir: Path, png: Path | None) -> None:
+    """Draw a run's loss curves and accuracies (RUN_DIR/metrics.jsonl, report.json) into a PNG."""
+    from datafree.plot import plot_run
+
+    click.echo(f"wrote {plot_run(run_dir, png)}")
 
 
 # --- prune (datafree.prune) ---------------------------------------------------------------------

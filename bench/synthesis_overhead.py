@@ -1,4 +1,4 @@
-"""Synthesis overhead: one backend step against the physical limit, a bare teacher forward+backward.
+r"""Synthesis overhead: one backend step against the physical limit, a bare teacher forward+backward.
 
 For every registered backend (``generators.GENERATORS``) on the shipped teachers (BN backends on
 ``resnet8_digits`` only; the others on ``resnet8_digits`` and ``lenet5_digits``), at the backend's
@@ -23,16 +23,32 @@ Usage::
     PYTHONPATH=. python bench/synthesis_overhead.py [--device cpu] [--reps 20] [--methods a,b]
 
 Prints a markdown table and writes ``bench/results/synthesis_overhead.json``.
+
+``--cli`` times the DeepInversion step through the real command instead: ``datafree synthesize``
+writing one shard of B images with N+1 and with 1 iterations, in fresh processes, the step being
+``(t(N+1) - t(1)) / N`` (start-up, loading, the first step's warm-up and writing cancel out),
+against a bare teacher forward+backward of batch B in the bench process with the same threads,
+precision and memory format; runs are interleaved (long, short, bare) ``--reps`` times and the
+table gives medians and the median per-round ratio, by wall time and by CPU time (children's
+``getrusage``; less sensitive to other jobs on a shared machine)::
+
+    PYTHONPATH=. python bench/synthesis_overhead.py --cli --teachers resnet8_digits,resnet18_32 \
+        --batches 64,128,256 --threads 2 --steps 20 --reps 3 [--precision bf16 --channels-last]
+
+``resnet18_32`` is the suite teacher cached at ``/work/cache/suite/resnet18_32/model.json`` when it
+exists, else a randomly initialised torchvision ResNet-18 at 3x32x32.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +217,131 @@ def run_case(method: str, teacher: str, device: torch.device, reps: int, memory:
     return row
 
 
+# --- through the CLI: t(N+1 steps) - t(1 step) of the real `datafree synthesize` command -------------
+SUITE = Path("/work/cache/suite")
+
+
+def teacher_card(name: str, workdir: Path) -> str:
+    """A card path or shipped name for ``name``.
+
+    A shipped teacher, a suite teacher cached under ``/work/cache/suite/<name>/model.json`` (issue 11),
+    or for ``resnet18_32`` / ``resnet34_32`` a randomly initialised torchvision network at 3x32x32
+    (BN running statistics of random weights are fine for step timing).
+    """
+    from datafree.cards import shipped_teachers
+
+    if name in shipped_teachers() or name.endswith(".json"):
+        return name
+    cached = SUITE / name / "model.json"
+    if cached.is_file():
+        return str(cached)
+    arch = {"resnet18_32": "resnet18", "resnet34_32": "resnet34", "resnet50_224": "resnet50"}.get(name)
+    if arch is None:
+        raise SystemExit(f"unknown teacher {name!r}: a shipped name, a card path, or resnet18_32/resnet34_32")
+    import torchvision
+
+    from datafree.cards import save_model
+
+    size = 224 if name.endswith("224") else 32
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(num_classes=10)
+    card = save_model(model, workdir / name, arch=arch, num_classes=10, input_shape=[3, size, size],
+                      mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], card_name=name)  # fmt: skip
+    return str(card.path)
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _cli_seconds(
+    card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str]
+) -> tuple[float, float]:
+    """Wall and CPU seconds of ``datafree synthesize``: one shard of ``batch`` images, ``steps`` steps."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-c", "import cli; cli.main()", "synthesize", "--teacher", card, "-n", str(batch),
+           "--batch-size", str(batch), "--iterations", str(steps), "--out", str(out), "--threads", str(threads),
+           "--quiet", *extra]  # fmt: skip
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    c0, t0 = _children_cpu(), time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0, _children_cpu() - c0
+
+
+def _bare_fn(card: str, batch: int, device: torch.device, precision: str, channels_last: bool) -> Any:
+    from datafree import precision as prec
+    from datafree.cards import load_model
+
+    prec.configure(precision, channels_last, False, device)
+    lm = load_model(card, device)
+    model = prec.prepare_module(lm.model)
+    g = torch.Generator().manual_seed(1)
+    x = prec.prepare_input(torch.randn((batch, *lm.card.input_shape), generator=g).to(device))
+    x.requires_grad_(True)
+    y = torch.randint(0, lm.card.num_classes, (batch,), generator=g).to(device)
+
+    def bare() -> None:
+        x.grad = None
+        with prec.autocast(device):
+            logits = model(x)
+        F.cross_entropy(logits.float(), y).backward()
+
+    return bare
+
+
+def cli_mode(args: argparse.Namespace) -> None:
+    """DeepInversion step through the CLI, ``(t(N+1) - t(1)) / N``, against a bare forward+backward."""
+    import tempfile
+
+    device = setup(args.device, args.threads)
+    extra = ["--device", args.device, "--precision", args.precision]
+    extra += ["--channels-last"] if args.channels_last else []
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="datafree-cli-bench-") as tmp:
+        work = Path(tmp)
+        for name in [t for t in args.teachers.split(",") if t]:
+            card = teacher_card(name, work)
+            for batch in [int(b) for b in args.batches.split(",") if b]:
+                bare = _bare_fn(card, batch, device, args.precision, args.channels_last)
+                for _ in range(3):
+                    bare()
+                long_t, short_t, bare_t, bare_cpu = [], [], [], []
+                for _ in range(args.reps):  # interleaved: long run, short run, bare passes
+                    long_t.append(_cli_seconds(card, batch, args.steps + 1, args.threads, work / "ds", extra))
+                    short_t.append(_cli_seconds(card, batch, 1, args.threads, work / "ds", extra))
+                    c0 = time.process_time()
+                    b = interleaved([bare], device, args.steps, warmup=0)[0]
+                    bare_cpu.append((time.process_time() - c0) / args.steps)
+                    bare_t.append(statistics.median(b))
+                step = [(a[0] - b[0]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
+                step_cpu = [(a[1] - b[1]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
+                row = {"teacher": name, "card": card if not card.startswith(tmp) else f"random {name}",
+                       "batch_size": batch, "steps": args.steps, "threads": args.threads,
+                       "precision": args.precision, "channels_last": args.channels_last,
+                       "cli_step_ms": 1e3 * statistics.median(step), "bare_ms": 1e3 * statistics.median(bare_t),
+                       "ratio": median_ratio(step, bare_t), "reps": args.reps,
+                       "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu),
+                       "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
+                       "cpu_ratio": median_ratio(step_cpu, bare_cpu),
+                       "load_average": os.getloadavg()[0]}  # fmt: skip
+                rows.append(row)
+                print(f"{name} b{batch}: step {row['cli_step_ms']:.1f} ms, bare {row['bare_ms']:.1f} ms, "
+                      f"{row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU time", file=sys.stderr)  # fmt: skip
+    info = machine(device)
+    header = ["teacher", "batch", "CLI step ms", "bare fwd+bwd ms", "CLI step / bare (wall)", "(CPU time)"]
+    table = [[r["teacher"], r["batch_size"], f"{r['cli_step_ms']:.1f}", f"{r['bare_ms']:.1f}", f"**{r['ratio']:.2f}x**",
+              f"{r['cpu_ratio']:.2f}x"] for r in rows]  # fmt: skip
+    print(f"Machine: {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, device {info['device']}, "
+          f"precision {args.precision}{', channels_last' if args.channels_last else ''}\n")  # fmt: skip
+    print(markdown_table(header, table))
+    from datafree.utils import atomic_write_json
+
+    atomic_write_json(args.out, {"machine": info, "mode": "cli", "rows": rows})
+
+
 def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -209,7 +350,19 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     ap.add_argument("--out", default=str(RESULTS / "synthesis_overhead.json"))
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: memory subprocess
+    ap.add_argument("--cli", action="store_true",
+                    help="time the DeepInversion step through the real command: (t(N+1 steps) - t(1 step)) / N")  # fmt: skip
+    ap.add_argument("--teachers", default="resnet8_digits,resnet18_32", help="--cli: shipped, suite or resnet18_32")
+    ap.add_argument("--batches", default="64,128,256", help="--cli: batch sizes")
+    ap.add_argument("--steps", type=int, default=10, help="--cli: N")
+    ap.add_argument("--threads", type=int, default=2, help="--cli: torch threads (CLI and bare pass)")
+    ap.add_argument("--precision", default="fp32", help="--cli: --precision of both")
+    ap.add_argument("--channels-last", action="store_true", help="--cli: --channels-last for both")
     args = ap.parse_args(argv)
+    if args.cli:
+        if args.out == str(RESULTS / "synthesis_overhead.json"):
+            args.out = str(RESULTS / "synthesis_overhead_cli.json")
+        return cli_mode(args)
     device = setup(args.device)
     if args.probe:
         method, teacher, kind = args.probe.split(":")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import deploy as _deploy  # noqa: F401  (registers the .onnx/.pt2 card loaders)
 from .cards import LoadedModel, ModelCard, load_card, load_model, save_model, shipped_teachers
 from .dataset import SyntheticDataset, export_dataset
 from .distill import DistillResult, KDConfig, distill
 from .errors import DatafreeError, UserInputError
 from .evaluate import evaluate, evaluate_model
 from .models import MODELS, create_model, list_models
-from . import deploy as _deploy  # noqa: F401  (registers the .onnx/.pt2 card loaders)
 from .quant import int8_artefact as _int8_artefact  # noqa: F401  (registers the int8 card loader)
 from .sources import DatasetSource, NoiseSource, SynthesizerSource, TensorSource
 

@@ -78,7 +78,8 @@ class SyntheticDataset:
             ds.manifest["num_images"] = manifest["num_images"]
             ds.manifest["num_shards"] = -(-manifest["num_images"] // manifest["shard_size"])
             return ds
-        if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+        logs = ("metrics.jsonl", "metrics.png", "tensorboard")  # a run's own logs (datafree.metrics) may come first
+        if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".") and p.name not in logs):
             raise UserInputError(f"output directory {root} is not empty and holds no dataset; choose another --out")
         ensure_dir(root)
         m = {"format_version": FORMAT_VERSION, **manifest}

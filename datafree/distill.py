@@ -27,9 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist
+from . import precision
 from .augment import kd_augmentation
 from .errors import NumericalError, UserInputError
 from .losses import kd_kl_loss
+from .metrics import log_event, log_step
 from .progress import progress
 from .resume import safe_torch_load
 from .sources import SurrogateSource
@@ -213,13 +215,17 @@ def distill(
         _restore_rng(state, cfg.seed, start_epoch)
         result.history = list(state["history"])
         result.resumed_from_epoch = start_epoch
-    model = dist.wrap_ddp(student)  # gradients averaged over ranks; `student` keeps the plain weights
+    model = dist.wrap_ddp(precision.prepare_module(student))  # gradients averaged over ranks
+    precision.prepare_module(teacher)
+    forward, t_forward = precision.maybe_compile(model), precision.maybe_compile(teacher)
+    scaler = precision.grad_scaler(device, "kd")  # loss scaling in fp16; a pass-through otherwise
     rounds = max(1, cfg.steps_per_epoch // cfg.kd_steps)
     bar = progress(total=total_steps, initial=start_epoch * cfg.steps_per_epoch, desc=desc)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         student.train()
         loss_sum = torch.zeros((), device=device)
+        step = epoch * cfg.steps_per_epoch
         for _ in range(rounds):
             source.update(student)
             for _ in range(cfg.kd_steps):
@@ -228,19 +234,32 @@ def distill(
                     if aug is None:
                         aug = kd_augmentation(input_shape or list(x.shape[1:]), cfg.flip).to(device)
                     x = aug(x)
-                if student_objective is not None:
-                    loss = student_objective(model, teacher, x)
-                else:
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                    loss = _student_loss(model(x), t_logits, cfg)
+                x = precision.prepare_input(x)
+                with precision.autocast(device, "kd"):
+                    if student_objective is not None:
+                        loss = precision.fp32(student_objective(forward, teacher, x))
+                    else:
+                        with torch.no_grad():
+                            t_logits = t_forward(x)
+                        s_logits = forward(x)
+                if student_objective is None:  # the loss in fp32 under any precision
+                    loss = _student_loss(precision.fp32(s_logits), precision.fp32(t_logits), cfg)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if cfg.grad_clip > 0:
+                    scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
-                opt.step()
+                lr = sched.get_last_lr()[0]
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
                 loss_sum += loss.detach()
+                step += 1
+                # numbers only on the logged steps (every N): no per-step host sync on GPU
+                record = log_step(desc, step, {"loss": loss.detach()}, total=total_steps, lr=lr,
+                                  images=x.shape[0] * world, extra={"epoch": epoch + 1})  # fmt: skip
+                if record is not None:
+                    bar.set_postfix(loss=record["loss"])
                 bar.update(1)
         # every rank sees the same mean, so all of them stop together on a blow-up
         mean_loss = dist.all_reduce_mean(loss_sum).item() / (rounds * cfg.kd_steps)
@@ -253,6 +272,7 @@ def distill(
         if eval_fn is not None:
             record["accuracy"] = eval_fn(student)
         result.history.append(record)
+        log_event(desc, "epoch", **record)
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         if ckpt_path is not None:
             rng_ranks = dist.all_gather_objects(_rng_state()) if world > 1 else None

@@ -69,6 +69,8 @@ class BNStatistics:
 
         def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             x = inputs[0]
+            if x.is_floating_point() and x.dtype != torch.float32:
+                x = x.float()  # statistics in fp32 under bf16/fp16 autocast (datafree.precision)
             if per_sample:
                 dims = tuple(range(2, x.dim()))  # (N, C, H, W) -> stats over H, W
                 if not dims:

@@ -12,7 +12,8 @@ __all__ = ["prepare_out_dir"]
 
 # Files datafree writes into an --out directory; a directory holding anything else is refused.
 _OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
-        "prune", "quantize", "int8", "generator.json", "online.json", "finetune.json", "config.yaml"}  # fmt: skip
+        "prune", "quantize", "int8", "generator.json", "online.json", "finetune.json", "config.yaml",
+        "metrics.jsonl", "metrics.png", "tensorboard"}  # fmt: skip
 
 
 def prepare_out_dir(path: str | Path) -> Path:

@@ -22,9 +22,11 @@ from .data.evalsets import open_eval_data
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
 from .evaluate import measure
+from .metrics import StagePeakMemory
 from .online_train import STUDENT_NAME, train_online
 from .outputs import prepare_out_dir
 from .plan import DEFAULT_NUM_IMAGES, Plan, make_student, plan
+from .precision import options as precision_options
 from .profile import profile_stages
 from .prune import check_ratio, create_criterion, prune_stage
 from .quant import QuantizeJob
@@ -194,6 +196,7 @@ def compress(
                         quantize=bits is not None)  # fmt: skip
     t_metrics = measure(lm.model, lm.card, eval_data)
     stages: dict[str, float] = {}
+    resources: dict[str, dict[str, Any]] = {}
     report: dict[str, Any] = {
         "teacher": {"card": str(lm.card.path), "name": lm.card.name, "arch": lm.card.arch, **_summary(t_metrics)},
         "eval_data": t_metrics["data"],
@@ -201,23 +204,31 @@ def compress(
         "seed": seed,
         "device": str(dev),
     }
-    s_report = _student_stage(lm, p, out, student, run_student, report, stages, eval_data)
+    s_report = _student_stage(lm, p, out, student, run_student, report, stages, resources, eval_data)
     if s_report is not None:
         _student_report(report, s_report, t_metrics, out)
     if baseline and s_report is not None:
-        _baseline_stage(lm, p, out, s_report["arch"], report, stages, eval_data)
+        with StagePeakMemory(dev) as mem:
+            b = _baseline_stage(lm, p, out, s_report["arch"], report, stages, eval_data)
+        resources["baseline"] = {**mem.result, **_kd_rate(p.kd, b)}
     final = load_model(out / "model.json", dev) if s_report is not None else lm
     if prune is not None:
-        final = _prune_stage(final, prune, importance, report, out, p, eval_data)
+        with StagePeakMemory(dev) as mem:
+            final = _prune_stage(final, prune, importance, report, out, p, eval_data)
         stages["prune"] = report["prune"]["seconds"]
+        resources["prune"] = mem.result
     if bits is not None:
-        final = _quantize_stage(final, bits, report, out, seed, eval_data)
+        with StagePeakMemory(dev) as mem:
+            final = _quantize_stage(final, bits, report, out, seed, eval_data)
         stages["quantize"] = report["quantize"]["seconds"]
+        resources["quantize"] = mem.result
     report["final_card"] = str(final.card.path)
     report["profile"] = _profile(lm, out, s_report is not None, prune is not None, eval_data)
     if bits is not None:
         report["profile"]["quantized"] = _quantized_profile(report["quantize"], list(report["profile"].values())[-1])
     report["stages_seconds"] = stages
+    report["stages_resources"] = resources  # peak memory (RSS on CPU, max allocated on GPU), images/s
+    report["precision"] = dataclasses.asdict(precision_options())
     report["kd"] = dataclasses.asdict(p.kd)
     if dist.is_main():
         atomic_write_json(out / "report.json", report)
@@ -226,32 +237,51 @@ def compress(
 
 def _student_stage(
     lm: LoadedModel, p: Plan, out: Path, student: str | None, run_student: bool, report: dict[str, Any],
-    stages: dict[str, float], eval_data: str | Path | None = None,
+    stages: dict[str, float], resources: dict[str, dict[str, Any]], eval_data: str | Path | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
-    """Synthesise (offline backends: ``out/data``, also for the later stages) and distil the student."""
+    """Synthesise (offline backends: ``out/data``, also for the later stages) and distil the student.
+
+    ``stages`` gets each stage's seconds, ``resources`` its peak memory and images/s.
+    """
+    dev = device_of(lm.model)
     if p.online:
         if not run_student:
             return None
         t0 = time.perf_counter()
-        s_report = distill_to_dir(lm, p, out, student_arch=student, seed=p.seed, eval_data=eval_data)
+        with StagePeakMemory(dev) as mem:
+            s_report = distill_to_dir(lm, p, out, student_arch=student, seed=p.seed, eval_data=eval_data)
         stages["distill"] = round(time.perf_counter() - t0, 2)
+        resources["distill"] = {**mem.result, **_kd_rate(p.kd, s_report)}
         return s_report
     t0 = time.perf_counter()
-    source = p.open_source(out / "data")
+    with StagePeakMemory(dev) as mem:
+        source = p.open_source(out / "data")
     stages["synthesize"] = round(time.perf_counter() - t0, 2)
     report["data"] = {"dir": p.info["data"], "num_images": p.info["num_images"]}
+    secs = float(p.info.get("seconds") or 0.0)
+    rate = {"images_per_s": round(p.info["num_images"] / secs, 2)} if secs > 0 else {}
+    resources["synthesize"] = {**mem.result, **rate}
     if not run_student:
         return None
-    s_report = distill_to_dir(lm, source, out, student_arch=student, kd=p.kd, seed=p.seed, desc="distill",
-                              eval_data=eval_data)  # fmt: skip
+    with StagePeakMemory(dev) as mem:
+        s_report = distill_to_dir(lm, source, out, student_arch=student, kd=p.kd, seed=p.seed, desc="distill",
+                                  eval_data=eval_data)  # fmt: skip
     stages["distill"] = s_report["seconds"]
+    resources["distill"] = {**mem.result, **_kd_rate(p.kd, s_report)}
     return s_report
+
+
+def _kd_rate(kd: KDConfig, rep: dict[str, Any]) -> dict[str, float]:
+    """Images per second through the KD stage of ``rep`` (the epochs this run trained)."""
+    epochs = kd.epochs - int(rep.get("resumed_from_epoch", 0))
+    images = epochs * kd.steps_per_epoch * kd.batch_size
+    return {"images_per_s": round(images / rep["seconds"], 2)} if rep.get("seconds") and images > 0 else {}
 
 
 def _baseline_stage(
     lm: LoadedModel, p: Plan, out: Path, arch: str, report: dict[str, Any], stages: dict[str, float],
     eval_data: str | Path | None = None,
-) -> None:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     """The same student distilled with the same budget from Gaussian noise."""
     n_noise = report.get("data", {}).get("num_images", p.num_images)
     noise = NoiseSource(n_noise, lm.card, device_of(lm.model), seed=p.seed)
@@ -259,6 +289,7 @@ def _baseline_stage(
                        save=False, eval_data=eval_data)  # fmt: skip
     stages["baseline"] = b["seconds"]
     report["noise_baseline"] = {"accuracy": b["accuracy"], "num_images": n_noise, "seconds": b["seconds"]}
+    return b
 
 
 # What each compress stage writes into --out: a rerun without the stage removes it, so that

@@ -70,7 +70,10 @@ class TensorSource(SurrogateSource):
 
     def _permutation(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.images), generator=g)
+        perm = torch.randperm(len(self.images), generator=g)
+        if self.images.device.type == "cuda":  # one pinned, asynchronous copy per epoch; no per-step host sync
+            return perm.pin_memory().to(self.images.device, non_blocking=True)
+        return perm
 
     def __len__(self) -> int:
         return len(self.images)

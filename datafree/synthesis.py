@@ -15,6 +15,7 @@ from . import distributed as dist
 from .cards import LoadedModel
 from .dataset import SyntheticDataset, save_image_grid, shard_seed
 from .errors import UserInputError
+from .metrics import log_image
 from .progress import progress
 from .utils import torch_generator
 
@@ -106,6 +107,7 @@ def synthesize_dataset(
         first = next(ds.iter_shards(), None)
         if first is not None:
             save_image_grid(first["images"][:64], ds.root / "samples.png", nrow=8)
+            log_image(f"samples/{method}", first["images"][:64])  # TensorBoard (with --tensorboard)
     return ds
 
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from datafree.cards import ModelCard
 from datafree.errors import UserInputError
+from datafree.metrics import log_step
 from datafree.normalize import Normalizer
 from datafree.progress import progress
 from datafree.registry import Registry
@@ -177,8 +178,15 @@ class Synthesizer(ABC):
             with torch.no_grad():
                 return self.sample(n, generator)
         self.reset(n, generator)
-        for _ in progress(range(self.config.iterations), desc=desc or self.name):
-            self.step(student)
+        total = self.config.iterations
+        bar = progress(range(total), desc=desc or self.name)
+        for i in bar:
+            logs = self.step(student)
+            # tensors in, numbers out only on the logged steps (no per-step host sync)
+            record = log_step("synthesize", i + 1, logs, total=total, lr=self._current_lr(), images=n,
+                              extra={"method": self.name, "batch": desc or self.name})  # fmt: skip
+            if record is not None and "total" in record:
+                bar.set_postfix(loss=record["total"])
         return self.sample(n)
 
     def uses_student(self) -> bool:
@@ -196,6 +204,11 @@ class Synthesizer(ABC):
         config's loss.
         """
         return None
+
+    def _current_lr(self) -> float | None:
+        """The learning rate of the backend's optimizer (``self.optimizer``), if it has one."""
+        opt = getattr(self, "optimizer", None)
+        return float(opt.param_groups[0]["lr"]) if isinstance(opt, torch.optim.Optimizer) else None
 
     def check_student(self, student: nn.Module | None) -> nn.Module:
         """Adversarial backends need a student; a clear error when none is given."""

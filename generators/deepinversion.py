@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datafree import precision
 from datafree.augment import random_flip, random_jitter
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
@@ -83,6 +84,8 @@ class DeepInversion(Synthesizer):
         self.optimizer: torch.optim.Optimizer | None = None
         self.iteration = 0
         self.generator: torch.Generator | None = None
+        precision.prepare_module(self.teacher)
+        self.scaler = precision.grad_scaler(self.device)
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Fresh Gaussian pixels (normalised space) and balanced, shuffled target labels."""
@@ -104,8 +107,11 @@ class DeepInversion(Synthesizer):
         xa = random_jitter(x, self.jitter, self.generator)
         if cfg.flip:
             xa = random_flip(xa, self.generator)
+        xa = precision.prepare_input(xa)
         with BNStatistics(self.teacher) as stats:
-            logits = self.teacher(xa)
+            with precision.autocast(self.device):
+                logits = self.teacher(xa)
+            logits = precision.fp32(logits)  # losses in fp32; the hook keeps BN statistics in fp32
             bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), cfg.first_bn_weight)  # type: ignore[arg-type]
         terms = {
             "ce": (cfg.ce_weight, F.cross_entropy(logits, self.targets)),
@@ -115,7 +121,8 @@ class DeepInversion(Synthesizer):
             "l2": (cfg.l2_weight, l2_prior(x)),
         }
         if cfg.competition_weight > 0:
-            s_logits = self.check_student(student)(xa)
+            with precision.autocast(self.device):
+                s_logits = precision.fp32(self.check_student(student)(xa))
             js = js_divergence(s_logits, logits, cfg.competition_temperature)
             terms["competition"] = (cfg.competition_weight, 1.0 - js.clamp(0.0, 1.0))
         return weighted_sum(terms)
@@ -131,7 +138,7 @@ class DeepInversion(Synthesizer):
             group["lr"] = lr
         loss, logs = self._loss(self.inputs, student)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()  # loss scaling in fp16 only; a plain backward otherwise
         with torch.no_grad():
             if cfg.keep_best:
                 # logs["total"] is the loss of the pixels before this update: keep them when lowest,
@@ -139,7 +146,8 @@ class DeepInversion(Synthesizer):
                 better = logs["total"] < self.best_loss
                 self.best_loss = torch.where(better, logs["total"], self.best_loss)
                 self.best = torch.where(better, self.inputs.detach(), self.best)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.normalizer.clamp_(self.inputs)
         self.iteration += 1
         return logs

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from datafree import precision
 from datafree.errors import UserInputError
 from datafree.generator_losses import information_entropy_loss
 from datafree.hooks import BNStatistics, batchnorm_layers
@@ -139,6 +140,7 @@ class OnlineSynthesizer(Synthesizer):
         total = config.iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: factor(s, total))
         self.rng = torch.Generator().manual_seed(config.seed)
+        self.scaler = precision.grad_scaler(self.device, "generator")
         self.steps = 0
         self.z: torch.Tensor | None = None  # the current z batch (reuse_z backends)
         self.z_consumed = True
@@ -206,16 +208,19 @@ class OnlineSynthesizer(Synthesizer):
             z = self.z
         else:
             z = self.draw_z(self.config.batch_size)
-        with frozen_bn_statistics(student):
+        with frozen_bn_statistics(student), precision.autocast(self.device, "generator"):
             loss, logs = self.generator_loss(z, student)
+        loss = precision.fp32(loss)
         params = [p for p in self.generator.parameters() if p.requires_grad]
         # Gradients for the generator only: the student's .grad stays untouched.
-        grads = torch.autograd.grad(loss, params)
+        grads = torch.autograd.grad(self.scaler.scale(loss), params)  # scaled in fp16 only
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         if self.config.generator_grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(params, self.config.generator_grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.steps += 1
