@@ -413,9 +413,11 @@ def compress(
 
         kd = kd_config_for(method, _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed))
     else:
+        from datafree.rules import kd_budget
+
         kd = _kd_config(
-            epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=kd_batch_size, lr=lr, temperature=temperature,
-            seed=seed,
+            epochs=epochs, steps_per_epoch=steps_per_epoch or kd_budget(num_images or DEFAULT_NUM_IMAGES),
+            batch_size=kd_batch_size, lr=lr, temperature=temperature, seed=seed,
         )  # fmt: skip
     synth_options: dict[str, Any] = _parse_set(options)
     if iterations is not None:

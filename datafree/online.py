@@ -90,9 +90,15 @@ def kd_config_for(method: str, kd_config: KDConfig | dict[str, Any] | None = Non
     return cfg
 
 
-def _make_student(student: nn.Module | str | None, card: ModelCard, teacher_arch: str, seed: int) -> tuple[nn.Module, str]:
+def _make_student(
+    student: nn.Module | str | None, card: ModelCard, teacher_arch: str, seed: int, teacher: nn.Module | None = None
+) -> tuple[nn.Module, str]:
     if isinstance(student, nn.Module):
         return student, type(student).__name__.lower()
+    if student is None and teacher is not None:
+        from .rules import choose_student
+
+        student = choose_student(teacher, card)["arch"]
     arch = student or default_student_for(teacher_arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -184,7 +190,7 @@ def train_online(
     rounds = max(1, kd.steps_per_epoch // kd.kd_steps)
     overrides.setdefault("iterations", kd.epochs * rounds * kd.g_steps)
     synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **overrides)
-    model, arch = _make_student(student, teacher.card, teacher.card.arch, seed)
+    model, arch = _make_student(student, teacher.card, teacher.card.arch, seed, teacher.model)
     _check_manifest(
         out,
         {

@@ -20,7 +20,7 @@ from .cards import LoadedModel, load_model, save_model
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
 from .evaluate import evaluate_model
-from .models import create_model, default_student_for
+from .models import create_model
 from .sources import DatasetSource, NoiseSource, SurrogateSource
 from .utils import atomic_write_json, count_params, device_of, model_size_bytes, resolve_device
 
@@ -54,10 +54,18 @@ def prepare_out_dir(path: str | Path) -> Path:
 
 
 def make_student(arch: str | None, teacher: LoadedModel, seed: int = 0) -> tuple[nn.Module, str]:
-    """A freshly initialised student (``arch`` or the default for the teacher) on the teacher's device."""
-    name = arch or default_student_for(teacher.card.arch)
+    """A freshly initialised student (``arch`` or the default for the teacher) on the teacher's device.
+
+    The default is chosen by size (:func:`datafree.rules.choose_student`); a given student that is not
+    smaller than the teacher is built with a warning.
+    """
+    from .rules import choose_student, warn_if_not_smaller
+
+    name = arch or choose_student(teacher.model, teacher.card)["arch"]
     torch.manual_seed(seed)
     model = create_model(name, teacher.card.num_classes, teacher.card.in_channels)
+    if arch is not None:
+        warn_if_not_smaller(model, teacher.model, name)
     return model, name
 
 
@@ -166,7 +174,10 @@ def compress(
         from .online import kd_config_for
 
         kd = kd_config_for(method, {"seed": seed})  # the method's own KD settings
-    kd = kd or KDConfig(seed=seed)
+    if kd is None:  # the KD budget grows with the number of synthetic images (datafree.rules.kd_budget)
+        from .rules import kd_budget
+
+        kd = KDConfig(seed=seed, steps_per_epoch=kd_budget(num_images))
     bits = _parse_bits(quantize) if quantize is not None else None
     if prune is not None:
         check_ratio(prune)
@@ -200,6 +211,9 @@ def compress(
         ds = synthesize_dataset(lm, method, out / "data", num_images, seed=seed, **(synth_options or {}))
         stages["synthesize"] = round(time.perf_counter() - t0, 2)
         report["data"] = {"dir": str(ds.root), "num_images": ds.manifest["images_written"]}
+        for key in ("teacher_quality", "steps_per_batch"):  # how data-like the images are; plateau stops
+            if key in ds.manifest:
+                report["data"][key] = ds.manifest[key]
         source = DatasetSource(ds.root, lm.card, dev, seed=seed)
         s_report = None
         if run_student:
