@@ -39,7 +39,9 @@ class _WRNBlock(nn.Module):
 class _WRNStage(nn.Module):
     def __init__(self, n: int, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.layer = nn.Sequential(*[_WRNBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(n)])
+        self.layer = nn.Sequential(
+            *[_WRNBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(n)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
@@ -65,7 +67,7 @@ class WideResNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         x = self.block3(self.block2(self.block1(self.conv1(x))))
         x = self.relu(self.bn1(x))
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
@@ -82,12 +84,16 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += [nn.Conv2d(c, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(c, v, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(v),
+                    nn.ReLU(inplace=True),
+                ]
                 c = v
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(c, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.classifier(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
 
 
@@ -98,13 +104,21 @@ class PlainCNN(nn.Module):
         super().__init__()
         w = [width, 2 * width, 4 * width]
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, w[0], 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(w[0], w[1], 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(w[1], w[2], 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(4),
-        )  # fmt: skip
-        self.classifier = nn.Sequential(nn.Linear(w[2] * 16, 256), nn.ReLU(inplace=True), nn.Linear(256, num_classes))
+            nn.Conv2d(in_channels, w[0], 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w[0], w[1], 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w[1], w[2], 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(4),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(w[2] * 16, 256), nn.ReLU(inplace=True), nn.Linear(256, num_classes)
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.classifier(self.features(x).flatten(1))
 
 

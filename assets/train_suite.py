@@ -79,16 +79,29 @@ def train_one(spec: TeacherSpec, out: Path, seed: int) -> dict:
     seconds = round(time.time() - t0, 1)
     test_acc = accuracy(model, *test, norm)
     card = save_model(
-        model, d, arch=spec.arch, name="model", card_name=spec.name, num_classes=10, input_shape=list(shape),
-        mean=mean, std=std, test_accuracy=round(test_acc, 4), val_accuracy=round(val_acc, 4),
+        model,
+        d,
+        arch=spec.arch,
+        name="model",
+        card_name=spec.name,
+        num_classes=10,
+        input_shape=list(shape),
+        mean=mean,
+        std=std,
+        test_accuracy=round(test_acc, 4),
+        val_accuracy=round(val_acc, 4),
         params=sum(p.numel() for p in model.parameters()),
         training={
-            "data": f"sklearn digits, bilinear 8x8 -> {shape[1]}x{shape[2]}, grey replicated to {shape[0]} channels",
-            "split": DIGITS_SPLIT, "script": "assets/train_suite.py", "epochs": spec.epochs,
+            "data": f"sklearn digits, bilinear 8x8 -> {shape[1]}x{shape[2]}, grey x{shape[0]} channels",
+            "split": DIGITS_SPLIT,
+            "script": "assets/train_suite.py",
+            "epochs": spec.epochs,
             "optimizer": f"AdamW lr {spec.lr} one-cycle, wd 5e-4, batch 64, random crop (pad H/8)",
-            "threads": torch.get_num_threads(), "seconds": seconds, "spec": _spec_json(spec, seed),
+            "threads": torch.get_num_threads(),
+            "seconds": seconds,
+            "spec": _spec_json(spec, seed),
         },
-    )  # fmt: skip
+    )
     return card.to_json()
 
 
@@ -97,10 +110,16 @@ def load_card_like(spec: TeacherSpec, d: Path, mean: list[float], std: list[floa
     from datafree.cards import _validate
 
     card = _validate(
-        {"arch": spec.arch, "weights": "model.safetensors", "num_classes": 10,
-         "input_shape": list(spec.input_shape), "mean": mean, "std": std},
+        {
+            "arch": spec.arch,
+            "weights": "model.safetensors",
+            "num_classes": 10,
+            "input_shape": list(spec.input_shape),
+            "mean": mean,
+            "std": std,
+        },
         str(d / "model.json"),
-    )  # fmt: skip
+    )
     card.path = (d / "model.json").resolve()
     return card
 
@@ -113,23 +132,36 @@ def write_index(out: Path) -> dict:
         if p.is_file():
             c = json.loads(p.read_text())
             index["teachers"][spec.name] = {
-                "card": str(p.resolve()), "arch": spec.arch, "family": spec.family, "batchnorm": spec.batchnorm,
-                "input_shape": c["input_shape"], "params": c.get("params"), "test_accuracy": c.get("test_accuracy"),
+                "card": str(p.resolve()),
+                "arch": spec.arch,
+                "family": spec.family,
+                "batchnorm": spec.batchnorm,
+                "input_shape": c["input_shape"],
+                "params": c.get("params"),
+                "test_accuracy": c.get("test_accuracy"),
                 "train_seconds": c.get("training", {}).get("seconds"),
-            }  # fmt: skip
+            }
     for name, (family, bn) in SHIPPED.items():
         c = json.loads(shipped_teachers()[name].read_text())
         index["teachers"][name] = {
-            "card": name, "arch": c["arch"], "family": family, "batchnorm": bn, "input_shape": c["input_shape"],
-            "test_accuracy": c.get("test_accuracy"), "train_seconds": c.get("training", {}).get("seconds"),
-        }  # fmt: skip
+            "card": name,
+            "arch": c["arch"],
+            "family": family,
+            "batchnorm": bn,
+            "input_shape": c["input_shape"],
+            "test_accuracy": c.get("test_accuracy"),
+            "train_seconds": c.get("training", {}).get("seconds"),
+        }
     atomic_write_json(out / "suite.json", index)
     return index
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train (or reuse) the requested suite teachers; exit status 2 on an unknown name."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=None, help="cache dir (default $DATAFREE_SUITE or ~/.cache/datafree/suite)")
+    ap.add_argument(
+        "--out", default=None, help="cache dir (default $DATAFREE_SUITE or ~/.cache/datafree/suite)"
+    )
     ap.add_argument("--only", default=None, help="comma-separated suite teacher names")
     ap.add_argument("--force", action="store_true", help="retrain even when cached")
     ap.add_argument("--seed", type=int, default=0)
@@ -141,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     only = args.only.split(",") if args.only else names
     unknown = [n for n in only if n not in names]
     if unknown:
-        print(f"error: unknown suite teacher(s) {', '.join(unknown)}; choose from {', '.join(names)}", file=sys.stderr)
+        print(
+            f"error: unknown suite teacher(s) {', '.join(unknown)}; choose from {', '.join(names)}",
+            file=sys.stderr,
+        )
         return 2
     for spec in SUITE:
         if spec.name not in only:
@@ -154,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         write_index(out)
         tr = card["training"]
         print(
-            f"{spec.name}: {status} arch={spec.arch} params={card['params']:,} test={card['test_accuracy']:.4f} "
-            f"val={card['val_accuracy']:.4f} train={tr['seconds']} s ({tr['epochs']} epochs, {tr['threads']} thread)",
+            f"{spec.name}: {status} arch={spec.arch} params={card['params']:,} "
+            f"test={card['test_accuracy']:.4f} val={card['val_accuracy']:.4f} "
+            f"train={tr['seconds']} s ({tr['epochs']} epochs, {tr['threads']} thread)",
             flush=True,
         )
     write_index(out)

@@ -34,7 +34,10 @@ from bench.suite import SHIPPED, SUITE, resolve_teacher, suite_names  # noqa: E4
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # --quick: a few steps of everything (checks the bench end to end; the accuracies mean nothing).
-QUICK_SYNTH = {"deepinversion": {"iterations": 4, "batch_size": 16}, "fast": {"iterations": 2, "batch_size": 16}}
+QUICK_SYNTH = {
+    "deepinversion": {"iterations": 4, "batch_size": 16},
+    "fast": {"iterations": 2, "batch_size": 16},
+}
 QUICK_KD = {"epochs": 1, "steps_per_epoch": 3, "batch_size": 16}
 QUICK_IMAGES = 32
 
@@ -79,14 +82,16 @@ def _cell_samples(rep: dict[str, Any], out: Path, method: str, n: int = 16) -> A
 
 
 def label(teacher: str) -> str:
-    """A teacher's name in the table: the suite/shipped name, or its card's directory (``model.json``) or stem."""
+    """A teacher's name in the table: its suite/shipped name, or its card's directory or file stem."""
     p = Path(teacher)
     if teacher in suite_names() or not p.suffix:
         return p.name
     return p.parent.name if p.name == "model.json" else p.stem
 
 
-def run_cell(teacher: str, method: str, quick: bool, seed: int, device: Any, keep: Path | None) -> dict[str, Any]:
+def run_cell(
+    teacher: str, method: str, quick: bool, seed: int, device: Any, keep: Path | None
+) -> dict[str, Any]:
     """One cell: compress with every default (or the --quick budget); returns its row and samples."""
     from datafree.distill import KDConfig
     from datafree.pipeline import DEFAULT_NUM_IMAGES, compress
@@ -109,11 +114,15 @@ def run_cell(teacher: str, method: str, quick: bool, seed: int, device: Any, kee
     from unittest import mock
 
     # --quick skips compress's latency profile (a fixed cost of seconds that would dominate a few steps).
-    no_profile = mock.patch("datafree.pipeline._profile", lambda *a, **k: {}) if quick else contextlib.nullcontext()
+    no_profile = (
+        mock.patch("datafree.pipeline._profile", lambda *a, **k: {}) if quick else contextlib.nullcontext()
+    )
     t0 = time.perf_counter()
     try:
         with no_profile:
-            rep = compress(resolve_teacher(teacher), out / "run", method=method, seed=seed, device=device, **kw)
+            rep = compress(
+                resolve_teacher(teacher), out / "run", method=method, seed=seed, device=device, **kw
+            )
         wall = time.perf_counter() - t0
         samples = _cell_samples(rep, out / "run", method)
     finally:
@@ -159,7 +168,9 @@ def grids_png(cells: list[dict[str, Any]], path: Path) -> None:
     teachers = list(dict.fromkeys(c["row"]["teacher"] for c in cells))
     methods = list(dict.fromkeys(c["row"]["method"] for c in cells))
     tile, label_h, label_w = 136, 14, 110
-    canvas = Image.new("RGB", (label_w + tile * len(methods), label_h + (tile + label_h) * len(teachers)), "white")
+    canvas = Image.new(
+        "RGB", (label_w + tile * len(methods), label_h + (tile + label_h) * len(teachers)), "white"
+    )
     draw = ImageDraw.Draw(canvas)
     for j, m in enumerate(methods):
         draw.text((label_w + j * tile + 4, 1), m, fill="black")
@@ -196,24 +207,48 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The matrix as a markdown table."""
-    header = ["teacher", "method", "student", "teacher acc", "student acc", "% of teacher", "noise baseline",
-              "wall s", "agreement", "confidence", "steps/batch"]  # fmt: skip
+    header = [
+        "teacher",
+        "method",
+        "student",
+        "teacher acc",
+        "student acc",
+        "% of teacher",
+        "noise baseline",
+        "wall s",
+        "agreement",
+        "confidence",
+        "steps/batch",
+    ]
     body = []
     for r in rows:
         steps = r.get("steps_per_batch")
-        body.append([
-            r["teacher"], r["method"], r["student"], _fmt(r["teacher_acc"]), _fmt(r["student_acc"]),
-            f"**{_fmt(r['ratio'], True)}**", _fmt(r["noise_acc"]), r["wall_s"], _fmt(r["agreement"], True),
-            _fmt(r["confidence"]), "-" if not steps else f"{min(steps)}-{max(steps)}",
-        ])  # fmt: skip
+        body.append(
+            [
+                r["teacher"],
+                r["method"],
+                r["student"],
+                _fmt(r["teacher_acc"]),
+                _fmt(r["student_acc"]),
+                f"**{_fmt(r['ratio'], True)}**",
+                _fmt(r["noise_acc"]),
+                r["wall_s"],
+                _fmt(r["agreement"], True),
+                _fmt(r["confidence"]),
+                "-" if not steps else f"{min(steps)}-{max(steps)}",
+            ]
+        )
     return markdown_table(header, body)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the matrix; exit status 2 on an unknown method or an uncached suite teacher."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teachers", default=",".join(suite_names()))
     ap.add_argument("--methods", default=None, help="comma-separated (default: every backend but zeroq)")
-    ap.add_argument("--quick", action="store_true", help="a few steps per stage (end-to-end check, not figures)")
+    ap.add_argument(
+        "--quick", action="store_true", help="a few steps per stage (end-to-end check, not figures)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
@@ -232,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",") if args.methods else default_methods()
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
-        print(f"error: unknown method(s) {', '.join(unknown)}; choose from {', '.join(list_methods())}", file=sys.stderr)
+        print(
+            f"error: unknown method(s) {', '.join(unknown)}; choose from {', '.join(list_methods())}",
+            file=sys.stderr,
+        )
         return 2
     teachers = args.teachers.split(",")
     device = setup(args.device, args.threads)
@@ -254,14 +292,20 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(cell)
             rows.append(cell["row"])
             r = cell["row"]
-            print(f"{t} x {m}: {100 * r['ratio']:.1f}% of the teacher ({r['student_acc']:.4f} / {r['teacher_acc']:.4f}), "
-                  f"noise {r['noise_acc']}, {r['wall_s']} s, agreement {r['agreement']}", flush=True)  # fmt: skip
+            print(
+                f"{t} x {m}: {100 * r['ratio']:.1f}% of the teacher "
+                f"({r['student_acc']:.4f} / {r['teacher_acc']:.4f}), "
+                f"noise {r['noise_acc']}, {r['wall_s']} s, agreement {r['agreement']}",
+                flush=True,
+            )
     done = {(r["teacher"], r["method"]) for r in rows}
     rows = [r for r in old if (r["teacher"], r["method"]) not in done] + rows
     from datafree.utils import atomic_write, atomic_write_json
 
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(json_path, {"quick": args.quick, "seed": args.seed, "machine": machine(device), "rows": rows})
+    atomic_write_json(
+        json_path, {"quick": args.quick, "seed": args.seed, "machine": machine(device), "rows": rows}
+    )
     with atomic_write(args.out / f"{stem}.md", "w") as f:
         f.write(markdown(rows) + "\n")
     if cells:

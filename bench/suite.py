@@ -45,7 +45,10 @@ SUITE: list[TeacherSpec] = [
     TeacherSpec("wrn40_2_32", "net.py:wrn40_2", "WRN-40-2 (pre-activation)", "cifar", 15),
 ]
 # The shipped 1x16x16 teachers: name -> (family, has BatchNorm).
-SHIPPED = {"resnet8_digits": ("CIFAR ResNet-8 (1x16x16)", True), "lenet5_digits": ("LeNet-5 (1x16x16, no BN)", False)}
+SHIPPED = {
+    "resnet8_digits": ("CIFAR ResNet-8 (1x16x16)", True),
+    "lenet5_digits": ("LeNet-5 (1x16x16, no BN)", False),
+}
 
 
 def suite_dir(out: str | Path | None = None) -> Path:
@@ -68,5 +71,7 @@ def resolve_teacher(name: str, root: str | Path | None = None) -> str:
         return name
     card = suite_dir(root) / name / "model.json"
     if not card.is_file():
-        raise FileNotFoundError(f"suite teacher {name} is not cached at {card}; run assets/train_suite.py --only {name}")
+        raise FileNotFoundError(
+            f"suite teacher {name} is not cached at {card}; run assets/train_suite.py --only {name}"
+        )
     return str(card)

@@ -210,10 +210,7 @@ def compress(
         t0 = time.perf_counter()
         ds = synthesize_dataset(lm, method, out / "data", num_images, seed=seed, **(synth_options or {}))
         stages["synthesize"] = round(time.perf_counter() - t0, 2)
-        report["data"] = {"dir": str(ds.root), "num_images": ds.manifest["images_written"]}
-        for key in ("teacher_quality", "steps_per_batch"):  # how data-like the images are; plateau stops
-            if key in ds.manifest:
-                report["data"][key] = ds.manifest[key]
+        report["data"] = _data_summary(ds.root, ds.manifest)
         source = DatasetSource(ds.root, lm.card, dev, seed=seed)
         s_report = None
         if run_student:
@@ -245,6 +242,13 @@ def compress(
     if dist.is_main():
         atomic_write_json(out / "report.json", report)
     return report
+
+
+def _data_summary(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The dataset in the report: where, how many, how data-like to the teacher, steps per batch."""
+    data = {"dir": str(root), "num_images": manifest["images_written"]}
+    data.update({k: manifest[k] for k in ("teacher_quality", "steps_per_batch") if k in manifest})
+    return data
 
 
 def _student_report(report: dict[str, Any], s_report: dict[str, Any], t_metrics: dict[str, Any], out: Path) -> None:

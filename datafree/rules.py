@@ -128,7 +128,9 @@ def conv_linear_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         elif isinstance(m, nn.Linear):
             total += m.in_features * m.out_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -198,7 +200,9 @@ def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
         arch = min(_candidates(), key=lambda a: _safe_params(a, card.num_classes, shape[0]))
         params, macs = _params_bn(arch, card.num_classes, shape[0])[0], _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
         rule = "no registered arch is 4x smaller than the teacher: the smallest one"
-    return StudentChoice(arch=arch, params=params, macs=macs, teacher_params=t_params, teacher_macs=t_macs, rule=rule)
+    return StudentChoice(
+        arch=arch, params=params, macs=macs, teacher_params=t_params, teacher_macs=t_macs, rule=rule
+    )
 
 
 def _safe_params(arch: str, num_classes: int, in_channels: int) -> float:

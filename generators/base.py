@@ -138,7 +138,7 @@ class Synthesizer(ABC):
 
     @classmethod
     def default_overrides(cls, card: ModelCard) -> dict[str, Any]:
-        """Config values computed from the teacher's card (rules, see :mod:`datafree.rules`); none by default."""
+        """Config values computed from the teacher's card (see :mod:`datafree.rules`); none by default."""
         return {}
 
     @abstractmethod

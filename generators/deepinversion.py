@@ -101,7 +101,11 @@ class DeepInversion(Synthesizer):
         return deepinversion_defaults(card.input_shape)
 
     def synthesize(
-        self, n: int, generator: torch.Generator | None = None, student: nn.Module | None = None, desc: str = ""
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        student: nn.Module | None = None,
+        desc: str = "",
     ) -> Batch:
         """Optimise a fresh batch until its loss plateaus or ``iterations`` steps (the cap)."""
         from datafree.progress import progress

@@ -1,5 +1,7 @@
-"""Issue 11: the fidelity bench (reduced: one tiny untrained teacher per suite family, a few steps),
-the rule-based defaults and the teacher-quality statistics."""
+"""Issue 11: the reduced fidelity bench, the rule-based defaults and the teacher-quality statistics.
+
+The bench runs on one tiny untrained teacher per suite family, with a few steps per stage.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +34,18 @@ def _tiny_card(tmp: Path, name: str, arch: str, shape: tuple[int, int, int], **k
         model = getattr(mod, arch.split(":")[1])(num_classes=10)
     else:
         model = create_model(arch, 10, shape[0], **kw)
-    save_model(model.eval(), d, arch=arch, name="model", card_name=name, num_classes=10, input_shape=list(shape),
-               mean=[0.5] * shape[0], std=[0.25] * shape[0], arch_kwargs=kw)  # fmt: skip
+    save_model(
+        model.eval(),
+        d,
+        arch=arch,
+        name="model",
+        card_name=name,
+        num_classes=10,
+        input_shape=list(shape),
+        mean=[0.5] * shape[0],
+        std=[0.25] * shape[0],
+        arch_kwargs=kw,
+    )
     return str(d / "model.json")
 
 
@@ -50,12 +62,21 @@ def test_fidelity_bench_reduced(tmp_path: Path) -> None:
     out = tmp_path / "results"
     # BN families with DeepInversion (dafl on the BN-less one is skipped there: BN methods need BN),
     # then the BN-less family with DAFL, merged into the same table.
-    assert main(["--quick", "--teachers", ",".join(teachers), "--methods", "deepinversion", "--out", str(out)]) == 0
-    assert main(["--quick", "--teachers", teachers[3], "--methods", "dafl", "--out", str(out), "--merge"]) == 0
+    assert (
+        main(["--quick", "--teachers", ",".join(teachers), "--methods", "deepinversion", "--out", str(out)])
+        == 0
+    )
+    assert (
+        main(["--quick", "--teachers", teachers[3], "--methods", "dafl", "--out", str(out), "--merge"]) == 0
+    )
     rows = json.loads((out / "fidelity.json").read_text())["rows"]
     cells = {(r["teacher"], r["method"]) for r in rows}
-    assert cells == {("tv_resnet18", "deepinversion"), ("tv_mobilenet", "deepinversion"), ("wrn", "deepinversion"),
-                     ("plain", "dafl")}  # fmt: skip
+    assert cells == {
+        ("tv_resnet18", "deepinversion"),
+        ("tv_mobilenet", "deepinversion"),
+        ("wrn", "deepinversion"),
+        ("plain", "dafl"),
+    }
     for r in rows:
         assert 0.0 <= r["student_acc"] <= 1.0 and r["noise_acc"] is not None and r["wall_s"] > 0
         if r["method"] == "deepinversion":  # targets exist: agreement and confidence are measured
@@ -71,6 +92,7 @@ def test_fidelity_bench_reduced(tmp_path: Path) -> None:
 
 
 def test_fidelity_bench_rejects_unknown_method(tmp_path: Path, capsys) -> None:
+    """An unknown method: exit status 2 and one line."""
     from bench.fidelity import main
 
     assert main(["--quick", "--teachers", "resnet8_digits", "--methods", "nope", "--out", str(tmp_path)]) == 2
@@ -84,8 +106,12 @@ def test_deepinversion_rules_keep_the_reference_and_scale() -> None:
 
     ref = DeepInversionConfig()
     d = deepinversion_defaults((1, 16, 16))
-    assert d == {"batch_size": ref.batch_size, "iterations": ref.iterations, "tv_l2_weight": ref.tv_l2_weight,
-                 "l2_weight": ref.l2_weight}  # fmt: skip
+    assert d == {
+        "batch_size": ref.batch_size,
+        "iterations": ref.iterations,
+        "tv_l2_weight": ref.tv_l2_weight,
+        "l2_weight": ref.l2_weight,
+    }
     assert size_factor((3, 32, 32)) == pytest.approx(12**0.5)
     d32 = deepinversion_defaults((3, 32, 32))
     assert d32["iterations"] == round(200 * 12**0.5) and d32["tv_l2_weight"] == pytest.approx(1e-2 * 12**0.5)
@@ -94,15 +120,19 @@ def test_deepinversion_rules_keep_the_reference_and_scale() -> None:
 
 
 def test_rules_apply_through_create_synthesizer_and_set_wins(custom_teacher) -> None:
+    """Rules fill what is not given; what is given wins."""
     from generators import create_synthesizer
 
     s = create_synthesizer("deepinversion", custom_teacher.model, custom_teacher.card)
     assert s.config.iterations == round(200 * (3 * 24 * 24 / 256) ** 0.5)
-    s = create_synthesizer("deepinversion", custom_teacher.model, custom_teacher.card, iterations=7, tv_l2_weight=0.5)
+    s = create_synthesizer(
+        "deepinversion", custom_teacher.model, custom_teacher.card, iterations=7, tv_l2_weight=0.5
+    )
     assert s.config.iterations == 7 and s.config.tv_l2_weight == 0.5
 
 
 def test_plateau_stops_a_batch_before_the_cap(bn_teacher) -> None:
+    """Without a tolerance every step runs; with one a batch stops early."""
     from generators import create_synthesizer
 
     kw = {"batch_size": 8, "iterations": 60, "warmup": 2, "plateau_patience": 3}
@@ -116,6 +146,7 @@ def test_plateau_stops_a_batch_before_the_cap(bn_teacher) -> None:
 
 
 def test_plateau_tol_validated(bn_teacher) -> None:
+    """A tolerance outside [0, 1) is a user error."""
     from datafree.errors import UserInputError
     from generators import create_synthesizer
 
@@ -139,6 +170,7 @@ def test_default_student_by_size(bn_teacher, plain_teacher) -> None:
 
 
 def test_warns_when_student_not_smaller(bn_teacher) -> None:
+    """A given student as large as the teacher is built with a warning."""
     from datafree.pipeline import make_student
 
     with pytest.warns(UserWarning, match="not fewer than the teacher"):
@@ -149,6 +181,7 @@ def test_warns_when_student_not_smaller(bn_teacher) -> None:
 
 
 def test_kd_budget_scales_with_images() -> None:
+    """40 steps per epoch at 1024 images, sqrt growth, at least 10."""
     from datafree.rules import kd_budget
 
     assert kd_budget(1024) == 40 and kd_budget(4096) == 80 and kd_budget(256) == 20 and kd_budget(1) == 10
@@ -159,8 +192,16 @@ def test_teacher_quality_from_shards(tmp_path: Path, bn_teacher) -> None:
     from datafree.dataset import SyntheticDataset
     from datafree.quality import teacher_quality
 
-    ds = SyntheticDataset.create(tmp_path / "ds", method="t", num_images=4, shard_size=4, input_shape=[1, 16, 16],
-                                 mean=bn_teacher.card.mean, std=bn_teacher.card.std, num_classes=10)  # fmt: skip
+    ds = SyntheticDataset.create(
+        tmp_path / "ds",
+        method="t",
+        num_images=4,
+        shard_size=4,
+        input_shape=[1, 16, 16],
+        mean=bn_teacher.card.mean,
+        std=bn_teacher.card.std,
+        num_classes=10,
+    )
     logits = torch.full((4, 10), -10.0)
     logits[torch.arange(4), torch.tensor([0, 1, 2, 2])] = 10.0
     ds.write_shard(0, torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 2, 3]), logits)
