@@ -36,7 +36,7 @@ __all__ = [
 # The input shape the constants were measured at (the shipped digits teachers).
 REFERENCE_SHAPE = (1, 16, 16)
 # DeepInversion at the reference shape (measured: bench/compress.py, README "compress with its defaults").
-_DI_REF = {"iterations": 200, "tv_l2_weight": 1e-2, "l2_weight": 1e-5, "batch_size": 256}
+_DI_REF = {"iterations": 200, "lr": 0.1, "tv_l2_weight": 1e-2, "l2_weight": 1e-5, "batch_size": 256}
 # Student window: parameters in [teacher / 20, 1.1 * teacher / 4] (10% slack: resnet8_half is 0.255
 # of resnet8), MACs at most half the teacher's (a compressed model must also run faster).
 STUDENT_MAX_PARAM_RATIO = 1.1 / 4
@@ -58,8 +58,11 @@ def deepinversion_defaults(input_shape: Sequence[int]) -> dict[str, Any]:
 
     - ``batch_size``: 256 up to 32x32 (NVlabs CIFAR), 128 up to 64 px, 64 beyond (memory; NVlabs
       ImageNet used 152 on a GPU).
-    - ``iterations`` (the cap; a batch stops earlier when its loss plateaus): 200 x size factor,
-      at most 2000 (NVlabs' CIFAR/ImageNet count).
+    - ``iterations`` (the cap; a batch stops earlier when its loss plateaus): 200 x sqrt(size
+      factor), i.e. x (C*H*W / 256) ** 0.25, at most 2000: NVlabs runs about as many steps at 224 px
+      as at 32 px (2-3k), so steps grow slowly with the image; 372 at 3x32x32, 985 at 3x224x224.
+    - ``lr``: 0.1 up to 32 px (NVlabs CIFAR), then x (side / 32) ** 0.47, which reaches NVlabs'
+      ImageNet 0.25 at 224 px.
     - ``tv_l2_weight`` and ``l2_weight``: the reference weights x ``sqrt(numel ratio)`` of the batch
       tensor. Both priors are norms over the whole batch (NVlabs), so their gradient on each pixel
       shrinks as 1/sqrt(B*C*H*W); the rule keeps the per-pixel pull of the prior what it was at
@@ -79,7 +82,8 @@ def deepinversion_defaults(input_shape: Sequence[int]) -> dict[str, Any]:
     prior = math.sqrt(batch * c * h * w / (_DI_REF["batch_size"] * math.prod(REFERENCE_SHAPE)))
     return {
         "batch_size": batch,
-        "iterations": int(min(2000, round(_DI_REF["iterations"] * f))),
+        "iterations": int(min(2000, round(_DI_REF["iterations"] * math.sqrt(f)))),
+        "lr": round(_DI_REF["lr"] * max(1.0, side / 32) ** 0.47, 4),
         "tv_l2_weight": _DI_REF["tv_l2_weight"] * prior,
         "l2_weight": _DI_REF["l2_weight"] * prior,
     }

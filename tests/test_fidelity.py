@@ -109,14 +109,16 @@ def test_deepinversion_rules_keep_the_reference_and_scale() -> None:
     assert d == {
         "batch_size": ref.batch_size,
         "iterations": ref.iterations,
+        "lr": ref.lr,
         "tv_l2_weight": ref.tv_l2_weight,
         "l2_weight": ref.l2_weight,
     }
     assert size_factor((3, 32, 32)) == pytest.approx(12**0.5)
     d32 = deepinversion_defaults((3, 32, 32))
-    assert d32["iterations"] == round(200 * 12**0.5) and d32["tv_l2_weight"] == pytest.approx(1e-2 * 12**0.5)
+    assert d32["iterations"] == round(200 * 12**0.25) and d32["tv_l2_weight"] == pytest.approx(1e-2 * 12**0.5)
     d224 = deepinversion_defaults((3, 224, 224))
-    assert d224["batch_size"] == 64 and d224["iterations"] == 2000
+    assert d224["batch_size"] == 64 and d224["iterations"] == round(200 * 588**0.25)
+    assert d32["lr"] == 0.1 and d224["lr"] == pytest.approx(0.25, abs=0.01)
 
 
 def test_rules_apply_through_create_synthesizer_and_set_wins(custom_teacher) -> None:
@@ -124,7 +126,7 @@ def test_rules_apply_through_create_synthesizer_and_set_wins(custom_teacher) -> 
     from generators import create_synthesizer
 
     s = create_synthesizer("deepinversion", custom_teacher.model, custom_teacher.card)
-    assert s.config.iterations == round(200 * (3 * 24 * 24 / 256) ** 0.5)
+    assert s.config.iterations == round(200 * (3 * 24 * 24 / 256) ** 0.25)
     s = create_synthesizer(
         "deepinversion", custom_teacher.model, custom_teacher.card, iterations=7, tv_l2_weight=0.5
     )
