@@ -1,6 +1,7 @@
 """DeepInversion on one batch: the old constants against the rule-based defaults, per teacher.
 
 Usage: python bench/synthesis_quality.py [--teachers resnet18_32,mobilenetv2_32] [--batch 64] [--threads 1]
+       python bench/synthesis_quality.py --loss-scales [--teachers ...]
 
 For each teacher (suite names as in bench/fidelity.py, or card paths), one batch is synthesised twice
 from the same seed, in the same process:
@@ -9,6 +10,9 @@ from the same seed, in the same process:
   plateau stop);
 - ``rules``: :func:`datafree.rules.deepinversion_defaults` for the teacher's input shape plus the
   plateau stop.
+
+``--loss-scales`` instead prints each DeepInversion loss term at the first step (random pixels, same
+seed), per teacher: how the BN-statistic term compares with the cross-entropy across families.
 
 It reports the teacher's agreement with the target labels and its mean confidence on the final
 images (:mod:`datafree.quality`'s measures), the steps run and the wall time. This is a proxy for the
@@ -56,6 +60,26 @@ def one(teacher: Any, options: dict[str, Any], batch: int, seed: int) -> dict[st
     }
 
 
+def loss_scales(teacher: Any, batch: int, seed: int) -> dict[str, Any]:
+    """The loss terms of the first DeepInversion step on random pixels, and the BN-layer count."""
+    import torch
+
+    from datafree.hooks import batchnorm_layers
+    from generators import create_synthesizer
+
+    synth = create_synthesizer(
+        "deepinversion", teacher.model, teacher.card, batch_size=batch, plateau_tol=0.0
+    )
+    synth.reset(batch, torch.Generator().manual_seed(seed))
+    logs = synth.step()
+    terms = {k: round(float(v), 2) for k, v in logs.items()}
+    return {
+        "bn_layers": len(batchnorm_layers(teacher.model)),
+        **terms,
+        "bn_over_ce": round(terms["bn"] / terms["ce"], 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run both settings on each teacher and write the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=RESULTS / "synthesis_quality.json")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--loss-scales", action="store_true", help="first-step loss terms per teacher")
     args = ap.parse_args(argv)
+    stem = "loss_scales" if args.loss_scales else "synthesis_quality"
+    args.out = args.out or RESULTS / f"{stem}.json"
     from datafree.cards import load_model
     from datafree.utils import atomic_write_json
 
@@ -72,11 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.teachers.split(","):
         lm = load_model(resolve_teacher(name), device)
+        if args.loss_scales:
+            rows.append({"teacher": name, **loss_scales(lm, args.batch, args.seed)})
+            print(rows[-1], flush=True)
+            atomic_write_json(args.out, {"batch": args.batch, "machine": machine(device), "rows": rows})
+            continue
         for label, opts in (("constants", CONSTANTS), ("rules", {})):
             r = {"teacher": name, "setting": label, **one(lm, opts, args.batch, args.seed)}
             rows.append(r)
             print(r, flush=True)
             atomic_write_json(args.out, {"batch": args.batch, "machine": machine(device), "rows": rows})
+    if args.loss_scales:
+        return 0
     header = ["teacher", "setting", "steps", "seconds", "agreement", "confidence", "tv_l2", "cap"]
     body = [
         [r["teacher"], r["setting"], r["steps"], r["seconds"], r["agreement"], r["confidence"],
