@@ -9,7 +9,7 @@ from the same seed, in the same process:
 - ``constants``: the settings measured at 1x16x16 (200 steps, TV-L2 1e-2, L2 1e-5, lr 0.1, no
   plateau stop);
 - ``rules``: :func:`datafree.rules.deepinversion_defaults` for the teacher's input shape plus the
-  plateau stop.
+  plateau stop and the BN/CE balance (the DeepInversion config's defaults).
 
 ``--loss-scales`` instead prints each DeepInversion loss term at the first step (random pixels, same
 seed), per teacher: how the BN-statistic term compares with the cross-entropy across families.
@@ -33,7 +33,14 @@ from bench.common import machine, markdown_table, setup  # noqa: E402
 from bench.suite import resolve_teacher  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONSTANTS = {"iterations": 200, "tv_l2_weight": 1e-2, "l2_weight": 1e-5, "lr": 0.1, "plateau_tol": 0.0}
+CONSTANTS = {
+    "iterations": 200,
+    "tv_l2_weight": 1e-2,
+    "l2_weight": 1e-5,
+    "lr": 0.1,
+    "plateau_tol": 0.0,
+    "bn_ce_max_ratio": 0.0,
+}
 
 
 def one(teacher: Any, options: dict[str, Any], batch: int, seed: int) -> dict[str, Any]:
@@ -53,6 +60,7 @@ def one(teacher: Any, options: dict[str, Any], batch: int, seed: int) -> dict[st
         "seconds": round(seconds, 1),
         "agreement": round(float((logits.argmax(1) == out.labels).float().mean()), 4),
         "confidence": round(float(logits.softmax(1).amax(1).mean()), 4),
+        "bn_scale": round(synth.bn_scale, 4),
         "config": {
             k: getattr(synth.config, k)
             for k in ("iterations", "lr", "tv_l2_weight", "l2_weight", "plateau_tol")
@@ -88,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--settings", default="constants,rules", help="which of constants,rules to run")
+    ap.add_argument("--tag", default="", help="suffix of the output file")
     ap.add_argument("--loss-scales", action="store_true", help="first-step loss terms per teacher")
     args = ap.parse_args(argv)
     stem = "loss_scales" if args.loss_scales else "synthesis_quality"
-    args.out = args.out or RESULTS / f"{stem}.json"
+    args.out = args.out or RESULTS / f"{stem}{'_' + args.tag if args.tag else ''}.json"
     from datafree.cards import load_model
     from datafree.utils import atomic_write_json
 
@@ -104,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-1], flush=True)
             atomic_write_json(args.out, {"batch": args.batch, "machine": machine(device), "rows": rows})
             continue
-        for label, opts in (("constants", CONSTANTS), ("rules", {})):
+        settings = {"constants": CONSTANTS, "rules": {}}
+        for label in args.settings.split(","):
+            opts = settings[label]
             r = {"teacher": name, "setting": label, **one(lm, opts, args.batch, args.seed)}
             rows.append(r)
             print(r, flush=True)

@@ -61,6 +61,9 @@ class DeepInversionConfig(SynthConfig):
     # plateau_tol 0 runs every step.
     plateau_patience: int = -1
     plateau_tol: float = 0.005
+    # BN/CE balance: when the BN term starts more than bn_ce_max_ratio times the cross-entropy (at a
+    # batch's first step), bn_weight is scaled down to that ratio for the batch; 0 disables.
+    bn_ce_max_ratio: float = 26.0
 
     def validate(self) -> None:
         """Also check Adam's betas (torch would raise a bare ValueError later)."""
@@ -92,6 +95,7 @@ class DeepInversion(Synthesizer):
         self.iteration = 0
         self.generator: torch.Generator | None = None
         self.steps_taken: list[int] = []  # steps of each batch synthesize() ran (plateau stop)
+        self.bn_scale = 1.0  # BN/CE balance of the current batch (bn_ce_max_ratio)
 
     @classmethod
     def default_overrides(cls, card: Any) -> dict[str, Any]:
@@ -141,6 +145,7 @@ class DeepInversion(Synthesizer):
         self.best_loss = torch.tensor(float("inf"), device=self.device)
         self.optimizer = torch.optim.Adam([self.inputs], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.iteration = 0
+        self.bn_scale = 1.0
 
     def _loss(self, x: torch.Tensor, student: nn.Module | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
@@ -150,9 +155,13 @@ class DeepInversion(Synthesizer):
         with BNStatistics(self.teacher) as stats:
             logits = self.teacher(xa)
             bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), cfg.first_bn_weight)  # type: ignore[arg-type]
+        ce = F.cross_entropy(logits, self.targets)
+        if self.iteration == 0 and cfg.bn_ce_max_ratio > 0:  # one host sync per batch
+            ratio = float(cfg.bn_weight * bn.detach()) / max(float(cfg.ce_weight * ce.detach()), 1e-8)
+            self.bn_scale = min(1.0, cfg.bn_ce_max_ratio / ratio) if ratio > 0 else 1.0
         terms = {
-            "ce": (cfg.ce_weight, F.cross_entropy(logits, self.targets)),
-            "bn": (cfg.bn_weight, bn),
+            "ce": (cfg.ce_weight, ce),
+            "bn": (cfg.bn_weight * self.bn_scale, bn),
             "tv_l2": (cfg.tv_l2_weight, tv_l2(x)),
             "tv_l1": (cfg.tv_l1_weight, tv_l1(x)),
             "l2": (cfg.l2_weight, l2_prior(x)),
@@ -206,6 +215,7 @@ class DeepInversion(Synthesizer):
             "best_loss": self.best_loss.cpu(),
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
+            "bn_scale": self.bn_scale,
             "generator": self.generator.get_state() if self.generator is not None else None,
         }
 
@@ -222,6 +232,7 @@ class DeepInversion(Synthesizer):
         self.best_loss = state["best_loss"].to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
+        self.bn_scale = float(state.get("bn_scale", 1.0))
         if state.get("generator") is not None:
             self.generator = torch.Generator()
             self.generator.set_state(state["generator"])

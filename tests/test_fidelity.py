@@ -212,3 +212,17 @@ def test_teacher_quality_from_shards(tmp_path: Path, bn_teacher) -> None:
     assert q["images"] == 4 and q["agreement"] == 0.75 and q["confidence"] == pytest.approx(1.0, abs=1e-4)
     assert q["min_class_fraction"] == 0.0
     assert teacher_quality(ds, labels_are_targets=False)["agreement"] is None
+
+
+def test_bn_ce_balance(bn_teacher) -> None:
+    """The reference teacher is left alone; a low max ratio scales the BN term down for the batch."""
+    from generators import create_synthesizer
+
+    kw = {"batch_size": 16, "iterations": 3, "plateau_tol": 0.0}
+    ref = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, **kw)
+    ref.synthesize(16, torch.Generator().manual_seed(0))
+    assert ref.bn_scale == 1.0
+    low = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, bn_ce_max_ratio=1.0, **kw)
+    low.synthesize(16, torch.Generator().manual_seed(0))
+    assert 0.0 < low.bn_scale < 0.5
+    assert low.state_dict()["bn_scale"] == low.bn_scale
