@@ -150,7 +150,7 @@ def train_online(
     p = plan(teacher, method=method, kd=kd_config, method_options=overrides, seed=seed)
     kd, synth = p.kd, p.synthesizer
     assert synth is not None
-    model, arch = make_student(student, teacher.card, seed)
+    model, arch = make_student(student, teacher, seed)
     _check_manifest(
         out,
         {

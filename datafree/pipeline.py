@@ -33,7 +33,7 @@ from .quant import QuantizeJob
 from .quant import quantize as quantize_model
 from .quant.int8 import int8_available
 from .quant.qmodel import QuantConfig
-from .sources import NoiseSource, SurrogateSource
+from .sources import DatasetSource, NoiseSource, SurrogateSource
 from .utils import atomic_write_json, count_params, device_of, model_size_bytes, remove_stale, resolve_device
 
 __all__ = ["distill_to_dir", "compress"]
@@ -258,6 +258,9 @@ def _student_stage(
         source = p.open_source(out / "data")
     stages["synthesize"] = round(time.perf_counter() - t0, 2)
     report["data"] = {"dir": p.info["data"], "num_images": p.info["num_images"]}
+    manifest = source.dataset.manifest if isinstance(source, DatasetSource) else {}
+    # how data-like the images are to the teacher (agreement, confidence) and steps per batch
+    report["data"].update({k: manifest[k] for k in ("teacher_quality", "steps_per_batch") if k in manifest})
     secs = float(p.info.get("seconds") or 0.0)
     rate = {"images_per_s": round(p.info["num_images"] / secs, 2)} if secs > 0 else {}
     resources["synthesize"] = {**mem.result, **rate}

@@ -30,6 +30,7 @@ from .cards import LoadedModel, ModelCard
 from .distill import KDConfig
 from .errors import UserInputError
 from .models import create_model, default_student_for
+from .rules import choose_student, kd_budget, warn_if_not_smaller
 from .sources import DatasetSource, PoolSource, SurrogateSource, SynthesizerSource
 from .synthesis import synthesize_dataset
 from .utils import device_of
@@ -47,6 +48,7 @@ def kd_settings(
     *,
     pool: bool = False,
     method_options: Mapping[str, Any] | None = None,
+    num_images: int | None = None,
 ) -> KDConfig:
     """The KD settings of a run: ``KDConfig`` defaults < the backend's < ``overrides``.
 
@@ -56,6 +58,8 @@ def kd_settings(
         overrides: fields the user gave (a ``KDConfig`` is taken as it is).
         pool: the growing-pool loop (``distill --pool``).
         method_options: the backend options the user gave (only ``batch_size`` matters here).
+        num_images: images an offline backend writes: the KD steps per epoch grow with them
+            (:func:`datafree.rules.kd_budget`; 40 at the default 1024).
     """
     if isinstance(overrides, KDConfig):
         overrides.validate()
@@ -65,6 +69,8 @@ def kd_settings(
         cls = method_class(method)
         if pool:
             values.update(cls.pool_kd)
+        elif not cls.online and num_images is not None:
+            values["steps_per_epoch"] = kd_budget(num_images)
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
             values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
             if method_options and "batch_size" in method_options:  # "16" (--set): parsed as the backend does
@@ -85,17 +91,30 @@ def make_student(
 ) -> tuple[nn.Module, str]:
     """A freshly initialised student (``arch``, or the default for the teacher) and its arch name.
 
+    Given a loaded teacher, the default is chosen by size (:func:`datafree.rules.choose_student`) and a
+    given ``arch`` that is not smaller than the teacher gets a warning; given only a card, the
+    registry's pairing (:func:`datafree.models.default_student_for`).
+
     The weights follow ``seed``; the global RNG is left as it was. An ``nn.Module`` is returned as
     it is. An unknown ``arch`` is a user error, so calling this early validates ``--student``.
     """
+    teacher = card.model if isinstance(card, LoadedModel) else None
     if isinstance(card, LoadedModel):
         card = card.card
     if isinstance(arch, nn.Module):
         return arch, type(arch).__name__.lower()
-    name = arch or default_student_for(card.arch)
+    if arch is not None:
+        name = arch
+    elif teacher is not None:  # chosen by size (datafree.rules.choose_student)
+        name = choose_student(teacher, card)["arch"]
+    else:
+        name = default_student_for(card.arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_model(name, card.num_classes, card.in_channels), name
+        model = create_model(name, card.num_classes, card.in_channels)
+    if arch is not None and teacher is not None:
+        warn_if_not_smaller(model, teacher, name)
+    return model, name
 
 
 @dataclass
@@ -215,7 +234,7 @@ def plan(
             "--pool needs an offline --method (for example fast), not --data or an online method"
         )
     overrides = kd if isinstance(kd, KDConfig) else {"seed": seed, **(kd or {})}
-    cfg = kd_settings(method, overrides, pool=pool, method_options=options)
+    cfg = kd_settings(method, overrides, pool=pool, method_options=options, num_images=num_images or DEFAULT_NUM_IMAGES)
     synth = dataset = None
     if data is not None:  # the whole dataset (manifest, every shard, teacher) is checked when opened
         data = Path(data)

@@ -89,6 +89,7 @@ def synthesize_dataset(
     assert ds is not None
     todo = [i for i in ds.missing_shards() if i % world_size == rank]
     t0 = time.perf_counter()
+    targets = True
     for i in progress(todo, desc=f"synthesize ({method})", unit="batch"):
         n = ds.shard_count(i)
         gen = torch_generator(shard_seed(seed, i))
@@ -96,6 +97,7 @@ def synthesize_dataset(
         with torch.no_grad():
             logits = teacher.model(batch.images)
         labels = batch.labels if batch.labels is not None else logits.argmax(1)
+        targets = batch.labels is not None
         ds.write_shard(i, synth.normalizer.inverse(batch.images).clamp_(0, 1), labels, logits)
         if rank == 0:
             ds.write_manifest()
@@ -103,6 +105,12 @@ def synthesize_dataset(
         dist.barrier()  # every rank's shards are on disk: rank 0 writes the one merged manifest
     if rank == 0:
         ds.manifest["seconds"] = round(ds.manifest.get("seconds", 0.0) + time.perf_counter() - t0, 2)
+        if getattr(synth, "steps_taken", None):  # offline backends that stop on a plateau
+            ds.manifest["steps_per_batch"] = [*ds.manifest.get("steps_per_batch", []), *synth.steps_taken]
+        if ds.complete:
+            from .quality import teacher_quality
+
+            ds.manifest["teacher_quality"] = teacher_quality(ds, labels_are_targets=targets)
         ds.write_manifest()
         first = next(ds.iter_shards(), None)
         if first is not None:

@@ -43,9 +43,11 @@ def create_synthesizer(name: str, teacher: nn.Module, card: ModelCard, **overrid
     """Build backend ``name`` for ``teacher``; ``overrides`` set fields of its config.
 
     A BN-based backend on a teacher without BatchNorm raises a clear error naming the alternatives.
+    Fields not given take the backend's rule-based defaults for this teacher
+    (:meth:`Synthesizer.default_overrides`), then the config's own defaults.
     """
     cls = method_class(name)
-    config = parse_overrides(cls.Config, overrides)
+    config = parse_overrides(cls.Config, {**cls.default_overrides(card), **overrides})
     if cls.requires_batchnorm:
         require_batchnorm(teacher, name)
     return cls(teacher, card, config)

@@ -152,6 +152,11 @@ class Synthesizer(ABC):
         self.input_shape: tuple[int, int, int] = tuple(card.input_shape)  # type: ignore[assignment]
         self.num_classes = card.num_classes
 
+    @classmethod
+    def default_overrides(cls, card: ModelCard) -> dict[str, Any]:
+        """Config values computed from the teacher's card (see :mod:`datafree.rules`); none by default."""
+        return {}
+
     @abstractmethod
     def step(self, student: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """One optimisation step; returns the named loss terms (detached tensors)."""

@@ -25,6 +25,9 @@ from datafree.augment import random_flip, random_jitter
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
+from datafree.metrics import log_step
+from datafree.progress import progress
+from datafree.rules import deepinversion_defaults
 
 from .base import Batch, SynthConfig, Synthesizer, register, warmup_cosine
 
@@ -33,7 +36,11 @@ __all__ = ["DeepInversion", "DeepInversionConfig"]
 
 @dataclass
 class DeepInversionConfig(SynthConfig):
-    """DeepInversion settings. Defaults are tuned for small (16-32 px) inputs; see REFERENCES.md."""
+    """DeepInversion settings, measured on the 1x16x16 teachers; see REFERENCES.md.
+
+    Through :func:`generators.create_synthesizer` the batch, the step cap and the prior weights come
+    from :func:`datafree.rules.deepinversion_defaults` (equal to these at 1x16x16).
+    """
 
     batch_size: int = 256
     iterations: int = 200
@@ -52,10 +59,20 @@ class DeepInversionConfig(SynthConfig):
     jitter: int = -1  # pixels; -1 means H // 16 (2 px at 32, 1 px at 16)
     flip: bool = False
     keep_best: bool = True
+    # A batch stops before ``iterations`` (the cap) when its lowest loss has not improved by more than
+    # plateau_tol (relative) over the last plateau_patience steps; -1 = max(20, iterations // 10);
+    # plateau_tol 0 runs every step.
+    plateau_patience: int = -1
+    plateau_tol: float = 0.005
+    # BN/CE balance: when the BN term starts more than bn_ce_max_ratio times the cross-entropy (at a
+    # batch's first step), bn_weight is scaled down to that ratio for the batch; 0 disables.
+    bn_ce_max_ratio: float = 26.0
 
     def validate(self) -> None:
         """Also check Adam's betas (torch would raise a bare ValueError later)."""
         super().validate()
+        if not 0.0 <= self.plateau_tol < 1.0:
+            raise UserInputError(f"plateau_tol must be in [0, 1), got {self.plateau_tol}")
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -86,6 +103,43 @@ class DeepInversion(Synthesizer):
         self.generator: torch.Generator | None = None
         precision.prepare_module(self.teacher)
         self.scaler = precision.grad_scaler(self.device)
+        self.steps_taken: list[int] = []  # steps of each batch synthesize() ran (plateau stop)
+        self.bn_scale = 1.0  # BN/CE balance of the current batch (bn_ce_max_ratio)
+
+    @classmethod
+    def default_overrides(cls, card: Any) -> dict[str, Any]:
+        """Batch, step cap and prior weights scaled by the input shape (:mod:`datafree.rules`)."""
+        return deepinversion_defaults(card.input_shape)
+
+    def synthesize(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        student: nn.Module | None = None,
+        desc: str = "",
+    ) -> Batch:
+        """Optimise a fresh batch until its loss plateaus or ``iterations`` steps (the cap)."""
+        cfg = self.config
+        patience = cfg.plateau_patience if cfg.plateau_patience > 0 else max(20, cfg.iterations // 10)
+        self.reset(n, generator)
+        history: list[float] = []  # lowest loss so far, after each step
+        steps = 0
+        bar = progress(range(cfg.iterations), desc=desc or self.name)
+        for i in bar:
+            logs = self.step(student)
+            steps += 1
+            record = log_step("synthesize", i + 1, logs, total=cfg.iterations, lr=self._current_lr(), images=n,
+                              extra={"method": self.name, "batch": desc or self.name})  # fmt: skip
+            if record is not None and "total" in record:
+                bar.set_postfix(loss=record["total"])
+            if cfg.plateau_tol <= 0:
+                continue
+            loss = float(logs["total"])  # one host sync per step: negligible next to a teacher pass
+            history.append(min(loss, history[-1]) if history else loss)
+            if steps > cfg.warmup + patience and history[-1] > (1 - cfg.plateau_tol) * history[-1 - patience]:
+                break
+        self.steps_taken.append(steps)
+        return self.sample(n)
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Fresh Gaussian pixels (normalised space) and balanced, shuffled target labels."""
@@ -101,6 +155,7 @@ class DeepInversion(Synthesizer):
         self.best_loss = torch.tensor(float("inf"), device=self.device)
         self.optimizer = torch.optim.Adam([self.inputs], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.iteration = 0
+        self.bn_scale = 1.0
 
     def _loss(self, x: torch.Tensor, student: nn.Module | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
@@ -113,9 +168,13 @@ class DeepInversion(Synthesizer):
                 logits = self.teacher(xa)
             logits = precision.fp32(logits)  # losses in fp32; the hook keeps BN statistics in fp32
             bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), cfg.first_bn_weight)  # type: ignore[arg-type]
+        ce = F.cross_entropy(logits, self.targets)
+        if self.iteration == 0 and cfg.bn_ce_max_ratio > 0:  # one host sync per batch
+            ratio = float(cfg.bn_weight * bn.detach()) / max(float(cfg.ce_weight * ce.detach()), 1e-8)
+            self.bn_scale = min(1.0, cfg.bn_ce_max_ratio / ratio) if ratio > 0 else 1.0
         terms = {
-            "ce": (cfg.ce_weight, F.cross_entropy(logits, self.targets)),
-            "bn": (cfg.bn_weight, bn),
+            "ce": (cfg.ce_weight, ce),
+            "bn": (cfg.bn_weight * self.bn_scale, bn),
             "tv_l2": (cfg.tv_l2_weight, tv_l2(x)),
             "tv_l1": (cfg.tv_l1_weight, tv_l1(x)),
             "l2": (cfg.l2_weight, l2_prior(x)),
@@ -171,6 +230,7 @@ class DeepInversion(Synthesizer):
             "best_loss": self.best_loss.cpu(),
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
+            "bn_scale": self.bn_scale,
             "generator": self.generator.get_state() if self.generator is not None else None,
         }
 
@@ -187,6 +247,7 @@ class DeepInversion(Synthesizer):
         self.best_loss = state["best_loss"].to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
+        self.bn_scale = float(state.get("bn_scale", 1.0))
         if state.get("generator") is not None:
             self.generator = torch.Generator()
             self.generator.set_state(state["generator"])

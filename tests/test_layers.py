@@ -25,7 +25,8 @@ PACKAGES = ("datafree", "generators")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", (
         "datafree.errors", "datafree.registry", "datafree.progress", "datafree.utils", "datafree.distributed",
-        "datafree.normalize", "datafree.stats", "datafree.resume",
+        "datafree.normalize", "datafree.stats", "datafree.resume", "datafree.metrics", "datafree.precision",
+        "datafree.quality",
     )),
     ("losses, hooks, io, models", (
         "datafree.losses", "datafree.generator_losses", "datafree.hooks", "datafree.augment",
@@ -34,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "datafree.profile", "datafree.train", "datafree.quant.fakequant", "datafree.quant.fold",
         "datafree.quant.calibration", "datafree.quant.qmodel", "datafree.quant.int8",
         "datafree.quant.int8_artefact", "datafree.checkpoints", "datafree.card_maker",
+        "datafree.rules", "datafree.plot",
     )),
     ("generators", ("generators*",)),
     ("kd, sources", ("datafree.distill", "datafree.sources", "datafree.synthesis")),

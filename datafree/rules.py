@@ -1,0 +1,244 @@
+"""Defaults that are rules of the teacher, not constants: synthesis settings, student, KD budget.
+
+Every default here is computed from what the teacher's card and weights say (input shape, parameter
+count, MACs, whether it has BatchNorm) and from the run's size (number of images). Each rule
+reproduces the settings measured on the shipped 1x16x16 teachers at that reference point and scales
+from it; anything given explicitly (CLI options, ``--set``) wins. docs/fidelity.md names the rule
+behind each default and the run that measured it.
+
+- :func:`size_factor`: ``sqrt(C*H*W / (1*16*16))``, how much larger an image is than the reference.
+- :func:`deepinversion_defaults`: step cap, image-prior weights and batch from the input shape.
+- :func:`choose_student`: a registered student of about 1/4 to 1/20 of the teacher's parameters
+  that is also at least 2x cheaper to run.
+- :func:`kd_budget`: KD steps per epoch from the number of synthetic images.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+__all__ = [
+    "REFERENCE_SHAPE",
+    "size_factor",
+    "deepinversion_defaults",
+    "StudentChoice",
+    "choose_student",
+    "warn_if_not_smaller",
+    "kd_budget",
+]
+
+# The input shape the constants were measured at (the shipped digits teachers).
+REFERENCE_SHAPE = (1, 16, 16)
+# DeepInversion at the reference shape (measured: bench/compress.py, README "compress with its defaults").
+_DI_REF = {"iterations": 200, "lr": 0.1, "tv_l2_weight": 1e-2, "l2_weight": 1e-5, "batch_size": 256}
+# Student window: parameters in [teacher / 20, 1.1 * teacher / 4] (10% slack: resnet8_half is 0.255
+# of resnet8), MACs at most half the teacher's (a compressed model must also run faster).
+STUDENT_MAX_PARAM_RATIO = 1.1 / 4
+STUDENT_MIN_PARAM_RATIO = 1 / 20
+STUDENT_MAX_MAC_RATIO = 1 / 2
+# KD at the reference: 30 epochs x 40 steps x 128 images for 1024 synthetic images.
+_KD_REF_IMAGES = 1024
+_KD_REF_STEPS = 40
+
+
+def size_factor(input_shape: Sequence[int]) -> float:
+    """``sqrt(C*H*W / (1*16*16))``: 1 at the reference shape, about 3.46 at 3x32x32, 33 at 3x224x224."""
+    c, h, w = (int(v) for v in input_shape)
+    return math.sqrt(c * h * w / math.prod(REFERENCE_SHAPE))
+
+
+def deepinversion_defaults(input_shape: Sequence[int]) -> dict[str, Any]:
+    """DeepInversion settings for a teacher's input shape (each a rule; ``--set`` overrides).
+
+    - ``batch_size``: 256 up to 32x32 (NVlabs CIFAR), 128 up to 64 px, 64 beyond (memory; NVlabs
+      ImageNet used 152 on a GPU).
+    - ``iterations`` (the cap; a batch stops earlier when its loss plateaus): 200 x sqrt(size
+      factor), i.e. x (C*H*W / 256) ** 0.25, at most 2000: NVlabs runs about as many steps at 224 px
+      as at 32 px (2-3k), so steps grow slowly with the image; 372 at 3x32x32, 985 at 3x224x224.
+    - ``lr``: 0.1 up to 32 px (NVlabs CIFAR), then x (side / 32) ** 0.47, which reaches NVlabs'
+      ImageNet 0.25 at 224 px.
+    - ``tv_l2_weight`` and ``l2_weight``: the reference weights x ``sqrt(numel ratio)`` of the batch
+      tensor. Both priors are norms over the whole batch (NVlabs), so their gradient on each pixel
+      shrinks as 1/sqrt(B*C*H*W); the rule keeps the per-pixel pull of the prior what it was at
+      the reference, where it was measured (1e-2 removed the checkerboards of 1e-4).
+    - ``jitter``: H // 16 px (2 at 32 px, as NVlabs CIFAR), kept from the config's own rule.
+
+    Args:
+        input_shape: ``(C, H, W)``.
+
+    Returns:
+        Config overrides for :class:`generators.deepinversion.DeepInversionConfig`.
+    """
+    c, h, w = (int(v) for v in input_shape)
+    side = max(h, w)
+    batch = 256 if side <= 32 else 128 if side <= 64 else 64
+    f = size_factor(input_shape)
+    prior = math.sqrt(batch * c * h * w / (_DI_REF["batch_size"] * math.prod(REFERENCE_SHAPE)))
+    return {
+        "batch_size": batch,
+        "iterations": int(min(2000, round(_DI_REF["iterations"] * math.sqrt(f)))),
+        "lr": round(_DI_REF["lr"] * max(1.0, side / 32) ** 0.47, 4),
+        "tv_l2_weight": _DI_REF["tv_l2_weight"] * prior,
+        "l2_weight": _DI_REF["l2_weight"] * prior,
+    }
+
+
+class StudentChoice(dict):
+    """``{"arch", "params", "macs", "teacher_params", "teacher_macs", "rule"}`` of a chosen student."""
+
+
+@functools.lru_cache(maxsize=256)
+def _build(arch: str, num_classes: int, in_channels: int) -> nn.Module:
+    import torch
+
+    from .models import create_model
+
+    state = torch.random.get_rng_state()
+    try:
+        return create_model(arch, num_classes, in_channels)
+    finally:
+        torch.random.set_rng_state(state)  # building candidates must not move the run's RNG
+
+
+@functools.lru_cache(maxsize=256)
+def _params_bn(arch: str, num_classes: int, in_channels: int) -> tuple[int, bool]:
+    from .hooks import batchnorm_layers
+
+    m = _build(arch, num_classes, in_channels)
+    return sum(p.numel() for p in m.parameters()), bool(batchnorm_layers(m))
+
+
+def conv_linear_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """MACs of one forward pass on one ``(C, H, W)`` input, counting convolutions and linear layers.
+
+    A forward hook per layer (fast: :func:`datafree.profile.count_macs` uses torch's FLOP counter,
+    seconds per call on a busy CPU); the two agree on convolutional networks.
+    """
+    import torch
+
+    total = 0
+
+    def hook(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+            total += out[0].numel() * k
+        elif isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters(), None)
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), device=p.device if p is not None else "cpu"))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return total
+
+
+@functools.lru_cache(maxsize=256)
+def _macs(arch: str, num_classes: int, input_shape: tuple[int, int, int]) -> int:
+    return conv_linear_macs(_build(arch, num_classes, input_shape[0]), input_shape)
+
+
+def _candidates() -> list[str]:
+    from .models import list_models
+
+    return list_models()
+
+
+def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
+    """The default student for ``teacher``: a registered arch chosen by size, not by name.
+
+    Rule: candidates have at most 1.1/4 of the teacher's parameters and at most half its MACs (at
+    the card's input shape). Among them, prefer the same BatchNorm-ness as the teacher, then one of
+    at least 1/20 of its parameters, then the most MACs (capacity per cost), then the most
+    parameters. On the shipped teachers this gives the pairs the defaults were measured with
+    (resnet8 -> resnet8_half, lenet5 -> lenet5_half).
+
+    Args:
+        teacher: the teacher network.
+        card: its :class:`datafree.cards.ModelCard`.
+
+    Returns:
+        The choice, with the sizes it was made from.
+    """
+    from .hooks import batchnorm_layers
+
+    shape = tuple(int(v) for v in card.input_shape)
+    t_params = sum(p.numel() for p in teacher.parameters())
+    try:
+        t_macs = conv_linear_macs(teacher, shape)
+    except Exception:  # noqa: BLE001 - a teacher the counter cannot run: no MAC bound
+        t_macs = 0
+    t_bn = bool(batchnorm_layers(teacher))
+    scored = []
+    for arch in _candidates():
+        try:
+            params, bn = _params_bn(arch, card.num_classes, shape[0])
+            if params > STUDENT_MAX_PARAM_RATIO * t_params:
+                continue
+            macs = _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - an arch that cannot take this shape is no candidate
+            continue
+        if t_macs and macs > STUDENT_MAX_MAC_RATIO * t_macs:
+            continue
+        key = (bn == t_bn, params >= STUDENT_MIN_PARAM_RATIO * t_params, macs, params)
+        scored.append((key, arch, params, macs))
+    if scored:
+        _, arch, params, macs = max(scored)
+        rule = "params <= 1.1/4 and MACs <= 1/2 of the teacher; same BN-ness, >= 1/20 params, most MACs"
+    else:  # a teacher smaller than every registered arch: the smallest one
+        arch = min(_candidates(), key=lambda a: _safe_params(a, card.num_classes, shape[0]))
+        params, macs = _params_bn(arch, card.num_classes, shape[0])[0], _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
+        rule = "no registered arch is 4x smaller than the teacher: the smallest one"
+    return StudentChoice(
+        arch=arch, params=params, macs=macs, teacher_params=t_params, teacher_macs=t_macs, rule=rule
+    )
+
+
+def _safe_params(arch: str, num_classes: int, in_channels: int) -> float:
+    try:
+        return _params_bn(arch, num_classes, in_channels)[0]
+    except Exception:  # noqa: BLE001
+        return math.inf
+
+
+def warn_if_not_smaller(student: nn.Module, teacher: nn.Module, arch: str) -> bool:
+    """Warn (``UserWarning``) when a given student has at least as many parameters as the teacher.
+
+    Returns:
+        Whether it warned.
+    """
+    s = sum(p.numel() for p in student.parameters())
+    t = sum(p.numel() for p in teacher.parameters())
+    if s >= t:
+        warnings.warn(
+            f"student {arch} has {s:,} parameters, not fewer than the teacher's {t:,}: it will not compress",
+            UserWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
+
+
+def kd_budget(num_images: int, steps_per_epoch: int = _KD_REF_STEPS) -> int:
+    """KD steps per epoch for ``num_images`` synthetic images.
+
+    Rule: ``40 x sqrt(num_images / 1024)``, at least 10: the measured 30 x 40 steps at 1024 images,
+    growing with the square root of the data so that more images are seen but each less often
+    (1024 -> 40, 4096 -> 80, 256 -> 20).
+    """
+    return max(10, round(steps_per_epoch * math.sqrt(max(1, num_images) / _KD_REF_IMAGES)))

@@ -1,0 +1,228 @@
+"""Issue 11: the reduced fidelity bench, the rule-based defaults and the teacher-quality statistics.
+
+The bench runs on one tiny untrained teacher per suite family, with a few steps per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from datafree.cards import ASSETS_DIR, load_model, save_model
+from datafree.models import create_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tiny_card(tmp: Path, name: str, arch: str, shape: tuple[int, int, int], **kw) -> str:
+    """A randomly initialised teacher of one suite family, saved as a card (no training: fast)."""
+    import importlib.util
+
+    d = tmp / name
+    d.mkdir(parents=True)
+    torch.manual_seed(0)
+    if arch.startswith("net.py:"):
+        shutil.copyfile(ASSETS_DIR / "suite_nets.py", d / "net.py")
+        spec = importlib.util.spec_from_file_location("suite_nets_test", d / "net.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        model = getattr(mod, arch.split(":")[1])(num_classes=10)
+    else:
+        model = create_model(arch, 10, shape[0], **kw)
+    save_model(
+        model.eval(),
+        d,
+        arch=arch,
+        name="model",
+        card_name=name,
+        num_classes=10,
+        input_shape=list(shape),
+        mean=[0.5] * shape[0],
+        std=[0.25] * shape[0],
+        arch_kwargs=kw,
+    )
+    return str(d / "model.json")
+
+
+def test_fidelity_bench_reduced(tmp_path: Path) -> None:
+    """Every suite family at a tiny size through bench/fidelity.py --quick: a row, a table, one PNG."""
+    from bench.fidelity import main
+
+    teachers = [
+        _tiny_card(tmp_path, "tv_resnet18", "resnet18", (3, 16, 16)),
+        _tiny_card(tmp_path, "tv_mobilenet", "mobilenet_v2", (3, 16, 16), width_mult=0.25),
+        _tiny_card(tmp_path, "wrn", "net.py:wrn16_1", (3, 16, 16)),
+        _tiny_card(tmp_path, "plain", "net.py:plain_cnn", (3, 16, 16)),
+    ]
+    out = tmp_path / "results"
+    # BN families with DeepInversion (dafl on the BN-less one is skipped there: BN methods need BN),
+    # then the BN-less family with DAFL, merged into the same table.
+    assert (
+        main(["--quick", "--teachers", ",".join(teachers), "--methods", "deepinversion", "--out", str(out)])
+        == 0
+    )
+    assert (
+        main(["--quick", "--teachers", teachers[3], "--methods", "dafl", "--out", str(out), "--merge"]) == 0
+    )
+    rows = json.loads((out / "fidelity.json").read_text())["rows"]
+    cells = {(r["teacher"], r["method"]) for r in rows}
+    assert cells == {
+        ("tv_resnet18", "deepinversion"),
+        ("tv_mobilenet", "deepinversion"),
+        ("wrn", "deepinversion"),
+        ("plain", "dafl"),
+    }
+    for r in rows:
+        assert 0.0 <= r["student_acc"] <= 1.0 and r["noise_acc"] is not None and r["wall_s"] > 0
+        if r["method"] == "deepinversion":  # targets exist: agreement and confidence are measured
+            assert 0.0 <= r["agreement"] <= 1.0 and 0.1 <= r["confidence"] <= 1.0
+            assert r["steps_per_batch"] and max(r["steps_per_batch"]) <= 4
+        else:
+            assert r["agreement"] is None
+    assert "% of teacher" in (out / "fidelity.md").read_text()
+    from PIL import Image
+
+    with Image.open(out / "fidelity.png") as im:
+        assert im.size[0] > 200 and im.size[1] > 136  # the last run's cells
+
+
+def test_fidelity_bench_rejects_unknown_method(tmp_path: Path, capsys) -> None:
+    """An unknown method: exit status 2 and one line."""
+    from bench.fidelity import main
+
+    assert main(["--quick", "--teachers", "resnet8_digits", "--methods", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown method" in capsys.readouterr().err
+
+
+def test_deepinversion_rules_keep_the_reference_and_scale() -> None:
+    """At 1x16x16 the rules give the measured constants; at 3x32x32 the priors keep their per-pixel pull."""
+    from datafree.rules import deepinversion_defaults, size_factor
+    from generators.deepinversion import DeepInversionConfig
+
+    ref = DeepInversionConfig()
+    d = deepinversion_defaults((1, 16, 16))
+    assert d == {
+        "batch_size": ref.batch_size,
+        "iterations": ref.iterations,
+        "lr": ref.lr,
+        "tv_l2_weight": ref.tv_l2_weight,
+        "l2_weight": ref.l2_weight,
+    }
+    assert size_factor((3, 32, 32)) == pytest.approx(12**0.5)
+    d32 = deepinversion_defaults((3, 32, 32))
+    assert d32["iterations"] == round(200 * 12**0.25) and d32["tv_l2_weight"] == pytest.approx(1e-2 * 12**0.5)
+    d224 = deepinversion_defaults((3, 224, 224))
+    assert d224["batch_size"] == 64 and d224["iterations"] == round(200 * 588**0.25)
+    assert d32["lr"] == 0.1 and d224["lr"] == pytest.approx(0.25, abs=0.01)
+
+
+def test_rules_apply_through_create_synthesizer_and_set_wins(custom_teacher) -> None:
+    """Rules fill what is not given; what is given wins."""
+    from generators import create_synthesizer
+
+    s = create_synthesizer("deepinversion", custom_teacher.model, custom_teacher.card)
+    assert s.config.iterations == round(200 * (3 * 24 * 24 / 256) ** 0.25)
+    s = create_synthesizer(
+        "deepinversion", custom_teacher.model, custom_teacher.card, iterations=7, tv_l2_weight=0.5
+    )
+    assert s.config.iterations == 7 and s.config.tv_l2_weight == 0.5
+
+
+def test_plateau_stops_a_batch_before_the_cap(bn_teacher) -> None:
+    """Without a tolerance every step runs; with one a batch stops early."""
+    from generators import create_synthesizer
+
+    kw = {"batch_size": 8, "iterations": 60, "warmup": 2, "plateau_patience": 3}
+    never = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, plateau_tol=0.0, **kw)
+    never.synthesize(8, torch.Generator().manual_seed(0))
+    assert never.steps_taken == [60]
+    # A tolerance of 99% per 3 steps is a plateau almost at once: the batch stops early.
+    eager = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, plateau_tol=0.99, **kw)
+    batch = eager.synthesize(8, torch.Generator().manual_seed(0))
+    assert eager.steps_taken[0] < 60 and batch.images.shape == (8, 1, 16, 16)
+
+
+def test_plateau_tol_validated(bn_teacher) -> None:
+    """A tolerance outside [0, 1) is a user error."""
+    from datafree.errors import UserInputError
+    from generators import create_synthesizer
+
+    with pytest.raises(UserInputError, match="plateau_tol"):
+        create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, plateau_tol=1.5)
+
+
+def test_default_student_by_size(bn_teacher, plain_teacher) -> None:
+    """The rule reproduces the measured pairs on the shipped teachers and picks by size elsewhere."""
+    from datafree.rules import choose_student
+
+    assert choose_student(bn_teacher.model, bn_teacher.card)["arch"] == "resnet8_half"
+    assert choose_student(plain_teacher.model, plain_teacher.card)["arch"] == "lenet5_half"
+    # A large BN teacher at 3x32x32: a BN student with <= 1/4 of its parameters and <= 1/2 its MACs.
+    teacher = create_model("resnet20", 10, 3).eval()
+    card = load_model("resnet8_digits").card
+    card.input_shape, card.mean, card.std = [3, 32, 32], [0.5] * 3, [0.25] * 3
+    c = choose_student(teacher, card)
+    assert c["params"] <= 1.1 * c["teacher_params"] / 4 and c["macs"] <= c["teacher_macs"] / 2
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in create_model(c["arch"], 10, 3).modules())
+
+
+def test_warns_when_student_not_smaller(bn_teacher) -> None:
+    """A given student as large as the teacher is built with a warning."""
+    from datafree.pipeline import make_student
+
+    with pytest.warns(UserWarning, match="not fewer than the teacher"):
+        make_student("resnet20", bn_teacher)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_student("resnet8_quarter", bn_teacher)
+
+
+def test_kd_budget_scales_with_images() -> None:
+    """40 steps per epoch at 1024 images, sqrt growth, at least 10."""
+    from datafree.rules import kd_budget
+
+    assert kd_budget(1024) == 40 and kd_budget(4096) == 80 and kd_budget(256) == 20 and kd_budget(1) == 10
+
+
+def test_teacher_quality_from_shards(tmp_path: Path, bn_teacher) -> None:
+    """Agreement and confidence come from the stored teacher logits; argmax labels give no agreement."""
+    from datafree.dataset import SyntheticDataset
+    from datafree.quality import teacher_quality
+
+    ds = SyntheticDataset.create(
+        tmp_path / "ds",
+        method="t",
+        num_images=4,
+        shard_size=4,
+        input_shape=[1, 16, 16],
+        mean=bn_teacher.card.mean,
+        std=bn_teacher.card.std,
+        num_classes=10,
+    )
+    logits = torch.full((4, 10), -10.0)
+    logits[torch.arange(4), torch.tensor([0, 1, 2, 2])] = 10.0
+    ds.write_shard(0, torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 2, 3]), logits)
+    ds.write_manifest()
+    q = teacher_quality(ds)
+    assert q["images"] == 4 and q["agreement"] == 0.75 and q["confidence"] == pytest.approx(1.0, abs=1e-4)
+    assert q["min_class_fraction"] == 0.0
+    assert teacher_quality(ds, labels_are_targets=False)["agreement"] is None
+
+
+def test_bn_ce_balance(bn_teacher) -> None:
+    """The reference teacher is left alone; a low max ratio scales the BN term down for the batch."""
+    from generators import create_synthesizer
+
+    kw = {"batch_size": 16, "iterations": 3, "plateau_tol": 0.0}
+    ref = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, **kw)
+    ref.synthesize(16, torch.Generator().manual_seed(0))
+    assert ref.bn_scale == 1.0
+    low = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, bn_ce_max_ratio=1.0, **kw)
+    low.synthesize(16, torch.Generator().manual_seed(0))
+    assert 0.0 < low.bn_scale < 0.5
+    assert low.state_dict()["bn_scale"] == low.bn_scale
