@@ -38,7 +38,7 @@ from datafree.cards import LoadedModel, ModelCard, load_model, save_model  # noq
 from datafree.data import digits_split  # noqa: E402
 from datafree.deploy import _ort_session, deploy  # noqa: E402
 from datafree.models import create_model  # noqa: E402
-from datafree.quant import calibration_images, quantize  # noqa: E402
+from datafree.quant import QuantConfig, QuantizeJob, calibration_images, quantize  # noqa: E402
 from datafree.profile import time_callables  # noqa: E402
 from datafree.quant.int8 import export_int8  # noqa: E402
 from datafree.utils import atomic_write, atomic_write_json  # noqa: E402
@@ -82,7 +82,7 @@ def bench_model(name: str, lm: LoadedModel, tmp: Path, args: argparse.Namespace)
     fp32 = lm.model.cpu().eval()
     pt2e = export_int8(fp32, images)
     qdir = tmp / f"q_{abs(hash(name))}"
-    quantize(lm, 8, 8, images=images, out_dir=qdir, latency_repeats=0)
+    quantize(lm, QuantConfig(8, 8), QuantizeJob(latency_repeats=0), images=images, out_dir=qdir)
     deploy(lm, tmp / "fp32.onnx")
     deploy(qdir, tmp / "int8.onnx")
     ort_fp32, ort_int8 = _ort_session(str(tmp / "fp32.onnx"), 1), _ort_session(str(tmp / "int8.onnx"), 1)

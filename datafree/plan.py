@@ -29,7 +29,7 @@ from generators.base import parse_overrides
 from .cards import LoadedModel, ModelCard
 from .distill import KDConfig
 from .errors import UserInputError
-from .models import create_model, default_student_for
+from .models import create_model, default_student_for, known_student_for
 from .rules import choose_student, kd_budget, warn_if_not_smaller
 from .sources import DatasetSource, PoolSource, SurrogateSource, SynthesizerSource
 from .synthesis import synthesize_dataset
@@ -91,7 +91,8 @@ def make_student(
 ) -> tuple[nn.Module, str]:
     """A freshly initialised student (``arch``, or the default for the teacher) and its arch name.
 
-    Given a loaded teacher, the default is chosen by size (:func:`datafree.rules.choose_student`) and a
+    The default is the field's pair for a known arch (:func:`datafree.models.known_student_for`);
+    otherwise, given a loaded teacher, it is chosen by size (:func:`datafree.rules.choose_student`) and a
     given ``arch`` that is not smaller than the teacher gets a warning; given only a card, the
     registry's pairing (:func:`datafree.models.default_student_for`).
 
@@ -105,7 +106,9 @@ def make_student(
         return arch, type(arch).__name__.lower()
     if arch is not None:
         name = arch
-    elif teacher is not None:  # chosen by size (datafree.rules.choose_student)
+    elif known_student_for(card.arch) is not None:  # the field's pair (resnet34 -> resnet18, ...)
+        name = default_student_for(card.arch)
+    elif teacher is not None:  # otherwise chosen by size (datafree.rules.choose_student)
         name = choose_student(teacher, card)["arch"]
     else:
         name = default_student_for(card.arch)

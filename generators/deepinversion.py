@@ -90,10 +90,6 @@ class DeepInversion(Synthesizer):
     def __init__(self, teacher: nn.Module, card: Any, config: DeepInversionConfig) -> None:
         super().__init__(teacher, card, config)
         self.jitter = config.jitter if config.jitter >= 0 else max(1, self.input_shape[1] // 16)
-
-    def uses_student(self) -> bool:
-        """Adaptive DeepInversion: the competition term needs the student."""
-        return self.config.competition_weight > 0
         self.inputs: torch.Tensor | None = None
         self.targets: torch.Tensor | None = None
         self.best: torch.Tensor | None = None
@@ -105,6 +101,10 @@ class DeepInversion(Synthesizer):
         self.scaler = precision.grad_scaler(self.device)
         self.steps_taken: list[int] = []  # steps of each batch synthesize() ran (plateau stop)
         self.bn_scale = 1.0  # BN/CE balance of the current batch (bn_ce_max_ratio)
+
+    def uses_student(self) -> bool:
+        """Adaptive DeepInversion: the competition term needs the student."""
+        return self.config.competition_weight > 0
 
     @classmethod
     def default_overrides(cls, card: Any) -> dict[str, Any]:

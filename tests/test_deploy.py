@@ -32,10 +32,10 @@ def fp32_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def w8a8_onnx(tmp_path_factory):
-    from datafree.quant import quantize
+    from datafree.quant import QuantConfig, QuantizeJob, quantize
 
     d = tmp_path_factory.mktemp("q")
-    rep = quantize("resnet8_digits", 8, 8, "noise", calib_images=16, out_dir=d / "q", latency_repeats=0)
+    rep = quantize("resnet8_digits", QuantConfig(8, 8), QuantizeJob("noise", calib_images=16, latency_repeats=0), out_dir=d / "q")
     r = _run("deploy", "--model", d / "q", "--out", d / "q.onnx")
     assert r.exit_code == 0, r.output
     return d / "q.onnx", rep, r.output
@@ -127,9 +127,9 @@ def test_bad_deploy_arguments_exit_2(tmp_path, extra, msg):
 
 def test_low_bit_models_are_refused_for_qdq(tmp_path):
     from datafree.deploy import deploy
-    from datafree.quant import quantize
+    from datafree.quant import QuantConfig, QuantizeJob, quantize
 
-    quantize("resnet8_digits", 4, 8, "noise", calib_images=8, out_dir=tmp_path / "q4", latency_repeats=0)
+    quantize("resnet8_digits", QuantConfig(4, 8), QuantizeJob("noise", calib_images=8, latency_repeats=0), out_dir=tmp_path / "q4")
     with pytest.raises(UserInputError, match="needs 8-bit weights"):
         deploy(tmp_path / "q4", tmp_path / "q4.onnx")
 

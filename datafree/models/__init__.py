@@ -35,6 +35,7 @@ __all__ = [
     "list_models",
     "torchvision_names",
     "default_student_for",
+    "known_student_for",
     "count_arch_params",
     "describe_models",
     "logits_of",
@@ -236,6 +237,11 @@ _DEFAULT_STUDENTS = {
 }
 
 
+def known_student_for(teacher_arch: str) -> str | None:
+    """The field's student pair for ``teacher_arch`` (resnet34 -> resnet18, wrn40_2 -> wrn16_2, ...), if any."""
+    return _DEFAULT_STUDENTS.get(teacher_arch)
+
+
 def default_student_for(teacher_arch: str) -> str:
     """The default student of ``teacher_arch``: the field's pair, or a registered smaller model."""
-    return _DEFAULT_STUDENTS.get(teacher_arch, "resnet8_half")
+    return known_student_for(teacher_arch) or "resnet8_half"
