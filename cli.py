@@ -102,13 +102,23 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
         key, sep, val = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        out[key.strip()] = val.strip()
+        key = key.strip().replace("-", "_")
+        if key == "seed":  # one seed per run: the --seed option (a --set seed would collide with it)
+            raise click.BadParameter("seed is set with --seed N, not --set seed=N", param_hint="--set")
+        if key in out and out[key] != val.strip():
+            raise click.BadParameter(f"{key} given twice ({out[key]!r} and {val.strip()!r})", param_hint="--set")
+        out[key] = val.strip()
     return out
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    from datafree.validate import MAX_INT, MAX_THREADS
+
     if value is not None and value <= 0:
         raise click.BadParameter(f"must be > 0, got {value}")
+    hi = MAX_THREADS if param.name == "threads" else MAX_INT
+    if isinstance(value, int) and value > hi:  # a C int (torch, tqdm) or a sane thread count
+        raise click.BadParameter(f"must be at most {hi}, got {str(value)[:20]}{'...' if len(str(value)) > 20 else ''}")
     return value
 
 
@@ -458,7 +468,7 @@ def compress(
 @click.option("--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory.")
 @click.option("--method", default=None, help="Backend to synthesize with (when no --data).")
 @click.option("--num-images", "-n", type=int, default=None, callback=_positive, help="Images to synthesize (offline methods).")
-@click.option("--epochs", type=click.IntRange(min=0), default=20, show_default=True, help="Recovery KD epochs (0: prune only).")
+@click.option("--epochs", type=click.IntRange(0, 2**31 - 1), default=20, show_default=True, help="Recovery KD epochs (0: prune only).")
 @click.option("--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch.")
 @click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size.")
 @click.option("--lr", type=float, default=None, help="Learning rate of the recovery.")
@@ -506,7 +516,7 @@ def prune(
     help="Calibration data: zeroq, deepinversion, noise, digits (real images: reference only) or a synthetic dataset DIR.",
 )  # fmt: skip
 @click.option("--calib-images", type=int, default=64, show_default=True, callback=_positive, help="Calibration images.")
-@click.option("--finetune-epochs", type=click.IntRange(0, None), default=0, show_default=True, help="KD fine-tuning epochs (0: calibration only).")
+@click.option("--finetune-epochs", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="KD fine-tuning epochs (0: calibration only).")
 @click.option("--weight-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
 @click.option("--act-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
 @click.option("--asymmetric-weights", is_flag=True, help="Asymmetric weight grids (default: symmetric).")

@@ -19,7 +19,6 @@ import dataclasses
 import importlib
 import importlib.util
 import io
-import json
 import math
 import pickle
 import sys
@@ -127,8 +126,14 @@ def _validate(d: Any, where: str) -> ModelCard:
     shape = d["input_shape"]
     if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         raise UserInputError(f"{where}: input_shape must be [C, H, W] of positive ints, got {shape!r}")
-    if d["num_classes"] < 1:
-        raise UserInputError(f"{where}: num_classes must be >= 1, got {d['num_classes']}")
+    from .validate import MAX_CHANNELS, MAX_CLASSES, MAX_INPUT_VALUES, MAX_INT, MAX_SIDE, check_int
+
+    check_int(d["num_classes"], f"{where}: num_classes", 1, MAX_CLASSES)
+    check_int(shape[0], f"{where}: input_shape channels", 1, MAX_CHANNELS)
+    for v in shape[1:]:
+        check_int(v, f"{where}: input_shape height/width", 1, MAX_SIDE)
+    if shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES:
+        raise UserInputError(f"{where}: input_shape {shape} holds more than {MAX_INPUT_VALUES} values per image")
     for key in ("mean", "std"):
         vals = d[key]
         if len(vals) != shape[0] or not all(
@@ -142,6 +147,15 @@ def _validate(d: Any, where: str) -> ModelCard:
     for key, typ in (("arch_kwargs", dict), ("module_shapes", dict), ("sha256", str), ("name", str)):
         if d.get(key) is not None and not isinstance(d[key], typ):
             raise UserInputError(f"{where}: field {key!r} must be {typ.__name__}")
+    for module, sizes in (d.get("module_shapes") or {}).items():
+        if not isinstance(sizes, dict):
+            raise UserInputError(f"{where}: module_shapes[{module!r}] must be an object {{attribute: size}}, got {sizes!r}")
+        for attr, size in sizes.items():
+            check_int(size, f"{where}: module_shapes[{module!r}][{attr!r}]", 1, MAX_INT)
+    if d.get("test_accuracy") is not None and (
+        not isinstance(d["test_accuracy"], (int, float)) or isinstance(d["test_accuracy"], bool)
+    ):
+        raise UserInputError(f"{where}: field 'test_accuracy' must be a number, got {d['test_accuracy']!r}")
     known = {f.name for f in dataclasses.fields(ModelCard)}
     kwargs = {k: d[k] for k in known if k in d and k not in ("extra", "path")}
     kwargs["mean"] = [float(v) for v in d["mean"]]
@@ -174,12 +188,9 @@ def resolve_card_path(spec: str | Path) -> Path:
 def load_card(spec: str | Path) -> ModelCard:
     """Read and validate a card given by shipped name, path, or directory."""
     path = resolve_card_path(spec)
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserInputError(f"cannot read model card {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise UserInputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    from .validate import read_json
+
+    d = read_json(path, "model card")
     card = _validate(d, str(path))
     card.path = path.resolve()
     return card
@@ -371,7 +382,39 @@ def load_model(
     model.to(device).eval()
     if frozen:
         model.requires_grad_(False)
+    check_forward(model, card, device)
     return LoadedModel(model, card)
+
+
+def check_forward(model: nn.Module, card: ModelCard, device: torch.device | str = "cpu") -> None:
+    """One forward pass of a zero image of the card's ``input_shape``: the model must run on it and
+    give ``num_classes`` logits. An input spec the architecture cannot take (a kernel larger than
+    the image, a head sized for another resolution) is a user error here, not a crash later.
+
+    Args:
+        model: the model, on ``device``, in eval mode.
+        card: its card.
+        device: where it is.
+    """
+    x = torch.zeros(1, *card.input_shape, device=device)
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:  # noqa: BLE001 - any failure of the forward is a mismatched input spec
+        msg = " ".join(str(e).split())[:160]
+        raise UserInputError(
+            f"{card.path or card.name}: arch {card.arch!r} cannot run on input_shape {card.input_shape} "
+            f"({type(e).__name__}: {msg})"
+        ) from None
+    logits = getattr(out, "logits", out)
+    if isinstance(logits, (tuple, list)) and logits:
+        logits = logits[0]
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[-1] != card.num_classes:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise UserInputError(
+            f"{card.path or card.name}: arch {card.arch!r} gives outputs of shape {shape} for input_shape "
+            f"{card.input_shape}, not (1, {card.num_classes}) logits"
+        )
 
 
 def save_model(
