@@ -15,7 +15,6 @@ go, resumed after a kill, or split across ranks. Every file is written atomicall
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,9 +94,11 @@ class SyntheticDataset:
         path = root / MANIFEST
         if not path.is_file():
             raise UserInputError(f"{root} is not a synthetic dataset (no {MANIFEST})")
+        from .validate import read_json
+
         try:
-            m = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            m = read_json(path, "manifest")
+        except UserInputError as e:
             raise UserInputError(f"{path}: unreadable manifest ({e})") from None
         _validate_manifest(m, path)
         ds = cls(root, m)
@@ -185,8 +186,26 @@ class SyntheticDataset:
             _validate_shard(tensors, entry["count"], self.manifest, path)
             yield tensors
 
+    def check_complete(self) -> None:
+        """Refuse a dataset that is not finished: a listed shard missing (what a kill leaves), or
+        fewer images on disk than the manifest counts."""
+        have = self.existing_shards()
+        missing = [i for i in range(self.manifest["num_shards"]) if i not in have]
+        written = sum(have.values())
+        if missing or written != self.manifest["num_images"]:
+            shown = ", ".join(self.shard_path(i).name for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
+            raise UserInputError(
+                f"dataset {self.root} is incomplete: {written} of {self.manifest['num_images']} images on disk"
+                + (f" (missing {shown})" if missing else "")
+                + "; rerun the synthesize command that made it to finish it"
+            )
+
     def load(self) -> dict[str, torch.Tensor]:
-        """All shards concatenated: ``images`` (pixels), ``labels``, ``teacher_logits``."""
+        """All shards concatenated: ``images`` (pixels), ``labels``, ``teacher_logits``.
+
+        The dataset must be complete (:meth:`check_complete`) and every shard valid.
+        """
+        self.check_complete()
         parts = list(self.iter_shards())
         if not parts:
             raise UserInputError(f"{self.root}: the dataset holds no images yet")
@@ -223,9 +242,23 @@ def _validate_manifest(m: Any, path: Path) -> None:
     shape = m["input_shape"]
     if not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(v) and v > 0 for v in shape):
         raise UserInputError(f"{path}: input_shape must be [C, H, W] of positive ints, got {shape!r}")
+    from .validate import MAX_CHANNELS, MAX_CLASSES, MAX_INPUT_VALUES, MAX_INT, MAX_SIDE
+
     for key in ("num_classes", "num_images", "shard_size"):
         if not _is_int(m[key]) or m[key] <= 0:
             raise UserInputError(f"{path}: {key} must be a positive int, got {m[key]!r}")
+        if m[key] > (MAX_CLASSES if key == "num_classes" else MAX_INT):
+            raise UserInputError(f"{path}: {key} {str(m[key])[:20]} is too large")
+    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE or shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES:
+        raise UserInputError(f"{path}: input_shape {shape} is too large")
+    expected_shards = -(-m["num_images"] // m["shard_size"])
+    if "num_shards" in m and m["num_shards"] != expected_shards:
+        raise UserInputError(
+            f"{path}: num_shards {m['num_shards']!r} disagrees with num_images / shard_size ({expected_shards})"
+        )
+    for key, typ in (("seed", int), ("config", dict), ("teacher_sha256", str), ("teacher", str), ("shards", list)):
+        if m.get(key) is not None and (not isinstance(m[key], typ) or isinstance(m[key], bool)):
+            raise UserInputError(f"{path}: {key} must be {typ.__name__}, got {str(m[key])[:40]!r}")
     for key in ("mean", "std"):
         vals = m[key]
         if not isinstance(vals, list) or len(vals) != shape[0] or not all(
@@ -279,6 +312,9 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path) -> Path:
     """Export as ``imagefolder`` (``out/<label>/<index>.png``) or ``npz`` (``images`` uint8 NHWC, ``labels``)."""
     from PIL import Image
 
+    from .validate import check_out_path
+
+    out = check_out_path(out)
     ds = SyntheticDataset.open(root)
     data = ds.load()
     pixels = (data["images"].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # NHWC
@@ -287,6 +323,8 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path) -> Path:
     if fmt == "npz":
         if out.suffix != ".npz":
             out = out.with_suffix(".npz")
+        if out.is_dir():
+            raise UserInputError(f"export --out {out} is a directory; give a file name ending in .npz")
         buf = io.BytesIO()
         np.savez_compressed(buf, images=pixels[..., 0] if pixels.shape[-1] == 1 else pixels, labels=labels)
         with atomic_write(out) as f:
@@ -294,6 +332,8 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path) -> Path:
         return out
     if fmt != "imagefolder":
         raise UserInputError(f"unknown export format {fmt!r}; use imagefolder or npz")
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"export --out {out} exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         raise UserInputError(f"export directory {out} is not empty")
     width = len(str(ds.manifest["num_classes"] - 1))

@@ -132,3 +132,29 @@ def check_out_path(path: str | Path, option: str = "--out") -> Path:
     if resolved == Path(resolved.anchor) or not resolved.name:
         raise UserInputError(f"{option} {p} is the filesystem root; choose a new directory or file")
     return p
+
+
+def tensor_digest(tensors: Any) -> str:
+    """sha256 of named tensors (a state dict or ``{name: tensor}``): names, shapes, dtypes and values.
+
+    Quantized tensors are hashed by their dequantized values; other objects by their ``repr``.
+    """
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, v in sorted(tensors.items(), key=lambda kv: str(kv[0])):
+        h.update(str(name).encode())
+        if isinstance(v, torch.Tensor):
+            t = v.detach()
+            if t.is_quantized:
+                t = t.dequantize()
+            t = t.cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            if t.dtype in (torch.bfloat16, torch.float16, torch.bool) or t.is_complex():
+                t = t.to(torch.float64) if not t.is_complex() else torch.view_as_real(t)
+            h.update(t.numpy().tobytes())
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()
