@@ -252,6 +252,8 @@ def synthesize(
         from datafree.online import synthesize_online
 
         kd_over = _kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)
+        if generator_path is not None and (student is not None or len(kd_over) > 1):
+            raise UserInputError("--student and the KD options train a generator; with --generator they do not apply")
         ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
                                shard_size=batch_size, kd_config=kd_over, **overrides)  # fmt: skip
         click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
@@ -321,6 +323,10 @@ def distill(
         from generators import create_synthesizer
 
         synth = create_synthesizer(str(method), lm.model, lm.card, seed=seed, **opts)
+    if synth is not None and not pool:  # a checkpoint in --out this run cannot resume: before data/ is written
+        from datafree.distill import check_checkpoint
+
+        check_checkpoint(out, kd, out / "data")
     run_on_main(lambda: prepare_out_dir(out))  # rank 0 creates it; its error stops every rank
     if method is not None:
         if synth is None:  # DAFL / ZSKT / DFAD: generator trained inside the KD stage

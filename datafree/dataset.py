@@ -27,7 +27,7 @@ import torch
 from .errors import UserInputError
 from .utils import atomic_write, atomic_write_json
 
-__all__ = ["SyntheticDataset", "shard_seed", "export_dataset", "save_image_grid", "MANIFEST", "FORMAT_VERSION"]
+__all__ = ["SyntheticDataset", "check_dataset_target", "shard_seed", "export_dataset", "save_image_grid", "MANIFEST", "FORMAT_VERSION"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -226,6 +226,28 @@ class SyntheticDataset:
                 f"dataset {self.root} was synthesised from another teacher (sha256 {sha[:12]}…, "
                 f"this one {card.sha256[:12]}…); pass the --teacher it was made from"
             )
+
+
+def check_dataset_target(root: str | Path, method: str | None = None) -> None:
+    """Refuse, before any work, an output that cannot take a new dataset: a file, the filesystem
+    root, a non-empty directory that is not a dataset, or a dataset of another ``method``.
+
+    The complete identity check happens in :meth:`SyntheticDataset.create`; this one runs before a
+    long stage (training a generator) so that its outputs are not written in vain.
+    """
+    from .validate import check_out_path
+
+    root = check_out_path(root)
+    if root.exists() and not root.is_dir():
+        raise UserInputError(f"output {root} exists and is not a directory")
+    if (root / MANIFEST).is_file():
+        ds = SyntheticDataset.open(root)
+        if method is not None and ds.manifest.get("method") != method:
+            raise UserInputError(
+                f"{root} already holds a different synthetic dataset (differs in: method); choose another --out or delete it"
+            )
+    elif root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+        raise UserInputError(f"output directory {root} is not empty and holds no dataset; choose another --out")
 
 
 def _is_int(v: Any) -> bool:

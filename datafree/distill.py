@@ -34,7 +34,7 @@ from .progress import progress
 from .sources import SurrogateSource
 from .utils import atomic_torch_save, device_of
 
-__all__ = ["KDConfig", "DistillResult", "distill", "run_identity", "CHECKPOINT"]
+__all__ = ["KDConfig", "DistillResult", "distill", "run_identity", "check_checkpoint", "CHECKPOINT"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -161,6 +161,33 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     from .resume import safe_torch_load
 
     return safe_torch_load(path, "checkpoint")
+
+
+def check_checkpoint(out: str | Path, config: KDConfig, data_dir: str | Path | None = None) -> None:
+    """Before anything is written into ``out``: refuse a ``checkpoint.pt`` there that this run could
+    not resume (not ours, other KD settings, or made from another source than ``data_dir``, the
+    dataset this run synthesises into ``out``).
+
+    Args:
+        out: the run's output directory.
+        config: this run's KD settings.
+        data_dir: the dataset directory this run writes (``out/data``), when it writes one.
+    """
+    path = Path(out) / CHECKPOINT
+    if not path.is_file():
+        return
+    state = _load_checkpoint(path)
+    if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
+        raise UserInputError(f"{path} is not a datafree KD checkpoint; delete it or choose another --out")
+    if state.get("config") != dataclasses.asdict(config):
+        raise UserInputError(
+            f"{path} was written with other settings; use the same command to resume, or another --out to start afresh"
+        )
+    if data_dir is not None and not (Path(data_dir) / "manifest.json").is_file():
+        raise UserInputError(
+            f"{path} belongs to a run that did not synthesise {data_dir}; use the same command to resume, "
+            "or another --out to start afresh"
+        )
 
 
 def distill(

@@ -39,7 +39,10 @@ def evaluate_model(model: nn.Module, card: ModelCard, data: str | Path | None = 
         x, y = digits_split("test", shape)  # type: ignore[arg-type]
         source = "digits:test"
     else:
+        from .data.files import check_labels
+
         x, y = load_labelled(data, shape)  # type: ignore[arg-type]
+        check_labels(y, card.num_classes, data)
         source = str(data)
     return {
         "accuracy": accuracy(model, x, y, card.normalizer()),

@@ -178,6 +178,10 @@ def compress(
         from generators import create_synthesizer
 
         create_synthesizer(method, lm.model, lm.card, **(synth_options or {}))
+    if not cls.online and run_student:  # a checkpoint in --out this run cannot resume: before data/ is written
+        from .distill import check_checkpoint
+
+        check_checkpoint(out, kd, out / "data")
     dist.run_on_main(lambda: prepare_out_dir(out))
     t_metrics = evaluate_model(lm.model, lm.card)
     stages: dict[str, float] = {}

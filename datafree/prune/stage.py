@@ -307,12 +307,13 @@ def prune_model(
     check_ratio(ratio)
     create_criterion(importance)  # unknown names fail before anything is loaded or synthesized
     lm = model_spec if isinstance(model_spec, LoadedModel) else load_model(model_spec, resolve_device(device))
+    needs_data = epochs > 0 or create_criterion(importance).needs_gradients
+    _check_source_args(lm, needs_data, data, method, method_options, seed)  # before --out is touched
     if out_dir is not None:
         from ..pipeline import prepare_out_dir
 
         out_dir = prepare_out_dir(out_dir)
     source, info = None, None
-    needs_data = epochs > 0 or create_criterion(importance).needs_gradients
     if needs_data:
         synth_dir = Path(out_dir) / "data" if out_dir is not None else None
         source, info = surrogate_source(lm, data=data, method=method, synth_dir=synth_dir,
@@ -326,3 +327,25 @@ def prune_model(
         eval_data=eval_data, out_dir=out_dir, latency=latency,
     )  # fmt: skip
     return result.report
+
+
+def _check_source_args(
+    lm: LoadedModel, needs_data: bool, data: str | Path | None, method: str | None,
+    method_options: dict[str, Any] | None, seed: int,
+) -> None:  # fmt: skip
+    """Refuse a source that cannot work (or options that would be ignored) before anything is written."""
+    if not needs_data:
+        if data is not None or method is not None:
+            raise UserInputError("--epochs 0 with a magnitude importance uses no data: drop --data/--method")
+        if method_options:
+            raise UserInputError("--set configures a synthesis backend; --epochs 0 with a magnitude importance uses none")
+        return
+    if (data is None) == (method is None):
+        raise UserInputError("give exactly one surrogate source: --data DIR or --method NAME")
+    if data is not None:
+        if method_options:
+            raise UserInputError(f"--set {next(iter(method_options))}=... configures a synthesis backend and needs --method, not --data")
+        return
+    from generators import create_synthesizer
+
+    create_synthesizer(str(method), lm.model, lm.card, seed=seed, **dict(method_options or {}))
