@@ -158,7 +158,7 @@ def teachers() -> None:
 
 @cli.command()
 def models() -> None:
-    """List the registered architectures (any torchvision classifier name works too)."""
+    """List the registered architectures (a torchvision classifier name works too when it takes the input size)."""
     from datafree.models import MODELS
 
     for name in MODELS.names():
@@ -540,12 +540,16 @@ def quantize(
     from datafree.quant import quantize as run
 
     dev = _setup(device, quiet, threads)
+    from datafree.quant.api import check_quantize_args
+
     lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
+    set_options = _parse_set(options)
+    check_quantize_args(lm, calib, **set_options)  # before --out is created
     out = prepare_out_dir(out)
     rep = run(
         lm, weight_bits, act_bits, calib, calib_images=calib_images, finetune_epochs=finetune_epochs, int8=int8,
         out_dir=out, device=dev, seed=seed, weight_calib=weight_calib, act_calib=act_calib,
-        weight_symmetric=not asymmetric_weights, **_parse_set(options),
+        weight_symmetric=not asymmetric_weights, **set_options,
     )  # fmt: skip
     q = rep["quantized"]
     click.echo(f"fp32: test accuracy {rep['fp32']['accuracy']:.4f}, {rep['fp32']['size_bytes']} bytes")

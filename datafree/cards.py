@@ -386,34 +386,32 @@ def load_model(
     return LoadedModel(model, card)
 
 
-def check_forward(model: nn.Module, card: ModelCard, device: torch.device | str = "cpu") -> None:
+def check_forward(model: nn.Module, card: ModelCard, device: torch.device | str = "cpu", what: str | None = None) -> None:
     """One forward pass of a zero image of the card's ``input_shape``: the model must run on it and
     give ``num_classes`` logits. An input spec the architecture cannot take (a kernel larger than
     the image, a head sized for another resolution) is a user error here, not a crash later.
 
     Args:
         model: the model, on ``device``, in eval mode.
-        card: its card.
+        card: its card (or the teacher's card, for a student).
         device: where it is.
+        what: how to name the model in messages (default: the card's path and arch).
     """
+    what = what or f"{card.path or card.name}: arch {card.arch!r}"
     x = torch.zeros(1, *card.input_shape, device=device)
     try:
         with torch.no_grad():
             out = model(x)
     except Exception as e:  # noqa: BLE001 - any failure of the forward is a mismatched input spec
         msg = " ".join(str(e).split())[:160]
-        raise UserInputError(
-            f"{card.path or card.name}: arch {card.arch!r} cannot run on input_shape {card.input_shape} "
-            f"({type(e).__name__}: {msg})"
-        ) from None
+        raise UserInputError(f"{what} cannot run on input_shape {card.input_shape} ({type(e).__name__}: {msg})") from None
     logits = getattr(out, "logits", out)
     if isinstance(logits, (tuple, list)) and logits:
         logits = logits[0]
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[-1] != card.num_classes:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise UserInputError(
-            f"{card.path or card.name}: arch {card.arch!r} gives outputs of shape {shape} for input_shape "
-            f"{card.input_shape}, not (1, {card.num_classes}) logits"
+            f"{what} gives outputs of shape {shape} for input_shape {card.input_shape}, not (1, {card.num_classes}) logits"
         )
 
 

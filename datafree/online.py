@@ -95,7 +95,12 @@ def _make_student(student: nn.Module | str | None, card: ModelCard, teacher_arch
     arch = student or default_student_for(teacher_arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_model(arch, card.num_classes, card.in_channels), arch
+        model = create_model(arch, card.num_classes, card.in_channels)
+    from .cards import LoadedModel
+    from .pipeline import check_student
+
+    check_student(model, arch, LoadedModel(model, card))
+    return model, arch
 
 
 def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:

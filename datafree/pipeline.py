@@ -58,7 +58,23 @@ def make_student(arch: str | None, teacher: LoadedModel, seed: int = 0) -> tuple
     name = arch or default_student_for(teacher.card.arch)
     torch.manual_seed(seed)
     model = create_model(name, teacher.card.num_classes, teacher.card.in_channels)
+    check_student(model, name, teacher)
     return model, name
+
+
+def check_student(model: nn.Module, name: str, teacher: LoadedModel) -> None:
+    """Refuse a student architecture that cannot take the teacher's input (one forward pass, eval mode)."""
+    from .cards import check_forward
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            check_forward(model, teacher.card, "cpu", what=f"student {name!r}")
+    except UserInputError as e:
+        raise UserInputError(f"{e}; choose a student that takes this input (datafree models)") from None
+    finally:
+        model.train(was_training)
 
 
 def distill_to_dir(

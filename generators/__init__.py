@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from datafree.cards import ModelCard
+from datafree.errors import UserInputError
 from datafree.hooks import require_batchnorm
 from datafree.registry import Registry
 
@@ -57,6 +58,11 @@ def create_synthesizer(name: str, teacher: nn.Module, card: ModelCard, **overrid
     """
     cls = method_class(name)
     config = parse_overrides(cls.Config, overrides)
+    if card.is_int8:
+        raise UserInputError(
+            f"{card.path or card.name} is a real int8 model: synthesis needs gradients through the teacher, "
+            "which int8 kernels do not give; use the float model it was made from as the teacher"
+        )
     if cls.requires_batchnorm:
         require_batchnorm(teacher, name)
     return cls(teacher, card, config)

@@ -163,6 +163,16 @@ def make_fuzz_fixtures(t: Path, artefacts: bool = False) -> None:
     _card(c / "small_input.json", arch="resnet8", weights="resnet8.pt", input_shape=[1, 2, 2])
     _card(c / "tiny_lenet.json", input_shape=[1, 4, 4])
     _card(c / "wide_lenet.json", input_shape=[1, 24, 24])
+    (c / "fixed.py").write_text(
+        "from torch import nn\n\n\ndef build(num_classes):\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 5), nn.Flatten(), nn.Linear(4 * 12 * 12, num_classes))\n"
+    )
+    torch.manual_seed(0)
+    fixed = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5), torch.nn.Flatten(), torch.nn.Linear(4 * 12 * 12, 10))
+    torch.save(fixed.state_dict(), c / "fixed.pt")
+    _card(c / "fixed_ok.json", arch="fixed.py:build", weights="fixed.pt")
+    _card(c / "fixed_small.json", arch="fixed.py:build", weights="fixed.pt", input_shape=[1, 4, 4])
+    _card(c / "fixed_wide.json", arch="fixed.py:build", weights="fixed.pt", input_shape=[1, 20, 20])
     _card(c / "three_channel.json", input_shape=[3, 16, 16], mean=[0.3] * 3, std=[0.3] * 3)
     _card(c / "sha_int.json", sha256=5)
     _card(c / "test_acc_str.json", test_accuracy="high")
@@ -263,7 +273,7 @@ def _make_artefacts(t: Path) -> None:
         ["quantize", "--model", "resnet8_digits", "--calib", "noise", "--calib-images", "4", "-w", "4", "-a", "4",
          "--out", f"{a}/w4a4", "-q", "--device", "cpu"],
         ["prune", "--model", "resnet8_digits", "--ratio", "0.5", "--epochs", "0", "--importance", "l1",
-         "--data", f"{t}/ds/good", "--out", f"{a}/pruned", "-q", "--device", "cpu"],
+         "--out", f"{a}/pruned", "-q", "--device", "cpu"],
         ["synthesize", "-m", "dafl", "-n", "2", "--epochs", "1", "--steps-per-epoch", "1", "--kd-batch-size", "4",
          "--out", f"{a}/gen_ds", "-q", "--device", "cpu"],
     ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,8 @@ def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             if "images" not in z or "labels" not in z:
                 raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
             images, labels = z["images"], z["labels"]
-    except (OSError, ValueError) as e:
-        raise UserInputError(f"{path}: not a readable .npz file ({e})") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise UserInputError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise UserInputError(f"{path}: labels must be a 1-d array of integers, got {labels.dtype} of shape {labels.shape}")
     if images.ndim < 1 or len(images) != len(labels):

@@ -307,6 +307,7 @@ def prune_model(
     check_ratio(ratio)
     create_criterion(importance)  # unknown names fail before anything is loaded or synthesized
     lm = model_spec if isinstance(model_spec, LoadedModel) else load_model(model_spec, resolve_device(device))
+    _check_prunable(lm)
     needs_data = epochs > 0 or create_criterion(importance).needs_gradients
     _check_source_args(lm, needs_data, data, method, method_options, seed)  # before --out is touched
     if out_dir is not None:
@@ -344,8 +345,23 @@ def _check_source_args(
         raise UserInputError("give exactly one surrogate source: --data DIR or --method NAME")
     if data is not None:
         if method_options:
-            raise UserInputError(f"--set {next(iter(method_options))}=... configures a synthesis backend and needs --method, not --data")
+            raise UserInputError(
+                f"--set {next(iter(method_options))}=... configures a synthesis backend and needs --method, not --data"
+            )
+        from ..dataset import SyntheticDataset
+
+        SyntheticDataset.open(data).check_complete()  # the full check (every shard) comes with the source
         return
     from generators import create_synthesizer
 
     create_synthesizer(str(method), lm.model, lm.card, seed=seed, **dict(method_options or {}))
+
+
+def _check_prunable(lm: LoadedModel) -> None:
+    """Refuse a real int8 model or a quantized (fake-quant) one: prune the float model, then quantize."""
+    from ..quant.api import QUANTIZED_ARCH
+
+    where = lm.card.path or lm.card.name
+    if lm.card.is_int8 or lm.card.arch == QUANTIZED_ARCH:
+        kind = "a real int8" if lm.card.is_int8 else "a quantized"
+        raise UserInputError(f"{where} is {kind} model, which cannot be pruned; prune the float model, then quantize it")

@@ -121,6 +121,44 @@ def calibration_images(
     )
 
 
+def check_quantize_args(lm: LoadedModel, calib: str | Path, **synth_overrides: Any) -> None:
+    """Refuse, before anything runs or is written, a model this cannot quantize (a real int8 model, an
+    already quantized one), an unknown ``calib`` and ``--set`` options that would be ignored or are invalid.
+
+    Args:
+        lm: the loaded model.
+        calib: the calibration source (see :func:`calibration_images`).
+        **synth_overrides: backend config fields (``--set``).
+    """
+    where = lm.card.path or lm.card.name
+    if lm.card.is_int8:
+        raise UserInputError(f"{where} is already a real int8 model; quantize the float model it was made from")
+    if lm.card.arch == QUANTIZED_ARCH:
+        raise UserInputError(f"{where} is already quantized; quantize the float model it was made from")
+    name = str(calib)
+    if name in ("zeroq", "deepinversion"):
+        from generators import method_class, parse_overrides
+
+        parse_overrides(method_class(name).Config, dict(synth_overrides))
+    elif synth_overrides:
+        raise UserInputError(
+            f"--set {next(iter(synth_overrides))}=... configures a synthesis backend; --calib {name} synthesises "
+            "nothing (use --calib zeroq or deepinversion)"
+        )
+    elif name not in CALIBRATION_DATA:
+        if not Path(name).is_dir():
+            raise UserInputError(
+                f"unknown --calib {name!r}: use {', '.join(CALIBRATION_DATA)} or a synthetic dataset directory"
+            )
+        from ..dataset import MANIFEST, SyntheticDataset
+
+        if not (Path(name) / MANIFEST).is_file():
+            raise UserInputError(f"--calib {name}: not a synthetic dataset directory (no {MANIFEST})")
+        ds = SyntheticDataset.open(name)
+        ds.check_complete()
+        ds.check_compatible(lm.card, allow_other_teacher=True)
+
+
 def _arch_kwargs(card: ModelCard, cfg: QuantConfig) -> dict[str, Any]:
     kwargs = {
         "base_arch": portable_arch(card),
@@ -231,6 +269,8 @@ def quantize(
     cfg.validate()
     lm = model if isinstance(model, LoadedModel) else load_model(model, device)
     card = lm.card
+    if images is None:
+        check_quantize_args(lm, calib, **synth_overrides)
     report: dict[str, Any] = {
         "model": card.name or str(card.path),
         "weight_bits": weight_bits,
