@@ -104,13 +104,17 @@ def check_int(value: Any, name: str, lo: int = 1, hi: int = MAX_INT) -> int:
     return value
 
 
-def check_float(value: Any, name: str, lo: float = -math.inf, hi: float = math.inf, positive: bool = False) -> float:
+def check_float(
+    value: Any, name: str, lo: float = -math.inf, hi: float = math.inf, positive: bool = False
+) -> float:
     """``value`` as a finite float in ``[lo, hi]`` (and ``> 0`` when ``positive``)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise UserInputError(f"{name} must be a number, got {str(value)[:40]!r}")
     v = float(value)
     if not math.isfinite(v) or not lo <= v <= hi or (positive and v <= 0):
-        raise UserInputError(f"{name} must be a finite number in [{lo}, {hi}]{' and > 0' if positive else ''}, got {v}")
+        raise UserInputError(
+            f"{name} must be a finite number in [{lo}, {hi}]{' and > 0' if positive else ''}, got {v}"
+        )
     return v
 
 
@@ -128,7 +132,9 @@ def check_out_path(path: str | Path, option: str = "--out") -> Path:
     try:
         resolved = p.resolve()
     except (RuntimeError, OSError) as e:  # a symlink loop (RuntimeError on Python < 3.13)
-        raise UserInputError(f"{option} {p}: cannot resolve the path ({' '.join(str(e).split())[:80]})") from None
+        raise UserInputError(
+            f"{option} {p}: cannot resolve the path ({' '.join(str(e).split())[:80]})"
+        ) from None
     if resolved == Path(resolved.anchor) or not resolved.name:
         raise UserInputError(f"{option} {p} is the filesystem root; choose a new directory or file")
     return p

@@ -45,17 +45,71 @@ FAILURES = ("internal", "crash", "multiline", "bad-exit")
 
 # Options set to something cheap unless the fuzzer picks a value itself (keeps valid runs short).
 CHEAP = {
-    "--iterations": "1", "--epochs": "1", "--steps-per-epoch": "1", "--num-images": "2", "--batch-size": "2",
-    "--kd-batch-size": "4", "--calib-images": "4", "--finetune-epochs": "0", "--device": "cpu",
-}  # fmt: skip
+    "--iterations": "1",
+    "--epochs": "1",
+    "--steps-per-epoch": "1",
+    "--num-images": "2",
+    "--batch-size": "2",
+    "--kd-batch-size": "4",
+    "--calib-images": "4",
+    "--finetune-epochs": "0",
+    "--device": "cpu",
+}
 CHEAP_FLAGS = ("--quiet", "--no-baseline")
 
 INTS = ["-1", "0", "1", "2", "3", "x", "", "1.5", "2147483648", "99999999999999999999", "1e3", "0x10"]
-FLOATS = ["-1", "0", "1e-3", "0.1", "0.5", "0.99", "1", "2", "1e308", "-1e308", "1e-320", "nan", "inf", "-inf", "x", ""]
-SET_VALUES = ["1", "0", "-1", "2", "x", "nan", "inf", "true", "0.5", "1e38", "99999999999999999999", "", "1,2"]
+FLOATS = [
+    "-1",
+    "0",
+    "1e-3",
+    "0.1",
+    "0.5",
+    "0.99",
+    "1",
+    "2",
+    "1e308",
+    "-1e308",
+    "1e-320",
+    "nan",
+    "inf",
+    "-inf",
+    "x",
+    "",
+]
+SET_VALUES = [
+    "1",
+    "0",
+    "-1",
+    "2",
+    "x",
+    "nan",
+    "inf",
+    "true",
+    "0.5",
+    "1e38",
+    "99999999999999999999",
+    "",
+    "1,2",
+]
 EXTRA_SET_KEYS = ["seed", "nope", "batch-size", "optimizer", "calib", "weight_bits", "", "=="]
-STUDENTS = ["resnet8_half", "lenet5", "resnet8", "wrn16_1", "lenet5_half_bn", "nosuch", "", "resnet18", "mobilenet_v2",
-            "googlenet", "inception_v3", "vit_b_16", "alexnet", "squeezenet1_1", "torchvision:resnet18", "os:getcwd"]  # fmt: skip
+STUDENTS = [
+    "resnet8_half",
+    "lenet5",
+    "resnet8",
+    "wrn16_1",
+    "lenet5_half_bn",
+    "nosuch",
+    "",
+    "resnet18",
+    "mobilenet_v2",
+    "googlenet",
+    "inception_v3",
+    "vit_b_16",
+    "alexnet",
+    "squeezenet1_1",
+    "torchvision:resnet18",
+    "os:getcwd",
+]
 DEVICES = ["cpu", "cpu", "cuda", "cuda:7", "meta", "tpu", "", "cpu:0", "mps"]
 QUANT = ["W8A8", "W4A8", "W4A4", "W2A2", "W9A8", "W8", "x", "", "w4a8"]
 
@@ -93,7 +147,10 @@ class Report:
             self.failures.setdefault(key, o)
 
     def summary(self, t: Path) -> str:  # noqa: D102
-        lines = [f"{self.calls} calls in {self.seconds:.0f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items()))]
+        lines = [
+            f"{self.calls} calls in {self.seconds:.0f} s: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items()))
+        ]
         for key, o in self.failures.items():
             lines.append(f"FAIL {key}\n    repro: {reproducer(o.args, t)}")
         return "\n".join(lines)
@@ -114,7 +171,14 @@ def reproducer(args: list[str], t: Path) -> str:
 
 # -- fixtures -------------------------------------------------------------------------------------
 def _card(path: Path, **fields: Any) -> None:
-    d = {"arch": "lenet5", "weights": "lenet5.pt", "num_classes": 10, "input_shape": [1, 16, 16], "mean": [0.3], "std": [0.3]}
+    d = {
+        "arch": "lenet5",
+        "weights": "lenet5.pt",
+        "num_classes": 10,
+        "input_shape": [1, 16, 16],
+        "mean": [0.3],
+        "std": [0.3],
+    }
     d.update(fields)
     path.write_text(json.dumps(d))
 
@@ -143,13 +207,17 @@ def make_fuzz_fixtures(t: Path, artefacts: bool = False) -> None:
     make_fixtures(t)
     c = t / "cards"
     _card(c / "huge_int.json")
-    (c / "huge_int.json").write_text((c / "huge_int.json").read_text().replace('"num_classes": 10', '"num_classes": ' + "9" * 5000))
+    (c / "huge_int.json").write_text(
+        (c / "huge_int.json").read_text().replace('"num_classes": 10', '"num_classes": ' + "9" * 5000)
+    )
     _card(c / "big_int.json", num_classes=10**30)
     _card(c / "big_shape.json", input_shape=[1, 10**9, 10**9])
     _card(c / "many_classes.json", num_classes=10**12)
     (c / "deep.json").write_text('{"arch": ' + "[" * 100_000 + "]" * 100_000 + "}")
     _card(c / "deep_kwargs.json")
-    (c / "deep_kwargs.json").write_text((c / "deep_kwargs.json").read_text()[:-1] + ', "arch_kwargs": {"a": ' + "[" * 40 + "]" * 40 + "}}")
+    (c / "deep_kwargs.json").write_text(
+        (c / "deep_kwargs.json").read_text()[:-1] + ', "arch_kwargs": {"a": ' + "[" * 40 + "]" * 40 + "}}"
+    )
     _card(c / "shapes_int.json", module_shapes={"conv1": 1})
     _card(c / "shapes_list.json", module_shapes={"conv1": [1, 2]})
     _card(c / "shapes_bad_name.json", module_shapes={"nosuch": {"out_channels": 3}})
@@ -168,7 +236,9 @@ def make_fuzz_fixtures(t: Path, artefacts: bool = False) -> None:
         "    return nn.Sequential(nn.Conv2d(1, 4, 5), nn.Flatten(), nn.Linear(4 * 12 * 12, num_classes))\n"
     )
     torch.manual_seed(0)
-    fixed = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5), torch.nn.Flatten(), torch.nn.Linear(4 * 12 * 12, 10))
+    fixed = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 5), torch.nn.Flatten(), torch.nn.Linear(4 * 12 * 12, 10)
+    )
     torch.save(fixed.state_dict(), c / "fixed.pt")
     _card(c / "fixed_ok.json", arch="fixed.py:build", weights="fixed.pt")
     _card(c / "fixed_small.json", arch="fixed.py:build", weights="fixed.pt", input_shape=[1, 4, 4])
@@ -179,8 +249,19 @@ def make_fuzz_fixtures(t: Path, artefacts: bool = False) -> None:
     _card(c / "name_list.json", name=["a"])
 
     ds = t / "ds"
-    for name in ("missing_shard", "counts_more", "shards_wrong_type", "huge_count", "huge_shard_size", "inf_logits",
-                 "float_labels", "extra_shard", "manifest_deep", "manifest_nan", "ones_images"):  # fmt: skip
+    for name in (
+        "missing_shard",
+        "counts_more",
+        "shards_wrong_type",
+        "huge_count",
+        "huge_shard_size",
+        "inf_logits",
+        "float_labels",
+        "extra_shard",
+        "manifest_deep",
+        "manifest_nan",
+        "ones_images",
+    ):
         shutil.copytree(ds / "good", ds / name)
     (ds / "missing_shard" / "shard-00001.safetensors").unlink()
 
@@ -194,7 +275,9 @@ def make_fuzz_fixtures(t: Path, artefacts: bool = False) -> None:
     edit("huge_count", num_images=10**30)
     edit("huge_shard_size", shard_size=2**40)
     (ds / "manifest_deep" / "manifest.json").write_text(
-        (ds / "manifest_deep" / "manifest.json").read_text().replace('"config": {}', '"config": ' + "[" * 5000 + "]" * 5000)
+        (ds / "manifest_deep" / "manifest.json")
+        .read_text()
+        .replace('"config": {}', '"config": ' + "[" * 5000 + "]" * 5000)
     )
     (ds / "manifest_nan" / "manifest.json").write_text(
         (ds / "manifest_nan" / "manifest.json").read_text().replace('"seed": 0', '"seed": NaN')
@@ -220,11 +303,23 @@ def make_fuzz_fixtures(t: Path, artefacts: bool = False) -> None:
     np.savez(n / "labels_2d.npz", images=x, labels=np.zeros((6, 2), dtype=np.int64))
     np.savez(n / "images_1d.npz", images=np.zeros(6), labels=np.zeros(6, dtype=np.int64))
     np.savez(n / "images_5d.npz", images=np.zeros((6, 1, 1, 16, 16)), labels=np.zeros(6, dtype=np.int64))
-    np.savez(n / "images_nan.npz", images=np.full((6, 16, 16), np.nan, dtype=np.float32), labels=np.zeros(6, dtype=np.int64))
+    np.savez(
+        n / "images_nan.npz",
+        images=np.full((6, 16, 16), np.nan, dtype=np.float32),
+        labels=np.zeros(6, dtype=np.int64),
+    )
     np.savez(n / "images_str.npz", images=np.array(["x"] * 6), labels=np.zeros(6, dtype=np.int64))
-    np.savez(n / "images_bool.npz", images=np.zeros((6, 16, 16), dtype=bool), labels=np.zeros(6, dtype=np.int64))
-    np.savez(n / "images_c7.npz", images=np.zeros((6, 16, 16, 7), dtype=np.uint8), labels=np.zeros(6, dtype=np.int64))
-    np.savez(n / "empty.npz", images=np.zeros((0, 16, 16), dtype=np.uint8), labels=np.zeros(0, dtype=np.int64))
+    np.savez(
+        n / "images_bool.npz", images=np.zeros((6, 16, 16), dtype=bool), labels=np.zeros(6, dtype=np.int64)
+    )
+    np.savez(
+        n / "images_c7.npz",
+        images=np.zeros((6, 16, 16, 7), dtype=np.uint8),
+        labels=np.zeros(6, dtype=np.int64),
+    )
+    np.savez(
+        n / "empty.npz", images=np.zeros((0, 16, 16), dtype=np.uint8), labels=np.zeros(0, dtype=np.int64)
+    )
     np.savez(n / "scalar.npz", images=np.float32(3), labels=np.int64(1))
     np.savez(n / "object.npz", images=np.array([{}], dtype=object), labels=np.zeros(1))
     np.savez(n / "no_labels.npz", images=x)
@@ -268,19 +363,81 @@ def _make_artefacts(t: Path) -> None:
     kd = ["--epochs", "1", "--steps-per-epoch", "1", "--kd-batch-size", "4", "-q", "--device", "cpu"]
     steps = [
         ["distill", "--data", f"{t}/ds/good", "--out", f"{a}/distill", *kd],
-        ["quantize", "--model", "resnet8_digits", "--calib", "noise", "--calib-images", "4", "--int8", "--out", f"{a}/q8",
-         "-q", "--device", "cpu"],
-        ["quantize", "--model", "resnet8_digits", "--calib", "noise", "--calib-images", "4", "-w", "4", "-a", "4",
-         "--out", f"{a}/w4a4", "-q", "--device", "cpu"],
-        ["prune", "--model", "resnet8_digits", "--ratio", "0.5", "--epochs", "0", "--importance", "l1",
-         "--out", f"{a}/pruned", "-q", "--device", "cpu"],
-        ["synthesize", "-m", "dafl", "-n", "2", "--epochs", "1", "--steps-per-epoch", "1", "--kd-batch-size", "4",
-         "--out", f"{a}/gen_ds", "-q", "--device", "cpu"],
-    ]  # fmt: skip
+        [
+            "quantize",
+            "--model",
+            "resnet8_digits",
+            "--calib",
+            "noise",
+            "--calib-images",
+            "4",
+            "--int8",
+            "--out",
+            f"{a}/q8",
+            "-q",
+            "--device",
+            "cpu",
+        ],
+        [
+            "quantize",
+            "--model",
+            "resnet8_digits",
+            "--calib",
+            "noise",
+            "--calib-images",
+            "4",
+            "-w",
+            "4",
+            "-a",
+            "4",
+            "--out",
+            f"{a}/w4a4",
+            "-q",
+            "--device",
+            "cpu",
+        ],
+        [
+            "prune",
+            "--model",
+            "resnet8_digits",
+            "--ratio",
+            "0.5",
+            "--epochs",
+            "0",
+            "--importance",
+            "l1",
+            "--out",
+            f"{a}/pruned",
+            "-q",
+            "--device",
+            "cpu",
+        ],
+        [
+            "synthesize",
+            "-m",
+            "dafl",
+            "-n",
+            "2",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--kd-batch-size",
+            "4",
+            "--out",
+            f"{a}/gen_ds",
+            "-q",
+            "--device",
+            "cpu",
+        ],
+    ]
     for args in steps:
         r = _invoke(args)
         if r.exit_code != 0:
-            print(f"fixture step failed ({r.exit_code}): {' '.join(args)}: {r.output.strip()[-300:]}", file=sys.stderr)
+            print(
+                f"fixture step failed ({r.exit_code}): {' '.join(args)}: {r.output.strip()[-300:]}",
+                file=sys.stderr,
+            )
     ck = a / "distill" / "checkpoint.pt"
     if ck.is_file():
         for name, edit in {
@@ -320,9 +477,17 @@ def pools(t: Path) -> dict[str, list[str]]:
     cards += [str(p / "model.json") for p in sorted((t / "runs").glob("*")) if (p / "model.json").is_file()]
     cards += [str(p) for p in sorted((t / "runs").glob("*/int8/model.json"))]
     cards += ["resnet8_digits", "lenet5_digits", "nosuch_teacher", "", str(t / "ds" / "good"), "/"]
-    datasets = sorted(str(p) for p in (t / "ds").iterdir() if p.is_dir()) + [str(t / "nope"), str(t / "cards" / "ok.json")]
-    labelled = sorted(str(p) for p in (t / "npz").iterdir()) + sorted(str(p) for p in (t / "folders").iterdir())
-    gens = sorted(str(p) for p in (t / "gen").iterdir()) + [str(t / "nope.safetensors"), str(t / "ds" / "good")]
+    datasets = sorted(str(p) for p in (t / "ds").iterdir() if p.is_dir()) + [
+        str(t / "nope"),
+        str(t / "cards" / "ok.json"),
+    ]
+    labelled = sorted(str(p) for p in (t / "npz").iterdir()) + sorted(
+        str(p) for p in (t / "folders").iterdir()
+    )
+    gens = sorted(str(p) for p in (t / "gen").iterdir()) + [
+        str(t / "nope.safetensors"),
+        str(t / "ds" / "good"),
+    ]
     return {"card": cards, "dataset": datasets, "labelled": labelled, "generator": gens}
 
 
@@ -371,14 +536,28 @@ class Fuzzer:
         fresh = t / "fuzz" / f"o{self.n}"
         if r < 0.6:
             return str(fresh)
-        kinds = [t / "out" / "foreign", t / "ds" / "good", t / "ds" / "missing_shard", t / "out" / "corrupt_ckpt"]
+        kinds = [
+            t / "out" / "foreign",
+            t / "ds" / "good",
+            t / "ds" / "missing_shard",
+            t / "out" / "corrupt_ckpt",
+        ]
         kinds += sorted((t / "runs").glob("*")) if (t / "runs").is_dir() else []
         src = self.rng.choice(kinds)
         if r < 0.9 and src.is_dir():
             shutil.copytree(src, fresh, symlinks=True)
             return str(fresh)
-        return self.rng.choice([str(t / "out" / "a_file"), "/", str(t / "out" / "loop"), str(t / "out" / "loop" / "x"),
-                                "/proc/datafree-x", str(t / "out" / "a_file" / "sub"), str(fresh) + ".npz"])  # fmt: skip
+        return self.rng.choice(
+            [
+                str(t / "out" / "a_file"),
+                "/",
+                str(t / "out" / "loop"),
+                str(t / "out" / "loop" / "x"),
+                "/proc/datafree-x",
+                str(t / "out" / "a_file" / "sub"),
+                str(fresh) + ".npz",
+            ]
+        )
 
     def value(self, cmd: str, p: click.Parameter) -> str:
         """A value for parameter ``p`` of command ``cmd``, by name, then by click type."""
@@ -392,7 +571,18 @@ class Fuzzer:
             pool = pl["dataset"] + (pl["labelled"] if cmd == "evaluate" or rng.random() < 0.1 else [])
             return rng.choice(pool)
         if name == "calib":
-            return rng.choice(["zeroq", "deepinversion", "noise", "digits", "nosuch", "", *pl["dataset"][:4], *pl["labelled"][:2]])
+            return rng.choice(
+                [
+                    "zeroq",
+                    "deepinversion",
+                    "noise",
+                    "digits",
+                    "nosuch",
+                    "",
+                    *pl["dataset"][:4],
+                    *pl["labelled"][:2],
+                ]
+            )
         if name in ("generator-path", "generator"):
             return rng.choice(pl["generator"])
         if name == "method":
@@ -408,13 +598,20 @@ class Fuzzer:
             return f"{key}={rng.choice(SET_VALUES)}" if rng.random() < 0.95 else key
         if name == "quantize":
             return rng.choice(QUANT)
+        return self.by_type(p)
+
+    def by_type(self, p: click.Parameter) -> str:
+        """A value for ``p`` from its click type."""
+        rng, pl = self.rng, self.pools
         ty = p.type
         if isinstance(ty, click.Choice):
             return rng.choice([*ty.choices, "nosuch"])
         if isinstance(ty, click.IntRange):
             lo = ty.min if ty.min is not None else -5
             hi = ty.max if ty.max is not None else lo + 5
-            return rng.choice([str(lo), str(lo + 1), str(min(hi, lo + 2)), str(lo - 1), str(hi + 1), *INTS[:6]])
+            return rng.choice(
+                [str(lo), str(lo + 1), str(min(hi, lo + 2)), str(lo - 1), str(hi + 1), *INTS[:6]]
+            )
         if isinstance(ty, click.types.IntParamType):
             return rng.choice(INTS)
         if isinstance(ty, click.types.FloatParamType):
@@ -430,7 +627,11 @@ class Fuzzer:
         cmd = self.cmds[name]
         args: list[str] = [name]
         chosen: dict[str, list[str]] = {}
-        options = [p for p in cmd.params if isinstance(p, click.Option) and _opt_name(p) not in ("--help", "--version")]
+        options = [
+            p
+            for p in cmd.params
+            if isinstance(p, click.Option) and _opt_name(p) not in ("--help", "--version")
+        ]
         for p in options:
             if p.required:
                 chosen[_opt_name(p)] = [_opt_name(p), self.value(name, p)]
@@ -508,7 +709,11 @@ def random_run(t: Path, seed: int, calls: int, limit_s: float = 20.0, log: Any =
         o = run_call(args, limit_s)
         rep.add(o, t)
         if log is not None:
-            print(f"{o.kind:9s} {o.seconds:6.2f}s {reproducer(args, t)}  -> {o.line[:160]}", file=log, flush=True)
+            print(
+                f"{o.kind:9s} {o.seconds:6.2f}s {reproducer(args, t)}  -> {o.line[:160]}",
+                file=log,
+                flush=True,
+            )
     return rep
 
 
@@ -523,29 +728,141 @@ def sweep_calls(t: Path) -> Iterator[list[str]]:
 
     for card in pl["card"]:
         yield ["evaluate", "--model", card, "--device", "cpu"]
-        yield ["synthesize", "--teacher", card, "-m", "fast", "-n", "2", "--batch-size", "2", "--iterations", "1", "-q",
-               "--device", "cpu", "--out", out()]  # fmt: skip
+        yield [
+            "synthesize",
+            "--teacher",
+            card,
+            "-m",
+            "fast",
+            "-n",
+            "2",
+            "--batch-size",
+            "2",
+            "--iterations",
+            "1",
+            "-q",
+            "--device",
+            "cpu",
+            "--out",
+            out(),
+        ]
         yield ["synthesize", "--teacher", card, "-m", "dafl", "-n", "2", *kd, "--out", out()]
         yield ["distill", "--teacher", card, "--data", f"{t}/ds/good", *kd, "--out", out()]
-        yield ["prune", "--model", card, "--ratio", "0.5", "--epochs", "0", "--importance", "l1", "--data", f"{t}/ds/good",
-               "-q", "--device", "cpu", "--out", out()]  # fmt: skip
-        yield ["quantize", "--model", card, "--calib", "noise", "--calib-images", "4", "-q", "--device", "cpu", "--out", out()]
-        yield ["compress", "--teacher", card, "-m", "fast", "-n", "2", "--iterations", "1", *kd, "--no-baseline", "--out", out()]
+        yield [
+            "prune",
+            "--model",
+            card,
+            "--ratio",
+            "0.5",
+            "--epochs",
+            "0",
+            "--importance",
+            "l1",
+            "--data",
+            f"{t}/ds/good",
+            "-q",
+            "--device",
+            "cpu",
+            "--out",
+            out(),
+        ]
+        yield [
+            "quantize",
+            "--model",
+            card,
+            "--calib",
+            "noise",
+            "--calib-images",
+            "4",
+            "-q",
+            "--device",
+            "cpu",
+            "--out",
+            out(),
+        ]
+        yield [
+            "compress",
+            "--teacher",
+            card,
+            "-m",
+            "fast",
+            "-n",
+            "2",
+            "--iterations",
+            "1",
+            *kd,
+            "--no-baseline",
+            "--out",
+            out(),
+        ]
     for data in pl["dataset"]:
         yield ["distill", "--data", data, *kd, "--out", out()]
         yield ["export", data, "--format", "npz", "--out", out() + ".npz"]
         yield ["export", data, "--format", "imagefolder", "--out", out()]
-        yield ["prune", "--model", "resnet8_digits", "--ratio", "0.5", "--epochs", "1", "--steps-per-epoch", "1",
-               "--data", data, "-q", "--device", "cpu", "--out", out()]  # fmt: skip
-        yield ["quantize", "--model", "resnet8_digits", "--calib", data, "--calib-images", "4", "-q", "--device", "cpu",
-               "--out", out()]  # fmt: skip
+        yield [
+            "prune",
+            "--model",
+            "resnet8_digits",
+            "--ratio",
+            "0.5",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--data",
+            data,
+            "-q",
+            "--device",
+            "cpu",
+            "--out",
+            out(),
+        ]
+        yield [
+            "quantize",
+            "--model",
+            "resnet8_digits",
+            "--calib",
+            data,
+            "--calib-images",
+            "4",
+            "-q",
+            "--device",
+            "cpu",
+            "--out",
+            out(),
+        ]
         yield ["evaluate", "--model", "resnet8_digits", "--data", data, "--device", "cpu"]
     for data in pl["labelled"]:
         yield ["evaluate", "--model", "resnet8_digits", "--data", data, "--device", "cpu"]
-        yield ["quantize", "--model", "resnet8_digits", "--calib", data, "--calib-images", "4", "-q", "--device", "cpu",
-               "--out", out()]  # fmt: skip
+        yield [
+            "quantize",
+            "--model",
+            "resnet8_digits",
+            "--calib",
+            data,
+            "--calib-images",
+            "4",
+            "-q",
+            "--device",
+            "cpu",
+            "--out",
+            out(),
+        ]
     for gen in pl["generator"]:
-        yield ["synthesize", "-m", "dafl", "--generator", gen, "-n", "2", "-q", "--device", "cpu", "--out", out()]
+        yield [
+            "synthesize",
+            "-m",
+            "dafl",
+            "--generator",
+            gen,
+            "-n",
+            "2",
+            "-q",
+            "--device",
+            "cpu",
+            "--out",
+            out(),
+        ]
     runs = sorted((t / "runs").glob("ckpt_*")) if (t / "runs").is_dir() else []
     for d in [*runs, t / "out" / "corrupt_ckpt", t / "out" / "foreign_ckpt"]:
         copy = Path(out())
@@ -565,7 +882,11 @@ def sweep_run(t: Path, limit_s: float = 30.0, log: Any = None) -> Report:
         o = run_call(args, limit_s)
         rep.add(o, t)
         if log is not None:
-            print(f"{o.kind:9s} {o.seconds:6.2f}s {reproducer(args, t)}  -> {o.line[:160]}", file=log, flush=True)
+            print(
+                f"{o.kind:9s} {o.seconds:6.2f}s {reproducer(args, t)}  -> {o.line[:160]}",
+                file=log,
+                flush=True,
+            )
     return rep
 
 
@@ -574,8 +895,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--seed", type=int, action="append", default=None)
-    ap.add_argument("--sweep", action="store_true", help="every corrupted fixture against every command reading it")
-    ap.add_argument("--artefacts", action="store_true", help="also fuzz with datafree's own outputs (slower setup)")
+    ap.add_argument(
+        "--sweep", action="store_true", help="every corrupted fixture against every command reading it"
+    )
+    ap.add_argument(
+        "--artefacts", action="store_true", help="also fuzz with datafree's own outputs (slower setup)"
+    )
     ap.add_argument("--limit", type=float, default=20.0, help="seconds per call before it counts as slow")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -589,16 +914,32 @@ def main() -> None:
     for seed in a.seed or [0]:
         rep = random_run(t, seed, a.calls, a.limit, log)
         print(f"seed {seed}: " + rep.summary(t), flush=True)
-        results.append({"run": f"random seed {seed}", "calls": rep.calls, "outcomes": dict(rep.kinds),
-                        "failures": {k: reproducer(o.args, t) for k, o in rep.failures.items()}})  # fmt: skip
+        results.append(
+            {
+                "run": f"random seed {seed}",
+                "calls": rep.calls,
+                "outcomes": dict(rep.kinds),
+                "failures": {k: reproducer(o.args, t) for k, o in rep.failures.items()},
+            }
+        )
     if a.sweep:
         rep = sweep_run(t, max(a.limit, 30.0), log)
         print("sweep: " + rep.summary(t), flush=True)
-        results.append({"run": "sweep", "calls": rep.calls, "outcomes": dict(rep.kinds),
-                        "failures": {k: reproducer(o.args, t) for k, o in rep.failures.items()}})  # fmt: skip
+        results.append(
+            {
+                "run": "sweep",
+                "calls": rep.calls,
+                "outcomes": dict(rep.kinds),
+                "failures": {k: reproducer(o.args, t) for k, o in rep.failures.items()},
+            }
+        )
     if a.json is not None:
-        a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results},
-                                     indent=2) + "\n")  # fmt: skip
+        a.json.write_text(
+            json.dumps(
+                {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results}, indent=2
+            )
+            + "\n"
+        )
     shutil.rmtree(t, ignore_errors=True)
     if any(r["failures"] for r in results):
         sys.exit(1)

@@ -1,6 +1,7 @@
-"""SIGKILL in the middle of a write: the process is stopped inside ``atomic_write`` (after the bytes,
-before the rename) of its N-th file, then killed; the rerun must finish with exactly what an
-uninterrupted run gives, and no torn temporary file may remain.
+"""SIGKILL in the middle of a write: the rerun ends as an uninterrupted run, no torn file remains.
+
+The process is stopped inside ``atomic_write`` (after the bytes, before the rename) of its N-th
+file, then killed.
 
 The child is a real ``python`` process running the CLI with ``os.fsync`` replaced by a function
 that, on the chosen call, signals the parent and sleeps (so the kill lands inside the write).
@@ -46,7 +47,9 @@ def _kill_inside_write(tmp: Path, nth: int, args: list[str]) -> int:
     flag = tmp / f"in-write-{nth}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
     env.pop("WORLD_SIZE", None)
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(flag), str(nth), *args], env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(flag), str(nth), *args], env=env, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -57,7 +60,21 @@ def _kill_inside_write(tmp: Path, nth: int, args: list[str]) -> int:
     return proc.returncode
 
 
-SYNTH = ["--num-images", "6", "--batch-size", "2", "--iterations", "3", "--set", "warmup=1", "--seed", "5", "-q", "--threads", "1"]
+SYNTH = [
+    "--num-images",
+    "6",
+    "--batch-size",
+    "2",
+    "--iterations",
+    "3",
+    "--set",
+    "warmup=1",
+    "--seed",
+    "5",
+    "-q",
+    "--threads",
+    "1",
+]
 
 
 def test_synthesize_killed_inside_a_write_then_rerun_equals_an_uninterrupted_run(tmp_path):
@@ -79,8 +96,22 @@ def test_synthesize_killed_inside_a_write_then_rerun_equals_an_uninterrupted_run
 def test_distill_killed_inside_a_checkpoint_write_resumes_to_the_same_student(tmp_path):
     data = tmp_path / "real"
     real_digits_dataset(data, n=64)
-    args = ["distill", "--data", str(data), "--epochs", "3", "--steps-per-epoch", "2", "--kd-batch-size", "16",
-            "--student", "lenet5_half", "-q", "--threads", "1"]  # fmt: skip
+    args = [
+        "distill",
+        "--data",
+        str(data),
+        "--epochs",
+        "3",
+        "--steps-per-epoch",
+        "2",
+        "--kd-batch-size",
+        "16",
+        "--student",
+        "lenet5_half",
+        "-q",
+        "--threads",
+        "1",
+    ]
     nth = random.Random().randint(1, 3)  # the checkpoint of epoch nth
     out = tmp_path / "killed"
     code = _kill_inside_write(tmp_path, nth, [*args, "--out", str(out)])
