@@ -198,6 +198,7 @@ def train_online(
     overrides.setdefault("iterations", kd.epochs * rounds * kd.g_steps)
     synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **overrides)
     model, arch = _make_student(student, teacher.card, teacher.card.arch, seed)
+    fresh = not (out / ONLINE_MANIFEST).is_file()
     _check_manifest(
         out,
         {
@@ -208,17 +209,16 @@ def train_online(
             "teacher_sha256": teacher.card.sha256,
         },
     )
-    result = distill(
-        teacher.model,
-        model,
-        SynthesizerSource(synth, kd.g_steps),
-        kd,
-        input_shape=tuple(teacher.card.input_shape),  # type: ignore[arg-type]
-        checkpoint_dir=out,
-        eval_fn=eval_fn,
-        student_objective=synth.student_objective(),
-        desc=desc or f"{method} distill",
-    )
+    try:
+        result = _distill_online(teacher, model, synth, kd, out, eval_fn, desc or f"{method} distill")
+    except UserInputError:
+        if fresh and not (out / CHECKPOINT).exists():  # refused before the first epoch: leave no trace
+            (out / ONLINE_MANIFEST).unlink(missing_ok=True)
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
     card = save_model(
         model, out, like=teacher.card, arch=arch, name=STUDENT_NAME, card_name=f"{arch}_from_{teacher.card.name or 'teacher'}",
         training={"method": method, "kd": dataclasses.asdict(kd), "teacher": teacher.card.name,
@@ -234,6 +234,24 @@ def train_online(
         student_card=card,
         generator_path=gen_path,
         seconds=time.perf_counter() - t0,
+    )
+
+
+def _distill_online(
+    teacher: LoadedModel, model: nn.Module, synth: Any, kd: KDConfig, out: Path,
+    eval_fn: Callable[[nn.Module], float] | None, desc: str,
+) -> Any:  # fmt: skip
+    """The shared KD stage with the backend as the source (and its student objective)."""
+    return distill(
+        teacher.model,
+        model,
+        SynthesizerSource(synth, kd.g_steps),
+        kd,
+        input_shape=tuple(teacher.card.input_shape),  # type: ignore[arg-type]
+        checkpoint_dir=out,
+        eval_fn=eval_fn,
+        student_objective=synth.student_objective(),
+        desc=desc,
     )
 
 

@@ -344,7 +344,7 @@ def test_generator_whose_loss_has_no_term_is_refused(tmp_path):
         ],
         "all loss weights are zero",
     )
-    assert not (tmp_path / "s").exists()
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s_generator").exists()
 
 
 def test_diverging_synthesis_exits_3_and_writes_nothing(tmp_path):
