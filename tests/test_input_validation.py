@@ -491,3 +491,44 @@ def test_json_helpers():
         check_int(True, "n")
     assert parse_json('{"a": [1, 2.5, "x"]}', "x") == {"a": [1, 2.5, "x"]}
     assert np.isfinite(parse_json("1e308", "x"))
+
+
+@pytest.mark.parametrize(
+    "tensors, spec, expected",
+    [
+        (
+            {
+                "w.int_repr": torch.zeros(3),
+                "w.scale": torch.tensor(1.0, dtype=torch.float64),
+                "w.zero_point": torch.tensor(0),
+            },
+            {"kind": "per_tensor", "dtype": "qint8"},
+            "integer data has dtype",
+        ),
+        (
+            {
+                "w.int_repr": torch.zeros(3, dtype=torch.int8),
+                "w.scale": torch.tensor(float("nan"), dtype=torch.float64),
+                "w.zero_point": torch.tensor(0),
+            },
+            {"kind": "per_tensor", "dtype": "qint8"},
+            "scales must be finite",
+        ),
+        (
+            {
+                "w.int_repr": torch.zeros(3, 2, dtype=torch.int8),
+                "w.scales": torch.ones(3, dtype=torch.float64),
+                "w.zero_points": torch.zeros(3, dtype=torch.int64),
+            },
+            {"kind": "per_channel", "dtype": "qint8", "axis": 5},
+            "axis 5 is outside",
+        ),
+    ],
+)
+def test_int8_weights_that_would_make_a_float_quantized_tensor_are_refused(tensors, spec, expected):
+    """A stored quantized tensor of a float dtype (or a NaN scale, a wrong axis) is a clear error."""
+    from datafree.quant.int8_artefact import SEP, decode_state
+
+    tensors = {k.replace(".", SEP, 1): v for k, v in tensors.items()}
+    with pytest.raises(ValueError, match=expected):
+        decode_state(tensors, {"entries": {"w": spec}, "versions": {}})

@@ -140,14 +140,26 @@ def _checked_qdtype(q: torch.Tensor, spec: Mapping[str, Any], key: str) -> torch
     return q
 
 
+def _check_parts(key: str, int_repr: torch.Tensor, scales: torch.Tensor, axis: int | None = None) -> None:
+    """Integer data, finite positive scales and an axis inside the tensor, or a ValueError naming ``key``."""
+    if int_repr.dtype not in (torch.int8, torch.uint8, torch.int32):
+        raise ValueError(f"{key}: integer data has dtype {int_repr.dtype}, not int8, uint8 or int32")
+    if not scales.is_floating_point() or not (torch.isfinite(scales).all() and (scales > 0).all()):
+        raise ValueError(f"{key}: scales must be finite numbers > 0")
+    if axis is not None and not 0 <= axis < int_repr.dim():
+        raise ValueError(f"{key}: axis {axis} is outside a {int_repr.dim()}-d tensor")
+
+
 def _decode_per_tensor(key: str, spec: Mapping[str, Any], take: _Take) -> torch.Tensor:
     int_repr, scale, zero_point = (take(f"{key}{SEP}{part}") for part in ("int_repr", "scale", "zero_point"))
+    _check_parts(key, int_repr, scale)
     q = torch._make_per_tensor_quantized_tensor(int_repr, scale.item(), int(zero_point.item()))
     return _checked_qdtype(q, spec, key)
 
 
 def _decode_per_channel(key: str, spec: Mapping[str, Any], take: _Take) -> torch.Tensor:
     int_repr, scales, zero_points = (take(f"{key}{SEP}{p}") for p in ("int_repr", "scales", "zero_points"))
+    _check_parts(key, int_repr, scales, int(spec["axis"]))
     q = torch._make_per_channel_quantized_tensor(int_repr, scales, zero_points, int(spec["axis"]))
     return _checked_qdtype(q, spec, key)
 
