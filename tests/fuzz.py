@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-FAILURES = ("internal", "crash", "multiline", "bad-exit")
+FAILURES = ("internal", "crash", "multiline", "bad-exit", "state-leak")
 
 # Options set to something cheap unless the fuzzer picks a value itself (keeps valid runs short).
 CHEAP = {
@@ -674,6 +674,9 @@ def run_call(args: list[str], limit_s: float) -> Outcome:
     try:
         r = CliRunner().invoke(cli, args, prog_name="datafree")
     except _CallTimeout:
+        # A call cut in-process can leave torch's grad mode off (a killed process would just end):
+        # restore it so that the next call starts as a fresh process would.
+        torch.set_grad_enabled(True)
         return Outcome(args, "slow", None, "", time.perf_counter() - t0)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -683,6 +686,9 @@ def run_call(args: list[str], limit_s: float) -> Outcome:
 
         set_quiet(False)
     dt = time.perf_counter() - t0
+    if not torch.is_grad_enabled():  # a finished call must not leave grad mode off: a real bug
+        torch.set_grad_enabled(True)
+        return Outcome(args, "state-leak", r.exit_code, "the call left torch grad mode disabled", dt)
     err = r.stderr.strip()
     lines = err.splitlines()
     first = lines[0] if lines else ""
