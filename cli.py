@@ -124,13 +124,23 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
         key, sep, val = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        out[key.strip()] = val.strip()
+        key = key.strip().replace("-", "_")
+        if key == "seed":  # one seed per run: the --seed option (a --set seed would collide with it)
+            raise click.BadParameter("seed is set with --seed N, not --set seed=N", param_hint="--set")
+        if key in out and out[key] != val.strip():
+            raise click.BadParameter(f"{key} given twice ({out[key]!r} and {val.strip()!r})", param_hint="--set")
+        out[key] = val.strip()
     return out
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    from datafree.validate import MAX_INT, MAX_THREADS
+
     if value is not None and value <= 0:
         raise click.BadParameter(f"must be > 0, got {value}")
+    hi = MAX_THREADS if param.name == "threads" else MAX_INT
+    if isinstance(value, int) and value > hi:  # a C int (torch, tqdm) or a sane thread count
+        raise click.BadParameter(f"must be at most {hi}, got {str(value)[:20]}{'...' if len(str(value)) > 20 else ''}")
     return value
 
 
@@ -211,6 +221,8 @@ def teachers() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {name, params, description}.")
 def models(as_json: bool) -> None:
     """List the registered architectures with their parameters at 10 classes.
+
+    A torchvision or timm classifier name works too when it takes the model's input size.
 
     torchvision:NAME and timm:NAME work too wherever an architecture is asked for.
     """
@@ -379,6 +391,8 @@ def synthesize(
         from datafree.online_train import synthesize_online
 
         kd_over = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **_kd_more(kd_more)}
+        if generator_path is not None and (student is not None or len(kd_over) > 1):
+            raise UserInputError("--student and the KD options train a generator; with --generator they do not apply")
         ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
                                shard_size=batch_size, kd_config=kd_over, **overrides)  # fmt: skip
         click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
@@ -445,6 +459,11 @@ def distill(
         from datafree.data.evalsets import open_eval_data
 
         open_eval_data(eval_data, lm.card)
+    if method is not None and not pool and not _method_is_online(method):
+        # a checkpoint in --out this run cannot resume: refused before data/ is written
+        from datafree.distill import check_checkpoint
+
+        check_checkpoint(out, p.kd, out / "data")
     run_on_main(lambda: prepare_out_dir(out))  # rank 0 creates it; its error stops every rank
     desc = f"{method} pool distill" if pool else "distill"
     rep = distill_to_dir(lm, p, out, student_arch=student, seed=seed, desc=desc, eval_data=eval_data)
@@ -588,7 +607,7 @@ def plot(run_dir: Path, png: Path | None) -> None:
 @click.option("--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory.")
 @click.option("--method", default=None, help="Backend to synthesize with (when no --data).")
 @click.option("--num-images", "-n", type=int, default=None, callback=_positive, help="Images to synthesize (offline methods).")
-@click.option("--epochs", type=click.IntRange(min=0), default=20, show_default=True, help="Recovery KD epochs (0: prune only).")
+@click.option("--epochs", type=click.IntRange(0, 2**31 - 1), default=20, show_default=True, help="Recovery KD epochs (0: prune only).")
 @click.option("--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch.")
 @click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size.")
 @click.option("--lr", type=float, default=None, help="Learning rate of the recovery.")
@@ -643,7 +662,7 @@ def prune(
          "an ImageFolder DIR or an .npz.",
 )  # fmt: skip
 @click.option("--calib-images", type=int, default=64, show_default=True, callback=_positive, help="Calibration images.")
-@click.option("--finetune-epochs", type=click.IntRange(0, None), default=0, show_default=True, help="KD fine-tuning epochs (0: calibration only).")
+@click.option("--finetune-epochs", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="KD fine-tuning epochs (0: calibration only).")
 @click.option("--weight-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
 @click.option("--act-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
 @click.option("--asymmetric-weights", is_flag=True, help="Asymmetric weight grids (default: symmetric).")
@@ -664,11 +683,14 @@ def quantize(
     from datafree.quant import quantize as run
 
     dev = _setup(device, quiet, threads)
+    from datafree.quant.api import check_quantize_args
+
     lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
     if eval_data is not None:  # a bad --eval-data fails before --out is touched
         from datafree.data.evalsets import open_eval_data
 
         open_eval_data(eval_data, lm.card)
+    check_quantize_args(lm, calib, **_parse_set(options))  # before --out is created
     out = prepare_out_dir(out)
     cfg = QuantConfig(weight_bits, act_bits, not asymmetric_weights, weight_calib, act_calib)
     job = QuantizeJob(calib, calib_images, seed, finetune_epochs, int8=int8, synth_options=_parse_set(options),

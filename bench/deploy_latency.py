@@ -38,8 +38,8 @@ from datafree.cards import LoadedModel, ModelCard, load_model, save_model  # noq
 from datafree.data import digits_split  # noqa: E402
 from datafree.deploy import _ort_session, deploy  # noqa: E402
 from datafree.models import create_model  # noqa: E402
-from datafree.quant import QuantConfig, QuantizeJob, calibration_images, quantize  # noqa: E402
 from datafree.profile import time_callables  # noqa: E402
+from datafree.quant import QuantConfig, QuantizeJob, calibration_images, quantize  # noqa: E402
 from datafree.quant.int8 import export_int8  # noqa: E402
 from datafree.utils import atomic_write, atomic_write_json  # noqa: E402
 

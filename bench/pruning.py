@@ -13,7 +13,6 @@ Prints markdown tables and writes bench/results/pruning.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path

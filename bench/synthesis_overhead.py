@@ -54,10 +54,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from bench.common import interleaved, machine, markdown_table, median_ratio, setup  # noqa: E402
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from bench.common import interleaved, machine, markdown_table, median_ratio, setup  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BN_TEACHER, PLAIN_TEACHER = "resnet8_digits", "lenet5_digits"

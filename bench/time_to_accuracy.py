@@ -48,10 +48,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from bench.common import key_values, machine, markdown_table, setup, sync  # noqa: E402
-
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+from bench.common import key_values, machine, markdown_table, setup, sync  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = (0.95, 0.98)

@@ -29,7 +29,6 @@ import dataclasses
 import importlib
 import importlib.util
 import io
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -151,8 +150,14 @@ def _validate(d: Any, where: str) -> ModelCard:
     shape = d["input_shape"]
     if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         raise UserInputError(f"{where}: input_shape must be [C, H, W] of positive ints, got {shape!r}")
-    if d["num_classes"] < 1:
-        raise UserInputError(f"{where}: num_classes must be >= 1, got {d['num_classes']}")
+    from .validate import MAX_CHANNELS, MAX_CLASSES, MAX_INPUT_VALUES, MAX_INT, MAX_SIDE, check_int
+
+    check_int(d["num_classes"], f"{where}: num_classes", 1, MAX_CLASSES)
+    check_int(shape[0], f"{where}: input_shape channels", 1, MAX_CHANNELS)
+    for v in shape[1:]:
+        check_int(v, f"{where}: input_shape height/width", 1, MAX_SIDE)
+    if shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES:
+        raise UserInputError(f"{where}: input_shape {shape} holds more than {MAX_INPUT_VALUES} values per image")
     for key in ("mean", "std"):
         vals = d[key]
         if len(vals) != shape[0] or not all(
@@ -166,6 +171,15 @@ def _validate(d: Any, where: str) -> ModelCard:
     for key, typ in (("arch_kwargs", dict), ("module_shapes", dict), ("sha256", str), ("name", str)):
         if d.get(key) is not None and not isinstance(d[key], typ):
             raise UserInputError(f"{where}: field {key!r} must be {typ.__name__}")
+    for module, sizes in (d.get("module_shapes") or {}).items():
+        if not isinstance(sizes, dict):
+            raise UserInputError(f"{where}: module_shapes[{module!r}] must be an object {{attribute: size}}, got {sizes!r}")
+        for attr, size in sizes.items():
+            check_int(size, f"{where}: module_shapes[{module!r}][{attr!r}]", 1, MAX_INT)
+    if d.get("test_accuracy") is not None and (
+        not isinstance(d["test_accuracy"], (int, float)) or isinstance(d["test_accuracy"], bool)
+    ):
+        raise UserInputError(f"{where}: field 'test_accuracy' must be a number, got {d['test_accuracy']!r}")
     known = {f.name for f in dataclasses.fields(ModelCard)}
     kwargs = {k: d[k] for k in known if k in d and k not in ("extra", "path")}
     kwargs["mean"] = [float(v) for v in d["mean"]]
@@ -203,12 +217,9 @@ def resolve_card_path(spec: str | Path) -> Path:
 def load_card(spec: str | Path) -> ModelCard:
     """Read and validate a card given by shipped name, path, or directory."""
     path = resolve_card_path(spec)
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserInputError(f"cannot read model card {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise UserInputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    from .validate import read_json
+
+    d = read_json(path, "model card")
     card = _validate(d, str(path))
     card.path = path.resolve()
     return card
@@ -351,7 +362,7 @@ def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
 
 
 @torch.no_grad()
-def check_forward(model: nn.Module, card: ModelCard, batch: int = 2) -> torch.Tensor:
+def check_forward(model: nn.Module, card: ModelCard, batch: int = 2, *, what: str | None = None) -> torch.Tensor:
     """One forward pass of a zero batch of the card's ``input_shape``; the output must be the logits.
 
     The output may be a tensor, a tuple or list (its first tensor) or a dict (its ``"logits"``),
@@ -361,6 +372,7 @@ def check_forward(model: nn.Module, card: ModelCard, batch: int = 2) -> torch.Te
         model: the card's model, on its device.
         card: its card.
         batch: N of the zero batch.
+        what: how to name the model in messages (default: the card's path, name or arch).
 
     Returns:
         The logits ``(batch, num_classes)``.
@@ -369,7 +381,7 @@ def check_forward(model: nn.Module, card: ModelCard, batch: int = 2) -> torch.Te
         UserInputError: the forward pass failed (wrong input channels, too small an input) or gave
             something else; one line saying what came out.
     """
-    where = str(card.path or card.name or card.arch)
+    where = what or str(card.path or card.name or card.arch)
     param = next(iter(model.parameters()), None)
     x = torch.zeros(batch, *card.input_shape, device=param.device if param is not None else "cpu")
     try:

@@ -15,7 +15,6 @@ go, resumed after a kill, or split across ranks. Every file is written atomicall
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import torch
 from .errors import UserInputError
 from .utils import atomic_write, atomic_write_json, ensure_dir
 
-__all__ = ["SyntheticDataset", "shard_seed", "export_dataset", "save_image_grid", "MANIFEST", "FORMAT_VERSION"]
+__all__ = ["SyntheticDataset", "check_dataset_target", "shard_seed", "export_dataset", "save_image_grid", "MANIFEST", "FORMAT_VERSION"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -96,9 +95,11 @@ class SyntheticDataset:
         path = root / MANIFEST
         if not path.is_file():
             raise UserInputError(f"{root} is not a synthetic dataset (no {MANIFEST})")
+        from .validate import read_json
+
         try:
-            m = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            m = read_json(path, "manifest")
+        except UserInputError as e:
             raise UserInputError(f"{path}: unreadable manifest ({e})") from None
         _validate_manifest(m, path)
         ds = cls(root, m)
@@ -186,8 +187,26 @@ class SyntheticDataset:
             _validate_shard(tensors, entry["count"], self.manifest, path)
             yield tensors
 
+    def check_complete(self) -> None:
+        """Refuse a dataset that is not finished: a listed shard missing (what a kill leaves), or
+        fewer images on disk than the manifest counts."""
+        have = self.existing_shards()
+        missing = [i for i in range(self.manifest["num_shards"]) if i not in have]
+        written = sum(have.values())
+        if missing or written != self.manifest["num_images"]:
+            shown = ", ".join(self.shard_path(i).name for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
+            raise UserInputError(
+                f"dataset {self.root} is incomplete: {written} of {self.manifest['num_images']} images on disk"
+                + (f" (missing {shown})" if missing else "")
+                + "; rerun the synthesize command that made it to finish it"
+            )
+
     def load(self) -> dict[str, torch.Tensor]:
-        """All shards concatenated: ``images`` (pixels), ``labels``, ``teacher_logits``."""
+        """All shards concatenated: ``images`` (pixels), ``labels``, ``teacher_logits``.
+
+        The dataset must be complete (:meth:`check_complete`) and every shard valid.
+        """
+        self.check_complete()
         parts = list(self.iter_shards())
         if not parts:
             raise UserInputError(f"{self.root}: the dataset holds no images yet")
@@ -210,6 +229,28 @@ class SyntheticDataset:
             )
 
 
+def check_dataset_target(root: str | Path, method: str | None = None) -> None:
+    """Refuse, before any work, an output that cannot take a new dataset: a file, the filesystem
+    root, a non-empty directory that is not a dataset, or a dataset of another ``method``.
+
+    The complete identity check happens in :meth:`SyntheticDataset.create`; this one runs before a
+    long stage (training a generator) so that its outputs are not written in vain.
+    """
+    from .validate import check_out_path
+
+    root = check_out_path(root)
+    if root.exists() and not root.is_dir():
+        raise UserInputError(f"output {root} exists and is not a directory")
+    if (root / MANIFEST).is_file():
+        ds = SyntheticDataset.open(root)
+        if method is not None and ds.manifest.get("method") != method:
+            raise UserInputError(
+                f"{root} already holds a different synthetic dataset (differs in: method); choose another --out or delete it"
+            )
+    elif root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+        raise UserInputError(f"output directory {root} is not empty and holds no dataset; choose another --out")
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -224,9 +265,23 @@ def _validate_manifest(m: Any, path: Path) -> None:
     shape = m["input_shape"]
     if not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(v) and v > 0 for v in shape):
         raise UserInputError(f"{path}: input_shape must be [C, H, W] of positive ints, got {shape!r}")
+    from .validate import MAX_CHANNELS, MAX_CLASSES, MAX_INPUT_VALUES, MAX_INT, MAX_SIDE
+
     for key in ("num_classes", "num_images", "shard_size"):
         if not _is_int(m[key]) or m[key] <= 0:
             raise UserInputError(f"{path}: {key} must be a positive int, got {m[key]!r}")
+        if m[key] > (MAX_CLASSES if key == "num_classes" else MAX_INT):
+            raise UserInputError(f"{path}: {key} {str(m[key])[:20]} is too large")
+    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE or shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES:
+        raise UserInputError(f"{path}: input_shape {shape} is too large")
+    expected_shards = -(-m["num_images"] // m["shard_size"])
+    if "num_shards" in m and m["num_shards"] != expected_shards:
+        raise UserInputError(
+            f"{path}: num_shards {m['num_shards']!r} disagrees with num_images / shard_size ({expected_shards})"
+        )
+    for key, typ in (("seed", int), ("config", dict), ("teacher_sha256", str), ("teacher", str), ("shards", list)):
+        if m.get(key) is not None and (not isinstance(m[key], typ) or isinstance(m[key], bool)):
+            raise UserInputError(f"{path}: {key} must be {typ.__name__}, got {str(m[key])[:40]!r}")
     for key in ("mean", "std"):
         vals = m[key]
         if not isinstance(vals, list) or len(vals) != shape[0] or not all(
@@ -297,6 +352,9 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path, normalized: bool
 
     if normalized and fmt != "npz":
         raise UserInputError(f"--normalized applies to --format npz (npy is always normalised), not {fmt}")
+    from .validate import check_out_path
+
+    out = check_out_path(out)
     ds = SyntheticDataset.open(root)
     data = ds.load()
     m = ds.manifest
@@ -309,6 +367,8 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path, normalized: bool
     if fmt in ("npz", "npy"):
         if out.suffix != f".{fmt}":
             out = out.with_suffix(f".{fmt}")
+        if out.is_dir():
+            raise UserInputError(f"export --out {out} is a directory; give a file name ending in .{fmt}")
         norm = None
         if fmt == "npy" or normalized:
             mean, std = torch.tensor(m["mean"]).view(1, -1, 1, 1), torch.tensor(m["std"]).view(1, -1, 1, 1)
@@ -324,6 +384,8 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path, normalized: bool
         return out
     if fmt != "imagefolder":
         raise UserInputError(f"unknown export format {fmt!r}; use imagefolder, npz or npy")
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"export --out {out} exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         raise UserInputError(f"export directory {out} is not empty")
     ensure_dir(out)

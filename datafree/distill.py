@@ -37,7 +37,7 @@ from .resume import safe_torch_load
 from .sources import SurrogateSource
 from .utils import atomic_torch_save, device_of
 
-__all__ = ["KDConfig", "DistillResult", "distill", "CHECKPOINT"]
+__all__ = ["KDConfig", "DistillResult", "distill", "run_identity", "check_checkpoint", "CHECKPOINT"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -119,12 +119,33 @@ def _restore_rng(state: dict[str, Any], seed: int, epoch: int) -> None:
     """This rank's RNG state from a checkpoint (reseeded when the world size changed)."""
     per_rank = state.get("rng_ranks")
     world, rank = dist.get_world_size(), dist.get_rank()
-    if per_rank is not None and len(per_rank) == world:
-        _set_rng_state(per_rank[rank])
-    elif per_rank is None and world == 1:
-        _set_rng_state(state["rng"])
-    else:  # resumed on another number of ranks: same data order, fresh augmentation streams
-        torch.manual_seed(dist.rank_seed(seed + epoch))
+    try:
+        if isinstance(per_rank, list) and len(per_rank) == world:
+            _set_rng_state(per_rank[rank])
+        elif per_rank is None and world == 1:
+            _set_rng_state(state["rng"])
+        else:  # resumed on another number of ranks: same data order, fresh augmentation streams
+            torch.manual_seed(dist.rank_seed(seed + epoch))
+    except (KeyError, TypeError, RuntimeError, ValueError, IndexError, AttributeError) as e:
+        raise UserInputError(
+            f"the checkpoint's RNG state is damaged ({type(e).__name__}: {' '.join(str(e).split())[:80]}); "
+            "delete checkpoint.pt to start afresh"
+        ) from None
+
+
+def run_identity(teacher: nn.Module, student: nn.Module, source: Any) -> dict[str, Any]:
+    """What defines a KD run besides its settings: the teacher's weights, the student's architecture
+    and initial weights, and the data source (kind, settings and content hash). A checkpoint is
+    resumed only by a run with the same identity."""
+    from .validate import tensor_digest
+
+    ident = getattr(source, "identity", None)
+    return {
+        "teacher_sha256": tensor_digest(teacher.state_dict()),
+        "student": f"{type(student).__module__}.{type(student).__qualname__}",
+        "student_sha256": tensor_digest(student.state_dict()),
+        "source": ident() if callable(ident) else {"kind": type(source).__name__},
+    }
 
 
 def _local_batch(source: SurrogateSource, n: int) -> torch.Tensor:
@@ -137,6 +158,33 @@ def _local_batch(source: SurrogateSource, n: int) -> torch.Tensor:
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     return safe_torch_load(path, "checkpoint")
+
+
+def check_checkpoint(out: str | Path, config: KDConfig, data_dir: str | Path | None = None) -> None:
+    """Before anything is written into ``out``: refuse a ``checkpoint.pt`` there that this run could
+    not resume (not ours, other KD settings, or made from another source than ``data_dir``, the
+    dataset this run synthesises into ``out``).
+
+    Args:
+        out: the run's output directory.
+        config: this run's KD settings.
+        data_dir: the dataset directory this run writes (``out/data``), when it writes one.
+    """
+    path = Path(out) / CHECKPOINT
+    if not path.is_file():
+        return
+    state = _load_checkpoint(path)
+    if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
+        raise UserInputError(f"{path} is not a datafree KD checkpoint; delete it or choose another --out")
+    if state.get("config") != dataclasses.asdict(config):
+        raise UserInputError(
+            f"{path} was written with other settings; use the same command to resume, or another --out to start afresh"
+        )
+    if data_dir is not None and not (Path(data_dir) / "manifest.json").is_file():
+        raise UserInputError(
+            f"{path} belongs to a run that did not synthesise {data_dir}; use the same command to resume, "
+            "or another --out to start afresh"
+        )
 
 
 def distill(
@@ -192,6 +240,10 @@ def distill(
     start_epoch = 0
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     torch.manual_seed(dist.rank_seed(cfg.seed))
+    identity = run_identity(teacher, student, source) if ckpt_path is not None else None
+    if ckpt_path is not None and dist.is_main() and ckpt_path.parent.is_dir():
+        for tmp in ckpt_path.parent.glob(f".{CHECKPOINT}.*.tmp"):  # torn by a kill mid-write
+            tmp.unlink(missing_ok=True)
     if ckpt_path is not None and ckpt_path.is_file():
         state = _load_checkpoint(ckpt_path)
         if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
@@ -201,6 +253,19 @@ def distill(
                 f"{ckpt_path} was written with other settings; use the same command to resume, "
                 "or another --out to start afresh"
             )
+        old_identity = state.get("run")
+        if old_identity != identity:
+            what = {"teacher_sha256": "teacher", "student": "student", "student_sha256": "student", "source": "data source"}
+            diff = sorted({what[k] for k in what if not isinstance(old_identity, dict) or old_identity.get(k) != identity[k]})
+            raise UserInputError(
+                f"{ckpt_path} belongs to another run (differs in: {', '.join(diff)}); use the same command "
+                "(same teacher, student and data) to resume, or another --out to start afresh"
+            )
+        if (
+            not isinstance(state["epoch"], int) or isinstance(state["epoch"], bool)
+            or not 0 <= state["epoch"] <= cfg.epochs or not isinstance(state["history"], list)
+        ):  # fmt: skip
+            raise UserInputError(f"{ckpt_path}: damaged checkpoint (epoch or history); delete it to start afresh")
         try:
             student.load_state_dict(state["student"])
             opt.load_state_dict(state["optimizer"])
@@ -286,6 +351,7 @@ def distill(
                     "source": source.state_dict(),
                     "rng": _rng_state(),
                     "history": result.history,
+                    "run": identity,
                 }
                 if rng_ranks is not None:
                     state["rng_ranks"] = rng_ranks

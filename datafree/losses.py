@@ -105,6 +105,8 @@ def weighted_sum(terms: Mapping[str, tuple[float, torch.Tensor]]) -> tuple[torch
         total = w * v if total is None else total + w * v
         logs[name] = v.detach()
     if total is None:
-        raise ValueError("all loss weights are zero")
+        from .errors import UserInputError
+
+        raise UserInputError(f"all loss weights are zero ({', '.join(terms)}); give at least one term a weight > 0 with --set")
     logs["total"] = total.detach()
     return total, logs

@@ -18,19 +18,19 @@ offline backends write.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from generators import Synthesizer, create_synthesizer, method_class
 
 from .cards import LoadedModel, ModelCard, save_model
-from .distill import KDConfig, distill
+from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
 from .plan import make_student, plan
 from .synthesis import synthesize_dataset
@@ -74,10 +74,14 @@ def _online_class(method: str) -> type[Synthesizer]:
 def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
     path = out / ONLINE_MANIFEST
     if path.is_file():
+        from .validate import read_json
+
         try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            old = read_json(path, "run manifest")
+        except UserInputError as e:
             raise UserInputError(f"{path}: unreadable ({e}); delete it to start over") from None
+        if not isinstance(old, dict):
+            raise UserInputError(f"{path}: not a run manifest (a JSON object); delete it to start over")
         diff = [k for k in manifest if old.get(k) != manifest[k]]
         if diff:
             raise UserInputError(
@@ -85,6 +89,11 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
                 "use the same command to resume, or another --out to start afresh"
             )
     else:
+        if (out / CHECKPOINT).is_file():
+            raise UserInputError(
+                f"{out} holds the checkpoint of another run (no {ONLINE_MANIFEST}); use the same command to resume, "
+                "or another --out to start afresh"
+            )
         ensure_dir(out)
         atomic_write_json(path, manifest)
 
@@ -151,6 +160,7 @@ def train_online(
     kd, synth = p.kd, p.synthesizer
     assert synth is not None
     model, arch = make_student(student, teacher, seed)
+    fresh = not (out / ONLINE_MANIFEST).is_file()
     _check_manifest(
         out,
         {
@@ -161,17 +171,26 @@ def train_online(
             "teacher_sha256": teacher.card.sha256,
         },
     )
-    result = distill(
-        teacher.model,
-        model,
-        p.open_source(),
-        kd,
-        input_shape=tuple(teacher.card.input_shape),  # type: ignore[arg-type]
-        checkpoint_dir=out,
-        eval_fn=eval_fn,
-        student_objective=p.student_objective,
-        desc=desc or f"{method} distill",
-    )
+    try:
+        result = distill(
+            teacher.model,
+            model,
+            p.open_source(),
+            kd,
+            input_shape=tuple(teacher.card.input_shape),  # type: ignore[arg-type]
+            checkpoint_dir=out,
+            eval_fn=eval_fn,
+            student_objective=p.student_objective,
+            desc=desc or f"{method} distill",
+        )
+    except UserInputError:
+        if fresh and not (out / CHECKPOINT).exists():  # refused before the first epoch: leave no trace
+            (out / ONLINE_MANIFEST).unlink(missing_ok=True)
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
     card = save_model(
         model, out, like=teacher.card, arch=arch, name=STUDENT_NAME, card_name=f"{arch}_from_{teacher.card.name or 'teacher'}",
         training={"method": method, "kd": dataclasses.asdict(kd), "teacher": teacher.card.name,
@@ -209,11 +228,17 @@ def load_online_synthesizer(
     meta_path = p.with_suffix(".json")
     if not p.is_file() or not meta_path.is_file():
         raise UserInputError(f"generator not found: {p} (with {meta_path.name} beside it)")
+    from .validate import read_json
+
+    meta = read_json(meta_path, "generator description")
     try:
-        meta = json.loads(meta_path.read_text())
         weights = load_file(str(p))
-    except (OSError, json.JSONDecodeError, SafetensorError, ValueError) as e:
+    except (OSError, SafetensorError, ValueError) as e:
         raise UserInputError(f"{p}: unreadable generator ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("method"), str) or not isinstance(meta.get("config"), dict):
+        raise UserInputError(f"{meta_path}: not a generator description (needs 'method' and 'config')")
+    if not isinstance(meta.get("input_shape", []), list):
+        raise UserInputError(f"{meta_path}: input_shape must be a list, got {meta['input_shape']!r}")
     if method is not None and meta.get("method") != method:
         raise UserInputError(f"{p} is a {meta.get('method')!r} generator, not {method!r}")
     if list(meta.get("input_shape", [])) != list(teacher.card.input_shape):
@@ -221,7 +246,14 @@ def load_online_synthesizer(
             f"{p} makes images of shape {meta.get('input_shape')}, but the teacher takes {teacher.card.input_shape}"
         )
     synth = create_synthesizer(meta["method"], teacher.model, teacher.card, **meta["config"])
-    synth.load_generator({k: v.to(synth.device) for k, v in weights.items()})
+    if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
+        raise UserInputError(f"{p}: the generator's weights hold NaN or inf")
+    try:
+        synth.load_generator({k: v.to(synth.device) for k, v in weights.items()})
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise UserInputError(
+            f"{p}: weights do not fit a {meta['method']} generator with its config ({' '.join(str(e).split())[:120]})"
+        ) from None
     return synth
 
 
@@ -252,11 +284,23 @@ def synthesize_online(
     """
     if num_images <= 0:
         raise UserInputError(f"--num-images must be > 0, got {num_images}")
+    from .dataset import check_dataset_target
+
+    check_dataset_target(out, method)  # before a generator is trained into OUT_generator/
     if generator_path is not None:
+        if overrides:
+            raise UserInputError(
+                f"--set {next(iter(overrides))}=... configures training a generator; with --generator the "
+                "generator's own settings are used"
+            )
         synth = load_online_synthesizer(teacher, generator_path, method)
     else:
         out_path = Path(out)
         run_dir = Path(train_dir) if train_dir is not None else out_path.with_name(out_path.name + "_generator")
+        from .pipeline import prepare_out_dir
+
+        if run_dir.exists():
+            prepare_out_dir(run_dir)  # a directory holding something else is refused
         synth = train_online(teacher, method, student, run_dir, kd_config, seed=seed, **overrides).synthesizer
     if shard_size is not None:
         if shard_size <= 0:

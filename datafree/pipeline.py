@@ -19,7 +19,7 @@ from torch import nn
 from . import distributed as dist
 from .cards import LoadedModel, load_model, save_model
 from .data.evalsets import open_eval_data
-from .distill import CHECKPOINT, KDConfig, distill
+from .distill import CHECKPOINT, KDConfig, check_checkpoint, distill
 from .errors import UserInputError
 from .evaluate import measure
 from .metrics import StagePeakMemory
@@ -190,6 +190,8 @@ def compress(
     p = plan(lm, method=method, kd=kd, method_options=synth_options, num_images=num_images, seed=seed)
     if eval_data is not None:  # a bad --eval-data fails before --out is touched
         open_eval_data(eval_data, lm.card)
+    if not p.online and run_student:  # a checkpoint in --out this run cannot resume: before data/ is written
+        check_checkpoint(out, p.kd, out / "data")
     dist.run_on_main(lambda: prepare_out_dir(out))
     if dist.is_main():
         _remove_unasked(out, student=run_student, baseline=baseline, online=p.online, prune=prune is not None,

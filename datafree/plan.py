@@ -26,7 +26,7 @@ from torch import nn
 from generators import Synthesizer, create_synthesizer, method_class
 from generators.base import parse_overrides
 
-from .cards import LoadedModel, ModelCard
+from .cards import LoadedModel, ModelCard, check_forward
 from .distill import KDConfig
 from .errors import UserInputError
 from .models import create_model, default_student_for, known_student_for
@@ -35,7 +35,7 @@ from .sources import DatasetSource, PoolSource, SurrogateSource, SynthesizerSour
 from .synthesis import synthesize_dataset
 from .utils import device_of
 
-__all__ = ["DEFAULT_NUM_IMAGES", "Plan", "plan", "kd_settings", "make_student"]
+__all__ = ["DEFAULT_NUM_IMAGES", "Plan", "plan", "kd_settings", "make_student", "check_student"]
 
 DEFAULT_NUM_IMAGES = 1024
 
@@ -115,6 +115,7 @@ def make_student(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_model(name, card.num_classes, card.in_channels)
+    check_student(model, name, card)
     if arch is not None and teacher is not None:
         warn_if_not_smaller(model, teacher, name)
     return model, name
@@ -255,3 +256,16 @@ def plan(
         num_images=num_images or DEFAULT_NUM_IMAGES, seed=seed, allow_other_teacher=allow_other_teacher,
         method_options=options, dataset_source=dataset,
     )  # fmt: skip
+
+
+def check_student(model: nn.Module, name: str, card: ModelCard) -> None:
+    """Refuse a student architecture that cannot take the teacher's input (one forward pass, eval mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            check_forward(model, card, what=f"student {name!r}")
+    except UserInputError as e:
+        raise UserInputError(f"{e}; choose a student that takes this input (datafree models)") from None
+    finally:
+        model.train(was_training)

@@ -106,6 +106,12 @@ class TensorSource(SurrogateSource):
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         return {"epoch": self.epoch, "pos": self.pos}
 
+    def identity(self) -> dict[str, Any]:
+        """What defines this source for a resume: the content hash of its images and its seed."""
+        from .validate import tensor_digest
+
+        return {"kind": "tensors", "seed": self.seed, "content_sha256": tensor_digest({"images": self.images})}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self._perm = self._permutation()
@@ -164,6 +170,10 @@ class SynthesizerSource(SurrogateSource):
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         return self.synth.state_dict()
 
+    def identity(self) -> dict[str, Any]:
+        """What defines this source for a resume: the backend and its settings."""
+        return {"kind": type(self.synth).__name__, "g_steps": self.g_steps, "config": _config_of(self.synth)}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
         self.synth.load_state_dict(state)
 
@@ -217,6 +227,11 @@ class PoolSource(SurrogateSource):
         idx = torch.randint(len(pool), (n,), generator=self.generator).to(pool.device)
         return pool[idx]
 
+    def identity(self) -> dict[str, Any]:
+        """What defines this source for a resume: the backend, its settings, the pool's size and seed."""
+        return {"kind": f"pool:{type(self.synth).__name__}", "config": _config_of(self.synth), "seed": self.seed,
+                "batch_size": self.batch_size, "max_images": self.max_images}  # fmt: skip
+
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         return {
             "synth": self.synth.state_dict(),
@@ -232,3 +247,11 @@ class PoolSource(SurrogateSource):
         self.count = sum(len(x) for x in self.images)
         self.rounds = int(state["rounds"])
         self.generator.set_state(state["generator"])
+
+
+def _config_of(synth: Any) -> dict[str, Any]:
+    """A backend's config as plain values (tuples as lists), for comparing runs."""
+    cfg = getattr(synth, "config", None)
+    if cfg is None:
+        return {}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(cfg).items())}

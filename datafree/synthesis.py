@@ -13,8 +13,8 @@ from generators import create_synthesizer
 
 from . import distributed as dist
 from .cards import LoadedModel
-from .dataset import SyntheticDataset, save_image_grid, shard_seed
-from .errors import UserInputError
+from .dataset import MANIFEST, SyntheticDataset, save_image_grid, shard_seed
+from .errors import NumericalError, UserInputError
 from .metrics import log_image
 from .progress import progress
 from .utils import torch_generator
@@ -78,6 +78,7 @@ def synthesize_dataset(
         "num_images": num_images,
         "shard_size": cfg.batch_size,
     }
+    created = not (Path(out) / MANIFEST).is_file()
     rank = dist.get_rank() if rank is None else rank
     world_size = dist.get_world_size() if world_size is None else world_size
     # Rank 0 creates (or validates, to resume) the dataset; its error, if any, stops every rank.
@@ -96,6 +97,12 @@ def synthesize_dataset(
         batch = synth.synthesize(n, gen, student=student, desc=f"batch {i + 1}/{ds.manifest['num_shards']}")
         with torch.no_grad():
             logits = teacher.model(batch.images)
+        if not (torch.isfinite(batch.images).all() and torch.isfinite(logits).all()):
+            _drop_if_empty(ds, created and rank == 0)
+            raise NumericalError(
+                f"synthesis diverged in shard {i} ({method}): the images or the teacher's logits became NaN or inf; "
+                "try smaller loss weights or learning rate in --set; no shard was written for it"
+            )
         labels = batch.labels if batch.labels is not None else logits.argmax(1)
         targets = batch.labels is not None
         ds.write_shard(i, synth.normalizer.inverse(batch.images).clamp_(0, 1), labels, logits)
@@ -119,10 +126,23 @@ def synthesize_dataset(
     return ds
 
 
+def _drop_if_empty(ds: SyntheticDataset, created: bool) -> None:
+    """A dataset this run created and that holds no shard yet is removed: a rerun starts clean."""
+    if not created or ds.existing_shards():
+        return
+    for name in (MANIFEST, "samples.png"):
+        (ds.root / name).unlink(missing_ok=True)
+    try:
+        ds.root.rmdir()
+    except OSError:  # holds something else (hidden files): leave it
+        pass
+
+
 def _create(out: str | Path, manifest: dict[str, Any]) -> SyntheticDataset:
     """Create or reopen the dataset, drop torn temporary files of a killed run, write the manifest."""
     ds = SyntheticDataset.create(out, **manifest)
-    for tmp in ds.root.glob(".shard-*.tmp"):
-        tmp.unlink(missing_ok=True)
+    for pattern in (".shard-*.tmp", f".{MANIFEST}.*.tmp", ".samples.png.*.tmp"):  # torn by a kill mid-write
+        for tmp in ds.root.glob(pattern):
+            tmp.unlink(missing_ok=True)
     ds.write_manifest()  # so other ranks open the requested num_images
     return ds

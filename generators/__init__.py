@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from datafree.cards import ModelCard
+from datafree.errors import UserInputError
 from datafree.hooks import require_batchnorm
 
 from . import dafl as dafl  # noqa: E402  (registers)
@@ -47,6 +48,11 @@ def create_synthesizer(name: str, teacher: nn.Module, card: ModelCard, **overrid
     (:meth:`Synthesizer.default_overrides`), then the config's own defaults.
     """
     cls = method_class(name)
+    if card.is_int8:
+        raise UserInputError(
+            f"{card.path or card.name} is a real int8 model: synthesis needs gradients through the teacher, "
+            "which int8 kernels do not give; use the float model it was made from as the teacher"
+        )
     config = parse_overrides(cls.Config, {**cls.default_overrides(card), **overrides})
     if cls.requires_batchnorm:
         require_batchnorm(teacher, name)

@@ -65,6 +65,8 @@ class SynthConfig:
                 continue
             if isinstance(v, (int, float)) and f.name in ("batch_size", "iterations") and v <= 0:
                 raise UserInputError(f"{f.name} must be > 0, got {v}")
+            if isinstance(v, int) and abs(v) > 2**31 - 1:  # a C int: torch, numpy and tqdm take these
+                raise UserInputError(f"{f.name} must be at most {2**31 - 1} in size, got {str(v)[:20]}")
             if isinstance(v, float) and not math.isfinite(v):
                 raise UserInputError(f"{f.name} must be finite, got {v}")
             if isinstance(v, (int, float)) and f.name.endswith(("weight", "lr")) and v < 0:
@@ -78,7 +80,8 @@ def parse_overrides(cls: type[SynthConfig], overrides: dict[str, Any]) -> SynthC
     for key, value in overrides.items():
         k = key.replace("-", "_")
         if k not in fields:
-            raise UserInputError(f"unknown option {key!r} for {cls.__name__}; valid: {', '.join(sorted(fields))}")
+            valid = ", ".join(sorted(k for k in fields if k != "seed"))  # the seed is --seed
+            raise UserInputError(f"unknown option {key!r} for {cls.__name__}; valid: {valid}")
         default = getattr(cls(), k)
         if isinstance(value, str) and not isinstance(default, str):
             try:

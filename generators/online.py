@@ -213,9 +213,15 @@ class OnlineSynthesizer(Synthesizer):
         loss = precision.fp32(loss)
         params = [p for p in self.generator.parameters() if p.requires_grad]
         # Gradients for the generator only: the student's .grad stays untouched.
-        grads = torch.autograd.grad(self.scaler.scale(loss), params)  # scaled in fp16 only
+        scaled = self.scaler.scale(loss)  # scaled in fp16 only
+        grads = torch.autograd.grad(scaled, params, allow_unused=True) if loss.requires_grad else [None] * len(params)
+        if all(g is None for g in grads):
+            raise UserInputError(
+                f"{self.name}: the generator's output does not reach the loss (every term that depends on it has "
+                "weight 0, or the teacher gives no gradient); give such a term a weight > 0 with --set"
+            )
         for p, g in zip(params, grads, strict=True):
-            p.grad = g
+            p.grad = g if g is not None else torch.zeros_like(p)
         if self.config.generator_grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(params, self.config.generator_grad_clip)

@@ -25,7 +25,7 @@ PACKAGES = ("datafree", "generators")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", (
         "datafree.errors", "datafree.registry", "datafree.progress", "datafree.utils", "datafree.distributed",
-        "datafree.normalize", "datafree.stats", "datafree.resume", "datafree.metrics", "datafree.precision",
+        "datafree.normalize", "datafree.stats", "datafree.resume", "datafree.metrics", "datafree.precision", "datafree.validate",
         "datafree.quality",
     )),
     ("losses, hooks, io, models", (

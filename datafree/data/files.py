@@ -6,6 +6,7 @@ ImageNet) in batches instead.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,20 @@ _IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def _from_array(images: np.ndarray) -> torch.Tensor:
+    if images.dtype.kind not in "uif":
+        raise UserInputError(f"images must be numbers (uint8 0-255 or float 0-1), got dtype {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]  # (N, H, W) -> (N, H, W, 1)
     if images.ndim != 4:
         raise UserInputError(f"images must be (N,H,W) or (N,H,W,C), got shape {images.shape}")
+    if images.shape[-1] not in (1, 3, 4) or images.shape[0] == 0 or min(images.shape[1:3]) < 1:
+        raise UserInputError(f"images must be (N,H,W) or (N,H,W,C) with N > 0 and C in 1, 3, 4, got shape {images.shape}")
     if images.dtype == np.uint8:
         x = images.astype(np.float32) / 255.0
     else:
         x = images.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise UserInputError("images hold NaN or inf")
         if x.size and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
             raise UserInputError("float images must lie in [0, 1] (uint8 images in 0-255)")
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)  # (N, C, H, W)
@@ -38,8 +45,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise UserInputError(f"{path}: not a readable .npz file ({e})") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise UserInputError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
 
 
 def _normalized_spec(z: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -65,14 +72,22 @@ def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if "images" not in z or "labels" not in z:
         raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
     images, labels = z["images"], z["labels"]
-    if len(images) != len(labels):
-        raise UserInputError(f"{path}: {len(images)} images but {len(labels)} labels")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise UserInputError(f"{path}: labels must be a 1-d array of integers, got {labels.dtype} of shape {labels.shape}")
+    if images.ndim < 1 or len(images) != len(labels):
+        raise UserInputError(f"{path}: {len(images) if images.ndim else 0} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 2**31):
+        raise UserInputError(f"{path}: labels must be class indices >= 0, got [{labels.min()}, {labels.max()}]")
     spec = _normalized_spec(z, path)
     if spec is not None:  # back to pixels in [0, 1]
         mean, std = (torch.from_numpy(v).view(1, -1, 1, 1) for v in spec)
         x = (torch.from_numpy(images.astype(np.float32)) * std + mean).clamp(0, 1)
         return x, torch.from_numpy(labels.astype(np.int64))
-    return _from_array(images), torch.from_numpy(labels.astype(np.int64))
+    try:
+        x = _from_array(images)
+    except UserInputError as e:
+        raise UserInputError(f"{path}: {e}") from None
+    return x, torch.from_numpy(labels.astype(np.int64))
 
 
 def load_normalized_npz(path: str | Path, card: Any) -> torch.Tensor | None:
@@ -113,8 +128,11 @@ def _load_image_folder(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         label = index[cls]
         for f in sorted((path / cls).iterdir()):
             if f.suffix.lower() in _IMG_EXT:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("L" if im.mode in ("L", "1", "I;16") else "RGB"))
+                try:
+                    with Image.open(f) as im:
+                        arr = np.asarray(im.convert("L" if im.mode in ("L", "1", "I;16") else "RGB"))
+                except (OSError, ValueError, Image.DecompressionBombError) as e:
+                    raise UserInputError(f"{f}: not a readable image ({' '.join(str(e).split())[:80]})") from None
                 xs.append(arr)
                 ys.append(label)
     if not xs:
@@ -184,3 +202,11 @@ def folder_class_index(
 
 
 # --- ImageFolder (streamed) ---------------------------------------------------------------------------
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, where: str | Path) -> None:
+    """Refuse labels outside ``[0, num_classes)`` (the model's classes)."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserInputError(
+            f"{where}: labels must be in [0, {num_classes}) for this model, got [{labels.min().item()}, {labels.max().item()}]"
+        )

@@ -81,6 +81,8 @@ class _RepeatChannels(nn.Module):
 def _torchvision_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
     import torchvision
 
+    if name in ("googlenet", "inception_v3"):  # one logits tensor in training too (KD has no use for aux heads)
+        kwargs = {"aux_logits": False, "init_weights": True, **kwargs}
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if in_channels != 3:
         model = nn.Sequential(_RepeatChannels(in_channels), model)

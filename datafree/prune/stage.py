@@ -264,10 +264,13 @@ def prune_model(
     check_ratio(ratio)
     create_criterion(importance)  # unknown names fail before anything is loaded or synthesized
     lm = model_spec if isinstance(model_spec, LoadedModel) else load_model(model_spec, resolve_device(device))
+    _check_prunable(lm)
     cfg = dataclasses.replace(kd or KDConfig(), epochs=max(epochs, 1), seed=seed)
     needs_data = epochs > 0 or create_criterion(importance).needs_gradients
     if not needs_data and (data is not None or method is not None):
         raise UserInputError("--epochs 0 with a magnitude importance uses no data: drop --data/--method")
+    if not needs_data and method_options:
+        raise UserInputError("--set configures a synthesis backend; --epochs 0 with a magnitude importance uses none")
     # the recovery keeps these KD settings whatever the backend (it recovers a model, it is no paper's KD)
     p = plan(lm, data=data, method=method, kd=cfg, method_options=method_options, num_images=num_images,
              seed=seed) if needs_data else None  # fmt: skip
@@ -285,3 +288,13 @@ def prune_model(
         eval_data=eval_data, out_dir=out_dir, latency=latency,
     )  # fmt: skip
     return result.report
+
+
+def _check_prunable(lm: LoadedModel) -> None:
+    """Refuse a real int8 model or a quantized (fake-quant) one: prune the float model, then quantize."""
+    from ..quant.api import QUANTIZED_ARCH
+
+    where = lm.card.path or lm.card.name
+    if lm.card.is_int8 or lm.card.arch == QUANTIZED_ARCH:
+        kind = "a real int8" if lm.card.is_int8 else "a quantized"
+        raise UserInputError(f"{where} is {kind} model, which cannot be pruned; prune the float model, then quantize it")

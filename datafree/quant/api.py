@@ -40,7 +40,7 @@ from .qat import finetune as finetune_model  # ``finetune`` is a field of Quanti
 from .qat import finetune_kd
 from .qmodel import QuantConfig, calibrate, quantize_network, quantized_size_bytes
 
-__all__ = ["CALIBRATION_DATA", "QuantizeJob", "calibration_images", "int8_verdict", "quantize", "QUANTIZED_ARCH"]
+__all__ = ["CALIBRATION_DATA", "QuantizeJob", "calibration_images", "check_quantize_args", "int8_verdict", "quantize", "QUANTIZED_ARCH"]
 
 QUANTIZED_ARCH = "datafree.quant.qmodel:build_quantized"
 
@@ -154,6 +154,50 @@ def _from_labelled(teacher: LoadedModel, path: Path, num_images: int, seed: int)
         images = teacher.card.normalizer()(pixels)
     idx = torch.randperm(len(images), generator=torch_generator(seed))[:num_images]
     return images[idx].to(device_of(teacher.model))
+
+
+def check_quantize_args(lm: LoadedModel, calib: str | Path, **synth_overrides: Any) -> None:
+    """Refuse, before anything runs or is written, a model this cannot quantize (a real int8 model, an
+    already quantized one), an unknown ``calib`` and ``--set`` options that would be ignored or are invalid.
+
+    Args:
+        lm: the loaded model.
+        calib: the calibration source (see :func:`calibration_images`).
+        **synth_overrides: backend config fields (``--set``).
+    """
+    where = lm.card.path or lm.card.name
+    if lm.card.is_int8:
+        raise UserInputError(f"{where} is already a real int8 model; quantize the float model it was made from")
+    if lm.card.arch == QUANTIZED_ARCH:
+        raise UserInputError(f"{where} is already quantized; quantize the float model it was made from")
+    name = str(calib)
+    if name in ("zeroq", "deepinversion"):
+        from generators import method_class, parse_overrides
+
+        parse_overrides(method_class(name).Config, dict(synth_overrides))
+    elif synth_overrides:
+        raise UserInputError(
+            f"--set {next(iter(synth_overrides))}=... configures a synthesis backend; --calib {name} synthesises "
+            "nothing (use --calib zeroq or deepinversion)"
+        )
+    elif name not in CALIBRATION_DATA:
+        path = Path(name)
+        if path.suffix == ".npz" and path.is_file():
+            return  # read (and checked) as evaluate --data reads it
+        if not path.is_dir():
+            raise UserInputError(
+                f"unknown --calib {name!r}: use {', '.join(CALIBRATION_DATA)}, a synthetic dataset directory, "
+                "an ImageFolder directory or an .npz"
+            )
+        from ..dataset import MANIFEST, SyntheticDataset
+
+        if not (path / MANIFEST).is_file():
+            if any(p.is_dir() for p in path.iterdir()):
+                return  # an ImageFolder tree
+            raise UserInputError(f"--calib {name}: not a synthetic dataset (no {MANIFEST}) nor an ImageFolder tree")
+        ds = SyntheticDataset.open(name)
+        ds.check_complete()
+        ds.check_compatible(lm.card, allow_other_teacher=True)
 
 
 def _arch_kwargs(card: ModelCard, cfg: QuantConfig) -> dict[str, Any]:
@@ -324,6 +368,8 @@ def quantize(
     job.validate()
     lm = model if isinstance(model, LoadedModel) else load_model(model, device)
     card = lm.card
+    if images is None:
+        check_quantize_args(lm, job.calib, **job.synth_options)
     report: dict[str, Any] = {
         "model": card.name or str(card.path),
         "weight_bits": cfg.weight_bits,
