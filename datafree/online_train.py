@@ -32,6 +32,7 @@ from generators import Synthesizer, create_synthesizer, method_class
 from .cards import LoadedModel, ModelCard, save_model
 from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
+from .outputs import prepare_out_dir
 from .plan import make_student, plan
 from .synthesis import synthesize_dataset
 from .utils import atomic_write, atomic_write_json, ensure_dir
@@ -297,8 +298,6 @@ def synthesize_online(
     else:
         out_path = Path(out)
         run_dir = Path(train_dir) if train_dir is not None else out_path.with_name(out_path.name + "_generator")
-        from .pipeline import prepare_out_dir
-
         if run_dir.exists():
             prepare_out_dir(run_dir)  # a directory holding something else is refused
         synth = train_online(teacher, method, student, run_dir, kd_config, seed=seed, **overrides).synthesizer
