@@ -89,6 +89,7 @@ def train_one(spec: TeacherSpec, out: Path, seed: int) -> dict:
         mean=mean,
         std=std,
         test_accuracy=round(test_acc, 4),
+        trained_on="digits",
         val_accuracy=round(val_acc, 4),
         params=sum(p.numel() for p in model.parameters()),
         training={

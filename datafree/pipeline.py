@@ -263,7 +263,7 @@ def _student_stage(
     manifest = source.dataset.manifest if isinstance(source, DatasetSource) else {}
     # how data-like the images are to the teacher (agreement, confidence) and steps per batch
     report["data"].update({k: manifest[k] for k in ("teacher_quality", "steps_per_batch") if k in manifest})
-    secs = float(p.info.get("seconds") or 0.0)
+    secs = float(manifest.get("seconds") or 0.0)  # over every run that wrote shards (resumes too)
     rate = {"images_per_s": round(p.info["num_images"] / secs, 2)} if secs > 0 else {}
     resources["synthesize"] = {**mem.result, **rate}
     if not run_student:

@@ -190,8 +190,7 @@ class Plan:
         ds = synthesize_dataset(self.teacher, self.method, synth_dir, self.num_images, seed=self.seed,
                                 **self.method_options)  # fmt: skip
         src = DatasetSource(ds.root, self.teacher.card, device_of(self.teacher.model), seed=self.seed)
-        self.info.update(method=self.method, data=str(ds.root), num_images=len(src), online=False,
-                         seconds=ds.manifest.get("seconds"))  # over every run that wrote shards (resumes too)
+        self.info.update(method=self.method, data=str(ds.root), num_images=len(src), online=False)
         return src
 
 
