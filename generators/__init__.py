@@ -27,6 +27,8 @@ from . import zeroq as zeroq  # noqa: E402  (registers)
 from . import dafl as dafl  # noqa: E402  (registers)
 from . import dfad as dfad  # noqa: E402  (registers)
 from . import zskt as zskt  # noqa: E402  (registers)
+from . import cmi as cmi  # noqa: E402  (registers)
+from . import nayer as nayer  # noqa: E402  (registers)
 
 __all__ = [
     "GENERATORS",
