@@ -180,7 +180,7 @@ def recipe_online(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn
 
 
 # backend name -> recipe; backends not listed use "online" or "offline" by their class.
-RECIPES: dict[str, Callable[..., None]] = {"fast": recipe_pool}
+RECIPES: dict[str, Callable[..., None]] = {"fast": recipe_pool, "nayer": recipe_pool}
 DEFAULT_RECIPE = {True: recipe_online, False: recipe_offline}
 
 
