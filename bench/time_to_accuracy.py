@@ -13,7 +13,7 @@ table, not by name):
   synthesise ``--num-images`` (1024) images with the backend's defaults, *then* distil on them
   with ``KDConfig`` defaults. The student cannot train before the images exist, so the clock
   includes the whole synthesis and the accuracy is the untrained student's until KD starts.
-* ``pool`` (Fast-Datafree): the backend's own published loop, a growing pool
+* ``pool`` (Fast-Datafree, NAYER): the backend's own published loop, a growing pool
   (:class:`datafree.sources.PoolSource`): every round synthesises one batch (a few meta-learned
   generator steps), then ``kd_steps`` KD steps sample the pool so far, with the backend's
   ``pool_batch_size`` and ``pool_kd`` settings (KD batch, learning rate, steps per round; the rest
