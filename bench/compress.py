@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default=None)
     ap.add_argument("--method", default="deepinversion", help="synthesis backend (compress's --method)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="backend option (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="backend option")
     ap.add_argument("--no-baseline", action="store_true", help="skip the Gaussian-noise baseline")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -63,7 +63,9 @@ def main() -> None:
                 "teacher acc": f"{rep['teacher']['accuracy']:.4f}",
                 "student acc": f"{rep['student']['accuracy']:.4f}",
                 "ratio": f"{100 * rep['student']['ratio_to_teacher']:.1f}%",
-                "noise-baseline acc": f"{rep['noise_baseline']['accuracy']:.4f}" if "noise_baseline" in rep else "-",
+                "noise-baseline acc": (
+                    f"{rep['noise_baseline']['accuracy']:.4f}" if "noise_baseline" in rep else "-"
+                ),
                 "params T/S": f"{rep['teacher']['params']}/{rep['student']['params']}",
                 "synth s": st.get("synthesize", ""),
                 "distill s": st["distill"],
@@ -77,9 +79,10 @@ def main() -> None:
     print(markdown_table(cols, [[r[c] for c in cols] for r in rows]))
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
-    name = "compress" + (f"_{args.method}" if args.method != "deepinversion" else "") + (f"_{args.only}" if args.only else "")
-    name += f"_seed{args.seed}" if args.seed else ""
-    (results / f"{name}.json").write_text(json.dumps({"machine": info, "threads": args.threads, "method": args.method, "options": options, "rows": rows}, indent=2) + "\n")
+    name = "compress" + (f"_{args.method}" if args.method != "deepinversion" else "")
+    name += (f"_{args.only}" if args.only else "") + (f"_seed{args.seed}" if args.seed else "")
+    record = {"machine": info, "threads": args.threads, "method": args.method, "options": options, "rows": rows}
+    (results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -53,10 +53,19 @@ from . import register
 from .base import Batch, SynthConfig, Synthesizer
 from .fast import FastGenerator, adversarial_agreement_loss
 
-__all__ = ["CMI", "CMIConfig", "MemoryBank", "random_crop_view", "random_resized_crop_view", "reinit_generator"]
+__all__ = [
+    "CMI",
+    "CMIConfig",
+    "MemoryBank",
+    "random_crop_view",
+    "random_resized_crop_view",
+    "reinit_generator",
+]
 
 
-def _grid_views(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+def _grid_views(
+    pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor
+) -> torch.Tensor:
     """Resample ``pixels`` (B, C, H, W) through per-sample affine maps (zero padding outside)."""
     b = len(pixels)
     theta = torch.zeros(b, 2, 3, dtype=pixels.dtype)
@@ -73,7 +82,9 @@ def _flips(b: int, flip: bool, generator: torch.Generator | None) -> torch.Tenso
     return torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
 
 
-def random_crop_view(pixels: torch.Tensor, pad: int, flip: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop_view(
+    pixels: torch.Tensor, pad: int, flip: bool = False, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Per-sample random crop of the image zero-padded by ``pad`` pixels (kornia ``RandomCrop(padding)``).
 
     Shape:
@@ -129,7 +140,9 @@ class MLPHead(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int) -> None:
         super().__init__()
-        self.head = nn.Sequential(nn.Linear(dim_in, dim_in), nn.ReLU(inplace=True), nn.Linear(dim_in, dim_out))
+        self.head = nn.Sequential(
+            nn.Linear(dim_in, dim_in), nn.ReLU(inplace=True), nn.Linear(dim_in, dim_out)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return F.normalize(self.head(x), dim=1)
@@ -285,7 +298,9 @@ class CMI(Synthesizer):
         cfg = self.config
         pixels = self.net(self.z)  # (B, C, H, W) in [0, 1]
         glob = self.normalizer(random_crop_view(pixels, self.pad, cfg.flip, self.generator))
-        local = self.normalizer(random_resized_crop_view(pixels, cfg.local_min_area, cfg.flip, self.generator))
+        local = self.normalizer(
+            random_resized_crop_view(pixels, cfg.local_min_area, cfg.flip, self.generator)
+        )
         with FeatureRecorder(self.bn_layers, "input") as rec:
             with BNStatistics(self.teacher) as stats:
                 logits = self.teacher(glob)
@@ -310,7 +325,9 @@ class CMI(Synthesizer):
             x = self.normalizer(pixels.detach())
             feats = torch.cat([l_feat, g_feat], 1).detach()
             self.best = x if self.best is None else torch.where(better, x, self.best)
-            self.best_feats = feats if self.best_feats is None else torch.where(better, feats, self.best_feats)
+            self.best_feats = (
+                feats if self.best_feats is None else torch.where(better, feats, self.best_feats)
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.head_optimizer.zero_grad(set_to_none=True)
         loss.backward()

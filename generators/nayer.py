@@ -28,13 +28,14 @@ like CLIP's they are distinct, fixed codes of the classes, but carry no similari
 class names), ``"learned"`` (the same initial vectors, trained with the generator) or
 ``"onehot"`` (the class index, zero-padded to ``le_size``). docs/methods.md gives what each changes.
 
-Deviations, each for the 16 px digits teachers and the CPU: the generator body of ``fast``
-(``ngf`` 16); loss weights bn 1 / oh 1 instead of the scripts' 10 / 0.5 (with 10 / 0.5 the BN
-term dominated and the teacher agreed with the target labels on 12% of a 60-step batch, 81% with
-1 / 1) and 20 steps per round (5, 10 and 40 were slower to 95% of the teacher); ``group_size`` defaults to the number of classes (the reference uses groups of 100
-images, so on 10 classes each group repeats every image ten times); ``adv_weight`` 0 by default
-(the paper's 1.33 needs a student, e.g. ``distill --pool --set adv_weight=1.33``); the paper's
-warm-up epochs of synthesis without KD belong to its training script, not to the synthesizer.
+Deviations, each for the 16 px digits teachers and the CPU: the generator body of ``fast`` (``ngf``
+16); loss weights bn 1 / oh 1 instead of the scripts' 10 / 0.5 (with 10 / 0.5 the BN term dominated
+and the teacher agreed with the target labels on 12% of a 60-step batch, 81% with 1 / 1) and 20
+steps per round (5, 10 and 40 were slower to 95% of the teacher); ``group_size`` defaults to the
+number of classes (the reference uses groups of 100 images, so on 10 classes each group repeats
+every image ten times); ``adv_weight`` 0 by default (the paper's 1.33 needs a student, e.g.
+``distill --pool --set adv_weight=1.33``); the paper's warm-up epochs of synthesis without KD belong
+to its training script, not to the synthesizer.
 """
 
 from __future__ import annotations
@@ -109,12 +110,20 @@ class NoisyLayerGenerator(nn.Module):
         return [p for n, p in self.named_parameters() if not n.startswith("noisy_")]
 
     def forward(self, targets: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        le = self.norm(self.embeddings[targets])  # (B, le_size)
+        le = self.embeddings[targets]  # (B, le_size)
+        if len(le) > 1 or not self.training:
+            le = self.norm(le)
+        else:  # batch statistics of one sample are undefined: the running ones (a last shard of 1 image)
+            le = F.batch_norm(
+                le, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias
+            )
         groups = self.noisy_weight.shape[0]
         b = len(le)
         pad = groups * self.group_size - b
         if pad < 0:
-            raise ValueError(f"the noisy layer was drawn for at most {groups * self.group_size} samples, got {b}")
+            raise ValueError(
+                f"the noisy layer was drawn for at most {groups * self.group_size} samples, got {b}"
+            )
         x = F.pad(le, (0, 0, 0, pad)).view(groups, self.group_size, -1)  # (G, g, le_size)
         v = torch.baddbmm(self.noisy_bias, x, self.noisy_weight).reshape(groups * self.group_size, -1)[:b]
         return self.body(v)
@@ -160,7 +169,7 @@ class NAYERConfig(SynthConfig):
 
 @register
 class NAYER(Synthesizer):
-    """NAYER (Tran et al. 2024): label embeddings through a re-initialised noisy layer, persistent generator."""
+    """NAYER (Tran et al. 2024): label embeddings through a re-drawn noisy layer, persistent generator."""
 
     name = "nayer"
     Config = NAYERConfig
@@ -247,7 +256,11 @@ class NAYER(Synthesizer):
 
     def state_dict(self) -> dict[str, Any]:
         """Generator (noisy layer included), the round's optimiser, labels and best batch."""
-        state: dict[str, Any] = {"net": self.net.state_dict(), "rounds": self.rounds, "iteration": self.iteration}
+        state: dict[str, Any] = {
+            "net": self.net.state_dict(),
+            "rounds": self.rounds,
+            "iteration": self.iteration,
+        }
         if self.targets is not None and self.optimizer is not None:
             state.update(
                 optimizer=self.optimizer.state_dict(),

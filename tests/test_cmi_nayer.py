@@ -1,5 +1,7 @@
-"""CMI and NAYER: what each adds over the shared contract (memory bank, views, noisy layer, embeddings),
-and their paths through synthesize / compress / distill --pool / resume."""
+"""CMI and NAYER: what each adds over the shared contract, and their CLI paths.
+
+Memory bank, views, noisy layer, embeddings; synthesize / compress / distill --pool / resume.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ def _round(synth, n, seed, student=None):
 
 def test_views_keep_shape_range_and_follow_the_seed():
     x = torch.rand(6, 1, 16, 16)
-    for view in (lambda g: random_crop_view(x, 2, True, g), lambda g: random_resized_crop_view(x, 0.25, True, g)):
+    for view in (
+        lambda g: random_crop_view(x, 2, True, g),
+        lambda g: random_resized_crop_view(x, 0.25, True, g),
+    ):
         a, b = view(torch.Generator().manual_seed(1)), view(torch.Generator().manual_seed(1))
         assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
         torch.testing.assert_close(a, b)
@@ -46,7 +51,9 @@ def test_memory_bank_is_a_ring_and_samples_stored_rows():
 
 
 def test_cmi_rounds_fill_the_bank_and_use_it_as_negatives(bn_teacher):
-    synth = create_synthesizer("cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, negatives=4)
+    synth = create_synthesizer(
+        "cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, negatives=4
+    )
     a = _round(synth, 8, 0)
     assert synth.rounds == 1 and synth.bank.count == 8
     assert synth.bank.data.shape[1] % 2 == 0  # (local, global) features per image
@@ -55,7 +62,9 @@ def test_cmi_rounds_fill_the_bank_and_use_it_as_negatives(bn_teacher):
     # the contrastive term now also ranks 4 cached rows: resuming mid-round gives the same step
     synth.reset(8, torch.Generator().manual_seed(2))
     synth.step()
-    clone = create_synthesizer("cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, negatives=4)
+    clone = create_synthesizer(
+        "cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, negatives=4
+    )
     clone.load_state_dict(synth.state_dict())
     assert clone.bank.count == 16
     torch.testing.assert_close(clone.step()["total"], synth.step()["total"])
@@ -75,7 +84,9 @@ def test_cmi_generator_is_reinitialised_every_round(bn_teacher):
 
 
 def test_cmi_adversarial_term_needs_a_student(bn_teacher):
-    synth = create_synthesizer("cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, adv_weight=0.5)
+    synth = create_synthesizer(
+        "cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, adv_weight=0.5
+    )
     synth.reset(8, torch.Generator().manual_seed(0))
     with pytest.raises(UserInputError, match="student"):
         synth.step()
@@ -96,6 +107,11 @@ def test_nayer_noisy_layer_is_redrawn_each_round_and_the_body_persists(bn_teache
     assert synth.targets.tolist() == list(range(10)) * 2  # every group holds one image per class
 
 
+def test_nayer_handles_a_batch_of_one(bn_teacher):
+    synth = create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, iterations=2)
+    assert _round(synth, 1, 0).images.shape == (1, 1, 16, 16)
+
+
 def test_nayer_images_differ_within_a_class(bn_teacher):
     synth = create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, batch_size=30, iterations=2)
     x = _round(synth, 30, 0).images
@@ -105,7 +121,9 @@ def test_nayer_images_differ_within_a_class(bn_teacher):
 
 @pytest.mark.parametrize("embedding", ["random", "learned", "onehot"])
 def test_nayer_embeddings(bn_teacher, embedding):
-    synth = create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2, embedding=embedding)
+    synth = create_synthesizer(
+        "nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2, embedding=embedding
+    )
     before = synth.net.embeddings.detach().clone()
     batch = _round(synth, 10, 0)
     assert torch.isfinite(batch.images).all()
@@ -138,15 +156,29 @@ def test_both_refuse_a_teacher_without_batchnorm(plain_teacher):
 def test_cli_synthesize_compress_and_pool_distill(run, tmp_path):
     from safetensors.torch import load_file
 
-    r = run("synthesize", "--method", "cmi", "-n", "12", "--batch-size", "8", "--iterations", "2", "-o", tmp_path / "d", "-q")
+    r = run(
+        "synthesize",
+        "--method",
+        "cmi",
+        "-n",
+        "12",
+        "--batch-size",
+        "8",
+        "--iterations",
+        "2",
+        "-o",
+        tmp_path / "d",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
-    args = ["compress", "--method", "nayer", "-n", "16", "--iterations", "2", "--set", "batch_size=8", "--epochs", "1",
-            "--steps-per-epoch", "2", "--kd-batch-size", "8", "--no-baseline", "-q"]  # fmt: skip
+    args = ["compress", "--method", "nayer", "-n", "16", "--iterations", "2", "--set", "batch_size=8",
+            "--epochs", "1", "--steps-per-epoch", "2", "--kd-batch-size", "8", "--no-baseline", "-q"]  # fmt: skip
     r = run(*args, "-o", tmp_path / "c")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "c" / "report.json").read_text())["method"] == "nayer"
     args = ["distill", "--method", "nayer", "--pool", "--student", "resnet8_quarter", "--epochs", "2",
-            "--steps-per-epoch", "20", "--kd-batch-size", "16", "--set", "iterations=1", "-q", "--threads", "1"]  # fmt: skip
+            "--steps-per-epoch", "20", "--kd-batch-size", "16", "--set", "iterations=1", "-q",
+            "--threads", "1"]  # fmt: skip
     r = run(*args, "-o", tmp_path / "p")
     assert r.exit_code == 0, r.output
     state = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=True)
