@@ -1,7 +1,7 @@
 """`datafree compress` with its defaults on the shipped BN teacher and on the never-seen custom teacher.
 
 Usage: python bench/compress.py [--threads 2] [--device cpu] [--only resnet8_digits|custom]
-       [--method deepinversion] [--set KEY=VALUE ...] [--no-baseline] [--seed 0]
+       [--method deepinversion] [--set KEY=VALUE ...] [--no-baseline] [--seed 0] [--num-images N]
 
 Prints a markdown table (teacher, student, test accuracies, ratio, Gaussian-noise baseline, wall time
 per stage) and writes bench/results/compress.json. Each run is the same code path as
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="backend option")
     ap.add_argument("--no-baseline", action="store_true", help="skip the Gaussian-noise baseline")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-images", type=int, default=None, help="synthetic images (default 1024)")
     args = ap.parse_args()
     from bench.common import key_values
 
@@ -51,7 +52,8 @@ def main() -> None:
         out = Path(tempfile.mkdtemp(prefix=f"bench-compress-{key}-"))
         t0 = time.perf_counter()
         rep = compress(spec, out, device=device, method=args.method, synth_options=options,
-                       baseline=not args.no_baseline, seed=args.seed)  # fmt: skip
+                       baseline=not args.no_baseline, seed=args.seed,
+                       **({"num_images": args.num_images} if args.num_images else {}))  # fmt: skip
         total = time.perf_counter() - t0
         shutil.rmtree(out, ignore_errors=True)
         st = rep["stages_seconds"]
@@ -81,7 +83,9 @@ def main() -> None:
     results.mkdir(exist_ok=True)
     name = "compress" + (f"_{args.method}" if args.method != "deepinversion" else "")
     name += (f"_{args.only}" if args.only else "") + (f"_seed{args.seed}" if args.seed else "")
-    record = {"machine": info, "threads": args.threads, "method": args.method, "options": options, "rows": rows}
+    name += f"_n{args.num_images}" if args.num_images else ""
+    record = {"machine": info, "threads": args.threads, "method": args.method, "options": options}
+    record["rows"] = rows
     (results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
