@@ -186,7 +186,7 @@ class CMIConfig(SynthConfig):
     """CMI settings (``iterations`` is the paper's ``g_steps`` per round)."""
 
     batch_size: int = 256
-    iterations: int = 100  # the paper's 200 at lr 1e-3 (see docs/methods.md)
+    iterations: int = 200  # the paper's g_steps (its lr: 1e-3; see docs/methods.md)
     nz: int = 64
     ngf: int = 16
     lr: float = 2e-3
