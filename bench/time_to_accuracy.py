@@ -13,7 +13,7 @@ table, not by name):
   synthesise ``--num-images`` (1024) images with the backend's defaults, *then* distil on them
   with ``KDConfig`` defaults. The student cannot train before the images exist, so the clock
   includes the whole synthesis and the accuracy is the untrained student's until KD starts.
-* ``pool`` (Fast-Datafree): the backend's own published loop, a growing pool
+* ``pool`` (Fast-Datafree, NAYER): the backend's own published loop, a growing pool
   (:class:`datafree.sources.PoolSource`): every round synthesises one batch (a few meta-learned
   generator steps), then ``kd_steps`` KD steps sample the pool so far, with the backend's
   ``pool_batch_size`` and ``pool_kd`` settings (KD batch, learning rate, steps per round; the rest
@@ -175,7 +175,7 @@ def recipe_online(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn
 
 
 # backend name -> recipe; backends not listed use "online" or "offline" by their class.
-RECIPES: dict[str, Callable[..., None]] = {"fast": recipe_pool}
+RECIPES: dict[str, Callable[..., None]] = {"fast": recipe_pool, "nayer": recipe_pool}
 DEFAULT_RECIPE = {True: recipe_online, False: recipe_offline}
 
 

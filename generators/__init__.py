@@ -10,10 +10,12 @@ from datafree.cards import ModelCard
 from datafree.errors import UserInputError
 from datafree.hooks import require_batchnorm
 
+from . import cmi as cmi  # noqa: E402  (registers)
 from . import dafl as dafl  # noqa: E402  (registers)
 from . import deepinversion as deepinversion  # noqa: E402  (registers)
 from . import dfad as dfad  # noqa: E402  (registers)
 from . import fast as fast  # noqa: E402  (registers)
+from . import nayer as nayer  # noqa: E402  (registers)
 from . import zeroq as zeroq  # noqa: E402  (registers)
 from . import zskt as zskt  # noqa: E402  (registers)
 from .base import GENERATORS, Batch, SynthConfig, Synthesizer, parse_overrides, register

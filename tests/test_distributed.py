@@ -84,6 +84,23 @@ def test_two_ranks_synthesize_the_one_process_dataset_and_distill_as_well(tmp_pa
     assert ckpt["epoch"] == 10 and len(ckpt["rng_ranks"]) == WORLD
 
 
+def test_two_ranks_synthesize_with_the_persistent_state_backends(tmp_path):
+    """cmi (memory bank) and nayer (persistent generator) keep per-process state across shards:
+    under torchrun each rank has its own, and the ranks still write one complete dataset."""
+    tiny = {"cmi": "negatives=4", "nayer": "group_size=2"}
+    jobs = [
+        (m, ["synthesize", "--method", m, "--out", str(tmp_path / m), "--num-images", "9", "--batch-size", "2",
+             "--iterations", "2", "--set", opt, "-q"])
+        for m, opt in tiny.items()
+    ]  # fmt: skip
+    _spawn(tmp_path, jobs)
+    for m in tiny:
+        ds = SyntheticDataset.open(tmp_path / m)
+        assert ds.complete and ds.manifest["images_written"] == 9 and ds.manifest["method"] == m
+        images = ds.load()["images"]
+        assert len(torch.unique(images.flatten(1), dim=0)) == 9
+
+
 def test_an_error_only_rank0_sees_stops_every_rank_without_hanging(tmp_path):
     out = tmp_path / "taken"
     out.mkdir()

@@ -15,6 +15,8 @@ from generators import GENERATORS, create_synthesizer, method_class
 TINY: dict[str, dict] = {
     "deepinversion": {"batch_size": 16, "iterations": 8, "warmup": 2},
     "fast": {"batch_size": 16, "iterations": 4},
+    "cmi": {"batch_size": 16, "iterations": 4, "negatives": 8},
+    "nayer": {"batch_size": 16, "iterations": 4},
     "zeroq": {"batch_size": 16, "iterations": 8},
     "dafl": {"batch_size": 32, "generator_lr": 0.005},
     "zskt": {"batch_size": 16, "balance": 0.0},

@@ -1,0 +1,190 @@
+"""CMI and NAYER: what each adds over the shared contract, and their CLI paths.
+
+Memory bank, views, noisy layer, embeddings; synthesize / compress / distill --pool / resume.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from datafree.errors import UserInputError
+from datafree.models import create_model
+from generators import create_synthesizer, method_class
+from generators.cmi import MemoryBank, random_crop_view, random_resized_crop_view
+
+
+def _round(synth, n, seed, student=None):
+    synth.reset(n, torch.Generator().manual_seed(seed))
+    for _ in range(synth.config.iterations):
+        synth.step(student)
+    return synth.sample()
+
+
+def test_views_keep_shape_range_and_follow_the_seed():
+    x = torch.rand(6, 1, 16, 16)
+    for view in (
+        lambda g: random_crop_view(x, 2, True, g),
+        lambda g: random_resized_crop_view(x, 0.25, True, g),
+    ):
+        a, b = view(torch.Generator().manual_seed(1)), view(torch.Generator().manual_seed(1))
+        assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+        torch.testing.assert_close(a, b)
+        assert not torch.equal(a, view(torch.Generator().manual_seed(2)))
+    # no padding, no flip: the crop view is the identity; a full-area crop of aspect 1 too
+    torch.testing.assert_close(random_crop_view(x, 0), x)
+
+
+def test_memory_bank_is_a_ring_and_samples_stored_rows():
+    bank = MemoryBank(4, 2)
+    assert bank.sample(3).shape == (0, 2)
+    bank.add(torch.arange(6.0).view(3, 2))
+    bank.add(torch.arange(6.0, 12.0).view(3, 2))  # 6 rows into 4: the two oldest are overwritten
+    assert bank.count == 4 and bank.ptr == 2
+    rows = {tuple(r.tolist()) for r in bank.sample(10, torch.Generator().manual_seed(0))}
+    assert rows == {(4.0, 5.0), (6.0, 7.0), (8.0, 9.0), (10.0, 11.0)}
+    clone = MemoryBank(4, 2)
+    clone.load_state_dict(bank.state_dict())
+    torch.testing.assert_close(clone.data, bank.data)
+
+
+def test_cmi_rounds_fill_the_bank_and_use_it_as_negatives(bn_teacher):
+    synth = create_synthesizer(
+        "cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, negatives=4
+    )
+    a = _round(synth, 8, 0)
+    assert synth.rounds == 1 and synth.bank.count == 8
+    assert synth.bank.data.shape[1] % 2 == 0  # (local, global) features per image
+    b = _round(synth, 8, 1)
+    assert synth.bank.count == 16 and not torch.equal(a.images, b.images)
+    # the contrastive term now also ranks 4 cached rows: resuming mid-round gives the same step
+    synth.reset(8, torch.Generator().manual_seed(2))
+    synth.step()
+    clone = create_synthesizer(
+        "cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, negatives=4
+    )
+    clone.load_state_dict(synth.state_dict())
+    assert clone.bank.count == 16
+    torch.testing.assert_close(clone.step()["total"], synth.step()["total"])
+
+
+def test_cmi_generator_is_reinitialised_every_round(bn_teacher):
+    synth = create_synthesizer("cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2)
+    _round(synth, 8, 0)
+    trained = [p.detach().clone() for p in synth.net.parameters()]
+    synth.reset(8, torch.Generator().manual_seed(0))
+    fresh = [p.detach().clone() for p in synth.net.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(trained, fresh, strict=True))
+    synth2 = create_synthesizer("cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2)
+    synth2.reset(8, torch.Generator().manual_seed(0))
+    for a, b in zip(fresh, synth2.net.parameters(), strict=True):  # a round's start depends on its seed only
+        torch.testing.assert_close(a, b.detach())
+
+
+def test_cmi_adversarial_term_needs_a_student(bn_teacher):
+    synth = create_synthesizer(
+        "cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, adv_weight=0.5
+    )
+    synth.reset(8, torch.Generator().manual_seed(0))
+    with pytest.raises(UserInputError, match="student"):
+        synth.step()
+    logs = synth.step(create_model("resnet8_quarter", 10, 1))
+    assert "adv" in logs and torch.isfinite(logs["adv"])
+
+
+def test_nayer_noisy_layer_is_redrawn_each_round_and_the_body_persists(bn_teacher):
+    synth = create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, batch_size=20, iterations=2)
+    _round(synth, 20, 0)
+    assert synth.net.noisy_weight.shape[0] == 2  # 20 images in groups of the 10 classes
+    body = [p.detach().clone() for p in synth.net.persistent_parameters()]
+    noisy = synth.net.noisy_weight.detach().clone()
+    synth.reset(20, torch.Generator().manual_seed(1))
+    assert not torch.equal(noisy, synth.net.noisy_weight)
+    for a, b in zip(body, synth.net.persistent_parameters(), strict=True):
+        torch.testing.assert_close(a, b.detach())
+    assert synth.targets.tolist() == list(range(10)) * 2  # every group holds one image per class
+
+
+def test_nayer_handles_a_batch_of_one(bn_teacher):
+    synth = create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, iterations=2)
+    assert _round(synth, 1, 0).images.shape == (1, 1, 16, 16)
+
+
+def test_nayer_images_differ_within_a_class(bn_teacher):
+    synth = create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, batch_size=30, iterations=2)
+    x = _round(synth, 30, 0).images
+    same_class = x[[0, 10, 20]].flatten(1)
+    assert torch.cdist(same_class, same_class).triu(1).sum() > 0
+
+
+@pytest.mark.parametrize("embedding", ["random", "learned", "onehot"])
+def test_nayer_embeddings(bn_teacher, embedding):
+    synth = create_synthesizer(
+        "nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2, embedding=embedding
+    )
+    before = synth.net.embeddings.detach().clone()
+    batch = _round(synth, 10, 0)
+    assert torch.isfinite(batch.images).all()
+    learned = embedding == "learned"
+    assert (not torch.equal(before, synth.net.embeddings.detach())) == learned
+
+
+@pytest.mark.parametrize(
+    ("name", "opts", "match"),
+    [
+        ("nayer", {"embedding": "clip"}, "embedding must be one of"),
+        ("nayer", {"le_size": 4, "embedding": "onehot"}, "le_size >= the 10 classes"),
+        ("nayer", {"group_size": -1}, "group_size must be >= 0"),
+        ("cmi", {"cr_temperature": 0.0}, "cr_temperature must be > 0"),
+        ("cmi", {"local_min_area": 1.5}, "local_min_area"),
+    ],
+)
+def test_bad_options_are_user_errors(bn_teacher, name, opts, match):
+    with pytest.raises(UserInputError, match=match):
+        create_synthesizer(name, bn_teacher.model, bn_teacher.card, **opts)
+
+
+def test_both_refuse_a_teacher_without_batchnorm(plain_teacher):
+    for name in ("cmi", "nayer"):
+        assert method_class(name).requires_batchnorm
+        with pytest.raises(UserInputError, match="no BatchNorm"):
+            create_synthesizer(name, plain_teacher.model, plain_teacher.card)
+
+
+def test_cli_synthesize_compress_and_pool_distill(run, tmp_path):
+    from safetensors.torch import load_file
+
+    r = run(
+        "synthesize",
+        "--method",
+        "cmi",
+        "-n",
+        "12",
+        "--batch-size",
+        "8",
+        "--iterations",
+        "2",
+        "-o",
+        tmp_path / "d",
+        "-q",
+    )
+    assert r.exit_code == 0, r.output
+    args = ["compress", "--method", "nayer", "-n", "16", "--iterations", "2", "--set", "batch_size=8",
+            "--epochs", "1", "--steps-per-epoch", "2", "--kd-batch-size", "8", "--no-baseline", "-q"]  # fmt: skip
+    r = run(*args, "-o", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "c" / "report.json").read_text())["method"] == "nayer"
+    args = ["distill", "--method", "nayer", "--pool", "--student", "resnet8_quarter", "--epochs", "2",
+            "--steps-per-epoch", "20", "--kd-batch-size", "16", "--set", "iterations=1", "-q",
+            "--threads", "1"]  # fmt: skip
+    r = run(*args, "-o", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    state = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=True)
+    assert state["source"]["images"].shape[0] == 2 * method_class("nayer").pool_batch_size
+    (tmp_path / "p" / "model.json").unlink()  # as if killed after the last checkpoint: same student
+    before = load_file(tmp_path / "p" / "model.safetensors")
+    assert run(*args, "-o", tmp_path / "p").exit_code == 0
+    after = load_file(tmp_path / "p" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
