@@ -103,9 +103,9 @@ def run_cell(
         from generators import method_class
 
         if method_class(method).online:
-            from datafree.online import kd_config_for
+            from datafree.plan import kd_settings
 
-            kw["kd"] = kd_config_for(method, {"seed": seed, **QUICK_KD})
+            kw["kd"] = kd_settings(method, {"seed": seed, **QUICK_KD})
         else:
             kw["kd"] = KDConfig(seed=seed, **QUICK_KD)
         kw["synth_options"] = QUICK_SYNTH.get(method, {})

@@ -389,7 +389,9 @@ def check_forward(model: nn.Module, card: ModelCard, batch: int = 2, *, what: st
     except Exception as e:  # noqa: BLE001 - any failure of the user's model is reported in one line
         first = _first_layer(model)
         c = card.in_channels
-        if first is not None and isinstance(first[1], nn.Conv2d) and first[1].in_channels != c:
+        # a torchvision model for C != 3 starts with a channel repeat (datafree.models): not a channel error
+        adapted = isinstance(model, nn.Sequential) and len(model) > 0 and type(model[0]).__name__ == "_RepeatChannels"
+        if first is not None and not adapted and isinstance(first[1], nn.Conv2d) and first[1].in_channels != c:
             raise UserInputError(
                 f"{where}: input_shape {card.input_shape} says {c} channel(s) but the model's first layer "
                 f"({first[0]}) takes {first[1].in_channels}; fix input_shape (and mean/std) in the card"

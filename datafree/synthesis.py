@@ -130,7 +130,7 @@ def _drop_if_empty(ds: SyntheticDataset, created: bool) -> None:
     """A dataset this run created and that holds no shard yet is removed: a rerun starts clean."""
     if not created or ds.existing_shards():
         return
-    for name in (MANIFEST, "samples.png"):
+    for name in (MANIFEST, "samples.png", "metrics.jsonl"):  # the failed run's step log goes with it
         (ds.root / name).unlink(missing_ok=True)
     try:
         ds.root.rmdir()

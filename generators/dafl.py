@@ -54,6 +54,10 @@ class DAFL(OnlineSynthesizer):
     Config = DAFLConfig
     output_head = "tanh_bn"
     hidden_bn_eps = 0.8  # as in the reference generator
+
+    def objective_weights(self) -> dict[str, float]:  # noqa: D102
+        cfg = self.config
+        return {"one_hot": cfg.oh_weight, "activation": cfg.activation_weight, "info_entropy": cfg.ie_weight}
     # Paper: one student step per generator step, KL at T = 1. Measured on the digits teachers:
     # 5 student steps per generator step (the CMI port's ratio), Adam and T = 4 learn faster. Student
     # lr 5e-3 and 30 epochs (bench/online_ablation.py, lenet5_digits seeds 0/1/2): lr 2e-3 x 15 epochs

@@ -144,6 +144,16 @@ class OnlineSynthesizer(Synthesizer):
         self.steps = 0
         self.z: torch.Tensor | None = None  # the current z batch (reuse_z backends)
         self.z_consumed = True
+        weights = {**self.objective_weights(), "bn": config.bn_weight if self.use_bn_term else 0.0,
+                   "balance": self.balance_weight}  # fmt: skip
+        if not any(w > 0 for w in weights.values()):  # refused before a generator or an output is made
+            raise UserInputError(
+                f"all loss weights are zero ({', '.join(weights)}); give at least one term a weight > 0 with --set"
+            )
+
+    def objective_weights(self) -> dict[str, float]:
+        """The weights of :meth:`objective`'s terms by name (an adversarial discrepancy counts as 1)."""
+        return {"objective": 1.0}
 
     # -- generation ---------------------------------------------------------------------------
     def draw_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -87,8 +87,8 @@ def test_huge_int_in_a_set_option_is_refused(tmp_path):
         ("nan_mean", "invalid model card"),
         ("sha_int", "field 'sha256' must be str"),
         ("test_acc_str", "field 'test_accuracy' must be a number"),
-        ("fixed_small", "cannot run on input_shape [1, 4, 4]"),
-        ("fixed_wide", "cannot run on input_shape [1, 20, 20]"),
+        ("fixed_small", "input_shape [1, 4, 4] failed"),
+        ("fixed_wide", "input_shape [1, 20, 20] failed"),
     ],
 )
 def test_bad_card_contents_are_one_line(fx, card, expected):
@@ -164,18 +164,18 @@ def test_resume_refuses_another_teacher_or_student(fx, tmp_path):
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("str_labels", "labels must be a 1-d array of integers"),
-        ("float_labels", "labels must be a 1-d array"),
-        ("labels_2d", "labels must be a 1-d array"),
-        ("neg_labels", "class indices >= 0"),
-        ("big_labels", "labels must be"),
+        ("str_labels", "labels must be a 1-D integer array"),
+        ("float_labels", "labels must be a 1-D integer array"),
+        ("labels_2d", "labels must be a 1-D integer array"),
+        ("neg_labels", "labels must lie in [0, 10)"),
+        ("big_labels", "labels must lie in [0, 10)"),
         ("images_1d", "images must be"),
         ("images_5d", "images must be"),
         ("images_nan", "NaN"),
-        ("images_str", "images must be numbers"),
-        ("images_c7", "C in 1, 3, 4"),
+        ("images_str", "images must be"),
+        ("images_c7", "cannot map 7-channel images"),
         ("empty", "N > 0"),
-        ("scalar", "labels must be"),
+        ("scalar", "images must be"),
         ("object", "not a readable .npz"),
         ("no_labels", "needs arrays"),
         ("not_npz", "not a readable .npz"),
@@ -185,7 +185,8 @@ def test_bad_npz_is_one_line(fx, name, expected):
     _refused(["evaluate", "--model", "resnet8_digits", "--data", fx / "npz" / f"{name}.npz"], expected)
 
 
-@pytest.mark.parametrize("name", ["empty_class", "corrupt_png", "mixed_sizes", "no_classes", "txt_only"])
+# mixed image sizes are valid data since issue 12 (resized to the card), so not in this list
+@pytest.mark.parametrize("name", ["empty_class", "corrupt_png", "no_classes", "txt_only"])
 def test_bad_image_folder_is_one_line(fx, name):
     _refused(
         ["evaluate", "--model", "resnet8_digits", "--data", fx / "folders" / name], str(fx / "folders" / name)
@@ -358,12 +359,18 @@ def test_diverging_synthesis_exits_3_and_writes_nothing(tmp_path):
         "2",
         "--set",
         "bn_weight=1e38",
+        "--set",
+        "bn_ce_max_ratio=0",  # the BN/CE balance (issue 11) would otherwise tame the huge weight
         "-q",
         "--out",
         tmp_path / "s",
     ]
     for _ in range(2):  # the rerun fails the same way, not on a poisoned shard
-        _refused(args, "synthesis diverged in shard 0", code=3)
+        r = CliRunner().invoke(cli, [str(a) for a in args])
+        assert r.exit_code == 3, r.output
+        # one error line (after the announcement of the directory it then removed)
+        errors = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith("created directory")]
+        assert len(errors) == 1 and errors[0].startswith("error: synthesis diverged in shard 0"), r.stderr
         assert not (tmp_path / "s").exists()
 
 
@@ -476,7 +483,7 @@ def test_torchvision_students_work_or_are_refused_clearly(fx, tmp_path, student,
         r = CliRunner().invoke(cli, [str(a) for a in args])
         assert r.exit_code == 0, r.output
     else:
-        _refused(args, f"student {student!r} cannot run on input_shape [1, 16, 16]")
+        _refused(args, f"student {student!r}: a forward pass of a zero batch of input_shape [1, 16, 16] failed")
         assert not (tmp_path / "o").exists()
 
 
@@ -493,42 +500,3 @@ def test_json_helpers():
     assert np.isfinite(parse_json("1e308", "x"))
 
 
-@pytest.mark.parametrize(
-    "tensors, spec, expected",
-    [
-        (
-            {
-                "w.int_repr": torch.zeros(3),
-                "w.scale": torch.tensor(1.0, dtype=torch.float64),
-                "w.zero_point": torch.tensor(0),
-            },
-            {"kind": "per_tensor", "dtype": "qint8"},
-            "integer data has dtype",
-        ),
-        (
-            {
-                "w.int_repr": torch.zeros(3, dtype=torch.int8),
-                "w.scale": torch.tensor(float("nan"), dtype=torch.float64),
-                "w.zero_point": torch.tensor(0),
-            },
-            {"kind": "per_tensor", "dtype": "qint8"},
-            "scales must be finite",
-        ),
-        (
-            {
-                "w.int_repr": torch.zeros(3, 2, dtype=torch.int8),
-                "w.scales": torch.ones(3, dtype=torch.float64),
-                "w.zero_points": torch.zeros(3, dtype=torch.int64),
-            },
-            {"kind": "per_channel", "dtype": "qint8", "axis": 5},
-            "axis 5 is outside",
-        ),
-    ],
-)
-def test_int8_weights_that_would_make_a_float_quantized_tensor_are_refused(tensors, spec, expected):
-    """A stored quantized tensor of a float dtype (or a NaN scale, a wrong axis) is a clear error."""
-    from datafree.quant.int8_artefact import SEP, decode_state
-
-    tensors = {k.replace(".", SEP, 1): v for k, v in tensors.items()}
-    with pytest.raises(ValueError, match=expected):
-        decode_state(tensors, {"entries": {"w": spec}, "versions": {}})

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import pickle
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,8 @@ def _array_batches(images: np.ndarray, labels: np.ndarray, card: Any, batch_size
         raise UserInputError(f"{name}: images must be (N,H,W) or (N,H,W,C), got shape {images.shape}")
     if len(images) != len(labels):
         raise UserInputError(f"{name}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise UserInputError(f"{name}: holds no images (N > 0 needed)")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise UserInputError(f"{name}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= card.num_classes):
@@ -209,6 +212,8 @@ def _array_batches(images: np.ndarray, labels: np.ndarray, card: Any, batch_size
             raise UserInputError(
                 f"{name}: images must be uint8 (0-255) or float in [0, 1], got {images.dtype}"
             )
+        if not np.isfinite(images).all():
+            raise UserInputError(f"{name}: images hold NaN or inf values")
         if images.size and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
             raise UserInputError(f"{name}: float images must lie in [0, 1] (uint8 images in 0-255)")
     if images.shape[-1] not in (1, 3) and images.shape[-1] != card.input_shape[0]:
@@ -287,8 +292,8 @@ def _npz(path: Path, card: Any, batch_size: int) -> EvalData:
                 raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
             images, labels = z["images"], z["labels"]
             pixels = normalized_npz_pixels({k: z[k] for k in z.files}, path)  # datafree export --normalized
-    except (OSError, ValueError, EOFError) as e:
-        raise UserInputError(f"{path}: not a readable .npz file ({e})") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise UserInputError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
     return _array_batches(images if pixels is None else pixels, labels, card, batch_size, str(path))
 
 
