@@ -72,7 +72,7 @@ def _cell_samples(rep: dict[str, Any], out: Path, method: str, n: int = 16) -> A
 
         shard = next(SyntheticDataset.open(rep["data"]["dir"]).iter_shards())
         return shard["images"][:n]
-    from datafree.online import load_online_synthesizer
+    from datafree.online_train import load_online_synthesizer
 
     lm = load_model(rep["teacher"]["card"])
     synth = load_online_synthesizer(lm, out, method)

@@ -173,7 +173,7 @@ def test_default_student_by_size(bn_teacher, plain_teacher) -> None:
 
 def test_warns_when_student_not_smaller(bn_teacher) -> None:
     """A given student as large as the teacher is built with a warning."""
-    from datafree.pipeline import make_student
+    from datafree.plan import make_student
 
     with pytest.warns(UserWarning, match="not fewer than the teacher"):
         make_student("resnet20", bn_teacher)
