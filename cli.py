@@ -62,7 +62,11 @@ class _Group(click.Group):
             if os.environ.get("DATAFREE_DEBUG"):
                 raise
             msg = " ".join(str(e).split())[:300]
-            _fail(ctx, f"internal error: {type(e).__name__}: {msg} (rerun with DATAFREE_DEBUG=1 for the traceback)", 1)
+            _fail(
+                ctx,
+                f"internal error: {type(e).__name__}: {msg} (rerun with DATAFREE_DEBUG=1 for the traceback)",
+                1,
+            )
         finally:
             metrics = sys.modules.get("datafree.metrics")
             if metrics is not None:
@@ -102,7 +106,9 @@ def _setup_speed(dev: Any) -> None:
 
     ctx = click.get_current_context(silent=True)
     speed = ctx.meta.get(_SPEED, {}) if ctx is not None else {}
-    precision.configure(speed.get("precision", "auto"), speed.get("channels_last", False), speed.get("compile", False), dev)
+    precision.configure(
+        speed.get("precision", "auto"), speed.get("channels_last", False), speed.get("compile", False), dev
+    )
     if speed.get("log_every") is not None:
         set_log_every(speed["log_every"])
     out = ctx.params.get("out") if ctx is not None else None
@@ -128,7 +134,9 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
         if key == "seed":  # one seed per run: the --seed option (a --set seed would collide with it)
             raise click.BadParameter("seed is set with --seed N, not --set seed=N", param_hint="--set")
         if key in out and out[key] != val.strip():
-            raise click.BadParameter(f"{key} given twice ({out[key]!r} and {val.strip()!r})", param_hint="--set")
+            raise click.BadParameter(
+                f"{key} given twice ({out[key]!r} and {val.strip()!r})", param_hint="--set"
+            )
         out[key] = val.strip()
     return out
 
@@ -140,7 +148,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         raise click.BadParameter(f"must be > 0, got {value}")
     hi = MAX_THREADS if param.name == "threads" else MAX_INT
     if isinstance(value, int) and value > hi:  # a C int (torch, tqdm) or a sane thread count
-        raise click.BadParameter(f"must be at most {hi}, got {str(value)[:20]}{'...' if len(str(value)) > 20 else ''}")
+        raise click.BadParameter(
+            f"must be at most {hi}, got {str(value)[:20]}{'...' if len(str(value)) > 20 else ''}"
+        )
     return value
 
 
@@ -148,21 +158,32 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
-device_opt = click.option("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available, else CPU).")
+device_opt = click.option(
+    "--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available, else CPU)."
+)
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 seed_opt = click.option(
-    "--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Seed of every random choice."
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2**32 - 1),
+    help="Seed of every random choice.",
 )
 threads_opt = click.option(
     "--threads", type=click.IntRange(max=4096), default=None, callback=_positive, help="torch CPU threads."
 )
 set_opt = click.option(
-    "--set", "options", multiple=True, metavar="KEY=VALUE", help="Backend option, e.g. --set bn_weight=3 (repeatable)."
+    "--set",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Backend option, e.g. --set bn_weight=3 (repeatable).",
 )
 trust_opt = click.option(
-    "--trust-checkpoint", is_flag=True, help="Allow pickled (non weights-only) checkpoints. Only for files you trust."
+    "--trust-checkpoint",
+    is_flag=True,
+    help="Allow pickled (non weights-only) checkpoints. Only for files you trust.",
 )
-
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -175,9 +196,15 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 config_opt = click.option(
-    "--config", type=str, default=None, is_eager=True, expose_value=False, callback=_load_config, metavar="FILE",
+    "--config",
+    type=str,
+    default=None,
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    metavar="FILE",
     help="YAML file of this command's options (keys = option names); the command line wins over it.",
-)  # fmt: skip
+)
 eval_opt = click.option(
     "--eval-data", default=None, metavar="DATA",
     help="Labelled data every accuracy is measured on: ImageFolder dir, .npz, cifar10:ROOT, cifar100:ROOT, "
@@ -214,7 +241,10 @@ def teachers() -> None:
 
     for name, path in shipped_teachers().items():
         c = load_card(path)
-        click.echo(f"{name:20s} arch={c.arch:12s} input={c.input_shape} classes={c.num_classes} test_acc={c.test_accuracy}")
+        click.echo(
+            f"{name:20s} arch={c.arch:12s} input={c.input_shape} classes={c.num_classes} "
+            f"test_acc={c.test_accuracy}"
+        )
 
 
 @cli.command()
@@ -276,20 +306,39 @@ def methods() -> None:
 
 
 kd_opts = [
-    click.option("--epochs", type=int, default=None, callback=_positive, help="KD epochs (default 30; online methods have their own)."),
-    click.option("--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."),
-    click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size."),
+    click.option(
+        "--epochs",
+        type=int,
+        default=None,
+        callback=_positive,
+        help="KD epochs (default 30; online methods have their own).",
+    ),
+    click.option(
+        "--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."
+    ),
+    click.option(
+        "--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size."
+    ),
     click.option("--lr", type=float, default=None, help="Student learning rate."),
     click.option("--temperature", type=float, default=None, help="KD temperature."),
 ]
 # Every other KD setting: the common ones by name, any field of KDConfig through --kd KEY=VALUE.
 kd_more_opts = [
-    click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="Student optimizer (sgd)."),
+    click.option(
+        "--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="Student optimizer (sgd)."
+    ),
     click.option("--momentum", type=float, default=None, help="SGD momentum (0.9; Nesterov when > 0)."),
     click.option("--weight-decay", type=float, default=None, help="Student weight decay (5e-4)."),
-    click.option("--hard-label-weight", type=float, default=None, help="Weight of CE to the teacher's arg-max (0)."),
-    click.option("--kd", "kd_pairs", multiple=True, metavar="KEY=VALUE",
-                 help="Any KD setting (a KDConfig field, e.g. --kd grad_clip=5), repeatable."),  # fmt: skip
+    click.option(
+        "--hard-label-weight", type=float, default=None, help="Weight of CE to the teacher's arg-max (0)."
+    ),
+    click.option(
+        "--kd",
+        "kd_pairs",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Any KD setting (a KDConfig field, e.g. --kd grad_clip=5), repeatable.",
+    ),  # fmt: skip
 ]
 kd_opts += kd_more_opts
 
@@ -338,18 +387,47 @@ def _store(key: str) -> Any:
 
 # Speed and observability options of every command that runs a loop (datafree.precision, datafree.metrics).
 speed_opts = [
-    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-                 expose_value=False, callback=_store("precision"),
-                 help="Autocast precision of the training loops (auto: measured default per device, docs/speed.md)."),
-    click.option("--channels-last", is_flag=True, expose_value=False, callback=_store("channels_last"),
-                 help="channels_last memory format for the networks and batches."),
-    click.option("--compile", is_flag=True, expose_value=False, callback=_store("compile"),
-                 help="torch.compile the KD forward passes (pays on long GPU runs; see docs/speed.md)."),
-    click.option("--log-every", type=float, default=None, expose_value=False, callback=_store("log_every"),
-                 metavar="SECONDS", help="Seconds between progress lines when stderr is not a terminal (default 30)."),
-    click.option("--tensorboard", is_flag=True, expose_value=False, callback=_store("tensorboard"),
-                 help="Also write TensorBoard scalars and samples to OUT/tensorboard (pip install 'datafree[tensorboard]')."),
-]  # fmt: skip
+    click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        expose_value=False,
+        callback=_store("precision"),
+        help="Autocast precision of the training loops (auto: measured default per device, docs/speed.md).",
+    ),
+    click.option(
+        "--channels-last",
+        is_flag=True,
+        expose_value=False,
+        callback=_store("channels_last"),
+        help="channels_last memory format for the networks and batches.",
+    ),
+    click.option(
+        "--compile",
+        is_flag=True,
+        expose_value=False,
+        callback=_store("compile"),
+        help="torch.compile the KD forward passes (pays on long GPU runs; see docs/speed.md).",
+    ),
+    click.option(
+        "--log-every",
+        type=float,
+        default=None,
+        expose_value=False,
+        callback=_store("log_every"),
+        metavar="SECONDS",
+        help="Seconds between progress lines when stderr is not a terminal (default 30).",
+    ),
+    click.option(
+        "--tensorboard",
+        is_flag=True,
+        expose_value=False,
+        callback=_store("tensorboard"),
+        help="Also write TensorBoard scalars and samples to OUT/tensorboard (pip install "
+        "'datafree[tensorboard]').",
+    ),
+]
 
 # The options of every command that runs a backend or trains: seed, --set, --trust-checkpoint,
 # --device, --quiet, --threads and the speed options (compress lists them itself: no --trust-checkpoint).
@@ -357,24 +435,53 @@ run_opts = [seed_opt, set_opt, trust_opt, device_opt, quiet_opt, threads_opt, *s
 
 
 @cli.command()
-@click.option("--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path.")
+@click.option(
+    "--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path."
+)
 @click.option("--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend.")
 @click.option("--num-images", "-n", required=True, type=int, callback=_positive, help="Images to write.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
-@click.option("--batch-size", type=int, default=None, callback=_positive, help="Images optimised together (one shard).")
-@click.option("--iterations", type=int, default=None, callback=_positive, help="Optimisation steps per batch.")
-@click.option("--generator", "generator_path", type=click.Path(path_type=Path), default=None,
-              help="Online methods: a trained generator.safetensors to sample (default: train one).")
-@click.option("--student", "-s", default=None, help="Online methods: the student the generator trains against.")
+@click.option(
+    "--batch-size", type=int, default=None, callback=_positive, help="Images optimised together (one shard)."
+)
+@click.option(
+    "--iterations", type=int, default=None, callback=_positive, help="Optimisation steps per batch."
+)
+@click.option(
+    "--generator",
+    "generator_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Online methods: a trained generator.safetensors to sample (default: train one).",
+)
+@click.option(
+    "--student", "-s", default=None, help="Online methods: the student the generator trains against."
+)
 @_add(kd_opts)
 @_add(run_opts)
 @config_opt
 def synthesize(
-    teacher: str, method: str, num_images: int, out: Path, batch_size: int | None, iterations: int | None,
-    generator_path: Path | None, student: str | None, epochs: int | None, steps_per_epoch: int | None,
-    kd_batch_size: int | None, lr: float | None, temperature: float | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
+    teacher: str,
+    method: str,
+    num_images: int,
+    out: Path,
+    batch_size: int | None,
+    iterations: int | None,
+    generator_path: Path | None,
+    student: str | None,
+    epochs: int | None,
+    steps_per_epoch: int | None,
+    kd_batch_size: int | None,
+    lr: float | None,
+    temperature: float | None,
+    seed: int,
+    options: tuple[str, ...],
+    trust_checkpoint: bool,
+    device: str | None,
+    quiet: bool,
+    threads: int | None,
     **kd_more: Any,
-) -> None:  # fmt: skip
+) -> None:
     """Write a synthetic dataset (shards + manifest.json + samples.png); rerun to resume."""
     from datafree.cards import load_model
     from datafree.errors import UserInputError
@@ -390,32 +497,68 @@ def synthesize(
     if _method_is_online(method):  # train a generator (in OUT_generator/) or reuse --generator, then sample
         from datafree.online_train import synthesize_online
 
-        kd_over = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **_kd_more(kd_more)}
+        kd_over = {
+            **_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed),
+            **_kd_more(kd_more),
+        }
         if generator_path is not None and (student is not None or len(kd_over) > 1):
-            raise UserInputError("--student and the KD options train a generator; with --generator they do not apply")
-        ds = synthesize_online(lm, method, out, num_images, generator_path=generator_path, student=student, seed=seed,
-                               shard_size=batch_size, kd_config=kd_over, **overrides)  # fmt: skip
-        click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
+            raise UserInputError(
+                "--student and the KD options train a generator; with --generator they do not apply"
+            )
+        ds = synthesize_online(
+            lm,
+            method,
+            out,
+            num_images,
+            generator_path=generator_path,
+            student=student,
+            seed=seed,
+            shard_size=batch_size,
+            kd_config=kd_over,
+            **overrides,
+        )
+        click.echo(
+            f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)"
+        )
         _save_config(out)
         return
-    if generator_path is not None or student is not None or len(_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)) > 1 or _kd_more(kd_more):
+    if (
+        generator_path is not None
+        or student is not None
+        or len(_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)) > 1
+        or _kd_more(kd_more)
+    ):
         raise UserInputError(
-            f"--generator, --student and the KD options apply to online methods (dafl, zskt, dfad), not {method!r}"
+            "--generator, --student and the KD options apply to online methods (dafl, zskt, dfad), not "
+            f"{method!r}"
         )
     ds = synthesize_dataset(lm, method, out, num_images, seed=seed, **overrides)
     if _main_rank():
-        click.echo(f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)")
+        click.echo(
+            f"wrote {ds.manifest['images_written']} images to {ds.root} ({ds.manifest['num_shards']} shards)"
+        )
     _save_config(out)
 
 
 @cli.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["imagefolder", "npz", "npy"]), required=True,
-              help="npy: float32 NCHW images normalised as the teacher's card says (calibration input for other tools).")
-@click.option("--normalized", is_flag=True, help="npz: float32 NCHW normalised images instead of uint8 pixels.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["imagefolder", "npz", "npy"]),
+    required=True,
+    help="npy: float32 NCHW images normalised as the teacher's card says "
+    "(calibration input for other tools).",
+)
+@click.option(
+    "--normalized", is_flag=True, help="npz: float32 NCHW normalised images instead of uint8 pixels."
+)
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path))
 def export(dataset: Path, fmt: str, normalized: bool, out: Path) -> None:
-    """Export a synthetic dataset as an ImageFolder tree of PNGs, an .npz (images, labels, input spec) or an .npy."""
+    """Export a synthetic dataset as an ImageFolder tree of PNGs, an .npz or an .npy.
+
+    The .npz holds the images, the labels and the input spec.
+    """
     from datafree.dataset import export_dataset
 
     path = export_dataset(dataset, fmt, out, normalized=normalized)
@@ -423,24 +566,59 @@ def export(dataset: Path, fmt: str, normalized: bool, out: Path) -> None:
 
 
 @cli.command()
-@click.option("--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path.")
-@click.option("--student", "-s", default=None, help="Student architecture (default: a smaller registered one).")
-@click.option("--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory.")
+@click.option(
+    "--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path."
+)
+@click.option(
+    "--student", "-s", default=None, help="Student architecture (default: a smaller registered one)."
+)
+@click.option(
+    "--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory."
+)
 @click.option("--method", "-m", default=None, help="Backend to synthesize with (when no --data).")
-@click.option("--num-images", "-n", type=int, default=None, callback=_positive, help="Images to synthesize (offline methods).")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json).")
-@click.option("--pool", is_flag=True, help="Offline methods: synthesise one batch per round and train on the pool so far "
-              "(Fast-Datafree's loop; no dataset is written).")
+@click.option(
+    "--num-images",
+    "-n",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Images to synthesize (offline methods).",
+)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json)."
+)
+@click.option(
+    "--pool",
+    is_flag=True,
+    help="Offline methods: synthesise one batch per round and train on the pool so far "
+    "(Fast-Datafree's loop; no dataset is written).",
+)
 @eval_opt
 @_add(kd_opts)
 @_add(run_opts)
 @config_opt
 def distill(
-    teacher: str, student: str | None, data: Path | None, method: str | None, num_images: int | None, out: Path,
-    pool: bool, eval_data: str | None, epochs: int | None, steps_per_epoch: int | None, kd_batch_size: int | None,
-    lr: float | None, temperature: float | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool,
-    device: str | None, quiet: bool, threads: int | None, **kd_more: Any,
-) -> None:  # fmt: skip
+    teacher: str,
+    student: str | None,
+    data: Path | None,
+    method: str | None,
+    num_images: int | None,
+    out: Path,
+    pool: bool,
+    eval_data: str | None,
+    epochs: int | None,
+    steps_per_epoch: int | None,
+    kd_batch_size: int | None,
+    lr: float | None,
+    temperature: float | None,
+    seed: int,
+    options: tuple[str, ...],
+    trust_checkpoint: bool,
+    device: str | None,
+    quiet: bool,
+    threads: int | None,
+    **kd_more: Any,
+) -> None:
     """Train a student from the teacher on synthetic data; writes OUT/model.json. Rerun to resume."""
     from datafree.cards import load_model
     from datafree.distributed import run_on_main
@@ -452,7 +630,10 @@ def distill(
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
     make_student(student, lm, seed)  # an unknown --student fails before --out is touched
     # a bad --data, --set, --pool or KD option (a BN method without BN, ...) fails before --out too
-    kd_over = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **_kd_more(kd_more)}
+    kd_over = {
+        **_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed),
+        **_kd_more(kd_more),
+    }
     p = plan(lm, data=data, method=method, pool=pool, kd=kd_over, method_options=_parse_set(options),
              num_images=num_images, seed=seed)  # fmt: skip
     if eval_data is not None:  # a bad --eval-data fails before --out is touched
@@ -469,8 +650,10 @@ def distill(
     rep = distill_to_dir(lm, p, out, student_arch=student, seed=seed, desc=desc, eval_data=eval_data)
     if _main_rank():
         generator = f"; generator {rep['generator']}" if "generator" in rep else ""
-        click.echo(f"student {rep['arch']}: {_acc(rep['accuracy'], rep['eval_data'])}; card {out / 'model.json'}"
-                   f"{generator}")  # fmt: skip
+        click.echo(
+            f"student {rep['arch']}: {_acc(rep['accuracy'], rep['eval_data'])}; card {out / 'model.json'}"
+            f"{generator}"
+        )
     _save_config(out)
 
 
@@ -481,11 +664,19 @@ def _method_is_online(method: str) -> bool:
 
 
 @cli.command()
-@click.option("--model", "-m", "model", required=True, help="Card path, directory with model.json, shipped name, or a deployed .onnx/.pt2 (its card beside it).")
+@click.option(
+    "--model",
+    "-m",
+    "model",
+    required=True,
+    help="Card path, directory with model.json, shipped name, or a deployed .onnx/.pt2 (its card beside it).",
+)
 @click.option("--data", "-d", default=None, metavar="DATA",
               help="ImageFolder dir, .npz, cifar10:ROOT, cifar100:ROOT, imagenet:VALDIR or digits[:SPLIT] "
                    "(default: digits test split, for models trained on digits).")  # fmt: skip
-@click.option("--batch-size", type=int, default=256, show_default=True, callback=_positive, help="Images per batch.")
+@click.option(
+    "--batch-size", type=int, default=256, show_default=True, callback=_positive, help="Images per batch."
+)
 @click.option("--workers", type=click.IntRange(0, None), default=0, show_default=True,
               help="DataLoader worker processes for image folders.")  # fmt: skip
 @click.option("--teacher", "-t", default=None, help="Also report agreement (same arg-max) with this model.")
@@ -497,7 +688,10 @@ def evaluate(
     model: str, data: str | None, batch_size: int, workers: int, teacher: str | None, as_json: bool,
     trust_checkpoint: bool, device: str | None,
 ) -> None:  # fmt: skip
-    """Top-1 and top-5 accuracy on real labelled data, streamed (an int8 card runs on CPU unless --device says)."""
+    """Top-1 and top-5 accuracy on real labelled data, streamed.
+
+    An int8 card runs on CPU unless --device says otherwise.
+    """
     from datafree.cards import load_card
     from datafree.evaluate import evaluate as run_eval
 
@@ -520,16 +714,41 @@ def evaluate(
 
 
 @cli.command()
-@click.option("--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path.")
+@click.option(
+    "--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path."
+)
 @click.option("--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend.")
-@click.option("--student", "-s", default=None, help="Student architecture (default: a smaller registered one).")
-@click.option("--num-images", "-n", type=int, default=None, callback=_positive, help="Synthetic images (offline methods; default 1024).")
+@click.option(
+    "--student", "-s", default=None, help="Student architecture (default: a smaller registered one)."
+)
+@click.option(
+    "--num-images",
+    "-n",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Synthetic images (offline methods; default 1024).",
+)
 @click.option("--out", "-o", default="runs/compress", show_default=True, type=click.Path(path_type=Path))
 @click.option("--iterations", type=int, default=None, callback=_positive, help="Synthesis steps per batch.")
 @click.option("--no-baseline", is_flag=True, help="Skip the Gaussian-noise baseline.")
-@click.option("--prune", "prune_ratio", type=float, default=None, help="Then prune this fraction of channels and recover by KD.")
-@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l2", show_default=True, help="Pruning criterion.")
-@click.option("--quantize", default=None, metavar="WxAy", help="Then quantize, e.g. W8A8 (real int8 too) or W4A8.")
+@click.option(
+    "--prune",
+    "prune_ratio",
+    type=float,
+    default=None,
+    help="Then prune this fraction of channels and recover by KD.",
+)
+@click.option(
+    "--importance",
+    type=click.Choice(["l1", "l2", "bn", "taylor"]),
+    default="l2",
+    show_default=True,
+    help="Pruning criterion.",
+)
+@click.option(
+    "--quantize", default=None, metavar="WxAy", help="Then quantize, e.g. W8A8 (real int8 too) or W4A8."
+)
 @eval_opt
 @_add(kd_opts)
 @seed_opt
@@ -540,12 +759,29 @@ def evaluate(
 @_add(speed_opts)
 @config_opt
 def compress(
-    teacher: str, method: str, student: str | None, num_images: int | None, out: Path, iterations: int | None,
-    no_baseline: bool, prune_ratio: float | None, importance: str, quantize: str | None, eval_data: str | None,
-    epochs: int | None, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
-    temperature: float | None, seed: int, options: tuple[str, ...], device: str | None, quiet: bool,
-    threads: int | None, **kd_more: Any,
-) -> None:  # fmt: skip
+    teacher: str,
+    method: str,
+    student: str | None,
+    num_images: int | None,
+    out: Path,
+    iterations: int | None,
+    no_baseline: bool,
+    prune_ratio: float | None,
+    importance: str,
+    quantize: str | None,
+    eval_data: str | None,
+    epochs: int | None,
+    steps_per_epoch: int | None,
+    kd_batch_size: int | None,
+    lr: float | None,
+    temperature: float | None,
+    seed: int,
+    options: tuple[str, ...],
+    device: str | None,
+    quiet: bool,
+    threads: int | None,
+    **kd_more: Any,
+) -> None:
     """The main job: teacher -> smaller student on synthetic data, with report.json. Rerun to resume.
 
     Stages, in order: --student ARCH (the default job when no other stage is given), --prune R,
@@ -569,7 +805,11 @@ def compress(
     click.echo(f"teacher {t['arch']}: {_acc(t['accuracy'], where)} ({t['params']} params)")
     if "student" in rep:
         s = rep["student"]
-        ratio = f", {100 * s['ratio_to_teacher']:.1f}% of the teacher" if s["ratio_to_teacher"] is not None else ""
+        ratio = (
+            f", {100 * s['ratio_to_teacher']:.1f}% of the teacher"
+            if s["ratio_to_teacher"] is not None
+            else ""
+        )
         click.echo(f"student {s['arch']}: {_acc(s['accuracy'], where)} ({s['params']} params){ratio}")
     if "prune" in rep:
         p = rep["prune"]["stages"]
@@ -579,8 +819,10 @@ def compress(
         )
     if "quantize" in rep:
         q = rep["quantize"]
-        click.echo(f"quantized W{q['weight_bits']}A{q['act_bits']}: {_acc(q['quantized']['accuracy'], where)} "
-                   f"({q['quantized']['size_bytes']} bytes)")  # fmt: skip
+        click.echo(
+            f"quantized W{q['weight_bits']}A{q['act_bits']}: {_acc(q['quantized']['accuracy'], where)} "
+            f"({q['quantized']['size_bytes']} bytes)"
+        )
     if "noise_baseline" in rep:
         click.echo(f"same student from Gaussian noise: {_acc(rep['noise_baseline']['accuracy'], where)}")
     _save_config(out)
@@ -589,7 +831,14 @@ def compress(
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--out", "-o", "png", type=click.Path(path_type=Path), default=None, help="PNG path (default RUN_DIR/metrics.png).")
+@click.option(
+    "--out",
+    "-o",
+    "png",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PNG path (default RUN_DIR/metrics.png).",
+)
 def plot(run_dir: Path, png: Path | None) -> None:
     """Draw a run's loss curves and accuracies (RUN_DIR/metrics.jsonl, report.json) into a PNG."""
     from datafree.plot import plot_run
@@ -599,36 +848,84 @@ def plot(run_dir: Path, png: Path | None) -> None:
 
 # --- prune (datafree.prune) ---------------------------------------------------------------------
 @cli.command()
-@click.option("--model", "-m", "model", required=True, help="Card path, directory with model.json, or shipped name.")
+@click.option(
+    "--model", "-m", "model", required=True, help="Card path, directory with model.json, or shipped name."
+)
 @click.option("--ratio", "-r", required=True, type=float, help="Fraction of channels to remove, in (0, 1).")
-@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l2", show_default=True,
-              help="Channel criterion: weight magnitude (l1, l2), BN scale (bn), Taylor on synthetic batches.")  # fmt: skip
-@click.option("--global", "global_pruning", is_flag=True, help="Rank channels across layers instead of per layer.")
-@click.option("--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory.")
+@click.option(
+    "--importance",
+    type=click.Choice(["l1", "l2", "bn", "taylor"]),
+    default="l2",
+    show_default=True,
+    help="Channel criterion: weight magnitude (l1, l2), BN scale (bn), Taylor on synthetic batches.",
+)
+@click.option(
+    "--global", "global_pruning", is_flag=True, help="Rank channels across layers instead of per layer."
+)
+@click.option(
+    "--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory."
+)
 @click.option("--method", default=None, help="Backend to synthesize with (when no --data).")
-@click.option("--num-images", "-n", type=int, default=None, callback=_positive, help="Images to synthesize (offline methods).")
-@click.option("--epochs", type=click.IntRange(0, 2**31 - 1), default=20, show_default=True, help="Recovery KD epochs (0: prune only).")
-@click.option("--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch.")
-@click.option("--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size.")
+@click.option(
+    "--num-images",
+    "-n",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Images to synthesize (offline methods).",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(0, 2**31 - 1),
+    default=20,
+    show_default=True,
+    help="Recovery KD epochs (0: prune only).",
+)
+@click.option(
+    "--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."
+)
+@click.option(
+    "--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size."
+)
 @click.option("--lr", type=float, default=None, help="Learning rate of the recovery.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json).")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json)."
+)
 @eval_opt
 @_add(kd_more_opts)
 @_add(run_opts)
 @config_opt
 def prune(
-    model: str, ratio: float, importance: str, global_pruning: bool, data: Path | None, method: str | None,
-    num_images: int | None, epochs: int, steps_per_epoch: int | None, kd_batch_size: int | None, lr: float | None,
-    out: Path, eval_data: str | None, seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None,
-    quiet: bool, threads: int | None, **kd_more: Any,
-) -> None:  # fmt: skip
+    model: str,
+    ratio: float,
+    importance: str,
+    global_pruning: bool,
+    data: Path | None,
+    method: str | None,
+    num_images: int | None,
+    epochs: int,
+    steps_per_epoch: int | None,
+    kd_batch_size: int | None,
+    lr: float | None,
+    out: Path,
+    eval_data: str | None,
+    seed: int,
+    options: tuple[str, ...],
+    trust_checkpoint: bool,
+    device: str | None,
+    quiet: bool,
+    threads: int | None,
+    **kd_more: Any,
+) -> None:
     """Remove channels for real, recover by KD from the unpruned model on synthetic data. Rerun to resume."""
     from datafree.cards import load_model
     from datafree.plan import DEFAULT_NUM_IMAGES, kd_settings
     from datafree.prune import prune_model
 
     dev = _setup(device, quiet, threads)
-    kd = kd_settings(None, {**_kd_more(kd_more), **_kd_overrides(None, steps_per_epoch, kd_batch_size, lr, None, seed)})
+    kd = kd_settings(
+        None, {**_kd_more(kd_more), **_kd_overrides(None, steps_per_epoch, kd_batch_size, lr, None, seed)}
+    )
     lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
     rep = prune_model(
         lm, ratio, importance, data=data, method=method, epochs=epochs, out_dir=out, device=dev,
@@ -639,10 +936,17 @@ def prune(
     final = st.get("recovered", st["pruned"])
     where = st["unpruned"]["eval_data"]
     click.echo(f"unpruned: {_acc(st['unpruned']['accuracy'], where)}, {st['unpruned']['params']} params")
-    click.echo(f"pruned {ratio:g} ({importance}): {_acc(st['pruned']['accuracy'], where)}, {st['pruned']['params']} params "
-               f"({100 * rep['params_removed']:.1f}% removed), {rep['speedup_b64']:.2f}x faster at batch 64")  # fmt: skip
+    click.echo(
+        f"pruned {ratio:g} ({importance}): {_acc(st['pruned']['accuracy'], where)}, {st['pruned']['params']} "
+        "params "
+        f"({100 * rep['params_removed']:.1f}% removed), {rep['speedup_b64']:.2f}x faster at batch 64"
+    )
     if "recovered" in st:
-        kept = f" ({100 * rep['accuracy_kept']:.1f}% of the unpruned model)" if rep["accuracy_kept"] is not None else ""
+        kept = (
+            f" ({100 * rep['accuracy_kept']:.1f}% of the unpruned model)"
+            if rep["accuracy_kept"] is not None
+            else ""
+        )
         click.echo(f"recovered: {_acc(final['accuracy'], where)}{kept}")
     _save_config(out)
     click.echo(f"card {rep['card']}; report {out / 'report.json'}")
@@ -653,30 +957,95 @@ def prune(
 
 # --- quantize (datafree.quant) ------------------------------------------------------------------
 @cli.command()
-@click.option("--model", "-m", "model", default="resnet8_digits", show_default=True, help="Shipped name, card path or directory.")
-@click.option("--weight-bits", "-w", type=click.IntRange(2, 8), default=8, show_default=True, help="Bits per weight (per channel).")
-@click.option("--act-bits", "-a", type=click.IntRange(2, 8), default=8, show_default=True, help="Bits per activation (per tensor).")
 @click.option(
-    "--calib", default="zeroq", show_default=True,
-    help="Calibration data: zeroq, deepinversion, noise, digits (real images: reference only), a synthetic dataset DIR, "
-         "an ImageFolder DIR or an .npz.",
-)  # fmt: skip
-@click.option("--calib-images", type=int, default=64, show_default=True, callback=_positive, help="Calibration images.")
-@click.option("--finetune-epochs", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="KD fine-tuning epochs (0: calibration only).")
-@click.option("--weight-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
-@click.option("--act-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True)
+    "--model",
+    "-m",
+    "model",
+    default="resnet8_digits",
+    show_default=True,
+    help="Shipped name, card path or directory.",
+)
+@click.option(
+    "--weight-bits",
+    "-w",
+    type=click.IntRange(2, 8),
+    default=8,
+    show_default=True,
+    help="Bits per weight (per channel).",
+)
+@click.option(
+    "--act-bits",
+    "-a",
+    type=click.IntRange(2, 8),
+    default=8,
+    show_default=True,
+    help="Bits per activation (per tensor).",
+)
+@click.option(
+    "--calib",
+    default="zeroq",
+    show_default=True,
+    help="Calibration data: zeroq, deepinversion, noise, digits (real images: reference only), a synthetic "
+    "dataset DIR, "
+    "an ImageFolder DIR or an .npz.",
+)
+@click.option(
+    "--calib-images", type=int, default=64, show_default=True, callback=_positive, help="Calibration images."
+)
+@click.option(
+    "--finetune-epochs",
+    type=click.IntRange(0, 2**31 - 1),
+    default=0,
+    show_default=True,
+    help="KD fine-tuning epochs (0: calibration only).",
+)
+@click.option(
+    "--weight-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True
+)
+@click.option(
+    "--act-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True
+)
 @click.option("--asymmetric-weights", is_flag=True, help="Asymmetric weight grids (default: symmetric).")
-@click.option("--int8", "int8", is_flag=True, help="Also export a real int8 CPU model (W8A8, OUT/int8/model.json) and time fp32 vs int8.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json, report.json).")
+@click.option(
+    "--int8",
+    "int8",
+    is_flag=True,
+    help="Also export a real int8 CPU model (W8A8, OUT/int8/model.json) and time fp32 vs int8.",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output directory (model.json, report.json).",
+)
 @eval_opt
 @_add(run_opts)
 @config_opt
 def quantize(
-    model: str, weight_bits: int, act_bits: int, calib: str, calib_images: int, finetune_epochs: int,
-    weight_calib: str, act_calib: str, asymmetric_weights: bool, int8: bool, out: Path, eval_data: str | None,
-    seed: int, options: tuple[str, ...], trust_checkpoint: bool, device: str | None, quiet: bool, threads: int | None,
-) -> None:  # fmt: skip
-    """Quantize a model with synthetic calibration data (ZeroQ by default); writes OUT/model.json + report.json."""
+    model: str,
+    weight_bits: int,
+    act_bits: int,
+    calib: str,
+    calib_images: int,
+    finetune_epochs: int,
+    weight_calib: str,
+    act_calib: str,
+    asymmetric_weights: bool,
+    int8: bool,
+    out: Path,
+    eval_data: str | None,
+    seed: int,
+    options: tuple[str, ...],
+    trust_checkpoint: bool,
+    device: str | None,
+    quiet: bool,
+    threads: int | None,
+) -> None:
+    """Quantize a model with synthetic calibration data (ZeroQ by default).
+
+    Writes OUT/model.json + report.json.
+    """
     from datafree.cards import load_model
     from datafree.outputs import prepare_out_dir
     from datafree.quant import QuantConfig, QuantizeJob
@@ -693,12 +1062,21 @@ def quantize(
     check_quantize_args(lm, calib, **_parse_set(options))  # before --out is created
     out = prepare_out_dir(out)
     cfg = QuantConfig(weight_bits, act_bits, not asymmetric_weights, weight_calib, act_calib)
-    job = QuantizeJob(calib, calib_images, seed, finetune_epochs, int8=int8, synth_options=_parse_set(options),
-                      eval_data=eval_data)  # fmt: skip
+    job = QuantizeJob(
+        calib,
+        calib_images,
+        seed,
+        finetune_epochs,
+        int8=int8,
+        synth_options=_parse_set(options),
+        eval_data=eval_data,
+    )
     rep = run(lm, cfg, job, out_dir=out, device=dev)
     q, where = rep["quantized"], rep["eval_data"]
     click.echo(f"fp32: {_acc(rep['fp32']['accuracy'], where)}, {rep['fp32']['size_bytes']} bytes")
-    click.echo(f"W{weight_bits}A{act_bits} ({rep['calib']}): {_acc(q['accuracy'], where)}, {q['size_bytes']} bytes")
+    click.echo(
+        f"W{weight_bits}A{act_bits} ({rep['calib']}): {_acc(q['accuracy'], where)}, {q['size_bytes']} bytes"
+    )
     if "finetune" in rep:
         click.echo(f"  (before KD fine-tuning: {_acc(rep['finetune']['accuracy_before'], where)})")
     if "int8" in rep:
@@ -719,19 +1097,50 @@ def quantize(
 
 # --- deploy (datafree.deploy) ---------------------------------------------------------------------
 @cli.command()
-@click.option("--model", "-m", "model", required=True, help="Shipped name, card path or directory (float, pruned, quantized W8A8, int8).")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "pt2"]), default=None, help="Default: from the --out suffix.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="File to write (.onnx or .pt2); its card goes beside it (FILE.json).")
+@click.option(
+    "--model",
+    "-m",
+    "model",
+    required=True,
+    help="Shipped name, card path or directory (float, pruned, quantized W8A8, int8).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "pt2"]),
+    default=None,
+    help="Default: from the --out suffix.",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="File to write (.onnx or .pt2); its card goes beside it (FILE.json).",
+)
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18-23).")
-@click.option("--atol", type=float, default=None, help="Largest accepted max abs logit difference (default: 1e-3 x max(1, max |logit|) for float models).")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Smallest accepted top-1 agreement (default 1.0 float, 0.95 quantized).")
+@click.option(
+    "--atol",
+    type=float,
+    default=None,
+    help="Largest accepted max abs logit difference (default: 1e-3 x max(1, max |logit|) for float models).",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Smallest accepted top-1 agreement (default 1.0 float, 0.95 quantized).",
+)
 @trust_opt
 @threads_opt
 def deploy(
     model: str, fmt: str | None, out: Path, opset: int, atol: float | None, min_agreement: float | None,
     trust_checkpoint: bool, threads: int | None,
 ) -> None:  # fmt: skip
-    """Export to ONNX (QDQ int8 for quantized models) or .pt2, verified against PyTorch; writes the card beside it."""
+    """Export to ONNX (QDQ int8 for quantized models) or .pt2, verified against PyTorch.
+
+    Writes the card beside the exported file.
+    """
     from datafree.cards import load_model
     from datafree.deploy import deploy as run
 
@@ -739,8 +1148,11 @@ def deploy(
     lm = load_model(model, "cpu", trust_checkpoint=trust_checkpoint)
     rep = run(lm, out, fmt, opset=opset, atol=atol, min_agreement=min_agreement)
     kind = "int8 QDQ" if rep["quantized"] and rep["format"] == "onnx" else rep["format"]
-    click.echo(f"{rep['runtime']} vs PyTorch on {rep['verify_images']} test images: max abs diff {rep['max_abs_diff']:.3g}, "
-               f"top-1 agreement {rep['top1_agreement']:.4f}")  # fmt: skip
+    click.echo(
+        f"{rep['runtime']} vs PyTorch on {rep['verify_images']} test images: max abs diff "
+        f"{rep['max_abs_diff']:.3g}, "
+        f"top-1 agreement {rep['top1_agreement']:.4f}"
+    )
     click.echo(f"wrote {rep['path']} ({kind}); card {rep['card']}")
 
 

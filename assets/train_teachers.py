@@ -36,6 +36,7 @@ CUSTOM = {"name": "custom_teacher", "input_shape": (3, 24, 24), "epochs": 40, "l
 
 
 def main() -> None:
+    """Train the custom teacher and the digits teachers (or only ``--only``) and write their cards."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -67,7 +68,8 @@ def main() -> None:
             input_shape=list(INPUT_SHAPE),
             mean=[mean],
             std=[std],
-            test_accuracy=round(test_acc, 4), trained_on="digits",
+            test_accuracy=round(test_acc, 4),
+            trained_on="digits",
             val_accuracy=round(val_acc, 4),
             training={
                 "data": "sklearn load_digits, bilinear upsampled 8x8 -> 16x16, pixels/16 in [0,1]",
@@ -99,16 +101,35 @@ def train_custom(seed: int) -> None:
     torch.manual_seed(seed)
     model = mod.build(num_classes=10)
     t0 = time.time()
-    model, val_acc = train_supervised(model, train, val, norm, epochs=CUSTOM["epochs"], lr=CUSTOM["lr"], seed=seed)
+    model, val_acc = train_supervised(
+        model, train, val, norm, epochs=CUSTOM["epochs"], lr=CUSTOM["lr"], seed=seed
+    )
     test_acc = accuracy(model, *test, norm)
     card = save_model(
-        model, root, arch="net.py:build", name="model", card_name=CUSTOM["name"], num_classes=10,
-        input_shape=list(shape), mean=mean, std=std, test_accuracy=round(test_acc, 4), val_accuracy=round(val_acc, 4), trained_on="digits",
-        training={"data": "sklearn digits upsampled to 24x24, grey repeated to 3 channels", "split": DIGITS_SPLIT,
-                  "script": "assets/train_teachers.py", "epochs": CUSTOM["epochs"], "seed": seed,
-                  "seconds": round(time.time() - t0, 1)},
-    )  # fmt: skip
-    print(f"{CUSTOM['name']}: arch=net.py:build val={val_acc:.4f} test={test_acc:.4f} sha256={card.sha256[:12]}")
+        model,
+        root,
+        arch="net.py:build",
+        name="model",
+        card_name=CUSTOM["name"],
+        num_classes=10,
+        input_shape=list(shape),
+        mean=mean,
+        std=std,
+        test_accuracy=round(test_acc, 4),
+        val_accuracy=round(val_acc, 4),
+        trained_on="digits",
+        training={
+            "data": "sklearn digits upsampled to 24x24, grey repeated to 3 channels",
+            "split": DIGITS_SPLIT,
+            "script": "assets/train_teachers.py",
+            "epochs": CUSTOM["epochs"],
+            "seed": seed,
+            "seconds": round(time.time() - t0, 1),
+        },
+    )
+    print(
+        f"{CUSTOM['name']}: arch=net.py:build val={val_acc:.4f} test={test_acc:.4f} sha256={card.sha256[:12]}"
+    )
 
 
 if __name__ == "__main__":

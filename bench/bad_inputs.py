@@ -25,7 +25,9 @@ from tests.cli_cases import CASES, fill, make_fixtures  # noqa: E402
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in root.rglob("*")}
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in root.rglob("*")
+    }
 
 
 def main() -> None:
@@ -58,17 +60,32 @@ def main() -> None:
             and _snapshot(t) == before
         )
         err = err.strip().replace(str(t), "$T")
-        rows.append({"input": what, "command": " ".join(args), "exit": code, "stderr": err, "ok": ok, "in_process": in_process})
+        rows.append(
+            {
+                "input": what,
+                "command": " ".join(args),
+                "exit": code,
+                "stderr": err,
+                "ok": ok,
+                "in_process": in_process,
+            }
+        )
         print(f"{'ok ' if ok else 'BAD'} {what}", file=sys.stderr, flush=True)
     print("| bad input | command (`$T` = fixtures dir) | exit | message (stderr, one line) |")
     print("|---|---|---|---|")
     for r in rows:
         cmd = r["command"].replace("{t}", "$T").replace("|", "\\|")
         msg = r["stderr"].replace("|", "\\|")
-        print(f"| {r['input']}{'' if r['ok'] else ' **(FAILED CHECK)**'} | `datafree {cmd}` | {r['exit']} | `{msg}` |")
+        print(
+            f"| {r['input']}{'' if r['ok'] else ' **(FAILED CHECK)**'} | `datafree {cmd}` | {r['exit']} | "
+            f"`{msg}` |"
+        )
     out = ROOT / "bench" / "results" / ("bad_inputs_in_process.json" if in_process else "bad_inputs.json")
     out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"\n{sum(r['ok'] for r in rows)}/{len(rows)} cases: exit 2, one line, no traceback, nothing touched", file=sys.stderr)
+    print(
+        f"\n{sum(r['ok'] for r in rows)}/{len(rows)} cases: exit 2, one line, no traceback, nothing touched",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

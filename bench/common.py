@@ -90,9 +90,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def key_values(items: Sequence[str], flag: str, error: Callable[[str], Any]) -> dict[str, Any]:
-    """``KEY=VALUE`` command-line items as a dict; values that parse as JSON (numbers, booleans)
-    are typed, anything else stays a string. ``error`` (e.g. ``ArgumentParser.error``) gets the
-    message for an item without ``=``."""
+    """``KEY=VALUE`` command-line items as a dict.
+
+    Values that parse as JSON (numbers, booleans) are typed, anything else stays a string.
+    ``error`` (e.g. ``ArgumentParser.error``) gets the message for an item without ``=``.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")

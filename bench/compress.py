@@ -31,6 +31,7 @@ TEACHERS = {
 
 
 def main() -> None:
+    """Run ``compress`` on each teacher (or only ``--only``), print the table and write the JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")

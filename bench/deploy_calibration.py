@@ -101,7 +101,9 @@ def bench_model(lm: LoadedModel, tmp: Path, args: argparse.Namespace) -> dict[st
 def main() -> None:
     """Run the benchmark and write the results."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calib", default="deepinversion", help="datafree calibration source for the synthetic set")
+    ap.add_argument(
+        "--calib", default="deepinversion", help="datafree calibration source for the synthetic set"
+    )
     ap.add_argument("--num-images", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quantize-last", action="store_true", help="also quantize the last layer (the logits)")
@@ -112,10 +114,13 @@ def main() -> None:
     models = {"resnet8_digits": "resnet8_digits"}
     if Path(args.resnet18).is_file():
         models["resnet18_32"] = args.resnet18
-    results: dict[str, Any] = {"conditions": f"{args.num_images} calibration images ({args.calib} vs real digits), "
-                               f"seed {args.seed}, last layer {'int8' if args.quantize_last else 'float'}, 1 thread, torch {torch.__version__}, onnxruntime "
-                               f"{__import__('onnxruntime').__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-                               "models": {}}  # fmt: skip
+    results: dict[str, Any] = {
+        "conditions": f"{args.num_images} calibration images ({args.calib} vs real digits), "
+        f"seed {args.seed}, last layer {'int8' if args.quantize_last else 'float'}, 1 thread, torch "
+        f"{torch.__version__}, onnxruntime "
+        f"{__import__('onnxruntime').__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, spec) in enumerate(models.items()):
             sub = Path(tmp) / str(i)
@@ -124,8 +129,13 @@ def main() -> None:
             print(name, results["models"][name], flush=True)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results, results)
-    cols = ["fp32 (ORT)", "int8 ORT, synthetic calibration", "int8 ORT, real digits calibration", "abs diff (points)",
-            "within 0.5 points"]  # fmt: skip
+    cols = [
+        "fp32 (ORT)",
+        "int8 ORT, synthetic calibration",
+        "int8 ORT, real digits calibration",
+        "abs diff (points)",
+        "within 0.5 points",
+    ]
     md = [f"# ORT static int8: synthetic vs real calibration ({results['conditions']})", "",
           "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]  # fmt: skip
     md += [f"| {n} | " + " | ".join(str(r[c]) for c in cols) + " |" for n, r in results["models"].items()]

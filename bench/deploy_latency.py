@@ -1,4 +1,4 @@
-"""Deployed CPU latency: PyTorch fp32 / int8 (PT2E) and ONNX Runtime fp32 / int8 (QDQ), batch 1 and 64, one thread.
+"""Deployed CPU latency, batch 1 and 64, one thread: PyTorch fp32/int8 (PT2E), ONNX Runtime fp32/int8 (QDQ).
 
 For each model: the fp32 PyTorch model; the PT2E int8 model of ``datafree quantize --int8`` (eager
 reference graph, and with ``--compile`` also ``torch.compile``d, which lowers it to oneDNN int8
@@ -110,9 +110,16 @@ def bench_model(name: str, lm: LoadedModel, tmp: Path, args: argparse.Namespace)
         fp32_best = min((k for k in lat if "fp32" in k), key=lambda k: lat[k]["cpu_ms"])
         int8_best = min((k for k in lat if "int8" in k), key=lambda k: lat[k]["cpu_ms"])
         chosen = int8_best if lat[int8_best]["cpu_ms"] < lat[fp32_best]["cpu_ms"] else fp32_best
-        row[f"batch_{bs}"] = {"latency": lat, "fastest_fp32": fp32_best, "fastest_int8": int8_best, "chosen": chosen,
-                              "int8_speedup": round(lat[fp32_best]["cpu_ms"] / lat[int8_best]["cpu_ms"], 2),
-                              "int8_speedup_vs_pytorch_fp32": round(lat["PyTorch fp32"]["cpu_ms"] / lat[int8_best]["cpu_ms"], 2)}  # fmt: skip
+        row[f"batch_{bs}"] = {
+            "latency": lat,
+            "fastest_fp32": fp32_best,
+            "fastest_int8": int8_best,
+            "chosen": chosen,
+            "int8_speedup": round(lat[fp32_best]["cpu_ms"] / lat[int8_best]["cpu_ms"], 2),
+            "int8_speedup_vs_pytorch_fp32": round(
+                lat["PyTorch fp32"]["cpu_ms"] / lat[int8_best]["cpu_ms"], 2
+            ),
+        }
     row["setup_seconds"] = round(time.perf_counter() - t0, 1)
     return row
 
@@ -126,9 +133,11 @@ def _markdown(results: dict[str, Any]) -> str:
                          f"{row['batch_64']['latency'][k]['cpu_ms']} |")  # fmt: skip
         for b in ("batch_1", "batch_64"):
             r = row[b]
-            lines.append(f"\n{b.replace('_', ' ')}: chosen **{r['chosen']}**; fastest int8 ({r['fastest_int8']}) is "
-                         f"{r['int8_speedup']}x the fastest fp32 ({r['fastest_fp32']}), "
-                         f"{r['int8_speedup_vs_pytorch_fp32']}x PyTorch fp32")  # fmt: skip
+            lines.append(
+                f"\n{b.replace('_', ' ')}: chosen **{r['chosen']}**; fastest int8 ({r['fastest_int8']}) is "
+                f"{r['int8_speedup']}x the fastest fp32 ({r['fastest_fp32']}), "
+                f"{r['int8_speedup_vs_pytorch_fp32']}x PyTorch fp32"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -143,8 +152,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     results: dict[str, Any] = {
-        "conditions": f"1 thread, torch {torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, shared machine (median CPU time of {args.repeats} runs)",
+        "conditions": f"1 thread, torch {torch.__version__}, onnxruntime "
+        f"{__import__('onnxruntime').__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, shared machine (median CPU time of "
+        f"{args.repeats} runs)",
         "models": {},
     }
     with tempfile.TemporaryDirectory() as tmp:

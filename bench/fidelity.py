@@ -121,8 +121,13 @@ def run_cell(
     try:
         with no_profile:
             rep = compress(
-                resolve_teacher(teacher), out / "run", method=method, seed=seed, device=device,
-                eval_data="digits:test", **kw,  # the suite is trained on digits: score on its real test split
+                resolve_teacher(teacher),
+                out / "run",
+                method=method,
+                seed=seed,
+                device=device,
+                eval_data="digits:test",
+                **kw,  # the suite is trained on digits: score on its real test split
             )
         wall = time.perf_counter() - t0
         samples = _cell_samples(rep, out / "run", method)

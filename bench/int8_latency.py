@@ -99,14 +99,26 @@ def main() -> None:  # noqa: D103
     for bs, r in lat.items():
         for name, v in r.items():
             speed = r["fp32"]["cpu_ms"] / v["cpu_ms"] if v["cpu_ms"] > 0 else float("nan")
-            print(f"| {bs} | {name} | {v['min_ms']:.3f} | {v['median_ms']:.3f} | {v['cpu_ms']:.3f} | {speed:.2f}x |")
-    print(f"\nweights on disk (safetensors): fp32 {fp32_bytes} bytes, int8 {int8_bytes} bytes "
-          f"({fp32_bytes / int8_bytes:.2f}x smaller); reloaded int8 bit-identical: {identical}")
-    print(f"int8 export (prepare + calibrate + convert, incl. one-time imports): {export_s:.1f} s; "
-          f"save + reload {save_load_s:.1f} s; {args.calib} synthesis {synth_s:.1f} s")
+            print(
+                f"| {bs} | {name} | {v['min_ms']:.3f} | {v['median_ms']:.3f} | {v['cpu_ms']:.3f} | "
+                f"{speed:.2f}x |"
+            )
+    print(
+        f"\nweights on disk (safetensors): fp32 {fp32_bytes} bytes, int8 {int8_bytes} bytes "
+        f"({fp32_bytes / int8_bytes:.2f}x smaller); reloaded int8 bit-identical: {identical}"
+    )
+    print(
+        f"int8 export (prepare + calibrate + convert, incl. one-time imports): {export_s:.1f} s; "
+        f"save + reload {save_load_s:.1f} s; {args.calib} synthesis {synth_s:.1f} s"
+    )
     tmp.cleanup()
     payload = {
-        "machine": {"cpu": platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": 1},
+        "machine": {
+            "cpu": platform.processor(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": 1,
+        },
         "calib": args.calib,
         "accuracy": acc,
         "latency": {f"batch_{k}": v for k, v in lat.items()},

@@ -1,4 +1,4 @@
-"""One online-backend training run with given overrides: the tuning runs behind the defaults.
+r"""One online-backend training run with given overrides: the tuning runs behind the defaults.
 
 Trains a student with :func:`datafree.online_train.train_online` (the method's defaults, then the
 overrides), evaluates it on the digits test split after every epoch, and prints one line: the
@@ -8,7 +8,7 @@ from its paper.
 
 Usage::
 
-    OMP_WAIT_POLICY=PASSIVE python bench/online_ablation.py --teacher lenet5_digits --method dfad \\
+    OMP_WAIT_POLICY=PASSIVE python bench/online_ablation.py --teacher lenet5_digits --method dfad \
         --set balance=0 --kd epochs=30 [--threads 1] [--seed 0]
 """
 
@@ -32,7 +32,9 @@ def main() -> None:  # noqa: D103
     ap.add_argument("--teacher", default="resnet8_digits")
     ap.add_argument("--method", required=True)
     ap.add_argument("--student", default=None)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="backend option (repeatable)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="backend option (repeatable)"
+    )
     ap.add_argument("--kd", action="append", default=[], metavar="KEY=VALUE", help="KD option (repeatable)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -60,8 +62,10 @@ def main() -> None:  # noqa: D103
         r = train_online(lm, args.method, args.student, d, kd, seed=args.seed, eval_fn=per_epoch, **synth)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     acc = evaluate_model(r.student, lm.card)["accuracy"]
-    print(f"{args.teacher} {args.method} set={synth} kd={kd} seed={args.seed}: acc {acc:.4f} "
-          f"({acc / teacher_acc:.1%} of the teacher), wall {wall:.0f} s, CPU {cpu:.0f} s; per epoch {history}")  # fmt: skip
+    print(
+        f"{args.teacher} {args.method} set={synth} kd={kd} seed={args.seed}: acc {acc:.4f} "
+        f"({acc / teacher_acc:.1%} of the teacher), wall {wall:.0f} s, CPU {cpu:.0f} s; per epoch {history}"
+    )
 
 
 if __name__ == "__main__":

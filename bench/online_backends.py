@@ -73,7 +73,9 @@ def main() -> None:
         for method in args.methods.split(","):
             if args.noise_only:
                 noise = noise_baseline(teacher, s_arch, method, args.seed)
-                (rows_dir / f"{tname}__{method}.noise.json").write_text(json.dumps({"noise_acc": noise}) + "\n")
+                (rows_dir / f"{tname}__{method}.noise.json").write_text(
+                    json.dumps({"noise_acc": noise}) + "\n"
+                )
                 print(f"{tname} {s_arch} {method}: noise {noise:.4f}", file=sys.stderr, flush=True)
                 continue
             with tempfile.TemporaryDirectory() as d:
@@ -92,7 +94,9 @@ def main() -> None:
                   file=sys.stderr, flush=True)  # fmt: skip
             if not args.no_noise:
                 noise = noise_baseline(teacher, s_arch, method, args.seed)
-                (rows_dir / f"{tname}__{method}.noise.json").write_text(json.dumps({"noise_acc": noise}) + "\n")
+                (rows_dir / f"{tname}__{method}.noise.json").write_text(
+                    json.dumps({"noise_acc": noise}) + "\n"
+                )
     order = {m: i for i, m in enumerate(("dafl", "zskt", "dfad"))}
     rows = []
     for p in sorted(rows_dir.glob("*__*.json")):
@@ -100,14 +104,23 @@ def main() -> None:
             continue
         row = json.loads(p.read_text())
         noise_file = p.with_name(p.stem + ".noise.json")
-        row["noise_acc"] = json.loads(noise_file.read_text())["noise_acc"] if noise_file.is_file() else float("nan")
+        row["noise_acc"] = (
+            json.loads(noise_file.read_text())["noise_acc"] if noise_file.is_file() else float("nan")
+        )
         rows.append(row)
     rows.sort(key=lambda r: (r["teacher"] != "resnet8_digits", r["teacher"], order.get(r["method"], 99)))
-    print("| teacher | student | method | test acc | ratio to teacher | wall time | CPU time | noise-baseline acc |")
+    print(
+        "| teacher | student | method | test acc | ratio to teacher | wall time | CPU time | noise-baseline "
+        "acc |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['teacher']} ({r['teacher_acc']:.4f}) | {r['student']} | {r['method']} | {r['test_acc']:.4f} | "
-              f"{r['ratio']:.1%} | {r['wall_s']:.0f} s | {r.get('cpu_s', float('nan')):.0f} s | {r['noise_acc']:.4f} |")  # fmt: skip
+        print(
+            f"| {r['teacher']} ({r['teacher_acc']:.4f}) | {r['student']} | {r['method']} | "
+            f"{r['test_acc']:.4f} | "
+            f"{r['ratio']:.1%} | {r['wall_s']:.0f} s | {r.get('cpu_s', float('nan')):.0f} s | "
+            f"{r['noise_acc']:.4f} |"
+        )
     (results / "online_backends.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
 
 

@@ -39,7 +39,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--importance", default="l2", help="criterion of the main table")
     p.add_argument("--importances", default="", help="also compare these criteria at --compare-ratio")
     p.add_argument("--compare-ratio", type=float, default=0.5)
-    p.add_argument("--data", type=Path, default=None, help="synthetic dataset (default: synthesize and cache)")
+    p.add_argument(
+        "--data", type=Path, default=None, help="synthetic dataset (default: synthesize and cache)"
+    )
     p.add_argument("--num-images", type=int, default=2048)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.05)
@@ -75,19 +77,23 @@ def _fmt_row(name: str, st: dict, lat: dict, base: dict, base_lat: dict, acc_pru
     pruned = "-" if acc_pruned is None else f"{acc_pruned:.4f}"
     return (
         f"| {name} | {st['params']:,} ({st['params'] / base['params']:.0%}) | {st['macs'] / 1e6:.2f} M "
-        f"({st['macs'] / base['macs']:.0%}) | {st['size_bytes'] / 1024:.0f} KiB | {pruned} | {st['accuracy']:.4f} "
+        f"({st['macs'] / base['macs']:.0%}) | {st['size_bytes'] / 1024:.0f} KiB | {pruned} | "
+        f"{st['accuracy']:.4f} "
         f"({st['accuracy'] / base['accuracy']:.1%}) | {lat[1]['min_ms']:.3f} | {lat[64]['min_ms']:.2f} "
-        f"| {base_lat[1]['min_ms'] / lat[1]['min_ms']:.2f}x | {base_lat[64]['min_ms'] / lat[64]['min_ms']:.2f}x |"
+        f"| {base_lat[1]['min_ms'] / lat[1]['min_ms']:.2f}x | "
+        f"{base_lat[64]['min_ms'] / lat[64]['min_ms']:.2f}x |"
     )
 
 
 HEADER = (
-    "| model | params (of teacher) | MACs/image | size | acc. pruned | acc. recovered (kept) | ms @ b1 | ms @ b64 "
+    "| model | params (of teacher) | MACs/image | size | acc. pruned | acc. recovered (kept) | ms @ b1 | ms "
+    "@ b64 "
     "| speedup b1 | speedup b64 |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
 def main() -> None:
+    """Prune and recover the teacher at each ratio and importance, time all models, print the tables."""
     args = _args()
     torch.set_num_threads(1)
     teacher = load_model(args.teacher)
@@ -105,11 +111,19 @@ def main() -> None:
     lines = [HEADER, _fmt_row(f"{args.teacher} (teacher)", base, lat["teacher"], base, lat["teacher"], None)]
     for key, run in runs.items():
         st = run["report"]["stages"]
-        lines.append(_fmt_row(f"pruned {key}", st["recovered"], lat[key], base, lat["teacher"], st["pruned"]["accuracy"]))
+        lines.append(
+            _fmt_row(
+                f"pruned {key}", st["recovered"], lat[key], base, lat["teacher"], st["pruned"]["accuracy"]
+            )
+        )
     table = "\n".join(lines)
-    print(f"\nSynthetic data: {data} ({next(iter(runs.values()))['report']['source']['num_images']} DeepInversion images); "
-          f"recovery: {args.epochs} KD epochs; accuracy on the digits test split; latency: min of {args.repeats} "
-          "round-robin samples, 1 thread.\n")  # fmt: skip
+    print(
+        f"\nSynthetic data: {data} ({next(iter(runs.values()))['report']['source']['num_images']} "
+        "DeepInversion images); "
+        f"recovery: {args.epochs} KD epochs; accuracy on the digits test split; latency: min of "
+        f"{args.repeats} "
+        "round-robin samples, 1 thread.\n"
+    )
     print(table)
     out = {
         "teacher": args.teacher,

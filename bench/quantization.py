@@ -63,7 +63,12 @@ def main() -> None:  # noqa: D103
             t0, c0 = time.perf_counter(), time.process_time()
             data[src][seed] = calibration_images(lm, src, 64, seed)
             if src == "zeroq":
-                synth_times.append({"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)})
+                synth_times.append(
+                    {
+                        "wall_s": round(time.perf_counter() - t0, 1),
+                        "cpu_s": round(time.process_time() - c0, 1),
+                    }
+                )
 
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     for clip, (wc, ac) in CLIPPING.items():
@@ -93,7 +98,10 @@ def main() -> None:  # noqa: D103
             after.append(_test_accuracy(q, lm.card))
         finetuned[src] = {"before": before, "after": after, "seconds": secs}
 
-    print(f"### resnet8_digits (FP32 test accuracy {100 * fp32:.2f} %), 64 calibration images, {len(seeds)} seeds\n")
+    print(
+        f"### resnet8_digits (FP32 test accuracy {100 * fp32:.2f} %), 64 calibration images, {len(seeds)} "
+        "seeds\n"
+    )
     for clip in CLIPPING:
         print(f"Clipping: {clip}\n")
         print("| bits | ZeroQ data | Gaussian noise | real digits (reference) |")
@@ -102,8 +110,11 @@ def main() -> None:  # noqa: D103
         for key, row in results[clip].items():
             print(f"| {key} | " + " | ".join(_fmt(row[s]) for s in SOURCES) + " |")
         print()
-    print(f"W4A4 (MSE clipping) + KD fine-tuning ({args.finetune_epochs} epochs x {ft_cfg.steps_per_epoch} steps, "
-          "on the same 64 calibration images, FP32 model as teacher):\n")
+    print(
+        f"W4A4 (MSE clipping) + KD fine-tuning ({args.finetune_epochs} epochs x {ft_cfg.steps_per_epoch} "
+        "steps, "
+        "on the same 64 calibration images, FP32 model as teacher):\n"
+    )
     print("| fine-tuning data | before | after |")
     print("|---|---|---|")
     for src, r in finetuned.items():
@@ -111,13 +122,20 @@ def main() -> None:  # noqa: D103
     print()
     walls = [t["wall_s"] for t in synth_times]
     cpus = [t["cpu_s"] for t in synth_times]
-    print(f"ZeroQ synthesis of one 64-image batch (500 steps): wall {min(walls)}-{max(walls)} s, "
-          f"process CPU {min(cpus)}-{max(cpus)} s (1 thread).")
+    print(
+        f"ZeroQ synthesis of one 64-image batch (500 steps): wall {min(walls)}-{max(walls)} s, "
+        f"process CPU {min(cpus)}-{max(cpus)} s (1 thread)."
+    )
     print("lenet5_digits: no BatchNorm layer, so ZeroQ calibration does not apply (noise/digits/DIR do).")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
-        "machine": {"cpu": platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": 1},
+        "machine": {
+            "cpu": platform.processor(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": 1,
+        },
         "teacher": "resnet8_digits",
         "fp32": fp32,
         "seeds": seeds,

@@ -44,7 +44,12 @@ def main() -> None:
     assert CliRunner().invoke(cli, ["synthesize", "--out", str(t / "ds1"), *SYNTH]).exit_code == 0
     rows["synthesize_1_process_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    assert CliRunner().invoke(cli, ["distill", "--data", str(t / "real"), "--out", str(t / "kd1"), *KD]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(cli, ["distill", "--data", str(t / "real"), "--out", str(t / "kd1"), *KD])
+        .exit_code
+        == 0
+    )
     rows["distill_1_process_s"] = time.perf_counter() - t0
     d1, d2 = SyntheticDataset.open(t / "ds1").load(), SyntheticDataset.open(t / "ds2").load()
     rows["images"] = len(d2["images"])
@@ -55,13 +60,24 @@ def main() -> None:
         rows[f"{k}_test_accuracy"] = json.loads((t / k / "model.json").read_text())["test_accuracy"]
     print("| | 1 process | 2 gloo ranks |")
     print("|---|---|---|")
-    print(f"| synthesize {SYNTH[1]} images (wall s; 2 ranks include spawning the processes and their imports) | {rows['synthesize_1_process_s']:.1f} | "
-          f"{rows['synthesize_2_ranks_s']:.1f} |")
-    print(f"| dataset: images / unique / max pixel diff vs 1 process / labels equal | {SYNTH[1]} | {rows['images']} / "
-          f"{rows['unique_images']} / {rows['max_abs_pixel_diff_vs_1_process']:.2e} / {rows['labels_equal']} |")
-    print(f"| distill 10 epochs x 10 steps, global batch 32 (wall s, same caveat) | {rows['distill_1_process_s']:.1f} | {rows['distill_2_ranks_s']:.1f} |")
-    print(f"| student test accuracy (digits test, 360 images) | {rows['kd1_test_accuracy']:.4f} | "
-          f"{rows['kd2_test_accuracy']:.4f} |")
+    print(
+        f"| synthesize {SYNTH[1]} images (wall s; 2 ranks include spawning the processes and their imports) "
+        f"| {rows['synthesize_1_process_s']:.1f} | "
+        f"{rows['synthesize_2_ranks_s']:.1f} |"
+    )
+    print(
+        f"| dataset: images / unique / max pixel diff vs 1 process / labels equal | {SYNTH[1]} | "
+        f"{rows['images']} / "
+        f"{rows['unique_images']} / {rows['max_abs_pixel_diff_vs_1_process']:.2e} / {rows['labels_equal']} |"
+    )
+    print(
+        "| distill 10 epochs x 10 steps, global batch 32 (wall s, same caveat) | "
+        f"{rows['distill_1_process_s']:.1f} | {rows['distill_2_ranks_s']:.1f} |"
+    )
+    print(
+        f"| student test accuracy (digits test, 360 images) | {rows['kd1_test_accuracy']:.4f} | "
+        f"{rows['kd2_test_accuracy']:.4f} |"
+    )
     (ROOT / "bench" / "results" / "scaling.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 

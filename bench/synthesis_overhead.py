@@ -138,7 +138,9 @@ def _build_kd(lm: Any, student: torch.nn.Module, device: torch.device) -> tuple[
             with torch.no_grad():
                 t = teacher(x)
             student.zero_grad(set_to_none=True)
-            F.kl_div(F.log_softmax(student(x), 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True).backward()
+            F.kl_div(
+                F.log_softmax(student(x), 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True
+            ).backward()
 
     return {"step": step, "bare": bare, "per_call": steps}, bs
 
@@ -262,9 +264,26 @@ def _cli_seconds(
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-c", "import cli; cli.main()", "synthesize", "--teacher", card, "-n", str(batch),
-           "--batch-size", str(batch), "--iterations", str(steps), "--out", str(out), "--threads", str(threads),
-           "--quiet", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        "import cli; cli.main()",
+        "synthesize",
+        "--teacher",
+        card,
+        "-n",
+        str(batch),
+        "--batch-size",
+        str(batch),
+        "--iterations",
+        str(steps),
+        "--out",
+        str(out),
+        "--threads",
+        str(threads),
+        "--quiet",
+        *extra,
+    ]
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     c0, t0 = _children_cpu(), time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -318,24 +337,46 @@ def cli_mode(args: argparse.Namespace) -> None:
                     bare_t.append(statistics.median(b))
                 step = [(a[0] - b[0]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
                 step_cpu = [(a[1] - b[1]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
-                row = {"teacher": name, "card": card if not card.startswith(tmp) else f"random {name}",
-                       "batch_size": batch, "steps": args.steps, "threads": args.threads,
-                       "precision": args.precision, "channels_last": args.channels_last,
-                       "cli_step_ms": 1e3 * statistics.median(step), "bare_ms": 1e3 * statistics.median(bare_t),
-                       "ratio": median_ratio(step, bare_t), "reps": args.reps,
-                       "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu),
-                       "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
-                       "cpu_ratio": median_ratio(step_cpu, bare_cpu),
-                       "load_average": os.getloadavg()[0]}  # fmt: skip
+                row = {
+                    "teacher": name,
+                    "card": card if not card.startswith(tmp) else f"random {name}",
+                    "batch_size": batch,
+                    "steps": args.steps,
+                    "threads": args.threads,
+                    "precision": args.precision,
+                    "channels_last": args.channels_last,
+                    "cli_step_ms": 1e3 * statistics.median(step),
+                    "bare_ms": 1e3 * statistics.median(bare_t),
+                    "ratio": median_ratio(step, bare_t),
+                    "reps": args.reps,
+                    "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu),
+                    "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
+                    "cpu_ratio": median_ratio(step_cpu, bare_cpu),
+                    "load_average": os.getloadavg()[0],
+                }
                 rows.append(row)
-                print(f"{name} b{batch}: step {row['cli_step_ms']:.1f} ms, bare {row['bare_ms']:.1f} ms, "
-                      f"{row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU time", file=sys.stderr)  # fmt: skip
+                print(
+                    f"{name} b{batch}: step {row['cli_step_ms']:.1f} ms, bare {row['bare_ms']:.1f} ms, "
+                    f"{row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU time",
+                    file=sys.stderr,
+                )
     info = machine(device)
     header = ["teacher", "batch", "CLI step ms", "bare fwd+bwd ms", "CLI step / bare (wall)", "(CPU time)"]
-    table = [[r["teacher"], r["batch_size"], f"{r['cli_step_ms']:.1f}", f"{r['bare_ms']:.1f}", f"**{r['ratio']:.2f}x**",
-              f"{r['cpu_ratio']:.2f}x"] for r in rows]  # fmt: skip
-    print(f"Machine: {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, device {info['device']}, "
-          f"precision {args.precision}{', channels_last' if args.channels_last else ''}\n")  # fmt: skip
+    table = [
+        [
+            r["teacher"],
+            r["batch_size"],
+            f"{r['cli_step_ms']:.1f}",
+            f"{r['bare_ms']:.1f}",
+            f"**{r['ratio']:.2f}x**",
+            f"{r['cpu_ratio']:.2f}x",
+        ]
+        for r in rows
+    ]
+    print(
+        f"Machine: {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, device {info['device']}, "
+        f"precision {args.precision}{', channels_last' if args.channels_last else ''}\n"
+    )
     print(markdown_table(header, table))
     from datafree.utils import atomic_write_json
 
@@ -350,9 +391,14 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     ap.add_argument("--out", default=str(RESULTS / "synthesis_overhead.json"))
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: memory subprocess
-    ap.add_argument("--cli", action="store_true",
-                    help="time the DeepInversion step through the real command: (t(N+1 steps) - t(1 step)) / N")  # fmt: skip
-    ap.add_argument("--teachers", default="resnet8_digits,resnet18_32", help="--cli: shipped, suite or resnet18_32")
+    ap.add_argument(
+        "--cli",
+        action="store_true",
+        help="time the DeepInversion step through the real command: (t(N+1 steps) - t(1 step)) / N",
+    )
+    ap.add_argument(
+        "--teachers", default="resnet8_digits,resnet18_32", help="--cli: shipped, suite or resnet18_32"
+    )
     ap.add_argument("--batches", default="64,128,256", help="--cli: batch sizes")
     ap.add_argument("--steps", type=int, default=10, help="--cli: N")
     ap.add_argument("--threads", type=int, default=2, help="--cli: torch threads (CLI and bare pass)")
@@ -374,7 +420,15 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         row = run_case(method, teacher, device, args.reps, not args.no_memory)
         rows.append(row)
         print(f"{method} on {teacher}: {row['ratio']:.2f}x", file=sys.stderr)
-    header = ["method", "teacher", "batch", "step ms", "bare fwd+bwd ms", "step / bare", "peak MiB step / bare"]
+    header = [
+        "method",
+        "teacher",
+        "batch",
+        "step ms",
+        "bare fwd+bwd ms",
+        "step / bare",
+        "peak MiB step / bare",
+    ]
     table = [
         [
             r["method"],
@@ -388,7 +442,10 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         for r in rows
     ]
     info = machine(device)
-    print(f"Machine: {info['cpu']}, {info['torch_threads']} thread(s), torch {info['torch']}, device {info['device']}\n")
+    print(
+        f"Machine: {info['cpu']}, {info['torch_threads']} thread(s), torch {info['torch']}, device "
+        f"{info['device']}\n"
+    )
     print(markdown_table(header, table))
     from datafree.utils import atomic_write_json
 

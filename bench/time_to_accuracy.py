@@ -1,4 +1,4 @@
-"""Time to accuracy: student test accuracy against wall time (and teacher passes) for every backend.
+r"""Time to accuracy: student test accuracy against wall time (and teacher passes) for every backend.
 
 For every registered backend (``generators.GENERATORS``) a fresh student (the teacher's default
 student, e.g. ``resnet8_half`` for ``resnet8_digits``) is distilled from the teacher with the shared
@@ -28,7 +28,8 @@ forward and a backward: synthesis) and without (a forward: KD targets).
 
 Usage::
 
-    PYTHONPATH=. python bench/time_to_accuracy.py [--device cpu] [--time-cap 900] [--methods fast,deepinversion]
+    PYTHONPATH=. python bench/time_to_accuracy.py [--device cpu] [--time-cap 900] \
+        [--methods fast,deepinversion]
 
 Writes ``bench/results/time_to_accuracy.csv`` (one row per evaluation), ``time_to_accuracy.json``
 (the summary) and ``time_to_accuracy.png`` (accuracy against wall time, drawn with PIL), and prints
@@ -119,7 +120,9 @@ def _kd_eval(clock: Clock, acc_fn: Callable[[], float]) -> Callable[[nn.Module],
     return lambda student: clock.record(acc_fn, "kd")
 
 
-def recipe_offline(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: Callable[[], float], args: Any) -> None:
+def recipe_offline(
+    lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: Callable[[], float], args: Any
+) -> None:
     """Synthesise ``num_images`` with the backend's defaults, then KD with ``KDConfig`` defaults."""
     from datafree.distill import distill
     from datafree.plan import plan
@@ -141,22 +144,38 @@ def recipe_offline(lm: Any, method: str, student: nn.Module, clock: Clock, acc_f
     distill(lm.model, student, source, p.kd, input_shape=lm.card.input_shape, eval_fn=_kd_eval(clock, acc_fn))
 
 
-def recipe_pool(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: Callable[[], float], args: Any) -> None:
+def recipe_pool(
+    lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: Callable[[], float], args: Any
+) -> None:
     """Fast-Datafree's loop: one synthesised batch per round, then ``kd_steps`` KD steps on the pool."""
     from datafree.distill import distill
     from datafree.plan import plan
     from datafree.sources import PoolSource
 
     kd_over = {**({"kd_steps": args.pool_kd_steps} if args.pool_kd_steps else {}), **args.pool_kd}
-    p = plan(lm, method=method, pool=True, kd=kd_over, method_options=args.overrides.get(method, {}), seed=args.seed)
+    p = plan(
+        lm,
+        method=method,
+        pool=True,
+        kd=kd_over,
+        method_options=args.overrides.get(method, {}),
+        seed=args.seed,
+    )
     synth = p.synthesizer
-    source = PoolSource(synth, batch_size=args.pool_batch_size or synth.pool_batch_size, max_images=args.pool_images or None, seed=args.seed)
+    source = PoolSource(
+        synth,
+        batch_size=args.pool_batch_size or synth.pool_batch_size,
+        max_images=args.pool_images or None,
+        seed=args.seed,
+    )
     kd = p.kd
     clock.record(acc_fn, "start")
     distill(lm.model, student, source, kd, input_shape=lm.card.input_shape, eval_fn=_kd_eval(clock, acc_fn))
 
 
-def recipe_online(lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: Callable[[], float], args: Any) -> None:
+def recipe_online(
+    lm: Any, method: str, student: nn.Module, clock: Clock, acc_fn: Callable[[], float], args: Any
+) -> None:
     """A generator trained inside the KD stage with the backend's KD defaults (as ``compress`` does)."""
     from datafree.distill import distill
     from datafree.plan import plan
@@ -276,8 +295,10 @@ def plot_png(runs: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def _merged(out: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs saved at ``out`` (.json summaries, .csv points) with those of ``runs``' methods replaced,
-    in the saved order (new methods last); each summary records when its process measured it."""
+    """The runs saved at ``out`` (.json summaries, .csv points) with those of ``runs``' methods replaced.
+
+    They keep the saved order (new methods last); each summary records when its process measured it.
+    """
     now = time.strftime("%Y-%m-%d %H:%M")
     for r in runs:
         r["summary"].setdefault("measured", now)
@@ -287,12 +308,20 @@ def _merged(out: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     points: dict[str, list[dict[str, Any]]] = {}
     with out.with_suffix(".csv").open() as f:
         for row in csv.DictReader(f):
-            p = {"time_s": float(row["time_s"]), "accuracy": float(row["accuracy"]), "phase": row["phase"],
-                 "teacher_fwd_bwd_images": int(row["teacher_fwd_bwd_images"]), "teacher_fwd_images": int(row["teacher_fwd_images"])}  # fmt: skip
+            p = {
+                "time_s": float(row["time_s"]),
+                "accuracy": float(row["accuracy"]),
+                "phase": row["phase"],
+                "teacher_fwd_bwd_images": int(row["teacher_fwd_bwd_images"]),
+                "teacher_fwd_images": int(row["teacher_fwd_images"]),
+            }
             points.setdefault(row["method"], []).append(p)
     merged = []
     for summary in json.loads(out.with_suffix(".json").read_text())["runs"]:
-        merged.append(fresh.pop(summary["method"], None) or {"summary": summary, "points": points.get(summary["method"], [])})
+        merged.append(
+            fresh.pop(summary["method"], None)
+            or {"summary": summary, "points": points.get(summary["method"], [])}
+        )
     return merged + list(fresh.values())
 
 
@@ -307,15 +336,37 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--methods", default="", help="comma-separated backends; default: all registered")
     ap.add_argument("--teacher", default="resnet8_digits", help="BN backends need a BN teacher")
     ap.add_argument("--time-cap", type=float, default=900.0, help="seconds per run")
-    ap.add_argument("--num-images", type=int, default=1024, help="offline recipe: images synthesised before KD")
-    ap.add_argument("--pool-kd-steps", type=int, default=0, help="pool recipe: KD steps per synthesised batch (0: the backend's pool_kd)")
-    ap.add_argument("--pool-batch-size", type=int, default=0, help="pool recipe: images per round (0: the backend's pool_batch_size)")
-    ap.add_argument("--pool-kd", action="append", default=[], metavar="KEY=VALUE", help="pool recipe: KDConfig field over the backend's pool_kd (repeatable)")
+    ap.add_argument(
+        "--num-images", type=int, default=1024, help="offline recipe: images synthesised before KD"
+    )
+    ap.add_argument(
+        "--pool-kd-steps",
+        type=int,
+        default=0,
+        help="pool recipe: KD steps per synthesised batch (0: the backend's pool_kd)",
+    )
+    ap.add_argument(
+        "--pool-batch-size",
+        type=int,
+        default=0,
+        help="pool recipe: images per round (0: the backend's pool_batch_size)",
+    )
+    ap.add_argument(
+        "--pool-kd",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pool recipe: KDConfig field over the backend's pool_kd (repeatable)",
+    )
     ap.add_argument("--pool-images", type=int, default=0, help="pool recipe: pool capacity (0: unbounded)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE", help="backend option (repeatable)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="METHOD.KEY=VALUE", help="backend option (repeatable)"
+    )
     ap.add_argument("--out", default=str(RESULTS / "time_to_accuracy"), help="output path without extension")
-    ap.add_argument("--merge", action="store_true", help="replace only these methods' runs in the saved results at --out")
+    ap.add_argument(
+        "--merge", action="store_true", help="replace only these methods' runs in the saved results at --out"
+    )
     args = ap.parse_args(argv)
     args.overrides = {}
     for key, value in key_values(args.set, "--set", ap.error).items():
@@ -338,7 +389,11 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         run = run_method(method, args.teacher, device, args)
         runs.append(run)
         s = run["summary"]
-        print(f"{method}: 95% {_fmt(s['time_to_95'])}, 98% {_fmt(s['time_to_98'])}, final {s['final_accuracy']:.4f}", file=sys.stderr)
+        print(
+            f"{method}: 95% {_fmt(s['time_to_95'])}, 98% {_fmt(s['time_to_98'])}, final "
+            f"{s['final_accuracy']:.4f}",
+            file=sys.stderr,
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from datafree.utils import atomic_write, atomic_write_json
@@ -346,7 +401,15 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     if args.merge:
         runs = _merged(out, runs)
 
-    fields = ["method", "teacher", "time_s", "accuracy", "phase", "teacher_fwd_bwd_images", "teacher_fwd_images"]
+    fields = [
+        "method",
+        "teacher",
+        "time_s",
+        "accuracy",
+        "phase",
+        "teacher_fwd_bwd_images",
+        "teacher_fwd_images",
+    ]
     with atomic_write(out.with_suffix(".csv"), "w") as f:
         wr = csv.DictWriter(f, fieldnames=fields)
         wr.writeheader()
@@ -356,8 +419,22 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     info = machine(device)
     summaries = [r["summary"] for r in runs]
     atomic_write_json(out.with_suffix(".json"), {"machine": info, "args": vars(args), "runs": summaries})
-    plot_png(runs, out.with_suffix(".png"), f"student test accuracy vs wall time, {args.teacher}, {info['cpu']} x{info['torch_threads']} thread(s)")
-    header = ["method", "recipe", "student", "teacher acc", "time to 95%", "time to 98%", "teacher fwd+bwd / fwd images to 95%", "final acc"]
+    plot_png(
+        runs,
+        out.with_suffix(".png"),
+        f"student test accuracy vs wall time, {args.teacher}, {info['cpu']} x{info['torch_threads']} "
+        "thread(s)",
+    )
+    header = [
+        "method",
+        "recipe",
+        "student",
+        "teacher acc",
+        "time to 95%",
+        "time to 98%",
+        "teacher fwd+bwd / fwd images to 95%",
+        "final acc",
+    ]
     rows = []
     for r in runs:
         s = r["summary"]
@@ -366,15 +443,32 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
             if s["time_to_95"] is not None
             else "-"
         )
-        rows.append([s["method"], s["recipe"], s["student"], f"{s['teacher_accuracy']:.4f}", _fmt(s["time_to_95"]), _fmt(s["time_to_98"]), passes, f"{s['final_accuracy']:.4f}"])
-    print(f"Machine: {info['cpu']}, {info['torch_threads']} thread(s), torch {info['torch']}, device {info['device']}, time cap {args.time_cap:.0f} s\n")
+        rows.append(
+            [
+                s["method"],
+                s["recipe"],
+                s["student"],
+                f"{s['teacher_accuracy']:.4f}",
+                _fmt(s["time_to_95"]),
+                _fmt(s["time_to_98"]),
+                passes,
+                f"{s['final_accuracy']:.4f}",
+            ]
+        )
+    print(
+        f"Machine: {info['cpu']}, {info['torch_threads']} thread(s), torch {info['torch']}, device "
+        f"{info['device']}, time cap {args.time_cap:.0f} s\n"
+    )
     print(markdown_table(header, rows))
     base = next((r["summary"] for r in runs if r["summary"]["method"] == "deepinversion"), None)
     if base and base["time_to_95"]:
         for r in runs:
             s = r["summary"]
             if s["method"] != "deepinversion" and s["time_to_95"]:
-                print(f"\n{s['method']} reaches 95% {base['time_to_95'] / s['time_to_95']:.1f}x sooner than deepinversion")
+                print(
+                    f"\n{s['method']} reaches 95% {base['time_to_95'] / s['time_to_95']:.1f}x sooner than "
+                    "deepinversion"
+                )
 
 
 if __name__ == "__main__":

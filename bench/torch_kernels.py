@@ -76,8 +76,10 @@ def main() -> None:
         t2 = torch.fake_quantize_per_tensor_affine(x, s2.reshape(1), z2i, q2min, q2max)
         differ += int((o2 != t2).sum())
         total += x.numel()
-    print(f"fake quantize forward, 2-8 bits, random weights and activations: {differ} of {total} elements "
-          "on another level")
+    print(
+        f"fake quantize forward, 2-8 bits, random weights and activations: {differ} of {total} elements "
+        "on another level"
+    )
     differ = total = 0
     for bits in range(2, 9):
         qmin, qmax = quant_range(bits, False)
@@ -88,8 +90,7 @@ def main() -> None:
             theirs = torch.fake_quantize_per_tensor_affine(ties, scale.reshape(1), zero, qmin, qmax)
             differ += int((ours != theirs).sum())
             total += ties.numel()
-    print(f"fake quantize forward, inputs exactly between two levels: {differ} of {total} "
-          "on another level")
+    print(f"fake quantize forward, inputs exactly between two levels: {differ} of {total} on another level")
     x = torch.linspace(0, 1, 1001, requires_grad=True)
     scale, zp = torch.tensor(0.05), torch.tensor(3.0)
     (g1,) = torch.autograd.grad(fake_quantize(x, scale, zp, 0, 15).sum(), x)
@@ -97,8 +98,10 @@ def main() -> None:
     (g2,) = torch.autograd.grad(t.sum(), x)
     where = x.detach()[g1 != g2]
     span = f"[{where.min():.3f}, {where.max():.3f}]"
-    print(f"gradient on a ramp (4 bits, grid top 0.6): differs for x in {span} "
-          f"(ours {g1[g1 != g2][0]:.0f}, torch's {g2[g1 != g2][0]:.0f})")
+    print(
+        f"gradient on a ramp (4 bits, grid top 0.6): differs for x in {span} "
+        f"(ours {g1[g1 != g2][0]:.0f}, torch's {g2[g1 != g2][0]:.0f})"
+    )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'datafree' has no attribute {name!r}")
     return getattr(importlib.import_module(f".{module}", __name__), name)
 
+
 __all__ = [
     "DatafreeError",
     "DatasetSource",

@@ -121,7 +121,9 @@ class ModelCard:
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON dict: the known fields then ``extra`` merged at top level."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "path")}
+        d = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "path")
+        }
         for key in ("arch_kwargs", "module_shapes"):
             if not d[key]:
                 del d[key]
@@ -139,7 +141,8 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _validate(d: Any, where: str) -> ModelCard:
+def _check_required(d: Any, where: str) -> None:
+    """Refuse a card that is not an object or lacks a required field of the right type."""
     if not isinstance(d, dict):
         raise UserInputError(f"{where}: a model card must be a JSON object")
     for key, typ in _REQUIRED.items():
@@ -147,17 +150,28 @@ def _validate(d: Any, where: str) -> ModelCard:
             raise UserInputError(f"{where}: missing field {key!r}")
         if not isinstance(d[key], typ) or isinstance(d[key], bool):
             raise UserInputError(f"{where}: field {key!r} must be {typ.__name__}, got {d[key]!r}")
+
+
+def _check_shape(d: dict[str, Any], where: str) -> None:
+    """Refuse an ``input_shape`` that is not ``[C, H, W]`` within limits, or ``num_classes`` out of range."""
     shape = d["input_shape"]
     if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         raise UserInputError(f"{where}: input_shape must be [C, H, W] of positive ints, got {shape!r}")
-    from .validate import MAX_CHANNELS, MAX_CLASSES, MAX_INPUT_VALUES, MAX_INT, MAX_SIDE, check_int
+    from .validate import MAX_CHANNELS, MAX_CLASSES, MAX_INPUT_VALUES, MAX_SIDE, check_int
 
     check_int(d["num_classes"], f"{where}: num_classes", 1, MAX_CLASSES)
     check_int(shape[0], f"{where}: input_shape channels", 1, MAX_CHANNELS)
     for v in shape[1:]:
         check_int(v, f"{where}: input_shape height/width", 1, MAX_SIDE)
     if shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES:
-        raise UserInputError(f"{where}: input_shape {shape} holds more than {MAX_INPUT_VALUES} values per image")
+        raise UserInputError(
+            f"{where}: input_shape {shape} holds more than {MAX_INPUT_VALUES} values per image"
+        )
+
+
+def _check_normalisation(d: dict[str, Any], where: str) -> None:
+    """Refuse ``mean``/``std`` that are not one finite number per channel, or a ``std`` that is not > 0."""
+    shape = d["input_shape"]
     for key in ("mean", "std"):
         vals = d[key]
         if len(vals) != shape[0] or not all(
@@ -165,21 +179,38 @@ def _validate(d: Any, where: str) -> ModelCard:
         ):
             raise UserInputError(f"{where}: {key} must be {shape[0]} numbers (one per channel), got {vals!r}")
     if not all(math.isfinite(v) for v in [*d["mean"], *d["std"]]):
-        raise UserInputError(f"{where}: mean and std must be finite numbers, got {d['mean']!r} and {d['std']!r}")
+        raise UserInputError(
+            f"{where}: mean and std must be finite numbers, got {d['mean']!r} and {d['std']!r}"
+        )
     if any(v <= 0 for v in d["std"]):
         raise UserInputError(f"{where}: std values must be > 0, got {d['std']!r}")
+
+
+def _check_optional(d: dict[str, Any], where: str) -> None:
+    """Refuse optional fields of the wrong type, and ``module_shapes`` sizes that are not positive ints."""
+    from .validate import MAX_INT, check_int
+
     for key, typ in (("arch_kwargs", dict), ("module_shapes", dict), ("sha256", str), ("name", str)):
         if d.get(key) is not None and not isinstance(d[key], typ):
             raise UserInputError(f"{where}: field {key!r} must be {typ.__name__}")
     for module, sizes in (d.get("module_shapes") or {}).items():
         if not isinstance(sizes, dict):
-            raise UserInputError(f"{where}: module_shapes[{module!r}] must be an object {{attribute: size}}, got {sizes!r}")
+            raise UserInputError(
+                f"{where}: module_shapes[{module!r}] must be an object {{attribute: size}}, got {sizes!r}"
+            )
         for attr, size in sizes.items():
             check_int(size, f"{where}: module_shapes[{module!r}][{attr!r}]", 1, MAX_INT)
     if d.get("test_accuracy") is not None and (
         not isinstance(d["test_accuracy"], (int, float)) or isinstance(d["test_accuracy"], bool)
     ):
         raise UserInputError(f"{where}: field 'test_accuracy' must be a number, got {d['test_accuracy']!r}")
+
+
+def _validate(d: Any, where: str) -> ModelCard:
+    _check_required(d, where)
+    _check_shape(d, where)
+    _check_normalisation(d, where)
+    _check_optional(d, where)
     known = {f.name for f in dataclasses.fields(ModelCard)}
     kwargs = {k: d[k] for k in known if k in d and k not in ("extra", "path")}
     kwargs["mean"] = [float(v) for v in d["mean"]]
@@ -292,7 +323,9 @@ def _build_arch(card: ModelCard) -> nn.Module:
         if isinstance(e, UserInputError):
             raise
         msg = " ".join(str(e).split())[:200]
-        raise UserInputError(f"arch {card.arch!r} failed to build with arch_kwargs {card.arch_kwargs}: {msg}") from None
+        raise UserInputError(
+            f"arch {card.arch!r} failed to build with arch_kwargs {card.arch_kwargs}: {msg}"
+        ) from None
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -362,7 +395,9 @@ def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
 
 
 @torch.no_grad()
-def check_forward(model: nn.Module, card: ModelCard, batch: int = 2, *, what: str | None = None) -> torch.Tensor:
+def check_forward(
+    model: nn.Module, card: ModelCard, batch: int = 2, *, what: str | None = None
+) -> torch.Tensor:
     """One forward pass of a zero batch of the card's ``input_shape``; the output must be the logits.
 
     The output may be a tensor, a tuple or list (its first tensor) or a dict (its ``"logits"``),
@@ -390,8 +425,17 @@ def check_forward(model: nn.Module, card: ModelCard, batch: int = 2, *, what: st
         first = _first_layer(model)
         c = card.in_channels
         # a torchvision model for C != 3 starts with a channel repeat (datafree.models): not a channel error
-        adapted = isinstance(model, nn.Sequential) and len(model) > 0 and type(model[0]).__name__ == "_RepeatChannels"
-        if first is not None and not adapted and isinstance(first[1], nn.Conv2d) and first[1].in_channels != c:
+        adapted = (
+            isinstance(model, nn.Sequential)
+            and len(model) > 0
+            and type(model[0]).__name__ == "_RepeatChannels"
+        )
+        if (
+            first is not None
+            and not adapted
+            and isinstance(first[1], nn.Conv2d)
+            and first[1].in_channels != c
+        ):
             raise UserInputError(
                 f"{where}: input_shape {card.input_shape} says {c} channel(s) but the model's first layer "
                 f"({first[0]}) takes {first[1].in_channels}; fix input_shape (and mean/std) in the card"
@@ -448,7 +492,11 @@ def load_model(
     card = spec if isinstance(spec, ModelCard) else load_card(spec)
     wpath = card.weights_path()
     if (card.is_int8 or card.extra.get("format") is not None) and torch.device(device).type != "cpu":
-        what = f"a deployed {card.extra['format']} model" if card.extra.get("format") else "a real int8 model (x86 engine)"
+        what = (
+            f"a deployed {card.extra['format']} model"
+            if card.extra.get("format")
+            else "a real int8 model (x86 engine)"
+        )
         raise UserInputError(
             f"{card.path or card.name}: {what} runs on CPU only, not on {device}; "
             "load it on cpu (--device cpu)"
@@ -456,7 +504,9 @@ def load_model(
     if check_sha256 and card.sha256 and wpath.is_file():
         actual = sha256_file(wpath)
         if actual != card.sha256:
-            raise UserInputError(f"{wpath}: sha256 {actual[:12]}… does not match the card's {card.sha256[:12]}…")
+            raise UserInputError(
+                f"{wpath}: sha256 {actual[:12]}… does not match the card's {card.sha256[:12]}…"
+            )
     fmt = card.extra.get("format")
     if fmt is not None:  # written by datafree deploy: .onnx or .pt2
         if fmt not in WEIGHT_LOADERS:
@@ -534,7 +584,9 @@ def save_state(
         base = {k: getattr(like, k) for k in ("num_classes", "input_shape", "mean", "std")}
         # the task's data and class names carry over to a model derived from ``like`` (see datafree.evaluate)
         base.update({k: like.extra[k] for k in ("trained_on", "classes") if k in like.extra})
-    base.update({k: fields.pop(k) for k in list(fields) if k in ("num_classes", "input_shape", "mean", "std")})
+    base.update(
+        {k: fields.pop(k) for k in list(fields) if k in ("num_classes", "input_shape", "mean", "std")}
+    )
     card = _validate(
         {
             "name": fields.pop("card_name", name),
@@ -552,7 +604,10 @@ def save_state(
 
 
 def deployed_card_path(path: str | Path) -> Path:
-    """The card of a deployed file: ``model.onnx`` -> ``model.onnx.json`` (an .onnx and a .pt2 may share a stem)."""
+    """The card of a deployed file: ``model.onnx`` -> ``model.onnx.json``.
+
+    The full file name is kept, since an .onnx and a .pt2 may share a stem.
+    """
     path = Path(path)
     return path.with_name(path.name + ".json")
 
@@ -570,8 +625,11 @@ def save_card_beside(path: Path, like: ModelCard, **fields: Any) -> ModelCard:
     """
     path = Path(path)
     fmt = path.suffix.lstrip(".")
-    source = {k: v for k, v in like.to_json().items() if k not in ("weights", "sha256", "num_classes", "input_shape",
-                                                                   "mean", "std", "test_accuracy")}  # fmt: skip
+    source = {
+        k: v
+        for k, v in like.to_json().items()
+        if k not in ("weights", "sha256", "num_classes", "input_shape", "mean", "std", "test_accuracy")
+    }
     if like.path is not None:
         source["card"] = str(like.path)
     d = {"name": f"{like.name or 'model'}_{fmt}", "arch": fmt, "weights": path.name, "format": fmt,

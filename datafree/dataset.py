@@ -27,7 +27,15 @@ import torch
 from .errors import UserInputError
 from .utils import atomic_write, atomic_write_json, ensure_dir
 
-__all__ = ["SyntheticDataset", "check_dataset_target", "shard_seed", "export_dataset", "save_image_grid", "MANIFEST", "FORMAT_VERSION"]
+__all__ = [
+    "SyntheticDataset",
+    "check_dataset_target",
+    "shard_seed",
+    "export_dataset",
+    "save_image_grid",
+    "MANIFEST",
+    "FORMAT_VERSION",
+]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -77,9 +85,17 @@ class SyntheticDataset:
             ds.manifest["num_images"] = manifest["num_images"]
             ds.manifest["num_shards"] = -(-manifest["num_images"] // manifest["shard_size"])
             return ds
-        logs = ("metrics.jsonl", "metrics.png", "tensorboard")  # a run's own logs (datafree.metrics) may come first
-        if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".") and p.name not in logs):
-            raise UserInputError(f"output directory {root} is not empty and holds no dataset; choose another --out")
+        logs = (
+            "metrics.jsonl",
+            "metrics.png",
+            "tensorboard",
+        )  # a run's own logs (datafree.metrics) may come first
+        if root.is_dir() and any(
+            p for p in root.iterdir() if not p.name.startswith(".") and p.name not in logs
+        ):
+            raise UserInputError(
+                f"output directory {root} is not empty and holds no dataset; choose another --out"
+            )
         ensure_dir(root)
         m = {"format_version": FORMAT_VERSION, **manifest}
         m["num_shards"] = -(-m["num_images"] // m["shard_size"])
@@ -132,7 +148,8 @@ class SyntheticDataset:
         for i, count in found.items():
             if count != self.shard_count(i):
                 raise UserInputError(
-                    f"{self.shard_path(i)}: holds {count} images but the manifest expects {self.shard_count(i)} "
+                    f"{self.shard_path(i)}: holds {count} images but the manifest expects "
+                    f"{self.shard_count(i)} "
                     "for this shard; the dataset does not match its manifest"
                 )
         return found
@@ -142,7 +159,9 @@ class SyntheticDataset:
         have = self.existing_shards()
         return [i for i in range(self.manifest["num_shards"]) if i not in have]
 
-    def write_shard(self, index: int, images: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    def write_shard(
+        self, index: int, images: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor
+    ) -> None:
         """Atomically write shard ``index``; ``images`` are pixels in [0, 1]."""
         from safetensors.torch import save
 
@@ -160,7 +179,9 @@ class SyntheticDataset:
     def refresh(self) -> None:
         """Recount the shards on disk into the manifest (in memory)."""
         have = self.existing_shards()
-        self.manifest["shards"] = [{"file": self.shard_path(i).name, "count": c} for i, c in sorted(have.items())]
+        self.manifest["shards"] = [
+            {"file": self.shard_path(i).name, "count": c} for i, c in sorted(have.items())
+        ]
         self.manifest["images_written"] = sum(have.values())
 
     def write_manifest(self) -> None:
@@ -188,15 +209,21 @@ class SyntheticDataset:
             yield tensors
 
     def check_complete(self) -> None:
-        """Refuse a dataset that is not finished: a listed shard missing (what a kill leaves), or
-        fewer images on disk than the manifest counts."""
+        """Refuse a dataset that is not finished.
+
+        Unfinished: a listed shard missing (what a kill leaves), or fewer images on disk than the
+        manifest counts.
+        """
         have = self.existing_shards()
         missing = [i for i in range(self.manifest["num_shards"]) if i not in have]
         written = sum(have.values())
         if missing or written != self.manifest["num_images"]:
-            shown = ", ".join(self.shard_path(i).name for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
+            shown = ", ".join(self.shard_path(i).name for i in missing[:3]) + (
+                " ..." if len(missing) > 3 else ""
+            )
             raise UserInputError(
-                f"dataset {self.root} is incomplete: {written} of {self.manifest['num_images']} images on disk"
+                f"dataset {self.root} is incomplete: {written} of {self.manifest['num_images']} images on "
+                "disk"
                 + (f" (missing {shown})" if missing else "")
                 + "; rerun the synthesize command that made it to finish it"
             )
@@ -213,8 +240,11 @@ class SyntheticDataset:
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def check_compatible(self, card: Any, allow_other_teacher: bool = False) -> None:
-        """Refuse a dataset made for another input spec (shape, classes) than ``card``'s, or (unless
-        ``allow_other_teacher``) synthesised from another teacher than ``card``'s weights."""
+        """Refuse a dataset made for another model than ``card``.
+
+        That is: another input spec (shape, classes) than ``card``'s, or (unless
+        ``allow_other_teacher``) synthesised from another teacher than ``card``'s weights.
+        """
         m = self.manifest
         if list(m["input_shape"]) != list(card.input_shape) or m["num_classes"] != card.num_classes:
             raise UserInputError(
@@ -230,8 +260,10 @@ class SyntheticDataset:
 
 
 def check_dataset_target(root: str | Path, method: str | None = None) -> None:
-    """Refuse, before any work, an output that cannot take a new dataset: a file, the filesystem
-    root, a non-empty directory that is not a dataset, or a dataset of another ``method``.
+    """Refuse, before any work, an output that cannot take a new dataset.
+
+    That is: a file, the filesystem root, a non-empty directory that is not a dataset, or a dataset
+    of another ``method``.
 
     The complete identity check happens in :meth:`SyntheticDataset.create`; this one runs before a
     long stage (training a generator) so that its outputs are not written in vain.
@@ -245,10 +277,13 @@ def check_dataset_target(root: str | Path, method: str | None = None) -> None:
         ds = SyntheticDataset.open(root)
         if method is not None and ds.manifest.get("method") != method:
             raise UserInputError(
-                f"{root} already holds a different synthetic dataset (differs in: method); choose another --out or delete it"
+                f"{root} already holds a different synthetic dataset (differs in: method); choose another "
+                "--out or delete it"
             )
     elif root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
-        raise UserInputError(f"output directory {root} is not empty and holds no dataset; choose another --out")
+        raise UserInputError(
+            f"output directory {root} is not empty and holds no dataset; choose another --out"
+        )
 
 
 def _is_int(v: Any) -> bool:
@@ -257,7 +292,16 @@ def _is_int(v: Any) -> bool:
 
 def _validate_manifest(m: Any, path: Path) -> None:
     """Refuse a manifest with missing or wrongly typed fields (datasets may come from others)."""
-    need = ("format_version", "method", "input_shape", "mean", "std", "num_classes", "num_images", "shard_size")
+    need = (
+        "format_version",
+        "method",
+        "input_shape",
+        "mean",
+        "std",
+        "num_classes",
+        "num_images",
+        "shard_size",
+    )
     if not isinstance(m, dict) or any(k not in m for k in need):
         raise UserInputError(f"{path}: manifest lacks one of {', '.join(need)}")
     if m["format_version"] != FORMAT_VERSION:
@@ -272,20 +316,35 @@ def _validate_manifest(m: Any, path: Path) -> None:
             raise UserInputError(f"{path}: {key} must be a positive int, got {m[key]!r}")
         if m[key] > (MAX_CLASSES if key == "num_classes" else MAX_INT):
             raise UserInputError(f"{path}: {key} {str(m[key])[:20]} is too large")
-    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE or shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES:
+    if (
+        shape[0] > MAX_CHANNELS
+        or max(shape[1:]) > MAX_SIDE
+        or shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES
+    ):
         raise UserInputError(f"{path}: input_shape {shape} is too large")
     expected_shards = -(-m["num_images"] // m["shard_size"])
     if "num_shards" in m and m["num_shards"] != expected_shards:
         raise UserInputError(
-            f"{path}: num_shards {m['num_shards']!r} disagrees with num_images / shard_size ({expected_shards})"
+            f"{path}: num_shards {m['num_shards']!r} disagrees with num_images / shard_size "
+            f"({expected_shards})"
         )
-    for key, typ in (("seed", int), ("config", dict), ("teacher_sha256", str), ("teacher", str), ("shards", list)):
+    for key, typ in (
+        ("seed", int),
+        ("config", dict),
+        ("teacher_sha256", str),
+        ("teacher", str),
+        ("shards", list),
+    ):
         if m.get(key) is not None and (not isinstance(m[key], typ) or isinstance(m[key], bool)):
             raise UserInputError(f"{path}: {key} must be {typ.__name__}, got {str(m[key])[:40]!r}")
     for key in ("mean", "std"):
         vals = m[key]
-        if not isinstance(vals, list) or len(vals) != shape[0] or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vals
+        if (
+            not isinstance(vals, list)
+            or len(vals) != shape[0]
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vals
+            )
         ):
             raise UserInputError(f"{path}: {key} must be {shape[0]} finite numbers, got {vals!r}")
     if not isinstance(m["method"], str):
@@ -313,7 +372,8 @@ def _validate_shard(t: dict[str, torch.Tensor], count: int, m: dict[str, Any], p
         raise UserInputError(f"{path}: teacher_logits hold NaN or inf")
     if len(labels) and (labels.min() < 0 or labels.max() >= m["num_classes"]):
         raise UserInputError(
-            f"{path}: labels must be in [0, {m['num_classes']}), got [{labels.min().item()}, {labels.max().item()}]"
+            f"{path}: labels must be in [0, {m['num_classes']}), got [{labels.min().item()}, "
+            f"{labels.max().item()}]"
         )
 
 
@@ -358,8 +418,11 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path, normalized: bool
     ds = SyntheticDataset.open(root)
     data = ds.load()
     m = ds.manifest
-    spec = {"input_shape": np.asarray(m["input_shape"], dtype=np.int64), "mean": np.asarray(m["mean"], dtype=np.float32),
-            "std": np.asarray(m["std"], dtype=np.float32)}  # fmt: skip
+    spec = {
+        "input_shape": np.asarray(m["input_shape"], dtype=np.int64),
+        "mean": np.asarray(m["mean"], dtype=np.float32),
+        "std": np.asarray(m["std"], dtype=np.float32),
+    }
     images01 = data["images"].clamp(0, 1).float()
     pixels = (images01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # NHWC
     labels = data["labels"].numpy()
@@ -378,7 +441,9 @@ def export_dataset(root: str | Path, fmt: str, out: str | Path, normalized: bool
             np.save(buf, norm)
         else:
             images = norm if norm is not None else (pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-            np.savez_compressed(buf, images=images, labels=labels, normalized=np.asarray(norm is not None), **spec)
+            np.savez_compressed(
+                buf, images=images, labels=labels, normalized=np.asarray(norm is not None), **spec
+            )
         with atomic_write(out) as f:
             f.write(buf.getvalue())
         return out

@@ -205,9 +205,15 @@ def _onnx_bytes(module: nn.Module, example: torch.Tensor, opset: int) -> bytes:
     require_onnx()
     try:
         program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=opset, input_names=["input"], output_names=["logits"],
-            dynamic_shapes=({0: _batch_dim()},), verbose=False,
-        )  # fmt: skip
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: _batch_dim()},),
+            verbose=False,
+        )
     except Exception as e:  # noqa: BLE001 - the exporter raises many kinds of errors on unsupported code
         msg = " ".join(str(e).split())[:240]
         raise UserInputError(
@@ -329,8 +335,14 @@ def deploy(
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out) as f:
         f.write(data)
-    info = {"format": fmt, "runtime": runtime, "quantized": quantized, "verify_images": len(x),
-            "max_abs_diff": round(stats["max_abs_diff"], 6), "top1_agreement": round(stats["top1_agreement"], 4)}  # fmt: skip
+    info = {
+        "format": fmt,
+        "runtime": runtime,
+        "quantized": quantized,
+        "verify_images": len(x),
+        "max_abs_diff": round(stats["max_abs_diff"], 6),
+        "top1_agreement": round(stats["top1_agreement"], 4),
+    }
     if fmt == "onnx":
         info["opset"] = opset
     written = save_card_beside(out, card, sha256=sha256_file(out), deploy=info)
@@ -374,7 +386,10 @@ class OnnxRuntimeModel(nn.Module):
 
 
 class _ExportedProgramModel(nn.Module):
-    """A ``.pt2`` program's module, which refuses ``.eval()``/``.train()``, behind a plain module (inference only)."""
+    """A ``.pt2`` program's module behind a plain module (inference only).
+
+    The program's module refuses ``.eval()``/``.train()``; this wrapper accepts them.
+    """
 
     def __init__(self, program_module: nn.Module) -> None:
         super().__init__()
@@ -409,7 +424,8 @@ def load_deployed(card: ModelCard, wpath: Path, trust_checkpoint: bool = False) 
     if fmt == "pt2":
         if not trust_checkpoint:
             raise UserInputError(
-                f"{wpath} is a .pt2 archive, which contains pickled parts; pass --trust-checkpoint if you trust it"
+                f"{wpath} is a .pt2 archive, which contains pickled parts; pass --trust-checkpoint if you "
+                "trust it"
             )
         return _ExportedProgramModel(torch.export.load(str(wpath)).module())
     raise UserInputError(f"{card.path}: unknown deployed format {fmt!r} (expected {' or '.join(FORMATS)})")

@@ -91,7 +91,11 @@ def _make_optimizer(student: nn.Module, cfg: KDConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
-        student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0
+        student.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.momentum > 0,
     )
 
 
@@ -134,9 +138,12 @@ def _restore_rng(state: dict[str, Any], seed: int, epoch: int) -> None:
 
 
 def run_identity(teacher: nn.Module, student: nn.Module, source: Any) -> dict[str, Any]:
-    """What defines a KD run besides its settings: the teacher's weights, the student's architecture
-    and initial weights, and the data source (kind, settings and content hash). A checkpoint is
-    resumed only by a run with the same identity."""
+    """What defines a KD run besides its settings.
+
+    That is: the teacher's weights, the student's architecture and initial weights, and the data
+    source (kind, settings and content hash). A checkpoint is resumed only by a run with the same
+    identity.
+    """
     from .validate import tensor_digest
 
     ident = getattr(source, "identity", None)
@@ -161,9 +168,10 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def check_checkpoint(out: str | Path, config: KDConfig, data_dir: str | Path | None = None) -> None:
-    """Before anything is written into ``out``: refuse a ``checkpoint.pt`` there that this run could
-    not resume (not ours, other KD settings, or made from another source than ``data_dir``, the
-    dataset this run synthesises into ``out``).
+    """Before anything is written into ``out``: refuse a ``checkpoint.pt`` there this run cannot resume.
+
+    That is one not ours, with other KD settings, or made from another source than ``data_dir``
+    (the dataset this run synthesises into ``out``).
 
     Args:
         out: the run's output directory.
@@ -178,13 +186,134 @@ def check_checkpoint(out: str | Path, config: KDConfig, data_dir: str | Path | N
         raise UserInputError(f"{path} is not a datafree KD checkpoint; delete it or choose another --out")
     if state.get("config") != dataclasses.asdict(config):
         raise UserInputError(
-            f"{path} was written with other settings; use the same command to resume, or another --out to start afresh"
+            f"{path} was written with other settings; use the same command to resume, or another --out to "
+            "start afresh"
         )
     if data_dir is not None and not (Path(data_dir) / "manifest.json").is_file():
         raise UserInputError(
             f"{path} belongs to a run that did not synthesise {data_dir}; use the same command to resume, "
             "or another --out to start afresh"
         )
+
+
+def _resume_from_checkpoint(
+    ckpt_path: Path,
+    cfg: KDConfig,
+    identity: dict[str, Any] | None,
+    student: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    source: SurrogateSource,
+    result: DistillResult,
+) -> int:
+    """Load the checkpoint at ``ckpt_path`` into the run after refusing one it cannot resume.
+
+    Returns:
+        The epoch to start from; ``result`` gets the saved history.
+    """
+    state = _load_checkpoint(ckpt_path)
+    if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
+        raise UserInputError(
+            f"{ckpt_path} is not a datafree KD checkpoint; delete it or choose another --out"
+        )
+    if state.get("config") != dataclasses.asdict(cfg):
+        raise UserInputError(
+            f"{ckpt_path} was written with other settings; use the same command to resume, "
+            "or another --out to start afresh"
+        )
+    old_identity = state.get("run")
+    if old_identity != identity:
+        what = {
+            "teacher_sha256": "teacher",
+            "student": "student",
+            "student_sha256": "student",
+            "source": "data source",
+        }
+        diff = sorted(
+            {
+                what[k]
+                for k in what
+                if not isinstance(old_identity, dict) or old_identity.get(k) != identity[k]
+            }
+        )
+        raise UserInputError(
+            f"{ckpt_path} belongs to another run (differs in: {', '.join(diff)}); use the same command "
+            "(same teacher, student and data) to resume, or another --out to start afresh"
+        )
+    if (
+        not isinstance(state["epoch"], int) or isinstance(state["epoch"], bool)
+        or not 0 <= state["epoch"] <= cfg.epochs or not isinstance(state["history"], list)
+    ):  # fmt: skip
+        raise UserInputError(f"{ckpt_path}: damaged checkpoint (epoch or history); delete it to start afresh")
+    try:
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        source.load_state_dict(state["source"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise UserInputError(
+            f"{ckpt_path} does not fit this run (another student or source: "
+            f"{' '.join(str(e).split())[:120]}); "
+            "use the same command to resume, or another --out to start afresh"
+        ) from None
+    start_epoch = int(state["epoch"])
+    _restore_rng(state, cfg.seed, start_epoch)
+    result.history = list(state["history"])
+    result.resumed_from_epoch = start_epoch
+    return start_epoch
+
+
+def _save_checkpoint(
+    ckpt_path: Path,
+    epoch: int,
+    cfg: KDConfig,
+    identity: dict[str, Any] | None,
+    student: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    source: SurrogateSource,
+    result: DistillResult,
+    world: int,
+) -> None:
+    """Write the checkpoint after ``epoch`` (0-based) from rank 0, with every rank's RNG state."""
+    rng_ranks = dist.all_gather_objects(_rng_state()) if world > 1 else None
+    if dist.is_main():
+        state = {
+            "epoch": epoch + 1,
+            "config": dataclasses.asdict(cfg),
+            "student": student.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "source": source.state_dict(),
+            "rng": _rng_state(),
+            "history": result.history,
+            "run": identity,
+        }
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
+        atomic_torch_save(state, ckpt_path)
+
+
+def _kd_loss(
+    forward: nn.Module,
+    t_forward: nn.Module,
+    teacher: nn.Module,
+    x: torch.Tensor,
+    student_objective: Callable[[nn.Module, nn.Module, torch.Tensor], torch.Tensor] | None,
+    cfg: KDConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """The student's loss on ``x``: ``student_objective`` when given, else the KD loss, in fp32."""
+    with precision.autocast(device, "kd"):
+        if student_objective is not None:
+            loss = precision.fp32(student_objective(forward, teacher, x))
+        else:
+            with torch.no_grad():
+                t_logits = t_forward(x)
+            s_logits = forward(x)
+    if student_objective is None:  # the loss in fp32 under any precision
+        loss = _student_loss(precision.fp32(s_logits), precision.fp32(t_logits), cfg)
+    return loss
 
 
 def distill(
@@ -231,7 +360,9 @@ def distill(
     teacher.eval()
     world = dist.get_world_size()
     if cfg.batch_size < world:
-        raise UserInputError(f"batch_size {cfg.batch_size} is smaller than the {world} ranks; each rank needs a sample")
+        raise UserInputError(
+            f"batch_size {cfg.batch_size} is smaller than the {world} ranks; each rank needs a sample"
+        )
     opt = _make_optimizer(student, cfg)
     total_steps = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
@@ -245,41 +376,7 @@ def distill(
         for tmp in ckpt_path.parent.glob(f".{CHECKPOINT}.*.tmp"):  # torn by a kill mid-write
             tmp.unlink(missing_ok=True)
     if ckpt_path is not None and ckpt_path.is_file():
-        state = _load_checkpoint(ckpt_path)
-        if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
-            raise UserInputError(f"{ckpt_path} is not a datafree KD checkpoint; delete it or choose another --out")
-        if state.get("config") != dataclasses.asdict(cfg):
-            raise UserInputError(
-                f"{ckpt_path} was written with other settings; use the same command to resume, "
-                "or another --out to start afresh"
-            )
-        old_identity = state.get("run")
-        if old_identity != identity:
-            what = {"teacher_sha256": "teacher", "student": "student", "student_sha256": "student", "source": "data source"}
-            diff = sorted({what[k] for k in what if not isinstance(old_identity, dict) or old_identity.get(k) != identity[k]})
-            raise UserInputError(
-                f"{ckpt_path} belongs to another run (differs in: {', '.join(diff)}); use the same command "
-                "(same teacher, student and data) to resume, or another --out to start afresh"
-            )
-        if (
-            not isinstance(state["epoch"], int) or isinstance(state["epoch"], bool)
-            or not 0 <= state["epoch"] <= cfg.epochs or not isinstance(state["history"], list)
-        ):  # fmt: skip
-            raise UserInputError(f"{ckpt_path}: damaged checkpoint (epoch or history); delete it to start afresh")
-        try:
-            student.load_state_dict(state["student"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            source.load_state_dict(state["source"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise UserInputError(
-                f"{ckpt_path} does not fit this run (another student or source: {' '.join(str(e).split())[:120]}); "
-                "use the same command to resume, or another --out to start afresh"
-            ) from None
-        start_epoch = int(state["epoch"])
-        _restore_rng(state, cfg.seed, start_epoch)
-        result.history = list(state["history"])
-        result.resumed_from_epoch = start_epoch
+        start_epoch = _resume_from_checkpoint(ckpt_path, cfg, identity, student, opt, sched, source, result)
     model = dist.wrap_ddp(precision.prepare_module(student))  # gradients averaged over ranks
     precision.prepare_module(teacher)
     forward, t_forward = precision.maybe_compile(model), precision.maybe_compile(teacher)
@@ -300,15 +397,7 @@ def distill(
                         aug = kd_augmentation(input_shape or list(x.shape[1:]), cfg.flip).to(device)
                     x = aug(x)
                 x = precision.prepare_input(x)
-                with precision.autocast(device, "kd"):
-                    if student_objective is not None:
-                        loss = precision.fp32(student_objective(forward, teacher, x))
-                    else:
-                        with torch.no_grad():
-                            t_logits = t_forward(x)
-                        s_logits = forward(x)
-                if student_objective is None:  # the loss in fp32 under any precision
-                    loss = _student_loss(precision.fp32(s_logits), precision.fp32(t_logits), cfg)
+                loss = _kd_loss(forward, t_forward, teacher, x, student_objective, cfg, device)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.grad_clip > 0:
@@ -332,7 +421,9 @@ def distill(
             bar.close()
             kept = ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
             where = f"; the last good checkpoint (epoch {epoch}) is kept at {kept}" if kept else ""
-            raise NumericalError(f"the KD loss became {mean_loss} in epoch {epoch + 1}: try a lower --lr{where}")
+            raise NumericalError(
+                f"the KD loss became {mean_loss} in epoch {epoch + 1}: try a lower --lr{where}"
+            )
         record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": time.perf_counter() - t0}
         if eval_fn is not None:
             record["accuracy"] = eval_fn(student)
@@ -340,22 +431,7 @@ def distill(
         log_event(desc, "epoch", **record)
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         if ckpt_path is not None:
-            rng_ranks = dist.all_gather_objects(_rng_state()) if world > 1 else None
-            if dist.is_main():
-                state = {
-                    "epoch": epoch + 1,
-                    "config": dataclasses.asdict(cfg),
-                    "student": student.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "source": source.state_dict(),
-                    "rng": _rng_state(),
-                    "history": result.history,
-                    "run": identity,
-                }
-                if rng_ranks is not None:
-                    state["rng_ranks"] = rng_ranks
-                atomic_torch_save(state, ckpt_path)
+            _save_checkpoint(ckpt_path, epoch, cfg, identity, student, opt, sched, source, result, world)
     bar.close()
     student.eval()
     return result

@@ -68,8 +68,9 @@ def information_entropy_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
 
 
 def logit_l1(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between logits: DFAD's discrepancy (the student minimises it,
-    the generator maximises it).
+    """Mean absolute difference between logits: DFAD's discrepancy.
+
+    The student minimises it, the generator maximises it.
 
     Shape:
         - student_logits, teacher_logits: ``(B, K)``.

@@ -30,7 +30,9 @@ __all__ = [
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     """Every BatchNorm layer that tracks running statistics, in module order."""
     return [
-        m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
+        m
+        for m in model.modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
     ]
 
 

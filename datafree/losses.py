@@ -22,7 +22,9 @@ __all__ = [
 ]
 
 
-def kd_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def kd_kl_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """``T^2 * KL(softmax(t/T) || softmax(s/T))`` averaged over the batch (``batchmean``).
 
     Shape:
@@ -90,7 +92,9 @@ def l2_prior(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x.flatten(1), dim=1).mean()
 
 
-def weighted_sum(terms: Mapping[str, tuple[float, torch.Tensor]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def weighted_sum(
+    terms: Mapping[str, tuple[float, torch.Tensor]],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Combine ``{name: (weight, value)}``; terms with weight 0 are skipped.
 
     Returns:
@@ -107,6 +111,8 @@ def weighted_sum(terms: Mapping[str, tuple[float, torch.Tensor]]) -> tuple[torch
     if total is None:
         from .errors import UserInputError
 
-        raise UserInputError(f"all loss weights are zero ({', '.join(terms)}); give at least one term a weight > 0 with --set")
+        raise UserInputError(
+            f"all loss weights are zero ({', '.join(terms)}); give at least one term a weight > 0 with --set"
+        )
     logs["total"] = total.detach()
     return total, logs

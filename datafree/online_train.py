@@ -92,7 +92,8 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
     else:
         if (out / CHECKPOINT).is_file():
             raise UserInputError(
-                f"{out} holds the checkpoint of another run (no {ONLINE_MANIFEST}); use the same command to resume, "
+                f"{out} holds the checkpoint of another run (no {ONLINE_MANIFEST}); use the same command to "
+                "resume, "
                 "or another --out to start afresh"
             )
         ensure_dir(out)
@@ -193,10 +194,20 @@ def train_online(
                 pass
         raise
     card = save_model(
-        model, out, like=teacher.card, arch=arch, name=STUDENT_NAME, card_name=f"{arch}_from_{teacher.card.name or 'teacher'}",
-        training={"method": method, "kd": dataclasses.asdict(kd), "teacher": teacher.card.name,
-                  "teacher_sha256": teacher.card.sha256, "generator": f"{GENERATOR_NAME}.safetensors"},
-    )  # fmt: skip
+        model,
+        out,
+        like=teacher.card,
+        arch=arch,
+        name=STUDENT_NAME,
+        card_name=f"{arch}_from_{teacher.card.name or 'teacher'}",
+        training={
+            "method": method,
+            "kd": dataclasses.asdict(kd),
+            "teacher": teacher.card.name,
+            "teacher_sha256": teacher.card.sha256,
+            "generator": f"{GENERATOR_NAME}.safetensors",
+        },
+    )
     gen_path = _save_generator(synth, out, teacher.card)
     return OnlineResult(
         student=model,
@@ -210,9 +221,7 @@ def train_online(
     )
 
 
-def load_online_synthesizer(
-    teacher: LoadedModel, path: str | Path, method: str | None = None
-) -> Synthesizer:
+def load_online_synthesizer(teacher: LoadedModel, path: str | Path, method: str | None = None) -> Synthesizer:
     """Rebuild a trained generator backend from ``generator.safetensors`` (or its directory).
 
     Args:
@@ -236,7 +245,11 @@ def load_online_synthesizer(
         weights = load_file(str(p))
     except (OSError, SafetensorError, ValueError) as e:
         raise UserInputError(f"{p}: unreadable generator ({e})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("method"), str) or not isinstance(meta.get("config"), dict):
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("method"), str)
+        or not isinstance(meta.get("config"), dict)
+    ):
         raise UserInputError(f"{meta_path}: not a generator description (needs 'method' and 'config')")
     if not isinstance(meta.get("input_shape", []), list):
         raise UserInputError(f"{meta_path}: input_shape must be a list, got {meta['input_shape']!r}")
@@ -244,7 +257,8 @@ def load_online_synthesizer(
         raise UserInputError(f"{p} is a {meta.get('method')!r} generator, not {method!r}")
     if list(meta.get("input_shape", [])) != list(teacher.card.input_shape):
         raise UserInputError(
-            f"{p} makes images of shape {meta.get('input_shape')}, but the teacher takes {teacher.card.input_shape}"
+            f"{p} makes images of shape {meta.get('input_shape')}, but the teacher takes "
+            f"{teacher.card.input_shape}"
         )
     synth = create_synthesizer(meta["method"], teacher.model, teacher.card, **meta["config"])
     if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
@@ -253,7 +267,8 @@ def load_online_synthesizer(
         synth.load_generator({k: v.to(synth.device) for k, v in weights.items()})
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise UserInputError(
-            f"{p}: weights do not fit a {meta['method']} generator with its config ({' '.join(str(e).split())[:120]})"
+            f"{p}: weights do not fit a {meta['method']} generator with its config "
+            f"({' '.join(str(e).split())[:120]})"
         ) from None
     return synth
 
@@ -297,7 +312,9 @@ def synthesize_online(
         synth = load_online_synthesizer(teacher, generator_path, method)
     else:
         out_path = Path(out)
-        run_dir = Path(train_dir) if train_dir is not None else out_path.with_name(out_path.name + "_generator")
+        run_dir = (
+            Path(train_dir) if train_dir is not None else out_path.with_name(out_path.name + "_generator")
+        )
         if run_dir.exists():
             prepare_out_dir(run_dir)  # a directory holding something else is refused
         synth = train_online(teacher, method, student, run_dir, kd_config, seed=seed, **overrides).synthesizer

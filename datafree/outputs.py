@@ -11,9 +11,26 @@ from .utils import ensure_dir
 __all__ = ["prepare_out_dir"]
 
 # Files datafree writes into an --out directory; a directory holding anything else is refused.
-_OWN = {"model.json", "model.safetensors", "report.json", CHECKPOINT, "data", "baseline", "kd", "generator.safetensors",
-        "prune", "quantize", "int8", "generator.json", "online.json", "finetune.json", "config.yaml",
-        "metrics.jsonl", "metrics.png", "tensorboard"}  # fmt: skip
+_OWN = {
+    "model.json",
+    "model.safetensors",
+    "report.json",
+    CHECKPOINT,
+    "data",
+    "baseline",
+    "kd",
+    "generator.safetensors",
+    "prune",
+    "quantize",
+    "int8",
+    "generator.json",
+    "online.json",
+    "finetune.json",
+    "config.yaml",
+    "metrics.jsonl",
+    "metrics.png",
+    "tensorboard",
+}
 
 
 def prepare_out_dir(path: str | Path) -> Path:
@@ -25,7 +42,8 @@ def prepare_out_dir(path: str | Path) -> Path:
         foreign = [c.name for c in p.iterdir() if c.name not in _OWN and not c.name.startswith(".")]
         if foreign:
             raise UserInputError(
-                f"--out {p} already holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or new directory"
+                f"--out {p} already holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or "
+                "new directory"
             )
     try:
         ensure_dir(p, quiet=True)  # the user named it; what is created inside it is announced

@@ -38,6 +38,7 @@ from .utils import atomic_write_json, count_params, device_of, model_size_bytes,
 
 __all__ = ["distill_to_dir", "compress"]
 
+
 def distill_to_dir(
     teacher: LoadedModel,
     source: Plan | SurrogateSource,
@@ -74,7 +75,14 @@ def distill_to_dir(
     student, arch = make_student(student_arch, teacher, seed)
     t0 = time.perf_counter()
     result = distill(
-        teacher.model, student, source, kd, input_shape=teacher.card.input_shape, checkpoint_dir=out, desc=desc, **distill_kw
+        teacher.model,
+        student,
+        source,
+        kd,
+        input_shape=teacher.card.input_shape,
+        checkpoint_dir=out,
+        desc=desc,
+        **distill_kw,
     )
     seconds = time.perf_counter() - t0
     metrics = measure(result.student, teacher.card, eval_data)
@@ -88,14 +96,23 @@ def distill_to_dir(
             card_name=f"{arch}_from_{teacher.card.name or 'teacher'}",
             test_accuracy=None if acc is None else round(acc, 4),
             accuracy_data=metrics["data"],
-            training={"kd": dataclasses.asdict(kd), "teacher": teacher.card.name, "teacher_sha256": teacher.card.sha256},
+            training={
+                "kd": dataclasses.asdict(kd),
+                "teacher": teacher.card.name,
+                "teacher_sha256": teacher.card.sha256,
+            },
         )
     return _student_summary(arch, result.student, metrics, seconds, result.history, result.resumed_from_epoch)
 
 
 def _student_summary(
-    arch: str, student: nn.Module, metrics: dict[str, Any], seconds: float, history: list[dict[str, float]], resumed: int
-) -> dict[str, Any]:  # fmt: skip
+    arch: str,
+    student: nn.Module,
+    metrics: dict[str, Any],
+    seconds: float,
+    history: list[dict[str, float]],
+    resumed: int,
+) -> dict[str, Any]:
     return {
         "arch": arch,
         "accuracy": metrics["accuracy"],
@@ -110,10 +127,18 @@ def _student_summary(
 
 
 def _distill_online(
-    teacher: LoadedModel, p: Plan, out: Path, student_arch: str | None, seed: int, eval_data: str | Path | None = None
-) -> dict[str, Any]:  # fmt: skip
-    """:func:`~datafree.online_train.train_online` into ``out``, then the student's accuracy in its card
-    (on ``eval_data``; default: the digits test split for a teacher trained on digits, else none claimed)."""
+    teacher: LoadedModel,
+    p: Plan,
+    out: Path,
+    student_arch: str | None,
+    seed: int,
+    eval_data: str | Path | None = None,
+) -> dict[str, Any]:
+    """:func:`~datafree.online_train.train_online` into ``out``, then the student's accuracy in its card.
+
+    The accuracy is on ``eval_data``; default: the digits test split for a teacher trained on
+    digits, else none claimed.
+    """
     assert p.method is not None
     r = train_online(teacher, p.method, student_arch, out, p.kd, seed=seed, **p.method_options)
     metrics = measure(r.student, teacher.card, eval_data)
@@ -124,7 +149,9 @@ def _distill_online(
         card_name=r.student_card.name, test_accuracy=None if acc is None else round(acc, 4),
         **{**r.student_card.extra, "accuracy_data": metrics["data"]},
     )  # fmt: skip
-    rep = _student_summary(r.student_card.arch, r.student, metrics, r.seconds, r.history, r.resumed_from_epoch)
+    rep = _student_summary(
+        r.student_card.arch, r.student, metrics, r.seconds, r.history, r.resumed_from_epoch
+    )
     return {**rep, "generator": str(r.generator_path), "kd": dataclasses.asdict(r.kd_config)}
 
 
@@ -200,7 +227,12 @@ def compress(
     stages: dict[str, float] = {}
     resources: dict[str, dict[str, Any]] = {}
     report: dict[str, Any] = {
-        "teacher": {"card": str(lm.card.path), "name": lm.card.name, "arch": lm.card.arch, **_summary(t_metrics)},
+        "teacher": {
+            "card": str(lm.card.path),
+            "name": lm.card.name,
+            "arch": lm.card.arch,
+            **_summary(t_metrics),
+        },
         "eval_data": t_metrics["data"],
         "method": method,
         "seed": seed,
@@ -227,7 +259,9 @@ def compress(
     report["final_card"] = str(final.card.path)
     report["profile"] = _profile(lm, out, s_report is not None, prune is not None, eval_data)
     if bits is not None:
-        report["profile"]["quantized"] = _quantized_profile(report["quantize"], list(report["profile"].values())[-1])
+        report["profile"]["quantized"] = _quantized_profile(
+            report["quantize"], list(report["profile"].values())[-1]
+        )
     report["stages_seconds"] = stages
     report["stages_resources"] = resources  # peak memory (RSS on CPU, max allocated on GPU), images/s
     report["precision"] = dataclasses.asdict(precision_options())
@@ -290,8 +324,17 @@ def _baseline_stage(
     """The same student distilled with the same budget from Gaussian noise."""
     n_noise = report.get("data", {}).get("num_images", p.num_images)
     noise = NoiseSource(n_noise, lm.card, device_of(lm.model), seed=p.seed)
-    b = distill_to_dir(lm, noise, out / "baseline", student_arch=arch, kd=p.kd, seed=p.seed, desc="noise baseline",
-                       save=False, eval_data=eval_data)  # fmt: skip
+    b = distill_to_dir(
+        lm,
+        noise,
+        out / "baseline",
+        student_arch=arch,
+        kd=p.kd,
+        seed=p.seed,
+        desc="noise baseline",
+        save=False,
+        eval_data=eval_data,
+    )
     stages["baseline"] = b["seconds"]
     report["noise_baseline"] = {"accuracy": b["accuracy"], "num_images": n_noise, "seconds": b["seconds"]}
     return b
@@ -299,12 +342,26 @@ def _baseline_stage(
 
 # What each compress stage writes into --out: a rerun without the stage removes it, so that
 # report.json never sits beside a previous run's results.
-_STUDENT_FILES = ("model.json", "model.safetensors", CHECKPOINT, "generator.safetensors", "generator.json", "online.json")
+_STUDENT_FILES = (
+    "model.json",
+    "model.safetensors",
+    CHECKPOINT,
+    "generator.safetensors",
+    "generator.json",
+    "online.json",
+)
 
 
-def _remove_unasked(out: Path, *, student: bool, baseline: bool, online: bool, prune: bool, quantize: bool) -> None:
+def _remove_unasked(
+    out: Path, *, student: bool, baseline: bool, online: bool, prune: bool, quantize: bool
+) -> None:
     """Remove what an earlier ``compress`` into ``out`` wrote for stages this run does not run."""
-    unasked = {"baseline": not (student and baseline), "data": online, "prune": not prune, "quantize": not quantize}
+    unasked = {
+        "baseline": not (student and baseline),
+        "data": online,
+        "prune": not prune,
+        "quantize": not quantize,
+    }
     for name, stale in unasked.items():
         if stale:
             remove_stale(out / name, f"this run has no {name} stage")
@@ -313,10 +370,14 @@ def _remove_unasked(out: Path, *, student: bool, baseline: bool, online: bool, p
             remove_stale(out / name, "this run trains no student")
 
 
-def _student_report(report: dict[str, Any], s_report: dict[str, Any], t_metrics: dict[str, Any], out: Path) -> None:
+def _student_report(
+    report: dict[str, Any], s_report: dict[str, Any], t_metrics: dict[str, Any], out: Path
+) -> None:
     report["student"] = {k: v for k, v in s_report.items() if k != "history"}
     s_acc, t_acc = s_report["accuracy"], t_metrics["accuracy"]
-    report["student"]["ratio_to_teacher"] = None if s_acc is None or t_acc is None else round(s_acc / max(t_acc, 1e-12), 4)
+    report["student"]["ratio_to_teacher"] = (
+        None if s_acc is None or t_acc is None else round(s_acc / max(t_acc, 1e-12), 4)
+    )
     report["student"]["card"] = str(out / "model.json")
 
 
@@ -340,7 +401,9 @@ def _parse_bits(spec: str) -> tuple[int, int]:
     """``"W4A8"`` -> ``(4, 8)``; a clear error otherwise."""
     m = re.fullmatch(r"[wW](\d+)[aA](\d+)", spec.strip())
     if m is None:
-        raise UserInputError(f"--quantize must look like W8A8 or W4A8 (weight and activation bits), got {spec!r}")
+        raise UserInputError(
+            f"--quantize must look like W8A8 or W4A8 (weight and activation bits), got {spec!r}"
+        )
     bits = int(m.group(1)), int(m.group(2))
     QuantConfig(*bits).validate()
     return bits
@@ -355,14 +418,19 @@ def _quantize_stage(
     t0 = time.perf_counter()
     # W8A8 also gets the real int8 model when torchao (the int8 extra) is installed
     job = QuantizeJob(calib, seed=seed, int8=bits == (8, 8) and int8_available(), eval_data=eval_data)
-    q = quantize_model(current, QuantConfig(*bits), job, out_dir=out / "quantize", device=device_of(current.model))
+    q = quantize_model(
+        current, QuantConfig(*bits), job, out_dir=out / "quantize", device=device_of(current.model)
+    )
     report["quantize"] = {**q, "seconds": round(time.perf_counter() - t0, 2)}
     return load_model(out / "quantize" / "model.json", device_of(current.model))
 
 
 def _quantized_profile(q: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    """The quantized stage in the profile's terms: same params and MACs, fewer bytes; latency only
-    for the real int8 model (the low-bit simulation runs float kernels, timing it would mislead)."""
+    """The quantized stage in the profile's terms: same params and MACs, fewer bytes.
+
+    Latency only for the real int8 model (the low-bit simulation runs float kernels, timing it
+    would mislead).
+    """
     entry = {"accuracy": q["quantized"]["accuracy"], "params": before["params"], "macs": before["macs"],
              "size_bytes": q["quantized"]["size_bytes"]}  # fmt: skip
     if "int8" in q and "latency_cpu" in q:

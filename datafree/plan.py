@@ -237,7 +237,9 @@ def plan(
             "--pool needs an offline --method (for example fast), not --data or an online method"
         )
     overrides = kd if isinstance(kd, KDConfig) else {"seed": seed, **(kd or {})}
-    cfg = kd_settings(method, overrides, pool=pool, method_options=options, num_images=num_images or DEFAULT_NUM_IMAGES)
+    cfg = kd_settings(
+        method, overrides, pool=pool, method_options=options, num_images=num_images or DEFAULT_NUM_IMAGES
+    )
     synth = dataset = None
     if data is not None:  # the whole dataset (manifest, every shard, teacher) is checked when opened
         data = Path(data)

@@ -23,8 +23,14 @@ from .evaluate import measure
 from .utils import count_params, device_of, model_size_bytes
 
 __all__ = [
-    "count_macs", "measure_latency", "time_callables", "profile_model", "profile_stages", "num_threads", "LATENCY_BATCHES"
-]  # fmt: skip
+    "count_macs",
+    "measure_latency",
+    "time_callables",
+    "profile_model",
+    "profile_stages",
+    "num_threads",
+    "LATENCY_BATCHES",
+]
 
 LATENCY_BATCHES = (1, 64)
 
@@ -203,7 +209,9 @@ def time_callables(
     repeats: int = 30,
     warmup: int = 3,
 ) -> dict[str, dict[str, float]]:
-    """Latency of several callables (ONNX Runtime sessions, compiled graphs...) on ``x``, interleaved round-robin so load hits all alike.
+    """Latency of several callables (ONNX Runtime sessions, compiled graphs...) on ``x``.
+
+    The callables run interleaved round-robin, so machine load hits all of them alike.
 
     Returns:
         ``{name: {"min_ms", "median_ms", "cpu_ms"}}``: wall-clock minimum and median, and the

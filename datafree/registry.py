@@ -45,9 +45,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name.lower()]
         except KeyError:
-            raise UserInputError(
-                f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
-            ) from None
+            raise UserInputError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
     def create(self, name: str, **kwargs: Any) -> T:
         """Build the object registered as ``name``."""

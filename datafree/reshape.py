@@ -38,13 +38,17 @@ class Resizer:
 def _new_param(like: torch.Tensor | None, shape: tuple[int, ...]) -> nn.Parameter | None:
     if like is None:
         return None
-    return nn.Parameter(torch.empty(shape, dtype=like.dtype, device=like.device), requires_grad=like.requires_grad)
+    return nn.Parameter(
+        torch.empty(shape, dtype=like.dtype, device=like.device), requires_grad=like.requires_grad
+    )
 
 
 def _rebuild_conv(m: nn.Module) -> None:
     assert isinstance(m, nn.modules.conv._ConvNd)
     if m.in_channels % m.groups or m.out_channels % m.groups:
-        raise UserInputError(f"conv with groups={m.groups} cannot have {m.in_channels} -> {m.out_channels} channels")
+        raise UserInputError(
+            f"conv with groups={m.groups} cannot have {m.in_channels} -> {m.out_channels} channels"
+        )
     if m.transposed:  # ConvTranspose weight: (in, out / groups, *k)
         shape = (m.in_channels, m.out_channels // m.groups, *m.kernel_size)
     else:  # Conv weight: (out, in / groups, *k)
@@ -114,7 +118,9 @@ def module_shapes(model: nn.Module) -> Shapes:
 
 
 def _param_shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {n: tuple(t.shape) for n, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]}
+    return {
+        n: tuple(t.shape) for n, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]
+    }
 
 
 def shape_changes(reference: nn.Module, changed: nn.Module) -> Shapes:
@@ -130,7 +136,8 @@ def shape_changes(reference: nn.Module, changed: nn.Module) -> Shapes:
     for name, m in changed.named_modules():
         if name not in new and name in ref_modules and _param_shapes(m) != _param_shapes(ref_modules[name]):
             raise UserInputError(
-                f"module {name!r} ({type(m).__name__}) was resized but that type cannot be described in a card"
+                f"module {name!r} ({type(m).__name__}) was resized but that type cannot be described in a "
+                "card"
             )
     return {name: sizes for name, sizes in new.items() if ref.get(name) != sizes}
 
@@ -152,7 +159,9 @@ def apply_module_shapes(model: nn.Module, shapes: Shapes) -> nn.Module:
         for attr, size in sizes.items():
             if attr not in r.attrs or not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 allowed = ", ".join(r.attrs)
-                raise UserInputError(f"module_shapes[{name!r}]: bad entry {attr}={size!r} (allowed: {allowed})")
+                raise UserInputError(
+                    f"module_shapes[{name!r}]: bad entry {attr}={size!r} (allowed: {allowed})"
+                )
             setattr(m, attr, size)
         r.rebuild(m)
     return model

@@ -44,7 +44,9 @@ def safe_torch_load(path: str | Path, what: str = "checkpoint") -> Any:
         raise UserInputError(f"{path}: corrupt {what} ({first}); delete it to start over") from None
 
 
-def run_once(path: str | Path, compute: Callable[[], T], save: Callable[[T, Path], None], load: Callable[[Path], T]) -> T:
+def run_once(
+    path: str | Path, compute: Callable[[], T], save: Callable[[T, Path], None], load: Callable[[Path], T]
+) -> T:
     """The result of a deterministic stage, computed at most once per output directory.
 
     When ``path`` exists it is loaded; otherwise every rank runs ``compute()`` (so all ranks hold

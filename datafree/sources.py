@@ -20,7 +20,14 @@ from .distributed import local_slice
 if TYPE_CHECKING:  # typing only: the KD stage runs any object with the Synthesizer interface
     from generators.base import Synthesizer
 
-__all__ = ["SurrogateSource", "TensorSource", "DatasetSource", "SynthesizerSource", "NoiseSource", "PoolSource"]
+__all__ = [
+    "SurrogateSource",
+    "TensorSource",
+    "DatasetSource",
+    "SynthesizerSource",
+    "NoiseSource",
+    "PoolSource",
+]
 
 
 class SurrogateSource:
@@ -71,7 +78,9 @@ class TensorSource(SurrogateSource):
     def _permutation(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         perm = torch.randperm(len(self.images), generator=g)
-        if self.images.device.type == "cuda":  # one pinned, asynchronous copy per epoch; no per-step host sync
+        if (
+            self.images.device.type == "cuda"
+        ):  # one pinned, asynchronous copy per epoch; no per-step host sync
             return perm.pin_memory().to(self.images.device, non_blocking=True)
         return perm
 
@@ -110,7 +119,11 @@ class TensorSource(SurrogateSource):
         """What defines this source for a resume: the content hash of its images and its seed."""
         from .validate import tensor_digest
 
-        return {"kind": "tensors", "seed": self.seed, "content_sha256": tensor_digest({"images": self.images})}
+        return {
+            "kind": "tensors",
+            "seed": self.seed,
+            "content_sha256": tensor_digest({"images": self.images}),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
@@ -142,7 +155,9 @@ class DatasetSource(TensorSource):
 class NoiseSource(TensorSource):
     """Gaussian noise in normalised space, clamped to valid pixels: the baseline every method must beat."""
 
-    def __init__(self, num_images: int, card: ModelCard, device: torch.device | str = "cpu", seed: int = 0) -> None:
+    def __init__(
+        self, num_images: int, card: ModelCard, device: torch.device | str = "cpu", seed: int = 0
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         x = torch.randn((num_images, *card.input_shape), generator=g)
         card.normalizer().clamp_(x)
@@ -194,7 +209,11 @@ class PoolSource(SurrogateSource):
     """
 
     def __init__(
-        self, synthesizer: Synthesizer, batch_size: int | None = None, max_images: int | None = None, seed: int = 0
+        self,
+        synthesizer: Synthesizer,
+        batch_size: int | None = None,
+        max_images: int | None = None,
+        seed: int = 0,
     ) -> None:
         self.synth = synthesizer
         self.batch_size = batch_size or synthesizer.config.batch_size
@@ -229,8 +248,13 @@ class PoolSource(SurrogateSource):
 
     def identity(self) -> dict[str, Any]:
         """What defines this source for a resume: the backend, its settings, the pool's size and seed."""
-        return {"kind": f"pool:{type(self.synth).__name__}", "config": _config_of(self.synth), "seed": self.seed,
-                "batch_size": self.batch_size, "max_images": self.max_images}  # fmt: skip
+        return {
+            "kind": f"pool:{type(self.synth).__name__}",
+            "config": _config_of(self.synth),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "max_images": self.max_images,
+        }
 
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         return {

@@ -100,7 +100,8 @@ def synthesize_dataset(
         if not (torch.isfinite(batch.images).all() and torch.isfinite(logits).all()):
             _drop_if_empty(ds, created and rank == 0)
             raise NumericalError(
-                f"synthesis diverged in shard {i} ({method}): the images or the teacher's logits became NaN or inf; "
+                f"synthesis diverged in shard {i} ({method}): the images or the teacher's logits became NaN "
+                "or inf; "
                 "try smaller loss weights or learning rate in --set; no shard was written for it"
             )
         labels = batch.labels if batch.labels is not None else logits.argmax(1)

@@ -179,7 +179,11 @@ class Synthesizer(ABC):
         """Offline backends: start a fresh batch of ``n`` images."""
 
     def synthesize(
-        self, n: int, generator: torch.Generator | None = None, student: nn.Module | None = None, desc: str = ""
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        student: nn.Module | None = None,
+        desc: str = "",
     ) -> Batch:
         """Offline: optimise a fresh batch for ``config.iterations`` steps. Online: sample."""
         if self.online:

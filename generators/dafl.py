@@ -36,7 +36,8 @@ class DAFLConfig(OnlineConfig):
     ``generator_lr``: the reference code uses Adam 0.2 (MNIST) / 0.02 (CIFAR) with batch 512 for
     hundreds of epochs. At our budget (15 epochs, batch 64), measured with seed 0 on the shipped
     teachers: 0.02 gave 95.8% (resnet8_digits) and 83.3% (lenet5_digits, BN-less) of the teacher,
-    2e-3 gave 97.2% and 96.1% (a slower generator keeps the student's targets diverse)."""
+    2e-3 gave 97.2% and 96.1% (a slower generator keeps the student's targets diverse).
+    """
 
     batch_size: int = 64
     generator_lr: float = 2e-3
@@ -58,22 +59,33 @@ class DAFL(OnlineSynthesizer):
     def objective_weights(self) -> dict[str, float]:  # noqa: D102
         cfg = self.config
         return {"one_hot": cfg.oh_weight, "activation": cfg.activation_weight, "info_entropy": cfg.ie_weight}
+
     # Paper: one student step per generator step, KL at T = 1. Measured on the digits teachers:
     # 5 student steps per generator step (the CMI port's ratio), Adam and T = 4 learn faster. Student
     # lr 5e-3 and 30 epochs (bench/online_ablation.py, lenet5_digits seeds 0/1/2): lr 2e-3 x 15 epochs
     # gave 96.1% / 87.5% / -, lr 5e-3 x 15: 96.7% / 94.4% / 95.3%, lr 5e-3 x 30 on seed 1: 95.8%;
     # resnet8_digits seed 0: 97.2% -> 98.3% (lr 5e-3 x 15).
     kd_defaults = {
-        "epochs": 30, "steps_per_epoch": 100, "batch_size": 64, "g_steps": 1, "kd_steps": 5, "optimizer": "adam",
-        "lr": 5e-3, "weight_decay": 0.0, "temperature": 4.0, "augment": True,
-    }  # fmt: skip
+        "epochs": 30,
+        "steps_per_epoch": 100,
+        "batch_size": 64,
+        "g_steps": 1,
+        "kd_steps": 5,
+        "optimizer": "adam",
+        "lr": 5e-3,
+        "weight_decay": 0.0,
+        "temperature": 4.0,
+        "augment": True,
+    }
     config: DAFLConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: DAFLConfig) -> None:
         super().__init__(teacher, card, config)
         self.penultimate = penultimate_module(teacher)
 
-    def objective(self, images: torch.Tensor, student: nn.Module | None) -> dict[str, tuple[float, torch.Tensor]]:
+    def objective(
+        self, images: torch.Tensor, student: nn.Module | None
+    ) -> dict[str, tuple[float, torch.Tensor]]:
         """One-hot, activation and information-entropy terms."""
         cfg = self.config
         with FeatureRecorder([self.penultimate], what="input") as rec:

@@ -128,8 +128,15 @@ class DeepInversion(Synthesizer):
         for i in bar:
             logs = self.step(student)
             steps += 1
-            record = log_step("synthesize", i + 1, logs, total=cfg.iterations, lr=self._current_lr(), images=n,
-                              extra={"method": self.name, "batch": desc or self.name})  # fmt: skip
+            record = log_step(
+                "synthesize",
+                i + 1,
+                logs,
+                total=cfg.iterations,
+                lr=self._current_lr(),
+                images=n,
+                extra={"method": self.name, "batch": desc or self.name},
+            )
             if record is not None and "total" in record:
                 bar.set_postfix(loss=record["total"])
             if cfg.plateau_tol <= 0:
@@ -157,7 +164,9 @@ class DeepInversion(Synthesizer):
         self.iteration = 0
         self.bn_scale = 1.0
 
-    def _loss(self, x: torch.Tensor, student: nn.Module | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _loss(
+        self, x: torch.Tensor, student: nn.Module | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         xa = random_jitter(x, self.jitter, self.generator)
         if cfg.flip:

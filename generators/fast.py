@@ -101,7 +101,9 @@ def adversarial_agreement_loss(student_logits: torch.Tensor, teacher_logits: tor
     Reference: Fang et al., "Contrastive Model Inversion", IJCAI 2021; Fast-Datafree, AAAI 2022.
     """
     mask = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
-    kl = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1), reduction="none", log_target=True)
+    kl = F.kl_div(
+        F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1), reduction="none", log_target=True
+    )
     return -(kl.sum(1) * mask).mean()
 
 
@@ -341,7 +343,9 @@ class FastDatafree(Synthesizer):
         self.targets = state["targets"].to(dev) if state["targets"] is not None else None
         self.best = state["best"].to(dev) if state["best"] is not None else None
         self.best_loss = state["best_loss"].to(dev)
-        self.last_stats = [(m.to(dev), v.to(dev)) for m, v in state["last_stats"]] if state["last_stats"] else None
+        self.last_stats = (
+            [(m.to(dev), v.to(dev)) for m, v in state["last_stats"]] if state["last_stats"] else None
+        )
         self.iteration = int(state["iteration"])
         if state.get("generator") is not None:
             self.generator = torch.Generator()

@@ -53,7 +53,11 @@ class DCGANGenerator(nn.Module):
     """
 
     def __init__(
-        self, latent_dim: int, out_shape: tuple[int, int, int], width: int = 64, output: str = "tanh_bn",
+        self,
+        latent_dim: int,
+        out_shape: tuple[int, int, int],
+        width: int = 64,
+        output: str = "tanh_bn",
         bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()

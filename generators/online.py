@@ -1,5 +1,6 @@
-"""The shared machinery of the online backends (DAFL, ZSKT, DFAD): a generator network trained
-inside the KD stage.
+"""The shared machinery of the online backends (DAFL, ZSKT, DFAD).
+
+Each trains a generator network inside the KD stage.
 
 A backend subclasses :class:`OnlineSynthesizer` and implements :meth:`~OnlineSynthesizer.objective`,
 the generator's loss on a batch of generated images. The base class owns the network, its Adam
@@ -54,9 +55,11 @@ LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {"constant": _constant, "
 
 @contextlib.contextmanager
 def frozen_bn_statistics(model: nn.Module | None) -> Iterator[None]:
-    """Inside the block, BatchNorm layers in train mode still normalise with batch statistics but
-    leave their running statistics unchanged (momentum 0): the generator's adversarial forward
-    passes through the student must not move the statistics the student is evaluated with."""
+    """Inside the block, BatchNorm layers in train mode leave their running statistics unchanged.
+
+    They still normalise with batch statistics, with momentum 0: the generator's adversarial
+    forward passes through the student must not move the statistics the student is evaluated with.
+    """
     layers = [m for m in model.modules() if isinstance(m, _BatchNorm)] if model is not None else []
     saved = [m.momentum for m in layers]
     try:
@@ -79,7 +82,9 @@ class OnlineConfig(SynthConfig):
     batch_size: int = 256
     iterations: int = 1000
     latent_dim: int = 100
-    generator_width: int = 0  # 0: sized from the input, min(64, max(16, H * W // 16)) (16 at 16 px, 64 at 32 px)
+    generator_width: int = (
+        0  # 0: sized from the input, min(64, max(16, H * W // 16)) (16 at 16 px, 64 at 32 px)
+    )
     generator_lr: float = 1e-3
     lr_schedule: str = "cosine"
     generator_grad_clip: float = 0.0
@@ -99,7 +104,9 @@ class OnlineConfig(SynthConfig):
     def validate(self) -> None:  # noqa: D102
         super().validate()
         if self.lr_schedule not in LR_SCHEDULES:
-            raise UserInputError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+            raise UserInputError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
         if self.latent_dim <= 0:
             raise UserInputError(f"latent_dim must be > 0, got {self.latent_dim}")
         if self.generator_width < 0:
@@ -109,8 +116,9 @@ class OnlineConfig(SynthConfig):
 
 
 class OnlineSynthesizer(Synthesizer):
-    """Base of the generator backends. Subclasses set ``name``, ``Config``, ``output_head`` and
-    implement :meth:`objective`.
+    """Base of the generator backends.
+
+    Subclasses set ``name``, ``Config``, ``output_head`` and implement :meth:`objective`.
 
     Args:
         teacher: frozen teacher in eval mode.
@@ -148,7 +156,8 @@ class OnlineSynthesizer(Synthesizer):
                    "balance": self.balance_weight}  # fmt: skip
         if not any(w > 0 for w in weights.values()):  # refused before a generator or an output is made
             raise UserInputError(
-                f"all loss weights are zero ({', '.join(weights)}); give at least one term a weight > 0 with --set"
+                f"all loss weights are zero ({', '.join(weights)}); give at least one term a weight > 0 with "
+                "--set"
             )
 
     def objective_weights(self) -> dict[str, float]:
@@ -162,8 +171,10 @@ class OnlineSynthesizer(Synthesizer):
         return z.to(self.device)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """``G(z)`` in normalised space; with ``clamp`` the values are clamped to valid pixels in the
-        forward pass while the gradient passes straight through (the papers do not clamp at all).
+        """``G(z)`` in normalised space.
+
+        With ``clamp`` the values are clamped to valid pixels in the forward pass while the
+        gradient passes straight through (the papers do not clamp at all).
 
         Shape:
             - z: ``(B, latent_dim)``.
@@ -224,10 +235,15 @@ class OnlineSynthesizer(Synthesizer):
         params = [p for p in self.generator.parameters() if p.requires_grad]
         # Gradients for the generator only: the student's .grad stays untouched.
         scaled = self.scaler.scale(loss)  # scaled in fp16 only
-        grads = torch.autograd.grad(scaled, params, allow_unused=True) if loss.requires_grad else [None] * len(params)
+        grads = (
+            torch.autograd.grad(scaled, params, allow_unused=True)
+            if loss.requires_grad
+            else [None] * len(params)
+        )
         if all(g is None for g in grads):
             raise UserInputError(
-                f"{self.name}: the generator's output does not reach the loss (every term that depends on it has "
+                f"{self.name}: the generator's output does not reach the loss (every term that depends on it "
+                "has "
                 "weight 0, or the teacher gives no gradient); give such a term a weight > 0 with --set"
             )
         for p, g in zip(params, grads, strict=True):
@@ -243,8 +259,11 @@ class OnlineSynthesizer(Synthesizer):
         return logs
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Batch:
-        """``G(z)`` for ``n`` fresh latents from ``generator``; a ``reuse_z`` backend without a
-        ``generator`` returns (the first ``n`` of) the batch its last generator step used."""
+        """``G(z)`` for ``n`` fresh latents from ``generator``.
+
+        A ``reuse_z`` backend without a ``generator`` returns (the first ``n`` of) the batch its
+        last generator step used.
+        """
         with torch.no_grad():
             if generator is None and self.reuse_z and self.z is not None and n <= len(self.z):
                 self.z_consumed = True
@@ -280,15 +299,18 @@ class OnlineSynthesizer(Synthesizer):
             self.generator.load_state_dict(weights)
         except RuntimeError as e:
             raise UserInputError(
-                f"generator weights do not fit a {self.name} generator with latent_dim={self.config.latent_dim}, "
+                f"generator weights do not fit a {self.name} generator with "
+                f"latent_dim={self.config.latent_dim}, "
                 f"generator_width={self.config.generator_width}: {str(e).splitlines()[0]}"
             ) from None
 
 
 class AdversarialSynthesizer(OnlineSynthesizer):
-    """Base of the adversarial backends (ZSKT, DFAD): the generator maximises a student-teacher
-    discrepancy against the real student, plus the class-balance term on BN-less teachers.
-    Subclasses implement :meth:`discrepancy`."""
+    """Base of the adversarial backends (ZSKT, DFAD).
+
+    The generator maximises a student-teacher discrepancy against the real student, plus the
+    class-balance term on BN-less teachers. Subclasses implement :meth:`discrepancy`.
+    """
 
     needs_student = True
     auto_balance = 20.0  # on BN-less teachers (OnlineConfig.balance)
@@ -297,7 +319,9 @@ class AdversarialSynthesizer(OnlineSynthesizer):
         """The disagreement the generator maximises (a scalar; logits ``(B, K)``)."""
         raise NotImplementedError
 
-    def objective(self, images: torch.Tensor, student: nn.Module | None) -> dict[str, tuple[float, torch.Tensor]]:
+    def objective(
+        self, images: torch.Tensor, student: nn.Module | None
+    ) -> dict[str, tuple[float, torch.Tensor]]:
         """``-discrepancy(S(x), T(x))`` (weight ``adv_weight``) and the class-balance term."""
         student = self.check_student(student)
         t_logits = self.teacher(images)

@@ -108,7 +108,10 @@ class ZeroQ(Synthesizer):
         self.inputs = x.requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.inputs], lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+            self.optimizer,
+            mode="min",
+            factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience,
             min_lr=cfg.min_lr,
         )
         self.iteration = 0

@@ -31,9 +31,14 @@ from .online import AdversarialSynthesizer, OnlineConfig
 __all__ = ["ZSKT", "ZSKTConfig", "AttentionKD", "resolution_blocks", "matched_blocks"]
 
 
-def resolution_blocks(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[tuple[int, int], nn.Module]:
-    """``{(H, W): module}``: for each spatial size a 4-D output takes (H * W > 1), the last module
-    (in execution order) whose output has it. The model's mode and state are left unchanged."""
+def resolution_blocks(
+    model: nn.Module, input_shape: tuple[int, int, int]
+) -> dict[tuple[int, int], nn.Module]:
+    """``{(H, W): module}``: for each spatial size of a 4-D output, the last module producing it.
+
+    Only sizes with H * W > 1 count; "last" is in execution order. The model's mode and state are
+    left unchanged.
+    """
     order: list[tuple[tuple[int, int], nn.Module]] = []
 
     def hook(module: nn.Module, inputs: object, output: object) -> None:
@@ -76,7 +81,9 @@ class AttentionKD:
         temperature: KL temperature (1 in the paper).
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], beta: float = 250.0, temperature: float = 1.0) -> None:
+    def __init__(
+        self, input_shape: tuple[int, int, int], beta: float = 250.0, temperature: float = 1.0
+    ) -> None:
         self.input_shape = input_shape
         self.beta = beta
         self.temperature = temperature
@@ -121,7 +128,9 @@ class ZSKTConfig(OnlineConfig):
     def validate(self) -> None:  # noqa: D102
         super().validate()
         if self.at_beta < 0 and self.at_beta != -1.0:
-            raise UserInputError(f"at_beta must be >= 0 (or -1: the paper's 250 scaled to the input size), got {self.at_beta}")
+            raise UserInputError(
+                f"at_beta must be >= 0 (or -1: the paper's 250 scaled to the input size), got {self.at_beta}"
+            )
 
 
 @register
@@ -137,9 +146,18 @@ class ZSKT(AdversarialSynthesizer):
     # 30 epochs: ZSKT's student was still improving at 15 (resnet8_digits 90.2%, lenet5_digits 93.9% of
     # the teacher, before the class-balance term); at 30: 96.4% and 95.6%, within the 15-minute budget.
     kd_defaults = {
-        "epochs": 30, "steps_per_epoch": 100, "batch_size": 64, "g_steps": 1, "kd_steps": 10, "optimizer": "adam",
-        "lr": 2e-3, "weight_decay": 0.0, "temperature": 1.0, "grad_clip": 5.0, "augment": True,
-    }  # fmt: skip
+        "epochs": 30,
+        "steps_per_epoch": 100,
+        "batch_size": 64,
+        "g_steps": 1,
+        "kd_steps": 10,
+        "optimizer": "adam",
+        "lr": 2e-3,
+        "weight_decay": 0.0,
+        "temperature": 1.0,
+        "grad_clip": 5.0,
+        "augment": True,
+    }
     config: ZSKTConfig
 
     def discrepancy(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

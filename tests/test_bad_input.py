@@ -40,7 +40,9 @@ def fx(tmp_path_factory):
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in root.rglob("*")}
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in root.rglob("*")
+    }
 
 
 @pytest.mark.parametrize("what, args, expected", CASES, ids=[c[0] for c in CASES])
@@ -58,16 +60,28 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(fx, what, args, expect
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args], env=env, capture_output=True, text=True
+    )
 
 
 def test_real_processes_print_one_line_and_no_traceback(fx):
     before = _snapshot(fx)
     # one real process (a python start costs seconds); CliRunner covers every case above
     for args, expected in (
-        (["distill", "--teacher", f"{fx}/cards/pickled.json", "--data", f"{fx}/ds/good", "--out", f"{fx}/out/corrupt_ckpt"],
-         "Pass --trust-checkpoint if you trust its source"),
-    ):  # fmt: skip
+        (
+            [
+                "distill",
+                "--teacher",
+                f"{fx}/cards/pickled.json",
+                "--data",
+                f"{fx}/ds/good",
+                "--out",
+                f"{fx}/out/corrupt_ckpt",
+            ],
+            "Pass --trust-checkpoint if you trust its source",
+        ),
+    ):
         r = _run_cli(*args)
         assert r.returncode == 2 and r.stdout == "", r.stderr
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
@@ -78,7 +92,16 @@ def test_real_processes_print_one_line_and_no_traceback(fx):
 def test_trust_checkpoint_loads_a_pickled_model(fx):
     # a hand-written card names no data (no "trained_on"): the digits it was trained on are given explicitly
     r = CliRunner().invoke(
-        cli, ["evaluate", "--model", f"{fx}/cards/pickled.json", "--trust-checkpoint", "--json", "--data", "digits"]
+        cli,
+        [
+            "evaluate",
+            "--model",
+            f"{fx}/cards/pickled.json",
+            "--trust-checkpoint",
+            "--json",
+            "--data",
+            "digits",
+        ],
     )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["num_samples"] == 360
@@ -88,8 +111,12 @@ def test_trust_checkpoint_loads_a_pickled_model(fx):
 
 _INTS = st.sampled_from(["-1", "0", "1", "2", "3", "x", "", "1.5", "99999999999999999999999"])
 _FLOATS = st.sampled_from(["-1", "0", "1e-3", "0.1", "1e30", "nan", "inf", "x", ""])
-_WORDS = st.sampled_from(["", "x", "resnet8_digits", "lenet5_digits", "deepinversion", "lenet5", "a:b", "..", "/"])
-_SET_KEYS = st.sampled_from(["bn_weight", "iterations", "batch_size", "lr", "jitter", "flip", "beta1", "warmup", "nope"])
+_WORDS = st.sampled_from(
+    ["", "x", "resnet8_digits", "lenet5_digits", "deepinversion", "lenet5", "a:b", "..", "/"]
+)
+_SET_KEYS = st.sampled_from(
+    ["bn_weight", "iterations", "batch_size", "lr", "jitter", "flip", "beta1", "warmup", "nope"]
+)
 _OPTIONS = {
     "--num-images": st.sampled_from(["-1", "0", "1", "2", "3", "x"]),
     "--batch-size": _INTS,
@@ -105,7 +132,9 @@ _OPTIONS = {
     "--student": _WORDS,
     "--method": _WORDS,
     "--device": st.sampled_from(["cpu", "cuda", "cuda:7", "tpu", "", "meta"]),
-    "--set": st.builds(lambda k, v: f"{k}={v}", _SET_KEYS, st.sampled_from(["1", "0", "-1", "x", "nan", "true", "0.5"])),
+    "--set": st.builds(
+        lambda k, v: f"{k}={v}", _SET_KEYS, st.sampled_from(["1", "0", "-1", "x", "nan", "true", "0.5"])
+    ),
     "--format": st.sampled_from(["npz", "imagefolder", "tiff"]),
 }
 _counter = itertools.count()
@@ -120,21 +149,51 @@ def _command_lines(draw):
 
 
 @given(line=_command_lines(), out_kind=st.sampled_from(["new", "dataset", "foreign"]))
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_random_command_lines_never_crash(fx, line, out_kind):
     cmd, args = line
-    out = {"new": fx / "fuzz" / str(next(_counter)), "dataset": fx / "ds" / "good", "foreign": fx / "out" / "foreign"}
+    out = {
+        "new": fx / "fuzz" / str(next(_counter)),
+        "dataset": fx / "ds" / "good",
+        "foreign": fx / "out" / "foreign",
+    }
     base = {
         "synthesize": ["--out", str(out[out_kind]), "-n", "2", "--iterations", "1", "--batch-size", "2"],
-        "distill": ["--out", str(out[out_kind]), "--data", str(fx / "ds" / "good"), "--epochs", "1", "--steps-per-epoch", "1"],
-        "compress": ["--out", str(out[out_kind]), "-n", "2", "--iterations", "1", "--epochs", "1", "--steps-per-epoch", "1",
-                     "--no-baseline", "--kd-batch-size", "4"],  # fmt: skip
+        "distill": [
+            "--out",
+            str(out[out_kind]),
+            "--data",
+            str(fx / "ds" / "good"),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+        ],
+        "compress": [
+            "--out",
+            str(out[out_kind]),
+            "-n",
+            "2",
+            "--iterations",
+            "1",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--no-baseline",
+            "--kd-batch-size",
+            "4",
+        ],  # fmt: skip
         "evaluate": ["--model", "resnet8_digits"],
         "export": [str(fx / "ds" / "good"), "--out", str(out["new"]) + ".npz", "--format", "npz"],
     }[cmd]
     if cmd == "export":
         args = [a for a in args if a not in _OPTIONS or a == "--format"]
-    r = CliRunner().invoke(cli, [cmd, *base, "-q", *args] if cmd not in ("evaluate", "export") else [cmd, *base, *args])
+    r = CliRunner().invoke(
+        cli, [cmd, *base, "-q", *args] if cmd not in ("evaluate", "export") else [cmd, *base, *args]
+    )
     assert r.exception is None or isinstance(r.exception, SystemExit), (args, repr(r.exception), r.output)
     assert r.exit_code in ALLOWED, (cmd, args, r.output)
     assert "Traceback" not in r.output
@@ -147,12 +206,25 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=6,
 )
-_GOOD_CARD = {"arch": "lenet5", "weights": "lenet5.pt", "num_classes": 10, "input_shape": [1, 16, 16], "mean": [0.3], "std": [0.3]}
+_GOOD_CARD = {
+    "arch": "lenet5",
+    "weights": "lenet5.pt",
+    "num_classes": 10,
+    "input_shape": [1, 16, 16],
+    "mean": [0.3],
+    "std": [0.3],
+}
 _CARD_VALUES = {
-    "arch": st.sampled_from(["lenet5", "resnet8", "nosuch", "os:getcwd", "json:loads", "raises.py:build", "x.py:f", ":"]),
-    "weights": st.sampled_from(["lenet5.pt", "resnet8.pt", "truncated.pt", "pickled.pt", "garbage.safetensors", "", "."]),
+    "arch": st.sampled_from(
+        ["lenet5", "resnet8", "nosuch", "os:getcwd", "json:loads", "raises.py:build", "x.py:f", ":"]
+    ),
+    "weights": st.sampled_from(
+        ["lenet5.pt", "resnet8.pt", "truncated.pt", "pickled.pt", "garbage.safetensors", "", "."]
+    ),
     "num_classes": st.sampled_from([10, 0, -1, 3, True, "10", 10.0]),
-    "input_shape": st.sampled_from([[1, 16, 16], [1, 16], [0, 16, 16], [3, 32, 32], [1, 16, True], "1,16,16"]),
+    "input_shape": st.sampled_from(
+        [[1, 16, 16], [1, 16], [0, 16, 16], [3, 32, 32], [1, 16, True], "1,16,16"]
+    ),
     "mean": st.sampled_from([[0.3], [], [0.3, 0.3], ["a"], [float("nan")]]),
     "std": st.sampled_from([[0.3], [0.0], [-1.0], [float("inf")]]),
     "arch_kwargs": st.sampled_from([{}, {"width": 2}, [], {"num_classes": 3}]),
@@ -168,7 +240,9 @@ _CARD_VALUES = {
     junk=st.dictionaries(st.text(min_size=1, max_size=5), _JSON, max_size=2),
     command=st.sampled_from(["evaluate", "synthesize"]),
 )
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_random_cards_never_crash(fx, changes, drop, junk, command):
     card = {**_GOOD_CARD, **junk, **changes}
     for k in drop:
@@ -178,7 +252,17 @@ def test_random_cards_never_crash(fx, changes, drop, junk, command):
     if command == "evaluate":
         args = ["evaluate", "--model", str(path)]
     else:
-        args = ["synthesize", "--teacher", str(path), "-n", "1", "--iterations", "1", "--out", str(fx / "fuzz" / path.stem)]
+        args = [
+            "synthesize",
+            "--teacher",
+            str(path),
+            "-n",
+            "1",
+            "--iterations",
+            "1",
+            "--out",
+            str(fx / "fuzz" / path.stem),
+        ]
     r = CliRunner().invoke(cli, [*args, "--device", "cpu"])
     assert r.exception is None or isinstance(r.exception, SystemExit), (card, repr(r.exception), r.output)
     assert r.exit_code in ALLOWED, (card, r.output)

@@ -11,7 +11,14 @@ from tests.conftest import CUSTOM_CARD
 
 
 def _card(tmp_path, **fields):
-    d = {"arch": "lenet5", "weights": "w.pt", "num_classes": 10, "input_shape": [1, 16, 16], "mean": [0.3], "std": [0.3]}
+    d = {
+        "arch": "lenet5",
+        "weights": "w.pt",
+        "num_classes": 10,
+        "input_shape": [1, 16, 16],
+        "mean": [0.3],
+        "std": [0.3],
+    }
     d.update(fields)
     p = tmp_path / "card.json"
     p.write_text(json.dumps(d))
@@ -33,14 +40,32 @@ def test_registry_arch_from_state_dict_pt(tmp_path):
 
 def test_torchvision_arch(tmp_path):
     torch.save(create_model("torchvision:squeezenet1_1", 4, 3).state_dict(), tmp_path / "w.pt")
-    lm = load_model(_card(tmp_path, arch="torchvision:squeezenet1_1", num_classes=4, input_shape=[3, 32, 32], mean=[0.5] * 3, std=[0.5] * 3))
+    lm = load_model(
+        _card(
+            tmp_path,
+            arch="torchvision:squeezenet1_1",
+            num_classes=4,
+            input_shape=[3, 32, 32],
+            mean=[0.5] * 3,
+            std=[0.5] * 3,
+        )
+    )
     assert lm.model(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
 
 
 def test_module_callable_arch(tmp_path):
     torch.save(create_model("resnet8_half", 3, 3).state_dict(), tmp_path / "w.pt")
     # datafree.models.resnet:resnet8_half is importable as package.module:callable (3 input channels default)
-    lm = load_model(_card(tmp_path, arch="datafree.models.resnet:resnet8_half", num_classes=3, input_shape=[3, 8, 8], mean=[0.0] * 3, std=[1.0] * 3))
+    lm = load_model(
+        _card(
+            tmp_path,
+            arch="datafree.models.resnet:resnet8_half",
+            num_classes=3,
+            input_shape=[3, 8, 8],
+            mean=[0.0] * 3,
+            std=[1.0] * 3,
+        )
+    )
     assert lm.model(torch.zeros(2, 3, 8, 8)).shape == (2, 3)
 
 

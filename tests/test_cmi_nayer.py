@@ -171,8 +171,25 @@ def test_cli_synthesize_compress_and_pool_distill(run, tmp_path):
         "-q",
     )
     assert r.exit_code == 0, r.output
-    args = ["compress", "--method", "nayer", "-n", "16", "--iterations", "2", "--set", "batch_size=8",
-            "--epochs", "1", "--steps-per-epoch", "2", "--kd-batch-size", "8", "--no-baseline", "-q"]  # fmt: skip
+    args = [
+        "compress",
+        "--method",
+        "nayer",
+        "-n",
+        "16",
+        "--iterations",
+        "2",
+        "--set",
+        "batch_size=8",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--kd-batch-size",
+        "8",
+        "--no-baseline",
+        "-q",
+    ]
     r = run(*args, "-o", tmp_path / "c")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "c" / "report.json").read_text())["method"] == "nayer"

@@ -13,9 +13,19 @@ KD1 = ["--epochs", "1", "--steps-per-epoch", "2", "--kd-batch-size", "8"]
 
 
 def _distill_cfg(tmp_path, **extra):
-    cfg = {"method": "deepinversion", "num-images": 8, "epochs": 1, "steps_per_epoch": 2, "kd-batch-size": 8,
-           "set": {"iterations": 1, "warmup": 1, "batch_size": 8}, "kd": {"weight_decay": 0.0, "grad_clip": 5},
-           "momentum": 0.5, "hard-label-weight": 0.25, "quiet": True, **extra}  # fmt: skip
+    cfg = {
+        "method": "deepinversion",
+        "num-images": 8,
+        "epochs": 1,
+        "steps_per_epoch": 2,
+        "kd-batch-size": 8,
+        "set": {"iterations": 1, "warmup": 1, "batch_size": 8},
+        "kd": {"weight_decay": 0.0, "grad_clip": 5},
+        "momentum": 0.5,
+        "hard-label-weight": 0.25,
+        "quiet": True,
+        **extra,
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -81,11 +91,23 @@ def test_evaluate_and_compress_take_a_config(run, tmp_path):
     (tmp_path / "e.yaml").write_text("model: resnet8_digits\njson: true\nbatch-size: 100\n")
     r = run("evaluate", "--config", tmp_path / "e.yaml")
     assert r.exit_code == 0 and json.loads(r.output)["num_samples"] == 360
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
-        "out": str(tmp_path / "c"), "num-images": 8, "epochs": 1, "steps-per-epoch": 1, "kd-batch-size": 8,
-        "no-baseline": True, "iterations": 1, "set": ["warmup=1", "batch_size=8"], "optimizer": "adam", "lr": 0.001,
-        "quiet": True,
-    }))  # fmt: skip
+    (tmp_path / "c.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "out": str(tmp_path / "c"),
+                "num-images": 8,
+                "epochs": 1,
+                "steps-per-epoch": 1,
+                "kd-batch-size": 8,
+                "no-baseline": True,
+                "iterations": 1,
+                "set": ["warmup=1", "batch_size=8"],
+                "optimizer": "adam",
+                "lr": 0.001,
+                "quiet": True,
+            }
+        )
+    )
     r = run("compress", "--config", tmp_path / "c.yaml")
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "c" / "report.json").read_text())
@@ -103,9 +125,36 @@ def test_parse_kd_types_every_field():
 
 
 def test_prune_takes_kd_options(run, tmp_path):
-    r = run("prune", "--model", "resnet8_digits", "--ratio", "0.5", "--method", "deepinversion", "-n", 8,
-            "--epochs", 1, "--steps-per-epoch", 1, "--kd-batch-size", 8, "--weight-decay", 0, "--kd", "temperature=2",
-            "--set", "iterations=1", "--set", "warmup=1", "--set", "batch_size=8", "--out", tmp_path / "p", "-q")  # fmt: skip
+    r = run(
+        "prune",
+        "--model",
+        "resnet8_digits",
+        "--ratio",
+        "0.5",
+        "--method",
+        "deepinversion",
+        "-n",
+        8,
+        "--epochs",
+        1,
+        "--steps-per-epoch",
+        1,
+        "--kd-batch-size",
+        8,
+        "--weight-decay",
+        0,
+        "--kd",
+        "temperature=2",
+        "--set",
+        "iterations=1",
+        "--set",
+        "warmup=1",
+        "--set",
+        "batch_size=8",
+        "--out",
+        tmp_path / "p",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "p" / "report.json").read_text())
     assert rep["kd"]["weight_decay"] == 0 and rep["kd"]["temperature"] == 2.0

@@ -1,4 +1,7 @@
-"""datafree deploy: ONNX (fp32, pruned, QDQ int8) verified in ONNX Runtime, .pt2, evaluate on the deployed file."""
+"""Datafree deploy: ONNX (fp32, pruned, QDQ int8) verified in ONNX Runtime, .pt2.
+
+Also evaluate on the deployed file.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,12 @@ def w8a8_onnx(tmp_path_factory):
     from datafree.quant import QuantConfig, QuantizeJob, quantize
 
     d = tmp_path_factory.mktemp("q")
-    rep = quantize("resnet8_digits", QuantConfig(8, 8), QuantizeJob("noise", calib_images=16, latency_repeats=0), out_dir=d / "q")
+    rep = quantize(
+        "resnet8_digits",
+        QuantConfig(8, 8),
+        QuantizeJob("noise", calib_images=16, latency_repeats=0),
+        out_dir=d / "q",
+    )
     r = _run("deploy", "--model", d / "q", "--out", d / "q.onnx")
     assert r.exit_code == 0, r.output
     return d / "q.onnx", rep, r.output
@@ -75,10 +83,19 @@ def test_w8a8_exports_as_qdq_that_ort_runs_with_int8_kernels(w8a8_onnx, tmp_path
     int8_weights = [t for t in inits.values() if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
     assert len(int8_weights) == 9  # every conv weight stored as int8
     # per-channel: a DequantizeLinear of a 4-D int8 weight has one scale per output channel
-    per_channel = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
-                   and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 4]  # fmt: skip
-    assert per_channel and all(onnx.numpy_helper.to_array(inits[n.input[1]]).shape == (inits[n.input[0]].dims[0],)
-                               for n in per_channel if n.input[1] in inits)  # fmt: skip
+    per_channel = [
+        n
+        for n in graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in inits
+        and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+        and len(inits[n.input[0]].dims) == 4
+    ]
+    assert per_channel and all(
+        onnx.numpy_helper.to_array(inits[n.input[1]]).shape == (inits[n.input[0]].dims[0],)
+        for n in per_channel
+        if n.input[1] in inits
+    )
     # ONNX Runtime fuses the QDQ pairs into integer kernels
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "opt.onnx")
@@ -129,7 +146,12 @@ def test_low_bit_models_are_refused_for_qdq(tmp_path):
     from datafree.deploy import deploy
     from datafree.quant import QuantConfig, QuantizeJob, quantize
 
-    quantize("resnet8_digits", QuantConfig(4, 8), QuantizeJob("noise", calib_images=8, latency_repeats=0), out_dir=tmp_path / "q4")
+    quantize(
+        "resnet8_digits",
+        QuantConfig(4, 8),
+        QuantizeJob("noise", calib_images=8, latency_repeats=0),
+        out_dir=tmp_path / "q4",
+    )
     with pytest.raises(UserInputError, match="needs 8-bit weights"):
         deploy(tmp_path / "q4", tmp_path / "q4.onnx")
 

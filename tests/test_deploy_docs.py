@@ -1,4 +1,7 @@
-"""docs/deploy.md's snippets run without datafree; calibration exports (npy, normalised npz) and quantize --calib."""
+"""docs/deploy.md's snippets run without datafree.
+
+Also calibration exports (npy, normalised npz) and quantize --calib.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from tests.conftest import teacher_labelled_dataset
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "deploy.md"
 
-# Runs first in the snippet's interpreter: datafree (and the repo's other top-level modules) cannot be imported.
+# Runs first in the snippet's interpreter: datafree (and the repo's other top-level modules)
+# cannot be imported.
 _NO_DATAFREE = """
 import sys
 class _NoDatafree:
@@ -58,7 +62,9 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("fmt", ["onnx", pytest.param("pt2", marks=pytest.mark.slow)])  # pt2: a torch subprocess
+@pytest.mark.parametrize(
+    "fmt", ["onnx", pytest.param("pt2", marks=pytest.mark.slow)]
+)  # pt2: a torch subprocess
 def test_loading_snippets_run_without_datafree(fmt, tmp_path):
     pytest.importorskip("onnxruntime")
     from datafree.deploy import deploy
@@ -99,7 +105,8 @@ def test_exports_record_the_input_spec_and_normalise(dataset, tmp_path, bn_teach
         assert np.allclose(z["mean"], bn_teacher.card.mean) and np.allclose(z["std"], bn_teacher.card.std)
     with np.load(tmp_path / "n.npz") as z:
         assert z["normalized"] and z["images"].dtype == np.float32 and z["images"].shape == (32, 1, 16, 16)
-        # the normalised export is made from the float images: off the uint8 pixels by half a grey level at most
+        # the normalised export is made from the float images:
+        # off the uint8 pixels by half a grey level at most
         atol = 0.5 / 255 / min(bn_teacher.card.std) + 1e-5
         torch.testing.assert_close(torch.from_numpy(z["images"]), expected, atol=atol, rtol=0)
     npy = np.load(tmp_path / "c.npy")
@@ -122,8 +129,12 @@ def test_quantize_calib_accepts_npz_and_imagefolder(dataset, tmp_path, bn_teache
     from_tree = calibration_images(bn_teacher, tmp_path / "tree", 64)
     assert from_norm.shape == from_pixels.shape == from_tree.shape == (32, 1, 16, 16)
     atol = 0.5 / 255 / min(bn_teacher.card.std) + 1e-5  # uint8 pixels vs float images
-    torch.testing.assert_close(from_norm.sum((1, 2, 3)).sort().values, from_pixels.sum((1, 2, 3)).sort().values,
-                               atol=atol * 256, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        from_norm.sum((1, 2, 3)).sort().values,
+        from_pixels.sum((1, 2, 3)).sort().values,
+        atol=atol * 256,
+        rtol=0,
+    )
     # normalised for another model's mean/std: refused, not silently mis-scaled
     other = load_model("lenet5_digits")
     if other.card.mean != bn_teacher.card.mean or other.card.std != bn_teacher.card.std:

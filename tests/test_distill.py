@@ -34,7 +34,9 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, bn_teacher):
         distill(bn_teacher.model, _student(), _Boom(images, 9), cfg, checkpoint_dir=tmp_path / "b")
     resumed = distill(bn_teacher.model, _student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "b")
     assert resumed.resumed_from_epoch == 2
-    for (k, a), b in zip(ref.student.state_dict().items(), resumed.student.state_dict().values(), strict=True):
+    for (k, a), b in zip(
+        ref.student.state_dict().items(), resumed.student.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(a, b, msg=k)
 
 
@@ -42,9 +44,21 @@ def test_other_settings_refuse_to_resume(tmp_path, bn_teacher):
     from datafree.errors import UserInputError
 
     images = NoiseSource(32, bn_teacher.card).images
-    distill(bn_teacher.model, _student(), TensorSource(images), KDConfig(epochs=1, steps_per_epoch=1, batch_size=8), checkpoint_dir=tmp_path)
+    distill(
+        bn_teacher.model,
+        _student(),
+        TensorSource(images),
+        KDConfig(epochs=1, steps_per_epoch=1, batch_size=8),
+        checkpoint_dir=tmp_path,
+    )
     with pytest.raises(UserInputError, match="other settings"):
-        distill(bn_teacher.model, _student(), TensorSource(images), KDConfig(epochs=2, steps_per_epoch=1, batch_size=8), checkpoint_dir=tmp_path)
+        distill(
+            bn_teacher.model,
+            _student(),
+            TensorSource(images),
+            KDConfig(epochs=2, steps_per_epoch=1, batch_size=8),
+            checkpoint_dir=tmp_path,
+        )
 
 
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, bn_teacher):
@@ -54,7 +68,9 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, bn_tea
         distill(bn_teacher.model, _student(), TensorSource(images), cfg, checkpoint_dir=tmp_path)
 
 
-@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": -1}, {"lr": float("nan")}, {"optimizer": "rmsprop"}])
+@pytest.mark.parametrize(
+    "bad", [{"epochs": 0}, {"batch_size": -1}, {"lr": float("nan")}, {"optimizer": "rmsprop"}]
+)
 def test_bad_kd_config(bad):
     from datafree.errors import UserInputError
 

@@ -22,7 +22,19 @@ from datafree.sources import TensorSource
 from tests.conftest import real_digits_dataset
 
 WORLD = 2
-SYNTH = ["--num-images", "9", "--batch-size", "2", "--iterations", "3", "--set", "warmup=1", "--seed", "5", "-q"]
+SYNTH = [
+    "--num-images",
+    "9",
+    "--batch-size",
+    "2",
+    "--iterations",
+    "3",
+    "--set",
+    "warmup=1",
+    "--seed",
+    "5",
+    "-q",
+]
 KD = ["--epochs", "10", "--steps-per-epoch", "10", "--kd-batch-size", "32", "--lr", "0.1", "-q"]
 
 
@@ -45,7 +57,10 @@ def test_local_slices_partition_a_batch():
     for n in (1, 7, 32):
         parts = [torch.arange(n)[local_slice(n, r, 3)] for r in range(3)]
         assert torch.equal(torch.cat(parts), torch.arange(n))
-    a, b = TensorSource(torch.arange(10.0)[:, None], seed=3), TensorSource(torch.arange(10.0)[:, None], seed=3)
+    a, b = (
+        TensorSource(torch.arange(10.0)[:, None], seed=3),
+        TensorSource(torch.arange(10.0)[:, None], seed=3),
+    )
     whole = TensorSource(torch.arange(10.0)[:, None], seed=3)
     for _ in range(4):  # crosses an epoch boundary of the permutation
         got = torch.cat([a.next_batch_for_rank(6, 0, 2), b.next_batch_for_rank(6, 1, 2)])
@@ -85,14 +100,33 @@ def test_two_ranks_synthesize_the_one_process_dataset_and_distill_as_well(tmp_pa
 
 
 def test_two_ranks_synthesize_with_the_persistent_state_backends(tmp_path):
-    """cmi (memory bank) and nayer (persistent generator) keep per-process state across shards:
-    under torchrun each rank has its own, and the ranks still write one complete dataset."""
+    """Cmi (memory bank) and nayer (persistent generator) keep per-process state across shards.
+
+    Under torchrun each rank has its own, and the ranks still write one complete dataset.
+    """
     tiny = {"cmi": "negatives=4", "nayer": "group_size=2"}
     jobs = [
-        (m, ["synthesize", "--method", m, "--out", str(tmp_path / m), "--num-images", "9", "--batch-size", "2",
-             "--iterations", "2", "--set", opt, "-q"])
+        (
+            m,
+            [
+                "synthesize",
+                "--method",
+                m,
+                "--out",
+                str(tmp_path / m),
+                "--num-images",
+                "9",
+                "--batch-size",
+                "2",
+                "--iterations",
+                "2",
+                "--set",
+                opt,
+                "-q",
+            ],
+        )
         for m, opt in tiny.items()
-    ]  # fmt: skip
+    ]
     _spawn(tmp_path, jobs)
     for m in tiny:
         ds = SyntheticDataset.open(tmp_path / m)

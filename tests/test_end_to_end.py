@@ -1,5 +1,8 @@
-"""Small end-to-end runs: a student distilled from synthetic data alone clearly beats chance (and
-noise) on real held-out digits. Budgets are tiny; the full-size figures come from bench/."""
+"""Small end-to-end runs: a student distilled from synthetic data alone clearly beats chance.
+
+It beats chance (and noise) on real held-out digits. Budgets are tiny; the full-size figures come
+from bench/.
+"""
 
 import pytest
 import torch
@@ -11,7 +14,9 @@ from datafree.synthesis import synthesize_dataset
 
 
 def test_deepinversion_student_beats_chance_and_noise(tmp_path, bn_teacher):
-    ds = synthesize_dataset(bn_teacher, "deepinversion", tmp_path / "ds", 256, batch_size=128, iterations=60, warmup=6)
+    ds = synthesize_dataset(
+        bn_teacher, "deepinversion", tmp_path / "ds", 256, batch_size=128, iterations=60, warmup=6
+    )
     kd = KDConfig(epochs=6, steps_per_epoch=20, batch_size=64)
     syn = distill_to_dir(bn_teacher, DatasetSource(ds.root, bn_teacher.card), tmp_path / "s", kd=kd)
     noise = distill_to_dir(bn_teacher, NoiseSource(256, bn_teacher.card), tmp_path / "n", kd=kd, save=False)

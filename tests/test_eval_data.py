@@ -1,5 +1,8 @@
-"""Evaluation on the user's data (issue 12, item 5): every form, label mapping, top-5, agreement,
-``--eval-data`` through the pipeline, and one-line exit-2 errors for bad input."""
+"""Evaluation on the user's data (issue 12, item 5).
+
+Every form, label mapping, top-5, agreement, ``--eval-data`` through the pipeline, and one-line
+exit-2 errors for bad input.
+"""
 
 from __future__ import annotations
 
@@ -101,7 +104,7 @@ def test_mixed_sizes_rgb_are_converted_to_the_card(tmp_path, bn_teacher):
 
 
 def _cifar_root(root: Path, kind: str, n: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """torchvision's on-disk layout with random pixels; returns (images NHWC uint8, labels)."""
+    """Torchvision's on-disk layout with random pixels; returns (images NHWC uint8, labels)."""
     rng = np.random.default_rng(seed)
     k, folder, file, key = (10, "cifar-10-batches-py", "test_batch", "labels") if kind == "cifar10" else (
         100, "cifar-100-python", "test", "fine_labels")  # fmt: skip
@@ -128,8 +131,15 @@ def test_cifar10_layout_matches_manual_top1_top5(tmp_path, rgb32):
 def test_cifar100_layout(tmp_path):
     torch.manual_seed(0)
     model = create_model("resnet8", 100, 3)
-    save_model(model, tmp_path / "m", arch="resnet8", num_classes=100, input_shape=[3, 32, 32], mean=[0.5] * 3,
-               std=[0.25] * 3)  # fmt: skip
+    save_model(
+        model,
+        tmp_path / "m",
+        arch="resnet8",
+        num_classes=100,
+        input_shape=[3, 32, 32],
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+    )
     imgs, labels = _cifar_root(tmp_path / "c", "cifar100")
     lm = load_model(tmp_path / "m")
     r = evaluate(lm, f"cifar100:{tmp_path / 'c'}")
@@ -239,8 +249,18 @@ def test_compress_report_measures_on_eval_data(run, tmp_path):
     imgs, labels = _digits_u8(100)
     np.savez(tmp_path / "real.npz", images=imgs, labels=labels)
     out = tmp_path / "c"
-    r = run("compress", "--out", out, "--num-images", 16, *KD1, "--no-baseline", "--eval-data", tmp_path / "real.npz",
-            *TINY)  # fmt: skip
+    r = run(
+        "compress",
+        "--out",
+        out,
+        "--num-images",
+        16,
+        *KD1,
+        "--no-baseline",
+        "--eval-data",
+        tmp_path / "real.npz",
+        *TINY,
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["eval_data"] == str(tmp_path / "real.npz") and rep["student"]["eval_data"] == str(
@@ -259,8 +279,18 @@ def test_compress_of_a_teacher_without_data_claims_nothing(run, tmp_path, bn_tea
     card["weights"] = str(bn_teacher.card.weights_path())
     (tmp_path / "t.json").write_text(json.dumps(card))
     out = tmp_path / "c"
-    r = run("compress", "--teacher", tmp_path / "t.json", "--out", out, "--num-images", 16, *KD1, "--no-baseline",
-            *TINY)  # fmt: skip
+    r = run(
+        "compress",
+        "--teacher",
+        tmp_path / "t.json",
+        "--out",
+        out,
+        "--num-images",
+        16,
+        *KD1,
+        "--no-baseline",
+        *TINY,
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert (

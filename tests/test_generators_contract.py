@@ -1,5 +1,8 @@
-"""One contract for every registered backend (STYLE.md rule 4): shapes, finite values, valid pixel
-range after Normalizer.inverse, same seed -> same images, a few steps lower the objective."""
+"""One contract for every registered backend (STYLE.md rule 4).
+
+Shapes, finite values, valid pixel range after Normalizer.inverse, same seed -> same images, a few
+steps lower the objective.
+"""
 
 from __future__ import annotations
 

@@ -89,4 +89,9 @@ def test_set_batch_size_of_an_online_method_is_the_kd_batch_too(bn_teacher):
 
     p = plan(bn_teacher, method="dafl", method_options={"batch_size": "16"}, kd={"epochs": 1})
     assert p.kd.batch_size == 16 and p.synthesizer is not None and p.synthesizer.config.batch_size == 16
-    assert plan(bn_teacher, method="dafl", method_options={"batch_size": "16"}, kd={"batch_size": 8}).kd.batch_size == 8
+    assert (
+        plan(
+            bn_teacher, method="dafl", method_options={"batch_size": "16"}, kd={"batch_size": 8}
+        ).kd.batch_size
+        == 8
+    )

@@ -483,7 +483,9 @@ def test_torchvision_students_work_or_are_refused_clearly(fx, tmp_path, student,
         r = CliRunner().invoke(cli, [str(a) for a in args])
         assert r.exit_code == 0, r.output
     else:
-        _refused(args, f"student {student!r}: a forward pass of a zero batch of input_shape [1, 16, 16] failed")
+        _refused(
+            args, f"student {student!r}: a forward pass of a zero batch of input_shape [1, 16, 16] failed"
+        )
         assert not (tmp_path / "o").exists()
 
 
@@ -498,5 +500,3 @@ def test_json_helpers():
         check_int(True, "n")
     assert parse_json('{"a": [1, 2.5, "x"]}', "x") == {"a": [1, 2.5, "x"]}
     assert np.isfinite(parse_json("1e308", "x"))
-
-

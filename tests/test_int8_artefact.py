@@ -58,7 +58,10 @@ def test_saved_int8_model_reloads_bit_identical(saved, bn_teacher):
     assert lm.card.arch == bn_teacher.card.arch and lm.card.input_shape == bn_teacher.card.input_shape
     assert any("quantized_decomposed" in str(n.target) for n in lm.model.graph.nodes)
     assert _same_outputs(lm.model, int8, card.input_shape)
-    assert {p.name for p in card.path.parent.iterdir()} == {"model.json", "model.safetensors"}  # nothing pickled
+    assert {p.name for p in card.path.parent.iterdir()} == {
+        "model.json",
+        "model.safetensors",
+    }  # nothing pickled
 
 
 def test_linear_packed_params_and_pruned_models_reload(plain_teacher, bn_teacher, tmp_path):
@@ -92,12 +95,21 @@ def test_tampered_weights_fail_the_sha256_check(saved, run, tmp_path):
     [
         ({"int8": None}, "has no 'int8' field"),
         ({"int8": True}, "must be an object"),
-        ({"int8": {"engine": "qnnpack", "flow": "pt2e", "keep_last_float": True}}, "int8 engine \"qnnpack\" is not supported"),
-        ({"int8": {"engine": "x86", "flow": "fx", "keep_last_float": True}}, "FX flow of an earlier datafree"),
-        ({"int8": {"engine": "x86", "flow": "pt2e", "keep_last_float": "yes"}}, "keep_last_float \"yes\""),
+        (
+            {"int8": {"engine": "qnnpack", "flow": "pt2e", "keep_last_float": True}},
+            'int8 engine "qnnpack" is not supported',
+        ),
+        (
+            {"int8": {"engine": "x86", "flow": "fx", "keep_last_float": True}},
+            "FX flow of an earlier datafree",
+        ),
+        ({"int8": {"engine": "x86", "flow": "pt2e", "keep_last_float": "yes"}}, 'keep_last_float "yes"'),
         ({"int8": {"engine": "x86", "keep_last_float": True}}, "lacks 'flow'"),
         ({"int8": {"engine": "x86", "flow": "pt2e", "keep_last_float": True, "bits": 4}}, "unknown key"),
-        ({"int8": {"engine": "x86", "flow": "pt2e", "keep_last_float": False}}, "does not match the int8 graph"),
+        (
+            {"int8": {"engine": "x86", "flow": "pt2e", "keep_last_float": False}},
+            "does not match the int8 graph",
+        ),
         ({"arch": "resnet8_half"}, "does not match the int8 graph of arch 'resnet8_half'"),
     ],
 )

@@ -23,28 +23,66 @@ PACKAGES = ("datafree", "generators")
 # Lowest first. A pattern names a module (``datafree.cards``) or a package and everything in it
 # (``datafree.models*``); an exact name wins over a pattern.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", (
-        "datafree.errors", "datafree.registry", "datafree.progress", "datafree.utils", "datafree.distributed",
-        "datafree.normalize", "datafree.stats", "datafree.resume", "datafree.metrics", "datafree.precision", "datafree.validate",
-        "datafree.quality",
-    )),
-    ("losses, hooks, io, models", (
-        "datafree.losses", "datafree.generator_losses", "datafree.hooks", "datafree.augment",
-        "datafree.models*", "datafree.reshape", "datafree.cards", "datafree.dataset", "datafree.data*",
-        "datafree.evaluate",
-        "datafree.profile", "datafree.train", "datafree.quant.fakequant", "datafree.quant.fold",
-        "datafree.quant.calibration", "datafree.quant.qmodel", "datafree.quant.int8",
-        "datafree.quant.int8_artefact", "datafree.checkpoints", "datafree.card_maker",
-        "datafree.rules", "datafree.plot",
-    )),
+    (
+        "core",
+        (
+            "datafree.errors",
+            "datafree.registry",
+            "datafree.progress",
+            "datafree.utils",
+            "datafree.distributed",
+            "datafree.normalize",
+            "datafree.stats",
+            "datafree.resume",
+            "datafree.metrics",
+            "datafree.precision",
+            "datafree.validate",
+            "datafree.quality",
+        ),
+    ),
+    (
+        "losses, hooks, io, models",
+        (
+            "datafree.losses",
+            "datafree.generator_losses",
+            "datafree.hooks",
+            "datafree.augment",
+            "datafree.models*",
+            "datafree.reshape",
+            "datafree.cards",
+            "datafree.dataset",
+            "datafree.data*",
+            "datafree.evaluate",
+            "datafree.profile",
+            "datafree.train",
+            "datafree.quant.fakequant",
+            "datafree.quant.fold",
+            "datafree.quant.calibration",
+            "datafree.quant.qmodel",
+            "datafree.quant.int8",
+            "datafree.quant.int8_artefact",
+            "datafree.checkpoints",
+            "datafree.card_maker",
+            "datafree.rules",
+            "datafree.plot",
+        ),
+    ),
     ("generators", ("generators*",)),
     ("kd, sources", ("datafree.distill", "datafree.sources", "datafree.synthesis")),
     ("plan", ("datafree.plan", "datafree.outputs", "datafree.online_train", "datafree.config")),
-    ("jobs", (
-        "datafree.pipeline", "datafree.deploy", "datafree.prune*", "datafree.quant", "datafree.quant.api", "datafree.quant.qat",
-    )),
+    (
+        "jobs",
+        (
+            "datafree.pipeline",
+            "datafree.deploy",
+            "datafree.prune*",
+            "datafree.quant",
+            "datafree.quant.api",
+            "datafree.quant.qat",
+        ),
+    ),
     ("front", ("cli", "datafree")),  # the command and the package's facade (datafree/__init__.py)
-]  # fmt: skip
+]
 
 
 def _modules() -> dict[str, Path]:

@@ -66,7 +66,9 @@ def test_precision_resolution_and_fp16_refused_on_cpu():
     from datafree.errors import UserInputError
 
     native = precision.cpu_has_native_bf16()
-    assert precision.resolve_precision("auto", "cpu") == ("bf16" if native and precision.AUTO_CPU_BF16 else "fp32")
+    assert precision.resolve_precision("auto", "cpu") == (
+        "bf16" if native and precision.AUTO_CPU_BF16 else "fp32"
+    )
     assert precision.resolve_precision("auto", "cpu", "kd") == "fp32"
     assert precision.resolve_precision("auto", "cpu", "generator") == "fp32"
     assert precision.resolve_precision("bf16", "cpu") == "bf16"

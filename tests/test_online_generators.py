@@ -121,7 +121,9 @@ def test_adversarial_step_keeps_the_students_bn_running_statistics(method, resne
 def test_bn_term_only_for_batchnorm_teachers(lenet, resnet):
     assert "bn" not in create_synthesizer("dafl", lenet.model, lenet.card, batch_size=8).step()
     assert "bn" in create_synthesizer("dafl", resnet.model, resnet.card, batch_size=8).step()
-    assert "bn" not in create_synthesizer("dafl", resnet.model, resnet.card, batch_size=8, bn_weight=0.0).step()
+    assert (
+        "bn" not in create_synthesizer("dafl", resnet.model, resnet.card, batch_size=8, bn_weight=0.0).step()
+    )
     synth = create_synthesizer("dfad", resnet.model, resnet.card, bn_weight=0.5, batch_size=8)
     logs = synth.step(create_model("resnet8_half", 10, 1))
     assert "bn" in logs and torch.isfinite(logs["bn"]) and logs["bn"] > 0
@@ -222,7 +224,9 @@ def test_zskt_attention_weight_is_the_papers_scaled_to_the_input(lenet):
     synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=4)
     assert tuple(lenet.card.input_shape[1:]) == (16, 16)
     assert synth.beta == 250.0 * 16 * 16 / (32 * 32) == synth.student_objective().beta
-    assert create_synthesizer("zskt", lenet.model, lenet.card, at_beta=250.0).student_objective().beta == 250.0
+    assert (
+        create_synthesizer("zskt", lenet.model, lenet.card, at_beta=250.0).student_objective().beta == 250.0
+    )
     with pytest.raises(UserInputError, match="at_beta"):
         create_synthesizer("zskt", lenet.model, lenet.card, at_beta=-2.0)
 
@@ -236,7 +240,9 @@ def test_adversarial_backends_add_class_balance_only_without_batchnorm(method, l
     assert set(terms) == {"adversarial", "balance"}
     torch.testing.assert_close(terms["balance"][1], information_entropy_loss(lenet.model(images)))
     assert create_synthesizer(method, resnet.model, resnet.card, batch_size=8).balance_weight == 0.0
-    assert "balance" not in create_synthesizer(method, lenet.model, lenet.card, balance=0.0).objective(images, _student())
+    assert "balance" not in create_synthesizer(method, lenet.model, lenet.card, balance=0.0).objective(
+        images, _student()
+    )
     with pytest.raises(UserInputError, match="balance"):
         create_synthesizer(method, lenet.model, lenet.card, balance=-2.0)
 

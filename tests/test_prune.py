@@ -126,7 +126,9 @@ def test_bad_ratio_is_a_user_error(teacher, ratio):
 
 
 def test_source_rules(teacher, tmp_path):
-    with pytest.raises(UserInputError, match="exactly one of --data DIR .* or --method"):  # the message of every job
+    with pytest.raises(
+        UserInputError, match="exactly one of --data DIR .* or --method"
+    ):  # the message of every job
         prune_model(teacher, 0.5, epochs=1, latency=False)
     with pytest.raises(UserInputError, match="exactly one"):
         prune_model(teacher, 0.5, epochs=1, data=tmp_path, method="deepinversion", latency=False)
@@ -159,7 +161,9 @@ def test_card_module_shapes_rebuild_exactly(teacher, tmp_path):
     card = load_card(tmp_path)
     rebuilt = build_model(card)
     lm = load_model(tmp_path)
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in lm.model.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in lm.model.state_dict().items()
+    }
     bad = json.loads((tmp_path / "model.json").read_text())
     bad["module_shapes"]["nope"] = {"out_channels": 3}
     (tmp_path / "bad.json").write_text(json.dumps(bad))

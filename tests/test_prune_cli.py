@@ -50,19 +50,40 @@ def test_prune_cli_output_passes_evaluate_in_a_new_process(tmp_path):
     ],
 )
 def test_prune_cli_user_errors(tmp_path, args, msg):
-    r = _invoke("prune", "--model", "resnet8_digits", "--out", tmp_path / "o", *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    r = _invoke(
+        "prune",
+        "--model",
+        "resnet8_digits",
+        "--out",
+        tmp_path / "o",
+        *[a.replace("{tmp}", str(tmp_path)) for a in args],
+    )
     assert r.exit_code == 2, r.output
     assert msg in r.output and "Traceback" not in r.output
 
 
 def test_prune_cli_bn_needs_batchnorm(tmp_path):
-    r = _invoke("prune", "--model", "lenet5_digits", "--ratio", 0.5, "--importance", "bn", "--epochs", 0, "--out", tmp_path)
+    r = _invoke(
+        "prune",
+        "--model",
+        "lenet5_digits",
+        "--ratio",
+        0.5,
+        "--importance",
+        "bn",
+        "--epochs",
+        0,
+        "--out",
+        tmp_path,
+    )
     assert r.exit_code == 2 and "BatchNorm" in r.output
 
 
 def test_compress_prunes_the_teacher_when_no_student_is_given(tmp_path):
     out = tmp_path / "c"
-    r = _invoke("compress", "--out", out, "--num-images", 16, "--prune", 0.5, "--quiet", *TINY_KD, *TINY_SYNTH)
+    r = _invoke(
+        "compress", "--out", out, "--num-images", 16, "--prune", 0.5, "--quiet", *TINY_KD, *TINY_SYNTH
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert "student" not in rep and set(rep["profile"]) == {"teacher", "pruned"}
@@ -98,7 +119,9 @@ def test_compress_prune_then_quantize(tmp_path):
     assert "latency_ms_b64" in prof["quantized"] and "accuracy_int8" in prof["quantized"]
     assert rep["final_card"] == str(out / "quantize" / "model.json")
     r = _invoke("evaluate", "--model", out / "quantize", "--json")  # the pruned + quantized card loads
-    assert r.exit_code == 0 and json.loads(r.output)["accuracy"] == pytest.approx(prof["quantized"]["accuracy"], abs=1e-4)
+    assert r.exit_code == 0 and json.loads(r.output)["accuracy"] == pytest.approx(
+        prof["quantized"]["accuracy"], abs=1e-4
+    )
 
 
 @pytest.mark.parametrize("spec, msg", [("W8", "W8A8"), ("W9A8", "bits")])

@@ -99,7 +99,9 @@ def test_fold_batchnorm_on_teacher_is_equivalent_and_removes_bn(bn_teacher):
 
 def test_fold_keeps_a_batchnorm_that_does_not_follow_a_conv():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+    ).eval()
     net[2].running_mean.fill_(0.3)
     net[4].running_var.fill_(2.0)
     folded = fold_batchnorm(net)
@@ -182,7 +184,7 @@ def test_calibration_sets_every_quantizer(bn_teacher):
     q = calibrate(quantize_network(bn_teacher.model, QuantConfig(4, 6, weight_symmetric=False)), x)
     for aq in act_quantizers(q):
         assert aq.observer is None and aq.scale.item() != 1.0
-    for layer, wq in weight_quantizers(q):
+    for _layer, wq in weight_quantizers(q):
         assert not wq.symmetric and (wq.zero_point > 0).any()
         assert torch.isfinite(wq.scale).all()
 

@@ -85,11 +85,16 @@ def test_kd_finetuning_brings_the_quantized_model_closer_to_the_teacher(bn_teach
         t = bn_teacher.model(images)
         before = kd_kl_loss(q(images), t, 4.0).item()
     scales = [aq.scale.clone() for aq in q.act_quant.children()]
-    finetune(q, bn_teacher.model, images, finetune_kd(epochs=2, steps_per_epoch=8, batch_size=32, lr=1e-3, augment=False))
+    finetune(
+        q,
+        bn_teacher.model,
+        images,
+        finetune_kd(epochs=2, steps_per_epoch=8, batch_size=32, lr=1e-3, augment=False),
+    )
     with torch.no_grad():
         after = kd_kl_loss(q(images), t, 4.0).item()
     assert after < before
-    for s, aq in zip(scales, q.act_quant.children()):  # the calibrated ranges stay fixed
+    for s, aq in zip(scales, q.act_quant.children(), strict=True):  # the calibrated ranges stay fixed
         torch.testing.assert_close(s, aq.scale)
 
 
@@ -108,8 +113,12 @@ def test_int8_export_runs_and_agrees_with_fp32(bn_teacher):
     with torch.no_grad():
         agree = (int8(x).argmax(1) == bn_teacher.model(x).argmax(1)).float().mean().item()
     assert agree >= 0.95
-    lat = measure_latency({"fp32": bn_teacher.model, "int8": int8}, x[:2], repeats=2, warmup=1, min_sample_ms=0)
-    assert set(lat) == {"fp32", "int8"} and all(v[2]["min_ms"] > 0 and v[2]["cpu_ms"] >= 0 for v in lat.values())
+    lat = measure_latency(
+        {"fp32": bn_teacher.model, "int8": int8}, x[:2], repeats=2, warmup=1, min_sample_ms=0
+    )
+    assert set(lat) == {"fp32", "int8"} and all(
+        v[2]["min_ms"] > 0 and v[2]["cpu_ms"] >= 0 for v in lat.values()
+    )
 
 
 def test_cli_quantize_then_evaluate(tmp_path):
@@ -128,7 +137,9 @@ def test_cli_quantize_then_evaluate(tmp_path):
     assert speed["note"] in r.output and set(speed["use"].values()) <= {"int8", "fp32"}
     for b, faster in speed["faster_at"].items():
         lat = rep["latency_cpu"][b]
-        assert faster == (lat["int8"]["cpu_ms"] < lat["fp32"]["cpu_ms"]) and speed["use"][b] == ("int8" if faster else "fp32")
+        assert faster == (lat["int8"]["cpu_ms"] < lat["fp32"]["cpu_ms"]) and speed["use"][b] == (
+            "int8" if faster else "fp32"
+        )
     for bs in ("batch_1", "batch_64"):
         assert set(rep["latency_cpu"][bs]) == {"fp32", "int8"}
     r = runner.invoke(cli, ["evaluate", "--model", str(out / "model.json"), "--json"], catch_exceptions=False)
@@ -144,5 +155,7 @@ def test_cli_rejects_bad_bits_and_zeroq_without_bn(tmp_path):
     runner = CliRunner()
     r = runner.invoke(cli, ["quantize", "-w", "9", "--out", str(tmp_path / "a")])
     assert r.exit_code == 2 and "weight-bits" in r.output
-    r = runner.invoke(cli, ["quantize", "--model", "lenet5_digits", "--calib", "zeroq", "--out", str(tmp_path / "b")])
+    r = runner.invoke(
+        cli, ["quantize", "--model", "lenet5_digits", "--calib", "zeroq", "--out", str(tmp_path / "b")]
+    )
     assert r.exit_code == 2 and "no BatchNorm" in r.output

@@ -45,11 +45,20 @@ def test_recipe_validates(path):
     cls = method_class(cfg["method"])
     sets = dict(item.split("=", 1) for item in default_map["options"])
     parse_overrides(cls.Config, sets)  # every backend setting exists and has the right type
-    named = {k.replace("-", "_"): cfg[k] for k in ("optimizer", "momentum", "weight-decay", "hard-label-weight")
-             if k in cfg}  # fmt: skip
-    kd = {"epochs": cfg["epochs"], "steps_per_epoch": cfg["steps-per-epoch"], "batch_size": cfg["kd-batch-size"],
-          "lr": cfg["lr"], "temperature": cfg.get("temperature", 4.0), **parse_kd(default_map.get("kd_pairs", [])),
-          **named}  # fmt: skip
+    named = {
+        k.replace("-", "_"): cfg[k]
+        for k in ("optimizer", "momentum", "weight-decay", "hard-label-weight")
+        if k in cfg
+    }
+    kd = {
+        "epochs": cfg["epochs"],
+        "steps_per_epoch": cfg["steps-per-epoch"],
+        "batch_size": cfg["kd-batch-size"],
+        "lr": cfg["lr"],
+        "temperature": cfg.get("temperature", 4.0),
+        **parse_kd(default_map.get("kd_pairs", [])),
+        **named,
+    }
     KDConfig(**kd).validate()
     dataset = path.stem.split("_")[1]
     assert cfg["eval-data"] == f"{dataset}:data/{dataset}" and cfg["teacher"].startswith(f"cards/{dataset}_")

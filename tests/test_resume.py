@@ -52,10 +52,15 @@ def _kill_at_random_point(args: list[str], started: Path, rng: random.Random, wi
 def test_synthesize_killed_at_random_then_rerun_equals_an_uninterrupted_run(tmp_path):
     rng = random.Random()
     out = tmp_path / "killed"
-    code = _kill_at_random_point(["synthesize", "--out", str(out), *SYNTH, *COMMON], out / "shard-00000.safetensors", rng, 2.0)
+    code = _kill_at_random_point(
+        ["synthesize", "--out", str(out), *SYNTH, *COMMON], out / "shard-00000.safetensors", rng, 2.0
+    )
     r = CliRunner().invoke(cli, ["synthesize", "--out", str(out), *SYNTH, *COMMON])
     assert r.exit_code == 0, r.output
-    assert CliRunner().invoke(cli, ["synthesize", "--out", str(tmp_path / "ref"), *SYNTH, *COMMON]).exit_code == 0
+    assert (
+        CliRunner().invoke(cli, ["synthesize", "--out", str(tmp_path / "ref"), *SYNTH, *COMMON]).exit_code
+        == 0
+    )
     ds, ref = SyntheticDataset.open(out), SyntheticDataset.open(tmp_path / "ref")
     assert ds.manifest["images_written"] == 12 and ds.complete, code
     got, want = ds.load(), ref.load()
@@ -76,7 +81,9 @@ def test_distill_killed_at_random_then_rerun_reaches_the_same_student(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "ref")])
     assert r.exit_code == 0, r.output
-    acc = {k: json.loads((tmp_path / k / "model.json").read_text())["test_accuracy"] for k in ("killed", "ref")}
+    acc = {
+        k: json.loads((tmp_path / k / "model.json").read_text())["test_accuracy"] for k in ("killed", "ref")
+    }
     ckpt = torch.load(out / CHECKPOINT, weights_only=True)
     assert ckpt["epoch"] == 10 and [h["epoch"] for h in ckpt["history"]] == list(range(1, 11)), code
     assert acc["ref"] > 0.8 and abs(acc["killed"] - acc["ref"]) <= 0.03, (acc, code)
@@ -103,7 +110,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, bn_teacher)
     cfg = KDConfig(epochs=4, steps_per_epoch=2, batch_size=8)
     src = _Poisoned(NoiseSource(32, bn_teacher.card).images, limit=4, ckpt=tmp_path / CHECKPOINT)
     torch.manual_seed(0)
-    with pytest.raises(NumericalError, match=r"KD loss became nan in epoch 3.*last good checkpoint \(epoch 2\)"):
+    with pytest.raises(
+        NumericalError, match=r"KD loss became nan in epoch 3.*last good checkpoint \(epoch 2\)"
+    ):
         distill(bn_teacher.model, create_model("resnet8_quarter", 10, 1), src, cfg, checkpoint_dir=tmp_path)
     assert src.before is not None
     assert (tmp_path / CHECKPOINT).read_bytes() == src.before[0]
@@ -114,7 +123,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, bn_teacher)
 def test_nan_through_the_cli_is_one_line_and_exit_3(tmp_path):
     data = tmp_path / "real"
     real_digits_dataset(data, n=64)
-    args = ["distill", "--data", str(data), "--out", str(tmp_path / "o"), "--epochs", "2", "--steps-per-epoch", "2"]
+    args = [
+        "distill",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+    ]
     r = CliRunner().invoke(cli, [*args, "--kd-batch-size", "8", "--lr", "1e30", "-q"])
     assert r.exit_code == 3, r.output
     assert r.output.startswith("error: the KD loss became") and len(r.output.strip().splitlines()) == 1

@@ -78,7 +78,9 @@ def test_fast_meta_generator_learns_across_rounds(bn_teacher):
 
 @pytest.mark.parametrize("meta", ["fomaml", "reptile"])
 def test_fast_meta_rules_update_the_generator(bn_teacher, meta):
-    synth = create_synthesizer("fast", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, meta=meta)
+    synth = create_synthesizer(
+        "fast", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, meta=meta
+    )
     before = [p.detach().clone() for p in synth.meta_generator.parameters()]
     batch = synth.synthesize(8, torch.Generator().manual_seed(0))
     assert batch.images.shape == (8, *bn_teacher.card.input_shape)
@@ -95,7 +97,9 @@ def test_fast_bad_meta_rule_is_a_user_error(bn_teacher):
 def test_fast_adversarial_term_needs_a_student(bn_teacher):
     from datafree.errors import UserInputError
 
-    synth = create_synthesizer("fast", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, adv_weight=1.0)
+    synth = create_synthesizer(
+        "fast", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, adv_weight=1.0
+    )
     synth.reset(8, torch.Generator().manual_seed(0))
     with pytest.raises(UserInputError, match="student"):
         synth.step()
@@ -113,7 +117,9 @@ def test_pool_source_grows_then_stops_and_feeds_distill(bn_teacher):
     distill(bn_teacher.model, student, source, cfg, input_shape=bn_teacher.card.input_shape)
     assert source.count == 40 and synth.rounds == 3  # 16 + 16 + 8, then full
     state = source.state_dict()
-    clone = PoolSource(create_synthesizer("fast", bn_teacher.model, bn_teacher.card, batch_size=16, iterations=2), 16, 40)
+    clone = PoolSource(
+        create_synthesizer("fast", bn_teacher.model, bn_teacher.card, batch_size=16, iterations=2), 16, 40
+    )
     clone.load_state_dict(state)
     assert clone.count == 40
     torch.testing.assert_close(clone.next_batch(5), source.next_batch(5))
@@ -137,13 +143,47 @@ def test_cli_synthesize_and_compress_with_fast(tmp_path):
     runner = CliRunner()
     r = runner.invoke(
         cli,
-        ["synthesize", "--method", "fast", "-n", "12", "--batch-size", "8", "--iterations", "2", "-o", str(tmp_path / "d"), "-q"],
+        [
+            "synthesize",
+            "--method",
+            "fast",
+            "-n",
+            "12",
+            "--batch-size",
+            "8",
+            "--iterations",
+            "2",
+            "-o",
+            str(tmp_path / "d"),
+            "-q",
+        ],
         catch_exceptions=False,
     )
     assert r.exit_code == 0, r.output
     assert "12 images" in r.output
-    args = ["compress", "--method", "fast", "-n", "16", "--iterations", "2", "--set", "batch_size=8", "--epochs", "1"]
-    args += ["--steps-per-epoch", "2", "--kd-batch-size", "8", "--no-baseline", "-o", str(tmp_path / "c"), "-q"]
+    args = [
+        "compress",
+        "--method",
+        "fast",
+        "-n",
+        "16",
+        "--iterations",
+        "2",
+        "--set",
+        "batch_size=8",
+        "--epochs",
+        "1",
+    ]
+    args += [
+        "--steps-per-epoch",
+        "2",
+        "--kd-batch-size",
+        "8",
+        "--no-baseline",
+        "-o",
+        str(tmp_path / "c"),
+        "-q",
+    ]
     r = runner.invoke(cli, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "c" / "report.json").read_text())
@@ -153,8 +193,25 @@ def test_cli_synthesize_and_compress_with_fast(tmp_path):
 def test_cli_distill_pool_trains_on_a_growing_pool_and_resumes(run, tmp_path):
     from safetensors.torch import load_file
 
-    args = ["distill", "--method", "fast", "--pool", "--student", "resnet8_quarter", "--epochs", "2",
-            "--steps-per-epoch", "20", "--kd-batch-size", "16", "--set", "iterations=1", "-q", "--threads", "1"]  # fmt: skip
+    args = [
+        "distill",
+        "--method",
+        "fast",
+        "--pool",
+        "--student",
+        "resnet8_quarter",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "20",
+        "--kd-batch-size",
+        "16",
+        "--set",
+        "iterations=1",
+        "-q",
+        "--threads",
+        "1",
+    ]
     r = run(*args, "-o", tmp_path / "a")
     assert r.exit_code == 0, r.output
     state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)

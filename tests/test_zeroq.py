@@ -78,7 +78,13 @@ def test_init_has_the_intended_standard_deviation(bn_teacher):
 def test_defaults_are_the_reference_settings(bn_teacher):
     synth = create_synthesizer("zeroq", bn_teacher.model, bn_teacher.card)
     cfg = synth.config
-    assert (cfg.batch_size, cfg.iterations, cfg.lr, cfg.plateau_patience, cfg.min_lr) == (64, 500, 0.5, 100, 1e-4)
+    assert (cfg.batch_size, cfg.iterations, cfg.lr, cfg.plateau_patience, cfg.min_lr) == (
+        64,
+        500,
+        0.5,
+        100,
+        1e-4,
+    )
     synth.reset(4, torch.Generator().manual_seed(0))
     assert isinstance(synth.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert synth.sample().labels is None  # ZeroQ has no target classes

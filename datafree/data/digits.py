@@ -55,7 +55,9 @@ def resize_images(x: torch.Tensor, input_shape: tuple[int, int, int]) -> torch.T
     return x
 
 
-def digits_split(split: str, input_shape: tuple[int, int, int] = (1, 8, 8)) -> tuple[torch.Tensor, torch.Tensor]:
+def digits_split(
+    split: str, input_shape: tuple[int, int, int] = (1, 8, 8)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixels in [0, 1] resized to ``input_shape``, and int64 labels, of one split.
 
     Args:

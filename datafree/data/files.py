@@ -29,7 +29,9 @@ def _from_array(images: np.ndarray) -> torch.Tensor:
     if images.ndim != 4:
         raise UserInputError(f"images must be (N,H,W) or (N,H,W,C), got shape {images.shape}")
     if images.shape[-1] not in (1, 3, 4) or images.shape[0] == 0 or min(images.shape[1:3]) < 1:
-        raise UserInputError(f"images must be (N,H,W) or (N,H,W,C) with N > 0 and C in 1, 3, 4, got shape {images.shape}")
+        raise UserInputError(
+            f"images must be (N,H,W) or (N,H,W,C) with N > 0 and C in 1, 3, 4, got shape {images.shape}"
+        )
     if images.dtype == np.uint8:
         x = images.astype(np.float32) / 255.0
     else:
@@ -73,11 +75,15 @@ def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
     images, labels = z["images"], z["labels"]
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise UserInputError(f"{path}: labels must be a 1-d array of integers, got {labels.dtype} of shape {labels.shape}")
+        raise UserInputError(
+            f"{path}: labels must be a 1-d array of integers, got {labels.dtype} of shape {labels.shape}"
+        )
     if images.ndim < 1 or len(images) != len(labels):
         raise UserInputError(f"{path}: {len(images) if images.ndim else 0} images but {len(labels)} labels")
     if len(labels) and (labels.min() < 0 or labels.max() > 2**31):
-        raise UserInputError(f"{path}: labels must be class indices >= 0, got [{labels.min()}, {labels.max()}]")
+        raise UserInputError(
+            f"{path}: labels must be class indices >= 0, got [{labels.min()}, {labels.max()}]"
+        )
     spec = _normalized_spec(z, path)
     if spec is not None:  # back to pixels in [0, 1]
         mean, std = (torch.from_numpy(v).view(1, -1, 1, 1) for v in spec)
@@ -108,7 +114,8 @@ def load_normalized_npz(path: str | Path, card: Any) -> torch.Tensor | None:
         np.allclose(spec[0], card.mean, atol=1e-6) and np.allclose(spec[1], card.std, atol=1e-6)
     ):
         raise UserInputError(
-            f"{path}: normalised for input {shape}, mean {spec[0].tolist()}, std {spec[1].tolist()}; the model needs "
+            f"{path}: normalised for input {shape}, mean {spec[0].tolist()}, std {spec[1].tolist()}; the "
+            "model needs "
             f"{list(card.input_shape)}, mean {card.mean}, std {card.std} (export it again, or as pixels)"
         )
     return torch.from_numpy(z["images"].astype(np.float32))
@@ -132,7 +139,9 @@ def _load_image_folder(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
                     with Image.open(f) as im:
                         arr = np.asarray(im.convert("L" if im.mode in ("L", "1", "I;16") else "RGB"))
                 except (OSError, ValueError, Image.DecompressionBombError) as e:
-                    raise UserInputError(f"{f}: not a readable image ({' '.join(str(e).split())[:80]})") from None
+                    raise UserInputError(
+                        f"{f}: not a readable image ({' '.join(str(e).split())[:80]})"
+                    ) from None
                 xs.append(arr)
                 ys.append(label)
     if not xs:
@@ -208,5 +217,6 @@ def check_labels(labels: torch.Tensor, num_classes: int, where: str | Path) -> N
     """Refuse labels outside ``[0, num_classes)`` (the model's classes)."""
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise UserInputError(
-            f"{where}: labels must be in [0, {num_classes}) for this model, got [{labels.min().item()}, {labels.max().item()}]"
+            f"{where}: labels must be in [0, {num_classes}) for this model, got [{labels.min().item()}, "
+            f"{labels.max().item()}]"
         )

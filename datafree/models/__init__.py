@@ -81,7 +81,10 @@ class _RepeatChannels(nn.Module):
 def _torchvision_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
     import torchvision
 
-    if name in ("googlenet", "inception_v3"):  # one logits tensor in training too (KD has no use for aux heads)
+    if name in (
+        "googlenet",
+        "inception_v3",
+    ):  # one logits tensor in training too (KD has no use for aux heads)
         kwargs = {"aux_logits": False, "init_weights": True, **kwargs}
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if in_channels != 3:
@@ -240,7 +243,10 @@ _DEFAULT_STUDENTS = {
 
 
 def known_student_for(teacher_arch: str) -> str | None:
-    """The field's student pair for ``teacher_arch`` (resnet34 -> resnet18, wrn40_2 -> wrn16_2, ...), if any."""
+    """The field's student pair for ``teacher_arch``, if any.
+
+    For example resnet34 -> resnet18, wrn40_2 -> wrn16_2.
+    """
     return _DEFAULT_STUDENTS.get(teacher_arch)
 
 

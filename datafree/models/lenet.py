@@ -35,8 +35,14 @@ class LeNet5(nn.Module):
             return nn.BatchNorm2d(c) if two_d else nn.BatchNorm1d(c)
 
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 5, padding=2), norm(c1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5, padding=2), norm(c2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, 5, padding=2),
+            norm(c1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5, padding=2),
+            norm(c2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(4),
         )
         self.classifier = nn.Sequential(

@@ -94,7 +94,7 @@ def accumulate_taylor_gradients(model: nn.Module, batches: Iterable[torch.Tensor
             loss.backward()
             seen += len(x)
     finally:
-        for p, f in zip(model.parameters(), flags):
+        for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
         model.train(was_training)
     if seen == 0:

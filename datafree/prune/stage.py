@@ -75,8 +75,16 @@ def surrogate_source(
     Returns:
         The source and a JSON-able description of it for the report.
     """
-    p = plan(teacher, data=data, method=method, kd=KDConfig(g_steps=g_steps, seed=seed), method_options=method_options,
-             num_images=num_images, seed=seed, allow_other_teacher=allow_other_teacher)  # fmt: skip
+    p = plan(
+        teacher,
+        data=data,
+        method=method,
+        kd=KDConfig(g_steps=g_steps, seed=seed),
+        method_options=method_options,
+        num_images=num_images,
+        seed=seed,
+        allow_other_teacher=allow_other_teacher,
+    )
     return p.open_source(synth_dir), p.info
 
 
@@ -89,7 +97,11 @@ def _portable_arch(card: ModelCard) -> str:
 
 
 def _save(
-    pruned: nn.Module, card: ModelCard, out_dir: Path, accuracy: float | None, provenance: dict[str, Any],
+    pruned: nn.Module,
+    card: ModelCard,
+    out_dir: Path,
+    accuracy: float | None,
+    provenance: dict[str, Any],
     accuracy_data: str | None = None,
 ) -> ModelCard:
     reference = build_model(dataclasses.replace(card, module_shapes={}))
@@ -126,7 +138,9 @@ def _report(
         "stages": metrics,
         "params_removed": 1.0 - final["params"] / base["params"],
         "accuracy_kept": (
-            final["accuracy"] / base["accuracy"] if base["accuracy"] and final["accuracy"] is not None else None
+            final["accuracy"] / base["accuracy"]
+            if base["accuracy"] and final["accuracy"] is not None
+            else None
         ),
         "history": history,
     }
@@ -204,7 +218,9 @@ def prune_stage(
         history = result.history
         stages["recovered"] = pruned
     metrics = profile_stages(stages, card, eval_data, latency=latency)
-    report = _report(metrics, ratio, importance, global_pruning, source_info, kd if recover else None, history)
+    report = _report(
+        metrics, ratio, importance, global_pruning, source_info, kd if recover else None, history
+    )
     saved = None
     if out_dir is not None:
         provenance = {k: report[k] for k in ("ratio", "importance", "global_pruning", "source")}
@@ -270,7 +286,9 @@ def prune_model(
     if not needs_data and (data is not None or method is not None):
         raise UserInputError("--epochs 0 with a magnitude importance uses no data: drop --data/--method")
     if not needs_data and method_options:
-        raise UserInputError("--set configures a synthesis backend; --epochs 0 with a magnitude importance uses none")
+        raise UserInputError(
+            "--set configures a synthesis backend; --epochs 0 with a magnitude importance uses none"
+        )
     # the recovery keeps these KD settings whatever the backend (it recovers a model, it is no paper's KD)
     p = plan(lm, data=data, method=method, kd=cfg, method_options=method_options, num_images=num_images,
              seed=seed) if needs_data else None  # fmt: skip
@@ -297,4 +315,6 @@ def _check_prunable(lm: LoadedModel) -> None:
     where = lm.card.path or lm.card.name
     if lm.card.is_int8 or lm.card.arch == QUANTIZED_ARCH:
         kind = "a real int8" if lm.card.is_int8 else "a quantized"
-        raise UserInputError(f"{where} is {kind} model, which cannot be pruned; prune the float model, then quantize it")
+        raise UserInputError(
+            f"{where} is {kind} model, which cannot be pruned; prune the float model, then quantize it"
+        )

@@ -30,8 +30,11 @@ def check_ratio(ratio: float) -> float:
 
 
 def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
-    """The layers whose outputs are the class scores: the last Linear (or 1x1 conv head) with
-    ``num_classes`` outputs. These must keep all their outputs."""
+    """The layers whose outputs are the class scores.
+
+    That is the last Linear (or 1x1 conv head) with ``num_classes`` outputs. These must keep all
+    their outputs.
+    """
     heads = [
         m
         for m in model.modules()
@@ -39,7 +42,9 @@ def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
         or (isinstance(m, nn.modules.conv._ConvNd) and m.out_channels == num_classes)
     ]
     if not heads:
-        raise UserInputError(f"no layer with {num_classes} outputs found: cannot tell which layer is the classifier")
+        raise UserInputError(
+            f"no layer with {num_classes} outputs found: cannot tell which layer is the classifier"
+        )
     return heads[-1:]
 
 

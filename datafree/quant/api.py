@@ -40,7 +40,15 @@ from .qat import finetune as finetune_model  # ``finetune`` is a field of Quanti
 from .qat import finetune_kd
 from .qmodel import QuantConfig, calibrate, quantize_network, quantized_size_bytes
 
-__all__ = ["CALIBRATION_DATA", "QuantizeJob", "calibration_images", "check_quantize_args", "int8_verdict", "quantize", "QUANTIZED_ARCH"]
+__all__ = [
+    "CALIBRATION_DATA",
+    "QuantizeJob",
+    "calibration_images",
+    "check_quantize_args",
+    "int8_verdict",
+    "quantize",
+    "QUANTIZED_ARCH",
+]
 
 QUANTIZED_ARCH = "datafree.quant.qmodel:build_quantized"
 
@@ -157,8 +165,10 @@ def _from_labelled(teacher: LoadedModel, path: Path, num_images: int, seed: int)
 
 
 def check_quantize_args(lm: LoadedModel, calib: str | Path, **synth_overrides: Any) -> None:
-    """Refuse, before anything runs or is written, a model this cannot quantize (a real int8 model, an
-    already quantized one), an unknown ``calib`` and ``--set`` options that would be ignored or are invalid.
+    """Refuse, before anything runs or is written, a job this cannot do.
+
+    That is: a model this cannot quantize (a real int8 model, an already quantized one), an unknown
+    ``calib`` and ``--set`` options that would be ignored or are invalid.
 
     Args:
         lm: the loaded model.
@@ -167,7 +177,9 @@ def check_quantize_args(lm: LoadedModel, calib: str | Path, **synth_overrides: A
     """
     where = lm.card.path or lm.card.name
     if lm.card.is_int8:
-        raise UserInputError(f"{where} is already a real int8 model; quantize the float model it was made from")
+        raise UserInputError(
+            f"{where} is already a real int8 model; quantize the float model it was made from"
+        )
     if lm.card.arch == QUANTIZED_ARCH:
         raise UserInputError(f"{where} is already quantized; quantize the float model it was made from")
     name = str(calib)
@@ -177,7 +189,8 @@ def check_quantize_args(lm: LoadedModel, calib: str | Path, **synth_overrides: A
         parse_overrides(method_class(name).Config, dict(synth_overrides))
     elif synth_overrides:
         raise UserInputError(
-            f"--set {next(iter(synth_overrides))}=... configures a synthesis backend; --calib {name} synthesises "
+            f"--set {next(iter(synth_overrides))}=... configures a synthesis backend; --calib {name} "
+            "synthesises "
             "nothing (use --calib zeroq or deepinversion)"
         )
     elif name not in CALIBRATION_DATA:
@@ -186,7 +199,8 @@ def check_quantize_args(lm: LoadedModel, calib: str | Path, **synth_overrides: A
             return  # read (and checked) as evaluate --data reads it
         if not path.is_dir():
             raise UserInputError(
-                f"unknown --calib {name!r}: use {', '.join(CALIBRATION_DATA)}, a synthetic dataset directory, "
+                f"unknown --calib {name!r}: use {', '.join(CALIBRATION_DATA)}, a synthetic dataset "
+                "directory, "
                 "an ImageFolder directory or an .npz"
             )
         from ..dataset import MANIFEST, SyntheticDataset
@@ -194,7 +208,9 @@ def check_quantize_args(lm: LoadedModel, calib: str | Path, **synth_overrides: A
         if not (path / MANIFEST).is_file():
             if any(p.is_dir() for p in path.iterdir()):
                 return  # an ImageFolder tree
-            raise UserInputError(f"--calib {name}: not a synthetic dataset (no {MANIFEST}) nor an ImageFolder tree")
+            raise UserInputError(
+                f"--calib {name}: not a synthetic dataset (no {MANIFEST}) nor an ImageFolder tree"
+            )
         ds = SyntheticDataset.open(name)
         ds.check_complete()
         ds.check_compatible(lm.card, allow_other_teacher=True)
@@ -249,8 +265,10 @@ def int8_verdict(latency: dict[str, Any]) -> dict[str, Any]:
     slow = [b.replace("batch_", "batch ") for b, f in faster.items() if not f]
     note = "int8 is faster than fp32 at batch 1 and 64"
     if slow:
-        note = (f"int8 (PT2E, eager PyTorch) is slower than fp32 at {' and '.join(slow)}: keep fp32 there; "
-                "for int8 speed deploy it to ONNX Runtime (datafree deploy --format onnx) or torch.compile it")  # fmt: skip
+        note = (
+            f"int8 (PT2E, eager PyTorch) is slower than fp32 at {' and '.join(slow)}: keep fp32 there; "
+            "for int8 speed deploy it to ONNX Runtime (datafree deploy --format onnx) or torch.compile it"
+        )
     return {"faster_at": faster, "use": {b: "int8" if f else "fp32" for b, f in faster.items()}, "note": note}
 
 
@@ -258,8 +276,14 @@ def _save_int8(int8: torch.nn.Module, card: ModelCard, report: dict[str, Any], o
     """Write the int8 model as a loadable card (``out/model.json`` + ``out/model.safetensors``)."""
     info = {"calib": report["calib"], "calib_images": report["calib_images"], "torch": torch.__version__,
             "source": card.name or str(card.path)}  # fmt: skip
-    return save_int8(int8, out, card, test_accuracy=report["int8"]["accuracy"], quantization=info,
-                    accuracy_data=report["eval_data"])
+    return save_int8(
+        int8,
+        out,
+        card,
+        test_accuracy=report["int8"]["accuracy"],
+        quantization=info,
+        accuracy_data=report["eval_data"],
+    )
 
 
 def _cpu_latency(lm: LoadedModel, int8: torch.nn.Module | None, repeats: int) -> dict[str, Any]:
@@ -443,4 +467,3 @@ def _write(
         remove_stale(out / CHECKPOINT, "this run does no fine-tuning")
         remove_stale(out / FINETUNE_RUN, "this run does no fine-tuning")
     atomic_write_json(out / "report.json", report)
-

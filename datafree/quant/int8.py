@@ -48,7 +48,10 @@ def int8_available() -> bool:
 
 
 def require_torchao() -> tuple[Any, Any, Any]:
-    """``(prepare_pt2e, convert_pt2e, x86_inductor_quantizer module)``, or a one-line error naming the extra."""
+    """``(prepare_pt2e, convert_pt2e, x86_inductor_quantizer module)``.
+
+    Raises a one-line error naming the extra when torchao is missing.
+    """
     # importing torchao logs a warning about its own enum registration through torch's pytree logger
     pytree_log = logging.getLogger("torch.utils._pytree")
     level = pytree_log.level
@@ -70,7 +73,8 @@ def _last_linear_name(model: nn.Module) -> str | None:
     return names[-1] if names else None
 
 
-# Parameter-free modules a network may call more than once (torchvision's ResNet blocks use one nn.ReLU twice).
+# Parameter-free modules a network may call more than once
+# (torchvision's ResNet blocks use one nn.ReLU twice).
 _SHAREABLE = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh)
 
 
@@ -134,4 +138,3 @@ def export_int8(
 
     # callers (evaluate, load_model) call .eval(): allowed on the converted graph (no dropout/BN left)
     return allow_exported_model_train_eval(convert_pt2e(prepared))
-

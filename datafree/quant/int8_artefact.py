@@ -120,7 +120,8 @@ def _set_state(gm: torch.fx.GraphModule, tensors: Mapping[str, torch.Tensor], wh
         ref = expected[name]
         if t.shape != ref.shape or t.dtype != ref.dtype:
             raise UserInputError(
-                f"{what}: {name} is {t.dtype} {tuple(t.shape)}, the graph needs {ref.dtype} {tuple(ref.shape)}"
+                f"{what}: {name} is {t.dtype} {tuple(t.shape)}, the graph needs {ref.dtype} "
+                f"{tuple(ref.shape)}"
             )
         owner_name, _, attr = name.rpartition(".")
         owner = gm.get_submodule(owner_name) if owner_name else gm
@@ -162,7 +163,8 @@ def int8_settings(card: ModelCard) -> dict[str, Any]:
         )
         hint = f" from {source}" if source else " from its float model"
         raise UserInputError(
-            f"{where}: an int8 model written by the FX flow of an earlier datafree, which is no longer supported; "
+            f"{where}: an int8 model written by the FX flow of an earlier datafree, which is no longer "
+            "supported; "
             f"re-create it with datafree quantize --int8{hint}"
         )
     unknown = sorted(set(info) - set(_INT8_FIELDS))

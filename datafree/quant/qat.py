@@ -62,6 +62,11 @@ def finetune(
         raise UserInputError("no images to fine-tune on")
     source = TensorSource(images.to(next(iter(teacher.parameters())).device), seed=cfg.seed)
     return distill(
-        teacher, quantized, source, cfg, input_shape=list(images.shape[1:]),
-        checkpoint_dir=checkpoint_dir, desc="quantized fine-tuning",
+        teacher,
+        quantized,
+        source,
+        cfg,
+        input_shape=list(images.shape[1:]),
+        checkpoint_dir=checkpoint_dir,
+        desc="quantized fine-tuning",
     )

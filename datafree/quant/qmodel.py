@@ -51,9 +51,25 @@ __all__ = [
 
 _RELUS = (nn.ReLU, F.relu, torch.relu)
 _QUANTIZED_FUNCTIONS = {
-    operator.add, operator.iadd, torch.add, operator.mul, torch.mul, torch.cat,
-    F.relu, torch.relu, F.relu6, F.hardswish, F.silu, F.gelu, torch.sigmoid, torch.tanh,
-    F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean, F.conv2d, F.linear,
+    operator.add,
+    operator.iadd,
+    torch.add,
+    operator.mul,
+    torch.mul,
+    torch.cat,
+    F.relu,
+    torch.relu,
+    F.relu6,
+    F.hardswish,
+    F.silu,
+    F.gelu,
+    torch.sigmoid,
+    torch.tanh,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    torch.mean,
+    F.conv2d,
+    F.linear,
 }
 _QUANTIZED_METHODS = {"add", "add_", "mul", "mul_", "relu", "relu_", "mean", "sigmoid", "tanh"}
 _UNQUANTIZED_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
@@ -188,11 +204,19 @@ def build_quantized(
     """
     extra: dict[str, Any] = {"module_shapes": dict(base_module_shapes)} if base_module_shapes else {}
     card = ModelCard(
-        arch=base_arch, weights="", num_classes=num_classes, input_shape=[in_channels, 1, 1],
-        mean=[0.0] * in_channels, std=[1.0] * in_channels, arch_kwargs=dict(base_arch_kwargs or {}), **extra,
+        arch=base_arch,
+        weights="",
+        num_classes=num_classes,
+        input_shape=[in_channels, 1, 1],
+        mean=[0.0] * in_channels,
+        std=[1.0] * in_channels,
+        arch_kwargs=dict(base_arch_kwargs or {}),
+        **extra,
     )
     cfg = QuantConfig(
-        weight_bits=weight_bits, act_bits=act_bits, weight_symmetric=weight_symmetric,
+        weight_bits=weight_bits,
+        act_bits=act_bits,
+        weight_symmetric=weight_symmetric,
         quantize_output=quantize_output,
     )
     return quantize_network(build_model(card).eval(), cfg)
