@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import click  # noqa: E402
 
 __all__ = ["main", "cli"]
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    """A warning as one line on stderr (``warning: ...``), without Python's file and source lines."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
+warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
 
 
 class _Group(click.Group):
@@ -628,7 +637,9 @@ def distill(
 
     dev = _setup(device, quiet, threads)
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
-    make_student(student, lm, seed)  # an unknown --student fails before --out is touched
+    with warnings.catch_warnings():  # the size warning comes once, when the student is built for real
+        warnings.simplefilter("ignore")
+        make_student(student, lm, seed)  # an unknown --student fails before --out is touched
     # a bad --data, --set, --pool or KD option (a BN method without BN, ...) fails before --out too
     kd_over = {
         **_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed),

@@ -72,6 +72,10 @@ class KDConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise UserInputError(f"{name} must be a positive number, got {v}")
+        for name in ("momentum", "weight_decay", "hard_label_weight"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise UserInputError(f"{name} must be a number >= 0, got {v}")
         if self.optimizer not in ("sgd", "adam"):
             raise UserInputError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
         if self.loss not in ("kl", "l1"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,9 @@ def compress(
         create_criterion(importance)
     run_student = student is not None or (prune is None and bits is None)
     lm = load_model(teacher, dev)
-    make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
+    with warnings.catch_warnings():  # the size warning comes once, when the student is built for real
+        warnings.simplefilter("ignore")
+        make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
     p = plan(lm, method=method, kd=kd, method_options=synth_options, num_images=num_images, seed=seed)
     if eval_data is not None:  # a bad --eval-data fails before --out is touched
@@ -220,9 +223,6 @@ def compress(
     if not p.online and run_student:  # a checkpoint in --out this run cannot resume: before data/ is written
         check_checkpoint(out, p.kd, out / "data")
     dist.run_on_main(lambda: prepare_out_dir(out))
-    if dist.is_main():
-        _remove_unasked(out, student=run_student, baseline=baseline, online=p.online, prune=prune is not None,
-                        quantize=bits is not None)  # fmt: skip
     t_metrics = measure(lm.model, lm.card, eval_data)
     stages: dict[str, float] = {}
     resources: dict[str, dict[str, Any]] = {}
@@ -267,6 +267,9 @@ def compress(
     report["precision"] = dataclasses.asdict(precision_options())
     report["kd"] = dataclasses.asdict(p.kd)
     if dist.is_main():
+        # only once every stage has succeeded: a refused or failed run loses nothing of the earlier one
+        _remove_unasked(out, student=run_student, baseline=baseline, online=p.online, prune=prune is not None,
+                        quantize=bits is not None)  # fmt: skip
         atomic_write_json(out / "report.json", report)
     return report
 

@@ -697,7 +697,9 @@ def run_call(args: list[str], limit_s: float) -> Outcome:
     code = r.exit_code
     if code == 0:
         return Outcome(args, "ok", 0, "", dt)
-    if code == 1 or first.startswith("internal error"):
+    # exit 1 with one "error:" line is a deploy export that failed its own verification (documented)
+    verified_export_failure = code == 1 and len(lines) == 1 and first.startswith("error: ")
+    if first.startswith("internal error") or (code == 1 and not verified_export_failure):
         return Outcome(args, "internal", code, first, dt)
     if code in (2, 3):
         if len(lines) != 1 or not first.startswith("error: ") or "Traceback" in r.output:
