@@ -37,7 +37,8 @@ from datafree.registry import Registry
 from datafree.utils import device_of
 
 __all__ = [
-    "GENERATORS", "Batch", "Synthesizer", "SynthConfig", "register", "warmup_cosine", "parse_overrides"
+    "GENERATORS", "Batch", "RoundSynthesizer", "Synthesizer", "SynthConfig", "register", "warmup_cosine",
+    "parse_overrides",
 ]  # fmt: skip
 
 
@@ -236,3 +237,20 @@ def register(cls: type[Synthesizer]) -> type[Synthesizer]:
     """Class decorator: register a backend under ``cls.name`` (the backends import it from here)."""
     GENERATORS.register(cls.name)(cls)
     return cls
+
+
+class RoundSynthesizer(Synthesizer):
+    """An offline backend that optimises one batch per round and keeps its lowest-loss images.
+
+    Subclasses set ``best`` (the round's lowest-loss images, normalised) and ``targets`` (their labels).
+    """
+
+    best: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+
+    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> Batch:
+        """The round's lowest-loss images (normalised) and their labels, or its first ``n``."""
+        if self.best is None:
+            raise RuntimeError("call reset() and step() before sample()")
+        n = len(self.best) if n is None else n
+        return Batch(self.best[:n].clone(), None if self.targets is None else self.targets[:n].clone())

@@ -50,7 +50,7 @@ from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics, FeatureRecorder, batchnorm_layers
 from datafree.losses import bn_statistic_loss, weighted_sum
 
-from .base import Batch, SynthConfig, Synthesizer, register
+from .base import RoundSynthesizer, SynthConfig, register
 from .fast import FastGenerator, adversarial_agreement_loss
 
 __all__ = [
@@ -227,7 +227,7 @@ def instance_means(features: list[torch.Tensor | None]) -> torch.Tensor:
 
 
 @register
-class CMI(Synthesizer):
+class CMI(RoundSynthesizer):
     """Contrastive Model Inversion (Fang et al. 2021): per-round generator, contrastive memory bank."""
 
     name = "cmi"
@@ -342,13 +342,6 @@ class CMI(Synthesizer):
             self.bank.add(self.best_feats)  # type: ignore[arg-type]
             self.rounds += 1
         return logs
-
-    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> Batch:
-        """The round's lowest-loss images (normalised) and their labels, or its first ``n``."""
-        if self.best is None:
-            raise RuntimeError("call reset() and step() before sample()")
-        n = len(self.best) if n is None else n
-        return Batch(self.best[:n].clone(), None if self.targets is None else self.targets[:n].clone())
 
     def state_dict(self) -> dict[str, Any]:
         """Head, memory bank and the current round (generator, ``z``, optimisers, best batch)."""

@@ -47,7 +47,7 @@ from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
 
-from .base import Batch, SynthConfig, Synthesizer, register
+from .base import RoundSynthesizer, SynthConfig, register
 
 __all__ = ["FastDatafree", "FastDatafreeConfig", "FastGenerator", "adversarial_agreement_loss"]
 
@@ -157,7 +157,7 @@ _META_GRADIENTS = {"fomaml": (True, _fomaml_accumulate), "reptile": (False, _rep
 
 
 @register
-class FastDatafree(Synthesizer):
+class FastDatafree(RoundSynthesizer):
     """Fast-Datafree (Fang et al. 2022): meta-learned generator, a few adaptation steps per batch."""
 
     name = "fast"
@@ -294,13 +294,6 @@ class FastDatafree(Synthesizer):
                     for (e_mu, e_v), (mu, v) in zip(self.ema, self.last_stats, strict=True)
                 ]
         self.rounds += 1
-
-    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> Batch:
-        """The round's lowest-loss images (normalised) and their labels, or its first ``n``."""
-        if self.best is None:
-            raise RuntimeError("call reset() and step() before sample()")
-        n = len(self.best) if n is None else n
-        return Batch(self.best[:n].clone(), None if self.targets is None else self.targets[:n].clone())
 
     def state_dict(self) -> dict[str, Any]:
         """Meta-generator, meta-optimiser, EMA statistics and the current round."""

@@ -52,7 +52,7 @@ from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
 
-from .base import Batch, SynthConfig, Synthesizer, register
+from .base import RoundSynthesizer, SynthConfig, register
 from .cmi import random_crop_view
 from .fast import FastGenerator, adversarial_agreement_loss
 
@@ -167,7 +167,7 @@ class NAYERConfig(SynthConfig):
 
 
 @register
-class NAYER(Synthesizer):
+class NAYER(RoundSynthesizer):
     """NAYER (Tran et al. 2024): label embeddings through a re-drawn noisy layer, persistent generator."""
 
     name = "nayer"
@@ -245,13 +245,6 @@ class NAYER(Synthesizer):
         if self.iteration == cfg.iterations:
             self.rounds += 1
         return logs
-
-    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> Batch:
-        """The round's lowest-loss images (normalised) and their labels, or its first ``n``."""
-        if self.best is None:
-            raise RuntimeError("call reset() and step() before sample()")
-        n = len(self.best) if n is None else n
-        return Batch(self.best[:n].clone(), None if self.targets is None else self.targets[:n].clone())
 
     def state_dict(self) -> dict[str, Any]:
         """Generator (noisy layer included), the round's optimiser, labels and best batch."""
