@@ -500,3 +500,18 @@ def test_json_helpers():
         check_int(True, "n")
     assert parse_json('{"a": [1, 2.5, "x"]}', "x") == {"a": [1, 2.5, "x"]}
     assert np.isfinite(parse_json("1e308", "x"))
+
+
+# -- found by the long fuzz runs after the merge of issues 11-16 -------------------------------------
+def test_out_of_range_kd_numbers_are_one_line(tmp_path):
+    """torch's own ``Invalid momentum value`` was an internal error."""
+    args = ["distill", "--method", "deepinversion", "--num-images", "2", *KD1, "--out", tmp_path / "o"]
+    _refused([*args, "--momentum", "-1e308"], "momentum must be a number >= 0")
+    _refused([*args, "--weight-decay", "inf"], "weight_decay must be a number >= 0")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_refusal_after_a_student_size_warning_is_still_one_line(fx, tmp_path):
+    """The early --student check keeps quiet; the size warning comes once the student is built."""
+    args = ["distill", "--data", fx / "ds" / "good", "--student", "resnet20", *KD1, "--out", tmp_path / "o"]
+    _refused([*args, "--eval-data", tmp_path / "missing.npz"], "missing.npz")
