@@ -504,7 +504,7 @@ def test_json_helpers():
 
 # -- found by the long fuzz runs after the merge of issues 11-16 -------------------------------------
 def test_out_of_range_kd_numbers_are_one_line(tmp_path):
-    """torch's own ``Invalid momentum value`` was an internal error."""
+    """Torch's own ``Invalid momentum value`` was an internal error."""
     args = ["distill", "--method", "deepinversion", "--num-images", "2", *KD1, "--out", tmp_path / "o"]
     _refused([*args, "--momentum", "-1e308"], "momentum must be a number >= 0")
     _refused([*args, "--weight-decay", "inf"], "weight_decay must be a number >= 0")
