@@ -193,14 +193,27 @@ class Synthesizer(ABC):
         self.reset(n, generator)
         total = self.config.iterations
         bar = progress(range(total), desc=desc or self.name)
+        steps = 0
         for i in bar:
             logs = self.step(student)
+            steps = i + 1
             # tensors in, numbers out only on the logged steps (no per-step host sync)
-            record = log_step("synthesize", i + 1, logs, total=total, lr=self._current_lr(), images=n,
+            record = log_step("synthesize", steps, logs, total=total, lr=self._current_lr(), images=n,
                               extra={"method": self.name, "batch": desc or self.name})  # fmt: skip
             if record is not None and "total" in record:
                 bar.set_postfix(loss=record["total"])
+            if self.should_stop(steps, logs):
+                break
+        self.batch_done(steps)
         return self.sample(n)
+
+    def should_stop(self, steps: int, logs: dict[str, torch.Tensor]) -> bool:
+        """Whether :meth:`synthesize` ends the batch before ``iterations`` (a plateau stop); never here."""
+        return False
+
+    def batch_done(self, steps: int) -> None:
+        """Called by :meth:`synthesize` with the steps a batch ran (nothing here)."""
+        return None
 
     def uses_student(self) -> bool:
         """Whether :meth:`step` uses the student in this configuration.

@@ -25,8 +25,6 @@ from datafree.augment import random_flip, random_jitter
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
-from datafree.metrics import log_step
-from datafree.progress import progress
 from datafree.rules import deepinversion_defaults
 
 from .base import Batch, SynthConfig, Synthesizer, register, warmup_cosine
@@ -111,46 +109,29 @@ class DeepInversion(Synthesizer):
         """Batch, step cap and prior weights scaled by the input shape (:mod:`datafree.rules`)."""
         return deepinversion_defaults(card.input_shape)
 
-    def synthesize(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        student: nn.Module | None = None,
-        desc: str = "",
-    ) -> Batch:
-        """Optimise a fresh batch until its loss plateaus or ``iterations`` steps (the cap)."""
+    def should_stop(self, steps: int, logs: dict[str, torch.Tensor]) -> bool:
+        """Stop the batch when its loss has plateaued; ``iterations`` is the cap.
+
+        The plateau: the lowest loss has not improved by ``plateau_tol`` in ``plateau_patience`` steps
+        (after warm-up).
+        """
         cfg = self.config
+        if cfg.plateau_tol <= 0:
+            return False
         patience = cfg.plateau_patience if cfg.plateau_patience > 0 else max(20, cfg.iterations // 10)
-        self.reset(n, generator)
-        history: list[float] = []  # lowest loss so far, after each step
-        steps = 0
-        bar = progress(range(cfg.iterations), desc=desc or self.name)
-        for i in bar:
-            logs = self.step(student)
-            steps += 1
-            record = log_step(
-                "synthesize",
-                i + 1,
-                logs,
-                total=cfg.iterations,
-                lr=self._current_lr(),
-                images=n,
-                extra={"method": self.name, "batch": desc or self.name},
-            )
-            if record is not None and "total" in record:
-                bar.set_postfix(loss=record["total"])
-            if cfg.plateau_tol <= 0:
-                continue
-            loss = float(logs["total"])  # one host sync per step: negligible next to a teacher pass
-            history.append(min(loss, history[-1]) if history else loss)
-            if steps > cfg.warmup + patience and history[-1] > (1 - cfg.plateau_tol) * history[-1 - patience]:
-                break
+        loss = float(logs["total"])  # one host sync per step: negligible next to a teacher pass
+        history = self.loss_history
+        history.append(min(loss, history[-1]) if history else loss)
+        return steps > cfg.warmup + patience and history[-1] > (1 - cfg.plateau_tol) * history[-1 - patience]
+
+    def batch_done(self, steps: int) -> None:
+        """Record the steps the batch ran (``steps_per_batch`` in the manifest)."""
         self.steps_taken.append(steps)
-        return self.sample(n)
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Fresh Gaussian pixels (normalised space) and balanced, shuffled target labels."""
         cfg = self.config
+        self.loss_history: list[float] = []  # lowest loss so far, after each step (plateau stop)
         self.generator = generator
         x = torch.randn((n, *self.input_shape), generator=generator).to(self.device)
         self.normalizer.clamp_(x)
