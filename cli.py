@@ -2,7 +2,8 @@
 
 Heavy imports (torch) happen inside commands so ``datafree --help`` is instant. Every error a user
 can cause is one line on stderr and exit status 2; no traceback. Exit codes (docs/failures.md):
-0 done; 1 internal error (a bug: one line, ``DATAFREE_DEBUG=1`` shows the traceback); 2 bad input,
+0 done; 1 internal error (a bug: one line, ``DATAFREE_DEBUG=1`` shows the traceback) or a ``deploy``
+export that failed its verification; 2 bad input,
 usage error or unreadable/unwritable file; 3 the run diverged (NaN/inf loss); 130 interrupted.
 Under ``torchrun`` every command joins the process group (see datafree/distributed.py).
 """
