@@ -257,7 +257,7 @@ def compress(
         stages["quantize"] = report["quantize"]["seconds"]
         resources["quantize"] = mem.result
     report["final_card"] = str(final.card.path)
-    report["profile"] = _profile(lm, out, s_report is not None, prune is not None, eval_data)
+    report["profile"] = _profile(lm, out, report, eval_data, t_metrics)
     if bits is not None:
         report["profile"]["quantized"] = _quantized_profile(
             report["quantize"], list(report["profile"].values())[-1]
@@ -445,15 +445,26 @@ def _quantized_profile(q: dict[str, Any], before: dict[str, Any]) -> dict[str, A
 
 
 def _profile(
-    teacher: LoadedModel, out: Path, student: bool, pruned: bool, eval_data: str | Path | None = None
-) -> dict[str, dict[str, Any]]:
-    """Accuracy, params, MACs, size and CPU latency (1 thread, interleaved) of each stage's model."""
+    teacher: LoadedModel, out: Path, report: dict[str, Any], eval_data: str | Path | None,
+    t_metrics: dict[str, Any],
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Accuracy, params, MACs, size and CPU latency (1 thread, interleaved) of each stage's model.
+
+    The accuracies come from the stages that measured them (teacher, student, pruning recovery):
+    the evaluation data is not read again.
+    """
     models = {"teacher": teacher.model}
-    if student:
+    measured = {"teacher": t_metrics}
+    if "student" in report:
         models["student"] = load_model(out / "model.json", "cpu").model
-    if pruned:
+        s = report["student"]
+        measured["student"] = {"accuracy": s["accuracy"], "top5": s["top5"], "data": s["eval_data"]}
+    if "prune" in report:
         models["pruned"] = load_model(out / "prune" / "model.json", "cpu").model
-    return profile_stages(models, teacher.card, eval_data)
+        st = report["prune"]["stages"]
+        p = st.get("recovered", st["pruned"])
+        measured["pruned"] = {"accuracy": p["accuracy"], "top5": p["top5"], "data": p["eval_data"]}
+    return profile_stages(models, teacher.card, eval_data, measured=measured)
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -166,8 +166,10 @@ def profile_model(
     return report
 
 
-def _stage_metrics(model: nn.Module, card: ModelCard, eval_data: str | Path | None) -> dict[str, Any]:
-    acc = measure(model, card, eval_data)
+def _stage_metrics(
+    model: nn.Module, card: ModelCard, eval_data: str | Path | None, measured: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    acc = measured if measured is not None else measure(model, card, eval_data)
     return {
         "accuracy": acc["accuracy"],
         "top5": acc["top5"],
@@ -185,14 +187,20 @@ def profile_stages(
     *,
     latency: bool = True,
     repeats: int = 30,
+    measured: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Accuracy, parameters, MACs, bytes and CPU latency (1 thread, interleaved) of each model.
+
+    ``measured`` gives, by stage name, accuracies already measured on ``eval_data``
+    (:func:`datafree.evaluate.measure`'s ``accuracy``, ``top5`` and ``data``): those models are not
+    evaluated again.
 
     Returns:
         ``{stage: {"accuracy", "params", "macs", "size_bytes", "latency_ms_b1", "latency_ms_b64"}}``
         (latency: median ms per forward; ``latency_min_ms_b*``: the minimum, steadier under load).
     """
-    out = {name: _stage_metrics(m, card, eval_data) for name, m in models.items()}
+    known = measured or {}
+    out = {name: _stage_metrics(m, card, eval_data, known.get(name)) for name, m in models.items()}
     if latency:
         cpu = {name: copy.deepcopy(m).cpu() for name, m in models.items()}
         lat = measure_latency(cpu, card.input_shape, LATENCY_BATCHES, repeats=repeats)

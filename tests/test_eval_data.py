@@ -271,7 +271,23 @@ def test_compress_report_measures_on_eval_data(run, tmp_path):
     assert json.loads(e.output)["num_samples"] == 100
     card = json.loads((out / "model.json").read_text())
     assert card["accuracy_data"] == str(tmp_path / "real.npz") and card["trained_on"] == "digits"
+    # the profile reuses the stages' accuracies instead of reading the evaluation data again
+    prof = rep["profile"]
+    assert prof["teacher"]["accuracy"] == rep["teacher"]["accuracy"]
+    assert prof["student"]["accuracy"] == rep["student"]["accuracy"]
+    assert prof["student"]["eval_data"] == str(tmp_path / "real.npz")
     assert f"on {tmp_path / 'real.npz'}" in r.output
+
+
+def test_compress_profile_does_not_evaluate_again(run, tmp_path, monkeypatch):
+    import datafree.profile
+
+    def fail(*a, **k):
+        raise AssertionError("the profile measured a model again")
+
+    monkeypatch.setattr(datafree.profile, "measure", fail)
+    r = run("compress", "--out", tmp_path / "c", "--num-images", 16, *KD1, "--no-baseline", *TINY)
+    assert r.exit_code == 0, r.output
 
 
 def test_compress_of_a_teacher_without_data_claims_nothing(run, tmp_path, bn_teacher):
