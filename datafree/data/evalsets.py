@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import pickle
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 
 from ..errors import UserInputError
 from .digits import resize_images
-from .files import folder_class_index, normalized_npz_pixels
+from .files import folder_class_index, normalized_npz_pixels, read_npz
 
 __all__ = ["EvalData", "open_eval_data", "folder_class_index", "IMG_EXTENSIONS"]
 
@@ -286,14 +285,11 @@ def _cifar(kind: str, rest: str, card: Any, batch_size: int) -> EvalData:
 
 
 def _npz(path: Path, card: Any, batch_size: int) -> EvalData:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "images" not in z or "labels" not in z:
-                raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
-            images, labels = z["images"], z["labels"]
-            pixels = normalized_npz_pixels({k: z[k] for k in z.files}, path)  # datafree export --normalized
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise UserInputError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    z = read_npz(path)
+    if "images" not in z or "labels" not in z:
+        raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
+    images, labels = z["images"], z["labels"]
+    pixels = normalized_npz_pixels(z, path)  # datafree export --normalized
     return _array_batches(images if pixels is None else pixels, labels, card, batch_size, str(path))
 
 

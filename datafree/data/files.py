@@ -43,7 +43,8 @@ def _from_array(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)  # (N, C, H, W)
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (no pickles), or a one-line :class:`UserInputError`."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -70,7 +71,7 @@ def normalized_npz_pixels(z: dict[str, np.ndarray], path: Path) -> np.ndarray | 
 
 
 def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    z = _read_npz(path)
+    z = read_npz(path)
     if "images" not in z or "labels" not in z:
         raise UserInputError(f"{path}: an .npz dataset needs arrays 'images' and 'labels'")
     images, labels = z["images"], z["labels"]
@@ -103,7 +104,7 @@ def load_normalized_npz(path: str | Path, card: Any) -> torch.Tensor | None:
         UserInputError: the file was normalised for another input shape, mean or std.
     """
     path = Path(path)
-    z = _read_npz(path)
+    z = read_npz(path)
     if "images" not in z:
         raise UserInputError(f"{path}: an .npz needs an array 'images'")
     spec = _normalized_spec(z, path)
