@@ -42,7 +42,7 @@ SUITE: list[TeacherSpec] = [
     TeacherSpec("mobilenetv2_32", "mobilenet_v2", "torchvision MobileNetV2", "imagenet", 30),
     TeacherSpec("plain_32", "net.py:plain_cnn", "BN-less CNN", "half", 20, batchnorm=False),
     TeacherSpec("vgg8_bn_32", "net.py:vgg8_bn", "VGG-8 (BN)", "cifar", 20),
-    TeacherSpec("wrn40_2_32", "net.py:wrn40_2", "WRN-40-2 (pre-activation)", "cifar", 15),
+    TeacherSpec("wrn40_2_32", "wrn40_2", "WRN-40-2 (pre-activation, the zoo's)", "cifar", 15),
 ]
 # The shipped 1x16x16 teachers: name -> (family, has BatchNorm).
 SHIPPED = {

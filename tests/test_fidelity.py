@@ -56,7 +56,7 @@ def test_fidelity_bench_reduced(tmp_path: Path) -> None:
     teachers = [
         _tiny_card(tmp_path, "tv_resnet18", "resnet18", (3, 16, 16)),
         _tiny_card(tmp_path, "tv_mobilenet", "mobilenet_v2", (3, 16, 16), width_mult=0.25),
-        _tiny_card(tmp_path, "wrn", "net.py:wrn16_1", (3, 16, 16)),
+        _tiny_card(tmp_path, "wrn", "wrn16_1", (3, 16, 16)),
         _tiny_card(tmp_path, "plain", "net.py:plain_cnn", (3, 16, 16)),
     ]
     out = tmp_path / "results"
