@@ -205,20 +205,13 @@ class CMIConfig(SynthConfig):
     pad: int = -1  # global view's crop padding; -1 means H // 8 (4 px at 32, the paper's)
     flip: bool = False
 
+    positive_fields: ClassVar[tuple[str, ...]] = ("nz", "ngf", "head_dim", "bank_size", "cr_temperature")
+    non_negative_fields: ClassVar[tuple[str, ...]] = ("negatives",)
+
     def validate(self) -> None:  # noqa: D102
         super().validate()
-        for name in ("nz", "ngf", "head_dim", "bank_size"):
-            if getattr(self, name) <= 0:
-                raise UserInputError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.negatives < 0:
-            raise UserInputError(f"negatives must be >= 0, got {self.negatives}")
-        if self.cr_temperature <= 0:
-            raise UserInputError(f"cr_temperature must be > 0, got {self.cr_temperature}")
         if not 0.0 < self.local_min_area <= 1.0:
             raise UserInputError(f"local_min_area must be in (0, 1], got {self.local_min_area}")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 def instance_means(features: list[torch.Tensor | None]) -> torch.Tensor:
@@ -232,16 +225,11 @@ class CMI(RoundSynthesizer):
 
     name = "cmi"
     Config = CMIConfig
-    requires_batchnorm = True
     # CMI's published loop is the growing pool (``synthesize(); train(kd_steps)``); with its 200
     # steps per round the pool recipe uses the default KD settings.
     pool_batch_size: ClassVar[int] = 256
     pool_kd: ClassVar[dict[str, Any]] = {"kd_steps": 40}
     config: CMIConfig
-
-    def uses_student(self) -> bool:
-        """The optional adversarial term (``adv_weight`` > 0) needs the student."""
-        return self.config.adv_weight > 0
 
     def __init__(self, teacher: nn.Module, card: Any, config: CMIConfig) -> None:
         super().__init__(teacher, card, config)

@@ -67,13 +67,10 @@ class DeepInversionConfig(SynthConfig):
     bn_ce_max_ratio: float = 26.0
 
     def validate(self) -> None:
-        """Also check Adam's betas (torch would raise a bare ValueError later)."""
+        """Also check ``plateau_tol`` (Adam's betas: :meth:`SynthConfig.validate`)."""
         super().validate()
         if not 0.0 <= self.plateau_tol < 1.0:
             raise UserInputError(f"plateau_tol must be in [0, 1), got {self.plateau_tol}")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 @register

@@ -128,15 +128,14 @@ class FastDatafreeConfig(SynthConfig):
     reptile_scale: float = 67.0  # Reptile's gradient multiplier in the reference code
     jitter: int = -1  # pixels of random roll; -1 means H // 8
 
+    positive_fields: ClassVar[tuple[str, ...]] = ("nz", "ngf")
+
     def validate(self) -> None:  # noqa: D102
         super().validate()
         if self.meta not in _META_GRADIENTS:
             raise UserInputError(f"meta must be one of {', '.join(_META_GRADIENTS)}, got {self.meta!r}")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise UserInputError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
-        for name in ("nz", "ngf"):
-            if getattr(self, name) <= 0:
-                raise UserInputError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 def _fomaml_accumulate(meta: nn.Module, fast: nn.Module, scale: float) -> None:
@@ -162,20 +161,8 @@ class FastDatafree(RoundSynthesizer):
 
     name = "fast"
     Config = FastDatafreeConfig
-    requires_batchnorm = True
-    # The published loop (``synthesise(); train(kd_steps)`` on a growing pool,
-    # :class:`datafree.sources.PoolSource`), scaled to the 16 px digits teachers: rounds of 32 images
-    # and 20 KD steps of batch 64 at SGD lr 0.1. Measured with bench/time_to_accuracy.py on
-    # resnet8_digits (1 thread): 95% of the teacher after 21.4 s, against 52.2 s with rounds of 128
-    # and the plain KD settings (batch 128, lr 0.05); a KD step is ~90% of the loop's time, and a
-    # smaller KD batch halves its cost without needing more images.
-    pool_batch_size: ClassVar[int] = 32
-    pool_kd: ClassVar[dict[str, Any]] = {"batch_size": 64, "kd_steps": 20, "lr": 0.1}
+    # the growing-pool settings: RoundSynthesizer's (measured on this backend)
     config: FastDatafreeConfig
-
-    def uses_student(self) -> bool:
-        """The optional adversarial term (``adv_weight`` > 0) needs the student."""
-        return self.config.adv_weight > 0
 
     def __init__(self, teacher: nn.Module, card: Any, config: FastDatafreeConfig) -> None:
         super().__init__(teacher, card, config)

@@ -151,19 +151,13 @@ class NAYERConfig(SynthConfig):
     pad: int = -1  # crop padding of the augmentation; -1 means H // 8
     flip: bool = False
 
+    positive_fields: ClassVar[tuple[str, ...]] = ("ngf", "le_size", "le_emb_size")
+    non_negative_fields: ClassVar[tuple[str, ...]] = ("group_size", "g_life")
+
     def validate(self) -> None:  # noqa: D102
         super().validate()
         if self.embedding not in EMBEDDINGS:
             raise UserInputError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
-        for name in ("ngf", "le_size", "le_emb_size"):
-            if getattr(self, name) <= 0:
-                raise UserInputError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("group_size", "g_life"):
-            if getattr(self, name) < 0:
-                raise UserInputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 @register
@@ -172,12 +166,8 @@ class NAYER(RoundSynthesizer):
 
     name = "nayer"
     Config = NAYERConfig
-    requires_batchnorm = True
-    # The published loop (``synthesize(); train(kd_steps)`` on a growing pool), with the pool
-    # settings of ``fast`` (rounds of 32 images, 20 KD steps of batch 64 at lr 0.1); see
-    # docs/methods.md for the run that measured them.
-    pool_batch_size: ClassVar[int] = 32
-    pool_kd: ClassVar[dict[str, Any]] = {"batch_size": 64, "kd_steps": 20, "lr": 0.1}
+    # The published loop (``synthesize(); train(kd_steps)`` on a growing pool) with the pool settings
+    # of ``fast`` (RoundSynthesizer's); see docs/methods.md for the run that measured them.
     config: NAYERConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: NAYERConfig) -> None:

@@ -139,11 +139,27 @@ def test_nayer_embeddings(bn_teacher, embedding):
         ("nayer", {"group_size": -1}, "group_size must be >= 0"),
         ("cmi", {"cr_temperature": 0.0}, "cr_temperature must be > 0"),
         ("cmi", {"local_min_area": 1.5}, "local_min_area"),
+        ("cmi", {"negatives": -1}, "negatives must be >= 0"),
+        ("nayer", {"le_emb_size": 0}, "le_emb_size must be > 0"),
+        ("fast", {"ngf": 0}, "ngf must be > 0"),
+        # Adam's betas, for every backend that has them (torch would raise a bare ValueError)
+        ("fast", {"beta1": 1.0}, r"beta1 must be in \[0, 1\)"),
+        ("nayer", {"beta2": -0.1}, r"beta2 must be in \[0, 1\)"),
+        ("deepinversion", {"beta2": 1.5}, r"beta2 must be in \[0, 1\)"),
     ],
 )
 def test_bad_options_are_user_errors(bn_teacher, name, opts, match):
     with pytest.raises(UserInputError, match=match):
         create_synthesizer(name, bn_teacher.model, bn_teacher.card, **opts)
+
+
+@pytest.mark.parametrize("name", ["cmi", "nayer", "fast"])
+def test_the_pool_passes_the_student_exactly_when_the_adversarial_term_is_on(bn_teacher, name):
+    from datafree.sources import PoolSource
+
+    for adv in (0.0, 0.5):
+        synth = create_synthesizer(name, bn_teacher.model, bn_teacher.card, batch_size=4, adv_weight=adv)
+        assert PoolSource(synth).needs_student is (adv > 0)
 
 
 def test_both_refuse_a_teacher_without_batchnorm(plain_teacher):
