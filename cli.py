@@ -631,6 +631,7 @@ def distill(
 ) -> None:
     """Train a student from the teacher on synthetic data; writes OUT/model.json. Rerun to resume."""
     from datafree.cards import load_model
+    from datafree.data.evalsets import check_eval_data
     from datafree.distributed import run_on_main
     from datafree.outputs import prepare_out_dir
     from datafree.pipeline import distill_to_dir
@@ -648,10 +649,7 @@ def distill(
     }
     p = plan(lm, data=data, method=method, pool=pool, kd=kd_over, method_options=_parse_set(options),
              num_images=num_images, seed=seed)  # fmt: skip
-    if eval_data is not None:  # a bad --eval-data fails before --out is touched
-        from datafree.data.evalsets import open_eval_data
-
-        open_eval_data(eval_data, lm.card)
+    check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched too
     if method is not None and not pool and not _method_is_online(method):
         # a checkpoint in --out this run cannot resume: refused before data/ is written
         from datafree.distill import check_checkpoint
@@ -1059,20 +1057,11 @@ def quantize(
     Writes OUT/model.json + report.json.
     """
     from datafree.cards import load_model
-    from datafree.outputs import prepare_out_dir
     from datafree.quant import QuantConfig, QuantizeJob
     from datafree.quant import quantize as run
 
     dev = _setup(device, quiet, threads)
-    from datafree.quant.api import check_quantize_args
-
     lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
-    if eval_data is not None:  # a bad --eval-data fails before --out is touched
-        from datafree.data.evalsets import open_eval_data
-
-        open_eval_data(eval_data, lm.card)
-    check_quantize_args(lm, calib, **_parse_set(options))  # before --out is created
-    out = prepare_out_dir(out)
     cfg = QuantConfig(weight_bits, act_bits, not asymmetric_weights, weight_calib, act_calib)
     job = QuantizeJob(
         calib,
@@ -1083,7 +1072,7 @@ def quantize(
         synth_options=_parse_set(options),
         eval_data=eval_data,
     )
-    rep = run(lm, cfg, job, out_dir=out, device=dev)
+    rep = run(lm, cfg, job, out_dir=out, device=dev, prepare_out=True)  # checks it all before --out is made
     q, where = rep["quantized"], rep["eval_data"]
     click.echo(f"fp32: {_acc(rep['fp32']['accuracy'], where)}, {rep['fp32']['size_bytes']} bytes")
     click.echo(

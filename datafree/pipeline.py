@@ -19,7 +19,7 @@ from torch import nn
 
 from . import distributed as dist
 from .cards import LoadedModel, load_model, save_model
-from .data.evalsets import open_eval_data
+from .data.evalsets import check_eval_data
 from .distill import CHECKPOINT, KDConfig, check_checkpoint, distill
 from .errors import UserInputError
 from .evaluate import measure
@@ -218,8 +218,7 @@ def compress(
         make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
     p = plan(lm, method=method, kd=kd, method_options=synth_options, num_images=num_images, seed=seed)
-    if eval_data is not None:  # a bad --eval-data fails before --out is touched
-        open_eval_data(eval_data, lm.card)
+    check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched
     if not p.online and run_student:  # a checkpoint in --out this run cannot resume: before data/ is written
         check_checkpoint(out, p.kd, out / "data")
     dist.run_on_main(lambda: prepare_out_dir(out))
@@ -247,8 +246,10 @@ def compress(
         resources["baseline"] = {**mem.result, **_kd_rate(p.kd, b)}
     final = load_model(out / "model.json", dev) if s_report is not None else lm
     if prune is not None:
+        # the model pruned was measured by its own stage (the student's, else the teacher's above)
+        before = _measured(report["student"]) if s_report is not None else t_metrics
         with StagePeakMemory(dev) as mem:
-            final = _prune_stage(final, prune, importance, report, out, p, eval_data)
+            final = _prune_stage(final, prune, importance, report, out, p, eval_data, before)
         stages["prune"] = report["prune"]["seconds"]
         resources["prune"] = mem.result
     if bits is not None:
@@ -386,16 +387,20 @@ def _student_report(
 
 def _prune_stage(
     current: LoadedModel, ratio: float, importance: str, report: dict[str, Any], out: Path, p: Plan,
-    eval_data: str | Path | None = None,
+    eval_data: str | Path | None = None, measured: dict[str, Any] | None = None,
 ) -> LoadedModel:  # fmt: skip
-    """Prune ``current`` and recover it by KD from its unpruned self on the run's synthetic data."""
+    """Prune ``current`` and recover it by KD from its unpruned self on the run's synthetic data.
+
+    ``measured``: ``current``'s accuracy as :func:`measure` gave it on ``eval_data`` (not measured again).
+    """
     if "data" in report:
         sp = plan(current, data=report["data"]["dir"], kd=p.kd, seed=p.seed, allow_other_teacher=True)
     else:
         sp = plan(current, method=p.method, kd=p.kd, method_options=p.method_options, seed=p.seed)
     source = sp.open_source()
     res = prune_stage(current, ratio, importance=importance, source=source, source_info=sp.info, kd=p.kd,
-                      out_dir=out / "prune", latency=False, eval_data=eval_data)  # fmt: skip
+                      out_dir=out / "prune", latency=False, eval_data=eval_data,
+                      measured={"unpruned": measured} if measured is not None else None)  # fmt: skip
     report["prune"] = {k: v for k, v in res.report.items() if k != "history"}
     return load_model(out / "prune" / "model.json", device_of(current.model))
 
@@ -457,14 +462,17 @@ def _profile(
     measured = {"teacher": t_metrics}
     if "student" in report:
         models["student"] = load_model(out / "model.json", "cpu").model
-        s = report["student"]
-        measured["student"] = {"accuracy": s["accuracy"], "top5": s["top5"], "data": s["eval_data"]}
+        measured["student"] = _measured(report["student"])
     if "prune" in report:
         models["pruned"] = load_model(out / "prune" / "model.json", "cpu").model
         st = report["prune"]["stages"]
-        p = st.get("recovered", st["pruned"])
-        measured["pruned"] = {"accuracy": p["accuracy"], "top5": p["top5"], "data": p["eval_data"]}
+        measured["pruned"] = _measured(st.get("recovered", st["pruned"]))
     return profile_stages(models, teacher.card, eval_data, measured=measured)
+
+
+def _measured(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stage report's accuracy in :func:`measure`'s terms (``accuracy``, ``top5``, ``data``)."""
+    return {"accuracy": entry["accuracy"], "top5": entry["top5"], "data": entry["eval_data"]}
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -290,6 +290,27 @@ def test_compress_profile_does_not_evaluate_again(run, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
 
 
+def test_compress_prune_stage_does_not_measure_the_student_again(run, tmp_path, monkeypatch):
+    import datafree.profile
+    from datafree.utils import count_params
+
+    real, measured = datafree.profile.measure, []
+
+    def spy(model, card, data=None):
+        measured.append(count_params(model))
+        return real(model, card, data)
+
+    monkeypatch.setattr(datafree.profile, "measure", spy)
+    out = tmp_path / "c"
+    r = run("compress", "--out", out, "--student", "resnet8_quarter", "--prune", "0.5", "--num-images", 16,
+            *KD1, "--no-baseline", *TINY)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    # the student stage measured the unpruned student; the prune stage measures only its own models
+    assert rep["prune"]["stages"]["unpruned"]["accuracy"] == rep["student"]["accuracy"]
+    assert rep["student"]["params"] not in measured and len(measured) == 2, measured
+
+
 def test_compress_of_a_teacher_without_data_claims_nothing(run, tmp_path, bn_teacher):
     card = {k: v for k, v in json.loads(bn_teacher.card.path.read_text()).items() if k != "trained_on"}
     card["weights"] = str(bn_teacher.card.weights_path())

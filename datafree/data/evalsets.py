@@ -39,7 +39,7 @@ from ..errors import UserInputError
 from .digits import resize_images
 from .files import folder_class_index, normalized_npz_pixels, read_npz
 
-__all__ = ["EvalData", "open_eval_data", "folder_class_index", "IMG_EXTENSIONS"]
+__all__ = ["EvalData", "check_eval_data", "open_eval_data", "folder_class_index", "IMG_EXTENSIONS"]
 
 IMG_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -305,6 +305,17 @@ def _digits(split: str, card: Any, batch_size: int) -> EvalData:
             yield x[i : i + batch_size], y[i : i + batch_size]
 
     return EvalData(f"digits:{split or 'test'}", len(y), batches, 10)
+
+
+def check_eval_data(spec: str | Path | None, card: Any) -> None:
+    """Open ``spec`` (when given) so that a bad ``--eval-data`` fails before a job writes anything.
+
+    Args:
+        spec: see :func:`open_eval_data`; None checks nothing (the card's default data is used).
+        card: the model's card.
+    """
+    if spec is not None:
+        open_eval_data(spec, card)
 
 
 def open_eval_data(spec: str | Path, card: Any, *, batch_size: int = 256, workers: int = 0) -> EvalData:

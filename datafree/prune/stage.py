@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from ..cards import LoadedModel, ModelCard, build_model, load_model, save_model
-from ..data.evalsets import open_eval_data
+from ..data.evalsets import check_eval_data
 from ..distill import KDConfig, distill
 from ..errors import UserInputError
 from ..outputs import prepare_out_dir
@@ -165,6 +166,7 @@ def prune_stage(
     eval_data: str | Path | None = None,
     out_dir: str | Path | None = None,
     latency: bool = True,
+    measured: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> PruneResult:
     """Prune ``model`` by ``ratio`` of its channels and recover it by KD on ``source``.
 
@@ -184,6 +186,9 @@ def prune_stage(
         out_dir: where to write ``model.json`` + ``model.safetensors``, ``report.json`` and the
             recovery ``checkpoint.pt`` (a rerun resumes it); nothing is written when None.
         latency: measure CPU latency (1 thread, batch 1 and 64) of each stage.
+        measured: accuracies already measured on ``eval_data``, by stage (``unpruned``: ``model``'s, as
+            :func:`datafree.evaluate.measure` gave them): not measured again (see
+            :func:`datafree.profile.profile_stages`).
 
     Returns:
         :class:`PruneResult`; ``report["stages"]`` has ``unpruned``, ``pruned`` and, when
@@ -217,7 +222,7 @@ def prune_stage(
                          checkpoint_dir=out_dir, desc=f"recover ({importance} {ratio:g})")  # fmt: skip
         history = result.history
         stages["recovered"] = pruned
-    metrics = profile_stages(stages, card, eval_data, latency=latency)
+    metrics = profile_stages(stages, card, eval_data, latency=latency, measured=measured)
     report = _report(
         metrics, ratio, importance, global_pruning, source_info, kd if recover else None, history
     )
@@ -292,8 +297,7 @@ def prune_model(
     # the recovery keeps these KD settings whatever the backend (it recovers a model, it is no paper's KD)
     p = plan(lm, data=data, method=method, kd=cfg, method_options=method_options, num_images=num_images,
              seed=seed) if needs_data else None  # fmt: skip
-    if eval_data is not None:  # a bad --eval-data fails before anything is synthesized or written
-        open_eval_data(eval_data, lm.card)
+    check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before anything is synthesized or written
     if out_dir is not None:
         out_dir = prepare_out_dir(out_dir)
     source, info = None, None

@@ -26,11 +26,13 @@ from generators import method_class
 
 from ..cards import LoadedModel, ModelCard, load_model, portable_arch, save_model
 from ..data import digits_split
+from ..data.evalsets import check_eval_data
 from ..dataset import MANIFEST, shard_seed
 from ..distill import CHECKPOINT, KDConfig
 from ..errors import UserInputError
 from ..evaluate import default_eval_data, measure
 from ..hooks import batchnorm_layers
+from ..outputs import prepare_out_dir
 from ..plan import plan
 from ..profile import measure_latency
 from ..utils import atomic_write_json, device_of, model_size_bytes, remove_stale, torch_generator
@@ -372,8 +374,12 @@ def quantize(
     out_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     images: torch.Tensor | None = None,
+    prepare_out: bool = False,
 ) -> dict[str, Any]:
     """Quantize ``model`` without real data; returns (and writes) a report.
+
+    Everything is checked (the configs, the model, ``job.calib`` and ``job.synth_options``,
+    ``job.eval_data``) before anything runs or is written.
 
     Args:
         model: a shipped teacher name, card path / directory, card, or loaded model.
@@ -383,6 +389,9 @@ def quantize(
             with ``job.int8``, the int8 model as ``int8/model.json`` + ``int8/model.safetensors``).
         device: where to synthesize, calibrate and fine-tune.
         images: calibration images to use instead of ``job.calib`` (already normalised).
+        prepare_out: ``out_dir`` is a command's ``--out``: once the checks pass, create it, or accept
+            it when empty or already ours, and refuse a directory holding other files
+            (:func:`datafree.outputs.prepare_out_dir`).
 
     Returns:
         The report: accuracies (fp32, quantized, after fine-tuning, int8), sizes, latency.
@@ -394,6 +403,9 @@ def quantize(
     card = lm.card
     if images is None:
         check_quantize_args(lm, job.calib, **job.synth_options)
+    check_eval_data(job.eval_data, card)
+    if prepare_out and out_dir is not None:
+        out_dir = prepare_out_dir(out_dir)
     report: dict[str, Any] = {
         "model": card.name or str(card.path),
         "weight_bits": cfg.weight_bits,
