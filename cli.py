@@ -10,6 +10,7 @@ Under ``torchrun`` every command joins the process group (see datafree/distribut
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -315,6 +316,12 @@ def methods() -> None:
         click.echo(f"{name:14s} {kind}{bn}: {(cls.__doc__ or '').strip().splitlines()[0]}")
 
 
+steps_opt = click.option(
+    "--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."
+)
+kd_batch_opt = click.option(
+    "--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size."
+)
 kd_opts = [
     click.option(
         "--epochs",
@@ -323,12 +330,8 @@ kd_opts = [
         callback=_positive,
         help="KD epochs (default 30; online methods have their own).",
     ),
-    click.option(
-        "--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."
-    ),
-    click.option(
-        "--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size."
-    ),
+    steps_opt,
+    kd_batch_opt,
     click.option("--lr", type=float, default=None, help="Student learning rate."),
     click.option("--temperature", type=float, default=None, help="KD temperature."),
 ]
@@ -353,31 +356,51 @@ kd_more_opts = [
 kd_opts += kd_more_opts
 
 
-def _kd_more(kd_more: dict[str, Any]) -> dict[str, Any]:
-    """The KD settings given through ``kd_more_opts`` (``--kd`` pairs, then the named options)."""
-    from datafree.config import parse_kd
-
-    named = {k: kd_more.get(k) for k in ("optimizer", "momentum", "weight_decay", "hard_label_weight")}
-    return {**parse_kd(kd_more.get("kd_pairs", ())), **{k: v for k, v in named.items() if v is not None}}
-
-
-def _kd_overrides(
-    epochs: int | None, steps_per_epoch: int | None, batch_size: int | None, lr: float | None,
-    temperature: float | None, seed: int,
-) -> dict[str, Any]:  # fmt: skip
-    """The KD options given on the command line (online methods keep their own defaults otherwise)."""
-    given = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "lr": lr,
-             "temperature": temperature}  # fmt: skip
-    return {"seed": seed, **{k: v for k, v in given.items() if v is not None}}
-
-
 def _add(opts: list[Any]) -> Any:
+    """Apply a group of click options (in the group's order)."""
+
     def deco(f: Any) -> Any:
         for o in reversed(opts):
             f = o(f)
         return f
 
     return deco
+
+
+def _option_names(opts: list[Any]) -> tuple[str, ...]:
+    def probe() -> None: ...
+
+    return tuple(reversed([p.name for p in _add(opts)(probe).__click_params__]))
+
+
+_KD_OPTIONS = _option_names(kd_opts)  # the parameters of every KD option, --epochs ... --kd
+_KD_MORE = _option_names(kd_more_opts)  # --optimizer ... --hard-label-weight, --kd
+_KD_BASIC = tuple(k for k in _KD_OPTIONS if k not in _KD_MORE)  # --epochs ... --temperature
+_KD_FIELD = {"kd_batch_size": "batch_size"}  # option -> KDConfig field, where the names differ
+
+
+def _kd_given(command: Any) -> Any:
+    """Decorator: the command gets the values of its KD options as one ``kd_given`` dict (not one each)."""
+
+    @functools.wraps(command)
+    def run(**params: Any) -> Any:
+        return command(kd_given={k: params.pop(k) for k in _KD_OPTIONS if k in params}, **params)
+
+    return run
+
+
+def _kd_settings(given: dict[str, Any], seed: int, named_win: bool = False) -> dict[str, Any]:
+    """The KD settings given on the command line as KDConfig fields (the method's own fill in the rest).
+
+    The seed and ``kd_opts``' named options (``--epochs`` ... ``--temperature``), then the ``--kd``
+    pairs and ``kd_more_opts``' named options, which win; with ``named_win`` (prune) the reverse.
+    """
+    from datafree.config import parse_kd
+
+    basic = {"seed": seed, **{_KD_FIELD.get(k, k): given[k] for k in _KD_BASIC if given.get(k) is not None}}
+    named_more = {k: given[k] for k in _KD_MORE if k != "kd_pairs" and given.get(k) is not None}
+    more = {**parse_kd(given.get("kd_pairs", ())), **named_more}
+    return {**more, **basic} if named_win else {**basic, **more}
 
 
 _SPEED = "datafree.speed"
@@ -395,60 +418,58 @@ def _store(key: str) -> Any:
     return callback
 
 
+def _speed_option(flag: str, key: str, **kw: Any) -> Any:
+    """An option kept in ``ctx.meta`` for :func:`_setup` (see :func:`_store`), not a command argument."""
+    return click.option(flag, expose_value=False, callback=_store(key), **kw)
+
+
 # Speed and observability options of every command that runs a loop (datafree.precision, datafree.metrics).
 speed_opts = [
-    click.option(
-        "--precision",
-        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-        default="auto",
-        show_default=True,
-        expose_value=False,
-        callback=_store("precision"),
-        help="Autocast precision of the training loops (auto: measured default per device, docs/speed.md).",
-    ),
-    click.option(
-        "--channels-last",
-        is_flag=True,
-        expose_value=False,
-        callback=_store("channels_last"),
-        help="channels_last memory format for the networks and batches.",
-    ),
-    click.option(
-        "--compile",
-        is_flag=True,
-        expose_value=False,
-        callback=_store("compile"),
-        help="torch.compile the KD forward passes (pays on long GPU runs; see docs/speed.md).",
-    ),
-    click.option(
-        "--log-every",
-        type=float,
-        default=None,
-        expose_value=False,
-        callback=_store("log_every"),
-        metavar="SECONDS",
-        help="Seconds between progress lines when stderr is not a terminal (default 30).",
-    ),
-    click.option(
-        "--tensorboard",
-        is_flag=True,
-        expose_value=False,
-        callback=_store("tensorboard"),
-        help="Also write TensorBoard scalars and samples to OUT/tensorboard (pip install "
-        "'datafree[tensorboard]').",
-    ),
-]
+    _speed_option("--precision", "precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                  default="auto", show_default=True,
+                  help="Autocast precision of the training loops (auto: measured default per device, "
+                       "docs/speed.md)."),
+    _speed_option("--channels-last", "channels_last", is_flag=True,
+                  help="channels_last memory format for the networks and batches."),
+    _speed_option("--compile", "compile", is_flag=True,
+                  help="torch.compile the KD forward passes (pays on long GPU runs; see docs/speed.md)."),
+    _speed_option("--log-every", "log_every", type=float, default=None, metavar="SECONDS",
+                  help="Seconds between progress lines when stderr is not a terminal (default 30)."),
+    _speed_option("--tensorboard", "tensorboard", is_flag=True,
+                  help="Also write TensorBoard scalars and samples to OUT/tensorboard (pip install "
+                       "'datafree[tensorboard]')."),
+]  # fmt: skip
 
 # The options of every command that runs a backend or trains: seed, --set, --trust-checkpoint,
 # --device, --quiet, --threads and the speed options (compress lists them itself: no --trust-checkpoint).
 run_opts = [seed_opt, set_opt, trust_opt, device_opt, quiet_opt, threads_opt, *speed_opts]
 
-
-@cli.command()
-@click.option(
+# Options several commands share, word for word.
+teacher_opt = click.option(
     "--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path."
 )
-@click.option("--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend.")
+method_opt = click.option(
+    "--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend."
+)
+student_opt = click.option(
+    "--student", "-s", default=None, help="Student architecture (default: a smaller registered one)."
+)
+data_opt = click.option(
+    "--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory."
+)
+num_images_opt = click.option(
+    "--num-images", "-n", type=int, default=None, callback=_positive,
+    help="Images to synthesize (offline methods).",
+)  # fmt: skip
+model_out_opt = click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json)."
+)
+
+
+@cli.command()
+@_kd_given
+@teacher_opt
+@method_opt
 @click.option("--num-images", "-n", required=True, type=int, callback=_positive, help="Images to write.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
 @click.option(
@@ -479,18 +500,13 @@ def synthesize(
     iterations: int | None,
     generator_path: Path | None,
     student: str | None,
-    epochs: int | None,
-    steps_per_epoch: int | None,
-    kd_batch_size: int | None,
-    lr: float | None,
-    temperature: float | None,
+    kd_given: dict[str, Any],
     seed: int,
     options: tuple[str, ...],
     trust_checkpoint: bool,
     device: str | None,
     quiet: bool,
     threads: int | None,
-    **kd_more: Any,
 ) -> None:
     """Write a synthetic dataset (shards + manifest.json + samples.png); rerun to resume."""
     from datafree.cards import load_model
@@ -507,10 +523,7 @@ def synthesize(
     if _method_is_online(method):  # train a generator (in OUT_generator/) or reuse --generator, then sample
         from datafree.online_train import synthesize_online
 
-        kd_over = {
-            **_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed),
-            **_kd_more(kd_more),
-        }
+        kd_over = _kd_settings(kd_given, seed)
         if generator_path is not None and (student is not None or len(kd_over) > 1):
             raise UserInputError(
                 "--student and the KD options train a generator; with --generator they do not apply"
@@ -532,12 +545,8 @@ def synthesize(
         )
         _save_config(out)
         return
-    if (
-        generator_path is not None
-        or student is not None
-        or len(_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed)) > 1
-        or _kd_more(kd_more)
-    ):
+    kd_asked = any(v not in (None, ()) for v in kd_given.values())
+    if generator_path is not None or student is not None or kd_asked:
         raise UserInputError(
             "--generator, --student and the KD options apply to online methods (dafl, zskt, dfad), not "
             f"{method!r}"
@@ -576,27 +585,13 @@ def export(dataset: Path, fmt: str, normalized: bool, out: Path) -> None:
 
 
 @cli.command()
-@click.option(
-    "--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path."
-)
-@click.option(
-    "--student", "-s", default=None, help="Student architecture (default: a smaller registered one)."
-)
-@click.option(
-    "--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory."
-)
+@_kd_given
+@teacher_opt
+@student_opt
+@data_opt
 @click.option("--method", "-m", default=None, help="Backend to synthesize with (when no --data).")
-@click.option(
-    "--num-images",
-    "-n",
-    type=int,
-    default=None,
-    callback=_positive,
-    help="Images to synthesize (offline methods).",
-)
-@click.option(
-    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json)."
-)
+@num_images_opt
+@model_out_opt
 @click.option(
     "--pool",
     is_flag=True,
@@ -616,18 +611,13 @@ def distill(
     out: Path,
     pool: bool,
     eval_data: str | None,
-    epochs: int | None,
-    steps_per_epoch: int | None,
-    kd_batch_size: int | None,
-    lr: float | None,
-    temperature: float | None,
+    kd_given: dict[str, Any],
     seed: int,
     options: tuple[str, ...],
     trust_checkpoint: bool,
     device: str | None,
     quiet: bool,
     threads: int | None,
-    **kd_more: Any,
 ) -> None:
     """Train a student from the teacher on synthetic data; writes OUT/model.json. Rerun to resume."""
     from datafree.cards import load_model
@@ -643,12 +633,8 @@ def distill(
         warnings.simplefilter("ignore")
         make_student(student, lm, seed)  # an unknown --student fails before --out is touched
     # a bad --data, --set, --pool or KD option (a BN method without BN, ...) fails before --out too
-    kd_over = {
-        **_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed),
-        **_kd_more(kd_more),
-    }
-    p = plan(lm, data=data, method=method, pool=pool, kd=kd_over, method_options=_parse_set(options),
-             num_images=num_images, seed=seed)  # fmt: skip
+    p = plan(lm, data=data, method=method, pool=pool, kd=_kd_settings(kd_given, seed),
+             method_options=_parse_set(options), num_images=num_images, seed=seed)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched too
     if method is not None and not pool and not _method_is_online(method):
         # a checkpoint in --out this run cannot resume: refused before data/ is written
@@ -724,13 +710,10 @@ def evaluate(
 
 
 @cli.command()
-@click.option(
-    "--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path."
-)
-@click.option("--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend.")
-@click.option(
-    "--student", "-s", default=None, help="Student architecture (default: a smaller registered one)."
-)
+@_kd_given
+@teacher_opt
+@method_opt
+@student_opt
 @click.option(
     "--num-images",
     "-n",
@@ -780,17 +763,12 @@ def compress(
     importance: str,
     quantize: str | None,
     eval_data: str | None,
-    epochs: int | None,
-    steps_per_epoch: int | None,
-    kd_batch_size: int | None,
-    lr: float | None,
-    temperature: float | None,
+    kd_given: dict[str, Any],
     seed: int,
     options: tuple[str, ...],
     device: str | None,
     quiet: bool,
     threads: int | None,
-    **kd_more: Any,
 ) -> None:
     """The main job: teacher -> smaller student on synthetic data, with report.json. Rerun to resume.
 
@@ -801,8 +779,7 @@ def compress(
     from datafree.plan import DEFAULT_NUM_IMAGES
 
     dev = _setup(device, quiet, threads)
-    # on top of the method's own KD settings
-    kd = {**_kd_overrides(epochs, steps_per_epoch, kd_batch_size, lr, temperature, seed), **_kd_more(kd_more)}
+    kd = _kd_settings(kd_given, seed)  # on top of the method's own KD settings
     synth_options: dict[str, Any] = _parse_set(options)
     if iterations is not None:
         synth_options["iterations"] = iterations
@@ -858,6 +835,7 @@ def plot(run_dir: Path, png: Path | None) -> None:
 
 # --- prune (datafree.prune) ---------------------------------------------------------------------
 @cli.command()
+@_kd_given
 @click.option(
     "--model", "-m", "model", required=True, help="Card path, directory with model.json, or shipped name."
 )
@@ -872,18 +850,9 @@ def plot(run_dir: Path, png: Path | None) -> None:
 @click.option(
     "--global", "global_pruning", is_flag=True, help="Rank channels across layers instead of per layer."
 )
-@click.option(
-    "--data", "-d", type=click.Path(path_type=Path), default=None, help="Synthetic dataset directory."
-)
+@data_opt
 @click.option("--method", default=None, help="Backend to synthesize with (when no --data).")
-@click.option(
-    "--num-images",
-    "-n",
-    type=int,
-    default=None,
-    callback=_positive,
-    help="Images to synthesize (offline methods).",
-)
+@num_images_opt
 @click.option(
     "--epochs",
     type=click.IntRange(0, 2**31 - 1),
@@ -891,16 +860,10 @@ def plot(run_dir: Path, png: Path | None) -> None:
     show_default=True,
     help="Recovery KD epochs (0: prune only).",
 )
-@click.option(
-    "--steps-per-epoch", type=int, default=None, callback=_positive, help="Student steps per epoch."
-)
-@click.option(
-    "--kd-batch-size", "kd_batch_size", type=int, default=None, callback=_positive, help="KD batch size."
-)
+@steps_opt
+@kd_batch_opt
 @click.option("--lr", type=float, default=None, help="Learning rate of the recovery.")
-@click.option(
-    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Output directory (model.json)."
-)
+@model_out_opt
 @eval_opt
 @_add(kd_more_opts)
 @_add(run_opts)
@@ -913,19 +876,15 @@ def prune(
     data: Path | None,
     method: str | None,
     num_images: int | None,
-    epochs: int,
-    steps_per_epoch: int | None,
-    kd_batch_size: int | None,
-    lr: float | None,
     out: Path,
     eval_data: str | None,
+    kd_given: dict[str, Any],
     seed: int,
     options: tuple[str, ...],
     trust_checkpoint: bool,
     device: str | None,
     quiet: bool,
     threads: int | None,
-    **kd_more: Any,
 ) -> None:
     """Remove channels for real, recover by KD from the unpruned model on synthetic data. Rerun to resume."""
     from datafree.cards import load_model
@@ -933,9 +892,8 @@ def prune(
     from datafree.prune import prune_model
 
     dev = _setup(device, quiet, threads)
-    kd = kd_settings(
-        None, {**_kd_more(kd_more), **_kd_overrides(None, steps_per_epoch, kd_batch_size, lr, None, seed)}
-    )
+    epochs = kd_given.pop("epochs")  # the recovery's own epochs (0: prune only), not a KD override
+    kd = kd_settings(None, _kd_settings(kd_given, seed, named_win=True))
     lm = load_model(model, dev, trust_checkpoint=trust_checkpoint)
     rep = prune_model(
         lm, ratio, importance, data=data, method=method, epochs=epochs, out_dir=out, device=dev,
