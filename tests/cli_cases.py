@@ -17,17 +17,21 @@ TINY = ["--iterations", "1", "--set", "warmup=1", "-q"]
 KD1 = ["--epochs", "1", "--steps-per-epoch", "1", "--kd-batch-size", "4", "-q"]
 
 
-def _card(path: Path, **fields: object) -> None:
-    d = {
-        "arch": "lenet5",
-        "weights": "lenet5.pt",
-        "num_classes": 10,
-        "input_shape": [1, 16, 16],
-        "mean": [0.3],
-        "std": [0.3],
-    }
-    d.update(fields)
-    path.write_text(json.dumps(d))
+# A valid card (a 1x16x16 lenet5 beside its weights file): every broken card is a copy with a change.
+LENET_CARD = {
+    "arch": "lenet5",
+    "weights": "lenet5.pt",
+    "num_classes": 10,
+    "input_shape": [1, 16, 16],
+    "mean": [0.3],
+    "std": [0.3],
+}
+
+
+def write_card(path: Path, **fields: object) -> Path:
+    """Write :data:`LENET_CARD` with ``fields`` changed (or added) to ``path``."""
+    path.write_text(json.dumps({**LENET_CARD, **fields}))
+    return path
 
 
 def _dataset(root: Path, n: int = 8) -> None:
@@ -65,23 +69,23 @@ def make_fixtures(t: Path) -> None:
     (c / "empty.pt").write_bytes(b"")
     (c / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
     (c / "raises.py").write_text("raise ImportError('no module named cuda_ext')\n")
-    _card(c / "ok.json")
-    _card(c / "missing_weights.json", weights="nowhere.pt")
-    _card(c / "truncated.json", weights="truncated.pt")
-    _card(c / "empty.json", weights="empty.pt")
-    _card(c / "garbage.json", weights="garbage.safetensors")
-    _card(c / "pickled.json", weights="pickled.pt")
-    _card(c / "mismatch.json", weights="resnet8.pt")
-    _card(c / "sha.json", sha256="0" * 64)
-    _card(c / "bad_import.json", arch="nosuch_package.nets:build")
-    _card(c / "raising_import.json", arch="raises.py:build")
+    write_card(c / "ok.json")
+    write_card(c / "missing_weights.json", weights="nowhere.pt")
+    write_card(c / "truncated.json", weights="truncated.pt")
+    write_card(c / "empty.json", weights="empty.pt")
+    write_card(c / "garbage.json", weights="garbage.safetensors")
+    write_card(c / "pickled.json", weights="pickled.pt")
+    write_card(c / "mismatch.json", weights="resnet8.pt")
+    write_card(c / "sha.json", sha256="0" * 64)
+    write_card(c / "bad_import.json", arch="nosuch_package.nets:build")
+    write_card(c / "raising_import.json", arch="raises.py:build")
     _own_model_fixtures(c)
-    _card(c / "unknown_arch.json", arch="no_such_net")
-    _card(c / "wrong_type.json", num_classes="ten")
-    _card(c / "bad_shape.json", input_shape=[16, 16])
-    _card(c / "bad_mean.json", mean="0.3")
-    _card(c / "bool_classes.json", num_classes=True)
-    _card(c / "weights_is_dir.json", weights=".")
+    write_card(c / "unknown_arch.json", arch="no_such_net")
+    write_card(c / "wrong_type.json", num_classes="ten")
+    write_card(c / "bad_shape.json", input_shape=[16, 16])
+    write_card(c / "bad_mean.json", mean="0.3")
+    write_card(c / "bool_classes.json", num_classes=True)
+    write_card(c / "weights_is_dir.json", weights=".")
     d = json.loads((c / "ok.json").read_text())
     del d["weights"]
     (c / "missing_field.json").write_text(json.dumps(d))
@@ -145,123 +149,67 @@ def _own_model_fixtures(c: Path) -> None:
 
     rgb = {"input_shape": [3, 16, 16], "mean": [0.5] * 3, "std": [0.5] * 3}
     torch.save({"state_dict": create_model("wrn16_1_post", 10).state_dict(), "epoch": 1}, c / "wrn_post.pt")
-    _card(c / "other_layout.json", arch="wrn16_1", weights="wrn_post.pt", **rgb)
+    write_card(c / "other_layout.json", arch="wrn16_1", weights="wrn_post.pt", **rgb)
     torch.save({"weights_here": {"a": 1}, "epoch": 3}, c / "no_state.pt")
-    _card(c / "no_state_dict.json", arch="wrn16_1", weights="no_state.pt", **rgb)
+    write_card(c / "no_state_dict.json", arch="wrn16_1", weights="no_state.pt", **rgb)
     (c / "net3.py").write_text(NET3)
     net3 = {"conv.weight": torch.zeros(4, 3, 3, 3), "conv.bias": torch.zeros(4)}
     net3.update({"fc.weight": torch.zeros(10, 4), "fc.bias": torch.zeros(10)})
     torch.save(net3, c / "net3.pt")
-    _card(c / "wrong_channels.json", arch="net3.py:build", weights="net3.pt")  # 1x16x16 for a 3-channel conv
+    # 1x16x16 for a 3-channel conv
+    write_card(c / "wrong_channels.json", arch="net3.py:build", weights="net3.pt")
     wrong = {"arch": "net3.py:build", "weights": "net3.pt", "arch_kwargs": {"out": "wrong"}}
-    _card(c / "wrong_output.json", **wrong, **rgb)
+    write_card(c / "wrong_output.json", **wrong, **rgb)
 
 
 TEACHER = ["--teacher", "{t}/cards/ok.json"]
 DIST_OK = ["distill", "--data", "{t}/ds/good", "--out", "{t}/new_out", *KD1]
 
+
+def _card_case(what: str, card: str, expected: str) -> tuple[str, list[str], str]:
+    """A case of ``evaluate --model`` on the broken card ``cards/CARD.json`` of the fixtures."""
+    return what, ["evaluate", "--model", f"{{t}}/cards/{card}.json"], expected
+
+
+def _set_case(what: str, pair: str, expected: str) -> tuple[str, list[str], str]:
+    """A case of ``synthesize`` with one bad ``--set`` pair."""
+    return what, ["synthesize", "-n", "2", "--out", "{t}/s", "--set", pair], expected
+
+
 # (what, args, a piece of the expected one-line message)
 CASES: list[tuple[str, list[str], str]] = [
     ("missing card file", ["evaluate", "--model", "{t}/nope.json"], "model card not found"),
-    ("card is not JSON", ["evaluate", "--model", "{t}/cards/not_json.json"], "not valid JSON"),
-    ("card is binary garbage", ["evaluate", "--model", "{t}/cards/binary.json"], "cannot read model card"),
+    _card_case("card is not JSON", "not_json", "not valid JSON"),
+    _card_case("card is binary garbage", "binary", "cannot read model card"),
     (
         "card path is a directory without model.json",
         ["evaluate", "--model", "{t}/ds"],
         "model card not found",
     ),
-    ("card is a JSON list", ["evaluate", "--model", "{t}/cards/list.json"], "must be a JSON object"),
-    (
-        "card without 'weights'",
-        ["evaluate", "--model", "{t}/cards/missing_field.json"],
-        "missing field 'weights'",
-    ),
-    (
-        "card num_classes is a string",
-        ["evaluate", "--model", "{t}/cards/wrong_type.json"],
-        "field 'num_classes' must be int",
-    ),
-    (
-        "card num_classes is a bool",
-        ["evaluate", "--model", "{t}/cards/bool_classes.json"],
-        "field 'num_classes' must be int",
-    ),
-    (
-        "card input_shape has 2 dims",
-        ["evaluate", "--model", "{t}/cards/bad_shape.json"],
-        "input_shape must be [C, H, W]",
-    ),
-    (
-        "card mean is a string",
-        ["evaluate", "--model", "{t}/cards/bad_mean.json"],
-        "field 'mean' must be list",
-    ),
-    (
-        "weights file missing",
-        ["evaluate", "--model", "{t}/cards/missing_weights.json"],
-        "weights file not found",
-    ),
-    (
-        "weights path is a directory",
-        ["evaluate", "--model", "{t}/cards/weights_is_dir.json"],
-        "is a directory, not a weights file",
-    ),
-    (
-        "truncated .pt checkpoint",
-        ["evaluate", "--model", "{t}/cards/truncated.json"],
-        "corrupt or truncated checkpoint",
-    ),
-    (
-        "empty .pt checkpoint",
-        ["evaluate", "--model", "{t}/cards/empty.json"],
-        "corrupt or truncated checkpoint",
-    ),
-    (
-        "corrupt safetensors",
-        ["evaluate", "--model", "{t}/cards/garbage.json"],
-        "corrupt or unreadable safetensors",
-    ),
-    ("pickled full model", ["evaluate", "--model", "{t}/cards/pickled.json"], "Pass --trust-checkpoint"),
-    (
-        "weights of another arch",
-        ["evaluate", "--model", "{t}/cards/mismatch.json"],
-        "do not match arch 'lenet5'",
-    ),
-    (
-        "weights sha256 differs from card",
-        ["evaluate", "--model", "{t}/cards/sha.json"],
-        "does not match the card",
-    ),
-    (
-        "arch module not importable",
-        ["evaluate", "--model", "{t}/cards/bad_import.json"],
-        "cannot import arch",
-    ),
-    (
-        "arch file raises on import",
-        ["evaluate", "--model", "{t}/cards/raising_import.json"],
-        "cannot import arch",
-    ),
-    (
-        "checkpoint of another layout",
-        ["evaluate", "--model", "{t}/cards/other_layout.json"],
-        "missing keys block1.layer.0.bn1.weight",
-    ),
-    (
-        "checkpoint without a state dict",
-        ["evaluate", "--model", "{t}/cards/no_state_dict.json"],
-        "no state dict found",
-    ),
-    (
+    _card_case("card is a JSON list", "list", "must be a JSON object"),
+    _card_case("card without 'weights'", "missing_field", "missing field 'weights'"),
+    _card_case("card num_classes is a string", "wrong_type", "field 'num_classes' must be int"),
+    _card_case("card num_classes is a bool", "bool_classes", "field 'num_classes' must be int"),
+    _card_case("card input_shape has 2 dims", "bad_shape", "input_shape must be [C, H, W]"),
+    _card_case("card mean is a string", "bad_mean", "field 'mean' must be list"),
+    _card_case("weights file missing", "missing_weights", "weights file not found"),
+    _card_case("weights path is a directory", "weights_is_dir", "is a directory, not a weights file"),
+    _card_case("truncated .pt checkpoint", "truncated", "corrupt or truncated checkpoint"),
+    _card_case("empty .pt checkpoint", "empty", "corrupt or truncated checkpoint"),
+    _card_case("corrupt safetensors", "garbage", "corrupt or unreadable safetensors"),
+    _card_case("pickled full model", "pickled", "Pass --trust-checkpoint"),
+    _card_case("weights of another arch", "mismatch", "do not match arch 'lenet5'"),
+    _card_case("weights sha256 differs from card", "sha", "does not match the card"),
+    _card_case("arch module not importable", "bad_import", "cannot import arch"),
+    _card_case("arch file raises on import", "raising_import", "cannot import arch"),
+    _card_case("checkpoint of another layout", "other_layout", "missing keys block1.layer.0.bn1.weight"),
+    _card_case("checkpoint without a state dict", "no_state_dict", "no state dict found"),
+    _card_case(
         "card input_shape with the wrong channels",
-        ["evaluate", "--model", "{t}/cards/wrong_channels.json"],
+        "wrong_channels",
         "says 1 channel(s) but the model's first layer (conv) takes 3",
     ),
-    (
-        "model output is not (N, num_classes)",
-        ["evaluate", "--model", "{t}/cards/wrong_output.json"],
-        "expected logits (2, 10)",
-    ),
+    _card_case("model output is not (N, num_classes)", "wrong_output", "expected logits (2, 10)"),
     ("card: no preset for a bare arch", ["card", "wrn16_1", "--out", "{t}/new_card.json"], "give --preset"),
     (
         "card: unknown timm model",
@@ -273,7 +221,7 @@ CASES: list[tuple[str, list[str], str]] = [
         ["card", "torchvision:resnet18", "--weights", "torchvision:IMAGENET9K", "--out", "{t}/new_card.json"],
         "has no weights 'IMAGENET9K'",
     ),
-    ("unknown arch name", ["evaluate", "--model", "{t}/cards/unknown_arch.json"], "unknown architecture"),
+    _card_case("unknown arch name", "unknown_arch", "unknown architecture"),
     (
         "evaluate --data missing",
         ["evaluate", "--model", "resnet8_digits", "--data", "{t}/none.npz"],
@@ -301,41 +249,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("--iterations -1", ["synthesize", "-n", "2", "--iterations", "-1", "--out", "{t}/s"], "must be > 0"),
     ("--threads 0", ["synthesize", "-n", "2", "--threads", "0", "--out", "{t}/s"], "must be > 0"),
     ("--seed -1", ["synthesize", "-n", "2", "--seed", "-1", "--out", "{t}/s"], "not in the range"),
-    (
-        "--set value of wrong type",
-        ["synthesize", "-n", "2", "--out", "{t}/s", "--set", "bn_weight=lots"],
-        "must be a float",
-    ),
-    (
-        "--set int given a float",
-        ["synthesize", "-n", "2", "--out", "{t}/s", "--set", "warmup=1.5"],
-        "must be a int",
-    ),
-    (
-        "--set unknown key",
-        ["synthesize", "-n", "2", "--out", "{t}/s", "--set", "nosuch=1"],
-        "unknown option 'nosuch'",
-    ),
-    (
-        "--set without =",
-        ["synthesize", "-n", "2", "--out", "{t}/s", "--set", "bn_weight"],
-        "expected KEY=VALUE",
-    ),
-    (
-        "--set batch_size=0",
-        ["synthesize", "-n", "2", "--out", "{t}/s", "--set", "batch_size=0"],
-        "batch_size must be > 0",
-    ),
-    (
-        "--set weight = inf",
-        ["synthesize", "-n", "2", "--out", "{t}/s", "--set", "bn_weight=inf"],
-        "must be finite",
-    ),
-    (
-        "--set Adam beta out of range",
-        ["synthesize", "-n", "2", "--out", "{t}/s", "--set", "beta1=2"],
-        "beta1 must be in [0, 1)",
-    ),
+    _set_case("--set value of wrong type", "bn_weight=lots", "must be a float"),
+    _set_case("--set int given a float", "warmup=1.5", "must be a int"),
+    _set_case("--set unknown key", "nosuch=1", "unknown option 'nosuch'"),
+    _set_case("--set without =", "bn_weight", "expected KEY=VALUE"),
+    _set_case("--set batch_size=0", "batch_size=0", "batch_size must be > 0"),
+    _set_case("--set weight = inf", "bn_weight=inf", "must be finite"),
+    _set_case("--set Adam beta out of range", "beta1=2", "beta1 must be in [0, 1)"),
     (
         "unknown method",
         ["synthesize", "-m", "nosuch", "-n", "2", "--out", "{t}/s"],

@@ -170,19 +170,6 @@ def reproducer(args: list[str], t: Path) -> str:
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-def _card(path: Path, **fields: Any) -> None:
-    d = {
-        "arch": "lenet5",
-        "weights": "lenet5.pt",
-        "num_classes": 10,
-        "input_shape": [1, 16, 16],
-        "mean": [0.3],
-        "std": [0.3],
-    }
-    d.update(fields)
-    path.write_text(json.dumps(d))
-
-
 def _invoke(args: list[str]) -> Any:
     from click.testing import CliRunner
 
@@ -202,35 +189,35 @@ def make_fuzz_fixtures(t: Path, artefacts: bool = False) -> None:
     """
     from safetensors.torch import load_file, save_file
 
-    from tests.cli_cases import make_fixtures
+    from tests.cli_cases import make_fixtures, write_card
 
     make_fixtures(t)
     c = t / "cards"
-    _card(c / "huge_int.json")
+    write_card(c / "huge_int.json")
     (c / "huge_int.json").write_text(
         (c / "huge_int.json").read_text().replace('"num_classes": 10', '"num_classes": ' + "9" * 5000)
     )
-    _card(c / "big_int.json", num_classes=10**30)
-    _card(c / "big_shape.json", input_shape=[1, 10**9, 10**9])
-    _card(c / "many_classes.json", num_classes=10**12)
+    write_card(c / "big_int.json", num_classes=10**30)
+    write_card(c / "big_shape.json", input_shape=[1, 10**9, 10**9])
+    write_card(c / "many_classes.json", num_classes=10**12)
     (c / "deep.json").write_text('{"arch": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    _card(c / "deep_kwargs.json")
+    write_card(c / "deep_kwargs.json")
     (c / "deep_kwargs.json").write_text(
         (c / "deep_kwargs.json").read_text()[:-1] + ', "arch_kwargs": {"a": ' + "[" * 40 + "]" * 40 + "}}"
     )
-    _card(c / "shapes_int.json", module_shapes={"conv1": 1})
-    _card(c / "shapes_list.json", module_shapes={"conv1": [1, 2]})
-    _card(c / "shapes_bad_name.json", module_shapes={"nosuch": {"out_channels": 3}})
-    _card(c / "shapes_huge.json", module_shapes={"conv1": {"out_channels": 10**12}})
-    _card(c / "shapes_neg.json", module_shapes={"conv1": {"out_channels": -3}})
-    _card(c / "kwargs_list.json", arch_kwargs=[1, 2])
-    _card(c / "int8_int.json", int8=5)
-    _card(c / "int8_list.json", int8=[1])
-    _card(c / "int8_dict.json", int8={"engine": 3})
+    write_card(c / "shapes_int.json", module_shapes={"conv1": 1})
+    write_card(c / "shapes_list.json", module_shapes={"conv1": [1, 2]})
+    write_card(c / "shapes_bad_name.json", module_shapes={"nosuch": {"out_channels": 3}})
+    write_card(c / "shapes_huge.json", module_shapes={"conv1": {"out_channels": 10**12}})
+    write_card(c / "shapes_neg.json", module_shapes={"conv1": {"out_channels": -3}})
+    write_card(c / "kwargs_list.json", arch_kwargs=[1, 2])
+    write_card(c / "int8_int.json", int8=5)
+    write_card(c / "int8_list.json", int8=[1])
+    write_card(c / "int8_dict.json", int8={"engine": 3})
     (c / "nan_mean.json").write_text((c / "ok.json").read_text().replace("[0.3]", "[NaN]", 1))
-    _card(c / "small_input.json", arch="resnet8", weights="resnet8.pt", input_shape=[1, 2, 2])
-    _card(c / "tiny_lenet.json", input_shape=[1, 4, 4])
-    _card(c / "wide_lenet.json", input_shape=[1, 24, 24])
+    write_card(c / "small_input.json", arch="resnet8", weights="resnet8.pt", input_shape=[1, 2, 2])
+    write_card(c / "tiny_lenet.json", input_shape=[1, 4, 4])
+    write_card(c / "wide_lenet.json", input_shape=[1, 24, 24])
     (c / "fixed.py").write_text(
         "from torch import nn\n\n\ndef build(num_classes):\n"
         "    return nn.Sequential(nn.Conv2d(1, 4, 5), nn.Flatten(), nn.Linear(4 * 12 * 12, num_classes))\n"
@@ -240,13 +227,13 @@ def make_fuzz_fixtures(t: Path, artefacts: bool = False) -> None:
         torch.nn.Conv2d(1, 4, 5), torch.nn.Flatten(), torch.nn.Linear(4 * 12 * 12, 10)
     )
     torch.save(fixed.state_dict(), c / "fixed.pt")
-    _card(c / "fixed_ok.json", arch="fixed.py:build", weights="fixed.pt")
-    _card(c / "fixed_small.json", arch="fixed.py:build", weights="fixed.pt", input_shape=[1, 4, 4])
-    _card(c / "fixed_wide.json", arch="fixed.py:build", weights="fixed.pt", input_shape=[1, 20, 20])
-    _card(c / "three_channel.json", input_shape=[3, 16, 16], mean=[0.3] * 3, std=[0.3] * 3)
-    _card(c / "sha_int.json", sha256=5)
-    _card(c / "test_acc_str.json", test_accuracy="high")
-    _card(c / "name_list.json", name=["a"])
+    write_card(c / "fixed_ok.json", arch="fixed.py:build", weights="fixed.pt")
+    write_card(c / "fixed_small.json", arch="fixed.py:build", weights="fixed.pt", input_shape=[1, 4, 4])
+    write_card(c / "fixed_wide.json", arch="fixed.py:build", weights="fixed.pt", input_shape=[1, 20, 20])
+    write_card(c / "three_channel.json", input_shape=[3, 16, 16], mean=[0.3] * 3, std=[0.3] * 3)
+    write_card(c / "sha_int.json", sha256=5)
+    write_card(c / "test_acc_str.json", test_accuracy="high")
+    write_card(c / "name_list.json", name=["a"])
 
     ds = t / "ds"
     for name in (

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli import cli
-from tests.cli_cases import CASES, fill, make_fixtures
+from tests.cli_cases import CASES, LENET_CARD, fill, make_fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {0, 2, 3}
@@ -206,14 +206,6 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=6,
 )
-_GOOD_CARD = {
-    "arch": "lenet5",
-    "weights": "lenet5.pt",
-    "num_classes": 10,
-    "input_shape": [1, 16, 16],
-    "mean": [0.3],
-    "std": [0.3],
-}
 _CARD_VALUES = {
     "arch": st.sampled_from(
         ["lenet5", "resnet8", "nosuch", "os:getcwd", "json:loads", "raises.py:build", "x.py:f", ":"]
@@ -236,7 +228,7 @@ _CARD_VALUES = {
     changes=st.dictionaries(st.sampled_from(sorted(_CARD_VALUES)), st.none(), max_size=4).flatmap(
         lambda keys: st.fixed_dictionaries({k: _CARD_VALUES[k] for k in keys})
     ),
-    drop=st.lists(st.sampled_from(sorted(_GOOD_CARD)), max_size=2),
+    drop=st.lists(st.sampled_from(sorted(LENET_CARD)), max_size=2),
     junk=st.dictionaries(st.text(min_size=1, max_size=5), _JSON, max_size=2),
     command=st.sampled_from(["evaluate", "synthesize"]),
 )
@@ -244,7 +236,7 @@ _CARD_VALUES = {
     max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 def test_random_cards_never_crash(fx, changes, drop, junk, command):
-    card = {**_GOOD_CARD, **junk, **changes}
+    card = {**LENET_CARD, **junk, **changes}
     for k in drop:
         card.pop(k, None)
     path = fx / "cards" / f"fuzz-{next(_counter)}.json"

@@ -7,22 +7,12 @@ import torch
 from datafree.cards import load_card, load_model, save_model, shipped_teachers
 from datafree.errors import UserInputError
 from datafree.models import create_model
+from tests.cli_cases import write_card
 from tests.conftest import CUSTOM_CARD
 
 
 def _card(tmp_path, **fields):
-    d = {
-        "arch": "lenet5",
-        "weights": "w.pt",
-        "num_classes": 10,
-        "input_shape": [1, 16, 16],
-        "mean": [0.3],
-        "std": [0.3],
-    }
-    d.update(fields)
-    p = tmp_path / "card.json"
-    p.write_text(json.dumps(d))
-    return p
+    return write_card(tmp_path / "card.json", **{"weights": "w.pt", **fields})
 
 
 def test_shipped_teachers_load_and_match_their_sha(bn_teacher, plain_teacher):
