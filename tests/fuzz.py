@@ -698,9 +698,13 @@ def run_call(args: list[str], limit_s: float) -> Outcome:
 def random_run(t: Path, seed: int, calls: int, limit_s: float = 20.0, log: Any = None) -> Report:
     """``calls`` random command lines from ``seed``; returns the report."""
     fz = Fuzzer(t, seed)
+    return _run_calls(t, (fz.draw() for _ in range(calls)), limit_s, log)
+
+
+def _run_calls(t: Path, calls: Iterator[list[str]], limit_s: float, log: Any) -> Report:
+    """Run each command line (drawn one at a time), logging one line a call to ``log``; the report."""
     rep = Report()
-    for _ in range(calls):
-        args = fz.draw()
+    for args in calls:
         o = run_call(args, limit_s)
         rep.add(o, t)
         if log is not None:
@@ -720,6 +724,10 @@ def sweep_calls(t: Path) -> Iterator[list[str]]:
 
     def out() -> str:
         return str(t / "sweep" / f"o{next(n)}")
+
+    def quantize(model: str, calib: str) -> list[str]:
+        cpu = ["-q", "--device", "cpu"]
+        return ["quantize", "--model", model, "--calib", calib, "--calib-images", "4", *cpu, "--out", out()]
 
     for card in pl["card"]:
         yield ["evaluate", "--model", card, "--device", "cpu"]
@@ -761,20 +769,7 @@ def sweep_calls(t: Path) -> Iterator[list[str]]:
             "--out",
             out(),
         ]
-        yield [
-            "quantize",
-            "--model",
-            card,
-            "--calib",
-            "noise",
-            "--calib-images",
-            "4",
-            "-q",
-            "--device",
-            "cpu",
-            "--out",
-            out(),
-        ]
+        yield quantize(card, "noise")
         yield [
             "compress",
             "--teacher",
@@ -812,37 +807,11 @@ def sweep_calls(t: Path) -> Iterator[list[str]]:
             "--out",
             out(),
         ]
-        yield [
-            "quantize",
-            "--model",
-            "resnet8_digits",
-            "--calib",
-            data,
-            "--calib-images",
-            "4",
-            "-q",
-            "--device",
-            "cpu",
-            "--out",
-            out(),
-        ]
+        yield quantize("resnet8_digits", data)
         yield ["evaluate", "--model", "resnet8_digits", "--data", data, "--device", "cpu"]
     for data in pl["labelled"]:
         yield ["evaluate", "--model", "resnet8_digits", "--data", data, "--device", "cpu"]
-        yield [
-            "quantize",
-            "--model",
-            "resnet8_digits",
-            "--calib",
-            data,
-            "--calib-images",
-            "4",
-            "-q",
-            "--device",
-            "cpu",
-            "--out",
-            out(),
-        ]
+        yield quantize("resnet8_digits", data)
     for gen in pl["generator"]:
         yield [
             "synthesize",
@@ -872,17 +841,7 @@ def sweep_calls(t: Path) -> Iterator[list[str]]:
 
 def sweep_run(t: Path, limit_s: float = 30.0, log: Any = None) -> Report:
     """Run :func:`sweep_calls`; returns the report."""
-    rep = Report()
-    for args in sweep_calls(t):
-        o = run_call(args, limit_s)
-        rep.add(o, t)
-        if log is not None:
-            print(
-                f"{o.kind:9s} {o.seconds:6.2f}s {reproducer(args, t)}  -> {o.line[:160]}",
-                file=log,
-                flush=True,
-            )
-    return rep
+    return _run_calls(t, sweep_calls(t), limit_s, log)
 
 
 def main() -> None:

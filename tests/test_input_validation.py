@@ -253,40 +253,16 @@ def test_quantize_set_with_a_calib_that_synthesises_nothing_is_refused(fx, tmp_p
     assert not (tmp_path / "q").exists()
 
 
-def test_synthesize_generator_refuses_training_options(fx, tmp_path):
-    gen = fx / "gen" / "garbage.safetensors"
-    _refused(
-        [
-            "synthesize",
-            "-m",
-            "dafl",
-            "--generator",
-            gen,
-            "-n",
-            "2",
-            "--set",
-            "oh_weight=1",
-            "--out",
-            tmp_path / "s",
-        ],
-        "with --generator the generator's own settings are used",
-    )
-    _refused(
-        [
-            "synthesize",
-            "-m",
-            "dafl",
-            "--generator",
-            gen,
-            "-n",
-            "2",
-            "--student",
-            "lenet5",
-            "--out",
-            tmp_path / "s",
-        ],
-        "with --generator they do not apply",
-    )
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "oh_weight=1"], "with --generator the generator's own settings are used"),
+        (["--student", "lenet5"], "with --generator they do not apply"),
+    ],
+)
+def test_synthesize_generator_refuses_training_options(fx, tmp_path, extra, message):
+    sample = ["synthesize", "-m", "dafl", "--generator", fx / "gen" / "garbage.safetensors", "-n", "2"]
+    _refused([*sample, *extra, "--out", tmp_path / "s"], message)
 
 
 def test_prune_data_refuses_set(fx, tmp_path):
