@@ -27,12 +27,15 @@ class BasicBlock(nn.Module):
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
+        self.shortcut = self.make_shortcut(in_planes, planes, stride)
         self.relu2 = nn.ReLU(inplace=True)
+
+    @staticmethod
+    def make_shortcut(in_planes: int, planes: int, stride: int) -> nn.Module:
+        """``nn.Identity``, or a 1x1 conv + BN projection where the stride or the width changes."""
+        if stride != 1 or in_planes != planes:
+            return nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        return nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         out = self.relu1(self.bn1(self.conv1(x)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .resnet import BasicBlock
 from .zoo import MODELS
 
 __all__ = ["CifarBasicBlock", "CifarBottleneck", "CifarResNet"]
@@ -26,25 +27,11 @@ def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes))
 
 
-class CifarBasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers plus a shortcut."""
+class CifarBasicBlock(BasicBlock):
+    """Two 3x3 conv-BN layers plus a shortcut (:class:`BasicBlock` with the checkpoints' identity)."""
 
     expansion = 1
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = _shortcut(in_planes, planes, stride)
-        self.relu2 = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu2(out + self.shortcut(x))
+    make_shortcut = staticmethod(_shortcut)
 
 
 class CifarBottleneck(nn.Module):
