@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -200,21 +200,25 @@ def check_checkpoint(out: str | Path, config: KDConfig, data_dir: str | Path | N
         )
 
 
-def _resume_from_checkpoint(
-    ckpt_path: Path,
-    cfg: KDConfig,
-    identity: dict[str, Any] | None,
-    student: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    source: SurrogateSource,
-    result: DistillResult,
-) -> int:
+class _Run(NamedTuple):
+    """What a KD checkpoint holds: the run's settings and identity, and the objects it restores."""
+
+    cfg: KDConfig
+    identity: dict[str, Any] | None
+    student: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    source: SurrogateSource
+    result: DistillResult
+
+
+def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
     """Load the checkpoint at ``ckpt_path`` into the run after refusing one it cannot resume.
 
     Returns:
-        The epoch to start from; ``result`` gets the saved history.
+        The epoch to start from; ``run.result`` gets the saved history.
     """
+    cfg, identity, student, opt, sched, source, result = run
     state = _load_checkpoint(ckpt_path)
     if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
         raise UserInputError(
@@ -267,19 +271,9 @@ def _resume_from_checkpoint(
     return start_epoch
 
 
-def _save_checkpoint(
-    ckpt_path: Path,
-    epoch: int,
-    cfg: KDConfig,
-    identity: dict[str, Any] | None,
-    student: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    source: SurrogateSource,
-    result: DistillResult,
-    world: int,
-) -> None:
+def _save_checkpoint(ckpt_path: Path, epoch: int, run: _Run, world: int) -> None:
     """Write the checkpoint after ``epoch`` (0-based) from rank 0, with every rank's RNG state."""
+    cfg, identity, student, opt, sched, source, result = run
     rng_ranks = dist.all_gather_objects(_rng_state()) if world > 1 else None
     if dist.is_main():
         state = {
@@ -379,8 +373,9 @@ def distill(
     if ckpt_path is not None and dist.is_main() and ckpt_path.parent.is_dir():
         for tmp in ckpt_path.parent.glob(f".{CHECKPOINT}.*.tmp"):  # torn by a kill mid-write
             tmp.unlink(missing_ok=True)
+    run = _Run(cfg, identity, student, opt, sched, source, result)
     if ckpt_path is not None and ckpt_path.is_file():
-        start_epoch = _resume_from_checkpoint(ckpt_path, cfg, identity, student, opt, sched, source, result)
+        start_epoch = _resume_from_checkpoint(ckpt_path, run)
     model = dist.wrap_ddp(precision.prepare_module(student))  # gradients averaged over ranks
     precision.prepare_module(teacher)
     forward, t_forward = precision.maybe_compile(model), precision.maybe_compile(teacher)
@@ -435,7 +430,7 @@ def distill(
         log_event(desc, "epoch", **record)
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, epoch, cfg, identity, student, opt, sched, source, result, world)
+            _save_checkpoint(ckpt_path, epoch, run, world)
     bar.close()
     student.eval()
     return result
