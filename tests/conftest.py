@@ -15,6 +15,11 @@ from datafree.cards import ASSETS_DIR, LoadedModel, load_model  # noqa: E402
 
 CUSTOM_CARD = ASSETS_DIR / "fixtures" / "custom_teacher" / "model.json"
 
+# CLI options of the smallest runs that still exercise every stage (shared by the CLI tests)
+KD_TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--kd-batch-size", "8"]  # 2 KD steps of 8 images
+SYNTH_TINY = ["-n", "12", "--batch-size", "8", "--iterations", "2", "-q"]  # synthesize: 12 images, 2 steps
+COMPRESS_TINY = ["-n", "16", "--iterations", "2", "--set", "batch_size=8", *KD_TINY, "--no-baseline", "-q"]
+
 
 @pytest.fixture(scope="session")
 def bn_teacher() -> LoadedModel:

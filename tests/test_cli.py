@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from tests.conftest import KD_TINY
 
 TINY = ["--iterations", "3", "--set", "warmup=1"]
 
@@ -92,23 +93,7 @@ def test_user_errors_are_one_line_exit_2(run, tmp_path, args, msg):
 
 def test_compress_writes_student_data_and_report(run, tmp_path):
     out = tmp_path / "c"
-    r = run(
-        "compress",
-        "--out",
-        out,
-        "--num-images",
-        16,
-        "--epochs",
-        1,
-        "--steps-per-epoch",
-        2,
-        "--kd-batch-size",
-        8,
-        "--quiet",
-        "--set",
-        "batch_size=8",
-        *TINY,
-    )
+    r = run("compress", "--out", out, "--num-images", 16, *KD_TINY, "--quiet", "--set", "batch_size=8", *TINY)
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert {"teacher", "student", "noise_baseline", "stages_seconds"} <= set(rep)

@@ -14,6 +14,7 @@ from datafree.errors import UserInputError
 from datafree.models import create_model
 from generators import create_synthesizer, method_class
 from generators.cmi import MemoryBank, random_crop_view, random_resized_crop_view
+from tests.conftest import COMPRESS_TINY, SYNTH_TINY
 
 
 def _round(synth, n, seed, student=None):
@@ -172,41 +173,9 @@ def test_both_refuse_a_teacher_without_batchnorm(plain_teacher):
 def test_cli_synthesize_compress_and_pool_distill(run, tmp_path):
     from safetensors.torch import load_file
 
-    r = run(
-        "synthesize",
-        "--method",
-        "cmi",
-        "-n",
-        "12",
-        "--batch-size",
-        "8",
-        "--iterations",
-        "2",
-        "-o",
-        tmp_path / "d",
-        "-q",
-    )
+    r = run("synthesize", "--method", "cmi", *SYNTH_TINY, "-o", tmp_path / "d")
     assert r.exit_code == 0, r.output
-    args = [
-        "compress",
-        "--method",
-        "nayer",
-        "-n",
-        "16",
-        "--iterations",
-        "2",
-        "--set",
-        "batch_size=8",
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "2",
-        "--kd-batch-size",
-        "8",
-        "--no-baseline",
-        "-q",
-    ]
-    r = run(*args, "-o", tmp_path / "c")
+    r = run("compress", "--method", "nayer", *COMPRESS_TINY, "-o", tmp_path / "c")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "c" / "report.json").read_text())["method"] == "nayer"
     args = ["distill", "--method", "nayer", "--pool", "--student", "resnet8_quarter", "--epochs", "2",

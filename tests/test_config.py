@@ -9,8 +9,6 @@ import yaml
 
 from datafree.config import parse_kd
 
-KD1 = ["--epochs", "1", "--steps-per-epoch", "2", "--kd-batch-size", "8"]
-
 
 def _distill_cfg(tmp_path, **extra):
     cfg = {

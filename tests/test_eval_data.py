@@ -19,9 +19,9 @@ from datafree.cards import load_model, save_model
 from datafree.data import digits_split
 from datafree.evaluate import evaluate, evaluate_model
 from datafree.models import create_model
+from tests.conftest import KD_TINY as KD1
 
 TINY = ["--iterations", "1", "--set", "warmup=1", "--set", "batch_size=8", "-q"]
-KD1 = ["--epochs", "1", "--steps-per-epoch", "2", "--kd-batch-size", "8"]
 
 
 def _digits_u8(n: int = 120, size: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -135,21 +135,9 @@ def test_synthesize_writes_metrics_jsonl_with_every_loss_term_and_progress_lines
 def test_distill_metrics_have_loss_lr_images_per_s_and_epoch_records(run, tmp_path):
     ds, out = tmp_path / "ds", tmp_path / "student"
     assert run("synthesize", "-n", 16, "--out", ds, "--quiet", *TINY_DI).exit_code == 0
-    r = run(
-        "distill",
-        "--data",
-        ds,
-        "--out",
-        out,
-        "--epochs",
-        2,
-        "--steps-per-epoch",
-        10,
-        "--kd-batch-size",
-        8,
-        "--quiet",
-        "--channels-last",
-    )
+    args = ["distill", "--data", ds, "--out", out, "--epochs", 2, "--steps-per-epoch", 10]
+    args += ["--kd-batch-size", 8]
+    r = run(*args, "--quiet", "--channels-last")
     assert r.exit_code == 0, r.output
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in recs if r.get("stage") == "distill" and "event" not in r]
@@ -161,23 +149,7 @@ def test_distill_metrics_have_loss_lr_images_per_s_and_epoch_records(run, tmp_pa
     data = (out / "metrics.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     # a rerun (resume) accepts the directory with its logs and plot in it
-    assert (
-        run(
-            "distill",
-            "--data",
-            ds,
-            "--out",
-            out,
-            "--epochs",
-            2,
-            "--steps-per-epoch",
-            10,
-            "--kd-batch-size",
-            8,
-            "--quiet",
-        ).exit_code
-        == 0
-    )
+    assert run(*args, "--quiet").exit_code == 0
 
 
 def test_plot_without_metrics_is_a_user_error(run, tmp_path):

@@ -13,6 +13,7 @@ from datafree.models import create_model
 from datafree.sources import PoolSource
 from datafree.stats import channel_mean_var
 from generators import create_synthesizer, method_class
+from tests.conftest import COMPRESS_TINY, SYNTH_TINY
 
 
 @pytest.mark.parametrize("shape", [(8, 3, 5, 5), (6, 4), (3, 2, 4, 4, 2)])
@@ -143,47 +144,12 @@ def test_cli_synthesize_and_compress_with_fast(tmp_path):
     runner = CliRunner()
     r = runner.invoke(
         cli,
-        [
-            "synthesize",
-            "--method",
-            "fast",
-            "-n",
-            "12",
-            "--batch-size",
-            "8",
-            "--iterations",
-            "2",
-            "-o",
-            str(tmp_path / "d"),
-            "-q",
-        ],
+        ["synthesize", "--method", "fast", *SYNTH_TINY, "-o", str(tmp_path / "d")],
         catch_exceptions=False,
     )
     assert r.exit_code == 0, r.output
     assert "12 images" in r.output
-    args = [
-        "compress",
-        "--method",
-        "fast",
-        "-n",
-        "16",
-        "--iterations",
-        "2",
-        "--set",
-        "batch_size=8",
-        "--epochs",
-        "1",
-    ]
-    args += [
-        "--steps-per-epoch",
-        "2",
-        "--kd-batch-size",
-        "8",
-        "--no-baseline",
-        "-o",
-        str(tmp_path / "c"),
-        "-q",
-    ]
+    args = ["compress", "--method", "fast", *COMPRESS_TINY, "-o", str(tmp_path / "c")]
     r = runner.invoke(cli, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "c" / "report.json").read_text())
