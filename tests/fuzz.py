@@ -347,77 +347,17 @@ def _make_artefacts(t: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     a = t / "runs"
-    kd = ["--epochs", "1", "--steps-per-epoch", "1", "--kd-batch-size", "4", "-q", "--device", "cpu"]
+    cpu = ["-q", "--device", "cpu"]
+    kd = ["--epochs", "1", "--steps-per-epoch", "1", "--kd-batch-size", "4", *cpu]
+    quantize = ["quantize", "--model", "resnet8_digits", "--calib", "noise", "--calib-images", "4"]
     steps = [
         ["distill", "--data", f"{t}/ds/good", "--out", f"{a}/distill", *kd],
-        [
-            "quantize",
-            "--model",
-            "resnet8_digits",
-            "--calib",
-            "noise",
-            "--calib-images",
-            "4",
-            "--int8",
-            "--out",
-            f"{a}/q8",
-            "-q",
-            "--device",
-            "cpu",
-        ],
-        [
-            "quantize",
-            "--model",
-            "resnet8_digits",
-            "--calib",
-            "noise",
-            "--calib-images",
-            "4",
-            "-w",
-            "4",
-            "-a",
-            "4",
-            "--out",
-            f"{a}/w4a4",
-            "-q",
-            "--device",
-            "cpu",
-        ],
-        [
-            "prune",
-            "--model",
-            "resnet8_digits",
-            "--ratio",
-            "0.5",
-            "--epochs",
-            "0",
-            "--importance",
-            "l1",
-            "--out",
-            f"{a}/pruned",
-            "-q",
-            "--device",
-            "cpu",
-        ],
-        [
-            "synthesize",
-            "-m",
-            "dafl",
-            "-n",
-            "2",
-            "--epochs",
-            "1",
-            "--steps-per-epoch",
-            "1",
-            "--kd-batch-size",
-            "4",
-            "--out",
-            f"{a}/gen_ds",
-            "-q",
-            "--device",
-            "cpu",
-        ],
-    ]
+        [*quantize, "--int8", "--out", f"{a}/q8", *cpu],
+        [*quantize, "-w", "4", "-a", "4", "--out", f"{a}/w4a4", *cpu],
+        ["prune", "--model", "resnet8_digits", "--ratio", "0.5", "--epochs", "0", "--importance", "l1",
+         "--out", f"{a}/pruned", *cpu],
+        ["synthesize", "-m", "dafl", "-n", "2", *kd[:6], "--out", f"{a}/gen_ds", *cpu],
+    ]  # fmt: skip
     for args in steps:
         r = _invoke(args)
         if r.exit_code != 0:

@@ -19,6 +19,7 @@ from cli import cli
 from datafree.errors import UserInputError
 
 KD1 = ["--epochs", "1", "--steps-per-epoch", "1", "--kd-batch-size", "4", "-q", "--device", "cpu"]
+PRUNE_HALF = ["prune", "--model", "resnet8_digits", "--ratio", "0.5"]  # prune half the teacher's channels
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def _refused(args: list[str], expected: str, code: int = 2) -> str:
         ["synthesize", "-n", "99999999999999999999"],
         ["synthesize", "-n", "2147483648"],
         ["distill", "--method", "fast", "--epochs", "2147483648"],
-        ["prune", "--model", "resnet8_digits", "--ratio", "0.5", "--epochs", "99999999999999999999"],
+        [*PRUNE_HALF, "--epochs", "99999999999999999999"],
         ["quantize", "--finetune-epochs", "2147483648"],
     ],
 )
@@ -207,11 +208,7 @@ def test_incomplete_dataset_is_refused_by_every_reader(fx, tmp_path, name, expec
     _refused(["export", data, "--format", "npz", "--out", tmp_path / "e.npz"], expected)
     _refused(
         [
-            "prune",
-            "--model",
-            "resnet8_digits",
-            "--ratio",
-            "0.5",
+            *PRUNE_HALF,
             "--data",
             data,
             "--out",
@@ -268,11 +265,7 @@ def test_synthesize_generator_refuses_training_options(fx, tmp_path, extra, mess
 def test_prune_data_refuses_set(fx, tmp_path):
     _refused(
         [
-            "prune",
-            "--model",
-            "resnet8_digits",
-            "--ratio",
-            "0.5",
+            *PRUNE_HALF,
             "--data",
             fx / "ds" / "good",
             "--set",
@@ -377,11 +370,7 @@ def test_distill_method_into_another_runs_out_writes_nothing(fx, tmp_path):
 def test_prune_unknown_method_leaves_no_out(tmp_path):
     _refused(
         [
-            "prune",
-            "--model",
-            "resnet8_digits",
-            "--ratio",
-            "0.5",
+            *PRUNE_HALF,
             "--method",
             "nosuch",
             "--out",
