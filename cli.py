@@ -924,6 +924,16 @@ def prune(
 
 
 # --- quantize (datafree.quant) ------------------------------------------------------------------
+def _bits_opt(flag: str, short: str, what: str) -> Any:
+    return click.option(flag, short, type=click.IntRange(2, 8), default=8, show_default=True,
+                        help=f"Bits per {what}.")  # fmt: skip
+
+
+def _clipping_opt(flag: str) -> Any:
+    clippings = click.Choice(["minmax", "percentile", "mse"])
+    return click.option(flag, type=clippings, default="mse", show_default=True)
+
+
 @cli.command()
 @click.option(
     "--model",
@@ -933,22 +943,8 @@ def prune(
     show_default=True,
     help="Shipped name, card path or directory.",
 )
-@click.option(
-    "--weight-bits",
-    "-w",
-    type=click.IntRange(2, 8),
-    default=8,
-    show_default=True,
-    help="Bits per weight (per channel).",
-)
-@click.option(
-    "--act-bits",
-    "-a",
-    type=click.IntRange(2, 8),
-    default=8,
-    show_default=True,
-    help="Bits per activation (per tensor).",
-)
+@_bits_opt("--weight-bits", "-w", "weight (per channel)")
+@_bits_opt("--act-bits", "-a", "activation (per tensor)")
 @click.option(
     "--calib",
     default="zeroq",
@@ -967,12 +963,8 @@ def prune(
     show_default=True,
     help="KD fine-tuning epochs (0: calibration only).",
 )
-@click.option(
-    "--weight-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True
-)
-@click.option(
-    "--act-calib", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True
-)
+@_clipping_opt("--weight-calib")
+@_clipping_opt("--act-calib")
 @click.option("--asymmetric-weights", is_flag=True, help="Asymmetric weight grids (default: symmetric).")
 @click.option(
     "--int8",

@@ -60,23 +60,18 @@ def _variants(sd: dict[str, torch.Tensor]) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("variant", list(_variants({})))
-def test_wrn40_2_community_checkpoint_variants_load_strictly(tmp_path, variant):
-    sd = community_state_dict("wrn40_2")
-    torch.save(_variants(sd)[variant], tmp_path / "wrn40_2.pth")
-    lm = load_model(write_card(tmp_path, "wrn40_2", "wrn40_2.pth"))
+@pytest.mark.parametrize(
+    ("arch", "variant"),
+    [("wrn40_2", v) for v in _variants({})]
+    + [("resnet34_cifar", v) for v in ("state_dict+best_acc+epoch", "module.")],
+)
+def test_community_checkpoint_variants_load_strictly(tmp_path, arch, variant):
+    sd = community_state_dict(arch)
+    torch.save(_variants(sd)[variant], tmp_path / f"{arch}.pth")
+    lm = load_model(write_card(tmp_path, arch, f"{arch}.pth"))
     loaded = lm.model.state_dict()
     assert set(loaded) == set(sd) and all(torch.equal(loaded[k], sd[k]) for k in sd)
     assert lm.model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
-
-
-@pytest.mark.parametrize("variant", ["state_dict+best_acc+epoch", "module."])
-def test_resnet34_community_checkpoints_load_strictly(tmp_path, variant):
-    sd = community_state_dict("resnet34_cifar")
-    torch.save(_variants(sd)[variant], tmp_path / "resnet34.pth")
-    lm = load_model(write_card(tmp_path, "resnet34_cifar", "resnet34.pth"))
-    loaded = lm.model.state_dict()
-    assert set(loaded) == set(sd) and all(torch.equal(loaded[k], sd[k]) for k in sd)
 
 
 def test_old_checkpoint_without_num_batches_tracked_loads(tmp_path):
