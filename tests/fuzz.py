@@ -665,30 +665,15 @@ def sweep_calls(t: Path) -> Iterator[list[str]]:
     def out() -> str:
         return str(t / "sweep" / f"o{next(n)}")
 
+    cpu = ["-q", "--device", "cpu"]
+
     def quantize(model: str, calib: str) -> list[str]:
-        cpu = ["-q", "--device", "cpu"]
         return ["quantize", "--model", model, "--calib", calib, "--calib-images", "4", *cpu, "--out", out()]
 
     for card in pl["card"]:
+        fast = ["--teacher", card, "-m", "fast", "-n", "2"]
         yield ["evaluate", "--model", card, "--device", "cpu"]
-        yield [
-            "synthesize",
-            "--teacher",
-            card,
-            "-m",
-            "fast",
-            "-n",
-            "2",
-            "--batch-size",
-            "2",
-            "--iterations",
-            "1",
-            "-q",
-            "--device",
-            "cpu",
-            "--out",
-            out(),
-        ]
+        yield ["synthesize", *fast, "--batch-size", "2", "--iterations", "1", *cpu, "--out", out()]
         yield ["synthesize", "--teacher", card, "-m", "dafl", "-n", "2", *kd, "--out", out()]
         yield ["distill", "--teacher", card, "--data", f"{t}/ds/good", *kd, "--out", out()]
         yield [
@@ -710,21 +695,7 @@ def sweep_calls(t: Path) -> Iterator[list[str]]:
             out(),
         ]
         yield quantize(card, "noise")
-        yield [
-            "compress",
-            "--teacher",
-            card,
-            "-m",
-            "fast",
-            "-n",
-            "2",
-            "--iterations",
-            "1",
-            *kd,
-            "--no-baseline",
-            "--out",
-            out(),
-        ]
+        yield ["compress", *fast, "--iterations", "1", *kd, "--no-baseline", "--out", out()]
     for data in pl["dataset"]:
         yield ["distill", "--data", data, *kd, "--out", out()]
         yield ["export", data, "--format", "npz", "--out", out() + ".npz"]
