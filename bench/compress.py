@@ -1,7 +1,7 @@
 """`datafree compress` with its defaults on the shipped BN teacher and on the never-seen custom teacher.
 
 Usage: python bench/compress.py [--threads 2] [--device cpu] [--only resnet8_digits|custom]
-       [--method deepinversion] [--set KEY=VALUE ...] [--no-baseline] [--seed 0] [--num-images N]
+       [--method deepinversion] [--set KEY=VALUE ...] [--no-baseline] [--seed 0] [--num-images N] [--tag T]
 
 Prints a markdown table (teacher, student, test accuracies, ratio, Gaussian-noise baseline, wall time
 per stage) and writes bench/results/compress.json. Each run is the same code path as
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the Gaussian-noise baseline")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-images", type=int, default=None, help="synthetic images (default 1024)")
+    ap.add_argument("--tag", default="", help="suffix of the result file name (e.g. the --set values)")
     args = ap.parse_args()
     from bench.common import key_values
 
@@ -85,6 +86,7 @@ def main() -> None:
     name = "compress" + (f"_{args.method}" if args.method != "deepinversion" else "")
     name += (f"_{args.only}" if args.only else "") + (f"_seed{args.seed}" if args.seed else "")
     name += f"_n{args.num_images}" if args.num_images else ""
+    name += f"_{args.tag}" if args.tag else ""
     record = {"machine": info, "threads": args.threads, "method": args.method, "options": options}
     record["rows"] = rows
     (results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -248,6 +248,8 @@ def plan(
     else:
         assert method is not None
         synth_options = dict(options)
+        if pool:  # the backend's settings of the pool loop, under the user's --set
+            synth_options = {**method_class(method).pool_options, **synth_options}
         if online:  # the generator trains for as many steps as the KD stage runs rounds
             rounds = max(1, cfg.steps_per_epoch // cfg.kd_steps)
             synth_options.setdefault("iterations", cfg.epochs * rounds * cfg.g_steps)

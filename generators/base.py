@@ -6,9 +6,10 @@ A :class:`Synthesizer` turns a frozen teacher into surrogate data:
   adversarial backends (``needs_student``) optimise against the current student.
 * ``sample(n) -> Batch``: draw ``n`` surrogate images (normalised network input) with labels.
 * ``state_dict()`` / ``load_state_dict()``: everything needed to resume.
-* class attributes ``needs_student``, ``online``, ``kd_defaults``, ``pool_kd``, ``pool_batch_size`` and
-  the methods ``uses_student()`` and ``student_objective()``: what :mod:`datafree.plan` reads to
-  choose the KD settings and the student's loss. Callers read them directly (every backend has them).
+* class attributes ``needs_student``, ``online``, ``kd_defaults``, ``pool_kd``, ``pool_batch_size``,
+  ``pool_options`` and the methods ``uses_student()`` and ``student_objective()``: what
+  :mod:`datafree.plan` reads to choose the KD settings and the student's loss. Callers read them
+  directly (every backend has them).
 
 Offline backends (pixel optimisation: DeepInversion, ZeroQ) also implement ``reset(n, generator)``
 to start a fresh batch; :meth:`Synthesizer.synthesize` then runs the full per-batch optimisation.
@@ -162,6 +163,9 @@ class Synthesizer(ABC):
     pool_kd: ClassVar[dict[str, Any]] = {}
     #: images synthesised per pool round (None: ``config.batch_size``).
     pool_batch_size: ClassVar[int | None] = None
+    #: backend options of the growing-pool loop over the config's defaults (``--set`` wins), when
+    #: the pool's short rounds want other settings than a written dataset (NAYER's steps per round).
+    pool_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, teacher: nn.Module, card: ModelCard, config: SynthConfig) -> None:
         self.teacher = teacher.eval()

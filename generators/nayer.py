@@ -30,8 +30,10 @@ class names), ``"learned"`` (the same initial vectors, trained with the generato
 
 Deviations, each for the 16 px digits teachers and the CPU: the generator body of ``fast`` (``ngf``
 16); loss weights bn 1 / oh 1 instead of the scripts' 10 / 0.5 (with 10 / 0.5 the BN term dominated
-and the teacher agreed with the target labels on 12% of a 60-step batch, 81% with 1 / 1) and 20
-steps per round (5, 10 and 40 were slower to 95% of the teacher); ``group_size`` defaults to the
+and the teacher agreed with the target labels on 12% of a 60-step batch, 81% with 1 / 1; bn 3 lost
+3 points in ``compress``); rounds of 256 images x 40 steps (the scripts: 400 x 30-40) when writing a
+dataset, but rounds of 32 x 20 steps in the growing-pool loop (``pool_batch_size``,
+``pool_options``: 5, 10 and 40 steps were slower to 95% of the teacher); ``group_size`` defaults to the
 number of classes (the reference uses groups of 100 images, so on 10 classes each group repeats
 every image ten times); ``adv_weight`` 0 by default (the paper's 1.33 needs a student, e.g.
 ``distill --pool --set adv_weight=1.33``); the paper's warm-up epochs of synthesis without KD belong
@@ -132,8 +134,8 @@ class NoisyLayerGenerator(nn.Module):
 class NAYERConfig(SynthConfig):
     """NAYER settings (``iterations`` is the paper's ``g_steps`` per round)."""
 
-    batch_size: int = 32
-    iterations: int = 20  # the paper's g_steps: 30-40 on CIFAR (see docs/methods.md)
+    batch_size: int = 256  # a written dataset's rounds (the paper's synthesis batch: 400); the pool's: 32
+    iterations: int = 40  # the paper's g_steps (30-40 on CIFAR); the pool loop's: 20 (pool_options)
     ngf: int = 16
     le_size: int = 512
     le_emb_size: int = 256
@@ -167,7 +169,10 @@ class NAYER(RoundSynthesizer):
     name = "nayer"
     Config = NAYERConfig
     # The published loop (``synthesize(); train(kd_steps)`` on a growing pool) with the pool settings
-    # of ``fast`` (RoundSynthesizer's); see docs/methods.md for the run that measured them.
+    # of ``fast`` (RoundSynthesizer's: rounds of 32 images, 20 KD steps of batch 64 at lr 0.1) and 20
+    # generator steps per round; a written dataset uses the paper's 40 steps on rounds of 256
+    # (docs/methods.md gives the runs that measured both).
+    pool_options: ClassVar[dict[str, Any]] = {"iterations": 20}
     config: NAYERConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: NAYERConfig) -> None:

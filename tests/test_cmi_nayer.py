@@ -190,3 +190,16 @@ def test_cli_synthesize_compress_and_pool_distill(run, tmp_path):
     assert run(*args, "-o", tmp_path / "p").exit_code == 0
     after = load_file(tmp_path / "p" / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_pool_options_apply_to_the_pool_loop_only_and_set_wins(bn_teacher, monkeypatch):
+    from datafree.plan import plan
+
+    cls = method_class("nayer")
+    monkeypatch.setattr(cls, "pool_options", {"iterations": 3})
+    default = cls.Config().iterations
+    assert default != 3
+    assert plan(bn_teacher, method="nayer", pool=True).synthesizer.config.iterations == 3
+    assert plan(bn_teacher, method="nayer").synthesizer.config.iterations == default
+    given = plan(bn_teacher, method="nayer", pool=True, method_options={"iterations": "5"})
+    assert given.synthesizer.config.iterations == 5
