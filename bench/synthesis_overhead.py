@@ -290,13 +290,20 @@ def _cli_seconds(
     return time.perf_counter() - t0, _children_cpu() - c0
 
 
-def _bare_fn(card: str, batch: int, device: torch.device, precision: str, channels_last: bool) -> Any:
+def _bare_fn(
+    card: str, batch: int, device: torch.device, precision: str, channels_last: bool, folded: bool = False
+) -> Any:
+    """The teacher's forward+backward (input gradients on); ``folded``: with BN folded (datafree.bnfold)."""
     from datafree import precision as prec
+    from datafree.bnfold import fold_batchnorm
     from datafree.cards import load_model
 
     prec.configure(precision, channels_last, False, device)
     lm = load_model(card, device)
     model = prec.prepare_module(lm.model)
+    if folded:
+        f = fold_batchnorm(model)
+        model = prec.prepare_module(f.net) if f is not None else model
     g = torch.Generator().manual_seed(1)
     x = prec.prepare_input(torch.randn((batch, *lm.card.input_shape), generator=g).to(device))
     x.requires_grad_(True)
@@ -318,6 +325,7 @@ def cli_mode(args: argparse.Namespace) -> None:
     device = setup(args.device, args.threads)
     extra = ["--device", args.device, "--precision", args.precision]
     extra += ["--channels-last"] if args.channels_last else []
+    variants = args.variants.split(";")
     rows = []
     with tempfile.TemporaryDirectory(prefix="datafree-cli-bench-") as tmp:
         work = Path(tmp)
@@ -325,51 +333,70 @@ def cli_mode(args: argparse.Namespace) -> None:
             card = teacher_card(name, work)
             for batch in [int(b) for b in args.batches.split(",") if b]:
                 bare = _bare_fn(card, batch, device, args.precision, args.channels_last)
+                bare_folded = _bare_fn(card, batch, device, args.precision, args.channels_last, folded=True)
                 for _ in range(3):
                     bare()
-                long_t, short_t, bare_t, bare_cpu = [], [], [], []
-                for _ in range(args.reps):  # interleaved: long run, short run, bare passes
-                    long_t.append(_cli_seconds(card, batch, args.steps + 1, args.threads, work / "ds", extra))
-                    short_t.append(_cli_seconds(card, batch, 1, args.threads, work / "ds", extra))
+                    bare_folded()
+                load_before = os.getloadavg()[0]
+                long_t: dict[str, list] = {v: [] for v in variants}
+                short_t: dict[str, list] = {v: [] for v in variants}
+                bare_t, bare_cpu, bare_f = [], [], []
+                for _ in range(args.reps):  # interleaved: per variant long run, short run; bare passes
+                    for v in variants:
+                        vx = extra + [a for kv in v.split(",") if kv for a in ("--set", kv)]
+                        long_t[v].append(_cli_seconds(card, batch, args.steps + 1, args.threads, work / "ds", vx))
+                        short_t[v].append(_cli_seconds(card, batch, 1, args.threads, work / "ds", vx))
                     c0 = time.process_time()
                     b = interleaved([bare], device, args.steps, warmup=0)[0]
                     bare_cpu.append((time.process_time() - c0) / args.steps)
                     bare_t.append(statistics.median(b))
-                step = [(a[0] - b[0]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
-                step_cpu = [(a[1] - b[1]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
-                row = {
-                    "teacher": name,
-                    "card": card if not card.startswith(tmp) else f"random {name}",
-                    "batch_size": batch,
-                    "steps": args.steps,
-                    "threads": args.threads,
-                    "precision": args.precision,
-                    "channels_last": args.channels_last,
-                    "cli_step_ms": 1e3 * statistics.median(step),
-                    "bare_ms": 1e3 * statistics.median(bare_t),
-                    "ratio": median_ratio(step, bare_t),
-                    "reps": args.reps,
-                    "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu),
-                    "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
-                    "cpu_ratio": median_ratio(step_cpu, bare_cpu),
-                    "load_average": os.getloadavg()[0],
-                }
-                rows.append(row)
-                print(
-                    f"{name} b{batch}: step {row['cli_step_ms']:.1f} ms, bare {row['bare_ms']:.1f} ms, "
-                    f"{row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU time",
-                    file=sys.stderr,
-                )
+                    bare_f.append(statistics.median(interleaved([bare_folded], device, args.steps, warmup=0)[0]))
+                for v in variants:
+                    step = [(a[0] - b[0]) / args.steps for a, b in zip(long_t[v], short_t[v], strict=True)]
+                    step_cpu = [(a[1] - b[1]) / args.steps for a, b in zip(long_t[v], short_t[v], strict=True)]
+                    row = {
+                        "teacher": name,
+                        "card": card if not card.startswith(tmp) else f"random {name}",
+                        "variant": v or "default",
+                        "batch_size": batch,
+                        "steps": args.steps,
+                        "threads": args.threads,
+                        "precision": args.precision,
+                        "channels_last": args.channels_last,
+                        "cli_step_ms": 1e3 * statistics.median(step),
+                        "bare_ms": 1e3 * statistics.median(bare_t),
+                        "ratio": median_ratio(step, bare_t),
+                        "reps": args.reps,
+                        "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu),
+                        "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
+                        "cpu_ratio": median_ratio(step_cpu, bare_cpu),
+                        "bare_folded_ms": 1e3 * statistics.median(bare_f),
+                        "ratio_to_bare_folded": median_ratio(step, bare_f),
+                        "step_ms_rounds": [1e3 * t for t in step],
+                        "bare_ms_rounds": [1e3 * t for t in bare_t],
+                        "load_average_before": load_before,
+                        "load_average": os.getloadavg()[0],
+                    }
+                    rows.append(row)
+                    print(
+                        f"{name} b{batch} [{row['variant']}]: step {row['cli_step_ms']:.1f} ms, bare "
+                        f"{row['bare_ms']:.1f} ms, {row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU time, "
+                        f"{row['ratio_to_bare_folded']:.2f}x a folded bare pass; load {load_before:.1f}",
+                        file=sys.stderr,
+                    )
     info = machine(device)
-    header = ["teacher", "batch", "CLI step ms", "bare fwd+bwd ms", "CLI step / bare (wall)", "(CPU time)"]
+    header = ["teacher", "variant", "batch", "CLI step ms", "bare fwd+bwd ms", "CLI step / bare (wall)",
+              "(CPU time)", "load"]  # fmt: skip
     table = [
         [
             r["teacher"],
+            r["variant"],
             r["batch_size"],
             f"{r['cli_step_ms']:.1f}",
             f"{r['bare_ms']:.1f}",
             f"**{r['ratio']:.2f}x**",
             f"{r['cpu_ratio']:.2f}x",
+            f"{r['load_average_before']:.1f}",
         ]
         for r in rows
     ]
@@ -404,6 +431,12 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--threads", type=int, default=2, help="--cli: torch threads (CLI and bare pass)")
     ap.add_argument("--precision", default="fp32", help="--cli: --precision of both")
     ap.add_argument("--channels-last", action="store_true", help="--cli: --channels-last for both")
+    ap.add_argument(
+        "--variants",
+        default="",
+        help="--cli: ';'-separated variants of backend options measured in the same rounds, each a "
+        "','-separated list of KEY=VALUE passed as --set (e.g. 'fold_bn=false;' = before;after)",
+    )
     args = ap.parse_args(argv)
     if args.cli:
         if args.out == str(RESULTS / "synthesis_overhead.json"):
