@@ -258,7 +258,7 @@ def _children_cpu() -> float:
 
 
 def _cli_seconds(
-    card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str]
+    card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str], env_extra: dict[str, str] | None = None
 ) -> tuple[float, float]:
     """Wall and CPU seconds of ``datafree synthesize``: one shard of ``batch`` images, ``steps`` steps."""
     import shutil
@@ -284,7 +284,7 @@ def _cli_seconds(
         "--quiet",
         *extra,
     ]
-    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **(env_extra or {})}
     c0, t0 = _children_cpu(), time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0, _children_cpu() - c0
@@ -323,6 +323,10 @@ def cli_mode(args: argparse.Namespace) -> None:
     import tempfile
 
     device = setup(args.device, args.threads)
+    from datafree.malloc import tune_malloc
+
+    # the bare pass gets the allocator setting the CLI uses (datafree/malloc.py), unless turned off
+    malloc_tuned = tune_malloc()
     extra = ["--device", args.device, "--precision", args.precision]
     extra += ["--channels-last"] if args.channels_last else []
     variants = args.variants.split(";")
@@ -343,9 +347,12 @@ def cli_mode(args: argparse.Namespace) -> None:
                 bare_t, bare_cpu, bare_f = [], [], []
                 for _ in range(args.reps):  # interleaved: per variant long run, short run; bare passes
                     for v in variants:
-                        vx = extra + [a for kv in v.split(",") if kv for a in ("--set", kv)]
-                        long_t[v].append(_cli_seconds(card, batch, args.steps + 1, args.threads, work / "ds", vx))
-                        short_t[v].append(_cli_seconds(card, batch, 1, args.threads, work / "ds", vx))
+                        kvs = [kv for kv in v.split(",") if kv]
+                        vx = extra + [a for kv in kvs if not kv.startswith("env:") for a in ("--set", kv)]
+                        ve = dict(kv[4:].split("=", 1) for kv in kvs if kv.startswith("env:"))
+                        ds = work / "ds"
+                        long_t[v].append(_cli_seconds(card, batch, args.steps + 1, args.threads, ds, vx, ve))
+                        short_t[v].append(_cli_seconds(card, batch, 1, args.threads, ds, vx, ve))
                     c0 = time.process_time()
                     b = interleaved([bare], device, args.steps, warmup=0)[0]
                     bare_cpu.append((time.process_time() - c0) / args.steps)
@@ -375,6 +382,7 @@ def cli_mode(args: argparse.Namespace) -> None:
                         "step_ms_rounds": [1e3 * t for t in step],
                         "bare_ms_rounds": [1e3 * t for t in bare_t],
                         "load_average_before": load_before,
+                        "bench_malloc_tuned": malloc_tuned,
                         "load_average": os.getloadavg()[0],
                     }
                     rows.append(row)
@@ -435,7 +443,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         "--variants",
         default="",
         help="--cli: ';'-separated variants of backend options measured in the same rounds, each a "
-        "','-separated list of KEY=VALUE passed as --set (e.g. 'fold_bn=false;' = before;after)",
+        "','-separated list of KEY=VALUE passed as --set, or env:NAME=VALUE for the command's environment "
+        "(e.g. 'fold_bn=false,env:DATAFREE_MALLOC_TUNING=0;' = before;after)",
     )
     args = ap.parse_args(argv)
     if args.cli:
