@@ -128,11 +128,16 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
             cell = {r["config"]: r for r in rows if r["teacher"] == name and r["seed"] == seed}
             a, b = cell["fp32"], cell["bf16_cl"]
             diffs.append(100 * (b["student_accuracy"] - a["student_accuracy"]))
-            sa, sb = (a["stages_seconds"] or {}).get("synthesize"), (b["stages_seconds"] or {}).get("synthesize")
+            sa, sb = (
+                (a["stages_seconds"] or {}).get("synthesize"),
+                (b["stages_seconds"] or {}).get("synthesize"),
+            )
             table.append([name, seed, f"{a['student_accuracy']:.4f}", f"{b['student_accuracy']:.4f}",
                           f"{diffs[-1]:+.2f}", f"{a['agreement']:.4f}", f"{b['agreement']:.4f}",
                           f"{sa} / {sb}", f"{a['wall_s']} / {b['wall_s']}"])  # fmt: skip
-        summary.append({"teacher": name, "diff_points": diffs, "median_diff_points": statistics.median(diffs)})
+        summary.append(
+            {"teacher": name, "diff_points": diffs, "median_diff_points": statistics.median(diffs)}
+        )
     header = ["teacher", "seed", "student acc fp32", "bf16+cl", "diff (points)", "agreement fp32", "bf16+cl",
               "synthesis s fp32 / bf16", "wall s fp32 / bf16"]  # fmt: skip
     print(markdown_table(header, table))

@@ -258,7 +258,13 @@ def _children_cpu() -> float:
 
 
 def _cli_seconds(
-    card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str], env_extra: dict[str, str] | None = None
+    card: str,
+    batch: int,
+    steps: int,
+    threads: int,
+    out: Path,
+    extra: list[str],
+    env_extra: dict[str, str] | None = None,
 ) -> tuple[float, float]:
     """Wall and CPU seconds of ``datafree synthesize``: one shard of ``batch`` images, ``steps`` steps."""
     import shutil
@@ -357,10 +363,12 @@ def cli_mode(args: argparse.Namespace) -> None:
                     b = interleaved([bare], device, args.steps, warmup=0)[0]
                     bare_cpu.append((time.process_time() - c0) / args.steps)
                     bare_t.append(statistics.median(b))
-                    bare_f.append(statistics.median(interleaved([bare_folded], device, args.steps, warmup=0)[0]))
+                    bf = interleaved([bare_folded], device, args.steps, warmup=0)[0]
+                    bare_f.append(statistics.median(bf))
                 for v in variants:
-                    step = [(a[0] - b[0]) / args.steps for a, b in zip(long_t[v], short_t[v], strict=True)]
-                    step_cpu = [(a[1] - b[1]) / args.steps for a, b in zip(long_t[v], short_t[v], strict=True)]
+                    pairs = list(zip(long_t[v], short_t[v], strict=True))
+                    step = [(a[0] - b[0]) / args.steps for a, b in pairs]
+                    step_cpu = [(a[1] - b[1]) / args.steps for a, b in pairs]
                     row = {
                         "teacher": name,
                         "card": card if not card.startswith(tmp) else f"random {name}",
@@ -388,7 +396,7 @@ def cli_mode(args: argparse.Namespace) -> None:
                     rows.append(row)
                     print(
                         f"{name} b{batch} [{row['variant']}]: step {row['cli_step_ms']:.1f} ms, bare "
-                        f"{row['bare_ms']:.1f} ms, {row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU time, "
+                        f"{row['bare_ms']:.1f} ms, {row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU, "
                         f"{row['ratio_to_bare_folded']:.2f}x a folded bare pass; load {load_before:.1f}",
                         file=sys.stderr,
                     )

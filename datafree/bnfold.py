@@ -152,6 +152,7 @@ def _out_of_place_edit(gm: fx.GraphModule, user: fx.Node, modules: dict[str, nn.
     if user.op == "call_module":
         m = modules.get(user.target)  # type: ignore[arg-type]
         if getattr(m, "inplace", False):
+
             def edit() -> None:
                 clone = copy.copy(m)  # parameter-free activation; the teacher's module is left as is
                 clone.inplace = False  # type: ignore[union-attr]
@@ -178,6 +179,26 @@ def _out_of_place_edit(gm: fx.GraphModule, user: fx.Node, modules: dict[str, nn.
     return None
 
 
+def _candidate(node: fx.Node, modules: dict[str, nn.Module], uses: dict[str, int]):
+    """``(conv, bn)`` when ``node`` is a foldable BN, else None.
+
+    Foldable: an eval-mode BN called once on the output of a conv/linear layer called once, whose
+    output nothing else reads.
+    """
+    bn = modules.get(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
+    if not isinstance(bn, _BatchNorm) or bn.training or uses[node.target] != 1 or len(node.args) != 1:  # type: ignore[index]
+        return None
+    prev = node.args[0]
+    if not isinstance(prev, fx.Node) or prev.op != "call_module" or node.kwargs or len(prev.users) != 1:
+        return None
+    conv = modules.get(prev.target)  # type: ignore[arg-type]
+    if not isinstance(conv, _FOLDABLE) or conv.training or uses[prev.target] != 1:  # type: ignore[index]
+        return None
+    if isinstance(conv, nn.Linear) and not isinstance(bn, nn.BatchNorm1d):
+        return None
+    return conv, bn
+
+
 def fold_batchnorm(model: nn.Module) -> FoldedTeacher | None:
     """Fold every foldable eval-mode BN layer of ``model`` into its preceding conv/linear layer.
 
@@ -200,17 +221,11 @@ def fold_batchnorm(model: nn.Module) -> FoldedTeacher | None:
             uses[node.target] = uses.get(node.target, 0) + 1
     fused: dict[int, nn.Module] = {}  # id(original bn) -> fused conv/linear
     for node in list(gm.graph.nodes):
-        bn = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(bn, _BatchNorm) or bn.training or uses[node.target] != 1 or len(node.args) != 1:
+        pair = _candidate(node, modules, uses)
+        if pair is None:
             continue
+        conv, bn = pair
         prev = node.args[0]
-        if not isinstance(prev, fx.Node) or prev.op != "call_module" or node.kwargs or len(prev.users) != 1:
-            continue
-        conv = modules.get(prev.target)
-        if not isinstance(conv, _FOLDABLE) or conv.training or uses[prev.target] != 1:
-            continue
-        if isinstance(conv, nn.Linear) and not isinstance(bn, nn.BatchNorm1d):
-            continue
         scale, beta = _scale_beta(bn)
         if scale.numel() != (conv.out_features if isinstance(conv, nn.Linear) else conv.out_channels):
             continue

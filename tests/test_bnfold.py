@@ -164,7 +164,9 @@ def test_deepinversion_step_folded_matches_hooks() -> None:
     lm = load_model("resnet8_digits")
     runs = {}
     for fold in (False, True):
-        synth = create_synthesizer("deepinversion", lm.model, lm.card, batch_size=16, iterations=10, fold_bn=fold)
+        synth = create_synthesizer(
+            "deepinversion", lm.model, lm.card, batch_size=16, iterations=10, fold_bn=fold
+        )
         assert (synth.folded is not None) == fold
         synth.reset(16, torch.Generator().manual_seed(0))
         logs = [synth.step() for _ in range(3)]

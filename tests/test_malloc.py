@@ -14,7 +14,9 @@ def _run(code: str, env_value: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "DATAFREE_MALLOC_TUNING"}
     if env_value is not None:
         env["DATAFREE_MALLOC_TUNING"] = env_value
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
