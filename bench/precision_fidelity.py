@@ -110,8 +110,13 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "precision_fidelity.json"))
+    ap.add_argument("--rows-from", default="", help="rebuild the results from a run's printed rows (stderr)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.rows_from:  # rebuild the table and json from the rows a run printed (one JSON object a line)
+        lines = Path(args.rows_from).read_text().splitlines()
+        write_results([json.loads(line) for line in lines if line.startswith("{")], args)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="datafree-fidelity-") as tmp:
         for name in [t for t in args.teachers.split(",") if t]:
@@ -121,11 +126,18 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
                     row = {"teacher": name, **run_cell(card, cfg, seed, args, Path(tmp))}
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
+                    write_results(rows, args)  # after every cell: a long run stopped early keeps its rows
+
+
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The markdown table on stdout and the json (rows, per-teacher bf16 - fp32 differences)."""
     table, summary = [], []
     for name in dict.fromkeys(r["teacher"] for r in rows):
         diffs = []
         for seed in dict.fromkeys(r["seed"] for r in rows if r["teacher"] == name):
             cell = {r["config"]: r for r in rows if r["teacher"] == name and r["seed"] == seed}
+            if len(cell) < 2:
+                continue  # the pair is not complete yet
             a, b = cell["fp32"], cell["bf16_cl"]
             diffs.append(100 * (b["student_accuracy"] - a["student_accuracy"]))
             sa, sb = (
@@ -135,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
             table.append([name, seed, f"{a['student_accuracy']:.4f}", f"{b['student_accuracy']:.4f}",
                           f"{diffs[-1]:+.2f}", f"{a['agreement']:.4f}", f"{b['agreement']:.4f}",
                           f"{sa} / {sb}", f"{a['wall_s']} / {b['wall_s']}"])  # fmt: skip
+        if not diffs:
+            continue
         summary.append(
             {"teacher": name, "diff_points": diffs, "median_diff_points": statistics.median(diffs)}
         )
