@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--no-tune-malloc", action="store_true")
+    ap.add_argument(
+        "--profile", type=int, default=0, help="also print torch.profiler tables of N folded steps"
+    )
     ap.add_argument("--out", default=str(RESULTS / "di_step_inprocess.json"))
     args = ap.parse_args(argv)
     from datafree.malloc import tune_malloc
@@ -73,6 +76,16 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         for _ in range(2):
             for f in fns.values():
                 f()
+        if args.profile:
+            from torch.profiler import profile
+
+            for k in ("fold_true", "bare"):
+                with profile() as prof:
+                    for _ in range(args.profile):
+                        fns[k]()
+                print(
+                    f"{name} {k}:\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+                )
         load = os.getloadavg()[0]
         times: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(args.reps):
