@@ -9,6 +9,10 @@ CVPR 2020. Loss (NVlabs settings, see shared/REFERENCES.md)::
 
 where ``x~`` is ``x`` after a random roll (jitter) and an optional flip, ``s_0 = first_bn_weight``,
 Adam with warm-up + cosine learning rate, pixels kept in the valid range, lowest-loss batch kept.
+
+The step runs the teacher with its BN layers folded into the preceding convolutions where that is exact
+(:mod:`datafree.bnfold`, ``fold_bn``): the BN input statistics are recovered from the folded outputs, so
+the loss is the same up to fp32 rounding without the BN layers' own forward and backward.
 """
 
 from __future__ import annotations
