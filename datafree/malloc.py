@@ -8,9 +8,9 @@ again: on the development machine a 33 MiB elementwise op took 63-100 ms instead
 (docs/speed.md). :func:`tune_malloc` raises both thresholds once per process, so freed buffers are
 reused. The resident set then stays at its peak instead of shrinking between steps.
 
-The CLI calls it for every command that runs a loop; library users can call it themselves. It is a
-no-op where glibc's ``mallopt`` is not available (macOS, Windows, musl) and when the environment
-variable ``DATAFREE_MALLOC_TUNING`` is ``0``.
+The CLI calls it at the set-up of every command that runs a model; library users can call it
+themselves. It is a no-op where glibc's ``mallopt`` is not available (macOS, Windows, musl) and when
+the environment variable ``DATAFREE_MALLOC_TUNING`` is ``0``.
 """
 
 from __future__ import annotations
