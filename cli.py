@@ -104,6 +104,9 @@ def _setup(device: str | None, quiet: bool, threads: int | None = None) -> Any:
     set_quiet(quiet)
     if threads:
         torch.set_num_threads(threads)
+    from datafree.malloc import tune_malloc
+
+    tune_malloc()  # reuse large CPU buffers instead of an mmap per activation (datafree/malloc.py)
     # one process: the device asked for; under torchrun: joins the group, cuda -> cuda:LOCAL_RANK
     dev = init_distributed(resolve_device(device)).device
     _setup_speed(dev)

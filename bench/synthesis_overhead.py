@@ -258,7 +258,13 @@ def _children_cpu() -> float:
 
 
 def _cli_seconds(
-    card: str, batch: int, steps: int, threads: int, out: Path, extra: list[str]
+    card: str,
+    batch: int,
+    steps: int,
+    threads: int,
+    out: Path,
+    extra: list[str],
+    env_extra: dict[str, str] | None = None,
 ) -> tuple[float, float]:
     """Wall and CPU seconds of ``datafree synthesize``: one shard of ``batch`` images, ``steps`` steps."""
     import shutil
@@ -284,19 +290,39 @@ def _cli_seconds(
         "--quiet",
         *extra,
     ]
-    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **(env_extra or {})}
     c0, t0 = _children_cpu(), time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0, _children_cpu() - c0
 
 
-def _bare_fn(card: str, batch: int, device: torch.device, precision: str, channels_last: bool) -> Any:
+def _in_run_step(out: Path) -> float | None:
+    """Seconds per step inside the command: ``time`` between its first and last logged steps.
+
+    ``metrics.jsonl`` logs every 10th step with the seconds since the command started, so this is the
+    real loop (progress, metrics, plateau check, keep-best, Adam) without start-up and writing.
+    """
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    recs = [r for r in recs if r.get("stage") == "synthesize" and "time" in r and r.get("step", 0) >= 10]
+    if len(recs) < 2:
+        return None
+    return (recs[-1]["time"] - recs[0]["time"]) / (recs[-1]["step"] - recs[0]["step"])
+
+
+def _bare_fn(
+    card: str, batch: int, device: torch.device, precision: str, channels_last: bool, folded: bool = False
+) -> Any:
+    """The teacher's forward+backward (input gradients on); ``folded``: with BN folded (datafree.bnfold)."""
     from datafree import precision as prec
+    from datafree.bnfold import fold_batchnorm
     from datafree.cards import load_model
 
     prec.configure(precision, channels_last, False, device)
     lm = load_model(card, device)
     model = prec.prepare_module(lm.model)
+    if folded:
+        f = fold_batchnorm(model)
+        model = prec.prepare_module(f.net) if f is not None else model
     g = torch.Generator().manual_seed(1)
     x = prec.prepare_input(torch.randn((batch, *lm.card.input_shape), generator=g).to(device))
     x.requires_grad_(True)
@@ -316,8 +342,13 @@ def cli_mode(args: argparse.Namespace) -> None:
     import tempfile
 
     device = setup(args.device, args.threads)
+    from datafree.malloc import tune_malloc
+
+    # the bare pass gets the allocator setting the CLI uses (datafree/malloc.py), unless turned off
+    malloc_tuned = tune_malloc()
     extra = ["--device", args.device, "--precision", args.precision]
     extra += ["--channels-last"] if args.channels_last else []
+    variants = args.variants.split(";")
     rows = []
     with tempfile.TemporaryDirectory(prefix="datafree-cli-bench-") as tmp:
         work = Path(tmp)
@@ -325,51 +356,85 @@ def cli_mode(args: argparse.Namespace) -> None:
             card = teacher_card(name, work)
             for batch in [int(b) for b in args.batches.split(",") if b]:
                 bare = _bare_fn(card, batch, device, args.precision, args.channels_last)
+                bare_folded = _bare_fn(card, batch, device, args.precision, args.channels_last, folded=True)
                 for _ in range(3):
                     bare()
-                long_t, short_t, bare_t, bare_cpu = [], [], [], []
-                for _ in range(args.reps):  # interleaved: long run, short run, bare passes
-                    long_t.append(_cli_seconds(card, batch, args.steps + 1, args.threads, work / "ds", extra))
-                    short_t.append(_cli_seconds(card, batch, 1, args.threads, work / "ds", extra))
+                    bare_folded()
+                load_before = os.getloadavg()[0]
+                long_t: dict[str, list] = {v: [] for v in variants}
+                short_t: dict[str, list] = {v: [] for v in variants}
+                in_run: dict[str, list] = {v: [] for v in variants}
+                bare_t, bare_cpu, bare_f = [], [], []
+                for _ in range(args.reps):  # interleaved: per variant long run, short run; bare passes
+                    for v in variants:
+                        kvs = [kv for kv in v.split(",") if kv]
+                        vx = extra + [a for kv in kvs if not kv.startswith("env:") for a in ("--set", kv)]
+                        ve = dict(kv[4:].split("=", 1) for kv in kvs if kv.startswith("env:"))
+                        ds = work / "ds"
+                        long_t[v].append(_cli_seconds(card, batch, args.steps + 1, args.threads, ds, vx, ve))
+                        in_run[v].append(_in_run_step(ds))
+                        if not args.in_run_only:
+                            short_t[v].append(_cli_seconds(card, batch, 1, args.threads, ds, vx, ve))
                     c0 = time.process_time()
                     b = interleaved([bare], device, args.steps, warmup=0)[0]
                     bare_cpu.append((time.process_time() - c0) / args.steps)
                     bare_t.append(statistics.median(b))
-                step = [(a[0] - b[0]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
-                step_cpu = [(a[1] - b[1]) / args.steps for a, b in zip(long_t, short_t, strict=True)]
-                row = {
-                    "teacher": name,
-                    "card": card if not card.startswith(tmp) else f"random {name}",
-                    "batch_size": batch,
-                    "steps": args.steps,
-                    "threads": args.threads,
-                    "precision": args.precision,
-                    "channels_last": args.channels_last,
-                    "cli_step_ms": 1e3 * statistics.median(step),
-                    "bare_ms": 1e3 * statistics.median(bare_t),
-                    "ratio": median_ratio(step, bare_t),
-                    "reps": args.reps,
-                    "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu),
-                    "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
-                    "cpu_ratio": median_ratio(step_cpu, bare_cpu),
-                    "load_average": os.getloadavg()[0],
-                }
-                rows.append(row)
-                print(
-                    f"{name} b{batch}: step {row['cli_step_ms']:.1f} ms, bare {row['bare_ms']:.1f} ms, "
-                    f"{row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU time",
-                    file=sys.stderr,
-                )
+                    bf = interleaved([bare_folded], device, args.steps, warmup=0)[0]
+                    bare_f.append(statistics.median(bf))
+                for v in variants:
+                    pairs = list(zip(long_t[v], short_t[v], strict=True)) if not args.in_run_only else []
+                    step = [(a[0] - b[0]) / args.steps for a, b in pairs] or [float("nan")] * args.reps
+                    step_cpu = [(a[1] - b[1]) / args.steps for a, b in pairs] or [float("nan")] * args.reps
+                    ir = [t if t is not None else float("nan") for t in in_run[v]]
+                    row = {
+                        "teacher": name,
+                        "card": card if not card.startswith(tmp) else f"random {name}",
+                        "variant": v or "default",
+                        "batch_size": batch,
+                        "steps": args.steps,
+                        "threads": args.threads,
+                        "precision": args.precision,
+                        "channels_last": args.channels_last,
+                        "cli_step_ms": 1e3 * statistics.median(step),
+                        "bare_ms": 1e3 * statistics.median(bare_t),
+                        "ratio": median_ratio(step, bare_t),
+                        "reps": args.reps,
+                        "cli_step_cpu_ms": 1e3 * statistics.median(step_cpu),
+                        "bare_cpu_ms": 1e3 * statistics.median(bare_cpu),
+                        "cpu_ratio": median_ratio(step_cpu, bare_cpu),
+                        "in_run_step_ms": 1e3 * statistics.median(ir),
+                        "in_run_ratio": median_ratio(ir, bare_t),
+                        "in_run_step_ms_rounds": [1e3 * t for t in ir],
+                        "bare_folded_ms": 1e3 * statistics.median(bare_f),
+                        "ratio_to_bare_folded": median_ratio(step, bare_f),
+                        "step_ms_rounds": [1e3 * t for t in step],
+                        "bare_ms_rounds": [1e3 * t for t in bare_t],
+                        "load_average_before": load_before,
+                        "bench_malloc_tuned": malloc_tuned,
+                        "load_average": os.getloadavg()[0],
+                    }
+                    rows.append(row)
+                    print(
+                        f"{name} b{batch} [{row['variant']}]: step {row['cli_step_ms']:.1f} ms, bare "
+                        f"{row['bare_ms']:.1f} ms, {row['ratio']:.2f}x wall, {row['cpu_ratio']:.2f}x CPU, "
+                        f"{row['ratio_to_bare_folded']:.2f}x a folded bare pass; in-run step "
+                        f"{row['in_run_step_ms']:.1f} ms, {row['in_run_ratio']:.2f}x; load {load_before:.1f}",
+                        file=sys.stderr,
+                    )
     info = machine(device)
-    header = ["teacher", "batch", "CLI step ms", "bare fwd+bwd ms", "CLI step / bare (wall)", "(CPU time)"]
+    header = ["teacher", "variant", "batch", "CLI step ms (in-run)", "bare fwd+bwd ms",
+              "CLI step / bare (in-run)", "t(N+1)-t(1) step / bare (wall)", "(CPU time)", "load"]  # fmt: skip
     table = [
         [
             r["teacher"],
+            r["variant"],
             r["batch_size"],
-            f"{r['cli_step_ms']:.1f}",
+            f"{r['in_run_step_ms']:.1f}",
             f"{r['bare_ms']:.1f}",
-            f"**{r['ratio']:.2f}x**",
+            f"**{r['in_run_ratio']:.2f}x**",
+            f"{r['ratio']:.2f}x",
             f"{r['cpu_ratio']:.2f}x",
+            f"{r['load_average_before']:.1f}",
         ]
         for r in rows
     ]
@@ -404,6 +469,18 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--threads", type=int, default=2, help="--cli: torch threads (CLI and bare pass)")
     ap.add_argument("--precision", default="fp32", help="--cli: --precision of both")
     ap.add_argument("--channels-last", action="store_true", help="--cli: --channels-last for both")
+    ap.add_argument(
+        "--in-run-only",
+        action="store_true",
+        help="--cli: only the in-run step time (metrics.jsonl), no t(1) runs (start-up noise under load)",
+    )
+    ap.add_argument(
+        "--variants",
+        default="",
+        help="--cli: ';'-separated variants of backend options measured in the same rounds, each a "
+        "','-separated list of KEY=VALUE passed as --set, or env:NAME=VALUE for the command's environment "
+        "(e.g. 'fold_bn=false,env:DATAFREE_MALLOC_TUNING=0;' = before;after)",
+    )
     args = ap.parse_args(argv)
     if args.cli:
         if args.out == str(RESULTS / "synthesis_overhead.json"):

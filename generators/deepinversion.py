@@ -9,6 +9,10 @@ CVPR 2020. Loss (NVlabs settings, see shared/REFERENCES.md)::
 
 where ``x~`` is ``x`` after a random roll (jitter) and an optional flip, ``s_0 = first_bn_weight``,
 Adam with warm-up + cosine learning rate, pixels kept in the valid range, lowest-loss batch kept.
+
+The step runs the teacher with its BN layers folded into the preceding convolutions where that is exact
+(:mod:`datafree.bnfold`, ``fold_bn``): the BN input statistics are recovered from the folded outputs, so
+the loss is the same up to fp32 rounding without the BN layers' own forward and backward.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 
 from datafree import precision
 from datafree.augment import random_flip, random_jitter
+from datafree.bnfold import fold_batchnorm
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
@@ -65,6 +70,10 @@ class DeepInversionConfig(SynthConfig):
     # BN/CE balance: when the BN term starts more than bn_ce_max_ratio times the cross-entropy (at a
     # batch's first step), bn_weight is scaled down to that ratio for the batch; 0 disables.
     bn_ce_max_ratio: float = 26.0
+    # Fold each eval-mode BN that follows a convolution into it for the step's forward/backward and
+    # recover the BN input statistics from the folded output (datafree.bnfold): same loss and gradients
+    # up to fp32 rounding, without the BN layers' own forward and backward. Off: hooks on every BN.
+    fold_bn: bool = True
 
     def validate(self) -> None:
         """Also check ``plateau_tol`` (Adam's betas: :meth:`SynthConfig.validate`)."""
@@ -93,6 +102,10 @@ class DeepInversion(Synthesizer):
         self.iteration = 0
         self.generator: torch.Generator | None = None
         precision.prepare_module(self.teacher)
+        # the network the step runs: the teacher with BN folded into its convolutions where possible
+        self.folded = fold_batchnorm(self.teacher) if config.fold_bn else None
+        if self.folded is not None:
+            precision.prepare_module(self.folded.net)
         self.scaler = precision.grad_scaler(self.device)
         self.steps_taken: list[int] = []  # steps of each batch synthesize() ran (plateau stop)
         self.bn_scale = 1.0  # BN/CE balance of the current batch (bn_ce_max_ratio)
@@ -150,9 +163,10 @@ class DeepInversion(Synthesizer):
         if cfg.flip:
             xa = random_flip(xa, self.generator)
         xa = precision.prepare_input(xa)
-        with BNStatistics(self.teacher) as stats:
+        net = self.teacher if self.folded is None else self.folded.net
+        with BNStatistics(self.teacher) if self.folded is None else self.folded.statistics() as stats:
             with precision.autocast(self.device):
-                logits = self.teacher(xa)
+                logits = net(xa)
             logits = precision.fp32(logits)  # losses in fp32; the hook keeps BN statistics in fp32
             bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), cfg.first_bn_weight)  # type: ignore[arg-type]
         ce = F.cross_entropy(logits, self.targets)

@@ -1,0 +1,259 @@
+"""BatchNorm folded into the preceding layer, for BN-statistics synthesis (DeepInversion's step).
+
+DeepInversion compares the statistics of each BN layer's *input* with the layer's running statistics.
+Observed by a hook, that costs the teacher's own eval-mode BN forward and backward on top of the
+statistics. An eval-mode BN is a per-channel affine map ``y = a * (x - running_mean) + beta`` with
+``a = gamma / sqrt(running_var + eps)``; folded into the convolution (or linear layer) before it, the
+teacher computes ``y`` directly and the input statistics are recovered from the folded output's::
+
+    mean_x = (mean_y - beta) / a + running_mean,        var_x = var_y / a^2
+
+so the BN layers' forward and backward disappear from the step (their statistics are still matched,
+with the same gradients up to fp32 rounding). A layer is folded only where the BN directly follows a
+convolution or linear layer whose output nothing else reads, both used once, and where ``a`` is not
+tiny against ``beta`` (the recovery would amplify rounding; the guard is :data:`MAX_AMPLIFICATION`);
+every other BN layer keeps its module and is observed by a hook, as :class:`datafree.hooks.BNStatistics`
+does. A model :mod:`torch.fx` cannot trace is not folded at all (:func:`fold_batchnorm` returns None).
+
+Reference: Yin et al., "Dreaming to Distill", CVPR 2020 (the statistics); the folding is the usual
+conv-BN fusion (``torch.nn.utils.fusion``).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from .hooks import batchnorm_layers
+from .stats import channel_mean_var
+
+__all__ = ["FoldedTeacher", "FoldedBNStatistics", "fold_batchnorm", "MAX_AMPLIFICATION"]
+
+#: A BN layer is folded only when ``max_c (|beta_c| / |a_c| + sqrt(var_c)) / sqrt(var_c + eps)`` is at
+#: most this: the factor by which recovering ``mean_x`` from the folded output can amplify the output's
+#: rounding error, relative to the channel's running standard deviation (1e3 x fp32's 6e-8 = 6e-5).
+MAX_AMPLIFICATION = 1e3
+_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_INPLACE_OPERATORS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+                      operator.itruediv: operator.truediv}  # fmt: skip
+
+
+@dataclass
+class _Layer:
+    """One BN layer of the original model: folded (observe ``module``'s output) or hooked (its input)."""
+
+    bn: _BatchNorm
+    module: nn.Module  # the fused conv/linear when folded, else the BN layer itself
+    folded: bool
+    scale: torch.Tensor | None = None  # a = gamma / sqrt(running_var + eps), (C,)
+    beta: torch.Tensor | None = None  # the BN's bias (zeros without affine), (C,)
+
+
+@dataclass
+class FoldedTeacher:
+    """A teacher with foldable BN layers folded; :meth:`statistics` observes every BN layer.
+
+    Attributes:
+        net: the folded network (a :class:`torch.fx.GraphModule`); call it instead of the teacher.
+        layers: one entry per :func:`datafree.hooks.batchnorm_layers` layer of the teacher, in order.
+    """
+
+    net: nn.Module
+    layers: list[_Layer]
+
+    @property
+    def num_folded(self) -> int:
+        """How many BN layers were folded (the rest are observed by hooks)."""
+        return sum(layer.folded for layer in self.layers)
+
+    def statistics(self) -> FoldedBNStatistics:
+        """A context like :class:`datafree.hooks.BNStatistics` (per-batch statistics) for :attr:`net`."""
+        return FoldedBNStatistics(self.layers)
+
+
+class FoldedBNStatistics:
+    """Per-batch input statistics of every BN layer of a :class:`FoldedTeacher`'s teacher.
+
+    After a forward pass of ``FoldedTeacher.net`` inside the ``with`` block, ``means[i]`` and
+    ``vars[i]`` hold BN layer i's input mean and biased variance, ``(C,)``, as
+    :class:`datafree.hooks.BNStatistics` would on the unfolded teacher; gradients flow to the input.
+    """
+
+    def __init__(self, layers: list[_Layer]) -> None:
+        self.layers = layers
+        self.means: list[torch.Tensor | None] = [None] * len(layers)
+        self.vars: list[torch.Tensor | None] = [None] * len(layers)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, index: int, layer: _Layer):
+        def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            t = output if layer.folded else inputs[0]
+            if t.is_floating_point() and t.dtype != torch.float32:
+                t = t.float()  # statistics in fp32 under bf16/fp16 autocast (datafree.precision)
+            mean, var = channel_mean_var(t)
+            if layer.folded:
+                assert layer.scale is not None and layer.beta is not None
+                rm = layer.bn.running_mean
+                mean = (mean - layer.beta) / layer.scale + rm
+                var = var / layer.scale.square()
+            self.means[index], self.vars[index] = mean, var
+
+        return fn
+
+    def __enter__(self) -> FoldedBNStatistics:
+        self._handles = [
+            layer.module.register_forward_hook(self._hook(i, layer)) for i, layer in enumerate(self.layers)
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self.means = [None] * len(self.layers)
+        self.vars = [None] * len(self.layers)
+
+    def running(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(running_mean, running_var)`` of every BN layer."""
+        return [(layer.bn.running_mean, layer.bn.running_var) for layer in self.layers]  # type: ignore[misc]
+
+
+def _scale_beta(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    rv = bn.running_var
+    assert rv is not None
+    inv = torch.rsqrt(rv + bn.eps)
+    scale = inv * bn.weight if bn.weight is not None else inv
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(inv)
+    return scale.detach().clone(), beta.detach().clone()
+
+
+def _well_conditioned(bn: _BatchNorm, scale: torch.Tensor, beta: torch.Tensor) -> bool:
+    rv = bn.running_var
+    assert rv is not None
+    if not (torch.isfinite(scale).all() and torch.isfinite(beta).all()) or bool((scale == 0).any()):
+        return False
+    std = rv.clamp_min(0).sqrt()
+    amp = (beta.abs() / scale.abs() + std) / (rv + bn.eps).sqrt()
+    return float(amp.max()) <= MAX_AMPLIFICATION
+
+
+def _out_of_place_edit(gm: fx.GraphModule, user: fx.Node, modules: dict[str, nn.Module]):
+    """How to make ``user`` leave its input unchanged: None if it already does, False if unknown.
+
+    The folded output is saved for the statistics' backward, so an in-place activation on it (which the
+    BN's fresh output allowed) must become out-of-place. Returns a function applying the change.
+    """
+    if user.op == "call_module":
+        m = modules.get(user.target)  # type: ignore[arg-type]
+        if getattr(m, "inplace", False):
+
+            def edit() -> None:
+                clone = copy.copy(m)  # parameter-free activation; the teacher's module is left as is
+                clone.inplace = False  # type: ignore[union-attr]
+                name = f"_bnfold_act_{len(list(gm.children()))}"
+                gm.add_submodule(name, clone)  # type: ignore[arg-type]
+                user.target = name
+
+            return edit
+        return None
+    if user.op == "call_function":
+        if user.kwargs.get("inplace", False):
+            return lambda: setattr(user, "kwargs", {**user.kwargs, "inplace": False})
+        if user.target in _INPLACE_OPERATORS:
+            return lambda: setattr(user, "target", _INPLACE_OPERATORS[user.target])  # type: ignore[index]
+        name = getattr(user.target, "__name__", "")
+        if name.endswith("_") and not name.endswith("__"):
+            out = getattr(torch, name[:-1], None)
+            return (lambda: setattr(user, "target", out)) if out is not None else False
+        return None
+    if user.op == "call_method" and isinstance(user.target, str) and user.target.endswith("_"):
+        if user.target.endswith("__") or not hasattr(torch.Tensor, user.target[:-1]):
+            return False
+        return lambda: setattr(user, "target", user.target[:-1])  # type: ignore[index]
+    return None
+
+
+def _candidate(node: fx.Node, modules: dict[str, nn.Module], uses: dict[str, int]):
+    """``(conv, bn)`` when ``node`` is a foldable BN, else None.
+
+    Foldable: an eval-mode BN called once on the output of a conv/linear layer called once, whose
+    output nothing else reads.
+    """
+    bn = modules.get(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
+    if not isinstance(bn, _BatchNorm) or bn.training or uses[node.target] != 1 or len(node.args) != 1:  # type: ignore[index]
+        return None
+    prev = node.args[0]
+    if not isinstance(prev, fx.Node) or prev.op != "call_module" or node.kwargs or len(prev.users) != 1:
+        return None
+    conv = modules.get(prev.target)  # type: ignore[arg-type]
+    if not isinstance(conv, _FOLDABLE) or conv.training or uses[prev.target] != 1:  # type: ignore[index]
+        return None
+    if isinstance(conv, nn.Linear) and not isinstance(bn, nn.BatchNorm1d):
+        return None
+    return conv, bn
+
+
+def fold_batchnorm(model: nn.Module) -> FoldedTeacher | None:
+    """Fold every foldable eval-mode BN layer of ``model`` into its preceding conv/linear layer.
+
+    ``model`` is not modified: the result's ``net`` shares its unfolded modules and owns fused copies
+    of the folded convolutions (parameters frozen). Returns None when no layer can be folded: the
+    model is in training mode, :mod:`torch.fx` cannot trace it, or no BN directly follows a
+    convolution whose output only the BN reads; callers then use :class:`datafree.hooks.BNStatistics`.
+    """
+    bns = batchnorm_layers(model)
+    if not bns or model.training:
+        return None
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 - any tracing failure means: keep the hooks
+        return None
+    modules = dict(gm.named_modules())
+    uses: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            uses[node.target] = uses.get(node.target, 0) + 1
+    fused: dict[int, nn.Module] = {}  # id(original bn) -> fused conv/linear
+    for node in list(gm.graph.nodes):
+        pair = _candidate(node, modules, uses)
+        if pair is None:
+            continue
+        conv, bn = pair
+        prev = node.args[0]
+        scale, beta = _scale_beta(bn)
+        if scale.numel() != (conv.out_features if isinstance(conv, nn.Linear) else conv.out_channels):
+            continue
+        if not _well_conditioned(bn, scale, beta):
+            continue
+        edits = [_out_of_place_edit(gm, u, modules) for u in node.users]
+        if any(e is False for e in edits) or (any(edits) and len(node.users) != 1):
+            continue  # an unknown in-place use, or an in-place one that other users would observe
+        for e in edits:
+            if e:
+                e()
+        f = fuse_linear_bn_eval(conv, bn) if isinstance(conv, nn.Linear) else fuse_conv_bn_eval(conv, bn)
+        f.requires_grad_(False)
+        name = f"_bnfold_{len(fused)}"
+        gm.add_submodule(name, f)
+        prev.target = name
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+        fused[id(bn)] = f
+    if not fused:
+        return None
+    gm.graph.lint()
+    gm.recompile()
+    layers = []
+    for bn in bns:
+        if id(bn) in fused:
+            scale, beta = _scale_beta(bn)
+            layers.append(_Layer(bn, fused[id(bn)], True, scale, beta))
+        else:
+            layers.append(_Layer(bn, bn, False))
+    return FoldedTeacher(gm.eval(), layers)

@@ -1,0 +1,178 @@
+"""BN folding for the DeepInversion step (datafree.bnfold): same statistics, loss and gradients as hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datafree.bnfold import fold_batchnorm
+from datafree.hooks import BNStatistics
+from datafree.losses import bn_statistic_loss
+from datafree.models import create_model
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            if m.affine:
+                m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.data.copy_(torch.randn(c, generator=g) * 0.3)
+    return model.eval().requires_grad_(False)
+
+
+def _hooked(model: nn.Module, x: torch.Tensor):
+    x = x.clone().requires_grad_(True)
+    with BNStatistics(model) as st:
+        logits = model(x)
+        loss = bn_statistic_loss(st.means, st.vars, st.running(), 10.0) + F.cross_entropy(logits, torch.zeros(
+            len(x), dtype=torch.long))  # fmt: skip
+        means, variances = [m.detach() for m in st.means], [v.detach() for v in st.vars]
+    loss.backward()
+    return logits.detach(), means, variances, loss.detach(), x.grad
+
+
+def _folded(model: nn.Module, x: torch.Tensor):
+    folded = fold_batchnorm(model)
+    assert folded is not None
+    x = x.clone().requires_grad_(True)
+    with folded.statistics() as st:
+        logits = folded.net(x)
+        loss = bn_statistic_loss(st.means, st.vars, st.running(), 10.0) + F.cross_entropy(logits, torch.zeros(
+            len(x), dtype=torch.long))  # fmt: skip
+        means, variances = [m.detach() for m in st.means], [v.detach() for v in st.vars]
+    loss.backward()
+    return folded, (logits.detach(), means, variances, loss.detach(), x.grad)
+
+
+def _assert_same(a, b) -> None:
+    torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-4)
+    for u, v in zip(a[1] + a[2], b[1] + b[2], strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a[3], b[3], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a[4], b[4], rtol=1e-3, atol=1e-6 * float(a[4].abs().max()))
+
+
+@pytest.mark.parametrize("arch,shape", [("resnet8", (1, 16, 16)), ("mobilenetv2_cifar", (3, 32, 32))])
+def test_folded_statistics_loss_and_gradient_match_hooks(arch: str, shape: tuple[int, int, int]) -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model(arch, 10, shape[0]))
+    x = torch.randn(8, *shape)
+    ref = _hooked(model, x)
+    folded, got = _folded(model, x)
+    assert folded.num_folded == len(folded.layers)  # every BN follows a conv in these networks
+    _assert_same(ref, got)
+    # the teacher itself is untouched: its in-place ReLUs are still in place and it still has its BNs
+    assert any(getattr(m, "inplace", False) for m in model.modules())
+    torch.testing.assert_close(model(x), ref[0])
+
+
+class _Shared(nn.Module):
+    """conv1's output is read by bn1 and by the shortcut: bn1 cannot be folded; bn2 can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.bn3 = nn.BatchNorm2d(4)  # pre-activation style: after an addition, not a conv
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv1(x)
+        out = self.relu(self.bn1(a))
+        out = self.bn2(self.conv2(out))
+        out += a
+        out = self.relu(self.bn3(out))
+        return self.fc(out.mean((2, 3)))
+
+
+def test_only_foldable_layers_are_folded_and_the_rest_fall_back_to_hooks() -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(_Shared())
+    x = torch.randn(6, 3, 8, 8)
+    ref = _hooked(model, x)
+    folded, got = _folded(model, x)
+    assert [layer.folded for layer in folded.layers] == [False, True, False]
+    _assert_same(ref, got)
+
+
+def test_tiny_bn_scale_is_not_folded() -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(_Shared())
+    model.bn2.weight.data[1] = 0.0  # a dead channel: the input statistics cannot be recovered
+    assert fold_batchnorm(model) is None  # bn1 and bn3 are not foldable either: nothing folded
+    model.bn2.weight.data[1] = 1e-6  # recovery would amplify rounding ~1e6x: also refused
+    assert fold_batchnorm(model) is None
+
+
+class _Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.conv(x))
+        if out.sum() > 0:  # data-dependent control flow: torch.fx cannot trace this
+            out = out * 2
+        return self.fc(out.mean((2, 3)))
+
+
+def test_untraceable_teacher_falls_back_to_hooks_and_deepinversion_still_runs() -> None:
+    from datafree.cards import ModelCard
+    from generators import create_synthesizer
+
+    model = _randomise_bn(_Untraceable())
+    assert fold_batchnorm(model) is None
+    card = ModelCard("custom", "", 10, [3, 8, 8], [0.5] * 3, [0.25] * 3)
+    synth = create_synthesizer("deepinversion", model, card, batch_size=4, iterations=2)
+    assert synth.folded is None
+    logs = synth.step()
+    assert torch.isfinite(logs["total"])
+
+
+class _InplaceShared(nn.Module):
+    """The BN output is modified in place while another user reads it: folding would change results."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.conv(x))
+        keep = out.mean((2, 3))
+        out.clamp_(min=0)
+        return self.fc(torch.cat([keep, out.mean((2, 3))], 1))
+
+
+def test_in_place_use_seen_by_another_user_is_not_folded() -> None:
+    model = _randomise_bn(_InplaceShared())
+    assert fold_batchnorm(model) is None
+    ref = _hooked(model, torch.randn(4, 3, 8, 8))
+    assert torch.isfinite(ref[3])
+
+
+def test_deepinversion_step_folded_matches_hooks() -> None:
+    from datafree.cards import load_model
+    from generators import create_synthesizer
+
+    lm = load_model("resnet8_digits")
+    runs = {}
+    for fold in (False, True):
+        synth = create_synthesizer(
+            "deepinversion", lm.model, lm.card, batch_size=16, iterations=10, fold_bn=fold
+        )
+        assert (synth.folded is not None) == fold
+        synth.reset(16, torch.Generator().manual_seed(0))
+        logs = [synth.step() for _ in range(3)]
+        runs[fold] = (logs, synth.inputs.detach().clone())
+    for a, b in zip(runs[False][0], runs[True][0], strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(runs[False][1], runs[True][1], rtol=0, atol=1e-4)
