@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "datafree.precision",
             "datafree.validate",
             "datafree.quality",
+            "datafree.malloc",
         ),
     ),
     (
@@ -46,6 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "datafree.losses",
             "datafree.generator_losses",
             "datafree.hooks",
+            "datafree.bnfold",
             "datafree.augment",
             "datafree.models*",
             "datafree.reshape",
