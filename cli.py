@@ -729,7 +729,14 @@ def evaluate(
 @click.option(
     "--teacher", "-t", default="resnet8_digits", show_default=True, help="Shipped name or card path."
 )
-@click.option("--method", "-m", default="deepinversion", show_default=True, help="Synthesis backend.")
+@click.option(
+    "--method",
+    "-m",
+    default="auto",
+    show_default=True,
+    help="Synthesis backend; auto: DeepInversion for a cheap teacher, Fast-Datafree's pool for an "
+    "expensive one, DAFL without BatchNorm (docs/fidelity.md).",
+)
 @click.option(
     "--student", "-s", default=None, help="Student architecture (default: a smaller registered one)."
 )

@@ -43,10 +43,10 @@ QUICK_IMAGES = 32
 
 
 def default_methods() -> list[str]:
-    """Every registered backend but ZeroQ."""
+    """``auto`` (compress's default path) and every registered backend but ZeroQ."""
     from generators import list_methods
 
-    return [m for m in list_methods() if m != "zeroq"]
+    return ["auto", *(m for m in list_methods() if m != "zeroq")]
 
 
 def _is_bn_teacher(name: str) -> bool:
@@ -95,6 +95,7 @@ def run_cell(
     """One cell: compress with every default (or the --quick budget); returns its row and samples."""
     from datafree.distill import KDConfig
     from datafree.pipeline import DEFAULT_NUM_IMAGES, compress
+    from datafree.plan import AUTO
 
     name = label(teacher)
     out = Path(tempfile.mkdtemp(prefix=f"fidelity-{name}-{method}-"))
@@ -102,13 +103,16 @@ def run_cell(
     if quick:
         from generators import method_class
 
-        if method_class(method).online:
+        if method == AUTO:
+            kw["kd"] = KDConfig(seed=seed, **QUICK_KD)
+            kw["synth_options"] = QUICK_SYNTH["fast"] if _is_bn_teacher(teacher) else {}
+        elif method_class(method).online:
             from datafree.plan import kd_settings
 
             kw["kd"] = kd_settings(method, {"seed": seed, **QUICK_KD})
         else:
             kw["kd"] = KDConfig(seed=seed, **QUICK_KD)
-        kw["synth_options"] = QUICK_SYNTH.get(method, {})
+            kw["synth_options"] = QUICK_SYNTH.get(method, {})
         kw["num_images"] = QUICK_IMAGES
     import contextlib
     from unittest import mock
@@ -117,7 +121,7 @@ def run_cell(
     no_profile = (
         mock.patch("datafree.pipeline._profile", lambda *a, **k: {}) if quick else contextlib.nullcontext()
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         with no_profile:
             rep = compress(
@@ -129,8 +133,8 @@ def run_cell(
                 eval_data="digits:test",
                 **kw,  # the suite is trained on digits: score on its real test split
             )
-        wall = time.perf_counter() - t0
-        samples = _cell_samples(rep, out / "run", method)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        samples = _cell_samples(rep, out / "run", rep["method"])
     finally:
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
@@ -140,9 +144,12 @@ def run_cell(
         shutil.rmtree(out, ignore_errors=True)
     t, s, nb = rep["teacher"], rep["student"], rep.get("noise_baseline", {})
     quality = rep.get("data", {}).get("teacher_quality", {})
+    choice = rep.get("method_choice")
     row = {
         "teacher": name,
         "method": method,
+        "ran": rep["method"] + (" (pool)" if choice and choice.get("pool") else ""),
+        "method_rule": choice.get("rule") if choice else None,
         "student": s["arch"],
         "params_teacher": t["params"],
         "params_student": s["params"],
@@ -151,6 +158,7 @@ def run_cell(
         "ratio": round(s["ratio_to_teacher"], 4),
         "noise_acc": round(nb["accuracy"], 4) if nb else None,
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),  # process CPU time (every thread of the process)
         "stages_s": rep["stages_seconds"],
         "num_images": rep.get("data", {}).get("num_images"),
         "steps_per_batch": rep.get("data", {}).get("steps_per_batch"),
@@ -222,6 +230,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "% of teacher",
         "noise baseline",
         "wall s",
+        "CPU s",
         "agreement",
         "confidence",
         "steps/batch",
@@ -232,13 +241,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         body.append(
             [
                 r["teacher"],
-                r["method"],
+                r["method"] + (f" -> {r['ran']}" if r.get("ran") and r["ran"] != r["method"] else ""),
                 r["student"],
                 _fmt(r["teacher_acc"]),
                 _fmt(r["student_acc"]),
                 f"**{_fmt(r['ratio'], True)}**",
                 _fmt(r["noise_acc"]),
                 r["wall_s"],
+                r.get("cpu_s", "-"),
                 _fmt(r["agreement"], True),
                 _fmt(r["confidence"]),
                 "-" if not steps else f"{min(steps)}-{max(steps)}",
@@ -271,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     from generators import list_methods, method_class
 
     methods = args.methods.split(",") if args.methods else default_methods()
-    unknown = [m for m in methods if m not in list_methods()]
+    unknown = [m for m in methods if m not in ["auto", *list_methods()]]
     if unknown:
         print(
             f"error: unknown method(s) {', '.join(unknown)}; choose from {', '.join(list_methods())}",
@@ -292,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         bn = _is_bn_teacher(t)
         for m in methods:
-            if method_class(m).requires_batchnorm and not bn:
+            if m != "auto" and method_class(m).requires_batchnorm and not bn:
                 continue
             cell = run_cell(t, m, args.quick, args.seed, device, args.keep)
             cells.append(cell)
@@ -301,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{t} x {m}: {100 * r['ratio']:.1f}% of the teacher "
                 f"({r['student_acc']:.4f} / {r['teacher_acc']:.4f}), "
-                f"noise {r['noise_acc']}, {r['wall_s']} s, agreement {r['agreement']}",
+                f"noise {r['noise_acc']}, {r['wall_s']} s ({r['cpu_s']} s CPU), agreement {r['agreement']}",
                 flush=True,
             )
     done = {(r["teacher"], r["method"]) for r in rows}

@@ -11,6 +11,9 @@ behind each default and the run that measured it.
 - :func:`choose_student`: a registered student of about 1/4 to 1/20 of the teacher's parameters
   that is also at least 2x cheaper to run.
 - :func:`kd_budget`: KD steps per epoch from the number of synthetic images.
+- :func:`default_method`: which synthesis path ``compress`` takes when no ``--method`` is given:
+  DeepInversion for a cheap teacher, Fast-Datafree's growing pool for an expensive one, DAFL
+  without BatchNorm.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ __all__ = [
     "choose_student",
     "warn_if_not_smaller",
     "kd_budget",
+    "MethodChoice",
+    "default_method",
+    "DI_MAX_COST_RATIO",
 ]
 
 # The input shape the constants were measured at (the shipped digits teachers).
@@ -242,3 +248,59 @@ def kd_budget(num_images: int, steps_per_epoch: int = _KD_REF_STEPS) -> int:
     (1024 -> 40, 4096 -> 80, 256 -> 20).
     """
     return max(10, round(steps_per_epoch * math.sqrt(max(1, num_images) / _KD_REF_IMAGES)))
+
+
+# DeepInversion's synthesis cost at the reference (resnet8_digits: 3,052,160 MACs per image, 200
+# steps, 1024 images), the point its defaults were measured at (158 s of synthesis on one core).
+_DI_REF_COST = 3_052_160 * 200 * 1024
+# Above this multiple of the reference cost, DeepInversion's synthesis alone would take most of a
+# 10-minute budget on one core, and compress takes Fast-Datafree's growing pool instead.
+DI_MAX_COST_RATIO = 2.0
+
+
+class MethodChoice(dict):
+    """``{"method", "pool", "rule", "cost_ratio", "teacher_macs", "batchnorm"}``: see :func:`default_method`."""
+
+
+def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAGES) -> MethodChoice:
+    """The synthesis path of ``compress`` when no method is given: a rule of the teacher's cost.
+
+    Rule (docs/fidelity.md, measured by ``bench/fidelity.py``):
+
+    - no BatchNorm: ``dafl`` (online generator; the BN backends do not apply);
+    - DeepInversion's synthesis cost, ``teacher MACs per image x step cap x num_images``, at most
+      :data:`DI_MAX_COST_RATIO` (2) times its cost at the reference (resnet8_digits, 1024 images,
+      200 steps): ``deepinversion`` (hundreds of teacher passes per image are affordable);
+    - otherwise ``fast`` through the growing pool (``distill --pool``): a persistent generator that
+      adapts in 5 steps per batch, so the teacher's cost is paid about 5 times per image instead
+      of hundreds (the torchvision ResNet-18, MobileNetV2 and the VGG-8 at 3x32x32 are 3.7 to 41
+      times the reference).
+
+    Args:
+        teacher: the teacher network.
+        card: its :class:`datafree.cards.ModelCard`.
+        num_images: the images DeepInversion would write.
+
+    Returns:
+        The choice, with the figures it was made from.
+    """
+    from .hooks import batchnorm_layers
+
+    shape = tuple(int(v) for v in card.input_shape)
+    if not batchnorm_layers(teacher):
+        return MethodChoice(method="dafl", pool=False, rule="no BatchNorm: an online generator (DAFL)",
+                            cost_ratio=None, teacher_macs=None, batchnorm=False)  # fmt: skip
+    try:
+        macs = conv_linear_macs(teacher, shape)
+    except Exception:  # noqa: BLE001 - a teacher the counter cannot run: assume expensive
+        macs = 0
+    steps = deepinversion_defaults(shape)["iterations"]
+    ratio = macs * steps * max(1, num_images) / _DI_REF_COST if macs else math.inf
+    if ratio <= DI_MAX_COST_RATIO:
+        method, pool = "deepinversion", False
+        rule = f"DeepInversion's cost {ratio:.2f}x the reference (<= {DI_MAX_COST_RATIO:g}x)"
+    else:
+        method, pool = "fast", True
+        rule = f"DeepInversion's cost {ratio:.2f}x the reference (> {DI_MAX_COST_RATIO:g}x): Fast-Datafree's pool"
+    return MethodChoice(method=method, pool=pool, rule=rule, cost_ratio=None if math.isinf(ratio) else round(ratio, 3),
+                        teacher_macs=macs, batchnorm=True)  # fmt: skip
