@@ -103,17 +103,23 @@ def run_cell(
     if quick:
         from generators import method_class
 
-        if method == AUTO:
-            kw["kd"] = KDConfig(seed=seed, **QUICK_KD)
-            kw["synth_options"] = QUICK_SYNTH["fast"] if _is_bn_teacher(teacher) else {}
-        elif method_class(method).online:
+        ran = method
+        if method == AUTO:  # the path the full run takes (the rule depends on the number of images)
+            from datafree.cards import load_model
+            from datafree.rules import default_method
+
+            lm = load_model(resolve_teacher(teacher), device)
+            choice = default_method(lm.model, lm.card, DEFAULT_NUM_IMAGES)
+            ran = "pool" if choice["pool"] else choice["method"]
+        if ran != "pool" and method_class(ran).online:
             from datafree.plan import kd_settings
 
-            kw["kd"] = kd_settings(method, {"seed": seed, **QUICK_KD})
+            kw["kd"] = kd_settings(ran, {"seed": seed, **QUICK_KD})
         else:
             kw["kd"] = KDConfig(seed=seed, **QUICK_KD)
-            kw["synth_options"] = QUICK_SYNTH.get(method, {})
-        kw["num_images"] = QUICK_IMAGES
+            kw["synth_options"] = QUICK_SYNTH.get("fast" if ran == "pool" else ran, {})
+        if ran != "pool":  # the pool's size is its KD budget's (rounds x its batch), not num_images
+            kw["num_images"] = QUICK_IMAGES
     import contextlib
     from unittest import mock
 
@@ -195,14 +201,20 @@ def grids_png(cells: list[dict[str, Any]], path: Path) -> None:
             cell = next((c for c in cells if c["row"]["teacher"] == t and c["row"]["method"] == m), None)
             if cell is None:
                 continue
-            x = cell["samples"].float().clamp(0, 1)
-            if x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            x = F.interpolate(x, size=(32, 32), mode="nearest")
-            g = make_grid(x, nrow=4, padding=1, pad_value=1.0)
-            g = F.interpolate(g[None], size=(tile - 4, tile - 4), mode="nearest")[0]
-            arr = (g.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-            canvas.paste(Image.fromarray(arr), (label_w + j * tile + 2, y0 + 2))
+            if cell.get("samples") is not None:
+                x = cell["samples"].float().clamp(0, 1)
+                if x.shape[1] == 1:
+                    x = x.expand(-1, 3, -1, -1)
+                x = F.interpolate(x, size=(32, 32), mode="nearest")
+                g = make_grid(x, nrow=4, padding=1, pad_value=1.0)
+                g = F.interpolate(g[None], size=(tile - 4, tile - 4), mode="nearest")[0]
+                img = Image.fromarray((g.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+                cell["tile"] = img
+            elif cell.get("tile") is not None:  # a merged cell of an earlier run: its saved grid
+                img = cell["tile"].convert("RGB").resize((tile - 4, tile - 4))
+            else:
+                continue
+            canvas.paste(img, (label_w + j * tile + 2, y0 + 2))
             r = cell["row"]
             draw.text((label_w + j * tile + 4, y0 + tile - 2), f"{100 * r['ratio']:.1f}%", fill="black")
     import io
@@ -315,7 +327,14 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     done = {(r["teacher"], r["method"]) for r in rows}
-    rows = [r for r in old if (r["teacher"], r["method"]) not in done] + rows
+    kept = [r for r in old if (r["teacher"], r["method"]) not in done]
+    rows = kept + rows
+    tiles = args.out / f"{stem}_cells"  # each cell's sample grid, so that --merge redraws every cell
+    from PIL import Image
+
+    for r in kept:
+        f = tiles / f"{r['teacher']}__{r['method']}.png"
+        cells.insert(0, {"row": r, "tile": Image.open(f) if f.is_file() else None})
     from datafree.utils import atomic_write, atomic_write_json
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -326,6 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         f.write(markdown(rows) + "\n")
     if cells:
         grids_png(cells, args.out / f"{stem}.png")
+        tiles.mkdir(parents=True, exist_ok=True)
+        for c in cells:
+            if c.get("samples") is not None and c.get("tile") is not None:
+                import io
+
+                buf = io.BytesIO()
+                c["tile"].save(buf, format="png")
+                with atomic_write(tiles / f"{c['row']['teacher']}__{c['row']['method']}.png") as f:
+                    f.write(buf.getvalue())
     print(markdown(rows))
     return 0
 

@@ -87,3 +87,24 @@ def test_compress_cli_default_method_is_auto(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     assert rep["method"] == "deepinversion" and "method_choice" not in rep
+
+
+def test_fidelity_bench_auto_cell_and_merge_keeps_grids(tmp_path: Path) -> None:
+    """bench/fidelity.py runs compress's default path ("auto") and --merge redraws earlier cells' grids."""
+    from bench.fidelity import main
+
+    card = _card(tmp_path, "resnet8", (3, 32, 32))
+    out = tmp_path / "results"
+    assert main(["--quick", "--teachers", card, "--methods", "auto", "--out", str(out)]) == 0
+    rows = json.loads((out / "fidelity.json").read_text())["rows"]
+    assert [(r["method"], r["ran"]) for r in rows] == [("auto", "fast (pool)")]
+    assert rows[0]["cpu_s"] > 0 and "Fast-Datafree" in rows[0]["method_rule"]
+    tile = out / "fidelity_cells" / f"{rows[0]['teacher']}__auto.png"
+    assert tile.is_file()
+    assert main(["--quick", "--teachers", "resnet8_digits", "--methods", "auto", "--out", str(out),
+                 "--merge"]) == 0  # fmt: skip
+    rows = json.loads((out / "fidelity.json").read_text())["rows"]
+    assert [r["ran"] for r in rows] == ["fast (pool)", "deepinversion"]
+    from PIL import Image
+
+    assert Image.open(out / "fidelity.png").size[1] > Image.open(tile).size[1] * 2  # both rows drawn
