@@ -108,3 +108,21 @@ def test_fidelity_bench_auto_cell_and_merge_keeps_grids(tmp_path: Path) -> None:
     from PIL import Image
 
     assert Image.open(out / "fidelity.png").size[1] > Image.open(tile).size[1] * 2  # both rows drawn
+
+
+def test_bn_ce_ratio_reference_and_fast_bn_weight_rule(bn_teacher, plain_teacher, monkeypatch) -> None:
+    """The probe gives the reference's measured ratio; fast's BN weight shrinks only far above it."""
+    from datafree import rules
+    from generators import create_synthesizer
+
+    assert rules.bn_ce_ratio(bn_teacher.model, bn_teacher.card) == pytest.approx(rules.BN_CE_REF_RATIO, rel=0.01)
+    assert rules.bn_ce_ratio(plain_teacher.model, plain_teacher.card) == 0.0
+    assert rules.teacher_overrides("fast", bn_teacher.model, bn_teacher.card) == {}  # the reference: as measured
+    assert create_synthesizer("fast", bn_teacher.model, bn_teacher.card).config.bn_weight == 10.0
+    assert rules.teacher_overrides("deepinversion", bn_teacher.model, bn_teacher.card) == {}
+    limit = rules.BN_CE_MAX_REL * rules.BN_CE_REF_RATIO
+    monkeypatch.setattr(rules, "bn_ce_ratio", lambda t, c, **k: 4 * limit)  # a MobileNetV2-like teacher
+    assert rules.teacher_overrides("fast", bn_teacher.model, bn_teacher.card) == {"bn_weight": 2.5}
+    assert create_synthesizer("fast", bn_teacher.model, bn_teacher.card).config.bn_weight == 2.5
+    # --set wins over the rule
+    assert create_synthesizer("fast", bn_teacher.model, bn_teacher.card, bn_weight=7.0).config.bn_weight == 7.0
