@@ -90,7 +90,7 @@ def label(teacher: str) -> str:
 
 
 def run_cell(
-    teacher: str, method: str, quick: bool, seed: int, device: Any, keep: Path | None
+    teacher: str, method: str, quick: bool, seed: int, device: Any, keep: Path | None, baseline: bool = True
 ) -> dict[str, Any]:
     """One cell: compress with every default (or the --quick budget); returns its row and samples."""
     from datafree.distill import KDConfig
@@ -137,6 +137,7 @@ def run_cell(
                 seed=seed,
                 device=device,
                 eval_data="digits:test",
+                baseline=baseline,
                 **kw,  # the suite is trained on digits: score on its real test split
             )
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -285,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="suffix of the output files")
     ap.add_argument("--merge", action="store_true", help="keep the rows of an earlier run for other cells")
     ap.add_argument("--keep", type=Path, default=None, help="keep each cell's run directory under this dir")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the noise baseline (say so with the figures)")
     args = ap.parse_args(argv)
     if args.suite:
         import os
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in methods:
             if m != "auto" and method_class(m).requires_batchnorm and not bn:
                 continue
-            cell = run_cell(t, m, args.quick, args.seed, device, args.keep)
+            cell = run_cell(t, m, args.quick, args.seed, device, args.keep, baseline=not args.no_baseline)
             cells.append(cell)
             rows.append(cell["row"])
             r = cell["row"]
