@@ -126,6 +126,16 @@ def _params_bn(arch: str, num_classes: int, in_channels: int) -> tuple[int, bool
     return sum(p.numel() for p in m.parameters()), bool(batchnorm_layers(m))
 
 
+def has_grouped_conv(model: nn.Module) -> bool:
+    """Whether ``model`` has a grouped (e.g. depthwise) convolution."""
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
+
+
+@functools.lru_cache(maxsize=256)
+def _grouped(arch: str, num_classes: int, in_channels: int) -> bool:
+    return has_grouped_conv(_build(arch, num_classes, in_channels))
+
+
 def conv_linear_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     """MACs of one forward pass on one ``(C, H, W)`` input, counting convolutions and linear layers.
 
@@ -175,9 +185,11 @@ def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
     """The default student for ``teacher``: a registered arch chosen by size, not by name.
 
     Rule: candidates have at most 1.1/4 of the teacher's parameters and at most half its MACs (at
-    the card's input shape). Among them, prefer the same BatchNorm-ness as the teacher, then one of
-    at least 1/20 of its parameters, then the most MACs (capacity per cost), then the most
-    parameters. On the shipped teachers this gives the pairs the defaults were measured with
+    the card's input shape). Among them, prefer the same BatchNorm-ness as the teacher, then the
+    same use of grouped (depthwise) convolutions (MACs compare costs only within one kind: on CPU a
+    MobileNetV2 at 3x32x32, 6.1M MACs, trains as slowly as a ResNet-18 of 37M, bench/fidelity.py
+    session 4 in docs/fidelity.md), then one of at least 1/20 of its parameters, then the most MACs
+    (capacity per cost), then the most parameters. On the shipped teachers this gives the pairs the defaults were measured with
     (resnet8 -> resnet8_half, lenet5 -> lenet5_half).
 
     Args:
@@ -196,6 +208,7 @@ def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
     except Exception:  # noqa: BLE001 - a teacher the counter cannot run: no MAC bound
         t_macs = 0
     t_bn = bool(batchnorm_layers(teacher))
+    t_grouped = has_grouped_conv(teacher)
     scored = []
     for arch in _candidates():
         try:
@@ -207,11 +220,15 @@ def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
             continue
         if t_macs and macs > STUDENT_MAX_MAC_RATIO * t_macs:
             continue
-        key = (bn == t_bn, params >= STUDENT_MIN_PARAM_RATIO * t_params, macs, params)
+        grouped = _grouped(arch, card.num_classes, shape[0])
+        key = (bn == t_bn, grouped == t_grouped, params >= STUDENT_MIN_PARAM_RATIO * t_params, macs, params)
         scored.append((key, arch, params, macs))
     if scored:
         _, arch, params, macs = max(scored)
-        rule = "params <= 1.1/4 and MACs <= 1/2 of the teacher; same BN-ness, >= 1/20 params, most MACs"
+        rule = (
+            "params <= 1.1/4 and MACs <= 1/2 of the teacher; same BN-ness, same grouped-conv-ness, "
+            ">= 1/20 params, most MACs"
+        )
     else:  # a teacher smaller than every registered arch: the smallest one
         arch = min(_candidates(), key=lambda a: _safe_params(a, card.num_classes, shape[0]))
         params, macs = _params_bn(arch, card.num_classes, shape[0])[0], _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
