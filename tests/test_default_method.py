@@ -126,3 +126,16 @@ def test_bn_ce_ratio_reference_and_fast_bn_weight_rule(bn_teacher, plain_teacher
     assert create_synthesizer("fast", bn_teacher.model, bn_teacher.card).config.bn_weight == 2.5
     # --set wins over the rule
     assert create_synthesizer("fast", bn_teacher.model, bn_teacher.card, bn_weight=7.0).config.bn_weight == 7.0
+
+
+def test_student_rule_prefers_the_teachers_conv_kind(bn_teacher) -> None:
+    """A teacher without grouped convolutions does not get a depthwise student (MACs mislead across kinds)."""
+    from datafree.rules import choose_student, has_grouped_conv
+
+    card = load_model("resnet8_digits").card
+    card.input_shape, card.mean, card.std = [3, 32, 32], [0.5] * 3, [0.25] * 3
+    teacher = create_model("resnet18", 10, 3).eval()  # torchvision's, 37M MACs at 3x32x32
+    c = choose_student(teacher, card)
+    assert not has_grouped_conv(create_model(c["arch"], 10, 3)) and c["arch"] != "mobilenetv2_cifar"
+    assert c["params"] <= 1.1 * c["teacher_params"] / 4 and c["macs"] <= c["teacher_macs"] / 2
+    assert has_grouped_conv(create_model("mobilenetv2_cifar", 10, 3))
