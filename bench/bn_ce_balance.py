@@ -2,8 +2,9 @@
 
 Usage:
     python bench/bn_ce_balance.py probe [--teachers resnet8_digits,resnet18_32,...]
-    python bench/bn_ce_balance.py di-trace --teachers mobilenetv2_32 --variants "plateau_tol=0,iterations=200;..."
-    python bench/bn_ce_balance.py fast-screen --teachers mobilenetv2_32 --variants ";bn_weight=1" [--rounds 60]
+    python bench/bn_ce_balance.py di-trace --teachers mobilenetv2_32 \
+        --variants "plateau_tol=0,iterations=200;plateau_tol=0,iterations=200,bn_ce_max_ratio=2"
+    python bench/bn_ce_balance.py fast-screen --teachers mobilenetv2_32 --variants ";bn_weight=1"
 
 - ``probe``: on 64 Gaussian images (normalised space, clamped to valid pixels; seed 0) and on 64
   near-uniform grey images, the BN-statistic loss (first-layer weight 1) over the cross-entropy to
@@ -74,6 +75,13 @@ def probe(lm: Any) -> dict[str, Any]:
             "value": round(float(bn) / float(ce), 2),
             "grad": round(float(gb.norm() / gc.norm()), 2),
         }
+    y = torch.randn((64, *shape), generator=g).requires_grad_(True)
+    times = []
+    for _ in range(4):  # forward+backward of 64 images, CPU time, the median of the last 3
+        t0 = time.process_time()
+        model(y).sum().backward()
+        times.append(time.process_time() - t0)
+    res["fwd_bwd_64_ms"] = round(1000 * sorted(times[1:])[1], 1)
     return res
 
 

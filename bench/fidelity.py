@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="suffix of the output files")
     ap.add_argument("--merge", action="store_true", help="keep the rows of an earlier run for other cells")
     ap.add_argument("--keep", type=Path, default=None, help="keep each cell's run directory under this dir")
-    ap.add_argument("--no-baseline", action="store_true", help="skip the noise baseline (say so with the figures)")
+    ap.add_argument(
+        "--no-baseline", action="store_true", help="skip the noise baseline (say so with the figures)"
+    )
     args = ap.parse_args(argv)
     if args.suite:
         import os

@@ -351,8 +351,9 @@ def _write_pool(lm: LoadedModel, pool: PoolSource, p: Plan, root: Path) -> dict[
     remove_stale(root, "the pool of this run replaces it")
     synth = pool.synth
     shard = 256
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(synth.config).items()}
     ds = SyntheticDataset.create(
-        root, method=p.method, config={k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(synth.config).items()},
+        root, method=p.method, config=config,
         seed=p.seed, teacher=lm.card.name or str(lm.card.path), teacher_sha256=lm.card.sha256,
         input_shape=list(lm.card.input_shape), mean=lm.card.mean, std=lm.card.std,
         num_classes=lm.card.num_classes, num_images=len(images), shard_size=shard, pool=True,

@@ -11,8 +11,6 @@ behind each default and the run that measured it.
 - :func:`choose_student`: a registered student of about 1/4 to 1/20 of the teacher's parameters
   that is also at least 2x cheaper to run.
 - :func:`kd_budget`: KD steps per epoch from the number of synthetic images.
-- :func:`bn_ce_ratio`, :func:`teacher_overrides`: the BN-statistic term against the cross-entropy
-  on noise, and the generator backends' BN weight scaled down where it would drown the class term.
 - :func:`default_method`: which synthesis path ``compress`` takes when no ``--method`` is given:
   DeepInversion for a cheap teacher, Fast-Datafree's growing pool for an expensive one, DAFL
   without BatchNorm.
@@ -39,10 +37,6 @@ __all__ = [
     "MethodChoice",
     "default_method",
     "DI_MAX_COST_RATIO",
-    "bn_ce_ratio",
-    "teacher_overrides",
-    "BN_CE_REF_RATIO",
-    "BN_CE_MAX_REL",
 ]
 
 # The input shape the constants were measured at (the shipped digits teachers).
@@ -187,10 +181,11 @@ def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
     Rule: candidates have at most 1.1/4 of the teacher's parameters and at most half its MACs (at
     the card's input shape). Among them, prefer the same BatchNorm-ness as the teacher, then the
     same use of grouped (depthwise) convolutions (MACs compare costs only within one kind: on CPU a
-    MobileNetV2 at 3x32x32, 6.1M MACs, trains as slowly as a ResNet-18 of 37M, bench/fidelity.py
-    session 4 in docs/fidelity.md), then one of at least 1/20 of its parameters, then the most MACs
-    (capacity per cost), then the most parameters. On the shipped teachers this gives the pairs the defaults were measured with
-    (resnet8 -> resnet8_half, lenet5 -> lenet5_half).
+    forward+backward of torchvision's MobileNetV2 at 3x32x32, 6.1M MACs, takes as long as
+    ResNet-18's, 37M; ``bench/bn_ce_balance.py probe``), then one of at least 1/20 of its
+    parameters, then the most MACs (capacity per cost), then the most parameters. On the shipped
+    teachers this gives the pairs the defaults were measured with (resnet8 -> resnet8_half,
+    lenet5 -> lenet5_half).
 
     Args:
         teacher: the teacher network.
@@ -282,7 +277,7 @@ DI_MAX_COST_RATIO = 2.0
 
 
 class MethodChoice(dict):
-    """``{"method", "pool", "rule", "cost_ratio", "teacher_macs", "batchnorm"}``: see :func:`default_method`."""
+    """``{"method", "pool", "rule", "cost_ratio", "teacher_macs", "batchnorm"}`` (:func:`default_method`)."""
 
 
 def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAGES) -> MethodChoice:
@@ -324,69 +319,8 @@ def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAG
         rule = f"DeepInversion's cost {ratio:.2f}x the reference (<= {DI_MAX_COST_RATIO:g}x)"
     else:
         method, pool = "fast", True
-        rule = f"DeepInversion's cost {ratio:.2f}x the reference (> {DI_MAX_COST_RATIO:g}x): Fast-Datafree's pool"
-    return MethodChoice(method=method, pool=pool, rule=rule, cost_ratio=None if math.isinf(ratio) else round(ratio, 3),
-                        teacher_macs=macs, batchnorm=True)  # fmt: skip
-
-
-# bn_ce_ratio() of the reference teacher (resnet8_digits: BN term 56.6, CE 4.89 on 64 noise images,
-# seed 0), where Fast-Datafree's BN weight 10 was measured (README, time to accuracy).
-BN_CE_REF_RATIO = 11.6
-# A teacher whose ratio is more than this multiple of the reference's gets a proportionally smaller
-# BN weight in the generator backends (teacher_overrides); docs/fidelity.md, "BN/CE balance".
-BN_CE_MAX_REL = 3.0
-
-
-def bn_ce_ratio(teacher: nn.Module, card: Any, n: int = 64, seed: int = 0) -> float:
-    """How much the BN-statistic loss outweighs the cross-entropy on noise, for this teacher.
-
-    One forward pass (no gradient) of ``n`` Gaussian images in normalised space (clamped to valid
-    pixels, as DeepInversion starts), balanced targets: ``sum_l ||mu_l - mu_run_l|| + ||var_l -
-    var_run_l||`` over every BN layer, divided by the cross-entropy to the targets. It grows with
-    the number of BN layers and their width: 11.6 on resnet8_digits, 33 on the VGG-8 (BN), 70 on
-    torchvision's ResNet-18 and 433 on MobileNetV2 (52 BN layers) at 3x32x32.
-
-    Returns:
-        The ratio (0 for a teacher without BatchNorm).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from .hooks import BNStatistics, batchnorm_layers
-    from .losses import bn_statistic_loss
-
-    if not batchnorm_layers(teacher):
-        return 0.0
-    p = next(teacher.parameters(), None)
-    dev = p.device if p is not None else "cpu"
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn((n, *card.input_shape), generator=g)
-    card.normalizer().clamp_(x)
-    was_training = teacher.training
-    teacher.eval()
-    try:
-        with torch.no_grad(), BNStatistics(teacher) as stats:
-            logits = teacher(x.to(dev))
-            bn = float(bn_statistic_loss(stats.means, stats.vars, stats.running(), 1.0))  # type: ignore[arg-type]
-    finally:
-        teacher.train(was_training)
-    ce = float(F.cross_entropy(logits.float(), (torch.arange(n) % logits.shape[1]).to(dev)))
-    return bn / max(ce, 1e-8)
-
-
-def teacher_overrides(method: str, teacher: nn.Module, card: Any) -> dict[str, Any]:
-    """Backend settings computed from the teacher's weights (``--set`` wins; used by create_synthesizer).
-
-    Rule for Fast-Datafree (``fast``): its BN weight (10 in the paper) is scaled by
-    ``min(1, BN_CE_MAX_REL * BN_CE_REF_RATIO / bn_ce_ratio(teacher))``: where the BN term outweighs
-    the cross-entropy more than 3 times as much as on the reference, the class term is drowned
-    and the generator ignores the targets (MobileNetV2 at 3x32x32: 9% agreement at weight 10).
-    Unchanged on the reference teacher and on the others measured at 16 and 24 px.
-    """
-    if method != "fast":
-        return {}
-    ratio = bn_ce_ratio(teacher, card)
-    limit = BN_CE_MAX_REL * BN_CE_REF_RATIO
-    if ratio <= limit:
-        return {}
-    return {"bn_weight": round(10.0 * limit / ratio, 4)}
+        rule = f"DeepInversion's cost {ratio:.2f}x the reference (> {DI_MAX_COST_RATIO:g}x): the pool"
+    cost = None if math.isinf(ratio) else round(ratio, 3)
+    return MethodChoice(
+        method=method, pool=pool, rule=rule, cost_ratio=cost, teacher_macs=macs, batchnorm=True
+    )

@@ -55,10 +55,7 @@ def create_synthesizer(name: str, teacher: nn.Module, card: ModelCard, **overrid
             f"{card.path or card.name} is a real int8 model: synthesis needs gradients through the teacher, "
             "which int8 kernels do not give; use the float model it was made from as the teacher"
         )
-    from datafree.rules import teacher_overrides  # settings that need the teacher's weights
-
-    rules = {**cls.default_overrides(card), **teacher_overrides(name, teacher, card)}
-    config = parse_overrides(cls.Config, {**rules, **overrides})
+    config = parse_overrides(cls.Config, {**cls.default_overrides(card), **overrides})
     if cls.requires_batchnorm:
         require_batchnorm(teacher, name)
     return cls(teacher, card, config)
