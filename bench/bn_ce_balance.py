@@ -71,7 +71,7 @@ def probe(lm: Any) -> dict[str, Any]:
         (gc,) = torch.autograd.grad(ce, x)
         res[init] = {
             "bn": round(float(bn.detach()), 2),
-            "ce": round(float(ce), 3),
+            "ce": round(float(ce.detach()), 3),
             "value": round(float(bn) / float(ce), 2),
             "grad": round(float(gb.norm() / gc.norm()), 2),
         }
