@@ -287,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge", action="store_true", help="keep the rows of an earlier run for other cells")
     ap.add_argument("--keep", type=Path, default=None, help="keep each cell's run directory under this dir")
     ap.add_argument(
+        "--combine",
+        default=None,
+        help="comma-separated result .json files of earlier runs (their *_cells grids beside them): merge "
+        "their rows into OUT/fidelity[_TAG] (with --merge, over its rows) and redraw; runs nothing",
+    )
+    ap.add_argument(
         "--no-baseline", action="store_true", help="skip the noise baseline (say so with the figures)"
     )
     args = ap.parse_args(argv)
@@ -304,12 +310,23 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    teachers = args.teachers.split(",")
+    teachers = [] if args.combine else args.teachers.split(",")
     device = setup(args.device, args.threads)
     stem = "fidelity" + (f"_{args.tag}" if args.tag else "")
     json_path = args.out / f"{stem}.json"
     old = json.loads(json_path.read_text())["rows"] if args.merge and json_path.is_file() else []
     cells, rows = [], []
+    for f in (args.combine or "").split(",") if args.combine else []:  # earlier runs' rows and grids
+        src = Path(f)
+        from PIL import Image
+
+        for r in json.loads(src.read_text())["rows"]:
+            tile = src.parent / f"{src.stem}_cells" / f"{r['teacher']}__{r['method']}.png"
+            img = Image.open(tile).convert("RGB") if tile.is_file() else None
+            key = (r["teacher"], r["method"])
+            rows = [x for x in rows if (x["teacher"], x["method"]) != key] + [r]
+            cells = [c for c in cells if (c["row"]["teacher"], c["row"]["method"]) != key]
+            cells.append({"row": r, "tile": img, "save_tile": True})
     for t in teachers:
         try:
             resolve_teacher(t)
@@ -351,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         grids_png(cells, args.out / f"{stem}.png")
         tiles.mkdir(parents=True, exist_ok=True)
         for c in cells:
-            if c.get("samples") is not None and c.get("tile") is not None:
+            if (c.get("samples") is not None or c.get("save_tile")) and c.get("tile") is not None:
                 import io
 
                 buf = io.BytesIO()
