@@ -715,7 +715,14 @@ def evaluate(
 @cli.command()
 @_kd_given
 @teacher_opt
-@method_opt
+@click.option(
+    "--method",
+    "-m",
+    default="auto",
+    show_default=True,
+    help="Synthesis backend; auto: DeepInversion for a cheap teacher, Fast-Datafree's pool for an "
+    "expensive one, DAFL without BatchNorm (docs/fidelity.md).",
+)
 @student_opt
 @click.option(
     "--num-images",

@@ -43,10 +43,10 @@ QUICK_IMAGES = 32
 
 
 def default_methods() -> list[str]:
-    """Every registered backend but ZeroQ."""
+    """``auto`` (compress's default path) and every registered backend but ZeroQ."""
     from generators import list_methods
 
-    return [m for m in list_methods() if m != "zeroq"]
+    return ["auto", *(m for m in list_methods() if m != "zeroq")]
 
 
 def _is_bn_teacher(name: str) -> bool:
@@ -90,11 +90,12 @@ def label(teacher: str) -> str:
 
 
 def run_cell(
-    teacher: str, method: str, quick: bool, seed: int, device: Any, keep: Path | None
+    teacher: str, method: str, quick: bool, seed: int, device: Any, keep: Path | None, baseline: bool = True
 ) -> dict[str, Any]:
     """One cell: compress with every default (or the --quick budget); returns its row and samples."""
     from datafree.distill import KDConfig
     from datafree.pipeline import DEFAULT_NUM_IMAGES, compress
+    from datafree.plan import AUTO
 
     name = label(teacher)
     out = Path(tempfile.mkdtemp(prefix=f"fidelity-{name}-{method}-"))
@@ -102,14 +103,23 @@ def run_cell(
     if quick:
         from generators import method_class
 
-        if method_class(method).online:
+        ran = method
+        if method == AUTO:  # the path the full run takes (the rule depends on the number of images)
+            from datafree.cards import load_model
+            from datafree.rules import default_method
+
+            lm = load_model(resolve_teacher(teacher), device)
+            choice = default_method(lm.model, lm.card, DEFAULT_NUM_IMAGES)
+            ran = "pool" if choice["pool"] else choice["method"]
+        if ran != "pool" and method_class(ran).online:
             from datafree.plan import kd_settings
 
-            kw["kd"] = kd_settings(method, {"seed": seed, **QUICK_KD})
+            kw["kd"] = kd_settings(ran, {"seed": seed, **QUICK_KD})
         else:
             kw["kd"] = KDConfig(seed=seed, **QUICK_KD)
-        kw["synth_options"] = QUICK_SYNTH.get(method, {})
-        kw["num_images"] = QUICK_IMAGES
+            kw["synth_options"] = QUICK_SYNTH.get("fast" if ran == "pool" else ran, {})
+        if ran != "pool":  # the pool's size is its KD budget's (rounds x its batch), not num_images
+            kw["num_images"] = QUICK_IMAGES
     import contextlib
     from unittest import mock
 
@@ -117,7 +127,7 @@ def run_cell(
     no_profile = (
         mock.patch("datafree.pipeline._profile", lambda *a, **k: {}) if quick else contextlib.nullcontext()
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         with no_profile:
             rep = compress(
@@ -127,10 +137,11 @@ def run_cell(
                 seed=seed,
                 device=device,
                 eval_data="digits:test",
+                baseline=baseline,
                 **kw,  # the suite is trained on digits: score on its real test split
             )
-        wall = time.perf_counter() - t0
-        samples = _cell_samples(rep, out / "run", method)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        samples = _cell_samples(rep, out / "run", rep["method"])
     finally:
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
@@ -140,9 +151,12 @@ def run_cell(
         shutil.rmtree(out, ignore_errors=True)
     t, s, nb = rep["teacher"], rep["student"], rep.get("noise_baseline", {})
     quality = rep.get("data", {}).get("teacher_quality", {})
+    choice = rep.get("method_choice")
     row = {
         "teacher": name,
         "method": method,
+        "ran": rep["method"] + (" (pool)" if choice and choice.get("pool") else ""),
+        "method_rule": choice.get("rule") if choice else None,
         "student": s["arch"],
         "params_teacher": t["params"],
         "params_student": s["params"],
@@ -151,6 +165,7 @@ def run_cell(
         "ratio": round(s["ratio_to_teacher"], 4),
         "noise_acc": round(nb["accuracy"], 4) if nb else None,
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),  # process CPU time (every thread of the process)
         "stages_s": rep["stages_seconds"],
         "num_images": rep.get("data", {}).get("num_images"),
         "steps_per_batch": rep.get("data", {}).get("steps_per_batch"),
@@ -187,14 +202,20 @@ def grids_png(cells: list[dict[str, Any]], path: Path) -> None:
             cell = next((c for c in cells if c["row"]["teacher"] == t and c["row"]["method"] == m), None)
             if cell is None:
                 continue
-            x = cell["samples"].float().clamp(0, 1)
-            if x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            x = F.interpolate(x, size=(32, 32), mode="nearest")
-            g = make_grid(x, nrow=4, padding=1, pad_value=1.0)
-            g = F.interpolate(g[None], size=(tile - 4, tile - 4), mode="nearest")[0]
-            arr = (g.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-            canvas.paste(Image.fromarray(arr), (label_w + j * tile + 2, y0 + 2))
+            if cell.get("samples") is not None:
+                x = cell["samples"].float().clamp(0, 1)
+                if x.shape[1] == 1:
+                    x = x.expand(-1, 3, -1, -1)
+                x = F.interpolate(x, size=(32, 32), mode="nearest")
+                g = make_grid(x, nrow=4, padding=1, pad_value=1.0)
+                g = F.interpolate(g[None], size=(tile - 4, tile - 4), mode="nearest")[0]
+                img = Image.fromarray((g.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+                cell["tile"] = img
+            elif cell.get("tile") is not None:  # a merged cell of an earlier run: its saved grid
+                img = cell["tile"].convert("RGB").resize((tile - 4, tile - 4))
+            else:
+                continue
+            canvas.paste(img, (label_w + j * tile + 2, y0 + 2))
             r = cell["row"]
             draw.text((label_w + j * tile + 4, y0 + tile - 2), f"{100 * r['ratio']:.1f}%", fill="black")
     import io
@@ -222,6 +243,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "% of teacher",
         "noise baseline",
         "wall s",
+        "CPU s",
         "agreement",
         "confidence",
         "steps/batch",
@@ -232,13 +254,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         body.append(
             [
                 r["teacher"],
-                r["method"],
+                r["method"] + (f" -> {r['ran']}" if r.get("ran") and r["ran"] != r["method"] else ""),
                 r["student"],
                 _fmt(r["teacher_acc"]),
                 _fmt(r["student_acc"]),
                 f"**{_fmt(r['ratio'], True)}**",
                 _fmt(r["noise_acc"]),
                 r["wall_s"],
+                r.get("cpu_s", "-"),
                 _fmt(r["agreement"], True),
                 _fmt(r["confidence"]),
                 "-" if not steps else f"{min(steps)}-{max(steps)}",
@@ -263,6 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="suffix of the output files")
     ap.add_argument("--merge", action="store_true", help="keep the rows of an earlier run for other cells")
     ap.add_argument("--keep", type=Path, default=None, help="keep each cell's run directory under this dir")
+    ap.add_argument(
+        "--combine",
+        default=None,
+        help="comma-separated result .json files of earlier runs (their *_cells grids beside them): merge "
+        "their rows into OUT/fidelity[_TAG] (with --merge, over its rows) and redraw; runs nothing",
+    )
+    ap.add_argument(
+        "--no-baseline", action="store_true", help="skip the noise baseline (say so with the figures)"
+    )
     args = ap.parse_args(argv)
     if args.suite:
         import os
@@ -271,19 +303,30 @@ def main(argv: list[str] | None = None) -> int:
     from generators import list_methods, method_class
 
     methods = args.methods.split(",") if args.methods else default_methods()
-    unknown = [m for m in methods if m not in list_methods()]
+    unknown = [m for m in methods if m not in ["auto", *list_methods()]]
     if unknown:
         print(
             f"error: unknown method(s) {', '.join(unknown)}; choose from {', '.join(list_methods())}",
             file=sys.stderr,
         )
         return 2
-    teachers = args.teachers.split(",")
+    teachers = [] if args.combine else args.teachers.split(",")
     device = setup(args.device, args.threads)
     stem = "fidelity" + (f"_{args.tag}" if args.tag else "")
     json_path = args.out / f"{stem}.json"
     old = json.loads(json_path.read_text())["rows"] if args.merge and json_path.is_file() else []
     cells, rows = [], []
+    for f in (args.combine or "").split(",") if args.combine else []:  # earlier runs' rows and grids
+        src = Path(f)
+        from PIL import Image
+
+        for r in json.loads(src.read_text())["rows"]:
+            tile = src.parent / f"{src.stem}_cells" / f"{r['teacher']}__{r['method']}.png"
+            img = Image.open(tile).convert("RGB") if tile.is_file() else None
+            key = (r["teacher"], r["method"])
+            rows = [x for x in rows if (x["teacher"], x["method"]) != key] + [r]
+            cells = [c for c in cells if (c["row"]["teacher"], c["row"]["method"]) != key]
+            cells.append({"row": r, "tile": img, "save_tile": True})
     for t in teachers:
         try:
             resolve_teacher(t)
@@ -292,20 +335,27 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         bn = _is_bn_teacher(t)
         for m in methods:
-            if method_class(m).requires_batchnorm and not bn:
+            if m != "auto" and method_class(m).requires_batchnorm and not bn:
                 continue
-            cell = run_cell(t, m, args.quick, args.seed, device, args.keep)
+            cell = run_cell(t, m, args.quick, args.seed, device, args.keep, baseline=not args.no_baseline)
             cells.append(cell)
             rows.append(cell["row"])
             r = cell["row"]
             print(
                 f"{t} x {m}: {100 * r['ratio']:.1f}% of the teacher "
                 f"({r['student_acc']:.4f} / {r['teacher_acc']:.4f}), "
-                f"noise {r['noise_acc']}, {r['wall_s']} s, agreement {r['agreement']}",
+                f"noise {r['noise_acc']}, {r['wall_s']} s ({r['cpu_s']} s CPU), agreement {r['agreement']}",
                 flush=True,
             )
     done = {(r["teacher"], r["method"]) for r in rows}
-    rows = [r for r in old if (r["teacher"], r["method"]) not in done] + rows
+    kept = [r for r in old if (r["teacher"], r["method"]) not in done]
+    rows = kept + rows
+    tiles = args.out / f"{stem}_cells"  # each cell's sample grid, so that --merge redraws every cell
+    from PIL import Image
+
+    for r in kept:
+        f = tiles / f"{r['teacher']}__{r['method']}.png"
+        cells.insert(0, {"row": r, "tile": Image.open(f) if f.is_file() else None})
     from datafree.utils import atomic_write, atomic_write_json
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -316,6 +366,15 @@ def main(argv: list[str] | None = None) -> int:
         f.write(markdown(rows) + "\n")
     if cells:
         grids_png(cells, args.out / f"{stem}.png")
+        tiles.mkdir(parents=True, exist_ok=True)
+        for c in cells:
+            if (c.get("samples") is not None or c.get("save_tile")) and c.get("tile") is not None:
+                import io
+
+                buf = io.BytesIO()
+                c["tile"].save(buf, format="png")
+                with atomic_write(tiles / f"{c['row']['teacher']}__{c['row']['method']}.png") as f:
+                    f.write(buf.getvalue())
     print(markdown(rows))
     return 0
 

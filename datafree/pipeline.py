@@ -26,7 +26,7 @@ from .evaluate import measure
 from .metrics import StagePeakMemory
 from .online_train import STUDENT_NAME, train_online
 from .outputs import prepare_out_dir
-from .plan import DEFAULT_NUM_IMAGES, Plan, make_student, plan
+from .plan import AUTO, DEFAULT_NUM_IMAGES, Plan, make_student, plan
 from .precision import options as precision_options
 from .profile import profile_stages
 from .prune import check_ratio, create_criterion, prune_stage
@@ -34,7 +34,8 @@ from .quant import QuantizeJob
 from .quant import quantize as quantize_model
 from .quant.int8 import int8_available
 from .quant.qmodel import QuantConfig
-from .sources import DatasetSource, NoiseSource, SurrogateSource
+from .rules import default_method
+from .sources import DatasetSource, NoiseSource, PoolSource, SurrogateSource
 from .utils import atomic_write_json, count_params, device_of, model_size_bytes, remove_stale, resolve_device
 
 __all__ = ["distill_to_dir", "compress"]
@@ -160,7 +161,7 @@ def compress(
     teacher: str | Path = "resnet8_digits",
     out: str | Path = "runs/compress",
     *,
-    method: str = "deepinversion",
+    method: str = AUTO,
     student: str | None = None,
     num_images: int = DEFAULT_NUM_IMAGES,
     kd: KDConfig | dict[str, Any] | None = None,
@@ -186,7 +187,10 @@ def compress(
     Args:
         teacher: shipped teacher name or card path.
         out: output directory (resumable).
-        method: synthesis backend.
+        method: synthesis backend, or ``"auto"`` (the default): chosen from the teacher's cost by
+            :func:`datafree.rules.default_method` (DeepInversion for a cheap teacher, Fast-Datafree's
+            growing pool for an expensive one, DAFL without BatchNorm; ``report["method_choice"]``).
+            The pool's images are written to ``out/data`` after the KD stage.
         student: student architecture (default: a smaller registered one).
         num_images: synthetic images for offline backends.
         kd: KD settings: a :class:`KDConfig` as it is, or overrides of the method's
@@ -216,8 +220,14 @@ def compress(
     with warnings.catch_warnings():  # the size warning comes once, when the student is built for real
         warnings.simplefilter("ignore")
         make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
+    choice = None
+    if method == AUTO:  # the rule of the teacher's cost; the pool needs a student stage to feed
+        choice = default_method(lm.model, lm.card, num_images)
+        method = choice["method"]
+    pool = bool(choice is not None and choice["pool"] and run_student)
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
-    p = plan(lm, method=method, kd=kd, method_options=synth_options, num_images=num_images, seed=seed)
+    p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,
+             seed=seed)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched
     if not p.online and run_student:  # a checkpoint in --out this run cannot resume: before data/ is written
         check_checkpoint(out, p.kd, out / "data")
@@ -237,6 +247,8 @@ def compress(
         "seed": seed,
         "device": str(dev),
     }
+    if choice is not None:
+        report["method_choice"] = {**choice, "pool": pool}
     s_report = _student_stage(lm, p, out, student, run_student, report, stages, resources, eval_data)
     if s_report is not None:
         _student_report(report, s_report, t_metrics, out)
@@ -293,6 +305,16 @@ def _student_stage(
         stages["distill"] = round(time.perf_counter() - t0, 2)
         resources["distill"] = {**mem.result, **_kd_rate(p.kd, s_report)}
         return s_report
+    if p.pool:  # synthesis inside the KD stage (one batch per round), then the pool is the run's data
+        with StagePeakMemory(dev) as mem:
+            pool = p.open_source()
+            s_report = distill_to_dir(lm, pool, out, student_arch=student, kd=p.kd, seed=p.seed,
+                                      desc="distill (pool)", eval_data=eval_data)  # fmt: skip
+        stages["distill"] = s_report["seconds"]
+        resources["distill"] = {**mem.result, **_kd_rate(p.kd, s_report)}
+        assert isinstance(pool, PoolSource)
+        report["data"] = _write_pool(lm, pool, p, out / "data")
+        return s_report
     t0 = time.perf_counter()
     with StagePeakMemory(dev) as mem:
         source = p.open_source(out / "data")
@@ -312,6 +334,45 @@ def _student_stage(
     stages["distill"] = s_report["seconds"]
     resources["distill"] = {**mem.result, **_kd_rate(p.kd, s_report)}
     return s_report
+
+
+def _write_pool(lm: LoadedModel, pool: PoolSource, p: Plan, root: Path) -> dict[str, Any]:
+    """Write a growing pool's images as the run's synthetic dataset (``out/data``); its report entry.
+
+    The later stages (noise baseline of the same size, pruning recovery, quantization calibration)
+    and ``--data`` read it like any dataset; the manifest says ``"pool": true``.
+    """
+    from .dataset import SyntheticDataset, save_image_grid
+    from .quality import teacher_quality
+
+    if not pool.images or not dist.is_main():
+        return {"dir": str(root), "num_images": 0, "pool": True}
+    images = torch.cat(pool.images) if len(pool.images) > 1 else pool.images[0]
+    targets = pool.targets()
+    remove_stale(root, "the pool of this run replaces it")
+    synth = pool.synth
+    shard = 256
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(synth.config).items()}
+    ds = SyntheticDataset.create(
+        root, method=p.method, config=config,
+        seed=p.seed, teacher=lm.card.name or str(lm.card.path), teacher_sha256=lm.card.sha256,
+        input_shape=list(lm.card.input_shape), mean=lm.card.mean, std=lm.card.std,
+        num_classes=lm.card.num_classes, num_images=len(images), shard_size=shard, pool=True,
+    )  # fmt: skip
+    with torch.no_grad():
+        for i in range(ds.manifest["num_shards"]):
+            x = images[i * shard : (i + 1) * shard]
+            logits = lm.model(x)
+            labels = targets[i * shard : (i + 1) * shard] if targets is not None else logits.argmax(1).cpu()
+            ds.write_shard(i, synth.normalizer.inverse(x).clamp_(0, 1), labels, logits)
+    ds.refresh()
+    ds.manifest["teacher_quality"] = teacher_quality(ds, labels_are_targets=targets is not None)
+    ds.write_manifest()
+    first = next(ds.iter_shards(), None)
+    if first is not None:
+        save_image_grid(first["images"][:64], ds.root / "samples.png", nrow=8)
+    return {"dir": str(ds.root), "num_images": len(images), "pool": True,
+            "teacher_quality": ds.manifest["teacher_quality"]}  # fmt: skip
 
 
 def _kd_rate(kd: KDConfig, rep: dict[str, Any]) -> dict[str, float]:

@@ -30,14 +30,16 @@ from .cards import LoadedModel, ModelCard, check_forward
 from .distill import KDConfig
 from .errors import UserInputError
 from .models import create_model, default_student_for, known_student_for
-from .rules import choose_student, kd_budget, warn_if_not_smaller
+from .rules import choose_student, default_method, kd_budget, warn_if_not_smaller
 from .sources import DatasetSource, PoolSource, SurrogateSource, SynthesizerSource
 from .synthesis import synthesize_dataset
 from .utils import device_of
 
-__all__ = ["DEFAULT_NUM_IMAGES", "Plan", "plan", "kd_settings", "make_student", "check_student"]
+__all__ = ["AUTO", "DEFAULT_NUM_IMAGES", "Plan", "plan", "kd_settings", "make_student", "check_student"]
 
 DEFAULT_NUM_IMAGES = 1024
+# ``method=AUTO``: the backend (and the pool) chosen by :func:`datafree.rules.default_method`.
+AUTO = "auto"
 
 StudentObjective = Callable[[nn.Module, nn.Module, torch.Tensor], torch.Tensor]
 
@@ -214,7 +216,9 @@ def plan(
     Args:
         teacher: the (frozen) teacher.
         data: a synthetic dataset directory; exclusive with ``method``.
-        method: a backend name.
+        method: a backend name, or ``"auto"`` (:data:`AUTO`): the backend and the pool chosen from
+            the teacher's cost by :func:`datafree.rules.default_method` (``compress``'s default; the
+            choice is in ``info["method_choice"]``).
         pool: Fast-Datafree's growing pool (offline backends only).
         kd: the user's KD overrides (a ``KDConfig`` is used as it is); ``seed`` is added.
         method_options: backend config overrides (``--set``).
@@ -228,6 +232,10 @@ def plan(
     if (data is None) == (method is None):
         raise UserInputError("give exactly one of --data DIR (a synthetic dataset) or --method NAME")
     options = dict(method_options or {})
+    choice = None
+    if method == AUTO:  # the rule of the teacher's cost (docs/fidelity.md)
+        choice = default_method(teacher.model, teacher.card, num_images or DEFAULT_NUM_IMAGES)
+        method, pool = choice["method"], pool or choice["pool"]
     if data is not None and options:
         first = next(iter(options))
         raise UserInputError(f"--set {first} configures a synthesis backend and needs --method, not --data")
@@ -258,6 +266,7 @@ def plan(
         teacher=teacher, kd=cfg, data=data, method=method, synthesizer=synth, pool=pool,
         num_images=num_images or DEFAULT_NUM_IMAGES, seed=seed, allow_other_teacher=allow_other_teacher,
         method_options=options, dataset_source=dataset,
+        info={"method_choice": dict(choice)} if choice is not None else {},
     )  # fmt: skip
 
 

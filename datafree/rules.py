@@ -11,6 +11,9 @@ behind each default and the run that measured it.
 - :func:`choose_student`: a registered student of about 1/4 to 1/20 of the teacher's parameters
   that is also at least 2x cheaper to run.
 - :func:`kd_budget`: KD steps per epoch from the number of synthetic images.
+- :func:`default_method`: which synthesis path ``compress`` takes when no ``--method`` is given:
+  DeepInversion for a cheap teacher, Fast-Datafree's growing pool for an expensive one, DAFL
+  without BatchNorm.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ __all__ = [
     "choose_student",
     "warn_if_not_smaller",
     "kd_budget",
+    "MethodChoice",
+    "default_method",
+    "DI_MAX_COST_RATIO",
 ]
 
 # The input shape the constants were measured at (the shipped digits teachers).
@@ -114,6 +120,16 @@ def _params_bn(arch: str, num_classes: int, in_channels: int) -> tuple[int, bool
     return sum(p.numel() for p in m.parameters()), bool(batchnorm_layers(m))
 
 
+def has_grouped_conv(model: nn.Module) -> bool:
+    """Whether ``model`` has a grouped (e.g. depthwise) convolution."""
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
+
+
+@functools.lru_cache(maxsize=256)
+def _grouped(arch: str, num_classes: int, in_channels: int) -> bool:
+    return has_grouped_conv(_build(arch, num_classes, in_channels))
+
+
 def conv_linear_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     """MACs of one forward pass on one ``(C, H, W)`` input, counting convolutions and linear layers.
 
@@ -163,10 +179,13 @@ def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
     """The default student for ``teacher``: a registered arch chosen by size, not by name.
 
     Rule: candidates have at most 1.1/4 of the teacher's parameters and at most half its MACs (at
-    the card's input shape). Among them, prefer the same BatchNorm-ness as the teacher, then one of
-    at least 1/20 of its parameters, then the most MACs (capacity per cost), then the most
-    parameters. On the shipped teachers this gives the pairs the defaults were measured with
-    (resnet8 -> resnet8_half, lenet5 -> lenet5_half).
+    the card's input shape). Among them, prefer the same BatchNorm-ness as the teacher, then the
+    same use of grouped (depthwise) convolutions (MACs compare costs only within one kind: on CPU a
+    forward+backward of torchvision's MobileNetV2 at 3x32x32, 6.1M MACs, takes as long as
+    ResNet-18's, 37M; ``bench/bn_ce_balance.py probe``), then one of at least 1/20 of its
+    parameters, then the most MACs (capacity per cost), then the most parameters. On the shipped
+    teachers this gives the pairs the defaults were measured with (resnet8 -> resnet8_half,
+    lenet5 -> lenet5_half).
 
     Args:
         teacher: the teacher network.
@@ -184,6 +203,7 @@ def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
     except Exception:  # noqa: BLE001 - a teacher the counter cannot run: no MAC bound
         t_macs = 0
     t_bn = bool(batchnorm_layers(teacher))
+    t_grouped = has_grouped_conv(teacher)
     scored = []
     for arch in _candidates():
         try:
@@ -195,11 +215,15 @@ def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
             continue
         if t_macs and macs > STUDENT_MAX_MAC_RATIO * t_macs:
             continue
-        key = (bn == t_bn, params >= STUDENT_MIN_PARAM_RATIO * t_params, macs, params)
+        grouped = _grouped(arch, card.num_classes, shape[0])
+        key = (bn == t_bn, grouped == t_grouped, params >= STUDENT_MIN_PARAM_RATIO * t_params, macs, params)
         scored.append((key, arch, params, macs))
     if scored:
         _, arch, params, macs = max(scored)
-        rule = "params <= 1.1/4 and MACs <= 1/2 of the teacher; same BN-ness, >= 1/20 params, most MACs"
+        rule = (
+            "params <= 1.1/4 and MACs <= 1/2 of the teacher; same BN-ness, same grouped-conv-ness, "
+            ">= 1/20 params, most MACs"
+        )
     else:  # a teacher smaller than every registered arch: the smallest one
         arch = min(_candidates(), key=lambda a: _safe_params(a, card.num_classes, shape[0]))
         params, macs = _params_bn(arch, card.num_classes, shape[0])[0], _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
@@ -242,3 +266,61 @@ def kd_budget(num_images: int, steps_per_epoch: int = _KD_REF_STEPS) -> int:
     (1024 -> 40, 4096 -> 80, 256 -> 20).
     """
     return max(10, round(steps_per_epoch * math.sqrt(max(1, num_images) / _KD_REF_IMAGES)))
+
+
+# DeepInversion's synthesis cost at the reference (resnet8_digits: 3,052,160 MACs per image, 200
+# steps, 1024 images), the point its defaults were measured at (158 s of synthesis on one core).
+_DI_REF_COST = 3_052_160 * 200 * 1024
+# Above this multiple of the reference cost, DeepInversion's synthesis alone would take most of a
+# 10-minute budget on one core, and compress takes Fast-Datafree's growing pool instead.
+DI_MAX_COST_RATIO = 2.0
+
+
+class MethodChoice(dict):
+    """``{"method", "pool", "rule", "cost_ratio", "teacher_macs", "batchnorm"}`` (:func:`default_method`)."""
+
+
+def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAGES) -> MethodChoice:
+    """The synthesis path of ``compress`` when no method is given: a rule of the teacher's cost.
+
+    Rule (docs/fidelity.md, measured by ``bench/fidelity.py``):
+
+    - no BatchNorm: ``dafl`` (online generator; the BN backends do not apply);
+    - DeepInversion's synthesis cost, ``teacher MACs per image x step cap x num_images``, at most
+      :data:`DI_MAX_COST_RATIO` (2) times its cost at the reference (resnet8_digits, 1024 images,
+      200 steps): ``deepinversion`` (hundreds of teacher passes per image are affordable);
+    - otherwise ``fast`` through the growing pool (``distill --pool``): a persistent generator that
+      adapts in 5 steps per batch, so the teacher's cost is paid about 5 times per image instead
+      of hundreds (the torchvision ResNet-18, MobileNetV2 and the VGG-8 at 3x32x32 are 3.7 to 41
+      times the reference).
+
+    Args:
+        teacher: the teacher network.
+        card: its :class:`datafree.cards.ModelCard`.
+        num_images: the images DeepInversion would write.
+
+    Returns:
+        The choice, with the figures it was made from.
+    """
+    from .hooks import batchnorm_layers
+
+    shape = tuple(int(v) for v in card.input_shape)
+    if not batchnorm_layers(teacher):
+        return MethodChoice(method="dafl", pool=False, rule="no BatchNorm: an online generator (DAFL)",
+                            cost_ratio=None, teacher_macs=None, batchnorm=False)  # fmt: skip
+    try:
+        macs = conv_linear_macs(teacher, shape)
+    except Exception:  # noqa: BLE001 - a teacher the counter cannot run: assume expensive
+        macs = 0
+    steps = deepinversion_defaults(shape)["iterations"]
+    ratio = macs * steps * max(1, num_images) / _DI_REF_COST if macs else math.inf
+    if ratio <= DI_MAX_COST_RATIO:
+        method, pool = "deepinversion", False
+        rule = f"DeepInversion's cost {ratio:.2f}x the reference (<= {DI_MAX_COST_RATIO:g}x)"
+    else:
+        method, pool = "fast", True
+        rule = f"DeepInversion's cost {ratio:.2f}x the reference (> {DI_MAX_COST_RATIO:g}x): the pool"
+    cost = None if math.isinf(ratio) else round(ratio, 3)
+    return MethodChoice(
+        method=method, pool=pool, rule=rule, cost_ratio=cost, teacher_macs=macs, batchnorm=True
+    )

@@ -221,6 +221,7 @@ class PoolSource(SurrogateSource):
         self.seed = seed
         self.needs_student = synthesizer.uses_student()
         self.images: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor | None] = []  # the backend's target classes per round (or None)
         self.count = 0
         self.rounds = 0
         self.generator = torch.Generator()
@@ -233,6 +234,7 @@ class PoolSource(SurrogateSource):
         self.generator.manual_seed(self.seed * 1_000_003 + self.rounds)
         batch = self.synth.synthesize(n, self.generator, student=student if self.needs_student else None)
         self.images.append(batch.images.detach())
+        self.labels.append(None if batch.labels is None else batch.labels.detach())
         self.count += len(batch.images)
         self.rounds += 1
         return {}
@@ -242,9 +244,18 @@ class PoolSource(SurrogateSource):
         if not self.images:
             raise RuntimeError("the pool is empty: call update() first")
         pool = self.images[0] if len(self.images) == 1 else torch.cat(self.images)
+        if len(self.images) > 1:
+            labels = self.targets()
+            self.labels = [labels.to(pool.device) if labels is not None else None]
         self.images = [pool]
         idx = torch.randint(len(pool), (n,), generator=self.generator).to(pool.device)
         return pool[idx]
+
+    def targets(self) -> torch.Tensor | None:
+        """The target class of every pooled image (CPU), or None when the backend gives no targets."""
+        if not self.labels or any(t is None for t in self.labels):
+            return None
+        return torch.cat([t for t in self.labels if t is not None]).cpu()
 
     def identity(self) -> dict[str, Any]:
         """What defines this source for a resume: the backend, its settings, the pool's size and seed."""
@@ -260,6 +271,7 @@ class PoolSource(SurrogateSource):
         return {
             "synth": self.synth.state_dict(),
             "images": torch.cat(self.images).cpu() if self.images else None,
+            "labels": self.targets(),
             "rounds": self.rounds,
             "generator": self.generator.get_state(),
         }
@@ -268,6 +280,8 @@ class PoolSource(SurrogateSource):
         self.synth.load_state_dict(state["synth"])
         dev = self.synth.device
         self.images = [state["images"].to(dev)] if state["images"] is not None else []
+        labels = state.get("labels")
+        self.labels = [labels.to(dev) if labels is not None else None] if self.images else []
         self.count = sum(len(x) for x in self.images)
         self.rounds = int(state["rounds"])
         self.generator.set_state(state["generator"])

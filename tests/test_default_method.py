@@ -1,0 +1,124 @@
+"""Issue 11: the synthesis path ``compress`` and ``plan`` take by default, a rule of the teacher's cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from datafree.cards import load_model, save_model
+from datafree.models import create_model
+
+
+def _card(tmp: Path, arch: str, shape: tuple[int, int, int]) -> str:
+    torch.manual_seed(0)
+    model = create_model(arch, 10, shape[0]).eval()
+    save_model(model, tmp / arch, arch=arch, name="model", card_name=f"{arch}_test", num_classes=10,
+               input_shape=list(shape), mean=[0.5] * shape[0], std=[0.25] * shape[0])  # fmt: skip
+    return str(tmp / arch / "model.json")
+
+
+def test_default_method_rule(bn_teacher, plain_teacher, custom_teacher, tmp_path: Path) -> None:
+    """Cheap BN teacher -> DeepInversion, expensive one -> Fast-Datafree's pool, no BN -> DAFL."""
+    from datafree.rules import DI_MAX_COST_RATIO, default_method
+
+    ref = default_method(bn_teacher.model, bn_teacher.card)
+    assert (ref["method"], ref["pool"]) == ("deepinversion", False)
+    assert ref["cost_ratio"] == pytest.approx(1.0, abs=1e-3)  # the reference itself
+    # the custom 3x24x24 teacher (measured with DeepInversion: 98.3%) stays under the bound
+    custom = default_method(custom_teacher.model, custom_teacher.card)
+    assert custom["method"] == "deepinversion" and 1.0 < custom["cost_ratio"] <= DI_MAX_COST_RATIO
+    # a ResNet-8 at 3x32x32: 12.5M MACs and a 372-step cap, 7.4x the reference
+    big = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))
+    c = default_method(big.model, big.card)
+    assert (c["method"], c["pool"]) == ("fast", True) and c["cost_ratio"] > DI_MAX_COST_RATIO
+    # more images cost more: the reference teacher with 4x the images leaves DeepInversion
+    assert default_method(bn_teacher.model, bn_teacher.card, num_images=4096)["method"] == "fast"
+    no_bn = default_method(plain_teacher.model, plain_teacher.card)
+    assert (no_bn["method"], no_bn["pool"], no_bn["batchnorm"]) == ("dafl", False, False)
+
+
+def test_plan_auto_is_the_rule(bn_teacher, tmp_path: Path) -> None:
+    """``plan(method="auto")`` resolves the backend and the pool by the same rule, recorded in info."""
+    from datafree.plan import AUTO, plan
+
+    p = plan(bn_teacher, method=AUTO, seed=0)
+    assert (p.method, p.pool) == ("deepinversion", False)
+    assert p.info["method_choice"]["method"] == "deepinversion"
+    big = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))
+    p = plan(big, method=AUTO, seed=0)
+    assert (p.method, p.pool) == ("fast", True)
+    assert p.kd.kd_steps == 20 and p.kd.batch_size == 64  # the pool's own KD settings
+
+
+def test_compress_auto_takes_the_pool_and_writes_it(tmp_path: Path) -> None:
+    """An expensive BN teacher: compress runs the pool, writes it as out/data, baseline of its size."""
+    from datafree.pipeline import compress
+
+    card = _card(tmp_path, "resnet8", (3, 32, 32))
+    rep = compress(card, tmp_path / "run", kd={"epochs": 1, "steps_per_epoch": 4, "kd_steps": 2,
+                                                "batch_size": 16},
+                   synth_options={"iterations": 1, "batch_size": 8}, student="resnet8_quarter")  # fmt: skip
+    assert rep["method"] == "fast" and rep["method_choice"]["pool"] is True
+    data = rep["data"]
+    assert data["pool"] is True and data["num_images"] == 2 * 32  # 2 rounds of the pool's 32 images
+    manifest = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
+    assert manifest["pool"] is True and manifest["images_written"] == 64
+    quality = manifest["teacher_quality"]
+    assert quality["images"] == 64 and quality["agreement"] is not None
+    assert rep["noise_baseline"]["num_images"] == 64
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["method_choice"]["method"] == "fast"
+
+
+def test_compress_cli_default_method_is_auto(tmp_path: Path) -> None:
+    """The CLI's --method default is auto; an explicit method is taken as given (no pool)."""
+    from click.testing import CliRunner
+
+    import cli
+
+    opt = next(o for o in cli.compress.params if o.name == "method")
+    assert opt.default == "auto"
+    card = _card(tmp_path, "resnet8", (3, 32, 32))
+    res = CliRunner().invoke(cli.cli, ["compress", "--teacher", card, "--method", "deepinversion", "--out",
+                                       str(tmp_path / "o"), "-n", "8", "--iterations", "1", "--epochs", "1",
+                                       "--steps-per-epoch", "1", "--no-baseline", "--set", "batch_size=8",
+                                       "--student", "resnet8_quarter", "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["method"] == "deepinversion" and "method_choice" not in rep
+
+
+def test_fidelity_bench_auto_cell_and_merge_keeps_grids(tmp_path: Path) -> None:
+    """bench/fidelity.py runs compress's default path ("auto") and --merge redraws earlier cells' grids."""
+    from bench.fidelity import main
+
+    card = _card(tmp_path, "resnet8", (3, 32, 32))
+    out = tmp_path / "results"
+    assert main(["--quick", "--teachers", card, "--methods", "auto", "--out", str(out)]) == 0
+    rows = json.loads((out / "fidelity.json").read_text())["rows"]
+    assert [(r["method"], r["ran"]) for r in rows] == [("auto", "fast (pool)")]
+    assert rows[0]["cpu_s"] > 0 and "the pool" in rows[0]["method_rule"]
+    tile = out / "fidelity_cells" / f"{rows[0]['teacher']}__auto.png"
+    assert tile.is_file()
+    assert main(["--quick", "--teachers", "resnet8_digits", "--methods", "auto", "--out", str(out),
+                 "--merge"]) == 0  # fmt: skip
+    rows = json.loads((out / "fidelity.json").read_text())["rows"]
+    assert [r["ran"] for r in rows] == ["fast (pool)", "deepinversion"]
+    from PIL import Image
+
+    assert Image.open(out / "fidelity.png").size[1] > Image.open(tile).size[1] * 2  # both rows drawn
+
+
+def test_student_rule_prefers_the_teachers_conv_kind(bn_teacher) -> None:
+    """A teacher without grouped convolutions does not get a depthwise student (MACs mislead across kinds)."""
+    from datafree.rules import choose_student, has_grouped_conv
+
+    card = load_model("resnet8_digits").card
+    card.input_shape, card.mean, card.std = [3, 32, 32], [0.5] * 3, [0.25] * 3
+    teacher = create_model("resnet18", 10, 3).eval()  # torchvision's, 37M MACs at 3x32x32
+    c = choose_student(teacher, card)
+    assert not has_grouped_conv(create_model(c["arch"], 10, 3)) and c["arch"] != "mobilenetv2_cifar"
+    assert c["params"] <= 1.1 * c["teacher_params"] / 4 and c["macs"] <= c["teacher_macs"] / 2
+    assert has_grouped_conv(create_model("mobilenetv2_cifar", 10, 3))
