@@ -30,7 +30,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from .hooks import batchnorm_layers
+from .hooks import BNStatistics, batchnorm_layers
 from .stats import channel_mean_var
 
 __all__ = ["FoldedTeacher", "FoldedBNStatistics", "fold_batchnorm", "MAX_AMPLIFICATION"]
@@ -77,7 +77,7 @@ class FoldedTeacher:
         return FoldedBNStatistics(self.layers)
 
 
-class FoldedBNStatistics:
+class FoldedBNStatistics(BNStatistics):
     """Per-batch input statistics of every BN layer of a :class:`FoldedTeacher`'s teacher.
 
     After a forward pass of ``FoldedTeacher.net`` inside the ``with`` block, ``means[i]`` and
@@ -85,13 +85,20 @@ class FoldedBNStatistics:
     :class:`datafree.hooks.BNStatistics` would on the unfolded teacher; gradients flow to the input.
     """
 
-    def __init__(self, layers: list[_Layer]) -> None:
-        self.layers = layers
+    def __init__(self, layers: list[_Layer]) -> None:  # noqa: D107 - BNStatistics' state, other layers
+        self.layers = layers  # type: ignore[assignment]
+        self.per_sample = False
         self.means: list[torch.Tensor | None] = [None] * len(layers)
         self.vars: list[torch.Tensor | None] = [None] * len(layers)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def _hook(self, index: int, layer: _Layer):
+    def _hooked(self) -> list[nn.Module]:
+        """Layer i's folded conv (its output) or, unfolded, the BN module (its input)."""
+        return [layer.module for layer in self.layers]  # type: ignore[attr-defined]
+
+    def _hook(self, index: int):
+        layer: _Layer = self.layers[index]  # type: ignore[assignment]
+
         def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             t = output if layer.folded else inputs[0]
             if t.is_floating_point() and t.dtype != torch.float32:
@@ -105,19 +112,6 @@ class FoldedBNStatistics:
             self.means[index], self.vars[index] = mean, var
 
         return fn
-
-    def __enter__(self) -> FoldedBNStatistics:
-        self._handles = [
-            layer.module.register_forward_hook(self._hook(i, layer)) for i, layer in enumerate(self.layers)
-        ]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        self.means = [None] * len(self.layers)
-        self.vars = [None] * len(self.layers)
 
     def running(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(running_mean, running_var)`` of every BN layer."""

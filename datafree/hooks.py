@@ -88,8 +88,12 @@ class BNStatistics:
 
         return fn
 
+    def _hooked(self) -> list[nn.Module]:
+        """The modules whose forward hook records layer i's statistics (the BN layers themselves)."""
+        return list(self.layers)
+
     def __enter__(self) -> BNStatistics:
-        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self._hooked())]
         return self
 
     def __exit__(self, *exc: object) -> None:
