@@ -41,7 +41,7 @@ def noise_baseline(teacher, student_arch: str, method: str, seed: int = 0) -> fl
     """KD on Gaussian noise with the method's KD settings (plain KD loss), same student steps."""
     kd = kd_settings(method)
     kd = dataclasses.replace(kd, batch_size=kd.batch_size if kd.batch_size else 256, seed=seed)
-    rounds = max(1, kd.steps_per_epoch // kd.kd_steps)
+    rounds = kd.rounds
     kd = dataclasses.replace(kd, steps_per_epoch=rounds * kd.kd_steps, kd_steps=1, g_steps=1)
     card = teacher.card
     torch.manual_seed(seed)

@@ -63,6 +63,19 @@ class KDConfig:
     grad_clip: float = 0.0
     seed: int = 0
 
+    @property
+    def rounds(self) -> int:
+        """Rounds per epoch: ``steps_per_epoch // kd_steps``, at least one."""
+        return max(1, self.steps_per_epoch // self.kd_steps)
+
+    @property
+    def steps_run_per_epoch(self) -> int:
+        """Student steps an epoch really runs: whole rounds of ``kd_steps``.
+
+        That is ``steps_per_epoch`` when it is a multiple of ``kd_steps``, one round when it is smaller.
+        """
+        return self.rounds * self.kd_steps
+
     def validate(self) -> None:
         """Raise :class:`UserInputError` naming the first bad value."""
         for name in ("epochs", "steps_per_epoch", "batch_size", "g_steps", "kd_steps"):
@@ -362,7 +375,7 @@ def distill(
             f"batch_size {cfg.batch_size} is smaller than the {world} ranks; each rank needs a sample"
         )
     opt = _make_optimizer(student, cfg)
-    total_steps = cfg.epochs * cfg.steps_per_epoch
+    total_steps = cfg.epochs * cfg.steps_run_per_epoch  # the schedule must not run past its end
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
     aug: nn.Module | None = None
     result = DistillResult(student)
@@ -380,13 +393,13 @@ def distill(
     precision.prepare_module(teacher)
     forward, t_forward = precision.maybe_compile(model), precision.maybe_compile(teacher)
     scaler = precision.grad_scaler(device, "kd")  # loss scaling in fp16; a pass-through otherwise
-    rounds = max(1, cfg.steps_per_epoch // cfg.kd_steps)
-    bar = progress(total=total_steps, initial=start_epoch * cfg.steps_per_epoch, desc=desc)
+    rounds = cfg.rounds
+    bar = progress(total=total_steps, initial=start_epoch * cfg.steps_run_per_epoch, desc=desc)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         student.train()
         loss_sum = torch.zeros((), device=device)
-        step = epoch * cfg.steps_per_epoch
+        step = epoch * cfg.steps_run_per_epoch
         for _ in range(rounds):
             source.update(student)
             for _ in range(cfg.kd_steps):

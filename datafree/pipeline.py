@@ -378,7 +378,7 @@ def _write_pool(lm: LoadedModel, pool: PoolSource, p: Plan, root: Path) -> dict[
 def _kd_rate(kd: KDConfig, rep: dict[str, Any]) -> dict[str, float]:
     """Images per second through the KD stage of ``rep`` (the epochs this run trained)."""
     epochs = kd.epochs - int(rep.get("resumed_from_epoch", 0))
-    images = epochs * kd.steps_per_epoch * kd.batch_size
+    images = epochs * kd.steps_run_per_epoch * kd.batch_size
     return {"images_per_s": round(images / rep["seconds"], 2)} if rep.get("seconds") and images > 0 else {}
 
 

@@ -259,8 +259,7 @@ def plan(
         if pool:  # the backend's settings of the pool loop, under the user's --set
             synth_options = {**method_class(method).pool_options, **synth_options}
         if online:  # the generator trains for as many steps as the KD stage runs rounds
-            rounds = max(1, cfg.steps_per_epoch // cfg.kd_steps)
-            synth_options.setdefault("iterations", cfg.epochs * rounds * cfg.g_steps)
+            synth_options.setdefault("iterations", cfg.epochs * cfg.rounds * cfg.g_steps)
         synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **synth_options)
     return Plan(
         teacher=teacher, kd=cfg, data=data, method=method, synthesizer=synth, pool=pool,

@@ -76,3 +76,22 @@ def test_bad_kd_config(bad):
 
     with pytest.raises(UserInputError):
         KDConfig(**bad).validate()
+
+
+def test_kd_schedule_spans_the_steps_really_run(bn_teacher, monkeypatch):
+    # steps_per_epoch smaller than kd_steps runs one whole round per epoch: the cosine schedule and the
+    # progress total must count those steps (the schedule used to run past its end and rise again).
+    made = []
+
+    class Spy(torch.optim.lr_scheduler.CosineAnnealingLR):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "CosineAnnealingLR", Spy)
+    cfg = KDConfig(epochs=2, steps_per_epoch=3, kd_steps=4, batch_size=8)
+    assert (cfg.rounds, cfg.steps_run_per_epoch) == (1, 4)
+    student = create_model("resnet8_quarter", 10, 1)
+    distill(bn_teacher.model, student, NoiseSource(16, bn_teacher.card), cfg)
+    assert made[0].T_max == 8 and made[0].last_epoch == 8
+    assert made[0].get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
