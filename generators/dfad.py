@@ -42,7 +42,7 @@ class DFAD(AdversarialSynthesizer):
     # teacher at 15, 98.3% at 30.
     kd_defaults = {
         "epochs": 30, "steps_per_epoch": 100, "batch_size": 64, "g_steps": 1, "kd_steps": 5, "loss": "l1",
-        "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "augment": True,
+        "optimizer": "adam", "lr": 5e-3, "weight_decay": 0.0, "augment": True,
     }  # fmt: skip
     config: DFADConfig
 

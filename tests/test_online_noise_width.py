@@ -62,7 +62,7 @@ def test_training_batch_mixes_generated_images_and_clamped_noise(lenet):
 
 
 def test_zskt_noise_keeps_the_generators_z_batch(lenet):
-    synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=8, noise_fraction=0.5)
+    synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=8, noise_fraction=0.5, share_z=1)
     synth.step(torch.nn.Sequential(nn.Flatten(), nn.Linear(256, 10)))
     x = synth.training_batch(8)
     torch.testing.assert_close(x[:4], synth.generate(synth.z[:4]))
@@ -108,3 +108,17 @@ def test_generator_width_is_capped_by_the_teachers_cost(lenet, resnet):
     assert synth.generator.body[2].out_channels == 128  # 2 * width 64
     explicit = create_synthesizer("dafl", lenet.model, lenet.card, generator_width=24)
     assert explicit.generator.body[2].out_channels == 48
+
+
+def test_zskt_shares_the_z_batch_on_batchnorm_teachers_only(lenet, resnet):
+    assert create_synthesizer("zskt", resnet.model, resnet.card, batch_size=8).reuse_z  # the paper's
+    fresh = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=8, noise_fraction=0.0)
+    assert not fresh.reuse_z
+    student = torch.nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
+    fresh.step(student)
+    assert not torch.equal(fresh.sample(8).images, fresh.sample(8).images)  # fresh latents per batch
+    shared = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=8, share_z=1, noise_fraction=0.0)
+    shared.step(student)
+    assert shared.reuse_z and torch.equal(shared.sample(8).images, shared.sample(8).images)
+    with pytest.raises(UserInputError, match="share_z"):
+        create_synthesizer("zskt", lenet.model, lenet.card, share_z=2)
