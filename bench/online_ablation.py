@@ -57,9 +57,10 @@ def main() -> None:  # noqa: D103
     for seed in seeds:
         history: list[float] = []
 
-        def per_epoch(student: torch.nn.Module, history: list[float] = history) -> float:
+        def per_epoch(student: torch.nn.Module, history: list[float] = history, seed: int = seed) -> float:
             acc = float(evaluate_model(student, lm.card)["accuracy"])
             history.append(round(acc, 3))
+            print(f"  seed {seed} epoch {len(history)}: {acc:.4f}", file=sys.stderr, flush=True)
             return acc
 
         t0, c0 = time.perf_counter(), time.process_time()
