@@ -246,7 +246,7 @@ def plan(
     cfg = kd_settings(
         method, overrides, pool=pool, method_options=options, num_images=num_images or DEFAULT_NUM_IMAGES,
         teacher=teacher.model,
-    )
+    )  # fmt: skip
     synth = dataset = None
     if data is not None:  # the whole dataset (manifest, every shard, teacher) is checked when opened
         data = Path(data)

@@ -33,10 +33,12 @@ def resnet():
 @pytest.mark.parametrize("method", ONLINE)
 def test_noise_share_is_automatic_on_bn_less_teachers_only(method, lenet, resnet):
     plain = create_synthesizer(method, lenet.model, lenet.card, batch_size=8)
-    assert plain.config.noise_fraction == -1.0 and plain.noise_share == plain.auto_noise == 0.25
+    assert plain.config.noise_fraction == -1.0 and plain.noise_share == plain.auto_noise
+    assert plain.auto_noise == (0.0 if method == "dafl" else 0.25)  # DAFL: its own entropy term
     assert create_synthesizer(method, resnet.model, resnet.card, batch_size=8).noise_share == 0.0
     assert create_synthesizer(method, resnet.model, resnet.card, noise_fraction=0.5).noise_share == 0.5
     assert create_synthesizer(method, lenet.model, lenet.card, noise_fraction=0.0).noise_share == 0.0
+    assert create_synthesizer(method, lenet.model, lenet.card, noise_fraction=0.3).noise_share == 0.3
     for bad in (-0.5, 1.0, 2.0):
         with pytest.raises(UserInputError, match="noise_fraction"):
             create_synthesizer(method, lenet.model, lenet.card, noise_fraction=bad)
@@ -122,3 +124,15 @@ def test_zskt_shares_the_z_batch_on_batchnorm_teachers_only(lenet, resnet):
     assert shared.reuse_z and torch.equal(shared.sample(8).images, shared.sample(8).images)
     with pytest.raises(UserInputError, match="share_z"):
         create_synthesizer("zskt", lenet.model, lenet.card, share_z=2)
+
+
+@pytest.mark.parametrize(("method", "bn_less_lr", "bn_lr"), [("dafl", 1e-2, 5e-3), ("zskt", 5e-3, 2e-3),
+                                                             ("dfad", 5e-3, 2e-3)])  # fmt: skip
+def test_kd_defaults_for_bn_less_teachers(method, bn_less_lr, bn_lr, lenet, resnet):
+    from datafree.plan import kd_settings, plan
+
+    assert plan(lenet, method=method).kd.lr == bn_less_lr
+    assert plan(resnet, method=method).kd.lr == bn_lr  # BN teachers keep the settings measured on them
+    assert kd_settings(method).lr == bn_lr  # no teacher: kd_defaults
+    assert kd_settings(method, teacher=lenet.model).lr == bn_less_lr
+    assert plan(lenet, method=method, kd={"lr": 3e-3}).kd.lr == 3e-3  # the user's value wins
