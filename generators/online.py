@@ -156,6 +156,8 @@ def auto_generator_width(teacher: nn.Module, input_shape: tuple[int, int, int], 
 
     _, h, w = input_shape
     width = min(64, max(16, h * w // 16))
+    if width <= 16:
+        return 16
     try:
         t_macs = conv_linear_macs(teacher, input_shape)
     except Exception:  # noqa: BLE001 - a teacher the counter cannot run: the size rule alone
