@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ from bench.common import key_values  # noqa: E402
 
 def main() -> None:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", default="resnet8_digits")
+    ap.add_argument("--teacher", default="resnet8_digits", help="a shipped teacher name or a model card path")
     ap.add_argument("--method", required=True)
     ap.add_argument("--student", default=None)
     ap.add_argument(
@@ -38,6 +39,8 @@ def main() -> None:  # noqa: D103
     ap.add_argument("--kd", action="append", default=[], metavar="KEY=VALUE", help="KD option (repeatable)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds, one run each (overrides --seed)")
+    ap.add_argument("--json", default=None, metavar="FILE", help="append one JSON line per run to FILE")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from datafree.cards import load_model
@@ -50,22 +53,34 @@ def main() -> None:  # noqa: D103
     kd = key_values(args.kd, "--kd", ap.error)
     lm = load_model(args.teacher)
     teacher_acc = evaluate_model(lm.model, lm.card)["accuracy"]
-    history: list[float] = []
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+    for seed in seeds:
+        history: list[float] = []
 
-    def per_epoch(student: torch.nn.Module) -> float:
-        acc = float(evaluate_model(student, lm.card)["accuracy"])
-        history.append(round(acc, 3))
-        return acc
+        def per_epoch(student: torch.nn.Module, history: list[float] = history, seed: int = seed) -> float:
+            acc = float(evaluate_model(student, lm.card)["accuracy"])
+            history.append(round(acc, 3))
+            print(f"  seed {seed} epoch {len(history)}: {acc:.4f}", file=sys.stderr, flush=True)
+            return acc
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    with tempfile.TemporaryDirectory() as d:
-        r = train_online(lm, args.method, args.student, d, kd, seed=args.seed, eval_fn=per_epoch, **synth)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    acc = evaluate_model(r.student, lm.card)["accuracy"]
-    print(
-        f"{args.teacher} {args.method} set={synth} kd={kd} seed={args.seed}: acc {acc:.4f} "
-        f"({acc / teacher_acc:.1%} of the teacher), wall {wall:.0f} s, CPU {cpu:.0f} s; per epoch {history}"
-    )
+        t0, c0 = time.perf_counter(), time.process_time()
+        with tempfile.TemporaryDirectory() as d:
+            r = train_online(lm, args.method, args.student, d, kd, seed=seed, eval_fn=per_epoch, **synth)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        acc = evaluate_model(r.student, lm.card)["accuracy"]
+        print(
+            f"{args.teacher} {args.method} set={synth} kd={kd} seed={seed}: acc {acc:.4f} "
+            f"({acc / teacher_acc:.1%} of the teacher), wall {wall:.0f} s, CPU {cpu:.0f} s; "
+            f"per epoch {history}",
+            flush=True,
+        )
+        if args.json:
+            row = {"teacher": lm.card.name or args.teacher, "method": args.method, "set": synth, "kd": kd,
+                   "seed": seed, "test_acc": acc, "teacher_acc": teacher_acc, "ratio": acc / teacher_acc,
+                   "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "per_epoch": history,
+                   "threads": args.threads, "torch": torch.__version__}  # fmt: skip
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from generators.base import parse_overrides
 from .cards import LoadedModel, ModelCard, check_forward
 from .distill import KDConfig
 from .errors import UserInputError
+from .hooks import batchnorm_layers
 from .models import create_model, default_student_for, known_student_for
 from .rules import choose_student, default_method, kd_budget, warn_if_not_smaller
 from .sources import DatasetSource, PoolSource, SurrogateSource, SynthesizerSource
@@ -51,6 +52,7 @@ def kd_settings(
     pool: bool = False,
     method_options: Mapping[str, Any] | None = None,
     num_images: int | None = None,
+    teacher: nn.Module | None = None,
 ) -> KDConfig:
     """The KD settings of a run: ``KDConfig`` defaults < the backend's < ``overrides``.
 
@@ -62,6 +64,8 @@ def kd_settings(
         method_options: the backend options the user gave (only ``batch_size`` matters here).
         num_images: images an offline backend writes: the KD steps per epoch grow with them
             (:func:`datafree.rules.kd_budget`; 40 at the default 1024).
+        teacher: the teacher network; an online backend's ``kd_defaults_bn_less`` apply when it has no
+            BatchNorm layer.
     """
     if isinstance(overrides, KDConfig):
         overrides.validate()
@@ -75,6 +79,8 @@ def kd_settings(
             values["steps_per_epoch"] = kd_budget(num_images)
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
             values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
+            if teacher is not None and not batchnorm_layers(teacher):
+                values.update(getattr(cls, "kd_defaults_bn_less", {}))
             if method_options and "batch_size" in method_options:  # "16" (--set): parsed as the backend does
                 given = {"batch_size": method_options["batch_size"]}
                 values["batch_size"] = parse_overrides(cls.Config, given).batch_size
@@ -246,8 +252,9 @@ def plan(
         )
     overrides = kd if isinstance(kd, KDConfig) else {"seed": seed, **(kd or {})}
     cfg = kd_settings(
-        method, overrides, pool=pool, method_options=options, num_images=num_images or DEFAULT_NUM_IMAGES
-    )
+        method, overrides, pool=pool, method_options=options, num_images=num_images or DEFAULT_NUM_IMAGES,
+        teacher=teacher.model,
+    )  # fmt: skip
     synth = dataset = None
     if data is not None:  # the whole dataset (manifest, every shard, teacher) is checked when opened
         data = Path(data)

@@ -180,7 +180,8 @@ class SynthesizerSource(SurrogateSource):
 
     def next_batch(self, n: int) -> torch.Tensor:  # noqa: D102
         with torch.no_grad():
-            return self.synth.sample(n).images
+            batch = getattr(self.synth, "training_batch", None)  # online backends may mix in noise
+            return batch(n) if batch is not None else self.synth.sample(n).images
 
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         return self.synth.state_dict()

@@ -77,6 +77,10 @@ class DAFL(OnlineSynthesizer):
         "temperature": 4.0,
         "augment": True,
     }
+    # BN-less teachers: student lr 1e-2 (lenet5_digits seed 1: 96.4% at 5e-3, 98.1% at 1e-2) and no noise
+    # share (DAFL's own information-entropy term keeps the classes apart; with 25% noise: 95.8% at 5e-3).
+    kd_defaults_bn_less = {"lr": 1e-2}
+    auto_noise = 0.0
     config: DAFLConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: DAFLConfig) -> None:

@@ -148,7 +148,7 @@ def test_state_dict_roundtrip_resumes_exactly(method, lenet):
 
 
 def test_zskt_student_sees_the_generators_z_batch(lenet):
-    synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=8)
+    synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=8, share_z=1)  # auto: BN teachers
     student = _student()
     synth.step(student)
     z = synth.z.clone()
