@@ -31,6 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from .hooks import BNStatistics, batchnorm_layers
+from .models import attach_logits_hook
 from .stats import channel_mean_var
 
 __all__ = ["FoldedTeacher", "FoldedBNStatistics", "fold_batchnorm", "MAX_AMPLIFICATION"]
@@ -193,7 +194,7 @@ def _candidate(node: fx.Node, modules: dict[str, nn.Module], uses: dict[str, int
     return conv, bn
 
 
-def fold_batchnorm(model: nn.Module) -> FoldedTeacher | None:
+def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None) -> FoldedTeacher | None:
     """Fold every foldable eval-mode BN layer of ``model`` into its preceding conv/linear layer.
 
     ``model`` is not modified: the result's ``net`` shares its unfolded modules and owns fused copies
@@ -243,6 +244,7 @@ def fold_batchnorm(model: nn.Module) -> FoldedTeacher | None:
         return None
     gm.graph.lint()
     gm.recompile()
+    attach_logits_hook(gm)  # tracing skips the teacher's logits hook: a (logits, features) model
     layers = []
     for bn in bns:
         if id(bn) in fused:
@@ -250,4 +252,26 @@ def fold_batchnorm(model: nn.Module) -> FoldedTeacher | None:
             layers.append(_Layer(bn, fused[id(bn)], True, scale, beta))
         else:
             layers.append(_Layer(bn, bn, False))
-    return FoldedTeacher(gm.eval(), layers)
+    folded = FoldedTeacher(gm.eval(), layers)
+    return folded if example is None or _trial(folded, example) else None
+
+
+def _trial(folded: FoldedTeacher, example: torch.Tensor) -> bool:
+    """One forward and input-gradient pass of ``example`` through the folded network.
+
+    False when it fails, e.g. an in-place operation reached a folded output through an alias (an
+    ``nn.Identity`` or a view between the convolution and an in-place activation, as in timm's
+    ResNets) that :func:`_out_of_place_edit` does not follow, or a layer's statistics stay unset.
+    """
+    x = example.detach().clone().requires_grad_(True)
+    try:
+        with folded.statistics() as stats:
+            out = folded.net(x)
+            if not isinstance(out, torch.Tensor) or any(m is None for m in stats.means):
+                return False
+            pairs = zip(stats.means, stats.vars, strict=True)
+            loss = out.float().sum() + sum(m.sum() + v.sum() for m, v in pairs)  # type: ignore[union-attr]
+            torch.autograd.grad(loss, x)
+    except RuntimeError:
+        return False
+    return True

@@ -103,7 +103,8 @@ class DeepInversion(Synthesizer):
         self.generator: torch.Generator | None = None
         precision.prepare_module(self.teacher)
         # the network the step runs: the teacher with BN folded into its convolutions where possible
-        self.folded = fold_batchnorm(self.teacher) if config.fold_bn else None
+        example = torch.zeros((2, *self.input_shape), device=self.device)  # a trial pass guards the fold
+        self.folded = fold_batchnorm(self.teacher, example) if config.fold_bn else None
         if self.folded is not None:
             precision.prepare_module(self.folded.net)
         self.scaler = precision.grad_scaler(self.device)

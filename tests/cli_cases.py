@@ -337,8 +337,8 @@ CASES: list[tuple[str, list[str], str]] = [
         "Invalid value for '--format'",
     ),
     (
-        "compress: teacher without BN",
-        ["compress", "--teacher", "lenet5_digits", "--out", "{t}/c", "-n", "2"],
+        "compress: BN method on a teacher without BN",
+        ["compress", "--teacher", "lenet5_digits", "--method", "deepinversion", "--out", "{t}/c", "-n", "2"],
         "no BatchNorm",
     ),
     (

@@ -176,3 +176,30 @@ def test_deepinversion_step_folded_matches_hooks() -> None:
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(runs[False][1], runs[True][1], rtol=0, atol=1e-4)
+
+
+class _AliasThenInplace(nn.Module):
+    """conv -> bn -> Identity -> in-place ReLU, then an in-place add (timm's ResNet block layout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.drop(self.bn(self.conv(x))))
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+def test_fold_is_refused_when_an_alias_reaches_an_inplace_op():
+    # the folded conv output is saved for the statistics' backward; an in-place ReLU behind an
+    # Identity would modify it: the trial pass must refuse the fold (the hooks then serve)
+    model = _randomise_bn(_AliasThenInplace()).eval()
+    x = torch.randn(4, 1, 8, 8)
+    assert fold_batchnorm(model) is not None  # without a trial the fold is made ...
+    with pytest.raises(RuntimeError, match="inplace"):
+        _folded(model, x)  # ... and its backward fails
+    assert fold_batchnorm(model, x[:2]) is None  # the trial catches it
