@@ -111,7 +111,7 @@ def _save_generator(synth: Synthesizer, out: Path, teacher_card: ModelCard) -> P
         out / f"{GENERATOR_NAME}.json",
         {
             "method": synth.name,
-            "config": _jsonable(dataclasses.asdict(synth.config)),
+            "config": synth.config.plain(),
             "teacher": teacher_card.name or str(teacher_card.path),
             "teacher_sha256": teacher_card.sha256,
             "input_shape": list(teacher_card.input_shape),
@@ -120,9 +120,6 @@ def _save_generator(synth: Synthesizer, out: Path, teacher_card: ModelCard) -> P
     )
     return path
 
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
 def train_online(
@@ -167,7 +164,7 @@ def train_online(
         out,
         {
             "method": method,
-            "config": _jsonable(dataclasses.asdict(synth.config)),
+            "config": synth.config.plain(),
             "kd_config": dataclasses.asdict(kd),
             "student_arch": arch,
             "teacher_sha256": teacher.card.sha256,

@@ -344,21 +344,18 @@ def _write_pool(lm: LoadedModel, pool: PoolSource, p: Plan, root: Path) -> dict[
     """
     from .dataset import SyntheticDataset, save_image_grid
     from .quality import teacher_quality
+    from .synthesis import dataset_manifest
 
     if not pool.images or not dist.is_main():
         return {"dir": str(root), "num_images": 0, "pool": True}
-    images = torch.cat(pool.images) if len(pool.images) > 1 else pool.images[0]
+    images = pool.pooled()
     targets = pool.targets()
     remove_stale(root, "the pool of this run replaces it")
     synth = pool.synth
     shard = 256
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(synth.config).items()}
-    ds = SyntheticDataset.create(
-        root, method=p.method, config=config,
-        seed=p.seed, teacher=lm.card.name or str(lm.card.path), teacher_sha256=lm.card.sha256,
-        input_shape=list(lm.card.input_shape), mean=lm.card.mean, std=lm.card.std,
-        num_classes=lm.card.num_classes, num_images=len(images), shard_size=shard, pool=True,
-    )  # fmt: skip
+    assert p.method is not None
+    manifest = dataset_manifest(lm, p.method, synth.config, p.seed, len(images), shard)
+    ds = SyntheticDataset.create(root, **manifest, pool=True)
     with torch.no_grad():
         for i in range(ds.manifest["num_shards"]):
             x = images[i * shard : (i + 1) * shard]

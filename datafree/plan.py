@@ -80,7 +80,7 @@ def kd_settings(
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
             values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
             if teacher is not None and not batchnorm_layers(teacher):
-                values.update(getattr(cls, "kd_defaults_bn_less", {}))
+                values.update(cls.kd_defaults_bn_less)
             if method_options and "batch_size" in method_options:  # "16" (--set): parsed as the backend does
                 given = {"batch_size": method_options["batch_size"]}
                 values["batch_size"] = parse_overrides(cls.Config, given).batch_size

@@ -180,8 +180,7 @@ class SynthesizerSource(SurrogateSource):
 
     def next_batch(self, n: int) -> torch.Tensor:  # noqa: D102
         with torch.no_grad():
-            batch = getattr(self.synth, "training_batch", None)  # online backends may mix in noise
-            return batch(n) if batch is not None else self.synth.sample(n).images
+            return self.synth.training_batch(n)  # online backends may mix in noise
 
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         return self.synth.state_dict()
@@ -244,13 +243,17 @@ class PoolSource(SurrogateSource):
         """``n`` images drawn uniformly (with replacement) from the pool."""
         if not self.images:
             raise RuntimeError("the pool is empty: call update() first")
-        pool = self.images[0] if len(self.images) == 1 else torch.cat(self.images)
-        if len(self.images) > 1:
-            labels = self.targets()
-            self.labels = [labels.to(pool.device) if labels is not None else None]
-        self.images = [pool]
+        pool = self.pooled()
         idx = torch.randint(len(pool), (n,), generator=self.generator).to(pool.device)
         return pool[idx]
+
+    def pooled(self) -> torch.Tensor:
+        """Every pooled image as one tensor (the rounds are joined once, with their targets)."""
+        if len(self.images) > 1:
+            labels = self.targets()
+            self.images = [torch.cat(self.images)]
+            self.labels = [labels.to(self.images[0].device) if labels is not None else None]
+        return self.images[0]
 
     def targets(self) -> torch.Tensor | None:
         """The target class of every pooled image (CPU), or None when the backend gives no targets."""
@@ -271,7 +274,7 @@ class PoolSource(SurrogateSource):
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         return {
             "synth": self.synth.state_dict(),
-            "images": torch.cat(self.images).cpu() if self.images else None,
+            "images": self.pooled().cpu() if self.images else None,
             "labels": self.targets(),
             "rounds": self.rounds,
             "generator": self.generator.get_state(),
@@ -288,9 +291,6 @@ class PoolSource(SurrogateSource):
         self.generator.set_state(state["generator"])
 
 
-def _config_of(synth: Any) -> dict[str, Any]:
-    """A backend's config as plain values (tuples as lists), for comparing runs."""
-    cfg = getattr(synth, "config", None)
-    if cfg is None:
-        return {}
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(cfg).items())}
+def _config_of(synth: Synthesizer) -> dict[str, Any]:
+    """A backend's config as plain values, sorted by name, for comparing runs."""
+    return dict(sorted(synth.config.plain().items()))

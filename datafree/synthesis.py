@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from generators import create_synthesizer
+from generators.base import SynthConfig
 
 from . import distributed as dist
 from .cards import LoadedModel
@@ -19,7 +20,7 @@ from .metrics import log_image
 from .progress import progress
 from .utils import torch_generator
 
-__all__ = ["synthesize_dataset"]
+__all__ = ["synthesize_dataset", "dataset_manifest"]
 
 
 def synthesize_dataset(
@@ -64,20 +65,7 @@ def synthesize_dataset(
         overrides["batch_size"] = batch_size  # validated with the backend's config
     synth = synthesizer or create_synthesizer(method, teacher.model, teacher.card, seed=seed, **overrides)
     cfg = synth.config
-    card = teacher.card
-    manifest = {
-        "method": method,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
-        "seed": seed,
-        "teacher": card.name or str(card.path),
-        "teacher_sha256": card.sha256,
-        "input_shape": list(card.input_shape),
-        "mean": card.mean,
-        "std": card.std,
-        "num_classes": card.num_classes,
-        "num_images": num_images,
-        "shard_size": cfg.batch_size,
-    }
+    manifest = dataset_manifest(teacher, method, cfg, seed, num_images, cfg.batch_size)
     created = not (Path(out) / MANIFEST).is_file()
     rank = dist.get_rank() if rank is None else rank
     world_size = dist.get_world_size() if world_size is None else world_size
@@ -113,7 +101,7 @@ def synthesize_dataset(
         dist.barrier()  # every rank's shards are on disk: rank 0 writes the one merged manifest
     if rank == 0:
         ds.manifest["seconds"] = round(ds.manifest.get("seconds", 0.0) + time.perf_counter() - t0, 2)
-        if getattr(synth, "steps_taken", None):  # offline backends that stop on a plateau
+        if synth.steps_taken:  # offline backends that stop on a plateau
             ds.manifest["steps_per_batch"] = [*ds.manifest.get("steps_per_batch", []), *synth.steps_taken]
         if ds.complete:
             from .quality import teacher_quality
@@ -137,6 +125,26 @@ def _drop_if_empty(ds: SyntheticDataset, created: bool) -> None:
         ds.root.rmdir()
     except OSError:  # holds something else (hidden files): leave it
         pass
+
+
+def dataset_manifest(
+    teacher: LoadedModel, method: str, config: SynthConfig, seed: int, num_images: int, shard_size: int
+) -> dict[str, Any]:
+    """The identity part of a synthetic dataset's manifest: the backend, its settings, the teacher."""
+    card = teacher.card
+    return {
+        "method": method,
+        "config": config.plain(),
+        "seed": seed,
+        "teacher": card.name or str(card.path),
+        "teacher_sha256": card.sha256,
+        "input_shape": list(card.input_shape),
+        "mean": card.mean,
+        "std": card.std,
+        "num_classes": card.num_classes,
+        "num_images": num_images,
+        "shard_size": shard_size,
+    }
 
 
 def _create(out: str | Path, manifest: dict[str, Any]) -> SyntheticDataset:

@@ -62,6 +62,10 @@ class SynthConfig:
     positive_fields: ClassVar[tuple[str, ...]] = ()
     non_negative_fields: ClassVar[tuple[str, ...]] = ()
 
+    def plain(self) -> dict[str, Any]:
+        """The settings as plain values (tuples as lists): what manifests and resume checks store."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
+
     def validate(self) -> None:
         """Raise :class:`UserInputError` naming the first bad value.
 
@@ -159,6 +163,9 @@ class Synthesizer(ABC):
     online: ClassVar[bool] = False
     #: the paper's KD settings (fields of :class:`datafree.distill.KDConfig`) for this backend's student.
     kd_defaults: ClassVar[dict[str, Any]] = {}
+    #: KD settings over ``kd_defaults`` when the teacher has no BatchNorm (online backends; our tuning,
+    #: not the papers': no BN-statistic term shapes the images; docs/online_generators.md). The user's win.
+    kd_defaults_bn_less: ClassVar[dict[str, Any]] = {}
     #: KD settings of the growing-pool loop (``distill --pool``; :class:`datafree.sources.PoolSource`).
     pool_kd: ClassVar[dict[str, Any]] = {}
     #: images synthesised per pool round (None: ``config.batch_size``).
@@ -175,6 +182,8 @@ class Synthesizer(ABC):
         self.device = device_of(teacher)
         self.input_shape: tuple[int, int, int] = tuple(card.input_shape)  # type: ignore[assignment]
         self.num_classes = card.num_classes
+        # steps each batch of synthesize() ran, for backends that stop early (``steps_per_batch``)
+        self.steps_taken: list[int] = []
 
     @classmethod
     def default_overrides(cls, card: ModelCard) -> dict[str, Any]:
@@ -188,6 +197,10 @@ class Synthesizer(ABC):
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Batch:
         """``n`` surrogate images (normalised) and their target labels."""
+
+    def training_batch(self, n: int) -> torch.Tensor:
+        """The student's batch of ``n`` images from an online backend: :meth:`sample`'s by default."""
+        return self.sample(n).images
 
     def state_dict(self) -> dict[str, Any]:
         """Resumable state (tensors and plain Python values only)."""

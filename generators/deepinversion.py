@@ -108,7 +108,6 @@ class DeepInversion(Synthesizer):
         if self.folded is not None:
             precision.prepare_module(self.folded.net)
         self.scaler = precision.grad_scaler(self.device)
-        self.steps_taken: list[int] = []  # steps of each batch synthesize() ran (plateau stop)
         self.bn_scale = 1.0  # BN/CE balance of the current batch (bn_ce_max_ratio)
 
     def uses_student(self) -> bool:

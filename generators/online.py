@@ -185,9 +185,6 @@ class OnlineSynthesizer(Synthesizer):
     reuse_z: ClassVar[bool] = False  # ZSKT: the student trains on the z batch the generator just used
     auto_balance: ClassVar[float] = 0.0  # class-balance weight on BN-less teachers when balance is -1
     auto_noise: ClassVar[float] = 0.25  # noise share of the student's batches on BN-less teachers (-1)
-    #: KD settings over ``kd_defaults`` when the teacher has no BatchNorm (our tuning, not the papers':
-    #: there no BN-statistic term shapes the images; see docs/online_generators.md). The user's win.
-    kd_defaults_bn_less: ClassVar[dict[str, Any]] = {}
     config: OnlineConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: OnlineConfig) -> None:
