@@ -131,16 +131,14 @@ class OnlineConfig(SynthConfig):
 
 
 def generator_macs(latent_dim: int, input_shape: tuple[int, int, int], width: int) -> int:
-    """MACs per image of :class:`~generators.networks.DCGANGenerator` (its linear and conv layers)."""
-    c, h, w = input_shape
-    h0, w0 = math.ceil(h / 4), math.ceil(w / 4)
-    wide = 2 * width
-    return (
-        latent_dim * wide * h0 * w0
-        + wide * wide * 9 * (2 * h0) * (2 * w0)
-        + wide * width * 9 * (4 * h0) * (4 * w0)
-        + width * c * 9 * (4 * h0) * (4 * w0)
-    )
+    """MACs per image of :class:`~generators.networks.DCGANGenerator` (its linear and conv layers).
+
+    Counted on the network itself (:func:`datafree.rules.conv_linear_macs`), built with a fixed seed so
+    the run's RNG does not move.
+    """
+    from datafree.rules import conv_linear_macs
+
+    return conv_linear_macs(make_generator(latent_dim, input_shape, width, "tanh_bn", 0), (latent_dim,))
 
 
 def auto_generator_width(teacher: nn.Module, input_shape: tuple[int, int, int], latent_dim: int = 100) -> int:
