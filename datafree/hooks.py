@@ -107,6 +107,12 @@ class BNStatistics:
         """``(running_mean, running_var)`` of every layer."""
         return [(m.running_mean, m.running_var) for m in self.layers]  # type: ignore[misc]
 
+    def loss(self, first_layer_weight: float = 1.0) -> torch.Tensor:
+        """DeepInversion's BN loss of the recorded statistics (:func:`datafree.losses.bn_statistic_loss`)."""
+        from .losses import bn_statistic_loss
+
+        return bn_statistic_loss(self.means, self.vars, self.running(), first_layer_weight)  # type: ignore[arg-type]
+
 
 def penultimate_module(model: nn.Module) -> nn.Linear:
     """The last ``nn.Linear`` in module order: its input is the penultimate feature vector."""
