@@ -160,7 +160,7 @@ class FoldedBNStatistics(BNStatistics):
             t = output if layer.folded else inputs[0]
             if t.is_floating_point() and t.dtype != torch.float32:
                 t = t.float()  # statistics in fp32 under bf16/fp16 autocast (datafree.precision)
-            self.observed_means[index], self.observed_vars[index] = channel_mean_var(t)
+            self.observed_means[index], self.observed_vars[index] = channel_mean_var(t, module)
 
         return fn
 

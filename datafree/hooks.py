@@ -83,7 +83,7 @@ class BNStatistics:
                 var = (x - mean).pow(2).mean(dim=dims)
                 mean = mean.reshape(var.shape)
             else:
-                mean, var = channel_mean_var(x)  # (N, C, H, W) -> stats over N, H, W, fused
+                mean, var = channel_mean_var(x, module)  # (N, C, H, W) -> stats over N, H, W, fused
             self.vars[index], self.means[index] = var, mean
 
         return fn
