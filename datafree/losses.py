@@ -161,11 +161,48 @@ def tv_l2(x: torch.Tensor) -> torch.Tensor:
     Shape:
         - x: ``(B, C, H, W)``.
     """
-    d1 = x[:, :, :, :-1] - x[:, :, :, 1:]
-    d2 = x[:, :, :-1, :] - x[:, :, 1:, :]
-    d3 = x[:, :, 1:, :-1] - x[:, :, :-1, 1:]
-    d4 = x[:, :, :-1, :-1] - x[:, :, 1:, 1:]
-    return sum(torch.linalg.vector_norm(d) for d in (d1, d2, d3, d4))  # type: ignore[return-value]
+    return _TVL2.apply(x)  # type: ignore[no-any-return]
+
+
+# (minuend, subtrahend) index of each of tv_l2's four differences, over dims (H, W)
+_TV_PAIRS = (
+    ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+    ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+    ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))),
+    ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))),
+)
+
+
+class _TVL2(torch.autograd.Function):
+    """:func:`tv_l2` with a hand-written backward: ``dx = sum_k (g / ||d_k||) (e_a - e_b)^T d_k``.
+
+    Autograd's version zero-fills and copies an image-sized gradient per slice and adds them up (about
+    fifty operations on the image per step); this one adds each difference into one buffer twice.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        diffs = [x[:, :, a[0], a[1]] - x[:, :, b[0], b[1]] for a, b in _TV_PAIRS]
+        norms = torch.stack([torch.linalg.vector_norm(d) for d in diffs])
+        ctx.save_for_backward(norms, *diffs)
+        return norms.sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        norms, *diffs = ctx.saved_tensors
+        coef = torch.where(norms > 0, grad / norms, torch.zeros_like(norms))  # vector_norm's 0 at 0
+        gx = torch.zeros((*diffs[0].shape[:2], diffs[1].shape[2] + 1, diffs[0].shape[3] + 1),
+                         dtype=diffs[0].dtype, device=diffs[0].device)  # fmt: skip
+        on_cpu = gx.device.type == "cpu"
+        for (a, b), d, c in zip(_TV_PAIRS, diffs, coef.tolist() if on_cpu else coef, strict=True):
+            if on_cpu:  # a scalar on the host: one fused pass per slice
+                gx[:, :, a[0], a[1]].add_(d, alpha=c)
+                gx[:, :, b[0], b[1]].add_(d, alpha=-c)
+            else:
+                cd = d * c
+                gx[:, :, a[0], a[1]].add_(cd)
+                gx[:, :, b[0], b[1]].sub_(cd)
+        return gx
 
 
 def tv_l1(x: torch.Tensor) -> torch.Tensor:
