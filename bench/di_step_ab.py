@@ -140,14 +140,17 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
 
         row = {
             "teacher": name, "batch_size": args.batch, "threads": args.threads, "rounds": args.rounds,
-            "steps_per_turn": args.steps, "load_average_before": load, "load_average_after": os.getloadavg()[0],
+            "steps_per_turn": args.steps, "load_average_before": load,
+            "load_average_after": os.getloadavg()[0],
             "seconds": time.time() - t0,
             **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in wall.items()},
             **{f"{k}_cpu_ms": 1e3 * statistics.median(v) for k, v in cpu.items()},
             **{f"{k}_ops": workers[k][1] for k in workers},
-            "before_over_bare": ratio("before", "bare", wall), "after_over_bare": ratio("after", "bare", wall),
+            "before_over_bare": ratio("before", "bare", wall),
+            "after_over_bare": ratio("after", "bare", wall),
             "before_over_after": ratio("before", "after", wall),
-            "before_over_bare_cpu": ratio("before", "bare", cpu), "after_over_bare_cpu": ratio("after", "bare", cpu),
+            "before_over_bare_cpu": ratio("before", "bare", cpu),
+            "after_over_bare_cpu": ratio("after", "bare", cpu),
             "rounds_ms": {k: [1e3 * t for t in v] for k, v in wall.items()},
         }  # fmt: skip
         rows.append(row)
@@ -159,16 +162,17 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         ])  # fmt: skip
         print(table[-1], file=sys.stderr, flush=True)
     header = ["teacher", "before ms", "after ms", "bare fwd+bwd ms", "before / bare", "after / bare",
-              "CPU time before / after (/ bare)", "ATen ops per step before / after / bare", "load"]  # fmt: skip
+              "CPU time before / after (/ bare)", "ATen ops per step before / after / bare",
+              "load"]  # fmt: skip
     print(f"batch {args.batch}, {args.threads} thread(s), base {args.base}\n")
     print(markdown_table(header, table))
-    from datafree.utils import atomic_write_json
-
     import torch
 
     from bench.common import machine
+    from datafree.utils import atomic_write_json
 
-    atomic_write_json(args.out, {"machine": machine(torch.device("cpu")), "base": str(args.base), "rows": rows})
+    info = machine(torch.device("cpu"))
+    atomic_write_json(args.out, {"machine": info, "base": str(args.base), "rows": rows})
 
 
 if __name__ == "__main__":

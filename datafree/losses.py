@@ -109,11 +109,15 @@ class BNStatisticLoss:
         self.scale = None if scales is None else torch.cat([s.detach().reshape(-1) for s in scales])
         self.scale2 = None if self.scale is None else self.scale * self.scale
         self.running_var = torch.cat([v.detach().reshape(-1) for v in running_vars])
-        sizes = torch.tensor(self.sizes, device=self.center.device)
-        self.segment = torch.repeat_interleave(torch.arange(len(self.sizes), device=self.center.device), sizes)
+        dev = self.center.device
+        self.segment = torch.repeat_interleave(torch.arange(len(self.sizes), device=dev),
+                                               torch.tensor(self.sizes, device=dev))  # fmt: skip
 
     def __call__(
-        self, means: Sequence[torch.Tensor], variances: Sequence[torch.Tensor], first_layer_weight: float = 1.0
+        self,
+        means: Sequence[torch.Tensor],
+        variances: Sequence[torch.Tensor],
+        first_layer_weight: float = 1.0,
     ) -> torch.Tensor:
         """The loss of layer statistics ``means[l]``, ``variances[l]`` (``(C_l,)`` each); differentiable."""
         if [int(m.numel()) for m in means] != self.sizes:

@@ -26,7 +26,8 @@ def _loop_loss(means, variances, running, first):
 def test_bn_statistic_loss_matches_per_layer_loop_and_gradcheck():
     g = torch.Generator().manual_seed(0)
     sizes = [3, 5, 1, 4]
-    running = [(torch.randn(c, generator=g, dtype=torch.float64), torch.rand(c, generator=g, dtype=torch.float64) + 0.5)
+    f64 = torch.float64
+    running = [(torch.randn(c, generator=g, dtype=f64), torch.rand(c, generator=g, dtype=f64) + 0.5)
                for c in sizes]  # fmt: skip
     means = [torch.randn(c, generator=g, dtype=torch.float64).requires_grad_(True) for c in sizes]
     variances = [torch.rand(c, generator=g, dtype=torch.float64).requires_grad_(True) for c in sizes]
@@ -101,7 +102,8 @@ def test_channel_mean_var_unshifted_and_shifted_paths_agree():
     far = x * 0.01 + 100.0  # large mean: the shifted sums, remembered for the key
     _, var = stats.channel_mean_var(far, key)
     assert stats._NEEDS_SHIFT.get(key) is True
-    torch.testing.assert_close(var, far.double().var(dim=(0, 2, 3), unbiased=False).float(), rtol=1e-3, atol=0)
+    ref_far = far.double().var(dim=(0, 2, 3), unbiased=False).float()
+    torch.testing.assert_close(var, ref_far, rtol=1e-3, atol=0)
     x.requires_grad_(True)
     mean, var = stats.channel_mean_var(x, key)  # shifted path now, same values
     torch.testing.assert_close(var, ref_var.float())
