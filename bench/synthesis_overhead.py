@@ -265,8 +265,12 @@ def _cli_seconds(
     out: Path,
     extra: list[str],
     env_extra: dict[str, str] | None = None,
+    root: str | None = None,
 ) -> tuple[float, float]:
-    """Wall and CPU seconds of ``datafree synthesize``: one shard of ``batch`` images, ``steps`` steps."""
+    """Wall and CPU seconds of ``datafree synthesize``: one shard of ``batch`` images, ``steps`` steps.
+
+    ``root``: run the code of another checkout (e.g. ``git archive BASE | tar -x -C DIR``), else this one.
+    """
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
@@ -290,9 +294,10 @@ def _cli_seconds(
         "--quiet",
         *extra,
     ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **(env_extra or {})}
+    code = root or str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": code, **(env_extra or {})}
     c0, t0 = _children_cpu(), time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, cwd=code)
     return time.perf_counter() - t0, _children_cpu() - c0
 
 
@@ -368,13 +373,16 @@ def cli_mode(args: argparse.Namespace) -> None:
                 for _ in range(args.reps):  # interleaved: per variant long run, short run; bare passes
                     for v in variants:
                         kvs = [kv for kv in v.split(",") if kv]
-                        vx = extra + [a for kv in kvs if not kv.startswith("env:") for a in ("--set", kv)]
+                        vx = extra + [a for kv in kvs if ":" not in kv.split("=")[0] for a in ("--set", kv)]
                         ve = dict(kv[4:].split("=", 1) for kv in kvs if kv.startswith("env:"))
+                        vr = next((kv[5:] for kv in kvs if kv.startswith("repo:")), None)
                         ds = work / "ds"
-                        long_t[v].append(_cli_seconds(card, batch, args.steps + 1, args.threads, ds, vx, ve))
+                        long_t[v].append(
+                            _cli_seconds(card, batch, args.steps + 1, args.threads, ds, vx, ve, vr)
+                        )
                         in_run[v].append(_in_run_step(ds))
                         if not args.in_run_only:
-                            short_t[v].append(_cli_seconds(card, batch, 1, args.threads, ds, vx, ve))
+                            short_t[v].append(_cli_seconds(card, batch, 1, args.threads, ds, vx, ve, vr))
                     c0 = time.process_time()
                     b = interleaved([bare], device, args.steps, warmup=0)[0]
                     bare_cpu.append((time.process_time() - c0) / args.steps)
@@ -479,7 +487,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         default="",
         help="--cli: ';'-separated variants of backend options measured in the same rounds, each a "
         "','-separated list of KEY=VALUE passed as --set, or env:NAME=VALUE for the command's environment "
-        "(e.g. 'fold_bn=false,env:DATAFREE_MALLOC_TUNING=0;' = before;after)",
+        "(e.g. 'fold_bn=false,env:DATAFREE_MALLOC_TUNING=0;' = before;after), or repo:DIR to run the code of "
+        "another checkout (e.g. 'repo:/tmp/base;' with /tmp/base from git archive of the commit before)",
     )
     args = ap.parse_args(argv)
     if args.cli:

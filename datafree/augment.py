@@ -17,7 +17,34 @@ def random_jitter(x: torch.Tensor, max_shift: int, generator: torch.Generator | 
     if max_shift <= 0:
         return x
     dx, dy = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator).tolist()
-    return torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+    if x.dim() != 4:
+        return torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+    return _Roll2d.apply(x, dx, dy)  # type: ignore[no-any-return]
+
+
+def _roll2d(x: torch.Tensor, sh: int, sw: int) -> torch.Tensor:
+    """``torch.roll(x, (sh, sw), (2, 3))`` as four block copies into one new tensor (one pass)."""
+    h, w = x.shape[2], x.shape[3]
+    sh, sw = sh % h, sw % w
+    out = torch.empty_like(x)
+    for (o_h, i_h) in ((slice(sh, h), slice(0, h - sh)), (slice(0, sh), slice(h - sh, h))):
+        for (o_w, i_w) in ((slice(sw, w), slice(0, w - sw)), (slice(0, sw), slice(w - sw, w))):
+            out[:, :, o_h, o_w].copy_(x[:, :, i_h, i_w])
+    return out
+
+
+class _Roll2d(torch.autograd.Function):
+    """The jitter's roll of H and W: torch.roll copies once per rolled dimension, forward and backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sh: int, sw: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.shifts = (sh, sw)
+        return _roll2d(x, sh, sw)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        sh, sw = ctx.shifts
+        return _roll2d(grad, -sh, -sw), None, None
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -31,6 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from .hooks import BNStatistics, batchnorm_layers
+from .losses import BNStatisticLoss
 from .models import attach_logits_hook
 from .stats import channel_mean_var
 
@@ -68,6 +69,23 @@ class FoldedTeacher:
     net: nn.Module
     layers: list[_Layer]
 
+    def __post_init__(self) -> None:
+        # the BN loss in terms of the observed tensors: folded layers' output statistics are an affine
+        # image of the BN input's, mean_x - running_mean = (mean_y - beta) / a, var_x = var_y / a^2
+        centers, scales, running_vars = [], [], []
+        for layer in self.layers:
+            rm, rv = layer.bn.running_mean, layer.bn.running_var
+            assert rm is not None and rv is not None
+            if layer.folded:
+                assert layer.scale is not None and layer.beta is not None
+                centers.append(layer.beta)
+                scales.append(1.0 / layer.scale)
+            else:
+                centers.append(rm)
+                scales.append(torch.ones_like(rm))
+            running_vars.append(rv)
+        self.bn_loss = BNStatisticLoss(centers, scales, running_vars)
+
     @property
     def num_folded(self) -> int:
         """How many BN layers were folded (the rest are observed by hooks)."""
@@ -75,7 +93,7 @@ class FoldedTeacher:
 
     def statistics(self) -> FoldedBNStatistics:
         """A context like :class:`datafree.hooks.BNStatistics` (per-batch statistics) for :attr:`net`."""
-        return FoldedBNStatistics(self.layers)
+        return FoldedBNStatistics(self.layers, self.bn_loss)
 
 
 class FoldedBNStatistics(BNStatistics):
@@ -84,14 +102,52 @@ class FoldedBNStatistics(BNStatistics):
     After a forward pass of ``FoldedTeacher.net`` inside the ``with`` block, ``means[i]`` and
     ``vars[i]`` hold BN layer i's input mean and biased variance, ``(C,)``, as
     :class:`datafree.hooks.BNStatistics` would on the unfolded teacher; gradients flow to the input.
+    :meth:`loss` computes DeepInversion's BN loss from the observed statistics directly (no per-layer
+    recovery).
     """
 
-    def __init__(self, layers: list[_Layer]) -> None:  # noqa: D107 - BNStatistics' state, other layers
+    def __init__(self, layers: list[_Layer], bn_loss: BNStatisticLoss | None = None) -> None:  # noqa: D107
         self.layers = layers  # type: ignore[assignment]
         self.per_sample = False
-        self.means: list[torch.Tensor | None] = [None] * len(layers)
-        self.vars: list[torch.Tensor | None] = [None] * len(layers)
+        self._bn_loss = bn_loss
+        # the statistics of what each hook observes: a folded layer's output, else the BN's input
+        self.observed_means: list[torch.Tensor | None] = [None] * len(layers)
+        self.observed_vars: list[torch.Tensor | None] = [None] * len(layers)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    @property  # type: ignore[override]
+    def means(self) -> list[torch.Tensor | None]:
+        """BN layer i's input mean, recovered from the folded output's where folded."""
+        out: list[torch.Tensor | None] = []
+        for layer, mean in zip(self.layers, self.observed_means, strict=True):
+            if mean is not None and layer.folded:  # type: ignore[attr-defined]
+                mean = (mean - layer.beta) / layer.scale + layer.bn.running_mean  # type: ignore[attr-defined]
+            out.append(mean)
+        return out
+
+    @means.setter
+    def means(self, value: list[torch.Tensor | None]) -> None:
+        self.observed_means = value  # BNStatistics.__exit__ clears the lists; only None lists arrive
+
+    @property  # type: ignore[override]
+    def vars(self) -> list[torch.Tensor | None]:
+        """BN layer i's input biased variance, recovered from the folded output's where folded."""
+        out: list[torch.Tensor | None] = []
+        for layer, var in zip(self.layers, self.observed_vars, strict=True):
+            if var is not None and layer.folded:  # type: ignore[attr-defined]
+                var = var / layer.scale.square()  # type: ignore[attr-defined]
+            out.append(var)
+        return out
+
+    @vars.setter
+    def vars(self, value: list[torch.Tensor | None]) -> None:
+        self.observed_vars = value
+
+    def loss(self, first_layer_weight: float = 1.0) -> torch.Tensor:
+        """:func:`datafree.losses.bn_statistic_loss` of the BN inputs' statistics, from the observed ones."""
+        if self._bn_loss is None or any(m is None for m in self.observed_means):
+            return super().loss(first_layer_weight)
+        return self._bn_loss(self.observed_means, self.observed_vars, first_layer_weight)  # type: ignore[arg-type]
 
     def _hooked(self) -> list[nn.Module]:
         """Layer i's folded conv (its output) or, unfolded, the BN module (its input)."""
@@ -104,13 +160,7 @@ class FoldedBNStatistics(BNStatistics):
             t = output if layer.folded else inputs[0]
             if t.is_floating_point() and t.dtype != torch.float32:
                 t = t.float()  # statistics in fp32 under bf16/fp16 autocast (datafree.precision)
-            mean, var = channel_mean_var(t)
-            if layer.folded:
-                assert layer.scale is not None and layer.beta is not None
-                rm = layer.bn.running_mean
-                mean = (mean - layer.beta) / layer.scale + rm
-                var = var / layer.scale.square()
-            self.means[index], self.vars[index] = mean, var
+            self.observed_means[index], self.observed_vars[index] = channel_mean_var(t, module)
 
         return fn
 

@@ -83,7 +83,7 @@ class BNStatistics:
                 var = (x - mean).pow(2).mean(dim=dims)
                 mean = mean.reshape(var.shape)
             else:
-                mean, var = channel_mean_var(x)  # (N, C, H, W) -> stats over N, H, W, fused
+                mean, var = channel_mean_var(x, module)  # (N, C, H, W) -> stats over N, H, W, fused
             self.vars[index], self.means[index] = var, mean
 
         return fn
@@ -106,6 +106,12 @@ class BNStatistics:
     def running(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(running_mean, running_var)`` of every layer."""
         return [(m.running_mean, m.running_var) for m in self.layers]  # type: ignore[misc]
+
+    def loss(self, first_layer_weight: float = 1.0) -> torch.Tensor:
+        """DeepInversion's BN loss of the recorded statistics (:func:`datafree.losses.bn_statistic_loss`)."""
+        from .losses import bn_statistic_loss
+
+        return bn_statistic_loss(self.means, self.vars, self.running(), first_layer_weight)  # type: ignore[arg-type]
 
 
 def penultimate_module(model: nn.Module) -> nn.Linear:

@@ -11,16 +11,34 @@ Reference: Yin et al., "Dreaming to Distill", CVPR 2020 (the statistics the BN l
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
-__all__ = ["channel_mean_var"]
+__all__ = ["channel_mean_var", "SHIFT_RATIO"]
+
+#: Without a shift, the variance E[x^2] - E[x]^2 of fp32 sums keeps about ``eps * (1 + mean^2 / var)``
+#: relative precision; on CPU the unshifted sums serve when every channel has ``mean^2 <= SHIFT_RATIO *
+#: var`` (at most ~17 fp32 ulps), else one extra pass shifts the activation first.
+SHIFT_RATIO = 16.0
+_NEEDS_SHIFT: weakref.WeakKeyDictionary[object, bool] = weakref.WeakKeyDictionary()
+
+
+def _moments(
+    s1: torch.Tensor, norm: torch.Tensor, shift: torch.Tensor | None, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance, float64, ``(C,)``, from per-(sample, channel) sums ``s1`` and 2-norms."""
+    sums = torch.stack((s1, norm.square())).to(torch.float64).sum(1)  # (2, C): over N in float64
+    mean = sums[0] / n
+    var = sums[1] / n - mean * mean
+    return (mean if shift is None else mean + shift.to(torch.float64)), var
 
 
 class _ChannelMeanVar(torch.autograd.Function):
     """Mean and biased variance over every dimension but 1; see :func:`channel_mean_var`."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, key: object = None) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         n = x.numel() // x.shape[1]
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             # channels_last (NHWC in memory): the channel reduction is a column reduction, and ATen's
@@ -31,24 +49,36 @@ class _ChannelMeanVar(torch.autograd.Function):
             ctx.n = n
             return mean, var
         xf = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)  # (N, C, L): sums over L are contiguous
+        if x.device.type == "cpu" and (key is None or key not in _NEEDS_SHIFT):
+            # Two read-only passes (sum and sum of squares per (sample, channel), float64 over N). Their
+            # difference E[x^2] - E[x]^2 loses about mean^2 / var of fp32's relative precision; where
+            # some channel's mean is large against its spread (SHIFT_RATIO), the shifted sums below
+            # are used instead. Checking needs the values on the host: free on CPU, a sync elsewhere.
+            mean, var = _moments(xf.sum(2), torch.linalg.vector_norm(xf, dim=2), None, n)
+            if bool((mean * mean > SHIFT_RATIO * var).any()):
+                if key is not None:
+                    _NEEDS_SHIFT[key] = True  # this layer's next calls go straight to the shifted sums
+            else:
+                var = var.clamp_min_(0).to(x.dtype)
+                mean = mean.to(x.dtype)
+                ctx.save_for_backward(x, mean)
+                ctx.n = n
+                return mean, var
         # Shift by a value near the mean (sample 0's channel means) so that E[(x-k)^2] - E[x-k]^2
         # does not cancel catastrophically when the mean is large against the spread. The shift
         # uses inference BatchNorm's kernel (x - k with running_var 1, eps 0): one fast pass.
         shift = xf[0].mean(1)  # (C,)
         xs = torch.batch_norm(x, None, None, shift, torch.ones_like(shift), False, 0.0, 0.0, False)
         xsf = xs.flatten(2) if x.dim() > 2 else xs.unsqueeze(2)
-        # float64 for the sums over N of the per-(sample, channel) partial sums
-        s1 = xsf.sum(2).to(torch.float64).sum(0)
-        s2 = torch.linalg.vector_norm(xsf, dim=2).square().to(torch.float64).sum(0)  # one reduction, no x*x
-        mean_shifted = s1 / n
-        var = (s2 / n - mean_shifted * mean_shifted).clamp_min_(0).to(x.dtype)
-        mean = (mean_shifted + shift.to(torch.float64)).to(x.dtype)
+        mean, var = _moments(xsf.sum(2), torch.linalg.vector_norm(xsf, dim=2), shift, n)
+        var = var.clamp_min_(0).to(x.dtype)
+        mean = mean.to(x.dtype)
         ctx.save_for_backward(x, mean)
         ctx.n = n
         return mean, var
 
     @staticmethod
-    def backward(ctx, grad_mean: torch.Tensor | None, grad_var: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad_mean: torch.Tensor | None, grad_var: torch.Tensor | None):  # type: ignore[override]
         x, mean = ctx.saved_tensors
         n = ctx.n
         gm = grad_mean if grad_mean is not None else torch.zeros_like(mean)
@@ -59,10 +89,10 @@ class _ChannelMeanVar(torch.autograd.Function):
         # A per-channel affine map is what inference BatchNorm computes (running stats 0/1, eps 0):
         # its kernel is several times faster than a broadcast addcmul on CPU.
         zeros, ones = torch.zeros_like(mean), torch.ones_like(mean)
-        return torch.batch_norm(x, b, a, zeros, ones, False, 0.0, 0.0, False)
+        return torch.batch_norm(x, b, a, zeros, ones, False, 0.0, 0.0, False), None
 
 
-def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_mean_var(x: torch.Tensor, key: object = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance over the batch and spatial dimensions.
 
     Equals ``torch.var_mean(x, dim=(0, 2, ...), unbiased=False)`` (swapped order) and is
@@ -70,6 +100,9 @@ def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Args:
         x: activations, channels on dimension 1.
+        key: the layer (any weak-referenceable object, e.g. the module observed): once its activations
+            needed the shifted sums (a channel's mean large against its spread, :data:`SHIFT_RATIO`),
+            later calls with the same key go straight to them instead of trying the unshifted ones first.
 
     Returns:
         ``(mean, var)``, each ``(C,)``.
@@ -79,4 +112,4 @@ def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if x.dim() < 2:
         raise ValueError(f"channel_mean_var needs (N, C, ...) input, got shape {tuple(x.shape)}")
-    return _ChannelMeanVar.apply(x)  # type: ignore[no-any-return]
+    return _ChannelMeanVar.apply(x, key)  # type: ignore[no-any-return]

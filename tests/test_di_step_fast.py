@@ -1,0 +1,150 @@
+"""The DeepInversion step's fused pieces give what the plain tensor code gives (values and gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from datafree import stats
+from datafree.augment import random_jitter
+from datafree.bnfold import fold_batchnorm
+from datafree.hooks import BNStatistics
+from datafree.losses import BNStatisticLoss, bn_statistic_loss, tv_l2
+from datafree.models import create_model
+from generators import create_synthesizer
+
+
+def _loop_loss(means, variances, running, first):
+    total = means[0].new_zeros(())
+    for i, (mu, var, (rm, rv)) in enumerate(zip(means, variances, running, strict=True)):
+        term = torch.linalg.vector_norm(mu - rm) + torch.linalg.vector_norm(var - rv)
+        total = total + (first if i == 0 else 1.0) * term
+    return total
+
+
+def test_bn_statistic_loss_matches_per_layer_loop_and_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    sizes = [3, 5, 1, 4]
+    f64 = torch.float64
+    running = [(torch.randn(c, generator=g, dtype=f64), torch.rand(c, generator=g, dtype=f64) + 0.5)
+               for c in sizes]  # fmt: skip
+    means = [torch.randn(c, generator=g, dtype=torch.float64).requires_grad_(True) for c in sizes]
+    variances = [torch.rand(c, generator=g, dtype=torch.float64).requires_grad_(True) for c in sizes]
+    with torch.no_grad():  # one layer's mean term exactly 0: its gradient is 0, as vector_norm's
+        means[2].copy_(running[2][0])
+    got = bn_statistic_loss(means, variances, running, 10.0)
+    ref = _loop_loss(means, variances, running, 10.0)
+    torch.testing.assert_close(got, ref)
+    g_got = torch.autograd.grad(got, means + variances)
+    g_ref = torch.autograd.grad(ref, means + variances)
+    for a, b in zip(g_got, g_ref, strict=True):
+        torch.testing.assert_close(a, b)
+    assert float(g_got[2].abs().sum()) == 0.0
+    spec = BNStatisticLoss([rm for rm, _ in running], None, [rv for _, rv in running])
+    means[2].data.add_(0.1)
+    assert torch.autograd.gradcheck(lambda *t: spec(t[:4], t[4:], 3.0), (*means, *variances))
+
+
+def test_bn_statistic_loss_keeps_the_loop_for_other_shapes():
+    rm, rv = torch.zeros(3), torch.ones(3)
+    means, variances = [torch.randn(2, 3)], [torch.rand(2, 3)]  # per-sample statistics broadcast
+    torch.testing.assert_close(
+        bn_statistic_loss(means, variances, [(rm, rv)]), _loop_loss(means, variances, [(rm, rv)], 1.0)
+    )
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10, 1)
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.3)
+    return model.eval().requires_grad_(False)
+
+
+def test_folded_loss_matches_hooked_loss_and_gradient():
+    model = _bn_net()
+    x0 = torch.randn(16, 1, 16, 16)
+    folded = fold_batchnorm(model)
+    assert folded is not None
+    out = {}
+    for kind in ("hooks", "folded", "folded_recovered"):
+        x = x0.clone().requires_grad_(True)
+        net = model if kind == "hooks" else folded.net
+        with BNStatistics(model) if kind == "hooks" else folded.statistics() as st:
+            net(x)
+            if kind == "folded_recovered":  # the recovered BN-input statistics, through the plain loss
+                loss = bn_statistic_loss(st.means, st.vars, st.running(), 10.0)  # type: ignore[arg-type]
+            else:
+                loss = st.loss(10.0)
+        loss.backward()
+        out[kind] = (loss.detach(), x.grad)
+    for kind in ("folded", "folded_recovered"):
+        torch.testing.assert_close(out[kind][0], out["hooks"][0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[kind][1], out["hooks"][1], rtol=1e-3, atol=1e-6)
+
+
+def test_channel_mean_var_unshifted_and_shifted_paths_agree():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 6, 8, 8, generator=g) * 2 + 1  # mean small against the spread: no shift needed
+    key = nn.Identity()
+    mean, var = stats.channel_mean_var(x, key)
+    assert key not in stats._NEEDS_SHIFT
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(mean, ref_mean.float())
+    torch.testing.assert_close(var, ref_var.float())
+    far = x * 0.01 + 100.0  # large mean: the shifted sums, remembered for the key
+    _, var = stats.channel_mean_var(far, key)
+    assert stats._NEEDS_SHIFT.get(key) is True
+    ref_far = far.double().var(dim=(0, 2, 3), unbiased=False).float()
+    torch.testing.assert_close(var, ref_far, rtol=1e-3, atol=0)
+    x.requires_grad_(True)
+    mean, var = stats.channel_mean_var(x, key)  # shifted path now, same values
+    torch.testing.assert_close(var, ref_var.float())
+    xd = torch.randn(3, 2, 2, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: stats.channel_mean_var(t, nn.Identity()), (xd,))
+
+
+def _tv_ref(x):
+    d1 = x[:, :, :, :-1] - x[:, :, :, 1:]
+    d2 = x[:, :, :-1, :] - x[:, :, 1:, :]
+    d3 = x[:, :, 1:, :-1] - x[:, :, :-1, 1:]
+    d4 = x[:, :, :-1, :-1] - x[:, :, 1:, 1:]
+    return sum(torch.linalg.vector_norm(d) for d in (d1, d2, d3, d4))
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 5, 7), (2, 1, 1, 4)])
+def test_tv_l2_matches_autograd_version(shape):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(tv_l2(x), _tv_ref(x))
+    torch.testing.assert_close(torch.autograd.grad(tv_l2(x), x)[0], torch.autograd.grad(_tv_ref(x), x)[0])
+    assert torch.autograd.gradcheck(tv_l2, (x,))
+
+
+def test_random_jitter_is_torch_roll_with_the_same_draws():
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    for seed in range(6):
+        got = random_jitter(x, 3, torch.Generator().manual_seed(seed))
+        dx, dy = torch.randint(-3, 4, (2,), generator=torch.Generator().manual_seed(seed)).tolist()
+        torch.testing.assert_close(got, torch.roll(x, shifts=(dx, dy), dims=(2, 3)))
+    assert torch.autograd.gradcheck(lambda t: random_jitter(t, 2, torch.Generator().manual_seed(1)), (x,))
+
+
+def test_keep_best_returns_the_lowest_loss_pixels(bn_teacher):
+    s = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, batch_size=4, iterations=8,
+                            lr=5.0, warmup=1)  # fmt: skip  # a large step: the loss goes up and down
+    s.reset(4, torch.Generator().manual_seed(0))
+    before, totals = [], []
+    for _ in range(4):
+        before.append(s.inputs.detach().clone())
+        totals.append(float(s.step()["total"]))
+    best = min(range(len(totals)), key=totals.__getitem__)
+    assert best < len(totals) - 1  # not simply the last pixels
+    torch.testing.assert_close(s.sample().images, before[best])
+    assert float(s.best_loss) == totals[best]
