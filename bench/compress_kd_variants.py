@@ -1,11 +1,11 @@
 r"""`compress` with its defaults and with KD variants, each on the same synthetic images per seed.
 
 For each seed, ``datafree compress --method M --seed S`` runs once into ``--cache/S`` (its ``data/``
-is kept; a rerun reuses it); every KD variant (JSON: ``{"name": {KDConfig field: value}}``; the
-default run is ``{}``) then runs ``compress`` again in a fresh directory holding a copy of that
-``data/``, so the synthesis (the same backend settings and seed) is reused and only the KD stage
-differs. This is the code path of ``datafree compress`` (no noise baseline): a variant's figure is
-what ``compress`` would give with those KD settings as its defaults.
+is kept; a rerun reuses it) and is the row ``default``; every KD variant (JSON: ``{"name":
+{KDConfig field: value}}``) then runs ``compress`` again in a fresh directory holding a copy of
+that ``data/``, so the synthesis (the same backend settings and seed) is reused and only the KD
+stage differs. This is the code path of ``datafree compress`` (no noise baseline): a variant's
+figure is what ``compress`` would give with those KD settings as its defaults.
 
 Usage::
 
@@ -57,7 +57,18 @@ def main() -> None:  # noqa: D103
         if not (base / "report.json").is_file():
             compress(args.teacher, base, device=device, method=args.method, synth_options=options,
                      baseline=False, seed=seed)  # fmt: skip
-        synth_s = json.loads((base / "report.json").read_text())["stages_seconds"].get("synthesize")
+        first = json.loads((base / "report.json").read_text())
+        synth_s = first["stages_seconds"].get("synthesize")
+        rows.append({
+            "seed": seed, "variant": "default", "kd_overrides": {},
+            "student_accuracy": first["student"]["accuracy"],
+            "share_of_teacher": first["student"]["ratio_to_teacher"],
+            "teacher_accuracy": first["teacher"]["accuracy"],
+            "synthesize_s (first run)": synth_s, "distill_s": first["stages_seconds"]["distill"],
+            "kd": first["kd"],
+        })  # fmt: skip
+        print(f"seed {seed} default: student {first['student']['accuracy']:.4f} "
+              f"({100 * first['student']['ratio_to_teacher']:.1f}% of the teacher)", flush=True)  # fmt: skip
         for name, kd in variants.items():
             out = Path(tempfile.mkdtemp(prefix="bench-kdv-"))
             shutil.copytree(base / "data", out / "data")
