@@ -29,7 +29,8 @@ Defaults are scaled to the shipped 16x16 digits teachers: the generator of ``fas
 4,096 at 50k images), ``flip`` off (digits are not mirror-symmetric; CIFAR's recipe flips), and the
 loss weights and step count of the CIFAR scripts (bn 1, oh 1, cr 0.8, T 0.1, 200 steps of 256
 images) with lr 2e-3 instead of 1e-3 (docs/methods.md). ``adv_weight`` is 0 by default so ``datafree
-synthesize`` needs no student.
+synthesize`` needs no student. A dataset written for ``compress`` / ``distill`` is distilled for 60
+epochs instead of the shared 30 (``kd_defaults``; docs/methods.md "Session 5").
 
 The bank lives in the synthesizer, so it spans the shards of one ``datafree synthesize`` process;
 a resumed run or another rank starts with an empty bank (its images stay valid, only the
