@@ -3,7 +3,8 @@ r"""Screen NAYER's growing-pool loop by work, not wall time: generator and KD st
 On a shared machine wall-clock caps cut runs short at random; this counts steps instead. For each
 configuration (JSON: ``it`` generator steps per round, ``K`` KD steps per round, ``W`` warm-up rounds
 of synthesis before the first KD step, ``pb`` images per round, ``kb`` KD batch, ``lr`` KD lr,
-``total`` KD steps of the cosine schedule, ``seed``, ``opts`` other backend options) a fresh
+``total`` KD steps of the cosine schedule, ``seed``, ``opts`` other backend options, ``kd`` other
+``KDConfig`` fields, e.g. ``{"temperature": 20}``) a fresh
 ``resnet8_half`` is distilled from ``resnet8_digits`` through :class:`datafree.sources.PoolSource` and
 the shared KD stage, evaluated on the digits test split every round, until it reaches 95% of the
 teacher (0.9944) or ``max_kd`` KD steps. The estimated CPU seconds price each step at the per-step CPU
@@ -36,14 +37,14 @@ class _Stop(Exception):
 
 
 def step_costs(lm: Any) -> dict[tuple[str, int], float]:
-    """CPU seconds of one generator step (``g``) and one KD step (``k``) at batch 32, 64 and 128."""
+    """CPU seconds of one generator step (``g``) and one KD step (``k``) at batch 16, 32, 64 and 128."""
     from datafree.augment import kd_augmentation
     from datafree.distill import KDConfig, _kd_loss, _make_optimizer
     from datafree.models import create_model
     from generators import create_synthesizer
 
     out = {}
-    for b in (32, 64, 128):
+    for b in (16, 32, 64, 128):
         s = create_synthesizer("nayer", lm.model, lm.card, seed=0)
         s.reset(b, torch.Generator().manual_seed(0))
         for _ in range(2):
@@ -75,6 +76,7 @@ def step_costs(lm: Any) -> dict[tuple[str, int], float]:
 
 def run(lm: Any, it: int = 20, K: int = 20, W: int = 0, pb: int = 32, kb: int = 64, lr: float = 0.1,  # noqa: N803
         total: int = 1200, seed: int = 0, opts: dict[str, Any] | None = None, max_kd: int = 640,
+        kd: dict[str, Any] | None = None,
         ) -> tuple[int, int, bool, list[float]]:  # fmt: skip
     """Generator steps, KD steps, whether 95% was reached, and the accuracy after every round."""
     from datafree.distill import KDConfig, distill
@@ -89,23 +91,24 @@ def run(lm: Any, it: int = 20, K: int = 20, W: int = 0, pb: int = 32, kb: int = 
     src = PoolSource(synth, batch_size=pb, seed=seed)
     for _ in range(W):
         src.update(student)
-    kd = [0]
+    kd_done = [0]
     hist: list[float] = []
 
     def ev(m: torch.nn.Module) -> float:
-        kd[0] += K
+        kd_done[0] += K
         a = evaluate_model(m, lm.card)["accuracy"]
         hist.append(round(a, 3))
-        if a >= 0.95 * TEACHER_ACC or kd[0] >= max_kd:
+        if a >= 0.95 * TEACHER_ACC or kd_done[0] >= max_kd:
             raise _Stop
         return a
 
-    cfg = KDConfig(batch_size=kb, lr=lr, kd_steps=K, steps_per_epoch=K, epochs=max(1, total // K), seed=seed)
+    cfg = KDConfig(batch_size=kb, lr=lr, kd_steps=K, steps_per_epoch=K, epochs=max(1, total // K), seed=seed,
+                   **(kd or {}))  # fmt: skip
     try:
         distill(lm.model, student, src, cfg, input_shape=(1, 16, 16), eval_fn=ev)
     except _Stop:
         pass
-    return src.rounds * it, kd[0], hist[-1] >= 0.95 * TEACHER_ACC, hist
+    return src.rounds * it, kd_done[0], hist[-1] >= 0.95 * TEACHER_ACC, hist
 
 
 def main() -> None:  # noqa: D103

@@ -58,7 +58,8 @@ def kd_settings(
 
     Args:
         method: the backend; an online one brings its paper's ``kd_defaults`` (and its config's
-            ``batch_size``, or ``method_options["batch_size"]`` when given), ``pool`` its ``pool_kd``.
+            ``batch_size``, or ``method_options["batch_size"]`` when given), ``pool`` its ``pool_kd``,
+            an offline one writing a dataset its ``kd_defaults`` over the budget rule.
         overrides: fields the user gave (a ``KDConfig`` is taken as it is).
         pool: the growing-pool loop (``distill --pool``).
         method_options: the backend options the user gave (only ``batch_size`` matters here).
@@ -75,8 +76,10 @@ def kd_settings(
         cls = method_class(method)
         if pool:
             values.update(cls.pool_kd)
-        elif not cls.online and num_images is not None:
-            values["steps_per_epoch"] = kd_budget(num_images)
+        elif not cls.online:  # a written dataset: the budget rule, then the paper's KD settings
+            if num_images is not None:
+                values["steps_per_epoch"] = kd_budget(num_images)
+            values.update(cls.kd_defaults)
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
             values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
             if teacher is not None and not batchnorm_layers(teacher):

@@ -203,3 +203,43 @@ def test_pool_options_apply_to_the_pool_loop_only_and_set_wins(bn_teacher, monke
     assert plan(bn_teacher, method="nayer").synthesizer.config.iterations == default
     given = plan(bn_teacher, method="nayer", pool=True, method_options={"iterations": "5"})
     assert given.synthesizer.config.iterations == 5
+
+
+def test_offline_kd_defaults_apply_to_a_written_dataset_not_the_pool_and_the_user_wins(monkeypatch):
+    from datafree.plan import kd_settings
+    from datafree.rules import kd_budget
+
+    cls = method_class("cmi")
+    monkeypatch.setattr(cls, "kd_defaults", {"temperature": 7.0})
+    monkeypatch.setattr(cls, "pool_kd", {"kd_steps": 40})
+    dataset = kd_settings("cmi", num_images=1024)
+    assert dataset.temperature == 7.0 and dataset.steps_per_epoch == kd_budget(1024)
+    assert kd_settings("cmi", pool=True).temperature != 7.0
+    assert kd_settings("cmi", {"temperature": 3.0}, num_images=1024).temperature == 3.0
+
+
+def test_nayer_bn_momentum_blends_the_ema_of_earlier_rounds_and_resumes(bn_teacher):
+    synth = create_synthesizer(
+        "nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2, bn_momentum=0.9
+    )
+    assert synth.ema is None
+    _round(synth, 10, 0)
+    first = [(m.clone(), v.clone()) for m, v in synth.ema]
+    means = [torch.ones_like(m) for m, _ in first]
+    blended, _ = synth._blend(means, [v for _, v in first])
+    torch.testing.assert_close(blended[0], 0.1 * means[0] + 0.9 * first[0][0])
+    _round(synth, 10, 1)  # the EMA moves by (1 - m) towards the new round's statistics
+    assert not torch.equal(first[0][0], synth.ema[0][0])
+    state = synth.state_dict()
+    fresh = create_synthesizer(
+        "nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2, bn_momentum=0.9
+    )
+    fresh.load_state_dict(state)
+    for (a, b), (c, d) in zip(synth.ema, fresh.ema, strict=True):
+        torch.testing.assert_close(a, c)
+        torch.testing.assert_close(b, d)
+    with pytest.raises(UserInputError, match="bn_momentum"):
+        create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, bn_momentum=1.0)
+    off = create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2)
+    _round(off, 10, 0)
+    assert off.ema is None
