@@ -16,8 +16,9 @@ Variant keys: ``name``, ``method`` (default ``fast``), ``synth`` (backend option
 
 Usage::
 
-    PYTHONPATH=. python bench/pool_teacher_screen.py --teacher /work/cache/suite/mobilenetv2_32/model.json \
-        --out bench/results/issue11_s5/screen.json '{"name": "default"}' '{"name": "adv", "synth": {"adv_weight": 1}}'
+    PYTHONPATH=. python bench/pool_teacher_screen.py \
+        --teacher /work/cache/suite/mobilenetv2_32/model.json --out bench/results/issue11_s5/screen.json \
+        '{"name": "default"}' '{"name": "adv", "synth": {"adv_weight": 1}}'
 
 Appends one JSON record per variant to ``--out`` (a JSON list, rewritten atomically after each variant).
 """
@@ -60,7 +61,8 @@ def run_variant(lm: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
     def ev(m: torch.nn.Module) -> float:
         epoch = len(curve) + 1
-        a = evaluate_model(m, lm.card)["accuracy"] if epoch % every == 0 or epoch == p.kd.epochs else float("nan")
+        due = epoch % every == 0 or epoch == p.kd.epochs
+        a = evaluate_model(m, lm.card)["accuracy"] if due else float("nan")
         curve.append((epoch, round(a, 4)))
         return a
 
@@ -80,8 +82,9 @@ def run_variant(lm: Any, spec: dict[str, Any]) -> dict[str, Any]:
             pred = torch.cat([lm.model(pool[i : i + 256]).argmax(1) for i in range(0, len(pool), 256)]).cpu()
         hist = torch.bincount(pred, minlength=lm.card.num_classes).tolist()
         targets = source.targets()
-        rec.update(pool_images=len(pool), teacher_argmax_hist=hist, min_class_fraction=round(min(hist) / len(pred), 4),
-                   agreement=None if targets is None else round(float((pred == targets).float().mean()), 4))  # fmt: skip
+        agreement = None if targets is None else round(float((pred == targets).float().mean()), 4)
+        rec.update(pool_images=len(pool), teacher_argmax_hist=hist,
+                   min_class_fraction=round(min(hist) / len(pred), 4), agreement=agreement)  # fmt: skip
     return rec
 
 
@@ -94,8 +97,8 @@ def main() -> None:  # noqa: D103
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from datafree.cards import load_model
-    from datafree.utils import atomic_write_json
     from datafree.progress import set_quiet
+    from datafree.utils import atomic_write_json
 
     set_quiet(True)
     lm = load_model(args.teacher)
@@ -114,8 +117,8 @@ def main() -> None:  # noqa: D103
         records.append(rec)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out, records)
-        print(json.dumps({k: rec.get(k) for k in ("spec", "student", "pct", "cpu_s", "wall_s", "curve",
-                                                 "teacher_argmax_hist", "agreement")}), flush=True)  # fmt: skip
+        keys = ("spec", "student", "pct", "cpu_s", "wall_s", "curve", "teacher_argmax_hist", "agreement")
+        print(json.dumps({k: rec.get(k) for k in keys}), flush=True)
 
 
 if __name__ == "__main__":
