@@ -26,7 +26,7 @@ from .evaluate import measure
 from .metrics import StagePeakMemory
 from .online_train import STUDENT_NAME, train_online
 from .outputs import prepare_out_dir
-from .plan import AUTO, DEFAULT_NUM_IMAGES, Plan, make_student, plan
+from .plan import AUTO, DEFAULT_NUM_IMAGES, Plan, auto_defaults, make_student, plan
 from .precision import options as precision_options
 from .profile import profile_stages
 from .prune import check_ratio, create_criterion, prune_stage
@@ -225,6 +225,8 @@ def compress(
         choice = default_method(lm.model, lm.card, num_images)
         method = choice["method"]
     pool = bool(choice is not None and choice["pool"] and run_student)
+    if choice is not None and pool:  # the path's own defaults (rules.default_method), under the user's
+        synth_options, kd = auto_defaults(choice, synth_options, kd)
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
     p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,
              seed=seed)  # fmt: skip

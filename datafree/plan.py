@@ -36,7 +36,16 @@ from .sources import DatasetSource, PoolSource, SurrogateSource, SynthesizerSour
 from .synthesis import synthesize_dataset
 from .utils import device_of
 
-__all__ = ["AUTO", "DEFAULT_NUM_IMAGES", "Plan", "plan", "kd_settings", "make_student", "check_student"]
+__all__ = [
+    "AUTO",
+    "DEFAULT_NUM_IMAGES",
+    "Plan",
+    "plan",
+    "kd_settings",
+    "auto_defaults",
+    "make_student",
+    "check_student",
+]
 
 DEFAULT_NUM_IMAGES = 1024
 # ``method=AUTO``: the backend (and the pool) chosen by :func:`datafree.rules.default_method`.
@@ -95,6 +104,23 @@ def kd_settings(
     cfg = KDConfig(**values)
     cfg.validate()
     return cfg
+
+
+def auto_defaults(
+    choice: Mapping[str, Any],
+    method_options: Mapping[str, Any] | None,
+    kd: KDConfig | Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], KDConfig | dict[str, Any] | None]:
+    """The backend and KD settings of ``method="auto"``'s path, under the user's.
+
+    Those are :func:`datafree.rules.default_method`'s ``options`` and ``kd``; ``--set`` and KD
+    options win, a ``None`` KD value counts as not given, and a ``KDConfig`` is kept as it is.
+    """
+    options = {**choice.get("options", {}), **(method_options or {})}
+    if isinstance(kd, KDConfig):
+        return options, kd
+    given = {k: v for k, v in (kd or {}).items() if v is not None}
+    return options, {**choice.get("kd", {}), **given}
 
 
 def make_student(
@@ -245,6 +271,8 @@ def plan(
     if method == AUTO:  # the rule of the teacher's cost (docs/fidelity.md)
         choice = default_method(teacher.model, teacher.card, num_images or DEFAULT_NUM_IMAGES)
         method, pool = choice["method"], pool or choice["pool"]
+        if choice["pool"]:  # the path's own defaults, under the user's
+            options, kd = auto_defaults(choice, options, kd)
     if data is not None and options:
         first = next(iter(options))
         raise UserInputError(f"--set {first} configures a synthesis backend and needs --method, not --data")

@@ -50,7 +50,36 @@ def test_plan_auto_is_the_rule(bn_teacher, tmp_path: Path) -> None:
     big = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))
     p = plan(big, method=AUTO, seed=0)
     assert (p.method, p.pool) == ("fast", True)
-    assert p.kd.kd_steps == 20 and p.kd.batch_size == 64  # the pool's own KD settings
+    assert p.kd.batch_size == 64 and p.kd.lr == 0.1  # the pool's own KD settings
+    assert p.kd.kd_steps == 10  # 7.4x the reference: Fast-10's recipe, a round every 10 KD steps
+
+
+def test_pool_recipe_follows_the_teachers_cost(tmp_path: Path) -> None:
+    """2x-10x the reference cost: Fast-10 in the pool; above 10x: Fast-5's pool; the user's settings win."""
+    from datafree.plan import AUTO, plan
+    from datafree.rules import FAST10_MAX_COST_RATIO, POOL_FAST10_KD, POOL_FAST10_OPTIONS, default_method
+    from generators import method_class
+
+    mid = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))  # 7.4x
+    c = default_method(mid.model, mid.card)
+    assert c["cost_ratio"] <= FAST10_MAX_COST_RATIO and "Fast-10" in c["rule"]
+    assert c["options"] == POOL_FAST10_OPTIONS and c["kd"] == POOL_FAST10_KD
+    cfg = plan(mid, method=AUTO, seed=0).synthesizer.config
+    assert (cfg.iterations, cfg.lr, cfg.adv_weight, cfg.oh_weight) == (10, 2e-3, 1.0, 5.0)
+    given = plan(mid, method=AUTO, seed=0, method_options={"iterations": "3", "adv_weight": "0"},
+                 kd={"kd_steps": 5, "lr": None})  # fmt: skip
+    assert (given.synthesizer.config.iterations, given.synthesizer.config.adv_weight) == (3, 0.0)
+    assert given.kd.kd_steps == 5 and given.kd.lr == 0.1  # None is "not given": the path's default stays
+    assert not given.synthesizer.uses_student()
+    assert plan(mid, method=AUTO, seed=0).synthesizer.uses_student()  # the adversarial term needs the student
+    # the same teacher at 3x64x64 costs about 43x: Fast-5's measured pool, untouched
+    big = load_model(_card(tmp_path / "big", "resnet8", (3, 64, 64)))
+    c = default_method(big.model, big.card)
+    assert c["cost_ratio"] > FAST10_MAX_COST_RATIO and c["options"] == {} and c["kd"] == {}
+    p = plan(big, method=AUTO, seed=0)
+    assert p.kd.kd_steps == method_class("fast").pool_kd["kd_steps"]
+    assert p.synthesizer.config.iterations == method_class("fast").Config().iterations
+    assert p.synthesizer.config.adv_weight == 0.0
 
 
 def test_compress_auto_takes_the_pool_and_writes_it(tmp_path: Path) -> None:
