@@ -108,7 +108,11 @@ class TeacherCounter:
     def __init__(self, teacher: nn.Module) -> None:
         self.fwd_bwd = 0
         self.fwd = 0
-        self.handle = teacher.register_forward_hook(self._hook)
+        self.handles = [teacher.register_forward_hook(self._hook)]
+
+    def watch(self, net: nn.Module) -> None:
+        """Count another copy of the teacher too (DeepInversion's BN-folded network)."""
+        self.handles.append(net.register_forward_hook(self._hook))
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if torch.is_grad_enabled():
@@ -120,7 +124,8 @@ class TeacherCounter:
         return {"teacher_fwd_bwd_images": self.fwd_bwd, "teacher_fwd_images": self.fwd}
 
     def close(self) -> None:  # noqa: D102
-        self.handle.remove()
+        for handle in self.handles:
+            handle.remove()
 
 
 def _kd_eval(clock: Clock, acc_fn: Callable[[], float]) -> Callable[[nn.Module], float]:
@@ -137,15 +142,23 @@ def recipe_offline(
 
     p = plan(lm, method=method, method_options=args.overrides.get(method, {}), seed=args.seed)
     synth = p.synthesizer
+    folded = getattr(synth, "folded", None)
+    if folded is not None:  # the step runs the BN-folded copy of the teacher: count its passes too
+        clock.counter.watch(folded.net)
     bs = synth.config.batch_size
     images = []
     clock.record(acc_fn, "synthesize")
     for i in range((args.num_images + bs - 1) // bs):
         n = min(bs, args.num_images - i * bs)
         synth.reset(n, torch.Generator().manual_seed(args.seed * 1_000_003 + i))
-        for _ in range(synth.config.iterations):
-            synth.step(student)
+        steps = 0
+        for _ in range(synth.config.iterations):  # the loop of Synthesizer.synthesize, plateau stop included
+            logs = synth.step(student)
+            steps += 1
             clock.check_cap(acc_fn, "synthesize")
+            if synth.should_stop(steps, logs):
+                break
+        synth.batch_done(steps)
         images.append(synth.sample(n).images)
     source = TensorSource(torch.cat(images), seed=args.seed)
     distill(lm.model, student, source, p.kd, input_shape=lm.card.input_shape, eval_fn=_kd_eval(clock, acc_fn))
