@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,6 +82,35 @@ def _cpu_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def time_split(metrics: Path) -> dict[str, float]:
+    """Wall seconds of synthesis, KD steps and per-epoch evaluation, from a run's ``metrics.jsonl``.
+
+    Synthesis: from the record before each ``synthesize`` step 1 to that batch's last step (the pool
+    alternates rounds of synthesis with KD). Evaluation: from the last step record to each epoch event.
+    KD: the rest between the first and the last record. Wall time, so only a split of a cell's time.
+    """
+    recs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    synth = evals = 0.0
+    prev_t, batch_start = 0.0, None
+    for r in recs:
+        t = float(r.get("time", prev_t))
+        if r.get("stage") == "synthesize" and "step" in r:
+            if r["step"] == 1:
+                batch_start = prev_t
+            if r["step"] == r.get("total_steps") and batch_start is not None:
+                synth += t - batch_start
+                batch_start = None
+        elif r.get("event") == "epoch":
+            evals += t - prev_t
+        prev_t = t
+    total = float(recs[-1]["time"]) if recs else 0.0
+    return {
+        "synthesis_s": round(synth, 1),
+        "eval_s": round(evals, 1),
+        "kd_s": round(total - synth - evals, 1),
+    }
+
+
 def run_cell(
     name: str, card: str, cfg: str, seed: int, args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
@@ -95,6 +125,11 @@ def run_cell(
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall, cpu = time.perf_counter() - t0, _cpu_children() - c0
     rep = json.loads((out / "report.json").read_text())
+    if args.keep:  # the run's metrics.jsonl and report.json, for a later look
+        keep = Path(args.keep) / out.name
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in ("metrics.jsonl", "report.json"):
+            shutil.copyfile(out / f, keep / f)
     return {
         "teacher": name,
         "config": cfg,
@@ -104,6 +139,7 @@ def run_cell(
         "method": (rep.get("method_choice") or {}).get("method", rep.get("method")),
         "pool": (rep.get("method_choice") or {}).get("pool"),
         "stages_seconds": rep.get("stages_seconds"),
+        "wall_split": time_split(out / "metrics.jsonl"),
         "precision": rep.get("precision"),
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
@@ -177,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "precision_fidelity_default_path.json"))
     ap.add_argument(
+        "--keep", default="", help="copy each cell's metrics.jsonl and report.json under this dir"
+    )
+    ap.add_argument(
         "--rows-from", default="", help="merge the rows of earlier result files (comma-separated)"
     )
     args = ap.parse_args(argv)
@@ -186,6 +225,10 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         raise SystemExit(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     if args.rows_from:  # merge earlier runs' rows into one summary
         rows = [r for f in args.rows_from.split(",") if f for r in json.loads(Path(f).read_text())["rows"]]
+        for r in rows:  # a run without the split: from its kept metrics.jsonl (--keep)
+            kept = Path(args.keep or ".") / f"{r['teacher']}_{r['config']}_s{r['seed']}" / "metrics.jsonl"
+            if "wall_split" not in r and args.keep and kept.is_file():
+                r["wall_split"] = time_split(kept)
         write_results(rows, args)
         return
     rows: list[dict[str, Any]] = []
