@@ -85,24 +85,30 @@ def _cpu_children() -> float:
 def time_split(metrics: Path) -> dict[str, float]:
     """Wall seconds of synthesis, KD steps and per-epoch evaluation, from a run's ``metrics.jsonl``.
 
-    Synthesis: from the record before each ``synthesize`` step 1 to that batch's last step (the pool
-    alternates rounds of synthesis with KD). Evaluation: from the last step record to each epoch event.
-    KD: the rest between the first and the last record. Wall time, so only a split of a cell's time.
+    Synthesis: from the record before each ``synthesize`` step 1 to that batch's last logged step (the
+    pool alternates rounds of synthesis with KD; DeepInversion's batches may stop early). Evaluation:
+    from the last step record to each epoch event. KD: the rest between the first and the last record.
+    Wall time, so only a split of a cell's time.
     """
     recs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     synth = evals = 0.0
-    prev_t, batch_start = 0.0, None
+    prev_t, start, last = 0.0, None, 0.0  # start/last: the open batch's start and its last record
+
     for r in recs:
         t = float(r.get("time", prev_t))
         if r.get("stage") == "synthesize" and "step" in r:
-            if r["step"] == 1:
-                batch_start = prev_t
-            if r["step"] == r.get("total_steps") and batch_start is not None:
-                synth += t - batch_start
-                batch_start = None
-        elif r.get("event") == "epoch":
-            evals += t - prev_t
+            if r["step"] == 1:  # a new batch (the previous one, if open, ended at its last record)
+                synth += last - start if start is not None else 0.0
+                start = prev_t
+            last = t
+        else:
+            if start is not None:
+                synth += last - start
+                start = None
+            if r.get("event") == "epoch":
+                evals += t - prev_t
         prev_t = t
+    synth += last - start if start is not None else 0.0
     total = float(recs[-1]["time"]) if recs else 0.0
     return {
         "synthesis_s": round(synth, 1),
