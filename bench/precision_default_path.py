@@ -231,9 +231,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         raise SystemExit(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     if args.rows_from:  # merge earlier runs' rows into one summary
         rows = [r for f in args.rows_from.split(",") if f for r in json.loads(Path(f).read_text())["rows"]]
-        for r in rows:  # a run without the split: from its kept metrics.jsonl (--keep)
+        for r in rows:  # the split again from the kept metrics.jsonl (--keep), where there is one
             kept = Path(args.keep or ".") / f"{r['teacher']}_{r['config']}_s{r['seed']}" / "metrics.jsonl"
-            if "wall_split" not in r and args.keep and kept.is_file():
+            if args.keep and kept.is_file():
                 r["wall_split"] = time_split(kept)
         write_results(rows, args)
         return
