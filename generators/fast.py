@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datafree import precision
 from datafree.augment import random_jitter
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
@@ -168,6 +169,7 @@ class FastDatafree(RoundSynthesizer):
         super().__init__(teacher, card, config)
         cfg = config
         torch.manual_seed(cfg.seed)  # the generator's initial weights follow the seed
+        precision.prepare_module(self.teacher)  # channels_last when asked (the generator stays as it is)
         self.meta_generator = FastGenerator(cfg.nz, cfg.ngf, self.input_shape).to(self.device).train()
         self.meta_optimizer = torch.optim.Adam(
             self.meta_generator.parameters(), lr=cfg.lr * cfg.iterations, betas=(cfg.beta1, cfg.beta2)
@@ -218,9 +220,13 @@ class FastDatafree(RoundSynthesizer):
         assert self.fast is not None and self.z is not None
         pixels = self.fast(self.z)  # (B, C, H, W) in [0, 1]
         x = self.normalizer(pixels)
-        xa = random_jitter(x, self.jitter, self.generator)
+        xa = precision.prepare_input(random_jitter(x, self.jitter, self.generator))
         with BNStatistics(self.teacher) as stats:
-            logits = self.teacher(xa)
+            # the teacher's forward under --precision (the small generator stays fp32); the hook
+            # keeps the BN statistics in fp32 and the losses are reduced in fp32
+            with precision.autocast(self.device):
+                logits = self.teacher(xa)
+            logits = precision.fp32(logits)
             means, variances = self._blend(stats)
             bn = bn_statistic_loss(means, variances, stats.running(), cfg.first_bn_weight)
             self.last_stats = [(m.detach(), v.detach()) for m, v in zip(stats.means, stats.vars, strict=True)]  # type: ignore[union-attr]
@@ -229,7 +235,8 @@ class FastDatafree(RoundSynthesizer):
             "oh": (cfg.oh_weight, F.cross_entropy(logits, self.targets)),
         }
         if cfg.adv_weight > 0:
-            s_logits = self.check_student(student)(xa)
+            with precision.autocast(self.device):
+                s_logits = precision.fp32(self.check_student(student)(xa))
             terms["adv"] = (cfg.adv_weight, adversarial_agreement_loss(s_logits, logits))
         loss, logs = weighted_sum(terms)
         return loss, x, logs
