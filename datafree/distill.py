@@ -14,7 +14,6 @@ temperature, scaled by T^2).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -231,7 +230,7 @@ class _Run(NamedTuple):
     sched: torch.optim.lr_scheduler.LRScheduler
     source: SurrogateSource
     result: DistillResult
-    ema: WeightEMA | None = None
+    ema: WeightEMA
 
 
 def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
@@ -280,7 +279,7 @@ def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         source.load_state_dict(state["source"])
-        if ema is not None:
+        if ema.enabled:
             ema.load_state_dict(state["ema"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise UserInputError(
@@ -313,7 +312,7 @@ def _save_checkpoint(ckpt_path: Path, epoch: int, run: _Run, world: int) -> None
         }
         if rng_ranks is not None:
             state["rng_ranks"] = rng_ranks
-        if ema is not None:
+        if ema.enabled:
             state["ema"] = ema.state_dict()
         atomic_torch_save(state, ckpt_path)
 
@@ -400,7 +399,7 @@ def distill(
     if ckpt_path is not None and dist.is_main() and ckpt_path.parent.is_dir():
         for tmp in ckpt_path.parent.glob(f".{CHECKPOINT}.*.tmp"):  # torn by a kill mid-write
             tmp.unlink(missing_ok=True)
-    ema = WeightEMA(student, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = WeightEMA(student, cfg.ema_decay)  # ema_decay 0: off, every call a no-op
     run = _Run(cfg, identity, student, opt, sched, source, result, ema)
     if ckpt_path is not None and ckpt_path.is_file():
         start_epoch = _resume_from_checkpoint(ckpt_path, run)
@@ -434,8 +433,7 @@ def distill(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                if ema is not None:
-                    ema.update(student)
+                ema.update(student)
                 loss_sum += loss.detach()
                 step += 1
                 # numbers only on the logged steps (every N): no per-step host sync on GPU
@@ -455,7 +453,7 @@ def distill(
             )
         record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": time.perf_counter() - t0}
         if eval_fn is not None:
-            with ema.applied(student) if ema is not None else contextlib.nullcontext():
+            with ema.applied(student):
                 record["accuracy"] = eval_fn(student)
         result.history.append(record)
         log_event(desc, "epoch", **record)
@@ -463,7 +461,6 @@ def distill(
         if ckpt_path is not None:
             _save_checkpoint(ckpt_path, epoch, run, world)
     bar.close()
-    if ema is not None:
-        ema.copy_to(student)
+    ema.copy_to(student)
     student.eval()
     return result

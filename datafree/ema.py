@@ -26,17 +26,29 @@ class WeightEMA:
 
     Args:
         model: the network being trained (its current weights start the average).
-        decay: the EMA decay in ``(0, 1)``.
+        decay: the EMA decay in ``[0, 1)``; 0 turns the average off (no copy is kept and every method
+            is a no-op, so the caller needs no branch).
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = float(decay)
         self.steps = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.shadow = (
+            {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+            if self.enabled
+            else {}
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether an average is kept (``decay`` > 0)."""
+        return self.decay > 0
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Fold ``model``'s current weights into the average (call after every optimiser step)."""
+        if not self.enabled:
+            return
         d = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
         for k, v in model.state_dict().items():
             if k in self.shadow:

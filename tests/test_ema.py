@@ -56,7 +56,9 @@ def test_ema_run_returns_the_average_and_resumes_exactly(tmp_path, bn_teacher):
         distill(bn_teacher.model, _student(), _Boom(images, 9), cfg, checkpoint_dir=tmp_path / "b")
     resumed = distill(bn_teacher.model, _student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "b")
     assert resumed.resumed_from_epoch == 2
-    for (k, a), b in zip(ref.student.state_dict().items(), resumed.student.state_dict().values(), strict=True):
+    for (k, a), b in zip(
+        ref.student.state_dict().items(), resumed.student.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(a, b, msg=k)
 
 
