@@ -29,6 +29,7 @@ from torch import nn
 from . import distributed as dist
 from . import precision
 from .augment import kd_augmentation
+from .ema import WeightEMA
 from .errors import NumericalError, UserInputError
 from .losses import kd_kl_loss
 from .metrics import log_event, log_step
@@ -61,6 +62,10 @@ class KDConfig:
     g_steps: int = 1  # generator steps per round (online sources)
     kd_steps: int = 1  # student steps per round
     grad_clip: float = 0.0
+    # Exponential moving average of the student's weights (0: off): after every step
+    # ``avg = d * avg + (1 - d) * w`` with ``d = min(ema_decay, (1 + t) / (10 + t))``; the averaged
+    # weights are what the epoch's evaluation sees and what the run returns (Polyak averaging).
+    ema_decay: float = 0.0
     seed: int = 0
 
     @property
@@ -85,6 +90,8 @@ class KDConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise UserInputError(f"{name} must be a positive number, got {v}")
+        if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
+            raise UserInputError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         for name in ("momentum", "weight_decay", "hard_label_weight"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -223,6 +230,7 @@ class _Run(NamedTuple):
     sched: torch.optim.lr_scheduler.LRScheduler
     source: SurrogateSource
     result: DistillResult
+    ema: WeightEMA
 
 
 def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
@@ -231,7 +239,7 @@ def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
     Returns:
         The epoch to start from; ``run.result`` gets the saved history.
     """
-    cfg, identity, student, opt, sched, source, result = run
+    cfg, identity, student, opt, sched, source, result, ema = run
     state = _load_checkpoint(ckpt_path)
     if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
         raise UserInputError(
@@ -271,6 +279,8 @@ def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         source.load_state_dict(state["source"])
+        if ema.enabled:
+            ema.load_state_dict(state["ema"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise UserInputError(
             f"{ckpt_path} does not fit this run (another student or source: "
@@ -286,7 +296,7 @@ def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
 
 def _save_checkpoint(ckpt_path: Path, epoch: int, run: _Run, world: int) -> None:
     """Write the checkpoint after ``epoch`` (0-based) from rank 0, with every rank's RNG state."""
-    cfg, identity, student, opt, sched, source, result = run
+    cfg, identity, student, opt, sched, source, result, ema = run
     rng_ranks = dist.all_gather_objects(_rng_state()) if world > 1 else None
     if dist.is_main():
         state = {
@@ -302,6 +312,8 @@ def _save_checkpoint(ckpt_path: Path, epoch: int, run: _Run, world: int) -> None
         }
         if rng_ranks is not None:
             state["rng_ranks"] = rng_ranks
+        if ema.enabled:
+            state["ema"] = ema.state_dict()
         atomic_torch_save(state, ckpt_path)
 
 
@@ -355,7 +367,8 @@ def distill(
         desc: progress-bar label.
 
     Returns:
-        :class:`DistillResult` with the trained student (eval mode).
+        :class:`DistillResult` with the trained student (eval mode; its weight average when
+        ``config.ema_decay`` > 0).
 
     Raises:
         NumericalError: the loss became NaN or inf; the checkpoint of the last good epoch is kept.
@@ -386,7 +399,8 @@ def distill(
     if ckpt_path is not None and dist.is_main() and ckpt_path.parent.is_dir():
         for tmp in ckpt_path.parent.glob(f".{CHECKPOINT}.*.tmp"):  # torn by a kill mid-write
             tmp.unlink(missing_ok=True)
-    run = _Run(cfg, identity, student, opt, sched, source, result)
+    ema = WeightEMA(student, cfg.ema_decay)  # ema_decay 0: off, every call a no-op
+    run = _Run(cfg, identity, student, opt, sched, source, result, ema)
     if ckpt_path is not None and ckpt_path.is_file():
         start_epoch = _resume_from_checkpoint(ckpt_path, run)
     model = dist.wrap_ddp(precision.prepare_module(student))  # gradients averaged over ranks
@@ -419,6 +433,7 @@ def distill(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
+                ema.update(student)
                 loss_sum += loss.detach()
                 step += 1
                 # numbers only on the logged steps (every N): no per-step host sync on GPU
@@ -438,12 +453,14 @@ def distill(
             )
         record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": time.perf_counter() - t0}
         if eval_fn is not None:
-            record["accuracy"] = eval_fn(student)
+            with ema.applied(student):
+                record["accuracy"] = eval_fn(student)
         result.history.append(record)
         log_event(desc, "epoch", **record)
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         if ckpt_path is not None:
             _save_checkpoint(ckpt_path, epoch, run, world)
     bar.close()
+    ema.copy_to(student)
     student.eval()
     return result
