@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .errors import UserInputError
-from .utils import atomic_write, atomic_write_json, ensure_dir
+from .utils import atomic_write, atomic_write_json, ensure_dir, settings_match
 
 __all__ = [
     "SyntheticDataset",
@@ -58,20 +58,30 @@ class SyntheticDataset:
 
     # -- creation / opening -------------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, **manifest: Any) -> SyntheticDataset:
+    def create(
+        cls, root: str | Path, *, config_defaults: dict[str, Any] | None = None, **manifest: Any
+    ) -> SyntheticDataset:
         """Start a dataset in ``root``, or reopen it to resume when its identity matches.
 
         Args:
             root: directory; must be absent, empty, or a dataset with the same identity.
             **manifest: ``method``, ``config``, ``seed``, ``teacher_sha256``, ``teacher``,
                 ``input_shape``, ``mean``, ``std``, ``num_classes``, ``num_images``, ``shard_size``.
+            config_defaults: the backend's default settings: a dataset written before a setting existed
+                resumes when this run has that setting at its default.
         """
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise UserInputError(f"output {root} exists and is not a directory")
         if (root / MANIFEST).is_file():
             ds = cls.open(root)
-            diff = [k for k in _IDENTITY_KEYS if ds.manifest.get(k) != manifest.get(k)]
+            config = manifest.get("config") or {}
+            same_config = settings_match(ds.manifest.get("config"), config, config_defaults or {})
+            diff = [
+                k
+                for k in _IDENTITY_KEYS
+                if (not same_config if k == "config" else ds.manifest.get(k) != manifest.get(k))
+            ]
             if diff:
                 raise UserInputError(
                     f"{root} already holds a different synthetic dataset (differs in: {', '.join(diff)}); "

@@ -36,7 +36,7 @@ from .metrics import log_event, log_step
 from .progress import progress
 from .resume import safe_torch_load
 from .sources import SurrogateSource
-from .utils import atomic_torch_save, device_of
+from .utils import atomic_torch_save, device_of, field_defaults, settings_match
 
 __all__ = ["KDConfig", "DistillResult", "distill", "run_identity", "check_checkpoint", "CHECKPOINT"]
 
@@ -208,7 +208,7 @@ def check_checkpoint(out: str | Path, config: KDConfig, data_dir: str | Path | N
     state = _load_checkpoint(path)
     if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
         raise UserInputError(f"{path} is not a datafree KD checkpoint; delete it or choose another --out")
-    if state.get("config") != dataclasses.asdict(config):
+    if not settings_match(state.get("config"), dataclasses.asdict(config), field_defaults(KDConfig)):
         raise UserInputError(
             f"{path} was written with other settings; use the same command to resume, or another --out to "
             "start afresh"
@@ -245,7 +245,7 @@ def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
         raise UserInputError(
             f"{ckpt_path} is not a datafree KD checkpoint; delete it or choose another --out"
         )
-    if state.get("config") != dataclasses.asdict(cfg):
+    if not settings_match(state.get("config"), dataclasses.asdict(cfg), field_defaults(KDConfig)):
         raise UserInputError(
             f"{ckpt_path} was written with other settings; use the same command to resume, "
             "or another --out to start afresh"

@@ -18,7 +18,7 @@ from .dataset import MANIFEST, SyntheticDataset, save_image_grid, shard_seed
 from .errors import NumericalError, UserInputError
 from .metrics import log_image
 from .progress import progress
-from .utils import torch_generator
+from .utils import field_defaults, torch_generator
 
 __all__ = ["synthesize_dataset", "dataset_manifest"]
 
@@ -70,7 +70,12 @@ def synthesize_dataset(
     rank = dist.get_rank() if rank is None else rank
     world_size = dist.get_world_size() if world_size is None else world_size
     # Rank 0 creates (or validates, to resume) the dataset; its error, if any, stops every rank.
-    ds = dist.run_on_main(lambda: _create(out, manifest)) if world_size > 1 else _create(out, manifest)
+    defaults = field_defaults(type(cfg))
+    ds = (
+        dist.run_on_main(lambda: _create(out, manifest, defaults))
+        if world_size > 1
+        else _create(out, manifest, defaults)
+    )
     if world_size > 1:
         dist.barrier()
         if ds is None:
@@ -147,9 +152,9 @@ def dataset_manifest(
     }
 
 
-def _create(out: str | Path, manifest: dict[str, Any]) -> SyntheticDataset:
+def _create(out: str | Path, manifest: dict[str, Any], defaults: dict[str, Any]) -> SyntheticDataset:
     """Create or reopen the dataset, drop torn temporary files of a killed run, write the manifest."""
-    ds = SyntheticDataset.create(out, **manifest)
+    ds = SyntheticDataset.create(out, config_defaults=defaults, **manifest)
     for pattern in (".shard-*.tmp", f".{MANIFEST}.*.tmp", ".samples.png.*.tmp"):  # torn by a kill mid-write
         for tmp in ds.root.glob(pattern):
             tmp.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,6 +35,27 @@ __all__ = [
     "count_params",
     "model_size_bytes",
 ]
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """A dataclass's plain default values by field name (tuples as lists, as the settings are stored)."""
+    return {
+        f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING
+    }
+
+
+def settings_match(saved: Any, current: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether stored settings are ``current``'s, for resuming.
+
+    A key that ``saved`` lacks (a setting added since it was written) matches when ``current`` holds
+    that setting's default, the behaviour of the version that wrote it.
+    """
+    if not isinstance(saved, dict):
+        return False
+    added = {k: defaults[k] for k in current.keys() - saved.keys() if k in defaults}
+    return {**added, **saved} == current
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,79 @@
+"""Resuming what an older version wrote: a setting added since then matches at its default only."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from datafree.dataset import SyntheticDataset
+from datafree.distill import CHECKPOINT, KDConfig, distill
+from datafree.errors import UserInputError
+from datafree.models import create_model
+from datafree.sources import NoiseSource, TensorSource
+from datafree.utils import field_defaults, settings_match
+
+
+def test_settings_match_fills_only_keys_the_saved_settings_lack_and_only_with_defaults():
+    defaults = {"a": 1, "new": 0.0}
+    assert settings_match({"a": 2}, {"a": 2, "new": 0.0}, defaults)  # written before "new" existed
+    assert not settings_match({"a": 2}, {"a": 2, "new": 0.5}, defaults)  # new setting not at its default
+    assert not settings_match({"a": 2, "new": 0.5}, {"a": 2, "new": 0.0}, defaults)  # stored value wins
+    assert not settings_match({"a": 2}, {"a": 2, "other": 1}, defaults)  # no default known: refuse
+    assert not settings_match(None, {"a": 2}, defaults)
+    assert field_defaults(KDConfig)["ema_decay"] == 0.0
+
+
+def _student():
+    torch.manual_seed(1)
+    return create_model("resnet8_quarter", 10, 1)
+
+
+def _strip_from_checkpoint(path, key):
+    state = torch.load(path, weights_only=True)
+    del state["config"][key]
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("ema_decay, resumes", [(0.0, True), (0.5, False)])
+def test_a_kd_checkpoint_from_before_a_setting_existed_resumes_at_its_default(
+    tmp_path, bn_teacher, ema_decay, resumes
+):
+    images = NoiseSource(32, bn_teacher.card).images
+    first = KDConfig(epochs=1, steps_per_epoch=1, batch_size=8)
+    distill(bn_teacher.model, _student(), TensorSource(images), first, checkpoint_dir=tmp_path)
+    _strip_from_checkpoint(tmp_path / CHECKPOINT, "ema_decay")  # as a version without the option wrote it
+    again = dataclasses.replace(first, epochs=1, ema_decay=ema_decay)
+    if resumes:
+        result = distill(bn_teacher.model, _student(), TensorSource(images), again, checkpoint_dir=tmp_path)
+        assert len(result.history) == 1  # the finished epoch was restored, not run again
+    else:
+        with pytest.raises(UserInputError, match="other settings"):
+            distill(bn_teacher.model, _student(), TensorSource(images), again, checkpoint_dir=tmp_path)
+
+
+def _manifest(config):
+    return {
+        "method": "deepinversion",
+        "config": config,
+        "seed": 0,
+        "teacher": "t",
+        "teacher_sha256": "0" * 64,
+        "input_shape": [1, 16, 16],
+        "mean": [0.5],
+        "std": [0.5],
+        "num_classes": 10,
+        "num_images": 8,
+        "shard_size": 8,
+    }
+
+
+def test_a_dataset_from_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    root = tmp_path / "ds"
+    SyntheticDataset.create(root, **_manifest({"lr": 0.1})).write_manifest()  # the older version's settings
+    defaults = {"lr": 0.1, "fold_bn": True}
+    ds = SyntheticDataset.create(root, config_defaults=defaults, **_manifest({"lr": 0.1, "fold_bn": True}))
+    assert ds.root == root
+    with pytest.raises(UserInputError, match="differs in: config"):
+        SyntheticDataset.create(root, config_defaults=defaults, **_manifest({"lr": 0.1, "fold_bn": False}))
+    with pytest.raises(UserInputError, match="differs in: config"):
+        SyntheticDataset.create(root, **_manifest({"lr": 0.2}))
