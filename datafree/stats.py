@@ -15,7 +15,7 @@ import weakref
 
 import torch
 
-__all__ = ["channel_mean_var", "SHIFT_RATIO"]
+__all__ = ["channel_mean_var", "blend_statistics", "SHIFT_RATIO"]
 
 #: Without a shift, the variance E[x^2] - E[x]^2 of fp32 sums keeps about ``eps * (1 + mean^2 / var)``
 #: relative precision; on CPU the unshifted sums serve when every channel has ``mean^2 <= SHIFT_RATIO *
@@ -113,3 +113,21 @@ def channel_mean_var(x: torch.Tensor, key: object = None) -> tuple[torch.Tensor,
     if x.dim() < 2:
         raise ValueError(f"channel_mean_var needs (N, C, ...) input, got shape {tuple(x.shape)}")
     return _ChannelMeanVar.apply(x, key)  # type: ignore[no-any-return]
+
+
+def blend_statistics(
+    average: list[tuple[torch.Tensor, torch.Tensor]] | None,
+    stats: list[tuple[torch.Tensor, torch.Tensor]],
+    momentum: float,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A running average of per-layer (mean, var) over rounds: ``m * average + (1 - m) * stats``.
+
+    The first round's statistics start it (``average`` None); Fast-Datafree's and NAYER's
+    reference ``bn_mmt`` blend.
+    """
+    if average is None:
+        return list(stats)
+    return [
+        (momentum * a_mu + (1 - momentum) * mu, momentum * a_v + (1 - momentum) * v)
+        for (a_mu, a_v), (mu, v) in zip(average, stats, strict=True)
+    ]

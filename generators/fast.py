@@ -47,6 +47,7 @@ from datafree.augment import random_jitter
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.stats import blend_statistics
 
 from .base import RoundSynthesizer, SynthConfig, register
 
@@ -279,14 +280,7 @@ class FastDatafree(RoundSynthesizer):
             meta_grad(self.meta_generator, self.fast, cfg.reptile_scale)  # type: ignore[arg-type]
         self.meta_optimizer.step()
         if cfg.bn_momentum > 0 and self.last_stats is not None:
-            m = cfg.bn_momentum
-            if self.ema is None:
-                self.ema = list(self.last_stats)
-            else:
-                self.ema = [
-                    (m * e_mu + (1 - m) * mu, m * e_v + (1 - m) * v)
-                    for (e_mu, e_v), (mu, v) in zip(self.ema, self.last_stats, strict=True)
-                ]
+            self.ema = blend_statistics(self.ema, self.last_stats, cfg.bn_momentum)
         self.rounds += 1
 
     def state_dict(self) -> dict[str, Any]:

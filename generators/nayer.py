@@ -56,6 +56,7 @@ from torch import nn
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.stats import blend_statistics
 
 from .base import RoundSynthesizer, SynthConfig, register
 from .cmi import random_crop_view
@@ -271,13 +272,7 @@ class NAYER(RoundSynthesizer):
         m = self.config.bn_momentum
         if m == 0 or self.last_stats is None:
             return
-        if self.ema is None:
-            self.ema = list(self.last_stats)
-        else:
-            self.ema = [
-                (m * e_mu + (1 - m) * mu, m * e_v + (1 - m) * v)
-                for (e_mu, e_v), (mu, v) in zip(self.ema, self.last_stats, strict=True)
-            ]
+        self.ema = blend_statistics(self.ema, self.last_stats, m)
 
     def state_dict(self) -> dict[str, Any]:
         """Generator (noisy layer included), the round's optimiser, labels and best batch."""

@@ -5,34 +5,24 @@ from datafree.distill import KDConfig, distill
 from datafree.errors import DatafreeError
 from datafree.models import create_model
 from datafree.sources import NoiseSource, TensorSource
-
-
-class _Boom(TensorSource):
-    """A source that dies after ``limit`` batches, like a killed process."""
-
-    def __init__(self, images, limit):
-        super().__init__(images)
-        self.limit, self.calls = limit, 0
-
-    def next_batch(self, n):
-        self.calls += 1
-        if self.calls > self.limit:
-            raise KeyboardInterrupt
-        return super().next_batch(n)
-
-
-def _student():
-    torch.manual_seed(1)
-    return create_model("resnet8_quarter", 10, 1)
+from tests.kd_cases import InterruptingSource, tiny_student
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, bn_teacher):
     cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16)
     images = NoiseSource(64, bn_teacher.card).images
-    ref = distill(bn_teacher.model, _student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "a")
+    ref = distill(bn_teacher.model, tiny_student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        distill(bn_teacher.model, _student(), _Boom(images, 9), cfg, checkpoint_dir=tmp_path / "b")
-    resumed = distill(bn_teacher.model, _student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "b")
+        distill(
+            bn_teacher.model,
+            tiny_student(),
+            InterruptingSource(images, 9),
+            cfg,
+            checkpoint_dir=tmp_path / "b",
+        )
+    resumed = distill(
+        bn_teacher.model, tiny_student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "b"
+    )
     assert resumed.resumed_from_epoch == 2
     for (k, a), b in zip(
         ref.student.state_dict().items(), resumed.student.state_dict().values(), strict=True
@@ -46,7 +36,7 @@ def test_other_settings_refuse_to_resume(tmp_path, bn_teacher):
     images = NoiseSource(32, bn_teacher.card).images
     distill(
         bn_teacher.model,
-        _student(),
+        tiny_student(),
         TensorSource(images),
         KDConfig(epochs=1, steps_per_epoch=1, batch_size=8),
         checkpoint_dir=tmp_path,
@@ -54,7 +44,7 @@ def test_other_settings_refuse_to_resume(tmp_path, bn_teacher):
     with pytest.raises(UserInputError, match="other settings"):
         distill(
             bn_teacher.model,
-            _student(),
+            tiny_student(),
             TensorSource(images),
             KDConfig(epochs=2, steps_per_epoch=1, batch_size=8),
             checkpoint_dir=tmp_path,
@@ -65,7 +55,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, bn_tea
     images = NoiseSource(32, bn_teacher.card).images
     cfg = KDConfig(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e30, momentum=0.0)
     with pytest.raises(DatafreeError, match="KD loss became"):
-        distill(bn_teacher.model, _student(), TensorSource(images), cfg, checkpoint_dir=tmp_path)
+        distill(bn_teacher.model, tiny_student(), TensorSource(images), cfg, checkpoint_dir=tmp_path)
 
 
 @pytest.mark.parametrize(

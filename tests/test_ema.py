@@ -6,25 +6,8 @@ import torch
 from datafree.distill import KDConfig, distill
 from datafree.ema import WeightEMA
 from datafree.errors import UserInputError
-from datafree.models import create_model
 from datafree.sources import NoiseSource, TensorSource
-
-
-class _Boom(TensorSource):
-    def __init__(self, images, limit):
-        super().__init__(images)
-        self.limit, self.calls = limit, 0
-
-    def next_batch(self, n):
-        self.calls += 1
-        if self.calls > self.limit:
-            raise KeyboardInterrupt
-        return super().next_batch(n)
-
-
-def _student():
-    torch.manual_seed(1)
-    return create_model("resnet8_quarter", 10, 1)
+from tests.kd_cases import InterruptingSource, tiny_student
 
 
 def test_weight_ema_is_the_warmed_up_running_average():
@@ -44,17 +27,25 @@ def test_ema_run_returns_the_average_and_resumes_exactly(tmp_path, bn_teacher):
     cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16, ema_decay=0.9)
     images = NoiseSource(64, bn_teacher.card).images
     seen: list[torch.Tensor] = []
-    ref = distill(bn_teacher.model, _student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "a",
+    ref = distill(bn_teacher.model, tiny_student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "a",
                   eval_fn=lambda s: seen.append(next(s.parameters()).detach().clone()) or 0.0)  # fmt: skip
-    plain = distill(bn_teacher.model, _student(), TensorSource(images), KDConfig(epochs=3, steps_per_epoch=4,
-                    batch_size=16))  # fmt: skip
+    plain_cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16)
+    plain = distill(bn_teacher.model, tiny_student(), TensorSource(images), plain_cfg)
     # the returned student is the average (not the last iterate), and the last evaluation saw it
     first = next(ref.student.parameters())
     assert not torch.allclose(first, next(plain.student.parameters()))
     torch.testing.assert_close(seen[-1], first.detach())
     with pytest.raises(KeyboardInterrupt):
-        distill(bn_teacher.model, _student(), _Boom(images, 9), cfg, checkpoint_dir=tmp_path / "b")
-    resumed = distill(bn_teacher.model, _student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "b")
+        distill(
+            bn_teacher.model,
+            tiny_student(),
+            InterruptingSource(images, 9),
+            cfg,
+            checkpoint_dir=tmp_path / "b",
+        )
+    resumed = distill(
+        bn_teacher.model, tiny_student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "b"
+    )
     assert resumed.resumed_from_epoch == 2
     for (k, a), b in zip(
         ref.student.state_dict().items(), resumed.student.state_dict().values(), strict=True

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "datafree.validate",
             "datafree.quality",
             "datafree.malloc",
+            "datafree.ema",
         ),
     ),
     (

@@ -8,9 +8,9 @@ import torch
 from datafree.dataset import SyntheticDataset
 from datafree.distill import CHECKPOINT, KDConfig, distill
 from datafree.errors import UserInputError
-from datafree.models import create_model
 from datafree.sources import NoiseSource, TensorSource
 from datafree.utils import field_defaults, settings_match
+from tests.kd_cases import tiny_student
 
 
 def test_settings_match_fills_only_keys_the_saved_settings_lack_and_only_with_defaults():
@@ -21,11 +21,6 @@ def test_settings_match_fills_only_keys_the_saved_settings_lack_and_only_with_de
     assert not settings_match({"a": 2}, {"a": 2, "other": 1}, defaults)  # no default known: refuse
     assert not settings_match(None, {"a": 2}, defaults)
     assert field_defaults(KDConfig)["ema_decay"] == 0.0
-
-
-def _student():
-    torch.manual_seed(1)
-    return create_model("resnet8_quarter", 10, 1)
 
 
 def _strip_from_checkpoint(path, key):
@@ -40,15 +35,17 @@ def test_a_kd_checkpoint_from_before_a_setting_existed_resumes_at_its_default(
 ):
     images = NoiseSource(32, bn_teacher.card).images
     first = KDConfig(epochs=1, steps_per_epoch=1, batch_size=8)
-    distill(bn_teacher.model, _student(), TensorSource(images), first, checkpoint_dir=tmp_path)
+    distill(bn_teacher.model, tiny_student(), TensorSource(images), first, checkpoint_dir=tmp_path)
     _strip_from_checkpoint(tmp_path / CHECKPOINT, "ema_decay")  # as a version without the option wrote it
     again = dataclasses.replace(first, epochs=1, ema_decay=ema_decay)
     if resumes:
-        result = distill(bn_teacher.model, _student(), TensorSource(images), again, checkpoint_dir=tmp_path)
+        result = distill(
+            bn_teacher.model, tiny_student(), TensorSource(images), again, checkpoint_dir=tmp_path
+        )
         assert len(result.history) == 1  # the finished epoch was restored, not run again
     else:
         with pytest.raises(UserInputError, match="other settings"):
-            distill(bn_teacher.model, _student(), TensorSource(images), again, checkpoint_dir=tmp_path)
+            distill(bn_teacher.model, tiny_student(), TensorSource(images), again, checkpoint_dir=tmp_path)
 
 
 def _manifest(config):
