@@ -15,7 +15,7 @@ import weakref
 
 import torch
 
-__all__ = ["channel_mean_var", "blend_statistics", "SHIFT_RATIO"]
+__all__ = ["channel_mean_var", "StatisticsEMA", "SHIFT_RATIO"]
 
 #: Without a shift, the variance E[x^2] - E[x]^2 of fp32 sums keeps about ``eps * (1 + mean^2 / var)``
 #: relative precision; on CPU the unshifted sums serve when every channel has ``mean^2 <= SHIFT_RATIO *
@@ -115,19 +115,53 @@ def channel_mean_var(x: torch.Tensor, key: object = None) -> tuple[torch.Tensor,
     return _ChannelMeanVar.apply(x, key)  # type: ignore[no-any-return]
 
 
-def blend_statistics(
-    average: list[tuple[torch.Tensor, torch.Tensor]] | None,
-    stats: list[tuple[torch.Tensor, torch.Tensor]],
-    momentum: float,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A running average of per-layer (mean, var) over rounds: ``m * average + (1 - m) * stats``.
+class StatisticsEMA:
+    """The BN batch statistics of a round blended with their running average over earlier rounds.
 
-    The first round's statistics start it (``average`` None); Fast-Datafree's and NAYER's
-    reference ``bn_mmt`` blend.
+    Fast-Datafree's and NAYER's reference ``bn_mmt``: the loss sees ``(1 - m) * batch + m * average``
+    per layer (the batch statistics alone before the first round ends), and at the end of each round
+    the last step's statistics are folded in, ``average = m * average + (1 - m) * last``. With
+    momentum 0 nothing is kept and :meth:`blend` returns the batch statistics.
+
+    Args:
+        momentum: ``m`` in ``[0, 1)``.
     """
-    if average is None:
-        return list(stats)
-    return [
-        (momentum * a_mu + (1 - momentum) * mu, momentum * a_v + (1 - momentum) * v)
-        for (a_mu, a_v), (mu, v) in zip(average, stats, strict=True)
-    ]
+
+    def __init__(self, momentum: float) -> None:
+        self.momentum = float(momentum)
+        self.average: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer (mean, var)
+        self.last: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def blend(
+        self, means: list[torch.Tensor], variances: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The statistics the loss compares with the running ones; records them for :meth:`end_round`."""
+        if self.momentum == 0:
+            return means, variances
+        self.last = [(mu.detach(), var.detach()) for mu, var in zip(means, variances, strict=True)]
+        if self.average is None:
+            return means, variances
+        m = self.momentum
+        blended_means = [(1 - m) * mu + m * a_mu for mu, (a_mu, _) in zip(means, self.average, strict=True)]
+        blended_vars = [(1 - m) * v + m * a_v for v, (_, a_v) in zip(variances, self.average, strict=True)]
+        return blended_means, blended_vars
+
+    def end_round(self) -> None:
+        """Fold the round's last statistics into the average."""
+        if self.momentum == 0 or self.last is None:
+            return
+        if self.average is None:
+            self.average = list(self.last)
+            return
+        m = self.momentum
+        self.average = [
+            (m * a_mu + (1 - m) * mu, m * a_var + (1 - m) * var)
+            for (a_mu, a_var), (mu, var) in zip(self.average, self.last, strict=True)
+        ]
+
+    @staticmethod
+    def to(
+        stats: list[tuple[torch.Tensor, torch.Tensor]] | None, device: torch.device | str
+    ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """``stats`` moved to ``device`` (None stays None): the form checkpoints store them in."""
+        return [(mu.to(device), var.to(device)) for mu, var in stats] if stats is not None else None

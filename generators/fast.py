@@ -47,7 +47,7 @@ from datafree.augment import random_jitter
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
-from datafree.stats import blend_statistics
+from datafree.stats import StatisticsEMA
 
 from .base import RoundSynthesizer, SynthConfig, register
 
@@ -176,7 +176,7 @@ class FastDatafree(RoundSynthesizer):
             self.meta_generator.parameters(), lr=cfg.lr * cfg.iterations, betas=(cfg.beta1, cfg.beta2)
         )
         self.jitter = cfg.jitter if cfg.jitter >= 0 else max(1, self.input_shape[1] // 8)
-        self.ema: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per BN layer (mean, var)
+        self.bn_ema = StatisticsEMA(cfg.bn_momentum)  # the reference's bn_mmt
         self.rounds = 0
         self._clear_round()
 
@@ -187,7 +187,7 @@ class FastDatafree(RoundSynthesizer):
         self.optimizer: torch.optim.Optimizer | None = None
         self.best: torch.Tensor | None = None
         self.best_loss = torch.tensor(float("inf"), device=self.device)
-        self.last_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.bn_ema.last = None  # the statistics of this round's steps only
         self.iteration = 0
         self.generator: torch.Generator | None = None
 
@@ -206,16 +206,6 @@ class FastDatafree(RoundSynthesizer):
             betas=(cfg.beta1, cfg.beta2),
         )
 
-    def _blend(self, stats: BNStatistics) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        means: list[torch.Tensor] = stats.means  # type: ignore[assignment]
-        variances: list[torch.Tensor] = stats.vars  # type: ignore[assignment]
-        if self.ema is None:
-            return means, variances
-        m = self.config.bn_momentum
-        blended_means = [(1 - m) * mu + m * e_mu for mu, (e_mu, _) in zip(means, self.ema, strict=True)]
-        blended_vars = [(1 - m) * v + m * e_v for v, (_, e_v) in zip(variances, self.ema, strict=True)]
-        return blended_means, blended_vars
-
     def _loss(self, student: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         assert self.fast is not None and self.z is not None
@@ -228,9 +218,8 @@ class FastDatafree(RoundSynthesizer):
             with precision.autocast(self.device):
                 logits = self.teacher(xa)
             logits = precision.fp32(logits)
-            means, variances = self._blend(stats)
+            means, variances = self.bn_ema.blend(stats.means, stats.vars)  # type: ignore[arg-type]
             bn = bn_statistic_loss(means, variances, stats.running(), cfg.first_bn_weight)
-            self.last_stats = [(m.detach(), v.detach()) for m, v in zip(stats.means, stats.vars, strict=True)]  # type: ignore[union-attr]
         terms = {
             "bn": (cfg.bn_weight, bn),
             "oh": (cfg.oh_weight, F.cross_entropy(logits, self.targets)),
@@ -279,8 +268,7 @@ class FastDatafree(RoundSynthesizer):
         if not every_step:
             meta_grad(self.meta_generator, self.fast, cfg.reptile_scale)  # type: ignore[arg-type]
         self.meta_optimizer.step()
-        if cfg.bn_momentum > 0 and self.last_stats is not None:
-            self.ema = blend_statistics(self.ema, self.last_stats, cfg.bn_momentum)
+        self.bn_ema.end_round()
         self.rounds += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -288,7 +276,7 @@ class FastDatafree(RoundSynthesizer):
         state: dict[str, Any] = {
             "meta_generator": self.meta_generator.state_dict(),
             "meta_optimizer": self.meta_optimizer.state_dict(),
-            "ema": [(m.cpu(), v.cpu()) for m, v in self.ema] if self.ema is not None else None,
+            "ema": StatisticsEMA.to(self.bn_ema.average, "cpu"),
             "rounds": self.rounds,
             "iteration": self.iteration,
         }
@@ -300,7 +288,7 @@ class FastDatafree(RoundSynthesizer):
                 targets=self.targets.cpu() if self.targets is not None else None,
                 best=self.best.cpu() if self.best is not None else None,
                 best_loss=self.best_loss.cpu(),
-                last_stats=[(m.cpu(), v.cpu()) for m, v in self.last_stats] if self.last_stats else None,
+                last_stats=StatisticsEMA.to(self.bn_ema.last, "cpu"),
                 generator=self.generator.get_state() if self.generator is not None else None,
             )
         return state
@@ -310,7 +298,7 @@ class FastDatafree(RoundSynthesizer):
         dev = self.device
         self.meta_generator.load_state_dict(state["meta_generator"])
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
-        self.ema = [(m.to(dev), v.to(dev)) for m, v in state["ema"]] if state.get("ema") is not None else None
+        self.bn_ema.average = StatisticsEMA.to(state.get("ema"), dev)
         self.rounds = int(state["rounds"])
         self._clear_round()
         if "fast" not in state:
@@ -324,9 +312,7 @@ class FastDatafree(RoundSynthesizer):
         self.targets = state["targets"].to(dev) if state["targets"] is not None else None
         self.best = state["best"].to(dev) if state["best"] is not None else None
         self.best_loss = state["best_loss"].to(dev)
-        self.last_stats = (
-            [(m.to(dev), v.to(dev)) for m, v in state["last_stats"]] if state["last_stats"] else None
-        )
+        self.bn_ema.last = StatisticsEMA.to(state["last_stats"] or None, dev)
         self.iteration = int(state["iteration"])
         if state.get("generator") is not None:
             self.generator = torch.Generator()

@@ -56,7 +56,7 @@ from torch import nn
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
-from datafree.stats import blend_statistics
+from datafree.stats import StatisticsEMA
 
 from .base import RoundSynthesizer, SynthConfig, register
 from .cmi import random_crop_view
@@ -187,9 +187,7 @@ class NAYER(RoundSynthesizer):
         self.group_size = config.group_size or self.num_classes
         self.pad = config.pad if config.pad >= 0 else max(1, self.input_shape[1] // 8)
         self.rounds = 0
-        # EMA over rounds of the BN batch statistics (NAYER's and Fast-Datafree's ``bn_mmt``)
-        self.ema: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self.last_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.bn_ema = StatisticsEMA(config.bn_momentum)  # NAYER's and Fast-Datafree's ``bn_mmt``
         self._build()
         self._clear_round()
 
@@ -230,11 +228,8 @@ class NAYER(RoundSynthesizer):
         xa = self.normalizer(random_crop_view(pixels, self.pad, cfg.flip, self.generator))
         with BNStatistics(self.teacher) as stats:
             logits = self.teacher(xa)
-            means, variances = self._blend(stats.means, stats.vars)  # type: ignore[arg-type]
+            means, variances = self.bn_ema.blend(stats.means, stats.vars)  # type: ignore[arg-type]
             bn = bn_statistic_loss(means, variances, stats.running(), cfg.first_bn_weight)
-            if cfg.bn_momentum > 0:
-                pairs = zip(stats.means, stats.vars, strict=True)
-                self.last_stats = [(m.detach(), v.detach()) for m, v in pairs]  # type: ignore[union-attr]
         terms = {"bn": (cfg.bn_weight, bn), "oh": (cfg.oh_weight, F.cross_entropy(logits, self.targets))}
         if cfg.adv_weight > 0:
             was_training = self.check_student(student).training
@@ -252,27 +247,9 @@ class NAYER(RoundSynthesizer):
         self.optimizer.step()
         self.iteration += 1
         if self.iteration == cfg.iterations:
-            self._update_ema()
+            self.bn_ema.end_round()
             self.rounds += 1
         return logs
-
-    def _blend(
-        self, means: list[torch.Tensor], variances: list[torch.Tensor]
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``(1 - m) * batch + m * EMA`` per BN layer (the batch statistics alone before the first round)."""
-        m = self.config.bn_momentum
-        if m == 0 or self.ema is None:
-            return means, variances
-        blended_means = [(1 - m) * mu + m * e_mu for mu, (e_mu, _) in zip(means, self.ema, strict=True)]
-        blended_vars = [(1 - m) * v + m * e_v for v, (_, e_v) in zip(variances, self.ema, strict=True)]
-        return blended_means, blended_vars
-
-    def _update_ema(self) -> None:
-        """Fold the round's last batch statistics into the EMA (the reference's ``update_mmt``)."""
-        m = self.config.bn_momentum
-        if m == 0 or self.last_stats is None:
-            return
-        self.ema = blend_statistics(self.ema, self.last_stats, m)
 
     def state_dict(self) -> dict[str, Any]:
         """Generator (noisy layer included), the round's optimiser, labels and best batch."""
@@ -280,10 +257,8 @@ class NAYER(RoundSynthesizer):
             "net": self.net.state_dict(),
             "rounds": self.rounds,
             "iteration": self.iteration,
-            "ema": [(m.cpu(), v.cpu()) for m, v in self.ema] if self.ema is not None else None,
-            "last_stats": (
-                [(m.cpu(), v.cpu()) for m, v in self.last_stats] if self.last_stats is not None else None
-            ),
+            "ema": StatisticsEMA.to(self.bn_ema.average, "cpu"),
+            "last_stats": StatisticsEMA.to(self.bn_ema.last, "cpu"),
         }
         if self.targets is not None and self.optimizer is not None:
             state.update(
@@ -299,9 +274,8 @@ class NAYER(RoundSynthesizer):
         """Restore :meth:`state_dict`."""
         dev = self.device
         self.rounds = int(state["rounds"])
-        ema, last = state.get("ema"), state.get("last_stats")
-        self.ema = [(m.to(dev), v.to(dev)) for m, v in ema] if ema is not None else None
-        self.last_stats = [(m.to(dev), v.to(dev)) for m, v in last] if last is not None else None
+        self.bn_ema.average = StatisticsEMA.to(state.get("ema"), dev)
+        self.bn_ema.last = StatisticsEMA.to(state.get("last_stats"), dev)
         self._clear_round()
         groups = state["net"]["noisy_weight"].shape[0]
         self.net.reset_noisy_layer(groups * self.group_size)  # shapes of the saved noisy layer

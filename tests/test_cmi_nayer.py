@@ -222,24 +222,24 @@ def test_nayer_bn_momentum_blends_the_ema_of_earlier_rounds_and_resumes(bn_teach
     synth = create_synthesizer(
         "nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2, bn_momentum=0.9
     )
-    assert synth.ema is None
+    assert synth.bn_ema.average is None
     _round(synth, 10, 0)
-    first = [(m.clone(), v.clone()) for m, v in synth.ema]
+    first = [(m.clone(), v.clone()) for m, v in synth.bn_ema.average]
     means = [torch.ones_like(m) for m, _ in first]
-    blended, _ = synth._blend(means, [v for _, v in first])
+    blended, _ = synth.bn_ema.blend(means, [v for _, v in first])
     torch.testing.assert_close(blended[0], 0.1 * means[0] + 0.9 * first[0][0])
     _round(synth, 10, 1)  # the EMA moves by (1 - m) towards the new round's statistics
-    assert not torch.equal(first[0][0], synth.ema[0][0])
+    assert not torch.equal(first[0][0], synth.bn_ema.average[0][0])
     state = synth.state_dict()
     fresh = create_synthesizer(
         "nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2, bn_momentum=0.9
     )
     fresh.load_state_dict(state)
-    for (a, b), (c, d) in zip(synth.ema, fresh.ema, strict=True):
+    for (a, b), (c, d) in zip(synth.bn_ema.average, fresh.bn_ema.average, strict=True):
         torch.testing.assert_close(a, c)
         torch.testing.assert_close(b, d)
     with pytest.raises(UserInputError, match="bn_momentum"):
         create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, bn_momentum=1.0)
     off = create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2)
     _round(off, 10, 0)
-    assert off.ema is None
+    assert off.bn_ema.average is None

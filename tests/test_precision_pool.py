@@ -47,9 +47,9 @@ def test_fast_runs_the_teacher_in_bf16_channels_last_with_fp32_losses(bn_teacher
     dtypes, formats = _conv_dtypes_and_formats(teacher, lambda: logs.update(synth.step(student)))
     assert dtypes == {torch.bfloat16} and formats == {True}
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in logs.values())
-    assert all(m.dtype == torch.float32 for m, _ in synth.last_stats)
+    assert all(m.dtype == torch.float32 for m, _ in synth.bn_ema.last)
     synth.step(student)  # the round's last step: the meta-update and the fp32 EMA of the statistics
-    assert synth.ema is not None and all(m.dtype == torch.float32 for m, _ in synth.ema)
+    assert synth.bn_ema.average is not None and all(m.dtype == torch.float32 for m, _ in synth.bn_ema.average)
     assert synth.sample().images.dtype == torch.float32  # the pool stores fp32 pixels
 
 
