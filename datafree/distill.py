@@ -205,6 +205,16 @@ def check_checkpoint(out: str | Path, config: KDConfig, data_dir: str | Path | N
     path = Path(out) / CHECKPOINT
     if not path.is_file():
         return
+    _resumable_state(path, config)
+    if data_dir is not None and not (Path(data_dir) / "manifest.json").is_file():
+        raise UserInputError(
+            f"{path} belongs to a run that did not synthesise {data_dir}; use the same command to resume, "
+            "or another --out to start afresh"
+        )
+
+
+def _resumable_state(path: Path, config: KDConfig) -> dict[str, Any]:
+    """The KD checkpoint at ``path``, refused unless it is one written with ``config``'s settings."""
     state = _load_checkpoint(path)
     if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
         raise UserInputError(f"{path} is not a datafree KD checkpoint; delete it or choose another --out")
@@ -213,11 +223,7 @@ def check_checkpoint(out: str | Path, config: KDConfig, data_dir: str | Path | N
             f"{path} was written with other settings; use the same command to resume, or another --out to "
             "start afresh"
         )
-    if data_dir is not None and not (Path(data_dir) / "manifest.json").is_file():
-        raise UserInputError(
-            f"{path} belongs to a run that did not synthesise {data_dir}; use the same command to resume, "
-            "or another --out to start afresh"
-        )
+    return state
 
 
 class _Run(NamedTuple):
@@ -240,16 +246,7 @@ def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
         The epoch to start from; ``run.result`` gets the saved history.
     """
     cfg, identity, student, opt, sched, source, result, ema = run
-    state = _load_checkpoint(ckpt_path)
-    if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
-        raise UserInputError(
-            f"{ckpt_path} is not a datafree KD checkpoint; delete it or choose another --out"
-        )
-    if not settings_match(state.get("config"), dataclasses.asdict(cfg), field_defaults(KDConfig)):
-        raise UserInputError(
-            f"{ckpt_path} was written with other settings; use the same command to resume, "
-            "or another --out to start afresh"
-        )
+    state = _resumable_state(ckpt_path, cfg)
     old_identity = state.get("run")
     if old_identity != identity:
         what = {
