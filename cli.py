@@ -18,8 +18,65 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-# On 2 shared cores OpenMP spin-waiting can make every step 10x slower: yield instead.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+#: DATAFREE_OMP_WAIT: how OpenMP threads wait between parallel regions (auto | spin | passive).
+OMP_WAIT_ENV = "DATAFREE_OMP_WAIT"
+
+
+def _threads_in_argv(argv: list[str]) -> int | None:
+    """The ``--threads N`` of the command line, if any (read before click parses it)."""
+    for i, a in enumerate(argv):
+        if a.startswith("--threads="):
+            value = a.split("=", 1)[1]
+        elif a == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            continue
+        return int(value) if value.isdigit() else None
+    return None
+
+
+def _cpus_busy_elsewhere(samples: int = 5) -> int:
+    """Runnable tasks other than this one (``/proc/loadavg``), the fewest of a few samples 2 ms apart."""
+    import time
+
+    busy = []
+    for _ in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                busy.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return -1
+        time.sleep(0.002)
+    return max(0, min(busy))
+
+
+def openmp_wait_policy(threads: int | None = None) -> str:
+    """Choose how OpenMP threads wait, before torch loads the runtime: ``spin``, ``passive`` or ``user``.
+
+    A thread of an OpenMP team waits for the next parallel region either spinning for a while
+    (libgomp's default, a few ms) or asleep at once (``OMP_WAIT_POLICY=PASSIVE``). A step runs hundreds
+    of regions with Python in between: on an idle machine waking sleeping threads for each made the
+    DeepInversion step through ``synthesize`` at 2 threads 1.2-1.9x slower than spinning; on cores busy
+    with other jobs, spinning threads take the CPU from the one the team waits for and steps were 3-20x
+    slower (docs/speed.md, bench/di_step_threads.py). ``auto`` (the default): spin when no other task is
+    runnable besides the cores this process uses, else passive. ``DATAFREE_OMP_WAIT=spin|passive``
+    forces one; ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in the environment are left as they are
+    (``user``). The choice goes into the environment, so child processes make the same one.
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return "user"
+    mode = os.environ.get(OMP_WAIT_ENV, "auto").lower()
+    if mode not in ("spin", "passive"):
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        others = _cpus_busy_elsewhere()
+        mode = "spin" if 0 <= others and others + min(threads or cpus, cpus) <= cpus else "passive"
+    os.environ[OMP_WAIT_ENV] = mode
+    if mode == "passive":
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return mode
+
+
+openmp_wait_policy(_threads_in_argv(sys.argv))
 
 import click  # noqa: E402
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 RESULTS = HERE / "bench" / "results"
-OMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "DATAFREE_OMP_SPIN")
+OMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "DATAFREE_OMP_WAIT")
 
 
 def _parse_envs(text: str) -> dict[str, dict[str, str]]:
@@ -76,8 +76,8 @@ def _cli_step(card: str, batch: int, steps: int, threads: int, out: Path, env: d
 
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-c", "import cli; cli.main()", "synthesize", "--teacher", card, "-n", str(batch),
-           "--batch-size", str(batch), "--iterations", str(steps), "--out", str(out), "--threads", str(threads),
-           "--quiet", "--device", "cpu", "--precision", "fp32"]  # fmt: skip
+           "--batch-size", str(batch), "--iterations", str(steps), "--out", str(out),
+           "--threads", str(threads), "--quiet", "--device", "cpu", "--precision", "fp32"]  # fmt: skip
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, cwd=str(HERE))
     t = _in_run_step(out)
     return float("nan") if t is None else t

@@ -54,6 +54,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
+# OpenMP's wait policy as `datafree` chooses it (cli.openmp_wait_policy, from this machine's load and
+# --threads), before torch loads the runtime: the bare pass here and the commands it starts wait alike.
+import cli  # noqa: E402, F401
+
+OPENMP_WAIT = os.environ.get("DATAFREE_OMP_WAIT")  # spin | passive; None: the user's OMP_WAIT_POLICY
+
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -419,6 +425,9 @@ def cli_mode(args: argparse.Namespace) -> None:
                         "bare_ms_rounds": [1e3 * t for t in bare_t],
                         "load_average_before": load_before,
                         "bench_malloc_tuned": malloc_tuned,
+                        "openmp_wait": os.environ.get("DATAFREE_OMP_WAIT")
+                        or f"user: OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+                        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}",
                         "load_average": os.getloadavg()[0],
                     }
                     rows.append(row)
@@ -448,7 +457,8 @@ def cli_mode(args: argparse.Namespace) -> None:
     ]
     print(
         f"Machine: {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, device {info['device']}, "
-        f"precision {args.precision}{', channels_last' if args.channels_last else ''}\n"
+        f"precision {args.precision}{', channels_last' if args.channels_last else ''}, OpenMP wait "
+        f"{rows[0]['openmp_wait'] if rows else '-'}\n"
     )
     print(markdown_table(header, table))
     from datafree.utils import atomic_write_json
