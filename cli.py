@@ -492,7 +492,8 @@ speed_opts = [
     _speed_option("--channels-last", "channels_last", is_flag=True,
                   help="channels_last memory format for the networks and batches."),
     _speed_option("--compile", "compile", is_flag=True,
-                  help="torch.compile the KD forward passes (pays on long GPU runs; see docs/speed.md)."),
+                  help="torch.compile the KD forward passes and the DeepInversion step (pays on long runs; "
+                  "see docs/speed.md)."),
     _speed_option("--log-every", "log_every", type=float, default=None, metavar="SECONDS",
                   help="Seconds between progress lines when stderr is not a terminal (default 30)."),
     _speed_option("--tensorboard", "tensorboard", is_flag=True,

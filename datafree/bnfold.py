@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -94,6 +95,57 @@ class FoldedTeacher:
     def statistics(self) -> FoldedBNStatistics:
         """A context like :class:`datafree.hooks.BNStatistics` (per-batch statistics) for :attr:`net`."""
         return FoldedBNStatistics(self.layers, self.bn_loss)
+
+    def loss_graph(
+        self, first_layer_weight: float
+    ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """``x -> (logits, BN loss)`` without hooks or custom autograd functions, for ``torch.compile``.
+
+        A copy of :attr:`net` that also returns every observed activation (a folded convolution's output,
+        an unfolded BN layer's input); their statistics are ``torch.var_mean`` (inductor compiles it to a
+        one-pass Welford reduction, exact without a shift) and the loss is :attr:`bn_loss`'s, layer by layer
+        with plain operations, so one compiled graph holds the network, the statistics and the loss, and
+        inductor fuses the statistics' backward into the network's. Same loss and gradients as
+        :meth:`statistics` up to fp32 rounding. Raises ValueError when the network cannot be rewritten
+        (an observed module called other than once, or an output that is not one tensor).
+        """
+        net = self.net
+        graph = copy.deepcopy(net.graph)
+        names = {id(m): n for n, m in net.named_modules()}
+        calls: dict[str, list[fx.Node]] = {}
+        for node in graph.nodes:
+            if node.op == "call_module":
+                calls.setdefault(node.target, []).append(node)  # type: ignore[arg-type]
+        observed = []
+        for layer in self.layers:
+            nodes = calls.get(names.get(id(layer.module), ""), [])
+            if len(nodes) != 1 or (not layer.folded and not isinstance(nodes[0].args[0], fx.Node)):
+                raise ValueError("a BN layer's observed module is not called exactly once")
+            observed.append(nodes[0] if layer.folded else nodes[0].args[0])
+        out = next(n for n in graph.nodes if n.op == "output")
+        if not isinstance(out.args[0], fx.Node):
+            raise ValueError("the folded network does not return one tensor")
+        out.args = ((out.args[0], observed),)
+        graph.lint()
+        gm = fx.GraphModule(net, graph).eval()  # shares net's modules and parameters
+        spec = self.bn_loss
+        centers, running_vars = spec.center.split(spec.sizes), spec.running_var.split(spec.sizes)
+        scales = spec.scale.split(spec.sizes) if spec.scale is not None else [None] * len(spec.sizes)
+        weights = [float(first_layer_weight)] + [1.0] * (len(spec.sizes) - 1)
+
+        def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits, acts = gm(x)
+            bn = None
+            for t, k, sc, rv, w in zip(acts, centers, scales, running_vars, weights, strict=True):
+                t = t.float()  # statistics in fp32 under autocast, as the hooks
+                var, mean = torch.var_mean(t, dim=[0, *range(2, t.dim())], correction=0)
+                dm, var = (mean - k, var) if sc is None else ((mean - k) * sc, var * (sc * sc))
+                term = w * (torch.linalg.vector_norm(dm) + torch.linalg.vector_norm(var - rv))
+                bn = term if bn is None else bn + term
+            assert bn is not None
+            return logits, bn
+
+        return forward
 
 
 class FoldedBNStatistics(BNStatistics):

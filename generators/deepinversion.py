@@ -107,6 +107,14 @@ class DeepInversion(Synthesizer):
         self.folded = fold_batchnorm(self.teacher, example) if config.fold_bn else None
         if self.folded is not None:
             precision.prepare_module(self.folded.net)
+        # --compile: the folded network, the BN statistics and the BN loss as one compiled graph (inductor
+        # fuses the statistics into the network's passes); compiled on the first step (docs/speed.md)
+        self.graph_loss = None
+        if self.folded is not None and precision.options().compile:
+            try:
+                self.graph_loss = torch.compile(self.folded.loss_graph(config.first_bn_weight))
+            except ValueError:  # a network the rewrite does not cover: the hooks, uncompiled
+                self.graph_loss = None
         self.scaler = precision.grad_scaler(self.device)
         self.bn_scale = 1.0  # BN/CE balance of the current batch (bn_ce_max_ratio)
 
@@ -166,11 +174,16 @@ class DeepInversion(Synthesizer):
             xa = random_flip(xa, self.generator)
         xa = precision.prepare_input(xa)
         net = self.teacher if self.folded is None else self.folded.net
-        with BNStatistics(self.teacher) if self.folded is None else self.folded.statistics() as stats:
+        if self.graph_loss is not None:
             with precision.autocast(self.device):
-                logits = net(xa)
-            logits = precision.fp32(logits)  # losses in fp32; the hook keeps BN statistics in fp32
-            bn = stats.loss(cfg.first_bn_weight)  # all layers at once (datafree.losses.BNStatisticLoss)
+                logits, bn = self.graph_loss(xa)  # statistics and BN loss in fp32 inside
+            logits = precision.fp32(logits)
+        else:
+            with BNStatistics(self.teacher) if self.folded is None else self.folded.statistics() as stats:
+                with precision.autocast(self.device):
+                    logits = net(xa)
+                logits = precision.fp32(logits)  # losses in fp32; the hook keeps BN statistics in fp32
+                bn = stats.loss(cfg.first_bn_weight)  # all layers at once (datafree.losses.BNStatisticLoss)
         ce = F.cross_entropy(logits, self.targets)
         if self.iteration == 0 and cfg.bn_ce_max_ratio > 0:  # one host sync per batch
             ratio = float(cfg.bn_weight * bn.detach()) / max(float(cfg.ce_weight * ce.detach()), 1e-8)
