@@ -380,6 +380,7 @@ def cli_mode(args: argparse.Namespace) -> None:
                     for v in variants:
                         kvs = [kv for kv in v.split(",") if kv]
                         vx = extra + [a for kv in kvs if ":" not in kv.split("=")[0] for a in ("--set", kv)]
+                        vx += [kv[4:] for kv in kvs if kv.startswith("arg:")]  # e.g. arg:--compile
                         ve = dict(kv[4:].split("=", 1) for kv in kvs if kv.startswith("env:"))
                         vr = next((kv[5:] for kv in kvs if kv.startswith("repo:")), None)
                         ds = work / "ds"
@@ -498,7 +499,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         help="--cli: ';'-separated variants of backend options measured in the same rounds, each a "
         "','-separated list of KEY=VALUE passed as --set, or env:NAME=VALUE for the command's environment "
         "(e.g. 'fold_bn=false,env:DATAFREE_MALLOC_TUNING=0;' = before;after), or repo:DIR to run the code of "
-        "another checkout (e.g. 'repo:/tmp/base;' with /tmp/base from git archive of the commit before)",
+        "another checkout (e.g. 'repo:/tmp/base;' with /tmp/base from git archive of the commit before), or "
+        "arg:OPTION for one more command-line option (e.g. 'arg:--compile')",
     )
     args = ap.parse_args(argv)
     if args.cli:
