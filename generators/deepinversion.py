@@ -17,6 +17,7 @@ the loss is the same up to fp32 rounding without the BN layers' own forward and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,7 @@ class DeepInversion(Synthesizer):
             precision.prepare_module(self.folded.net)
         # --compile: the folded network, the BN statistics and the BN loss as one compiled graph (inductor
         # fuses the statistics into the network's passes); compiled on the first step (docs/speed.md)
-        self.graph_loss = None
+        self.graph_loss: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
         if self.folded is not None and precision.options().compile:
             try:
                 self.graph_loss = torch.compile(self.folded.loss_graph(config.first_bn_weight))
