@@ -31,6 +31,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from .bnstats_loss import bn_loss_from_activations
 from .hooks import BNStatistics, batchnorm_layers
 from .losses import BNStatisticLoss
 from .models import attach_logits_hook
@@ -165,11 +166,33 @@ class FoldedBNStatistics(BNStatistics):
         # the statistics of what each hook observes: a folded layer's output, else the BN's input
         self.observed_means: list[torch.Tensor | None] = [None] * len(layers)
         self.observed_vars: list[torch.Tensor | None] = [None] * len(layers)
+        # what each hook observed (fp32) and its version then: the statistics are computed when asked for,
+        # all layers' with the loss in one autograd node (datafree.bnstats_loss)
+        self.observed: list[torch.Tensor | None] = [None] * len(layers)
+        self._versions: list[int] = [0] * len(layers)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _check_versions(self) -> None:
+        for layer, t, v in zip(self.layers, self.observed, self._versions, strict=True):
+            if t is not None and t._version != v:
+                raise RuntimeError(
+                    f"the activation observed for BN layer {layer.bn!r} was modified by an inplace operation "  # type: ignore[attr-defined]
+                    "after the hook recorded it"
+                )
+
+    def _statistics(self) -> None:
+        """Each observed layer's statistics, where not computed yet (:func:`channel_mean_var`)."""
+        if all(t is None or m is not None for t, m in zip(self.observed, self.observed_means, strict=True)):
+            return
+        self._check_versions()
+        for i, (layer, t) in enumerate(zip(self.layers, self.observed, strict=True)):
+            if t is not None and self.observed_means[i] is None:
+                self.observed_means[i], self.observed_vars[i] = channel_mean_var(t, layer.module)  # type: ignore[attr-defined]
 
     @property  # type: ignore[override]
     def means(self) -> list[torch.Tensor | None]:
         """BN layer i's input mean, recovered from the folded output's where folded."""
+        self._statistics()
         out: list[torch.Tensor | None] = []
         for layer, mean in zip(self.layers, self.observed_means, strict=True):
             if mean is not None and layer.folded:  # type: ignore[attr-defined]
@@ -180,10 +203,12 @@ class FoldedBNStatistics(BNStatistics):
     @means.setter
     def means(self, value: list[torch.Tensor | None]) -> None:
         self.observed_means = value  # BNStatistics.__exit__ clears the lists; only None lists arrive
+        self.observed = list(value)
 
     @property  # type: ignore[override]
     def vars(self) -> list[torch.Tensor | None]:
         """BN layer i's input biased variance, recovered from the folded output's where folded."""
+        self._statistics()
         out: list[torch.Tensor | None] = []
         for layer, var in zip(self.layers, self.observed_vars, strict=True):
             if var is not None and layer.folded:  # type: ignore[attr-defined]
@@ -197,9 +222,13 @@ class FoldedBNStatistics(BNStatistics):
 
     def loss(self, first_layer_weight: float = 1.0) -> torch.Tensor:
         """:func:`datafree.losses.bn_statistic_loss` of the BN inputs' statistics, from the observed ones."""
-        if self._bn_loss is None or any(m is None for m in self.observed_means):
+        if self._bn_loss is None or any(t is None for t in self.observed):
             return super().loss(first_layer_weight)
-        return self._bn_loss(self.observed_means, self.observed_vars, first_layer_weight)  # type: ignore[arg-type]
+        if all(m is not None for m in self.observed_means):  # the statistics were asked for: reuse them
+            return self._bn_loss(self.observed_means, self.observed_vars, first_layer_weight)  # type: ignore[arg-type]
+        self._check_versions()
+        keys = [layer.module for layer in self.layers]  # type: ignore[attr-defined]
+        return bn_loss_from_activations(self._bn_loss, self.observed, keys, first_layer_weight)  # type: ignore[arg-type]
 
     def _hooked(self) -> list[nn.Module]:
         """Layer i's folded conv (its output) or, unfolded, the BN module (its input)."""
@@ -212,7 +241,8 @@ class FoldedBNStatistics(BNStatistics):
             t = output if layer.folded else inputs[0]
             if t.is_floating_point() and t.dtype != torch.float32:
                 t = t.float()  # statistics in fp32 under bf16/fp16 autocast (datafree.precision)
-            self.observed_means[index], self.observed_vars[index] = channel_mean_var(t, module)
+            self.observed[index], self._versions[index] = t, t._version
+            self.observed_means[index] = self.observed_vars[index] = None
 
         return fn
 
@@ -369,10 +399,11 @@ def _trial(folded: FoldedTeacher, example: torch.Tensor) -> bool:
     try:
         with folded.statistics() as stats:
             out = folded.net(x)
-            if not isinstance(out, torch.Tensor) or any(m is None for m in stats.means):
+            if not isinstance(out, torch.Tensor) or any(t is None for t in stats.observed):
                 return False
+            bn = stats.loss()  # the step's path: all layers' statistics and the loss in one node
             pairs = zip(stats.means, stats.vars, strict=True)
-            loss = out.float().sum() + sum(m.sum() + v.sum() for m, v in pairs)  # type: ignore[union-attr]
+            loss = out.float().sum() + bn + sum(m.sum() + v.sum() for m, v in pairs)  # type: ignore[union-attr]
             torch.autograd.grad(loss, x)
     except RuntimeError:
         return False
