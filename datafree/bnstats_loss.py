@@ -20,12 +20,13 @@ Reference: Yin et al., "Dreaming to Distill", CVPR 2020 (the loss).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
 
 from .losses import BNStatisticLoss
-from .stats import _NEEDS_SHIFT, SHIFT_RATIO, channel_mean_var
+from .stats import SHIFT_RATIO, channel_mean_var
 
 __all__ = ["bn_loss_from_activations", "fusable"]
 
@@ -63,32 +64,40 @@ def bn_loss_from_activations(
     return _StatsLossFn.apply(spec, float(first_layer_weight), list(keys), *acts)  # type: ignore[no-any-return]
 
 
-def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict[str, torch.Tensor]:
+def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict:
     """Per-channel constants of the layers' element counts ``n_l``, cached on ``spec`` per shape."""
-    cache: dict[tuple[int, ...], dict[str, torch.Tensor]] = spec.__dict__.setdefault("_per_counts", {})
+    cache: dict[tuple[int, ...], dict] = spec.__dict__.setdefault("_per_counts", {})
     if counts not in cache:
         n = torch.repeat_interleave(torch.tensor(counts, dtype=torch.float64), torch.tensor(spec.sizes))
         total = int(n.numel())
+        ones = torch.ones(total)
         cache[counts] = {
             "n": n,  # float64, (C,)
             "inv_n": (1.0 / n).float(),
             "two_inv_n": (2.0 / n).float(),
-            "zeros": torch.zeros(total),
-            "ones": torch.ones(total),
+            "zeros": torch.zeros(total).split(spec.sizes),
+            "ones": ones.split(spec.sizes),
             "shift_ratio": torch.full((total,), SHIFT_RATIO, dtype=torch.float64),
         }
     return cache[counts]
 
 
-def _sums(x: torch.Tensor, shift: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Per-(sample, channel) sum and 2-norm of ``x`` (shifted by sample 0's channel means when asked)."""
-    k = None
-    if shift:
-        # as channel_mean_var: x - k through inference BatchNorm's kernel (running_var 1, eps 0)
-        k = (x.flatten(2) if x.dim() > 2 else x.unsqueeze(2))[0].mean(1)
-        x = torch.batch_norm(x, None, None, k, torch.ones_like(k), False, 0.0, 0.0, False)
+#: The layers (observed modules) whose sums are taken of shifted values ``x - k`` (one extra pass): those
+#: where some channel's mean was once large against its spread (:data:`datafree.stats.SHIFT_RATIO`).
+_SHIFTED: weakref.WeakKeyDictionary[object, bool] = weakref.WeakKeyDictionary()
+
+
+def _sums(x: torch.Tensor, k: torch.Tensor | None, ones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(sample, channel) sum and 2-norm of ``x - k`` (of ``x`` when ``k`` is None)."""
+    if k is not None:  # x - k through inference BatchNorm's kernel (running_var 1, eps 0): one fast pass
+        x = torch.batch_norm(x, None, None, k, ones, False, 0.0, 0.0, False)
     xf = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)
-    return xf.sum(2), torch.linalg.vector_norm(xf, dim=2), k
+    return xf.sum(2), torch.linalg.vector_norm(xf, dim=2)
+
+
+def _sample0_means(x: torch.Tensor) -> torch.Tensor:
+    """Sample 0's channel means, ``(C,)``: :func:`channel_mean_var`'s shift."""
+    return (x.flatten(2) if x.dim() > 2 else x.unsqueeze(2))[0].mean(1)
 
 
 class _StatsLossFn(torch.autograd.Function):
@@ -97,34 +106,55 @@ class _StatsLossFn(torch.autograd.Function):
         layers = len(acts)
         counts = tuple(t.numel() // t.shape[1] for t in acts)
         const = _constants(spec, counts)
-        shifted = [k is not None and k in _NEEDS_SHIFT for k in keys]
-        parts = [_sums(t, s) for t, s in zip(acts, shifted, strict=True)]
+        ones = const["ones"]
+        # The shift of a shifted layer: the previous call's batch means (the pixels change little from one
+        # step to the next, so x - k is centred to a small fraction of its spread, with no extra operation),
+        # or sample 0's channel means on the first call or where the previous means are too far off.
+        last: torch.Tensor | None = spec.__dict__.get("_last_mean")
+        last_parts = last.split(spec.sizes) if last is not None else None
+        shifts: list[torch.Tensor | None] = [None] * layers
+        for i, k in enumerate(keys):
+            if k is not None and k in _SHIFTED:
+                shifts[i] = last_parts[i] if last_parts is not None else _sample0_means(acts[i])
+        parts = [_sums(t, k, ones[i]) for i, (t, k) in enumerate(zip(acts, shifts, strict=True))]
         while True:
             s1 = torch.cat([p[0] for p in parts], 1)  # (N, C): the batch size is every layer's
             norm = torch.cat([p[1] for p in parts], 1)
             sums = torch.stack((s1, norm.square())).to(torch.float64).sum(1)  # (2, C): over N in float64
-            mean = sums[0] / const["n"]
+            mean = sums[0] / const["n"]  # of the shifted values where shifted
             var = sums[1] / const["n"] - mean * mean
-            if all(shifted):
-                break
-            bad = mean * mean > const["shift_ratio"] * var  # the check of channel_mean_var, all layers at once
+            # E[x^2] - E[x]^2 in fp32 sums loses about mean^2 / var of fp32's relative precision: the check
+            # of channel_mean_var, every layer at once (one host sync; free on CPU)
+            bad = mean * mean > const["shift_ratio"] * var
             if not bool(bad.any()):
                 break
             per_layer = torch.zeros(layers, dtype=torch.int64).index_add_(0, spec.segment, bad.long()).tolist()
-            redo = [i for i in range(layers) if per_layer[i] and not shifted[i]]
+            redo = []
+            for i in range(layers):
+                if not per_layer[i]:
+                    continue
+                if shifts[i] is None:  # unshifted: shift from now on
+                    if keys[i] is not None:
+                        _SHIFTED[keys[i]] = True
+                    shifts[i] = last_parts[i] if last_parts is not None else _sample0_means(acts[i])
+                    redo.append(i)
+                elif last_parts is not None and shifts[i] is last_parts[i]:  # the previous means: too far off
+                    shifts[i] = _sample0_means(acts[i])
+                    redo.append(i)
+                # else: already shifted by sample 0's means, as channel_mean_var: as is
             if not redo:
-                break  # only already shifted layers (their shifted mean against their spread): as is
+                break
             for i in redo:
-                shifted[i] = True
-                if keys[i] is not None:
-                    _NEEDS_SHIFT[keys[i]] = True  # this layer's next steps go straight to the shifted sums
-                parts[i] = _sums(acts[i], True)
-        if any(shifted):
-            shift = torch.cat([p[2] if p[2] is not None else const["zeros"][: t.shape[1]]
-                               for p, t in zip(parts, acts, strict=True)])  # fmt: skip
-            mean = mean + shift.to(torch.float64)
+                parts[i] = _sums(acts[i], shifts[i], ones[i])
+        if any(k is not None for k in shifts):
+            if last_parts is not None and all(k is lp for k, lp in zip(shifts, last_parts, strict=True)):
+                shift = last
+            else:
+                shift = torch.cat([k if k is not None else const["zeros"][i] for i, k in enumerate(shifts)])
+            mean = mean + shift.to(torch.float64)  # type: ignore[union-attr]
         var = var.clamp_min_(0).float()
         mean = mean.float()
+        spec.__dict__["_last_mean"] = mean  # the next call's shift for shifted layers
         # the loss: _BNStatisticLossFn's forward on the concatenated statistics
         dm = mean - spec.center
         if spec.scale is not None:
@@ -152,7 +182,7 @@ class _StatsLossFn(torch.autograd.Function):
         b = const["two_inv_n"] * g[1]
         a = torch.addcmul(g[0] * const["inv_n"], b, mean, value=-1.0)
         # per layer one inference-BatchNorm pass (running stats 0 / 1, eps 0) computes b_c * x + a_c
-        zeros, ones = const["zeros"].split(spec.sizes), const["ones"].split(spec.sizes)
+        zeros, ones = const["zeros"], const["ones"]
         dxs = [torch.batch_norm(x, bl, al, z, o, False, 0.0, 0.0, False)
                for x, bl, al, z, o in zip(acts, b.split(spec.sizes), a.split(spec.sizes), zeros, ones, strict=True)]  # fmt: skip
         return (None, None, None, *dxs)

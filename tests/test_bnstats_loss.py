@@ -1,0 +1,114 @@
+"""All layers' BN statistics and the BN loss in one autograd node == per-layer channel_mean_var + the loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from datafree import bnstats_loss
+from datafree.bnfold import fold_batchnorm
+from datafree.losses import BNStatisticLoss
+from datafree.models import create_model
+from datafree.stats import channel_mean_var
+
+
+def _randomise(model: nn.Module, seed: int = 1) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.3)
+    return model.eval().requires_grad_(False)
+
+
+class _Mixed(nn.Module):
+    """conv-BN (folded), BN after a ReLU (hooked), and a BN whose input is read twice (hooked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.b2 = nn.BatchNorm2d(6)
+        self.c3, self.b3 = nn.Conv2d(6, 5, 3, padding=1), nn.BatchNorm2d(5)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.b2(torch.relu(self.b1(self.c1(x))))
+        z = self.c3(y)
+        z = self.b3(z) + z
+        return self.fc(z.mean((2, 3)))
+
+
+def _reference(folded, acts, first):
+    """The code before: channel_mean_var per layer (fresh shift table), then BNStatisticLoss."""
+    means, variances = [], []
+    for t in acts:
+        m, v = channel_mean_var(t, nn.Identity())
+        means.append(m)
+        variances.append(v)
+    return folded.bn_loss(means, variances, first)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenetv2_cifar", "mixed"])
+@pytest.mark.parametrize("offset", [0.0, 50.0])  # 50: inputs far from the running means, shifted sums
+def test_one_node_matches_per_layer_statistics(name, offset):
+    torch.manual_seed(0)
+    if name == "mixed":
+        model, shape = _Mixed(), (24, 1, 8, 8)
+    else:
+        model, shape = create_model(name, 10, 1 if name == "resnet8" else 3), (16, 1 if name == "resnet8" else 3,
+                                                                                16, 16)  # fmt: skip
+    model = _randomise(model)
+    folded = fold_batchnorm(model)
+    assert folded is not None
+    if name == "mixed":
+        assert 0 < folded.num_folded < len(folded.layers)
+    bnstats_loss._SHIFTED.clear()
+    for step in range(3):  # first call, then with the previous means as the shift
+        x0 = torch.randn(shape, generator=torch.Generator().manual_seed(step)) * 0.5 + offset
+        got, ref = {}, {}
+        for out, kind in ((got, "one"), (ref, "ref")):
+            x = x0.clone().requires_grad_(True)
+            with folded.statistics() as st:
+                folded.net(x)
+                loss = st.loss(10.0) if kind == "one" else _reference(folded, st.observed, 10.0)
+            (gx,) = torch.autograd.grad(loss, x)
+            out["loss"], out["grad"] = loss.detach(), gx
+        torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got["grad"], ref["grad"], rtol=1e-3, atol=1e-5 * float(ref["grad"].abs().max()))
+    if offset and name != "mixed":
+        assert len(bnstats_loss._SHIFTED) > 0  # the shifted sums served
+
+
+def test_one_node_gradcheck_float64_fallback_and_fused_path():
+    g = torch.Generator().manual_seed(0)
+    acts = [torch.randn(4, 3, 2, 3, generator=g), torch.randn(4, 2, generator=g) * 0.01 + 30.0]  # 2nd: shifted
+    spec = BNStatisticLoss([torch.zeros(3), torch.ones(2)], [torch.rand(3) + 0.5, torch.rand(2) + 0.5],
+                           [torch.ones(3), torch.ones(2) * 2])  # fmt: skip
+    keys = [nn.Identity(), nn.Identity()]
+    xs = [a.clone().requires_grad_(True) for a in acts]
+    got = bnstats_loss.bn_loss_from_activations(spec, xs, keys, 3.0)
+    ref_xs = [a.clone().requires_grad_(True) for a in acts]
+    ms, vs = zip(*(channel_mean_var(a) for a in ref_xs), strict=True)
+    ref = spec(list(ms), list(vs), 3.0)
+    torch.testing.assert_close(got, ref)
+    assert keys[1] in bnstats_loss._SHIFTED and keys[0] not in bnstats_loss._SHIFTED
+    for a, b in zip(torch.autograd.grad(got, xs), torch.autograd.grad(ref, ref_xs), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError):
+        bnstats_loss.bn_loss_from_activations(spec, xs[:1], keys[:1])
+
+
+def test_inplace_change_after_the_hook_is_an_error():
+    model = _randomise(create_model("resnet8", 10, 1))
+    folded = fold_batchnorm(model)
+    assert folded is not None
+    x = torch.randn(4, 1, 16, 16)
+    with folded.statistics() as st, pytest.raises(RuntimeError, match="inplace"):
+        folded.net(x)
+        with torch.no_grad():
+            st.observed[0].add_(1.0)
+        st.loss()
