@@ -13,7 +13,11 @@ operations run on one thread with dispatcher cost each, which on a small teacher
 measurable share of the step (docs/speed.md, "Session 6: one autograd node for the statistics").
 
 Same values and gradients as :func:`channel_mean_var` followed by :class:`BNStatisticLoss` up to fp32
-rounding (the shifted sums are used for the same layers, remembered in the same table).
+rounding: the same sums and the same precision check (a channel's mean against its spread,
+:data:`datafree.stats.SHIFT_RATIO`), with one difference in how shifts are chosen: instead of shifting a
+layer for good once it needed it (which on resnet8 at 16 px meant every step after the random first
+pixels), a layer is shifted on a step when the previous step's statistics were near needing it, by the
+previous step's batch means (no extra operation to find the shift); a miss is caught by the check.
 
 Reference: Yin et al., "Dreaming to Distill", CVPR 2020 (the loss).
 """
@@ -53,7 +57,8 @@ def bn_loss_from_activations(
     Args:
         spec: the loss's per-layer centers, scales and running variances.
         acts: per layer, the observed activation ``(N, C_l, *)``.
-        keys: per layer, the key of :func:`channel_mean_var`'s shift table (the module observed).
+        keys: per layer, the key of :func:`channel_mean_var`'s shift table (the module observed), for the
+            per-layer path (channels_last, GPU); the one-node path decides the shift per call (see the code).
         first_layer_weight: the first layer's weight ``s_0``.
     """
     if len(acts) != len(spec.sizes) or any(t.shape[1] != c for t, c in zip(acts, spec.sizes, strict=True)):
@@ -82,11 +87,6 @@ def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict:
     return cache[counts]
 
 
-#: The layers (observed modules) whose sums are taken of shifted values ``x - k`` (one extra pass): those
-#: where some channel's mean was once large against its spread (:data:`datafree.stats.SHIFT_RATIO`).
-_SHIFTED: weakref.WeakKeyDictionary[object, bool] = weakref.WeakKeyDictionary()
-
-
 def _sums(x: torch.Tensor, k: torch.Tensor | None, ones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-(sample, channel) sum and 2-norm of ``x - k`` (of ``x`` when ``k`` is None)."""
     if k is not None:  # x - k through inference BatchNorm's kernel (running_var 1, eps 0): one fast pass
@@ -107,15 +107,17 @@ class _StatsLossFn(torch.autograd.Function):
         counts = tuple(t.numel() // t.shape[1] for t in acts)
         const = _constants(spec, counts)
         ones = const["ones"]
-        # The shift of a shifted layer: the previous call's batch means (the pixels change little from one
-        # step to the next, so x - k is centred to a small fraction of its spread, with no extra operation),
-        # or sample 0's channel means on the first call or where the previous means are too far off.
+        # A layer's sums are of shifted values x - k (one extra pass) where the previous call's statistics
+        # had some channel's mean large against its spread (datafree.stats.SHIFT_RATIO / 2): k is the
+        # previous call's batch means (the pixels change little from one step to the next, so x - k is
+        # centred to a small fraction of its spread, with no extra operation); the check below catches
+        # the rest (the first call, a new batch) and shifts those layers by sample 0's channel means.
         last: torch.Tensor | None = spec.__dict__.get("_last_mean")
         last_parts = last.split(spec.sizes) if last is not None else None
+        predicted: list[bool] = spec.__dict__.get("_shift_next", [False] * layers)
         shifts: list[torch.Tensor | None] = [None] * layers
-        for i, k in enumerate(keys):
-            if k is not None and k in _SHIFTED:
-                shifts[i] = last_parts[i] if last_parts is not None else _sample0_means(acts[i])
+        if last_parts is not None:
+            shifts = [lp if p else None for lp, p in zip(last_parts, predicted, strict=True)]
         parts = [_sums(t, k, ones[i]) for i, (t, k) in enumerate(zip(acts, shifts, strict=True))]
         while True:
             s1 = torch.cat([p[0] for p in parts], 1)  # (N, C): the batch size is every layer's
@@ -133,12 +135,7 @@ class _StatsLossFn(torch.autograd.Function):
             for i in range(layers):
                 if not per_layer[i]:
                     continue
-                if shifts[i] is None:  # unshifted: shift from now on
-                    if keys[i] is not None:
-                        _SHIFTED[keys[i]] = True
-                    shifts[i] = last_parts[i] if last_parts is not None else _sample0_means(acts[i])
-                    redo.append(i)
-                elif last_parts is not None and shifts[i] is last_parts[i]:  # the previous means: too far off
+                if shifts[i] is None or (last_parts is not None and shifts[i] is last_parts[i]):
                     shifts[i] = _sample0_means(acts[i])
                     redo.append(i)
                 # else: already shifted by sample 0's means, as channel_mean_var: as is
@@ -154,7 +151,12 @@ class _StatsLossFn(torch.autograd.Function):
             mean = mean + shift.to(torch.float64)  # type: ignore[union-attr]
         var = var.clamp_min_(0).float()
         mean = mean.float()
-        spec.__dict__["_last_mean"] = mean  # the next call's shift for shifted layers
+        # the next call's shifts: the layers whose statistics now are near needing one (unshifted form)
+        near = (mean * mean > (SHIFT_RATIO / 2) * var).long()
+        spec.__dict__["_shift_next"] = [
+            bool(c) for c in torch.zeros(layers, dtype=torch.int64).index_add_(0, spec.segment, near).tolist()
+        ]
+        spec.__dict__["_last_mean"] = mean
         # the loss: _BNStatisticLossFn's forward on the concatenated statistics
         dm = mean - spec.center
         if spec.scale is not None:
