@@ -31,7 +31,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from .bnstats_loss import bn_loss_from_activations
+from .bnstats_loss import bn_loss_from_activations, layer_sums
 from .hooks import BNStatistics, batchnorm_layers
 from .losses import BNStatisticLoss
 from .models import attach_logits_hook
@@ -170,6 +170,7 @@ class FoldedBNStatistics(BNStatistics):
         # all layers' with the loss in one autograd node (datafree.bnstats_loss)
         self.observed: list[torch.Tensor | None] = [None] * len(layers)
         self._versions: list[int] = [0] * len(layers)
+        self._sums: list = [None] * len(layers)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _check_versions(self) -> None:
@@ -204,6 +205,7 @@ class FoldedBNStatistics(BNStatistics):
     def means(self, value: list[torch.Tensor | None]) -> None:
         self.observed_means = value  # BNStatistics.__exit__ clears the lists; only None lists arrive
         self.observed = list(value)
+        self._sums = list(value)
 
     @property  # type: ignore[override]
     def vars(self) -> list[torch.Tensor | None]:
@@ -228,7 +230,7 @@ class FoldedBNStatistics(BNStatistics):
             return self._bn_loss(self.observed_means, self.observed_vars, first_layer_weight)  # type: ignore[arg-type]
         self._check_versions()
         keys = [layer.module for layer in self.layers]  # type: ignore[attr-defined]
-        return bn_loss_from_activations(self._bn_loss, self.observed, keys, first_layer_weight)  # type: ignore[arg-type]
+        return bn_loss_from_activations(self._bn_loss, self.observed, keys, first_layer_weight, self._sums)  # type: ignore[arg-type]
 
     def _hooked(self) -> list[nn.Module]:
         """Layer i's folded conv (its output) or, unfolded, the BN module (its input)."""
@@ -242,6 +244,8 @@ class FoldedBNStatistics(BNStatistics):
             if t.is_floating_point() and t.dtype != torch.float32:
                 t = t.float()  # statistics in fp32 under bf16/fp16 autocast (datafree.precision)
             self.observed[index], self._versions[index] = t, t._version
+            # the loss's per-layer sums, now while t is in cache (datafree.bnstats_loss.layer_sums)
+            self._sums[index] = layer_sums(self._bn_loss, index, t) if self._bn_loss is not None else None
             self.observed_means[index] = self.observed_vars[index] = None
 
         return fn

@@ -32,7 +32,7 @@ import torch
 from .losses import BNStatisticLoss
 from .stats import SHIFT_RATIO, channel_mean_var
 
-__all__ = ["bn_loss_from_activations", "fusable"]
+__all__ = ["bn_loss_from_activations", "fusable", "layer_sums"]
 
 
 def fusable(acts: Sequence[torch.Tensor]) -> bool:
@@ -47,7 +47,11 @@ def fusable(acts: Sequence[torch.Tensor]) -> bool:
 
 
 def bn_loss_from_activations(
-    spec: BNStatisticLoss, acts: Sequence[torch.Tensor], keys: Sequence[object], first_layer_weight: float = 1.0
+    spec: BNStatisticLoss,
+    acts: Sequence[torch.Tensor],
+    keys: Sequence[object],
+    first_layer_weight: float = 1.0,
+    pre: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None] | None = None,
 ) -> torch.Tensor:
     """``spec``'s loss of the per-channel statistics of ``acts[l]`` (over every dimension but 1).
 
@@ -60,13 +64,16 @@ def bn_loss_from_activations(
         keys: per layer, the key of :func:`channel_mean_var`'s shift table (the module observed), for the
             per-layer path (channels_last, GPU); the one-node path decides the shift per call (see the code).
         first_layer_weight: the first layer's weight ``s_0``.
+        pre: per layer, :func:`layer_sums` of ``acts[l]`` taken when it was computed (all or none used).
     """
     if len(acts) != len(spec.sizes) or any(t.shape[1] != c for t, c in zip(acts, spec.sizes, strict=True)):
         raise ValueError(f"activations of {len(acts)} layers do not match the {len(spec.sizes)} layers")
     if not fusable(acts) or spec.center.dtype != torch.float32 or spec.center.device.type != "cpu":
         means, variances = zip(*(channel_mean_var(t, k) for t, k in zip(acts, keys, strict=True)), strict=True)
         return spec(list(means), list(variances), first_layer_weight)
-    return _StatsLossFn.apply(spec, float(first_layer_weight), list(keys), *acts)  # type: ignore[no-any-return]
+    if pre is not None and (len(pre) != len(acts) or any(p is None for p in pre)):
+        pre = None
+    return _StatsLossFn.apply(spec, float(first_layer_weight), list(keys), pre, *acts)  # type: ignore[no-any-return]
 
 
 def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict:
@@ -100,9 +107,32 @@ def _sample0_means(x: torch.Tensor) -> torch.Tensor:
     return (x.flatten(2) if x.dim() > 2 else x.unsqueeze(2))[0].mean(1)
 
 
+def layer_sums(
+    spec: BNStatisticLoss, index: int, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """Layer ``index``'s per-(sample, channel) sums of ``x`` for :func:`bn_loss_from_activations`, or None.
+
+    Taken by the hook right after the layer runs, while ``x`` is still in the CPU's caches (at loss
+    time it would be read again from memory); not differentiable (the loss's node gives the gradient).
+    None where the one-node path does not apply (:func:`fusable`).
+
+    Returns:
+        ``(sum, 2-norm, shift)``: the sums are of ``x - shift`` where the previous call's statistics of
+        this layer were near needing a shift (the shift: their means), else of ``x`` (shift None).
+    """
+    if not fusable([x]) or spec.center.dtype != torch.float32 or spec.center.device.type != "cpu":
+        return None
+    last: list[torch.Tensor] | None = spec.__dict__.get("_last_parts")
+    k = last[index] if last is not None and spec.__dict__["_shift_next"][index] else None
+    ones: list[torch.Tensor] = spec.__dict__.setdefault("_ones_parts", torch.ones(sum(spec.sizes)).split(spec.sizes))
+    with torch.no_grad():
+        s1, norm = _sums(x, k, ones[index])
+    return s1, norm, k
+
+
 class _StatsLossFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, spec: BNStatisticLoss, first: float, keys: list, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, spec: BNStatisticLoss, first: float, keys: list, pre: list | None, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         layers = len(acts)
         counts = tuple(t.numel() // t.shape[1] for t in acts)
         const = _constants(spec, counts)
@@ -112,13 +142,16 @@ class _StatsLossFn(torch.autograd.Function):
         # previous call's batch means (the pixels change little from one step to the next, so x - k is
         # centred to a small fraction of its spread, with no extra operation); the check below catches
         # the rest (the first call, a new batch) and shifts those layers by sample 0's channel means.
-        last: torch.Tensor | None = spec.__dict__.get("_last_mean")
-        last_parts = last.split(spec.sizes) if last is not None else None
-        predicted: list[bool] = spec.__dict__.get("_shift_next", [False] * layers)
-        shifts: list[torch.Tensor | None] = [None] * layers
-        if last_parts is not None:
-            shifts = [lp if p else None for lp, p in zip(last_parts, predicted, strict=True)]
-        parts = [_sums(t, k, ones[i]) for i, (t, k) in enumerate(zip(acts, shifts, strict=True))]
+        last_parts: list[torch.Tensor] | None = spec.__dict__.get("_last_parts")
+        if pre is not None:  # taken by the hooks (layer_sums), with the same choice of shifts
+            parts = [(p[0], p[1]) for p in pre]
+            shifts = [p[2] for p in pre]
+        else:
+            predicted: list[bool] = spec.__dict__.get("_shift_next", [False] * layers)
+            shifts = [None] * layers
+            if last_parts is not None:
+                shifts = [lp if p else None for lp, p in zip(last_parts, predicted, strict=True)]
+            parts = [_sums(t, k, ones[i]) for i, (t, k) in enumerate(zip(acts, shifts, strict=True))]
         while True:
             s1 = torch.cat([p[0] for p in parts], 1)  # (N, C): the batch size is every layer's
             norm = torch.cat([p[1] for p in parts], 1)
@@ -145,7 +178,7 @@ class _StatsLossFn(torch.autograd.Function):
                 parts[i] = _sums(acts[i], shifts[i], ones[i])
         if any(k is not None for k in shifts):
             if last_parts is not None and all(k is lp for k, lp in zip(shifts, last_parts, strict=True)):
-                shift = last
+                shift = spec.__dict__["_last_mean"]
             else:
                 shift = torch.cat([k if k is not None else const["zeros"][i] for i, k in enumerate(shifts)])
             mean = mean + shift.to(torch.float64)  # type: ignore[union-attr]
@@ -157,6 +190,7 @@ class _StatsLossFn(torch.autograd.Function):
             bool(c) for c in torch.zeros(layers, dtype=torch.int64).index_add_(0, spec.segment, near).tolist()
         ]
         spec.__dict__["_last_mean"] = mean
+        spec.__dict__["_last_parts"] = list(mean.split(spec.sizes))
         # the loss: _BNStatisticLossFn's forward on the concatenated statistics
         dm = mean - spec.center
         if spec.scale is not None:
@@ -187,4 +221,4 @@ class _StatsLossFn(torch.autograd.Function):
         zeros, ones = const["zeros"], const["ones"]
         dxs = [torch.batch_norm(x, bl, al, z, o, False, 0.0, 0.0, False)
                for x, bl, al, z, o in zip(acts, b.split(spec.sizes), a.split(spec.sizes), zeros, ones, strict=True)]  # fmt: skip
-        return (None, None, None, *dxs)
+        return (None, None, None, None, *dxs)
