@@ -71,9 +71,10 @@ def bn_loss_from_activations(
     if not fusable(acts) or spec.center.dtype != torch.float32 or spec.center.device.type != "cpu":
         means, variances = zip(*(channel_mean_var(t, k) for t, k in zip(acts, keys, strict=True)), strict=True)
         return spec(list(means), list(variances), first_layer_weight)
-    if pre is not None and (len(pre) != len(acts) or any(p is None for p in pre)):
+    if pre is not None and (len(pre) != len(acts) or any(p is None or p[0] is None for p in pre)):
         pre = None
-    return _StatsLossFn.apply(spec, float(first_layer_weight), list(keys), pre, *acts)  # type: ignore[no-any-return]
+    inputs = acts if pre is None else [p[0] for p in pre]
+    return _StatsLossFn.apply(spec, float(first_layer_weight), list(keys), pre, list(acts), *inputs)  # type: ignore[no-any-return]
 
 
 def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict:
@@ -107,9 +108,7 @@ def _sample0_means(x: torch.Tensor) -> torch.Tensor:
     return (x.flatten(2) if x.dim() > 2 else x.unsqueeze(2))[0].mean(1)
 
 
-def layer_sums(
-    spec: BNStatisticLoss, index: int, x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+def layer_sums(spec: BNStatisticLoss, index: int, x: torch.Tensor) -> tuple | None:
     """Layer ``index``'s per-(sample, channel) sums of ``x`` for :func:`bn_loss_from_activations`, or None.
 
     Taken by the hook right after the layer runs, while ``x`` is still in the CPU's caches (at loss
@@ -117,22 +116,55 @@ def layer_sums(
     None where the one-node path does not apply (:func:`fusable`).
 
     Returns:
-        ``(sum, 2-norm, shift)``: the sums are of ``x - shift`` where the previous call's statistics of
-        this layer were near needing a shift (the shift: their means), else of ``x`` (shift None).
+        ``(handle, sum, 2-norm, shift)``: the sums are of ``x - shift`` where the previous call's statistics
+        of this layer were near needing a shift (the shift: their means), else of ``x`` (shift None);
+        ``handle`` (None when ``x`` needs no gradient) carries the loss's gradient back to ``x``.
     """
     if not fusable([x]) or spec.center.dtype != torch.float32 or spec.center.device.type != "cpu":
         return None
     last: list[torch.Tensor] | None = spec.__dict__.get("_last_parts")
     k = last[index] if last is not None and spec.__dict__["_shift_next"][index] else None
     ones: list[torch.Tensor] = spec.__dict__.setdefault("_ones_parts", torch.ones(sum(spec.sizes)).split(spec.sizes))
-    with torch.no_grad():
-        s1, norm = _sums(x, k, ones[index])
-    return s1, norm, k
+    zeros: list[torch.Tensor] = spec.__dict__.setdefault("_zeros_parts", torch.zeros(sum(spec.sizes)).split(spec.sizes))
+    if not x.requires_grad:
+        with torch.no_grad():
+            s1, norm = _sums(x, k, ones[index])
+        return None, s1, norm, k
+    handle, s1, norm = _Tap.apply(x, k, ones[index], zeros[index])
+    return handle, s1, norm, k
+
+
+class _Tap(torch.autograd.Function):
+    """One layer's sums (forward) and its input gradient ``dx = a_c + b_c * x`` (backward).
+
+    The output ``handle`` (``(2, C)``, no values) carries the gradient ``[a; b]`` that the loss's node
+    computes for every layer at once; as the tap is created right after its layer, the autograd engine
+    runs its backward right before the layer's own, so ``dx`` is made when it is used (made all at once
+    by the loss's node, every layer's ``dx`` would be held until its layer's backward: on MobileNetV2
+    that is a full set of activation-sized buffers each step).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: torch.Tensor | None, ones: torch.Tensor, zeros: torch.Tensor):  # type: ignore[override]
+        s1, norm = _sums(x, k, ones)
+        ctx.save_for_backward(x)
+        ctx.ones, ctx.zeros = ones, zeros
+        ctx.mark_non_differentiable(s1, norm)
+        return x.new_empty((2, x.shape[1])), s1, norm
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor | None, *_: torch.Tensor):  # type: ignore[override]
+        if grad is None:
+            return None, None, None, None
+        (x,) = ctx.saved_tensors
+        # a per-channel affine map is what inference BatchNorm computes (running stats 0 / 1, eps 0)
+        return torch.batch_norm(x, grad[1], grad[0], ctx.zeros, ctx.ones, False, 0.0, 0.0, False), None, None, None
 
 
 class _StatsLossFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, spec: BNStatisticLoss, first: float, keys: list, pre: list | None, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, spec: BNStatisticLoss, first: float, keys: list, pre: list | None, acts: list, *inputs):  # type: ignore[override]
+        # inputs: the activations (pre None), or the taps' handles (pre: the taps' sums; backward gives [a; b])
         layers = len(acts)
         counts = tuple(t.numel() // t.shape[1] for t in acts)
         const = _constants(spec, counts)
@@ -144,8 +176,8 @@ class _StatsLossFn(torch.autograd.Function):
         # the rest (the first call, a new batch) and shifts those layers by sample 0's channel means.
         last_parts: list[torch.Tensor] | None = spec.__dict__.get("_last_parts")
         if pre is not None:  # taken by the hooks (layer_sums), with the same choice of shifts
-            parts = [(p[0], p[1]) for p in pre]
-            shifts = [p[2] for p in pre]
+            parts = [(p[1], p[2]) for p in pre]
+            shifts = [p[3] for p in pre]
         else:
             predicted: list[bool] = spec.__dict__.get("_shift_next", [False] * layers)
             shifts = [None] * layers
@@ -201,8 +233,8 @@ class _StatsLossFn(torch.autograd.Function):
         norms = sq.sqrt()  # (2, L)
         weights = torch.ones(layers, dtype=d.dtype)
         weights[0] = first
-        ctx.save_for_backward(d, norms, weights, mean, *acts)
-        ctx.spec, ctx.const = spec, const
+        ctx.save_for_backward(d, norms, weights, mean, *(acts if pre is None else ()))
+        ctx.spec, ctx.const, ctx.taps = spec, const, pre is not None
         return (norms.sum(0) * weights).sum()
 
     @staticmethod
@@ -217,8 +249,10 @@ class _StatsLossFn(torch.autograd.Function):
         # d mean / dx = 1/n ; d var / dx = 2 (x - mean) / n  ->  dx = a_c + b_c * x, every layer at once
         b = const["two_inv_n"] * g[1]
         a = torch.addcmul(g[0] * const["inv_n"], b, mean, value=-1.0)
+        if ctx.taps:  # each layer's tap makes its dx from [a; b] when the engine reaches it
+            return (None, None, None, None, None, *torch.stack((a, b)).split(spec.sizes, 1))
         # per layer one inference-BatchNorm pass (running stats 0 / 1, eps 0) computes b_c * x + a_c
         zeros, ones = const["zeros"], const["ones"]
         dxs = [torch.batch_norm(x, bl, al, z, o, False, 0.0, 0.0, False)
                for x, bl, al, z, o in zip(acts, b.split(spec.sizes), a.split(spec.sizes), zeros, ones, strict=True)]  # fmt: skip
-        return (None, None, None, None, *dxs)
+        return (None, None, None, None, None, *dxs)
