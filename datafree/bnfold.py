@@ -93,9 +93,14 @@ class FoldedTeacher:
         """How many BN layers were folded (the rest are observed by hooks)."""
         return sum(layer.folded for layer in self.layers)
 
-    def statistics(self) -> FoldedBNStatistics:
-        """A context like :class:`datafree.hooks.BNStatistics` (per-batch statistics) for :attr:`net`."""
-        return FoldedBNStatistics(self.layers, self.bn_loss)
+    def statistics(self, one_node: bool = False) -> FoldedBNStatistics:
+        """A context like :class:`datafree.hooks.BNStatistics` (per-batch statistics) for :attr:`net`.
+
+        Args:
+            one_node: :meth:`FoldedBNStatistics.loss` computes all layers' statistics and the loss in one
+                autograd node (:mod:`datafree.bnstats_loss`) instead of per layer in the hooks.
+        """
+        return FoldedBNStatistics(self.layers, self.bn_loss, one_node)
 
     def loss_graph(
         self, first_layer_weight: float
@@ -159,8 +164,11 @@ class FoldedBNStatistics(BNStatistics):
     recovery).
     """
 
-    def __init__(self, layers: list[_Layer], bn_loss: BNStatisticLoss | None = None) -> None:  # noqa: D107
+    def __init__(  # noqa: D107
+        self, layers: list[_Layer], bn_loss: BNStatisticLoss | None = None, one_node: bool = False
+    ) -> None:
         self.layers = layers  # type: ignore[assignment]
+        self.one_node = one_node and bn_loss is not None
         self.per_sample = False
         self._bn_loss = bn_loss
         # the statistics of what each hook observes: a folded layer's output, else the BN's input
@@ -244,8 +252,11 @@ class FoldedBNStatistics(BNStatistics):
             if t.is_floating_point() and t.dtype != torch.float32:
                 t = t.float()  # statistics in fp32 under bf16/fp16 autocast (datafree.precision)
             self.observed[index], self._versions[index] = t, t._version
+            if not self.one_node:  # per layer, now (datafree.stats.channel_mean_var)
+                self.observed_means[index], self.observed_vars[index] = channel_mean_var(t, module)
+                return
             # the loss's per-layer sums, now while t is in cache (datafree.bnstats_loss.layer_sums)
-            self._sums[index] = layer_sums(self._bn_loss, index, t) if self._bn_loss is not None else None
+            self._sums[index] = layer_sums(self._bn_loss, index, t)  # type: ignore[arg-type]
             self.observed_means[index] = self.observed_vars[index] = None
 
         return fn
@@ -399,16 +410,17 @@ def _trial(folded: FoldedTeacher, example: torch.Tensor) -> bool:
     ``nn.Identity`` or a view between the convolution and an in-place activation, as in timm's
     ResNets) that :func:`_out_of_place_edit` does not follow, or a layer's statistics stay unset.
     """
-    x = example.detach().clone().requires_grad_(True)
-    try:
-        with folded.statistics() as stats:
-            out = folded.net(x)
-            if not isinstance(out, torch.Tensor) or any(t is None for t in stats.observed):
-                return False
-            bn = stats.loss()  # the step's path: all layers' statistics and the loss in one node
-            pairs = zip(stats.means, stats.vars, strict=True)
-            loss = out.float().sum() + bn + sum(m.sum() + v.sum() for m, v in pairs)  # type: ignore[union-attr]
-            torch.autograd.grad(loss, x)
-    except RuntimeError:
-        return False
+    for one_node in (False, True):  # both ways of computing the statistics
+        x = example.detach().clone().requires_grad_(True)
+        try:
+            with folded.statistics(one_node) as stats:
+                out = folded.net(x)
+                if not isinstance(out, torch.Tensor) or any(t is None for t in stats.observed):
+                    return False
+                bn = stats.loss()
+                pairs = zip(stats.means, stats.vars, strict=True)
+                loss = out.float().sum() + bn + sum(m.sum() + v.sum() for m, v in pairs)  # type: ignore[union-attr]
+                torch.autograd.grad(loss, x)
+        except RuntimeError:
+            return False
     return True

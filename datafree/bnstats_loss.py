@@ -24,7 +24,6 @@ Reference: Yin et al., "Dreaming to Distill", CVPR 2020 (the loss).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 
 import torch
@@ -42,7 +41,8 @@ def fusable(acts: Sequence[torch.Tensor]) -> bool:
     contiguous. Elsewhere (channels_last, GPU) the per-layer path of :func:`channel_mean_var` serves.
     """
     return bool(acts) and all(
-        t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() >= 2 and t.is_contiguous() for t in acts
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() >= 2 and t.is_contiguous()
+        for t in acts
     )
 
 
@@ -69,7 +69,8 @@ def bn_loss_from_activations(
     if len(acts) != len(spec.sizes) or any(t.shape[1] != c for t, c in zip(acts, spec.sizes, strict=True)):
         raise ValueError(f"activations of {len(acts)} layers do not match the {len(spec.sizes)} layers")
     if not fusable(acts) or spec.center.dtype != torch.float32 or spec.center.device.type != "cpu":
-        means, variances = zip(*(channel_mean_var(t, k) for t, k in zip(acts, keys, strict=True)), strict=True)
+        stats = [channel_mean_var(t, k) for t, k in zip(acts, keys, strict=True)]
+        means, variances = zip(*stats, strict=True)
         return spec(list(means), list(variances), first_layer_weight)
     if pre is not None and (len(pre) != len(acts) or any(p is None or p[0] is None for p in pre)):
         pre = None
@@ -124,8 +125,9 @@ def layer_sums(spec: BNStatisticLoss, index: int, x: torch.Tensor) -> tuple | No
         return None
     last: list[torch.Tensor] | None = spec.__dict__.get("_last_parts")
     k = last[index] if last is not None and spec.__dict__["_shift_next"][index] else None
-    ones: list[torch.Tensor] = spec.__dict__.setdefault("_ones_parts", torch.ones(sum(spec.sizes)).split(spec.sizes))
-    zeros: list[torch.Tensor] = spec.__dict__.setdefault("_zeros_parts", torch.zeros(sum(spec.sizes)).split(spec.sizes))
+    total = sum(spec.sizes)
+    ones: list[torch.Tensor] = spec.__dict__.setdefault("_ones_parts", torch.ones(total).split(spec.sizes))
+    zeros: list[torch.Tensor] = spec.__dict__.setdefault("_zeros_parts", torch.zeros(total).split(spec.sizes))
     if not x.requires_grad:
         with torch.no_grad():
             s1, norm = _sums(x, k, ones[index])
@@ -158,13 +160,14 @@ class _Tap(torch.autograd.Function):
             return None, None, None, None
         (x,) = ctx.saved_tensors
         # a per-channel affine map is what inference BatchNorm computes (running stats 0 / 1, eps 0)
-        return torch.batch_norm(x, grad[1], grad[0], ctx.zeros, ctx.ones, False, 0.0, 0.0, False), None, None, None
+        dx = torch.batch_norm(x, grad[1], grad[0], ctx.zeros, ctx.ones, False, 0.0, 0.0, False)
+        return dx, None, None, None
 
 
 class _StatsLossFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: BNStatisticLoss, first: float, keys: list, pre: list | None, acts: list, *inputs):  # type: ignore[override]
-        # inputs: the activations (pre None), or the taps' handles (pre: the taps' sums; backward gives [a; b])
+        # inputs: the activations (pre None), or the taps' handles (pre: the taps' sums; backward: [a; b])
         layers = len(acts)
         counts = tuple(t.numel() // t.shape[1] for t in acts)
         const = _constants(spec, counts)
@@ -195,7 +198,8 @@ class _StatsLossFn(torch.autograd.Function):
             bad = mean * mean > const["shift_ratio"] * var
             if not bool(bad.any()):
                 break
-            per_layer = torch.zeros(layers, dtype=torch.int64).index_add_(0, spec.segment, bad.long()).tolist()
+            per_layer = torch.zeros(layers, dtype=torch.int64).index_add_(0, spec.segment, bad.long())
+            per_layer = per_layer.tolist()
             redo = []
             for i in range(layers):
                 if not per_layer[i]:
@@ -253,6 +257,6 @@ class _StatsLossFn(torch.autograd.Function):
             return (None, None, None, None, None, *torch.stack((a, b)).split(spec.sizes, 1))
         # per layer one inference-BatchNorm pass (running stats 0 / 1, eps 0) computes b_c * x + a_c
         zeros, ones = const["zeros"], const["ones"]
-        dxs = [torch.batch_norm(x, bl, al, z, o, False, 0.0, 0.0, False)
-               for x, bl, al, z, o in zip(acts, b.split(spec.sizes), a.split(spec.sizes), zeros, ones, strict=True)]  # fmt: skip
+        coefs = zip(acts, b.split(spec.sizes), a.split(spec.sizes), zeros, ones, strict=True)
+        dxs = [torch.batch_norm(x, bl, al, z, o, False, 0.0, 0.0, False) for x, bl, al, z, o in coefs]
         return (None, None, None, None, None, *dxs)

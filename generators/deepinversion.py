@@ -75,6 +75,10 @@ class DeepInversionConfig(SynthConfig):
     # recover the BN input statistics from the folded output (datafree.bnfold): same loss and gradients
     # up to fp32 rounding, without the BN layers' own forward and backward. Off: hooks on every BN.
     fold_bn: bool = True
+    # With fold_bn: all BN layers' statistics and the BN loss in one autograd node (datafree.bnstats_loss;
+    # same loss and gradients up to fp32 rounding, a third of the small operations); off by default until
+    # measured faster through the CLI at 2 threads (docs/speed.md, "one autograd node for the statistics").
+    one_node_stats: bool = False
 
     def validate(self) -> None:
         """Also check ``plateau_tol`` (Adam's betas: :meth:`SynthConfig.validate`)."""
@@ -180,7 +184,9 @@ class DeepInversion(Synthesizer):
                 logits, bn = self.graph_loss(xa)  # statistics and BN loss in fp32 inside
             logits = precision.fp32(logits)
         else:
-            with BNStatistics(self.teacher) if self.folded is None else self.folded.statistics() as stats:
+            stats_ctx = (BNStatistics(self.teacher) if self.folded is None
+                         else self.folded.statistics(cfg.one_node_stats))  # fmt: skip
+            with stats_ctx as stats:
                 with precision.autocast(self.device):
                     logits = net(xa)
                 logits = precision.fp32(logits)  # losses in fp32; the hook keeps BN statistics in fp32
