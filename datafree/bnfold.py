@@ -161,7 +161,9 @@ class FoldedBNStatistics(BNStatistics):
     ``vars[i]`` hold BN layer i's input mean and biased variance, ``(C,)``, as
     :class:`datafree.hooks.BNStatistics` would on the unfolded teacher; gradients flow to the input.
     :meth:`loss` computes DeepInversion's BN loss from the observed statistics directly (no per-layer
-    recovery).
+    recovery). With ``one_node`` the hooks take only each layer's sums and :meth:`loss` computes every
+    layer's statistics and the loss in one autograd node (:mod:`datafree.bnstats_loss`); ``means`` and
+    ``vars`` are then computed when first read (per layer, as without it).
     """
 
     def __init__(  # noqa: D107

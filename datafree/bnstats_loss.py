@@ -1,16 +1,16 @@
 """DeepInversion's BN loss from the observed activations of all layers, as one autograd node.
 
-:class:`datafree.bnfold.FoldedBNStatistics` records the tensor each BN layer's statistics come from (a
-folded convolution's output or an unfolded BN layer's input); :func:`bn_loss_from_activations` computes
-every layer's per-channel mean and biased variance and :class:`datafree.losses.BNStatisticLoss`'s loss
-over them in one :class:`torch.autograd.Function`. Per layer only the two reductions that must read the
-activation run (a sum and a 2-norm per (sample, channel), as :func:`datafree.stats.channel_mean_var`);
-the float64 moments, the shift check (one host check for all layers), the loss and, backward, every
-layer's ``dx = a_c + b_c * x`` coefficients are vector operations over all layers' channels at once, and
-each layer's input gradient is one inference-BatchNorm pass. Per layer and step that replaces about 15
-small operations forward and 7 backward (and two autograd nodes) by 3 and 1: on CPU these small
-operations run on one thread with dispatcher cost each, which on a small teacher (resnet8 at 16 px) is a
-measurable share of the step (docs/speed.md, "Session 6: one autograd node for the statistics").
+:class:`datafree.bnfold.FoldedBNStatistics` (``one_node=True``; DeepInversion's ``one_node_stats``) records
+the tensor each BN layer's statistics come from (a folded convolution's output or an unfolded BN layer's
+input). Per layer only the two reductions that must read the activation run, in the layer's hook while it
+is in cache (:func:`layer_sums`: a sum and a 2-norm per (sample, channel), as
+:func:`datafree.stats.channel_mean_var`, through a small "tap" node); :func:`bn_loss_from_activations`
+then computes the float64 moments, the precision check (one host check for all layers), the loss of
+:class:`datafree.losses.BNStatisticLoss` and, backward, every layer's ``dx = a_c + b_c * x`` coefficients
+as vector operations over all layers' channels at once; each tap turns its layer's coefficients into
+``dx`` (one inference-BatchNorm pass) when the engine reaches that layer. On resnet8 at 16 px this takes
+the step from 551 to about 400 ATen operations (docs/speed.md, "Session 6: one autograd node for the
+statistics", where it is measured; opt-in until measured faster through the command).
 
 Same values and gradients as :func:`channel_mean_var` followed by :class:`BNStatisticLoss` up to fp32
 rounding: the same sums and the same precision check (a channel's mean against its spread,
