@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "datafree.losses",
             "datafree.generator_losses",
             "datafree.hooks",
+            "datafree.bnstats_loss",
             "datafree.bnfold",
             "datafree.augment",
             "datafree.models*",
