@@ -43,6 +43,7 @@ __all__ = [
     "POOL_FAST10_KD",
     "RUN_MAX_MACS",
     "POOL_MIN_EPOCHS",
+    "POOL_CAPPED_KD",
     "pool_run_macs",
 ]
 
@@ -306,6 +307,10 @@ POOL_FAST10_KD: dict[str, Any] = {"kd_steps": 10}
 RUN_MAX_MACS = 38e12
 # The cap never takes the pool below this many KD epochs (the reference 30's sixth).
 POOL_MIN_EPOCHS = 5
+# Under the cap, the pool's KD runs on smaller batches (more student steps and more rounds for the
+# same compute): on WRN-40-2 at 3x32x32, 11 epochs of batch 64 kept 89.6% of the teacher, 20 epochs
+# of batch 32 (about the same compute) 95.2% (docs/fidelity.md, "Session 6").
+POOL_CAPPED_KD: dict[str, Any] = {"batch_size": 32, "kd_steps": 10}
 
 
 def pool_run_macs(
@@ -362,21 +367,24 @@ def _pool_epoch_cap(
     synth = {**dataclasses.asdict(cls.Config()), **cls.pool_options, **options}
     shape = tuple(int(v) for v in card.input_shape)
     s_macs = conv_linear_macs(student, shape) if student is not None else _default_student_macs(teacher, card)
-    est = functools.partial(
-        pool_run_macs, macs, s_macs, steps_per_epoch=kd_cfg["steps_per_epoch"], kd_steps=kd_cfg["kd_steps"],
-        batch_size=kd_cfg["batch_size"], pool_batch=cls.pool_batch_size, iterations=synth["iterations"],
-        adversarial=synth["adv_weight"] > 0,
-    )  # fmt: skip
-    epochs = int(kd_cfg["epochs"])
-    total = est(epochs=epochs)
+    def est(k: dict[str, Any]) -> float:
+        return pool_run_macs(
+            macs, s_macs, epochs=int(k["epochs"]), steps_per_epoch=k["steps_per_epoch"],
+            kd_steps=k["kd_steps"], batch_size=k["batch_size"], pool_batch=cls.pool_batch_size,
+            iterations=synth["iterations"], adversarial=synth["adv_weight"] > 0,
+        )  # fmt: skip
+
+    total = est(kd_cfg)
     info: dict[str, Any] = {"student_macs": s_macs, "run_macs": total, "max_run_macs": RUN_MAX_MACS}
     p = next(teacher.parameters(), None)
     on_cpu = p is None or p.device.type == "cpu"
     if on_cpu and total > RUN_MAX_MACS:
-        capped = max(POOL_MIN_EPOCHS, int(epochs * RUN_MAX_MACS / total))
-        if capped < epochs:
-            kd = {**kd, "epochs": capped}
-            info.update(epochs=capped, capped_run_macs=est(epochs=capped))
+        small = {**kd_cfg, **POOL_CAPPED_KD}  # smaller KD batches, more rounds ...
+        epochs = int(kd_cfg["epochs"])  # ... and as many epochs as fit
+        while epochs > POOL_MIN_EPOCHS and est({**small, "epochs": epochs}) > RUN_MAX_MACS:
+            epochs -= 1
+        kd = {**kd, **POOL_CAPPED_KD, "epochs": epochs}
+        info.update(epochs=epochs, capped_run_macs=est({**small, "epochs": epochs}))
     return kd, info
 
 

@@ -178,10 +178,17 @@ def test_pool_epochs_capped_by_the_runs_compute(tmp_path: Path, monkeypatch: pyt
     full = c["compute"]["run_macs"]
     monkeypatch.setattr(rules, "RUN_MAX_MACS", full / 3)  # as if the teacher cost 3x the cap
     c = rules.default_method(mid.model, mid.card)
-    assert c["kd"]["epochs"] == 10 and "10 KD epochs" in c["rule"]
+    kd = c["kd"]
+    assert {k: kd[k] for k in rules.POOL_CAPPED_KD} == rules.POOL_CAPPED_KD  # smaller batches, more rounds
+    assert 5 <= kd["epochs"] < 30 and f"{kd['epochs']} KD epochs" in c["rule"]
     assert c["compute"]["capped_run_macs"] <= full / 3 < c["compute"]["run_macs"] == full
-    assert c["kd"]["kd_steps"] == rules.POOL_FAST10_KD["kd_steps"]  # the band's recipe stays
-    assert plan(mid, method=AUTO, seed=0).kd.epochs == 10
+    one_more = rules.pool_run_macs(
+        c["teacher_macs"], c["compute"]["student_macs"], epochs=kd["epochs"] + 1, steps_per_epoch=40,
+        kd_steps=kd["kd_steps"], batch_size=kd["batch_size"], pool_batch=32, iterations=10, adversarial=True,
+    )  # fmt: skip
+    assert one_more > full / 3  # as many epochs as fit
+    p = plan(mid, method=AUTO, seed=0)
+    assert (p.kd.epochs, p.kd.batch_size, p.kd.kd_steps) == (kd["epochs"], 32, 10)
     assert plan(mid, method=AUTO, seed=0, kd={"epochs": 30}).kd.epochs == 30  # the user's --epochs wins
     monkeypatch.setattr(rules, "RUN_MAX_MACS", full / 100)
     assert rules.default_method(mid.model, mid.card)["kd"]["epochs"] == rules.POOL_MIN_EPOCHS
@@ -191,10 +198,11 @@ def test_pool_epochs_capped_by_the_runs_compute(tmp_path: Path, monkeypatch: pyt
 
 
 def test_wrn40_2_pool_is_capped(tmp_path: Path) -> None:
-    """The standard WRN-40-2 at 3x32x32 (328M MACs, student wrn16_2): 11 of 30 KD epochs under the cap."""
+    """The standard WRN-40-2 at 3x32x32 (328M MACs, student wrn16_2): 18 epochs of batch 32 under the cap."""
     from datafree.rules import RUN_MAX_MACS, default_method
 
     wrn = load_model(_card(tmp_path, "wrn40_2", (3, 32, 32)))
     c = default_method(wrn.model, wrn.card)
     assert (c["method"], c["pool"]) == ("fast", True)
-    assert c["kd"] == {"epochs": 11} and c["compute"]["capped_run_macs"] <= RUN_MAX_MACS
+    assert c["kd"] == {"batch_size": 32, "kd_steps": 10, "epochs": 18}
+    assert c["compute"]["capped_run_macs"] <= RUN_MAX_MACS < c["compute"]["run_macs"]
