@@ -367,6 +367,7 @@ def _pool_epoch_cap(
     synth = {**dataclasses.asdict(cls.Config()), **cls.pool_options, **options}
     shape = tuple(int(v) for v in card.input_shape)
     s_macs = conv_linear_macs(student, shape) if student is not None else _default_student_macs(teacher, card)
+
     def est(k: dict[str, Any]) -> float:
         return pool_run_macs(
             macs, s_macs, epochs=int(k["epochs"]), steps_per_epoch=k["steps_per_epoch"],
