@@ -219,10 +219,10 @@ def compress(
     lm = load_model(teacher, dev)
     with warnings.catch_warnings():  # the size warning comes once, when the student is built for real
         warnings.simplefilter("ignore")
-        make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
+        s_model, _ = make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
     choice = None
     if method == AUTO:  # the rule of the teacher's cost; the pool needs a student stage to feed
-        choice = default_method(lm.model, lm.card, num_images)
+        choice = default_method(lm.model, lm.card, num_images, student=s_model)
         method = choice["method"]
     pool = bool(choice is not None and choice["pool"] and run_student)
     if choice is not None and pool:  # the path's own defaults (rules.default_method), under the user's

@@ -18,6 +18,7 @@ behind each default and the run that measured it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import warnings
@@ -40,6 +41,10 @@ __all__ = [
     "FAST10_MAX_COST_RATIO",
     "POOL_FAST10_OPTIONS",
     "POOL_FAST10_KD",
+    "RUN_MAX_MACS",
+    "POOL_MIN_EPOCHS",
+    "POOL_CAPPED_KD",
+    "pool_run_macs",
 ]
 
 # The input shape the constants were measured at (the shipped digits teachers).
@@ -292,15 +297,110 @@ POOL_FAST10_OPTIONS: dict[str, Any] = {"iterations": 10, "lr": 2e-3, "adv_weight
 POOL_FAST10_KD: dict[str, Any] = {"kd_steps": 10}
 
 
+# The estimated compute of a whole ``compress`` run on the pool path, in multiply-accumulates: the
+# pool's synthesis, the student's KD and the noise baseline's KD (same budget). Above it, on a CPU,
+# the pool's KD takes POOL_CAPPED_KD and as many epochs as fit (session 6). Measured rates of
+# the pool cells (docs/fidelity.md, "Session 6"): 42-50 GMAC per CPU second (VGG-8, ResNet-18 with
+# the baseline on 1 thread; WRN-40-2 on 2 threads), 79 GMAC/s of wall time on 2 threads (WRN-40-2,
+# 695 s): 38e12 is 8 minutes at 2 threads, leaving 2 of the issue's 10 for loading, evaluation,
+# profiling and writing the pool.
+RUN_MAX_MACS = 38e12
+# The cap never takes the pool below this many KD epochs (the reference 30's sixth).
+POOL_MIN_EPOCHS = 5
+# Under the cap, the pool's KD runs on smaller batches (more student steps and more rounds for the
+# same compute): on WRN-40-2 at 3x32x32, 11 epochs of batch 64 kept 89.6% of the teacher, 20 epochs
+# of batch 32 (about the same compute) 95.2% (docs/fidelity.md, "Session 6").
+POOL_CAPPED_KD: dict[str, Any] = {"batch_size": 32, "kd_steps": 10}
+
+
+def pool_run_macs(
+    teacher_macs: float,
+    student_macs: float,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    kd_steps: int,
+    batch_size: int,
+    pool_batch: int,
+    iterations: int,
+    adversarial: bool,
+    baseline: bool = True,
+) -> float:
+    """Estimated multiply-accumulates of a pool run (``compress``'s pool path), from per-image MACs.
+
+    - a KD step: ``batch_size x (T + 3 S)`` (the teacher's forward; the student's forward and
+      backward, about 3 forwards);
+    - a round (one every ``kd_steps`` KD steps): ``iterations x pool_batch x (2 T [+ 3 S])`` (the
+      frozen teacher's forward and its backward to the pixels; the student's with the adversarial term);
+    - the noise baseline (``baseline``): the KD steps again.
+
+    Pool cells of ResNet-18, VGG-8 and WRN-40-2 at 3x32x32 ran at 42-50 GMAC per CPU second by this
+    count (docs/fidelity.md, "Session 6"). It under-prices depthwise convolutions (MobileNetV2).
+    """
+    rounds = epochs * max(1, steps_per_epoch // kd_steps)
+    kd = rounds * kd_steps * batch_size * (teacher_macs + 3 * student_macs)
+    synth = rounds * iterations * pool_batch * (2 * teacher_macs + (3 * student_macs if adversarial else 0))
+    return kd * (2 if baseline else 1) + synth
+
+
+def _default_student_macs(teacher: nn.Module, card: Any) -> int:
+    """MACs of the student ``compress`` builds by default (the field's pair, else the size rule)."""
+    from .models import default_student_for, known_student_for
+
+    shape = tuple(int(v) for v in card.input_shape)
+    known = known_student_for(card.arch) is not None
+    arch = default_student_for(card.arch) if known else choose_student(teacher, card)["arch"]
+    return _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
+
+
+def _pool_epoch_cap(
+    teacher: nn.Module, card: Any, macs: int, options: dict[str, Any], kd: dict[str, Any],
+    student: nn.Module | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The pool's KD settings with the compute cap (:data:`RUN_MAX_MACS`) applied; and what it measured."""
+    from generators import method_class
+
+    from .distill import KDConfig
+
+    cls = method_class("fast")
+    kd_cfg = {**dataclasses.asdict(KDConfig()), **cls.pool_kd, **kd}
+    synth = {**dataclasses.asdict(cls.Config()), **cls.pool_options, **options}
+    shape = tuple(int(v) for v in card.input_shape)
+    s_macs = conv_linear_macs(student, shape) if student is not None else _default_student_macs(teacher, card)
+
+    def est(k: dict[str, Any]) -> float:
+        return pool_run_macs(
+            macs, s_macs, epochs=int(k["epochs"]), steps_per_epoch=k["steps_per_epoch"],
+            kd_steps=k["kd_steps"], batch_size=k["batch_size"], pool_batch=cls.pool_batch_size,
+            iterations=synth["iterations"], adversarial=synth["adv_weight"] > 0,
+        )  # fmt: skip
+
+    total = est(kd_cfg)
+    info: dict[str, Any] = {"student_macs": s_macs, "run_macs": total, "max_run_macs": RUN_MAX_MACS}
+    p = next(teacher.parameters(), None)
+    on_cpu = p is None or p.device.type == "cpu"
+    if on_cpu and total > RUN_MAX_MACS:
+        small = {**kd_cfg, **POOL_CAPPED_KD}  # smaller KD batches, more rounds ...
+        epochs = int(kd_cfg["epochs"])  # ... and as many epochs as fit
+        while epochs > POOL_MIN_EPOCHS and est({**small, "epochs": epochs}) > RUN_MAX_MACS:
+            epochs -= 1
+        kd = {**kd, **POOL_CAPPED_KD, "epochs": epochs}
+        info.update(epochs=epochs, capped_run_macs=est({**small, "epochs": epochs}))
+    return kd, info
+
+
 class MethodChoice(dict):
     """``{"method", "pool", "rule", "cost_ratio", "teacher_macs", "batchnorm", "options", "kd"}``.
 
     ``options`` (backend settings) and ``kd`` (KD settings) are the path's defaults under what the
-    user gives (``--set``, KD options); see :func:`default_method`.
+    user gives (``--set``, KD options); see :func:`default_method`. On the pool path, ``compute``
+    holds the run's estimated MACs (:func:`pool_run_macs`) and, when the cap applied, its epochs.
     """
 
 
-def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAGES) -> MethodChoice:
+def default_method(
+    teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAGES, student: nn.Module | None = None
+) -> MethodChoice:
     """The synthesis path of ``compress`` when no method is given: a rule of the teacher's cost.
 
     Rule (docs/fidelity.md, measured by ``bench/fidelity.py``):
@@ -317,12 +417,19 @@ def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAG
       recipe (``options`` :data:`POOL_FAST10_OPTIONS`, ``kd`` :data:`POOL_FAST10_KD`: 10 generator
       steps per round, the adversarial term, a round every 10 KD steps). Measured on the torchvision
       MobileNetV2 at 3x32x32 (3.7x): 86.0% of the teacher with Fast-5's pool, 96.9% with this one
-      in the screen (docs/fidelity.md, "Session 5").
+      in the screen (docs/fidelity.md, "Session 5");
+    - on the pool path, on a CPU, when the run's estimated compute (:func:`pool_run_macs`, with the
+      noise baseline) passes :data:`RUN_MAX_MACS` (8 minutes at 2 threads), the KD takes
+      :data:`POOL_CAPPED_KD` (batches of 32, a round every 10 KD steps) and as many epochs as fit,
+      at least :data:`POOL_MIN_EPOCHS` (``kd``; ``compute`` records the estimate). Measured on
+      WRN-40-2 at 3x32x32: 98.3% of the teacher in 18 epochs (docs/fidelity.md, "Session 6").
 
     Args:
         teacher: the teacher network.
         card: its :class:`datafree.cards.ModelCard`.
         num_images: the images DeepInversion would write.
+        student: the student the run distils (its MACs enter the compute estimate); default: the
+            one ``compress`` would choose.
 
     Returns:
         The choice, with the figures it was made from.
@@ -354,7 +461,14 @@ def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAG
         method, pool = "fast", True
         rule = f"DeepInversion's cost {ratio:.2f}x the reference (> {FAST10_MAX_COST_RATIO:g}x): the pool"
     cost = None if math.isinf(ratio) else round(ratio, 3)
-    return MethodChoice(
+    choice = MethodChoice(
         method=method, pool=pool, rule=rule, cost_ratio=cost, teacher_macs=macs, batchnorm=True,
         options=options, kd=kd,
     )  # fmt: skip
+    if pool and macs:
+        choice["kd"], choice["compute"] = _pool_epoch_cap(teacher, card, macs, options, kd, student)
+        c = choice["compute"]
+        if "epochs" in c:
+            est, cap = c["run_macs"] / 1e12, RUN_MAX_MACS / 1e12
+            choice["rule"] += f"; {c['epochs']} KD epochs: estimated {est:.0f}e12 MACs > {cap:.0f}e12"
+    return choice

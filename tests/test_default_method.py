@@ -151,3 +151,58 @@ def test_student_rule_prefers_the_teachers_conv_kind(bn_teacher) -> None:
     assert not has_grouped_conv(create_model(c["arch"], 10, 3)) and c["arch"] != "mobilenetv2_cifar"
     assert c["params"] <= 1.1 * c["teacher_params"] / 4 and c["macs"] <= c["teacher_macs"] / 2
     assert has_grouped_conv(create_model("mobilenetv2_cifar", 10, 3))
+
+
+def test_pool_run_macs_counts_kd_baseline_and_synthesis() -> None:
+    """The compute estimate: KD steps x batch x (T + 3S), twice with the baseline, plus the rounds' passes."""
+    from datafree.rules import pool_run_macs
+
+    kw = dict(epochs=2, steps_per_epoch=40, kd_steps=20, batch_size=64, pool_batch=32, iterations=5)
+    kd = 2 * 40 * 64 * (10 + 3 * 2)  # 80 KD steps
+    synth = 2 * 2 * 5 * 32 * (2 * 10)  # 4 rounds of 5 steps on 32 images: the teacher forward and backward
+    assert pool_run_macs(10, 2, adversarial=False, baseline=False, **kw) == kd + synth
+    assert pool_run_macs(10, 2, adversarial=False, **kw) == 2 * kd + synth
+    adv = 4 * 5 * 32 * 3 * 2  # the adversarial term's student forward and backward
+    assert pool_run_macs(10, 2, adversarial=True, **kw) == 2 * kd + synth + adv
+
+
+def test_pool_epochs_capped_by_the_runs_compute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An expensive teacher's pool gets fewer KD epochs (estimate <= the cap); a cheap one is untouched."""
+    from datafree import rules
+    from datafree.plan import AUTO, plan
+
+    mid = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))
+    c = rules.default_method(mid.model, mid.card)
+    assert "epochs" not in c["kd"] and c["compute"]["run_macs"] < rules.RUN_MAX_MACS
+    assert "epochs" not in c["compute"] and plan(mid, method=AUTO, seed=0).kd.epochs == 30
+    full = c["compute"]["run_macs"]
+    monkeypatch.setattr(rules, "RUN_MAX_MACS", full / 3)  # as if the teacher cost 3x the cap
+    c = rules.default_method(mid.model, mid.card)
+    kd = c["kd"]
+    assert {k: kd[k] for k in rules.POOL_CAPPED_KD} == rules.POOL_CAPPED_KD  # smaller batches, more rounds
+    assert 5 <= kd["epochs"] < 30 and f"{kd['epochs']} KD epochs" in c["rule"]
+    assert c["compute"]["capped_run_macs"] <= full / 3 < c["compute"]["run_macs"] == full
+    one_more = rules.pool_run_macs(
+        c["teacher_macs"], c["compute"]["student_macs"], epochs=kd["epochs"] + 1, steps_per_epoch=40,
+        kd_steps=kd["kd_steps"], batch_size=kd["batch_size"], pool_batch=32, iterations=10, adversarial=True,
+    )  # fmt: skip
+    assert one_more > full / 3  # as many epochs as fit
+    p = plan(mid, method=AUTO, seed=0)
+    assert (p.kd.epochs, p.kd.batch_size, p.kd.kd_steps) == (kd["epochs"], 32, 10)
+    assert plan(mid, method=AUTO, seed=0, kd={"epochs": 30}).kd.epochs == 30  # the user's --epochs wins
+    monkeypatch.setattr(rules, "RUN_MAX_MACS", full / 100)
+    assert rules.default_method(mid.model, mid.card)["kd"]["epochs"] == rules.POOL_MIN_EPOCHS
+    # the student's MACs count: a cheaper student than the default costs less
+    small = create_model("resnet8_quarter", 10, 3)
+    assert rules.default_method(mid.model, mid.card, student=small)["compute"]["run_macs"] < full
+
+
+def test_wrn40_2_pool_is_capped(tmp_path: Path) -> None:
+    """The standard WRN-40-2 at 3x32x32 (328M MACs, student wrn16_2): 18 epochs of batch 32 under the cap."""
+    from datafree.rules import RUN_MAX_MACS, default_method
+
+    wrn = load_model(_card(tmp_path, "wrn40_2", (3, 32, 32)))
+    c = default_method(wrn.model, wrn.card)
+    assert (c["method"], c["pool"]) == ("fast", True)
+    assert c["kd"] == {"batch_size": 32, "kd_steps": 10, "epochs": 18}
+    assert c["compute"]["capped_run_macs"] <= RUN_MAX_MACS < c["compute"]["run_macs"]
