@@ -40,6 +40,7 @@ __all__ = [
     "FAST10_MAX_COST_RATIO",
     "POOL_FAST10_OPTIONS",
     "POOL_FAST10_KD",
+    "dafl_bn_less_lr",
 ]
 
 # The input shape the constants were measured at (the shipped digits teachers).
@@ -358,3 +359,18 @@ def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAG
         method=method, pool=pool, rule=rule, cost_ratio=cost, teacher_macs=macs, batchnorm=True,
         options=options, kd=kd,
     )  # fmt: skip
+
+
+# --- online backends on BN-less teachers (issue 15; docs/online_generators.md, "Session 6") -------------
+
+
+def dafl_bn_less_lr(input_shape: Sequence[int]) -> float:
+    """DAFL's student Adam lr on a teacher without BatchNorm: ``1e-2 x 16 / side``, within [5e-3, 1e-2].
+
+    ``side`` is the input's larger side. Measured at both ends: 1e-2 at 16 px (lenet5_digits, seed 1:
+    98.1% of the teacher against 96.4% at 5e-3) and 5e-3 at 32 px (plain_32, seeds 0-2: 98.9% / 99.7% /
+    99.4% against 97.5% at 1e-2 on seed 0); between them the lr falls as ``1 / side``, and outside that
+    range it is held at the nearer measured value (5e-3 is also the BN teachers' default).
+    """
+    side = max(int(v) for v in tuple(input_shape)[-2:])
+    return 1e-2 * min(1.0, max(0.5, 16 / side))

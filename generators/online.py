@@ -31,7 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from datafree import precision
 from datafree.errors import UserInputError
-from datafree.generator_losses import information_entropy_loss
+from datafree.generator_losses import class_coverage_loss, information_entropy_loss, one_hot_loss
 from datafree.hooks import BNStatistics, batchnorm_layers
 from datafree.losses import bn_statistic_loss, weighted_sum
 
@@ -58,6 +58,11 @@ def _cosine(step: int, total: int) -> float:
 
 # Schedule name -> factor(step, total) of the generator's base learning rate.
 LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {"constant": _constant, "cosine": _cosine}
+# Class-balance term forms (OnlineConfig.balance_loss) -> loss on the teacher's logits (B, K).
+BALANCE_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "entropy": information_entropy_loss,
+    "coverage": class_coverage_loss,
+}
 
 
 @contextlib.contextmanager
@@ -107,6 +112,10 @@ class OnlineConfig(SynthConfig):
     # DFAD's generator collapsed onto a few classes (teacher argmax on 2048 samples: 41% class 0,
     # none class 1) and its student reached 75.8% of the teacher; see docs/online_generators.md.
     balance: float = -1.0
+    # The form of the class-balance term: "entropy" (DAFL's information entropy of the batch-mean
+    # prediction) or "coverage" (cross-entropy of the uniform distribution against it, whose pull toward a
+    # missing class does not vanish; :func:`datafree.generator_losses.class_coverage_loss`).
+    balance_loss: str = "entropy"
     # Share of each student batch replaced by Gaussian noise (our addition, not in the papers; see
     # ``training_batch``). -1 (default): ``auto_noise`` (0.25) on a teacher without BatchNorm, 0 otherwise.
     # Measured on lenet5_digits, seed 1 (docs/online_generators.md): DFAD 93.1% -> 96.1% of the teacher.
@@ -117,6 +126,10 @@ class OnlineConfig(SynthConfig):
         if self.lr_schedule not in LR_SCHEDULES:
             raise UserInputError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.balance_loss not in BALANCE_LOSSES:
+            raise UserInputError(
+                f"balance_loss must be one of {', '.join(BALANCE_LOSSES)}, got {self.balance_loss!r}"
             )
         if self.latent_dim <= 0:
             raise UserInputError(f"latent_dim must be > 0, got {self.latent_dim}")
@@ -261,7 +274,8 @@ class OnlineSynthesizer(Synthesizer):
     def balance_terms(self, teacher_logits: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
         """The class-balance term on the teacher's logits ``(B, K)`` when its weight is > 0."""
         w = self.balance_weight
-        return {"balance": (w, information_entropy_loss(teacher_logits))} if w > 0 else {}
+        loss = BALANCE_LOSSES[self.config.balance_loss]
+        return {"balance": (w, loss(teacher_logits))} if w > 0 else {}
 
     def generator_loss(
         self, z: torch.Tensor, student: nn.Module | None = None
@@ -401,4 +415,8 @@ class AdversarialSynthesizer(OnlineSynthesizer):
         t_logits = self.teacher(images)
         s_logits = student(images)
         adversarial = -self.discrepancy(s_logits, t_logits)
-        return {"adversarial": (self.config.adv_weight, adversarial), **self.balance_terms(t_logits)}  # type: ignore[attr-defined]
+        terms = {"adversarial": (self.config.adv_weight, adversarial), **self.balance_terms(t_logits)}  # type: ignore[attr-defined]
+        oh = float(getattr(self.config, "oh_weight", 0.0))
+        if oh > 0:  # DAFL's one-hot term: images the teacher is confident about
+            terms["one_hot"] = (oh, one_hot_loss(t_logits))
+        return terms
