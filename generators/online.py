@@ -34,6 +34,7 @@ from datafree.errors import UserInputError
 from datafree.generator_losses import class_coverage_loss, information_entropy_loss, one_hot_loss
 from datafree.hooks import BNStatistics, batchnorm_layers
 from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
 
 from .base import Batch, SynthConfig, Synthesizer
 from .networks import make_generator
@@ -117,7 +118,8 @@ class OnlineConfig(SynthConfig):
     # missing class does not vanish; :func:`datafree.generator_losses.class_coverage_loss`).
     balance_loss: str = "entropy"
     # Share of each student batch replaced by Gaussian noise (our addition, not in the papers; see
-    # ``training_batch``). -1 (default): ``auto_noise`` (0.25) on a teacher without BatchNorm, 0 otherwise.
+    # ``training_batch``). -1 (default): ``auto_noise`` (0.25) on a teacher without BatchNorm whose answers to
+    # noise are diverse (``noise_share``), 0 otherwise.
     # Measured on lenet5_digits, seed 1 (docs/online_generators.md): DFAD 93.1% -> 96.1% of the teacher.
     noise_fraction: float = -1.0
 
@@ -216,6 +218,7 @@ class OnlineSynthesizer(Synthesizer):
         self.steps = 0
         self.z: torch.Tensor | None = None  # the current z batch (reuse_z backends)
         self.z_consumed = True
+        self._noise_entropy: float | None = None
         weights = {**self.objective_weights(), "bn": config.bn_weight if self.use_bn_term else 0.0,
                    "balance": self.balance_weight}  # fmt: skip
         if not any(w > 0 for w in weights.values()):  # refused before a generator or an output is made
@@ -266,10 +269,24 @@ class OnlineSynthesizer(Synthesizer):
 
     @property
     def noise_share(self) -> float:
-        """The noise share used: ``noise_fraction``, or when -1, ``auto_noise`` without the BN term."""
+        """The noise share used: ``noise_fraction``, or when -1, ``auto_noise`` without the BN term.
+
+        ... and only when the teacher's answers to noise are diverse (:attr:`noise_entropy` at least
+        :data:`datafree.rules.NOISE_MIN_ENTROPY`): a teacher that calls all noise one of a few classes
+        teaches the student that unfamiliar inputs are never the other classes.
+        """
         if self.config.noise_fraction >= 0:
             return self.config.noise_fraction
-        return 0.0 if self.use_bn_term else self.auto_noise
+        if self.use_bn_term or self.auto_noise <= 0:
+            return 0.0
+        return self.auto_noise if self.noise_entropy >= NOISE_MIN_ENTROPY else 0.0
+
+    @property
+    def noise_entropy(self) -> float:
+        """:func:`datafree.rules.noise_answer_entropy` of the teacher (computed once)."""
+        if self._noise_entropy is None:
+            self._noise_entropy = noise_answer_entropy(self.teacher, self.card)
+        return self._noise_entropy
 
     def balance_terms(self, teacher_logits: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
         """The class-balance term on the teacher's logits ``(B, K)`` when its weight is > 0."""

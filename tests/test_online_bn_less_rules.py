@@ -83,3 +83,35 @@ def test_balance_loss_option(method, plain_teacher):
     torch.testing.assert_close(cov.objective(images, student)["balance"][1], class_coverage_loss(lm.model(images)))
     with pytest.raises(UserInputError, match="balance_loss"):
         create_synthesizer(method, lm.model, lm.card, balance_loss="kl")
+
+
+class _OneClass(nn.Module):
+    """A BN-less teacher that calls every input class 3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.lin(x.flatten(1)) * 0.0
+        out[:, 3] = 10.0
+        return out
+
+
+@pytest.mark.parametrize("method", ["zskt", "dfad"])
+def test_noise_share_needs_diverse_answers_to_noise(method, plain_teacher):
+    from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
+
+    lm = plain_teacher
+    h = noise_answer_entropy(lm.model, lm.card)
+    assert h >= NOISE_MIN_ENTROPY  # lenet5_digits spreads noise over its classes: the share stays on
+    assert h == noise_answer_entropy(lm.model, lm.card)  # fixed seed
+    state = torch.random.get_rng_state()
+    synth = create_synthesizer(method, lm.model, lm.card, batch_size=8)
+    assert synth.noise_share == synth.auto_noise == 0.25
+    assert torch.equal(state, torch.random.get_rng_state())  # the run's RNG does not move
+    one = _OneClass().eval()
+    assert noise_answer_entropy(one, lm.card) < 0.01
+    narrow = create_synthesizer(method, one, lm.card, batch_size=8)
+    assert narrow.noise_share == 0.0  # noise would teach "never any class but 3"
+    assert create_synthesizer(method, one, lm.card, batch_size=8, noise_fraction=0.25).noise_share == 0.25
