@@ -113,10 +113,12 @@ class OnlineConfig(SynthConfig):
     # DFAD's generator collapsed onto a few classes (teacher argmax on 2048 samples: 41% class 0,
     # none class 1) and its student reached 75.8% of the teacher; see docs/online_generators.md.
     balance: float = -1.0
-    # The form of the class-balance term: "entropy" (DAFL's information entropy of the batch-mean
-    # prediction) or "coverage" (cross-entropy of the uniform distribution against it, whose pull toward a
-    # missing class does not vanish; :func:`datafree.generator_losses.class_coverage_loss`).
-    balance_loss: str = "entropy"
+    # The form of the class-balance term: "coverage" (default: cross-entropy of the uniform distribution
+    # against the batch-mean prediction, whose pull toward a missing class does not vanish;
+    # :func:`datafree.generator_losses.class_coverage_loss`) or "entropy" (DAFL's information entropy of
+    # it, the form before session 6). plain_32: with "entropy" ZSKT's generator made no image the teacher
+    # calls "1" (0 of 2048), with "coverage" 188 (docs/online_generators.md, "Session 6").
+    balance_loss: str = "coverage"
     # Share of each student batch replaced by Gaussian noise (our addition, not in the papers; see
     # ``training_batch``). -1 (default): ``auto_noise`` (0.25) on a teacher without BatchNorm whose answers to
     # noise are diverse (``noise_share``), 0 otherwise.
