@@ -1,5 +1,8 @@
-"""Session 6 rules of the online backends on BN-less teachers: DAFL's student lr by input size, and the
-class-coverage form of the class-balance term."""
+"""Session 6 rules of the online backends on BN-less teachers.
+
+DAFL's student lr by input size, the class-coverage form of the class-balance term, and the noise share
+only for teachers whose answers to noise are diverse.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ torch.set_num_threads(1)
 def _plain_32(plain_teacher: LoadedModel) -> LoadedModel:
     """A BN-less teacher with 3x32x32 inputs (LeNet-style: conv, pool, linear)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(8 * 7 * 7, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 5), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(8 * 7 * 7, 10)
+    )
     card = dataclasses.replace(plain_teacher.card, input_shape=[3, 32, 32], mean=[0.5] * 3, std=[0.5] * 3)
     return LoadedModel(model.eval(), card)
 
@@ -76,8 +81,10 @@ def test_balance_loss_option(method, plain_teacher):
     student = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
     default = create_synthesizer(method, lm.model, lm.card, batch_size=8)
     assert default.config.balance_loss == "coverage"
-    torch.testing.assert_close(default.objective(images, student)["balance"][1], class_coverage_loss(lm.model(images)))
-    ent = create_synthesizer(method, lm.model, lm.card, batch_size=8, balance_loss="entropy")  # before session 6
+    torch.testing.assert_close(
+        default.objective(images, student)["balance"][1], class_coverage_loss(lm.model(images))
+    )
+    ent = create_synthesizer(method, lm.model, lm.card, batch_size=8, balance_loss="entropy")  # the old form
     torch.testing.assert_close(
         ent.objective(images, student)["balance"][1], information_entropy_loss(lm.model(images))
     )
