@@ -28,7 +28,6 @@ class DFADConfig(OnlineConfig):
     generator_lr: float = 1e-3
     lr_schedule: str = "cosine"
     adv_weight: float = 1.0
-    oh_weight: float = 0.0  # DAFL's one-hot term on the teacher's logits (our addition; 0: off)
 
 
 @register

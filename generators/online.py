@@ -31,7 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from datafree import precision
 from datafree.errors import UserInputError
-from datafree.generator_losses import class_coverage_loss, information_entropy_loss, one_hot_loss
+from datafree.generator_losses import class_coverage_loss, information_entropy_loss
 from datafree.hooks import BNStatistics, batchnorm_layers
 from datafree.losses import bn_statistic_loss, weighted_sum
 from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
@@ -434,8 +434,4 @@ class AdversarialSynthesizer(OnlineSynthesizer):
         t_logits = self.teacher(images)
         s_logits = student(images)
         adversarial = -self.discrepancy(s_logits, t_logits)
-        terms = {"adversarial": (self.config.adv_weight, adversarial), **self.balance_terms(t_logits)}  # type: ignore[attr-defined]
-        oh = float(getattr(self.config, "oh_weight", 0.0))
-        if oh > 0:  # DAFL's one-hot term: images the teacher is confident about
-            terms["one_hot"] = (oh, one_hot_loss(t_logits))
-        return terms
+        return {"adversarial": (self.config.adv_weight, adversarial), **self.balance_terms(t_logits)}  # type: ignore[attr-defined]
