@@ -40,7 +40,7 @@ from datafree.sources import NoiseSource  # noqa: E402
 
 def noise_baseline(teacher, student_arch: str, method: str, seed: int = 0) -> float:
     """KD on Gaussian noise with the method's KD settings (plain KD loss), same student steps."""
-    kd = kd_settings(method, teacher=teacher.model)
+    kd = kd_settings(method, teacher=teacher.model, input_shape=tuple(teacher.card.input_shape))
     kd = dataclasses.replace(kd, batch_size=kd.batch_size if kd.batch_size else 256, seed=seed)
     rounds = kd.rounds
     kd = dataclasses.replace(kd, steps_per_epoch=rounds * kd.kd_steps, kd_steps=1, g_steps=1)

@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +21,7 @@ __all__ = [
     "one_hot_loss",
     "activation_loss",
     "information_entropy_loss",
+    "class_coverage_loss",
     "logit_l1",
     "attention_map",
     "attention_transfer_loss",
@@ -65,6 +67,26 @@ def information_entropy_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
     """
     mean_p = F.softmax(teacher_logits, dim=1).mean(0)  # (K,)
     return (mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
+
+
+def class_coverage_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the uniform class distribution against the batch-mean prediction, minus ``log K``.
+
+    ``-(1/K) sum_k log pbar_k - log K`` with ``pbar = mean_i softmax(logits_i)``: 0 at balance, large
+    when a class is missing. Unlike :func:`information_entropy_loss` (``sum_k pbar_k log pbar_k``), whose
+    gradient toward a class vanishes as ``pbar_k log pbar_k`` when no image of the batch is near it, the
+    pull toward a missing class here grows as ``1 / pbar_k``: a generator that never makes one class
+    keeps being pushed toward it. Our addition (not in DAFL, ZSKT or DFAD; docs/online_generators.md,
+    "Session 6"). ``log pbar_k`` is computed as a log-sum-exp of log-probabilities (stable for ``pbar_k``
+    far below float precision).
+
+    Shape:
+        - teacher_logits: ``(B, K)``.
+        - Output: scalar.
+    """
+    b, k = teacher_logits.shape
+    log_mean_p = torch.logsumexp(F.log_softmax(teacher_logits.float(), dim=1), dim=0) - math.log(b)  # (K,)
+    return -log_mean_p.mean() - math.log(k)
 
 
 def logit_l1(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,7 @@ def kd_settings(
     method_options: Mapping[str, Any] | None = None,
     num_images: int | None = None,
     teacher: nn.Module | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> KDConfig:
     """The KD settings of a run: ``KDConfig`` defaults < the backend's < ``overrides``.
 
@@ -74,8 +75,9 @@ def kd_settings(
         method_options: the backend options the user gave (only ``batch_size`` matters here).
         num_images: images an offline backend writes: the KD steps per epoch grow with them
             (:func:`datafree.rules.kd_budget`; 40 at the default 1024).
-        teacher: the teacher network; an online backend's ``kd_defaults_bn_less`` apply when it has no
-            BatchNorm layer.
+        teacher: the teacher network; an online backend's ``bn_less_kd_defaults(input_shape)`` apply when
+            it has no BatchNorm layer.
+        input_shape: the teacher's ``(C, H, W)`` (rules of the input size; None: the 16 px reference).
     """
     if isinstance(overrides, KDConfig):
         overrides.validate()
@@ -92,7 +94,7 @@ def kd_settings(
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
             values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
             if teacher is not None and not batchnorm_layers(teacher):
-                values.update(cls.kd_defaults_bn_less)
+                values.update(cls.bn_less_kd_defaults(input_shape))
             if method_options and "batch_size" in method_options:  # "16" (--set): parsed as the backend does
                 given = {"batch_size": method_options["batch_size"]}
                 values["batch_size"] = parse_overrides(cls.Config, given).batch_size
@@ -284,7 +286,7 @@ def plan(
     overrides = kd if isinstance(kd, KDConfig) else {"seed": seed, **(kd or {})}
     cfg = kd_settings(
         method, overrides, pool=pool, method_options=options, num_images=num_images or DEFAULT_NUM_IMAGES,
-        teacher=teacher.model,
+        teacher=teacher.model, input_shape=tuple(teacher.card.input_shape),
     )  # fmt: skip
     synth = dataset = None
     if data is not None:  # the whole dataset (manifest, every shard, teacher) is checked when opened

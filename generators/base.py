@@ -174,6 +174,15 @@ class Synthesizer(ABC):
     #: the pool's short rounds want other settings than a written dataset (NAYER's steps per round).
     pool_options: ClassVar[dict[str, Any]] = {}
 
+    @classmethod
+    def bn_less_kd_defaults(cls, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+        """KD settings over ``kd_defaults`` on a teacher without BatchNorm taking ``input_shape`` inputs.
+
+        ``kd_defaults_bn_less`` unless a backend makes one of them a rule of the input shape (DAFL's
+        student lr: :func:`datafree.rules.dafl_bn_less_lr`); ``None``: the reference 16 px values.
+        """
+        return dict(cls.kd_defaults_bn_less)
+
     def __init__(self, teacher: nn.Module, card: ModelCard, config: SynthConfig) -> None:
         self.teacher = teacher.eval()
         self.card = card

@@ -31,9 +31,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from datafree import precision
 from datafree.errors import UserInputError
-from datafree.generator_losses import information_entropy_loss
+from datafree.generator_losses import class_coverage_loss, information_entropy_loss
 from datafree.hooks import BNStatistics, batchnorm_layers
 from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
 
 from .base import Batch, SynthConfig, Synthesizer
 from .networks import make_generator
@@ -58,6 +59,11 @@ def _cosine(step: int, total: int) -> float:
 
 # Schedule name -> factor(step, total) of the generator's base learning rate.
 LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {"constant": _constant, "cosine": _cosine}
+# Class-balance term forms (OnlineConfig.balance_loss) -> loss on the teacher's logits (B, K).
+BALANCE_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "entropy": information_entropy_loss,
+    "coverage": class_coverage_loss,
+}
 
 
 @contextlib.contextmanager
@@ -107,8 +113,15 @@ class OnlineConfig(SynthConfig):
     # DFAD's generator collapsed onto a few classes (teacher argmax on 2048 samples: 41% class 0,
     # none class 1) and its student reached 75.8% of the teacher; see docs/online_generators.md.
     balance: float = -1.0
+    # The form of the class-balance term: "coverage" (default: cross-entropy of the uniform distribution
+    # against the batch-mean prediction, whose pull toward a missing class does not vanish;
+    # :func:`datafree.generator_losses.class_coverage_loss`) or "entropy" (DAFL's information entropy of
+    # it, the form before session 6). plain_32: with "entropy" ZSKT's generator made no image the teacher
+    # calls "1" (0 of 2048), with "coverage" 188 (docs/online_generators.md, "Session 6").
+    balance_loss: str = "coverage"
     # Share of each student batch replaced by Gaussian noise (our addition, not in the papers; see
-    # ``training_batch``). -1 (default): ``auto_noise`` (0.25) on a teacher without BatchNorm, 0 otherwise.
+    # ``training_batch``). -1 (default): ``auto_noise`` (0.25) on a teacher without BatchNorm whose answers to
+    # noise are diverse (``noise_share``), 0 otherwise.
     # Measured on lenet5_digits, seed 1 (docs/online_generators.md): DFAD 93.1% -> 96.1% of the teacher.
     noise_fraction: float = -1.0
 
@@ -117,6 +130,10 @@ class OnlineConfig(SynthConfig):
         if self.lr_schedule not in LR_SCHEDULES:
             raise UserInputError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.balance_loss not in BALANCE_LOSSES:
+            raise UserInputError(
+                f"balance_loss must be one of {', '.join(BALANCE_LOSSES)}, got {self.balance_loss!r}"
             )
         if self.latent_dim <= 0:
             raise UserInputError(f"latent_dim must be > 0, got {self.latent_dim}")
@@ -203,6 +220,7 @@ class OnlineSynthesizer(Synthesizer):
         self.steps = 0
         self.z: torch.Tensor | None = None  # the current z batch (reuse_z backends)
         self.z_consumed = True
+        self._noise_entropy: float | None = None
         weights = {**self.objective_weights(), "bn": config.bn_weight if self.use_bn_term else 0.0,
                    "balance": self.balance_weight}  # fmt: skip
         if not any(w > 0 for w in weights.values()):  # refused before a generator or an output is made
@@ -253,15 +271,30 @@ class OnlineSynthesizer(Synthesizer):
 
     @property
     def noise_share(self) -> float:
-        """The noise share used: ``noise_fraction``, or when -1, ``auto_noise`` without the BN term."""
+        """The noise share used: ``noise_fraction``, or when -1, ``auto_noise`` without the BN term.
+
+        ... and only when the teacher's answers to noise are diverse (:attr:`noise_entropy` at least
+        :data:`datafree.rules.NOISE_MIN_ENTROPY`): a teacher that calls all noise one of a few classes
+        teaches the student that unfamiliar inputs are never the other classes.
+        """
         if self.config.noise_fraction >= 0:
             return self.config.noise_fraction
-        return 0.0 if self.use_bn_term else self.auto_noise
+        if self.use_bn_term or self.auto_noise <= 0:
+            return 0.0
+        return self.auto_noise if self.noise_entropy >= NOISE_MIN_ENTROPY else 0.0
+
+    @property
+    def noise_entropy(self) -> float:
+        """:func:`datafree.rules.noise_answer_entropy` of the teacher (computed once)."""
+        if self._noise_entropy is None:
+            self._noise_entropy = noise_answer_entropy(self.teacher, self.card)
+        return self._noise_entropy
 
     def balance_terms(self, teacher_logits: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
         """The class-balance term on the teacher's logits ``(B, K)`` when its weight is > 0."""
         w = self.balance_weight
-        return {"balance": (w, information_entropy_loss(teacher_logits))} if w > 0 else {}
+        loss = BALANCE_LOSSES[self.config.balance_loss]
+        return {"balance": (w, loss(teacher_logits))} if w > 0 else {}
 
     def generator_loss(
         self, z: torch.Tensor, student: nn.Module | None = None
