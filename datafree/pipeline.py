@@ -26,7 +26,7 @@ from .evaluate import measure
 from .metrics import StagePeakMemory
 from .online_train import STUDENT_NAME, train_online
 from .outputs import prepare_out_dir
-from .plan import AUTO, DEFAULT_NUM_IMAGES, Plan, auto_defaults, make_student, plan
+from .plan import AUTO, DEFAULT_NUM_IMAGES, Plan, auto_choice, auto_defaults, make_student, plan
 from .precision import options as precision_options
 from .profile import profile_stages
 from .prune import check_ratio, create_criterion, prune_stage
@@ -34,7 +34,6 @@ from .quant import QuantizeJob
 from .quant import quantize as quantize_model
 from .quant.int8 import int8_available
 from .quant.qmodel import QuantConfig
-from .rules import default_method
 from .sources import DatasetSource, NoiseSource, PoolSource, SurrogateSource
 from .utils import atomic_write_json, count_params, device_of, model_size_bytes, remove_stale, resolve_device
 
@@ -222,10 +221,10 @@ def compress(
         s_model, _ = make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
     choice = None
     if method == AUTO:  # the rule of the teacher's cost; the pool needs a student stage to feed
-        choice = default_method(lm.model, lm.card, num_images, student=s_model)
+        choice = auto_choice(lm.model, lm.card, num_images, student=s_model)
         method = choice["method"]
     pool = bool(choice is not None and choice["pool"] and run_student)
-    if choice is not None and pool:  # the path's own defaults (rules.default_method), under the user's
+    if choice is not None and pool:  # the path's own defaults (plan.auto_choice), under the user's
         synth_options, kd = auto_defaults(choice, synth_options, kd)
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
     p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,

@@ -26,12 +26,13 @@ from torch import nn
 from generators import Synthesizer, create_synthesizer, method_class
 from generators.base import parse_overrides
 
+from . import rules as _rules
 from .cards import LoadedModel, ModelCard, check_forward
 from .distill import KDConfig
 from .errors import UserInputError
 from .hooks import batchnorm_layers
 from .models import create_model, default_student_for, known_student_for
-from .rules import choose_student, default_method, kd_budget, warn_if_not_smaller
+from .rules import MethodChoice, choose_student, default_method, kd_budget, warn_if_not_smaller
 from .sources import DatasetSource, PoolSource, SurrogateSource, SynthesizerSource
 from .synthesis import synthesize_dataset
 from .utils import device_of
@@ -43,6 +44,7 @@ __all__ = [
     "plan",
     "kd_settings",
     "auto_defaults",
+    "auto_choice",
     "make_student",
     "check_student",
 ]
@@ -106,6 +108,75 @@ def kd_settings(
     cfg = KDConfig(**values)
     cfg.validate()
     return cfg
+
+
+def auto_choice(
+    teacher: nn.Module,
+    card: ModelCard,
+    num_images: int = DEFAULT_NUM_IMAGES,
+    student: nn.Module | None = None,
+) -> MethodChoice:
+    """:func:`datafree.rules.default_method`, with the pool's compute cap applied on a CPU.
+
+    When the pool run's estimated compute (:func:`datafree.rules.pool_run_macs`, KD with the noise
+    baseline plus the pool's synthesis) passes :data:`datafree.rules.RUN_MAX_MACS`, the KD takes
+    :data:`datafree.rules.POOL_CAPPED_KD` and as many epochs as fit (docs/fidelity.md, "Session 6").
+    The cap lives here, not in :mod:`datafree.rules`, because it reads the pool's and the KD stage's
+    own defaults (``fast``'s pool settings, :class:`datafree.distill.KDConfig`).
+
+    Args:
+        teacher: the teacher network.
+        card: its card.
+        num_images: the images DeepInversion would write.
+        student: the student the run distils (its MACs enter the estimate); default: the one
+            ``compress`` would choose.
+    """
+    choice = default_method(teacher, card, num_images)
+    macs = choice["teacher_macs"]
+    if choice["pool"] and macs:
+        capped = _pool_epoch_cap(teacher, card, macs, choice["options"], choice["kd"], student)
+        choice["kd"], choice["compute"] = capped
+        c = choice["compute"]
+        if "epochs" in c:
+            est, cap = c["run_macs"] / 1e12, _rules.RUN_MAX_MACS / 1e12
+            choice["rule"] += f"; {c['epochs']} KD epochs: estimated {est:.0f}e12 MACs > {cap:.0f}e12"
+    return choice
+
+
+def _pool_epoch_cap(
+    teacher: nn.Module, card: Any, macs: int, options: dict[str, Any], kd: dict[str, Any],
+    student: nn.Module | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The pool's KD settings under the cap (:data:`datafree.rules.RUN_MAX_MACS`), and the estimate."""
+    cls = method_class("fast")
+    kd_cfg = {**dataclasses.asdict(KDConfig()), **cls.pool_kd, **kd}
+    synth = {**dataclasses.asdict(cls.Config()), **cls.pool_options, **options}
+    shape = tuple(int(v) for v in card.input_shape)
+    if student is not None:
+        s_macs = _rules.conv_linear_macs(student, shape)
+    else:
+        s_macs = _rules.default_student_macs(teacher, card)
+
+    def est(k: dict[str, Any]) -> float:
+        return _rules.pool_run_macs(
+            macs, s_macs, epochs=int(k["epochs"]), steps_per_epoch=k["steps_per_epoch"],
+            kd_steps=k["kd_steps"], batch_size=k["batch_size"], pool_batch=cls.pool_batch_size,
+            iterations=synth["iterations"], adversarial=synth["adv_weight"] > 0,
+        )  # fmt: skip
+
+    total = est(kd_cfg)
+    info: dict[str, Any] = {"student_macs": s_macs, "run_macs": total, "max_run_macs": _rules.RUN_MAX_MACS}
+    p = next(teacher.parameters(), None)
+    on_cpu = p is None or p.device.type == "cpu"
+    if on_cpu and total > _rules.RUN_MAX_MACS:
+        small = {**kd_cfg, **_rules.POOL_CAPPED_KD}  # smaller KD batches, more rounds ...
+        epochs = int(kd_cfg["epochs"])  # ... and as many epochs as fit
+        while epochs > _rules.POOL_MIN_EPOCHS and est({**small, "epochs": epochs}) > _rules.RUN_MAX_MACS:
+            epochs -= 1
+        kd = {**kd, **_rules.POOL_CAPPED_KD, "epochs": epochs}
+        info.update(epochs=epochs, capped_run_macs=est({**small, "epochs": epochs}))
+    return kd, info
+
 
 
 def auto_defaults(
@@ -271,7 +342,7 @@ def plan(
     options = dict(method_options or {})
     choice = None
     if method == AUTO:  # the rule of the teacher's cost (docs/fidelity.md)
-        choice = default_method(teacher.model, teacher.card, num_images or DEFAULT_NUM_IMAGES)
+        choice = auto_choice(teacher.model, teacher.card, num_images or DEFAULT_NUM_IMAGES)
         method, pool = choice["method"], pool or choice["pool"]
         if choice["pool"]:  # the path's own defaults, under the user's
             options, kd = auto_defaults(choice, options, kd)

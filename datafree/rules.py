@@ -18,7 +18,6 @@ behind each default and the run that measured it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import warnings
@@ -346,7 +345,7 @@ def pool_run_macs(
     return kd * (2 if baseline else 1) + synth
 
 
-def _default_student_macs(teacher: nn.Module, card: Any) -> int:
+def default_student_macs(teacher: nn.Module, card: Any) -> int:
     """MACs of the student ``compress`` builds by default (the field's pair, else the size rule)."""
     from .models import default_student_for, known_student_for
 
@@ -354,42 +353,6 @@ def _default_student_macs(teacher: nn.Module, card: Any) -> int:
     known = known_student_for(card.arch) is not None
     arch = default_student_for(card.arch) if known else choose_student(teacher, card)["arch"]
     return _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
-
-
-def _pool_epoch_cap(
-    teacher: nn.Module, card: Any, macs: int, options: dict[str, Any], kd: dict[str, Any],
-    student: nn.Module | None,
-) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """The pool's KD settings with the compute cap (:data:`RUN_MAX_MACS`) applied; and what it measured."""
-    from generators import method_class
-
-    from .distill import KDConfig
-
-    cls = method_class("fast")
-    kd_cfg = {**dataclasses.asdict(KDConfig()), **cls.pool_kd, **kd}
-    synth = {**dataclasses.asdict(cls.Config()), **cls.pool_options, **options}
-    shape = tuple(int(v) for v in card.input_shape)
-    s_macs = conv_linear_macs(student, shape) if student is not None else _default_student_macs(teacher, card)
-
-    def est(k: dict[str, Any]) -> float:
-        return pool_run_macs(
-            macs, s_macs, epochs=int(k["epochs"]), steps_per_epoch=k["steps_per_epoch"],
-            kd_steps=k["kd_steps"], batch_size=k["batch_size"], pool_batch=cls.pool_batch_size,
-            iterations=synth["iterations"], adversarial=synth["adv_weight"] > 0,
-        )  # fmt: skip
-
-    total = est(kd_cfg)
-    info: dict[str, Any] = {"student_macs": s_macs, "run_macs": total, "max_run_macs": RUN_MAX_MACS}
-    p = next(teacher.parameters(), None)
-    on_cpu = p is None or p.device.type == "cpu"
-    if on_cpu and total > RUN_MAX_MACS:
-        small = {**kd_cfg, **POOL_CAPPED_KD}  # smaller KD batches, more rounds ...
-        epochs = int(kd_cfg["epochs"])  # ... and as many epochs as fit
-        while epochs > POOL_MIN_EPOCHS and est({**small, "epochs": epochs}) > RUN_MAX_MACS:
-            epochs -= 1
-        kd = {**kd, **POOL_CAPPED_KD, "epochs": epochs}
-        info.update(epochs=epochs, capped_run_macs=est({**small, "epochs": epochs}))
-    return kd, info
 
 
 class MethodChoice(dict):
@@ -402,7 +365,7 @@ class MethodChoice(dict):
 
 
 def default_method(
-    teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAGES, student: nn.Module | None = None
+    teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAGES
 ) -> MethodChoice:
     """The synthesis path of ``compress`` when no method is given: a rule of the teacher's cost.
 
@@ -421,7 +384,8 @@ def default_method(
       steps per round, the adversarial term, a round every 10 KD steps). Measured on the torchvision
       MobileNetV2 at 3x32x32 (3.7x): 86.0% of the teacher with Fast-5's pool, 96.9% with this one
       in the screen (docs/fidelity.md, "Session 5");
-    - on the pool path, on a CPU, when the run's estimated compute (:func:`pool_run_macs`, with the
+    - (applied by :func:`datafree.plan.auto_choice`, which knows the pool's settings) on the pool path,
+      on a CPU, when the run's estimated compute (:func:`pool_run_macs`, with the
       noise baseline) passes :data:`RUN_MAX_MACS` (8 minutes at 2 threads), the KD takes
       :data:`POOL_CAPPED_KD` (batches of 32, a round every 10 KD steps) and as many epochs as fit,
       at least :data:`POOL_MIN_EPOCHS` (``kd``; ``compute`` records the estimate). Measured on
@@ -431,8 +395,6 @@ def default_method(
         teacher: the teacher network.
         card: its :class:`datafree.cards.ModelCard`.
         num_images: the images DeepInversion would write.
-        student: the student the run distils (its MACs enter the compute estimate); default: the
-            one ``compress`` would choose.
 
     Returns:
         The choice, with the figures it was made from.
@@ -468,12 +430,6 @@ def default_method(
         method=method, pool=pool, rule=rule, cost_ratio=cost, teacher_macs=macs, batchnorm=True,
         options=options, kd=kd,
     )  # fmt: skip
-    if pool and macs:
-        choice["kd"], choice["compute"] = _pool_epoch_cap(teacher, card, macs, options, kd, student)
-        c = choice["compute"]
-        if "epochs" in c:
-            est, cap = c["run_macs"] / 1e12, RUN_MAX_MACS / 1e12
-            choice["rule"] += f"; {c['epochs']} KD epochs: estimated {est:.0f}e12 MACs > {cap:.0f}e12"
     return choice
 
 

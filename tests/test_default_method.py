@@ -169,15 +169,15 @@ def test_pool_run_macs_counts_kd_baseline_and_synthesis() -> None:
 def test_pool_epochs_capped_by_the_runs_compute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An expensive teacher's pool gets fewer KD epochs (estimate <= the cap); a cheap one is untouched."""
     from datafree import rules
-    from datafree.plan import AUTO, plan
+    from datafree.plan import AUTO, auto_choice, plan
 
     mid = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))
-    c = rules.default_method(mid.model, mid.card)
+    c = auto_choice(mid.model, mid.card)
     assert "epochs" not in c["kd"] and c["compute"]["run_macs"] < rules.RUN_MAX_MACS
     assert "epochs" not in c["compute"] and plan(mid, method=AUTO, seed=0).kd.epochs == 30
     full = c["compute"]["run_macs"]
     monkeypatch.setattr(rules, "RUN_MAX_MACS", full / 3)  # as if the teacher cost 3x the cap
-    c = rules.default_method(mid.model, mid.card)
+    c = auto_choice(mid.model, mid.card)
     kd = c["kd"]
     assert {k: kd[k] for k in rules.POOL_CAPPED_KD} == rules.POOL_CAPPED_KD  # smaller batches, more rounds
     assert 5 <= kd["epochs"] < 30 and f"{kd['epochs']} KD epochs" in c["rule"]
@@ -191,18 +191,20 @@ def test_pool_epochs_capped_by_the_runs_compute(tmp_path: Path, monkeypatch: pyt
     assert (p.kd.epochs, p.kd.batch_size, p.kd.kd_steps) == (kd["epochs"], 32, 10)
     assert plan(mid, method=AUTO, seed=0, kd={"epochs": 30}).kd.epochs == 30  # the user's --epochs wins
     monkeypatch.setattr(rules, "RUN_MAX_MACS", full / 100)
-    assert rules.default_method(mid.model, mid.card)["kd"]["epochs"] == rules.POOL_MIN_EPOCHS
+    assert auto_choice(mid.model, mid.card)["kd"]["epochs"] == rules.POOL_MIN_EPOCHS
     # the student's MACs count: a cheaper student than the default costs less
     small = create_model("resnet8_quarter", 10, 3)
-    assert rules.default_method(mid.model, mid.card, student=small)["compute"]["run_macs"] < full
+    assert auto_choice(mid.model, mid.card, student=small)["compute"]["run_macs"] < full
 
 
 def test_wrn40_2_pool_is_capped(tmp_path: Path) -> None:
     """The standard WRN-40-2 at 3x32x32 (328M MACs, student wrn16_2): 18 epochs of batch 32 under the cap."""
+    from datafree.plan import auto_choice
     from datafree.rules import RUN_MAX_MACS, default_method
 
     wrn = load_model(_card(tmp_path, "wrn40_2", (3, 32, 32)))
-    c = default_method(wrn.model, wrn.card)
+    assert "compute" not in default_method(wrn.model, wrn.card)  # the rule alone; the cap is the plan's
+    c = auto_choice(wrn.model, wrn.card)
     assert (c["method"], c["pool"]) == ("fast", True)
     assert c["kd"] == {"batch_size": 32, "kd_steps": 10, "epochs": 18}
     assert c["compute"]["capped_run_macs"] <= RUN_MAX_MACS < c["compute"]["run_macs"]
