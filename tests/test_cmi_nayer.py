@@ -278,3 +278,27 @@ def test_cmi_features_follow_the_stride_and_resnet8_digits_keeps_every_layer(bn_
     assert synth.bank.data.shape[1] == 2 * dim
     _round(synth, 8, 0)
     assert synth.bank.count == 8
+
+
+def test_nayer_bn_ce_balance_is_fixed_at_the_first_step_and_resumes(bn_teacher):
+    def make(**kw):
+        card = bn_teacher.card
+        return create_synthesizer("nayer", bn_teacher.model, card, batch_size=10, iterations=2, **kw)
+
+    synth = make(bn_ce_max_ratio=1e-3)  # any real BN term is over 1e-3 x CE: scaled down
+    synth.reset(10, torch.Generator().manual_seed(0))
+    logs = synth.step()
+    ratio = float(logs["bn"]) / float(logs["oh"])
+    assert synth.bn_scale == pytest.approx(1e-3 / ratio, rel=1e-4)
+    torch.testing.assert_close(logs["total"], synth.bn_scale * logs["bn"] + logs["oh"])
+    first = synth.bn_scale
+    _round(synth, 10, 1)  # later rounds keep the scale of the first step
+    assert synth.bn_scale == first
+    fresh = make(bn_ce_max_ratio=1e-3)
+    fresh.load_state_dict(synth.state_dict())
+    assert fresh.bn_scale == first
+    for off in (make(bn_ce_max_ratio=0), make(bn_ce_max_ratio=1e9)):  # disabled / under the ratio
+        _round(off, 10, 0)
+        assert off.bn_scale == 1.0
+    with pytest.raises(UserInputError, match="bn_ce_max_ratio"):
+        make(bn_ce_max_ratio=-1)
