@@ -16,11 +16,12 @@ shared/REFERENCES.md, "CMI"). One *round* synthesises one batch:
 
    The contrastive features of an image are the spatial means of the input of every teacher
    BatchNorm layer, concatenated, through a 2-layer MLP head (``head_dim``, L2-normalised; the
-   head persists across rounds and is trained with its own Adam). Each local view must pick its
-   own global view among the batch *and* ``negatives`` features drawn from a memory bank of the
-   best batches of earlier rounds (``bank_size``), which pushes every new batch away from all
-   earlier images; as in the reference code the cross entropy of the current rows and of the
-   cached rows are averaged separately and added;
+   head persists across rounds and is trained with its own Adam; on a teacher whose BN layers sum
+   to too many channels for that head, every ``s``-th layer: :func:`contrastive_layers`). Each
+   local view must pick its own global view among the batch *and* ``negatives`` features drawn
+   from a memory bank of the best batches of earlier rounds (``bank_size``), which pushes every
+   new batch away from all earlier images; as in the reference code the cross entropy of the
+   current rows and of the cached rows are averaged separately and added;
 3. the lowest-loss batch of the round is its output, and its (local, global) features join the
    memory bank.
 
@@ -58,6 +59,7 @@ __all__ = [
     "CMI",
     "CMIConfig",
     "MemoryBank",
+    "contrastive_layers",
     "random_crop_view",
     "random_resized_crop_view",
     "reinit_generator",
@@ -205,14 +207,63 @@ class CMIConfig(SynthConfig):
     local_min_area: float = 0.25
     pad: int = -1  # global view's crop padding; -1 means H // 8 (4 px at 32, the paper's)
     flip: bool = False
+    # contrastive features from every feature_stride-th BN input (the s-th, 2s-th, ...); 0: the rule
+    # of :func:`contrastive_layers` (the head may cost at most the teacher's passes of a step)
+    feature_stride: int = 0
 
     positive_fields: ClassVar[tuple[str, ...]] = ("nz", "ngf", "head_dim", "bank_size", "cr_temperature")
-    non_negative_fields: ClassVar[tuple[str, ...]] = ("negatives",)
+    non_negative_fields: ClassVar[tuple[str, ...]] = ("negatives", "feature_stride")
 
     def validate(self) -> None:  # noqa: D102
         super().validate()
         if not 0.0 < self.local_min_area <= 1.0:
             raise UserInputError(f"local_min_area must be in (0, 1], got {self.local_min_area}")
+
+
+def contrastive_layers(
+    bn_layers: list[nn.Module], teacher_macs: int, batch_size: int, negatives: int, head_dim: int,
+    stride: int = 0,
+) -> tuple[list[nn.Module], int]:  # fmt: skip
+    """The BN layers whose inputs make CMI's contrastive features, and the stride that chose them.
+
+    The features are the spatial means of the chosen layers' inputs, concatenated (``d`` values per
+    image), and the head is ``Linear(d, d) -> ReLU -> Linear(d, head_dim)`` over ``2 x (batch_size +
+    negatives)`` rows per step. Rule (``stride`` 0): every BN layer, as the reference does, unless
+    the head's forward then costs more multiply-adds than the step's two teacher forward passes,
+    ``2 (B + k) (d^2 + d h) > 2 B x teacher_macs``; then every ``s``-th layer (the ``s``-th,
+    ``2s``-th, ... in forward order, so spread over the depth), with the smallest ``s`` that fits.
+    On the suite's teachers this keeps every layer of ResNet-8 (336 values), VGG-8 (1,472) and
+    WRN-40-2 (2,704), every 2nd of ResNet-18 (2,560 of 4,800) and every 6th of MobileNetV2 (632 of
+    17,056: with every layer a step took 18.4 s of CPU, its 17k x 17k head nearly all of it, against
+    0.71 s for a whole NAYER step). The reference picks fewer layers by hand where the sum is
+    large (the block outputs of ResNet-34, 960 values instead of 8,512).
+
+    Args:
+        bn_layers: the teacher's BN layers, in forward order.
+        teacher_macs: the teacher's multiply-adds per image (0: unknown, every layer).
+        batch_size: images per step.
+        negatives: memory-bank rows per step.
+        head_dim: the head's output width.
+        stride: a given stride (> 0), or 0 for the rule.
+
+    Returns:
+        ``(layers, stride)``, the layers in forward order.
+    """
+
+    def pick(s: int) -> list[nn.Module]:
+        return bn_layers[s - 1 :: s]
+
+    def dim(layers: list[nn.Module]) -> int:
+        return sum(int(getattr(m, "num_features", 0)) for m in layers)
+
+    if stride > 0:
+        return pick(stride), stride
+    rows = 2 * (batch_size + negatives)
+    for s in range(1, max(1, len(bn_layers)) + 1):
+        d = dim(pick(s))
+        if not teacher_macs or rows * (d * d + d * head_dim) <= 2 * batch_size * teacher_macs:
+            return pick(s), s
+    return pick(len(bn_layers)), len(bn_layers)
 
 
 def instance_means(features: list[torch.Tensor | None]) -> torch.Tensor:
@@ -242,7 +293,13 @@ class CMI(RoundSynthesizer):
         cfg = config
         torch.manual_seed(cfg.seed)
         self.bn_layers = batchnorm_layers(teacher)
-        with torch.no_grad(), FeatureRecorder(self.bn_layers, "input") as rec:
+        from datafree.rules import conv_linear_macs
+
+        self.feature_layers, self.feature_stride = contrastive_layers(
+            self.bn_layers, conv_linear_macs(teacher, self.input_shape), cfg.batch_size, cfg.negatives,
+            cfg.head_dim, cfg.feature_stride,
+        )  # fmt: skip
+        with torch.no_grad(), FeatureRecorder(self.feature_layers, "input") as rec:
             teacher(torch.zeros(1, *self.input_shape, device=self.device))
             dim = instance_means(rec.features).shape[1]
         self.net = FastGenerator(cfg.nz, cfg.ngf, self.input_shape).to(self.device).train()
@@ -299,7 +356,7 @@ class CMI(RoundSynthesizer):
         local = self.normalizer(
             random_resized_crop_view(pixels, cfg.local_min_area, cfg.flip, self.generator)
         )
-        with FeatureRecorder(self.bn_layers, "input") as rec:
+        with FeatureRecorder(self.feature_layers, "input") as rec:
             with BNStatistics(self.teacher) as stats:
                 logits = self.teacher(glob)
                 bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), cfg.first_bn_weight)  # type: ignore[arg-type]

@@ -141,6 +141,7 @@ def test_nayer_embeddings(bn_teacher, embedding):
         ("cmi", {"cr_temperature": 0.0}, "cr_temperature must be > 0"),
         ("cmi", {"local_min_area": 1.5}, "local_min_area"),
         ("cmi", {"negatives": -1}, "negatives must be >= 0"),
+        ("cmi", {"feature_stride": -1}, "feature_stride must be >= 0"),
         ("nayer", {"le_emb_size": 0}, "le_emb_size must be > 0"),
         ("fast", {"ngf": 0}, "ngf must be > 0"),
         # Adam's betas, for every backend that has them (torch would raise a bare ValueError)
@@ -243,3 +244,61 @@ def test_nayer_bn_momentum_blends_the_ema_of_earlier_rounds_and_resumes(bn_teach
     off = create_synthesizer("nayer", bn_teacher.model, bn_teacher.card, batch_size=10, iterations=2)
     _round(off, 10, 0)
     assert off.bn_ema.average is None
+
+
+def test_cmi_contrastive_layers_rule_keeps_every_layer_unless_the_head_outgrows_the_teacher():
+    from torch import nn
+
+    from generators.cmi import contrastive_layers
+
+    layers = [nn.BatchNorm2d(c) for c in (16, 32, 64, 128, 256, 512)]  # 1008 values in all
+    # a cheap head next to the teacher's passes: every layer (the reference's choice)
+    assert contrastive_layers(layers, 10**9, 256, 1024, 128) == (layers, 1)
+    # rows 2 x (256 + 1024) = 2560; budget 2 x 256 x macs; every 2nd layer: 32 + 128 + 512 = 672 values
+    need = lambda d: 2560 * (d * d + d * 128) / (2 * 256)  # noqa: E731
+    chosen, stride = contrastive_layers(layers, int(need(672)), 256, 1024, 128)
+    assert stride == 2 and chosen == layers[1::2]
+    chosen, stride = contrastive_layers(layers, int(need(672)) - 1, 256, 1024, 128)
+    assert stride == 3 and chosen == [layers[2], layers[5]]
+    # a given stride wins; unknown MACs: every layer
+    assert contrastive_layers(layers, 1, 256, 1024, 128, stride=4) == ([layers[3]], 4)
+    assert contrastive_layers(layers, 0, 256, 1024, 128)[1] == 1
+
+
+def test_cmi_features_follow_the_stride_and_resnet8_digits_keeps_every_layer(bn_teacher):
+    from datafree.cards import load_model
+
+    lm = load_model("resnet8_digits")
+    synth = create_synthesizer("cmi", lm.model, lm.card)
+    assert synth.feature_stride == 1 and synth.feature_layers == synth.bn_layers  # the measured setting
+    synth = create_synthesizer(
+        "cmi", bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2, negatives=4, feature_stride=2
+    )
+    dim = sum(m.num_features for m in synth.bn_layers[1::2])
+    assert synth.bank.data.shape[1] == 2 * dim
+    _round(synth, 8, 0)
+    assert synth.bank.count == 8
+
+
+def test_nayer_bn_ce_balance_is_fixed_at_the_first_step_and_resumes(bn_teacher):
+    def make(**kw):
+        card = bn_teacher.card
+        return create_synthesizer("nayer", bn_teacher.model, card, batch_size=10, iterations=2, **kw)
+
+    synth = make(bn_ce_max_ratio=1e-3)  # any real BN term is over 1e-3 x CE: scaled down
+    synth.reset(10, torch.Generator().manual_seed(0))
+    logs = synth.step()
+    ratio = float(logs["bn"]) / float(logs["oh"])
+    assert synth.bn_scale == pytest.approx(1e-3 / ratio, rel=1e-4)
+    torch.testing.assert_close(logs["total"], synth.bn_scale * logs["bn"] + logs["oh"])
+    first = synth.bn_scale
+    _round(synth, 10, 1)  # later rounds keep the scale of the first step
+    assert synth.bn_scale == first
+    fresh = make(bn_ce_max_ratio=1e-3)
+    fresh.load_state_dict(synth.state_dict())
+    assert fresh.bn_scale == first
+    for off in (make(bn_ce_max_ratio=0), make(bn_ce_max_ratio=1e9)):  # disabled / under the ratio
+        _round(off, 10, 0)
+        assert off.bn_scale == 1.0
+    with pytest.raises(UserInputError, match="bn_ce_max_ratio"):
+        make(bn_ce_max_ratio=-1)

@@ -1,0 +1,133 @@
+"""Predicted CPU cost of a `compress --method M` cell from a few timed steps, before running it.
+
+For each teacher and offline method, the synthesizer is built with its defaults (plus ``--set``),
+one batch of its default ``batch_size`` runs ``--steps`` timed steps (after one untimed step), and
+one KD step of the default student (teacher forward, student forward + backward + SGD, at the KD
+batch of ``datafree.plan.kd_settings``) is timed the same way. The prediction is::
+
+    synthesis = step CPU x iterations x ceil(num_images / batch_size)   (the step cap: no early stop)
+    KD        = KD step CPU x epochs x steps_per_epoch
+
+in process CPU seconds (one thread: nearly independent of the machine's load). It leaves out
+evaluation, the noise baseline and the latency profile.
+
+Usage::
+
+    PYTHONPATH=. python bench/cell_cost.py --teachers resnet18_32,vgg8_bn_32 --methods cmi,nayer \
+        --suite /work/cache/suite [--set cmi.iterations=100] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+
+import torch  # noqa: E402
+
+from bench.common import key_values, machine, setup  # noqa: E402
+
+
+def _cpu(fn: Any, reps: int) -> float:
+    fn()  # untimed: first-call allocations
+    c0 = time.process_time()
+    for _ in range(reps):
+        fn()
+    return (time.process_time() - c0) / reps
+
+
+def predict(teacher: str, method: str, options: dict[str, Any], steps: int, device: Any) -> dict[str, Any]:
+    """Time ``steps`` synthesis steps and KD steps; return the predicted CPU seconds of the cell."""
+    import warnings
+
+    from bench.suite import resolve_teacher
+    from datafree.cards import load_model
+    from datafree.losses import kd_kl_loss
+    from datafree.pipeline import DEFAULT_NUM_IMAGES
+    from datafree.plan import kd_settings, make_student
+    from generators import create_synthesizer
+
+    lm = load_model(resolve_teacher(teacher), device)
+    synth = create_synthesizer(method, lm.model, lm.card, seed=0, **options)
+    cfg = synth.config
+    synth.reset(cfg.batch_size, torch.Generator().manual_seed(0))
+    step_s = _cpu(synth.step, steps)
+    kd = kd_settings(method, {}, num_images=DEFAULT_NUM_IMAGES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        student, arch = make_student(None, lm, 0)
+    student.to(device).train()
+    opt = torch.optim.SGD(student.parameters(), lr=kd.lr, momentum=kd.momentum)
+    x = torch.randn(kd.batch_size, *lm.card.input_shape, device=device)
+
+    def kd_step() -> None:
+        with torch.no_grad():
+            t = lm.model(x)
+        loss = kd_kl_loss(student(x), t, kd.temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    kd_s = _cpu(kd_step, steps)
+    rounds = math.ceil(DEFAULT_NUM_IMAGES / cfg.batch_size)
+    synth_total = step_s * cfg.iterations * rounds
+    kd_total = kd_s * kd.epochs * kd.steps_per_epoch
+    return {
+        "teacher": teacher,
+        "method": method,
+        "options": options,
+        "student": arch,
+        "batch_size": cfg.batch_size,
+        "iterations": cfg.iterations,
+        "rounds": rounds,
+        "step_cpu_s": round(step_s, 4),
+        "kd_step_cpu_s": round(kd_s, 4),
+        "kd_steps": kd.epochs * kd.steps_per_epoch,
+        "synthesis_cpu_s": round(synth_total, 1),
+        "kd_cpu_s": round(kd_total, 1),
+        "total_cpu_s": round(synth_total + kd_total, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: D103
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--teachers", default="resnet8_digits")
+    ap.add_argument("--methods", default="cmi,nayer")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE", help="backend option")
+    ap.add_argument("--suite", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.suite:
+        import os
+
+        os.environ["DATAFREE_SUITE"] = args.suite
+    device = setup("cpu", args.threads)
+    sets = key_values(args.set, "--set", ap.error)
+    rows = []
+    for t in args.teachers.split(","):
+        for m in args.methods.split(","):
+            opts = {k.split(".", 1)[1]: v for k, v in sets.items() if k.startswith(m + ".")}
+            r = predict(t, m, opts, args.steps, device)
+            rows.append(r)
+            print(
+                f"{t} x {m} {opts or ''}: step {r['step_cpu_s']} s x {r['iterations']} x {r['rounds']} = "
+                f"{r['synthesis_cpu_s']} s; KD {r['kd_step_cpu_s']} s x {r['kd_steps']} = {r['kd_cpu_s']} s "
+                f"({r['student']}); total {r['total_cpu_s']} s CPU",
+                flush=True,
+            )
+    if args.out:
+        from datafree.utils import atomic_write_json
+
+        atomic_write_json(args.out, {"machine": machine(device), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
