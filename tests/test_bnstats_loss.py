@@ -12,18 +12,7 @@ from datafree.losses import BNStatisticLoss
 from datafree.models import create_model
 from datafree.stats import channel_mean_var
 from generators import create_synthesizer
-
-
-def _randomise(model: nn.Module, seed: int = 1) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=g) * 0.3)
-    return model.eval().requires_grad_(False)
+from tests.bn_cases import randomise_bn
 
 
 class _Mixed(nn.Module):
@@ -62,7 +51,7 @@ def test_one_node_matches_per_layer_statistics(name, offset):
     else:
         channels = 1 if name == "resnet8" else 3
         model, shape = create_model(name, 10, channels), (16, channels, 16, 16)
-    model = _randomise(model)
+    model = randomise_bn(model)
     folded = fold_batchnorm(model)
     assert folded is not None
     if name == "mixed":
@@ -108,7 +97,7 @@ def test_one_node_gradcheck_float64_fallback_and_fused_path():
 
 
 def test_inplace_change_after_the_hook_is_an_error():
-    model = _randomise(create_model("resnet8", 10, 1))
+    model = randomise_bn(create_model("resnet8", 10, 1))
     folded = fold_batchnorm(model)
     assert folded is not None
     x = torch.randn(4, 1, 16, 16)

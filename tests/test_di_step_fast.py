@@ -13,6 +13,7 @@ from datafree.hooks import BNStatistics
 from datafree.losses import BNStatisticLoss, bn_statistic_loss, tv_l2
 from datafree.models import create_model
 from generators import create_synthesizer
+from tests.bn_cases import randomise_bn
 
 
 def _loop_loss(means, variances, running, first):
@@ -56,16 +57,7 @@ def test_bn_statistic_loss_keeps_the_loop_for_other_shapes():
 
 def _bn_net() -> nn.Module:
     torch.manual_seed(0)
-    model = create_model("resnet8", 10, 1)
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=g) * 0.3)
-    return model.eval().requires_grad_(False)
+    return randomise_bn(create_model("resnet8", 10, 1), seed=1)
 
 
 def test_folded_loss_matches_hooked_loss_and_gradient():
