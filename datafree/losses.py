@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "bn_ce_scale",
     "kd_kl_loss",
     "js_divergence",
     "bn_statistic_loss",
@@ -217,6 +218,18 @@ def tv_l1(x: torch.Tensor) -> torch.Tensor:
 def l2_prior(x: torch.Tensor) -> torch.Tensor:
     """Mean per-image L2 norm of the (normalised) image, DeepInversion's ``l2`` prior."""
     return torch.linalg.vector_norm(x.flatten(1), dim=1).mean()
+
+
+def bn_ce_scale(
+    bn: torch.Tensor, ce: torch.Tensor, bn_weight: float, ce_weight: float, max_ratio: float
+) -> float:
+    """DeepInversion's BN/CE balance: a factor (at most 1) for ``bn_weight``; one host sync.
+
+    With it the weighted BN term is at most ``max_ratio`` times the weighted cross-entropy (1 when it
+    already is). Used at a batch's (DeepInversion) or a run's (NAYER) first step, then kept fixed.
+    """
+    ratio = float(bn_weight * bn.detach()) / max(float(ce_weight * ce.detach()), 1e-8)
+    return min(1.0, max_ratio / ratio) if ratio > 0 else 1.0
 
 
 def weighted_sum(

@@ -30,7 +30,7 @@ from datafree.augment import random_flip, random_jitter
 from datafree.bnfold import fold_batchnorm
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
-from datafree.losses import js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
+from datafree.losses import bn_ce_scale, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
 from datafree.rules import deepinversion_defaults
 
 from .base import Batch, SynthConfig, Synthesizer, register, warmup_cosine
@@ -193,8 +193,7 @@ class DeepInversion(Synthesizer):
                 bn = stats.loss(cfg.first_bn_weight)  # all layers at once (datafree.losses.BNStatisticLoss)
         ce = F.cross_entropy(logits, self.targets)
         if self.iteration == 0 and cfg.bn_ce_max_ratio > 0:  # one host sync per batch
-            ratio = float(cfg.bn_weight * bn.detach()) / max(float(cfg.ce_weight * ce.detach()), 1e-8)
-            self.bn_scale = min(1.0, cfg.bn_ce_max_ratio / ratio) if ratio > 0 else 1.0
+            self.bn_scale = bn_ce_scale(bn, ce, cfg.bn_weight, cfg.ce_weight, cfg.bn_ce_max_ratio)
         terms = {"ce": (cfg.ce_weight, ce), "bn": (cfg.bn_weight * self.bn_scale, bn)}
         # a prior with weight 0 is neither computed nor logged (weighted_sum leaves it out either way)
         for name, weight, prior in (("tv_l2", cfg.tv_l2_weight, tv_l2), ("tv_l1", cfg.tv_l1_weight, tv_l1),

@@ -40,7 +40,7 @@ every image ten times); ``adv_weight`` 0 by default (the paper's 1.33 needs a st
 to its training script, not to the synthesizer. The reference's ``bn_mmt`` (0.9 in its
 ``datafree_kd.py``: each round's BN batch statistics blended with an EMA over earlier rounds, as
 Fast-Datafree's) is ``bn_momentum``, 0 by default: 0.9 was slower to 95% of the teacher in the pool
-loop here (380 against 320 KD steps, docs/methods.md "Session 5") DeepInversion's BN/CE balance is
+loop here (380 against 320 KD steps, docs/methods.md "Session 5"). DeepInversion's BN/CE balance is
 ``bn_ce_max_ratio`` (fixed once, at the run's first step), 0 by default: on a 32 px MobileNetV2 whose
 BN term starts 374x its CE it raised the teacher's agreement with the targets but lowered the
 student (docs/methods.md "Session 6").
@@ -58,7 +58,7 @@ from torch import nn
 
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
-from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
 from datafree.stats import StatisticsEMA
 
 from .base import RoundSynthesizer, SynthConfig, register
@@ -245,9 +245,7 @@ class NAYER(RoundSynthesizer):
         if self.bn_scale is None:  # one host sync per run, none when the balance is off
             self.bn_scale = 1.0
             if cfg.bn_ce_max_ratio > 0:
-                ratio = float(cfg.bn_weight * bn.detach()) / max(float(cfg.oh_weight * ce.detach()), 1e-8)
-                if ratio > cfg.bn_ce_max_ratio:
-                    self.bn_scale = cfg.bn_ce_max_ratio / ratio
+                self.bn_scale = bn_ce_scale(bn, ce, cfg.bn_weight, cfg.oh_weight, cfg.bn_ce_max_ratio)
         terms = {"bn": (cfg.bn_weight * self.bn_scale, bn), "oh": (cfg.oh_weight, ce)}
         if cfg.adv_weight > 0:
             was_training = self.check_student(student).training
