@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 
 from .losses import BNStatisticLoss
-from .stats import SHIFT_RATIO, channel_mean_var
+from .stats import SHIFT_RATIO, channel_mean_var, channel_sums, sample0_means
 
 __all__ = ["bn_loss_from_activations", "fusable", "layer_sums"]
 
@@ -96,19 +96,6 @@ def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict:
     return cache[counts]
 
 
-def _sums(x: torch.Tensor, k: torch.Tensor | None, ones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-(sample, channel) sum and 2-norm of ``x - k`` (of ``x`` when ``k`` is None)."""
-    if k is not None:  # x - k through inference BatchNorm's kernel (running_var 1, eps 0): one fast pass
-        x = torch.batch_norm(x, None, None, k, ones, False, 0.0, 0.0, False)
-    xf = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)
-    return xf.sum(2), torch.linalg.vector_norm(xf, dim=2)
-
-
-def _sample0_means(x: torch.Tensor) -> torch.Tensor:
-    """Sample 0's channel means, ``(C,)``: :func:`channel_mean_var`'s shift."""
-    return (x.flatten(2) if x.dim() > 2 else x.unsqueeze(2))[0].mean(1)
-
-
 def layer_sums(spec: BNStatisticLoss, index: int, x: torch.Tensor) -> tuple | None:
     """Layer ``index``'s per-(sample, channel) sums of ``x`` for :func:`bn_loss_from_activations`, or None.
 
@@ -130,7 +117,7 @@ def layer_sums(spec: BNStatisticLoss, index: int, x: torch.Tensor) -> tuple | No
     zeros: list[torch.Tensor] = spec.__dict__.setdefault("_zeros_parts", torch.zeros(total).split(spec.sizes))
     if not x.requires_grad:
         with torch.no_grad():
-            s1, norm = _sums(x, k, ones[index])
+            s1, norm = channel_sums(x, k, ones[index])
         return None, s1, norm, k
     handle, s1, norm = _Tap.apply(x, k, ones[index], zeros[index])
     return handle, s1, norm, k
@@ -148,7 +135,7 @@ class _Tap(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, k: torch.Tensor | None, ones: torch.Tensor, zeros: torch.Tensor):  # type: ignore[override]
-        s1, norm = _sums(x, k, ones)
+        s1, norm = channel_sums(x, k, ones)
         ctx.save_for_backward(x)
         ctx.ones, ctx.zeros = ones, zeros
         ctx.mark_non_differentiable(s1, norm)
@@ -186,7 +173,7 @@ class _StatsLossFn(torch.autograd.Function):
             shifts = [None] * layers
             if last_parts is not None:
                 shifts = [lp if p else None for lp, p in zip(last_parts, predicted, strict=True)]
-            parts = [_sums(t, k, ones[i]) for i, (t, k) in enumerate(zip(acts, shifts, strict=True))]
+            parts = [channel_sums(t, k, ones[i]) for i, (t, k) in enumerate(zip(acts, shifts, strict=True))]
         while True:
             s1 = torch.cat([p[0] for p in parts], 1)  # (N, C): the batch size is every layer's
             norm = torch.cat([p[1] for p in parts], 1)
@@ -205,13 +192,13 @@ class _StatsLossFn(torch.autograd.Function):
                 if not per_layer[i]:
                     continue
                 if shifts[i] is None or (last_parts is not None and shifts[i] is last_parts[i]):
-                    shifts[i] = _sample0_means(acts[i])
+                    shifts[i] = sample0_means(acts[i])
                     redo.append(i)
                 # else: already shifted by sample 0's means, as channel_mean_var: as is
             if not redo:
                 break
             for i in redo:
-                parts[i] = _sums(acts[i], shifts[i], ones[i])
+                parts[i] = channel_sums(acts[i], shifts[i], ones[i])
         if any(k is not None for k in shifts):
             if last_parts is not None and all(k is lp for k, lp in zip(shifts, last_parts, strict=True)):
                 shift = spec.__dict__["_last_mean"]

@@ -15,7 +15,7 @@ import weakref
 
 import torch
 
-__all__ = ["channel_mean_var", "StatisticsEMA", "SHIFT_RATIO"]
+__all__ = ["channel_mean_var", "channel_sums", "sample0_means", "StatisticsEMA", "SHIFT_RATIO"]
 
 #: Without a shift, the variance E[x^2] - E[x]^2 of fp32 sums keeps about ``eps * (1 + mean^2 / var)``
 #: relative precision; on CPU the unshifted sums serve when every channel has ``mean^2 <= SHIFT_RATIO *
@@ -34,6 +34,26 @@ def _moments(
     return (mean if shift is None else mean + shift.to(torch.float64)), var
 
 
+def channel_sums(
+    x: torch.Tensor, shift: torch.Tensor | None = None, ones: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(sample, channel) sum and 2-norm of ``x - shift`` (``x`` when ``shift`` is None), each ``(N, C)``.
+
+    The shift runs through inference BatchNorm's kernel (``x - k`` with running_var 1, eps 0: one fast
+    pass); ``ones`` is that call's ``(C,)`` variance, made here when not given.
+    """
+    if shift is not None:
+        ones = torch.ones_like(shift) if ones is None else ones
+        x = torch.batch_norm(x, None, None, shift, ones, False, 0.0, 0.0, False)
+    xf = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)  # (N, C, L): sums over L are contiguous
+    return xf.sum(2), torch.linalg.vector_norm(xf, dim=2)
+
+
+def sample0_means(x: torch.Tensor) -> torch.Tensor:
+    """Sample 0's channel means, ``(C,)``: the shift of the shifted sums (a value near the mean)."""
+    return (x.flatten(2) if x.dim() > 2 else x.unsqueeze(2))[0].mean(1)
+
+
 class _ChannelMeanVar(torch.autograd.Function):
     """Mean and biased variance over every dimension but 1; see :func:`channel_mean_var`."""
 
@@ -45,34 +65,25 @@ class _ChannelMeanVar(torch.autograd.Function):
             # BatchNorm statistics kernel does it in one pass, exactly (mean first, then squared
             # deviations), about 2x faster than the sums below, which would need an NCHW copy.
             mean, var = torch.batch_norm_update_stats(x, None, None, 0.0)
-            ctx.save_for_backward(x, mean)
-            ctx.n = n
-            return mean, var
-        xf = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)  # (N, C, L): sums over L are contiguous
-        if x.device.type == "cpu" and (key is None or key not in _NEEDS_SHIFT):
-            # Two read-only passes (sum and sum of squares per (sample, channel), float64 over N). Their
-            # difference E[x^2] - E[x]^2 loses about mean^2 / var of fp32's relative precision; where
-            # some channel's mean is large against its spread (SHIFT_RATIO), the shifted sums below
-            # are used instead. Checking needs the values on the host: free on CPU, a sync elsewhere.
-            mean, var = _moments(xf.sum(2), torch.linalg.vector_norm(xf, dim=2), None, n)
-            if bool((mean * mean > SHIFT_RATIO * var).any()):
-                if key is not None:
-                    _NEEDS_SHIFT[key] = True  # this layer's next calls go straight to the shifted sums
-            else:
-                var = var.clamp_min_(0).to(x.dtype)
-                mean = mean.to(x.dtype)
-                ctx.save_for_backward(x, mean)
-                ctx.n = n
-                return mean, var
-        # Shift by a value near the mean (sample 0's channel means) so that E[(x-k)^2] - E[x-k]^2
-        # does not cancel catastrophically when the mean is large against the spread. The shift
-        # uses inference BatchNorm's kernel (x - k with running_var 1, eps 0): one fast pass.
-        shift = xf[0].mean(1)  # (C,)
-        xs = torch.batch_norm(x, None, None, shift, torch.ones_like(shift), False, 0.0, 0.0, False)
-        xsf = xs.flatten(2) if x.dim() > 2 else xs.unsqueeze(2)
-        mean, var = _moments(xsf.sum(2), torch.linalg.vector_norm(xsf, dim=2), shift, n)
-        var = var.clamp_min_(0).to(x.dtype)
-        mean = mean.to(x.dtype)
+        else:
+            moments = None
+            if x.device.type == "cpu" and (key is None or key not in _NEEDS_SHIFT):
+                # Two read-only passes (sum and sum of squares per (sample, channel), float64 over N).
+                # Their difference E[x^2] - E[x]^2 loses about mean^2 / var of fp32's relative precision;
+                # where some channel's mean is large against its spread (SHIFT_RATIO), the shifted sums
+                # below are used instead. Checking needs the values on the host: free on CPU, a sync
+                # elsewhere.
+                moments = _moments(*channel_sums(x), None, n)
+                if bool((moments[0] * moments[0] > SHIFT_RATIO * moments[1]).any()):
+                    moments = None
+                    if key is not None:
+                        _NEEDS_SHIFT[key] = True  # this layer's next calls go straight to the shifted sums
+            if moments is None:
+                # Shift by a value near the mean (sample 0's channel means) so that E[(x-k)^2] - E[x-k]^2
+                # does not cancel catastrophically when the mean is large against the spread.
+                shift = sample0_means(x)
+                moments = _moments(*channel_sums(x, shift), shift, n)
+            mean, var = moments[0].to(x.dtype), moments[1].clamp_min_(0).to(x.dtype)
         ctx.save_for_backward(x, mean)
         ctx.n = n
         return mean, var
