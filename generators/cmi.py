@@ -51,6 +51,7 @@ from torch import nn
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics, FeatureRecorder, batchnorm_layers
 from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.rules import conv_linear_macs
 
 from .base import RoundSynthesizer, SynthConfig, register
 from .fast import FastGenerator, adversarial_agreement_loss
@@ -293,8 +294,6 @@ class CMI(RoundSynthesizer):
         cfg = config
         torch.manual_seed(cfg.seed)
         self.bn_layers = batchnorm_layers(teacher)
-        from datafree.rules import conv_linear_macs
-
         self.feature_layers, self.feature_stride = contrastive_layers(
             self.bn_layers, conv_linear_macs(teacher, self.input_shape), cfg.batch_size, cfg.negatives,
             cfg.head_dim, cfg.feature_stride,
