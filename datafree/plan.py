@@ -149,7 +149,7 @@ def _pool_epoch_cap(
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """The pool's KD settings under the cap (:data:`datafree.rules.RUN_MAX_MACS`), and the estimate."""
     cls = method_class("fast")
-    kd_cfg = {**dataclasses.asdict(KDConfig()), **cls.pool_kd, **kd}
+    kd_cfg = dataclasses.asdict(kd_settings("fast", kd, pool=True))  # the pool's KD settings under the path's
     synth = {**dataclasses.asdict(cls.Config()), **cls.pool_options, **options}
     shape = tuple(int(v) for v in card.input_shape)
     if student is not None:
@@ -176,7 +176,6 @@ def _pool_epoch_cap(
         kd = {**kd, **_rules.POOL_CAPPED_KD, "epochs": epochs}
         info.update(epochs=epochs, capped_run_macs=est({**small, "epochs": epochs}))
     return kd, info
-
 
 
 def auto_defaults(
