@@ -476,8 +476,7 @@ def noise_answer_entropy(teacher: nn.Module, card: Any, n: int = 512, batch: int
         while done < n:
             k = min(batch, n - done)
             x = torch.randn((k, *(int(v) for v in card.input_shape)), generator=gen).to(device)
-            lo, hi = norm.bounds(x)
-            logits = teacher(torch.max(torch.min(x, hi), lo))
+            logits = teacher(norm.clamp_(x))
             total += torch.softmax(logits.float(), dim=1).sum(0).double().cpu()
             done += k
     mean_p = total / n

@@ -374,8 +374,7 @@ class OnlineSynthesizer(Synthesizer):
         k = min(k, n - 1)
         images = self.sample(n - k).images
         noise = torch.randn((k, *images.shape[1:]), generator=self.rng).to(images.device, images.dtype)
-        lo, hi = self.normalizer.bounds(noise)
-        return torch.cat([images, torch.max(torch.min(noise, hi), lo)])
+        return torch.cat([images, self.normalizer.clamp_(noise)])
 
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
