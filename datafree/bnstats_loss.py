@@ -6,11 +6,12 @@ input). Per layer only the two reductions that must read the activation run, in 
 is in cache (:func:`layer_sums`: a sum and a 2-norm per (sample, channel), as
 :func:`datafree.stats.channel_mean_var`, through a small "tap" node); :func:`bn_loss_from_activations`
 then computes the float64 moments, the precision check (one host check for all layers), the loss of
-:class:`datafree.losses.BNStatisticLoss` and, backward, every layer's ``dx = a_c + b_c * x`` coefficients
-as vector operations over all layers' channels at once; each tap turns its layer's coefficients into
-``dx`` (one inference-BatchNorm pass) when the engine reaches that layer. On resnet8 at 16 px this takes
-the step from 551 to about 400 ATen operations (docs/speed.md, "Session 6: one autograd node for the
-statistics", where it is measured; opt-in until measured faster through the command).
+:class:`datafree.losses.BNStatisticLoss` and every layer's ``dx = a_c + b_c * x`` coefficients as vector
+operations over all layers' channels at once (on the host, numpy: a few hundred to ten thousand channels),
+the coefficients already in the forward so that the backward only scales them; each tap turns its
+layer's coefficients into ``dx`` (one inference-BatchNorm pass) when the engine reaches that layer. On
+resnet8 at 16 px the step runs 340 ATen operations instead of the per-layer path's 551 (docs/speed.md,
+"Session 6: one autograd node for the statistics" and "Session 7"; DeepInversion's default since session 7).
 
 Same values and gradients as :func:`channel_mean_var` followed by :class:`BNStatisticLoss` up to fp32
 rounding: the same sums and the same precision check (a channel's mean against its spread,
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .losses import BNStatisticLoss
@@ -79,19 +81,27 @@ def bn_loss_from_activations(
 
 
 def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict:
-    """Per-channel constants of the layers' element counts ``n_l``, cached on ``spec`` per shape."""
+    """Per-channel constants of the layers' element counts ``n_l``, as float64 arrays, cached per shape.
+
+    The loss's vector part (a few hundred to ten thousand channels) runs on numpy arrays on the host: the
+    same float64 arithmetic as torch's, without the per-operation dispatch cost (about 5 us against 1 us
+    for a small vector on CPU), which with some 70 operations a step was a visible part of a small
+    teacher's step.
+    """
     cache: dict[tuple[int, ...], dict] = spec.__dict__.setdefault("_per_counts", {})
     if counts not in cache:
-        n = torch.repeat_interleave(torch.tensor(counts, dtype=torch.float64), torch.tensor(spec.sizes))
-        total = int(n.numel())
+        sizes = np.asarray(spec.sizes)
+        total = int(sizes.sum())
         ones = torch.ones(total)
+        scale = spec.scale.double().numpy() if spec.scale is not None else np.ones(total)
         cache[counts] = {
-            "n": n,  # float64, (C,)
-            "inv_n": (1.0 / n).float(),
-            "two_inv_n": (2.0 / n).float(),
+            "n": np.repeat(np.asarray(counts, dtype=np.float64), sizes),  # (C,)
+            "starts": np.concatenate(([0], np.cumsum(sizes)[:-1])),  # each layer's first channel
+            "center": spec.center.double().numpy(),
+            "scale": np.stack((scale, scale * scale)),  # (2, C): the mean's and the variance's factors
+            "running_var": spec.running_var.double().numpy(),
             "zeros": torch.zeros(total).split(spec.sizes),
             "ones": ones.split(spec.sizes),
-            "shift_ratio": torch.full((total,), SHIFT_RATIO, dtype=torch.float64),
         }
     return cache[counts]
 
@@ -112,9 +122,12 @@ def layer_sums(spec: BNStatisticLoss, index: int, x: torch.Tensor) -> tuple | No
         return None
     last: list[torch.Tensor] | None = spec.__dict__.get("_last_parts")
     k = last[index] if last is not None and spec.__dict__["_shift_next"][index] else None
-    total = sum(spec.sizes)
-    ones: list[torch.Tensor] = spec.__dict__.setdefault("_ones_parts", torch.ones(total).split(spec.sizes))
-    zeros: list[torch.Tensor] = spec.__dict__.setdefault("_zeros_parts", torch.zeros(total).split(spec.sizes))
+    parts = spec.__dict__.get("_unit_parts")
+    if parts is None:  # per layer (C_l,) ones and zeros, made once (the inference-BatchNorm calls' constants)
+        total = sum(spec.sizes)
+        parts = (torch.ones(total).split(spec.sizes), torch.zeros(total).split(spec.sizes))
+        spec.__dict__["_unit_parts"] = parts
+    ones, zeros = parts
     if not x.requires_grad:
         with torch.no_grad():
             s1, norm = channel_sums(x, k, ones[index])
@@ -151,6 +164,14 @@ class _Tap(torch.autograd.Function):
         return dx, None, None, None
 
 
+def _sums_over_n(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the float64 batch sums of ``s1`` and ``norm^2`` (``parts``: per layer, ``(N, C_l)``)."""
+    s1 = torch.cat([p[0] for p in parts], 1) if len(parts) > 1 else parts[0][0]
+    norm = torch.cat([p[1] for p in parts], 1) if len(parts) > 1 else parts[0][1]
+    sums = torch.stack((s1, norm.square())).sum(1, dtype=torch.float64).numpy()  # (2, C)
+    return sums[0], sums[1]
+
+
 class _StatsLossFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: BNStatisticLoss, first: float, keys: list, pre: list | None, acts: list, *inputs):  # type: ignore[override]
@@ -158,7 +179,7 @@ class _StatsLossFn(torch.autograd.Function):
         layers = len(acts)
         counts = tuple(t.numel() // t.shape[1] for t in acts)
         const = _constants(spec, counts)
-        ones = const["ones"]
+        ones, n, starts = const["ones"], const["n"], const["starts"]
         # A layer's sums are of shifted values x - k (one extra pass) where the previous call's statistics
         # had some channel's mean large against its spread (datafree.stats.SHIFT_RATIO / 2): k is the
         # previous call's batch means (the pixels change little from one step to the next, so x - k is
@@ -174,23 +195,19 @@ class _StatsLossFn(torch.autograd.Function):
             if last_parts is not None:
                 shifts = [lp if p else None for lp, p in zip(last_parts, predicted, strict=True)]
             parts = [channel_sums(t, k, ones[i]) for i, (t, k) in enumerate(zip(acts, shifts, strict=True))]
+        # per (sample, channel) sums and 2-norms, (N, C) float32 -> per-channel sums over N in float64 (in
+        # torch: numpy's casting reduction over N is several times slower on MobileNetV2's 17k channels)
+        s1, s2 = _sums_over_n(parts)
         while True:
-            s1 = torch.cat([p[0] for p in parts], 1)  # (N, C): the batch size is every layer's
-            norm = torch.cat([p[1] for p in parts], 1)
-            sums = torch.stack((s1, norm.square())).to(torch.float64).sum(1)  # (2, C): over N in float64
-            mean = sums[0] / const["n"]  # of the shifted values where shifted
-            var = sums[1] / const["n"] - mean * mean
+            mean = s1 / n  # of the shifted values where shifted
+            var = s2 / n - mean * mean
             # E[x^2] - E[x]^2 in fp32 sums loses about mean^2 / var of fp32's relative precision: the check
-            # of channel_mean_var, every layer at once (one host sync; free on CPU)
-            bad = mean * mean > const["shift_ratio"] * var
-            if not bool(bad.any()):
+            # of channel_mean_var, every layer at once
+            bad = mean * mean > SHIFT_RATIO * var
+            if not bad.any():
                 break
-            per_layer = torch.zeros(layers, dtype=torch.int64).index_add_(0, spec.segment, bad.long())
-            per_layer = per_layer.tolist()
             redo = []
-            for i in range(layers):
-                if not per_layer[i]:
-                    continue
+            for i in np.flatnonzero(np.logical_or.reduceat(bad, starts)).tolist():
                 if shifts[i] is None or (last_parts is not None and shifts[i] is last_parts[i]):
                     shifts[i] = sample0_means(acts[i])
                     redo.append(i)
@@ -198,52 +215,45 @@ class _StatsLossFn(torch.autograd.Function):
             if not redo:
                 break
             for i in redo:
-                parts[i] = channel_sums(acts[i], shifts[i], ones[i])
+                seg = slice(starts[i], starts[i] + spec.sizes[i])
+                s1[seg], s2[seg] = _sums_over_n([channel_sums(acts[i], shifts[i], ones[i])])
         if any(k is not None for k in shifts):
-            if last_parts is not None and all(k is lp for k, lp in zip(shifts, last_parts, strict=True)):
-                shift = spec.__dict__["_last_mean"]
-            else:
-                shift = torch.cat([k if k is not None else const["zeros"][i] for i, k in enumerate(shifts)])
-            mean = mean + shift.to(torch.float64)  # type: ignore[union-attr]
-        var = var.clamp_min_(0).float()
-        mean = mean.float()
+            zeros = const["zeros"]
+            shift = [(zeros[i] if k is None else k).numpy() for i, k in enumerate(shifts)]
+            mean = mean + np.concatenate(shift)
+        var = np.maximum(var, 0.0)
         # the next call's shifts: the layers whose statistics now are near needing one (unshifted form)
-        near = (mean * mean > (SHIFT_RATIO / 2) * var).long()
-        spec.__dict__["_shift_next"] = [
-            bool(c) for c in torch.zeros(layers, dtype=torch.int64).index_add_(0, spec.segment, near).tolist()
-        ]
-        spec.__dict__["_last_mean"] = mean
-        spec.__dict__["_last_parts"] = list(mean.split(spec.sizes))
-        # the loss: _BNStatisticLossFn's forward on the concatenated statistics
-        dm = mean - spec.center
-        if spec.scale is not None:
-            dm = dm * spec.scale
-            var = var * spec.scale2
-        d = torch.stack((dm, var - spec.running_var))  # (2, C)
-        sq = torch.zeros((2, layers), dtype=d.dtype).index_add_(1, spec.segment, d * d)
-        norms = sq.sqrt()  # (2, L)
-        weights = torch.ones(layers, dtype=d.dtype)
+        near = np.logical_or.reduceat(mean * mean > (SHIFT_RATIO / 2) * var, starts)
+        spec.__dict__["_shift_next"] = near.tolist()
+        spec.__dict__["_last_parts"] = list(torch.from_numpy(mean.astype(np.float32)).split(spec.sizes))
+        # the loss (_BNStatisticLossFn's on the concatenated statistics) and its gradient coefficients
+        scale = const["scale"]
+        d = np.stack(((mean - const["center"]) * scale[0], var * scale[1] - const["running_var"]))  # (2, C)
+        norms = np.sqrt(np.add.reduceat(d * d, starts, axis=1))  # (2, L)
+        weights = np.ones(layers)
         weights[0] = first
-        ctx.save_for_backward(d, norms, weights, mean, *(acts if pre is None else ()))
+        loss = float((norms.sum(0) * weights).sum())
+        # d loss / d (mean, var) per channel: w_l d / ||d_l|| (0 at a zero norm, as vector_norm's), then
+        # through mean = sum x / n and var = sum (x - mean)^2 / n: dx = a_c + b_c * x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            coef = np.where(norms > 0, weights / norms, 0.0)  # (2, L)
+        g = np.repeat(coef, spec.sizes, axis=1) * d * scale  # (2, C)
+        b = (2.0 / n) * g[1]
+        a = g[0] / n - b * mean
+        ctx.ab = torch.from_numpy(np.stack((a, b)).astype(np.float32))  # for an upstream gradient of 1
+        ctx.save_for_backward(*(acts if pre is None else ()))
         ctx.spec, ctx.const, ctx.taps = spec, const, pre is not None
-        return (norms.sum(0) * weights).sum()
+        return torch.tensor(loss, dtype=torch.float32)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        d, norms, weights, mean, *acts = ctx.saved_tensors
         spec: BNStatisticLoss = ctx.spec
-        const = ctx.const
-        coef = torch.where(norms > 0, weights * grad / norms, torch.zeros_like(norms))  # (2, L)
-        g = coef.index_select(1, spec.segment) * d  # (2, C): d loss / d dm, d loss / d dv
-        if spec.scale is not None:
-            g = g * torch.stack((spec.scale, spec.scale2))  # type: ignore[arg-type]
-        # d mean / dx = 1/n ; d var / dx = 2 (x - mean) / n  ->  dx = a_c + b_c * x, every layer at once
-        b = const["two_inv_n"] * g[1]
-        a = torch.addcmul(g[0] * const["inv_n"], b, mean, value=-1.0)
+        ab = ctx.ab * grad  # (2, C): [a; b] of every layer at once
         if ctx.taps:  # each layer's tap makes its dx from [a; b] when the engine reaches it
-            return (None, None, None, None, None, *torch.stack((a, b)).split(spec.sizes, 1))
+            return (None, None, None, None, None, *ab.split(spec.sizes, 1))
         # per layer one inference-BatchNorm pass (running stats 0 / 1, eps 0) computes b_c * x + a_c
-        zeros, ones = const["zeros"], const["ones"]
-        coefs = zip(acts, b.split(spec.sizes), a.split(spec.sizes), zeros, ones, strict=True)
+        const = ctx.const
+        coefs = zip(ctx.saved_tensors, ab[1].split(spec.sizes), ab[0].split(spec.sizes), const["zeros"],
+                    const["ones"], strict=True)  # fmt: skip
         dxs = [torch.batch_norm(x, bl, al, z, o, False, 0.0, 0.0, False) for x, bl, al, z, o in coefs]
         return (None, None, None, None, None, *dxs)

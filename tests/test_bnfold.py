@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -203,3 +205,38 @@ def test_fold_is_refused_when_an_alias_reaches_an_inplace_op():
     with pytest.raises(RuntimeError, match="inplace"):
         _folded(model, x)  # ... and its backward fails
     assert fold_batchnorm(model, x[:2]) is None  # the trial catches it
+
+
+@pytest.mark.parametrize(("stride", "groups", "size"), [((2, 2), 1, 8), ((2, 3), 1, 9), ((2, 2), 2, 7)])
+def test_strided_pointwise_conv_input_gradient_matches_aten(stride, groups, size):
+    from datafree.bnfold import StridedPointwiseConv2d
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 1, stride=stride, groups=groups, bias=True).requires_grad_(False)
+    assert StridedPointwiseConv2d.applies(conv)
+    fast = StridedPointwiseConv2d.from_conv(conv)
+    assert fast.weight is conv.weight  # same parameters
+    x = torch.randn(3, 4, size, size + 1, requires_grad=True)
+    g = torch.randn_like(conv(x))
+    ref_out = conv(x)
+    (ref,) = torch.autograd.grad(ref_out, x, g)
+    out = fast(x)
+    (got,) = torch.autograd.grad(out, x, g)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    fast64 = StridedPointwiseConv2d.from_conv(copy.deepcopy(conv).double())
+    assert torch.autograd.gradcheck(fast64, (x.detach()[:1, :, :5, :5].double().requires_grad_(True),))
+
+
+def test_strided_pointwise_conv_only_replaces_frozen_unpadded_1x1():
+    from datafree.bnfold import StridedPointwiseConv2d
+
+    assert not StridedPointwiseConv2d.applies(nn.Conv2d(4, 6, 1, stride=1).requires_grad_(False))
+    assert not StridedPointwiseConv2d.applies(nn.Conv2d(4, 6, 3, stride=2).requires_grad_(False))
+    assert not StridedPointwiseConv2d.applies(nn.Conv2d(4, 6, 1, stride=2, padding=1).requires_grad_(False))
+    assert not StridedPointwiseConv2d.applies(nn.Conv2d(4, 6, 1, stride=2))  # trainable weights
+    # resnet8's two projection shortcuts (1x1, stride 2) are folded into the fast layer
+    folded = fold_batchnorm(_randomise_bn(create_model("resnet8", num_classes=10, in_channels=1)),
+                            torch.zeros(2, 1, 16, 16))  # fmt: skip
+    assert folded is not None
+    assert sum(isinstance(m, StridedPointwiseConv2d) for m in folded.net.modules()) == 2
