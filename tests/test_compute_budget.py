@@ -41,31 +41,58 @@ def test_priced_macs_price_depthwise_convolutions(monkeypatch: pytest.MonkeyPatc
     dense, dw = _net(1), _net(32)
     shape = (32, 8, 8)
     macs_ratio = rules.conv_linear_macs(dw, shape) / rules.conv_linear_macs(dense, shape)
-    priced_ratio = rules.priced_macs(dw, shape) / rules.priced_macs(dense, shape)
-    assert macs_ratio < 0.05 and priced_ratio > 2 * macs_ratio
-    monkeypatch.setattr(rules, "ACT_PRICE", 0.0)  # without the prices, the measure is the MAC count
-    monkeypatch.setattr(rules, "GROUPED_PRICE", 0.0)
+    for kind in ("train", "forward"):
+        priced_ratio = rules.priced_macs(dw, shape, kind) / rules.priced_macs(dense, shape, kind)
+        assert macs_ratio < 0.05 and priced_ratio > 2 * macs_ratio
+    s = rules.cpu_seconds_per_image(dense, shape, "train")
+    assert s == pytest.approx(rules.priced_macs(dense, shape, "train") / rules.TRAIN_MACS_PER_CPU_S)
+    monkeypatch.setattr(rules, "TRAIN_PRICES", {})  # without the prices, the measure is the MAC count
     assert rules.priced_macs(dw, shape) == rules.conv_linear_macs(dw, shape)
+
+
+def test_cost_measure_fits_the_suite() -> None:
+    """The prices in datafree.rules are the committed fit's (bench/cost_measure.py's output).
+
+    The priced measure fits every BN model's training step far better than MACs alone.
+    """
+    import json
+    from pathlib import Path
+
+    from datafree import rules
+
+    path = Path(__file__).resolve().parent.parent / "bench/results/s7_cap/cost_measure.json"
+    fits = json.loads(path.read_text())["fits"]
+    train, fwd = fits["train_priced_bn_models"], fits["forward_priced_bn_models"]
+    assert train["prices"] == pytest.approx(rules.TRAIN_PRICES, rel=1e-3)
+    assert train["priced_macs_per_cpu_s"] == pytest.approx(rules.TRAIN_MACS_PER_CPU_S, rel=1e-2)
+    assert fwd["prices"] == pytest.approx(rules.FORWARD_PRICES, rel=1e-3)
+    assert fwd["priced_macs_per_cpu_s"] == pytest.approx(rules.FORWARD_MACS_PER_CPU_S, rel=1e-2)
+    assert train["max_abs_error"] < 0.5 < 1.0 < fits["train_macs_only_bn_models"]["max_abs_error"]
+    step = fits["synthesis_step"]
+    assert step["synth_pass_price"] == pytest.approx(rules.SYNTH_PASS_PRICE, rel=1e-2)
+    assert step["gen_s_per_element"] == pytest.approx(rules.GEN_S_PER_ELEMENT, rel=1e-2)
 
 
 def test_offline_run_cost_counts_synthesis_kd_and_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Written dataset: rounds x steps x batch; pool: a round every kd_steps; the baseline doubles the KD."""
     from datafree import rules
 
-    monkeypatch.setattr(rules, "PRICED_MACS_PER_CPU_S", 1.0)
-    monkeypatch.setattr(rules, "SYNTH_PASS_PRICE", 3.0)
-    monkeypatch.setattr(rules, "GEN_PRICE", 0.5)
+    monkeypatch.setattr(rules, "SYNTH_PASS_PRICE", 0.5)
+    monkeypatch.setattr(rules, "GEN_S_PER_ELEMENT", 0.25)
     kw = {"passes": 2, "iterations": 10, "synth_batch": 4, "kd_epochs": 2, "kd_steps_per_epoch": 5}
     kw["kd_batch"] = 8
-    step_image = 2 * 3.0 * 100 + 0.5 * 12
-    c = rules.offline_run_cost(100, 10, (3, 2, 2), num_images=10, **kw)  # 3 rounds (the last of 2 images)
+    step_image = 2 * 0.5 * 3.0 + 0.25 * 12  # teacher training step 3 s, 12 input elements
+    c = rules.offline_run_cost(1.0, 3.0, 2.0, (3, 2, 2), num_images=10, **kw)  # 3 rounds (the last of 2)
     assert c["synthesis_s"] == pytest.approx(3 * 10 * 4 * step_image)
-    assert c["kd_s"] == pytest.approx(2 * 5 * 8 * (100 + 3 * 10)) == c["baseline_s"]
+    assert c["kd_s"] == pytest.approx(2 * 5 * 8 * (1.0 + 2.0)) == c["baseline_s"]
     assert c["total_s"] == pytest.approx(c["synthesis_s"] + 2 * c["kd_s"])
-    assert rules.offline_run_cost(100, 10, (3, 2, 2), num_images=10, baseline=False, **kw)["baseline_s"] == 0
-    p = rules.offline_run_cost(100, 10, (3, 2, 2), kd_steps=2, **kw)  # pool: 2 epochs x 2 rounds
+    no_base = rules.offline_run_cost(1.0, 3.0, 2.0, (3, 2, 2), num_images=10, baseline=False, **kw)
+    assert no_base["baseline_s"] == 0
+    adv = rules.offline_run_cost(1.0, 3.0, 2.0, (3, 2, 2), num_images=10, adversarial=True, **kw)
+    assert adv["synthesis_s"] == pytest.approx(3 * 10 * 4 * (step_image + 2.0))
+    p = rules.offline_run_cost(1.0, 3.0, 2.0, (3, 2, 2), kd_steps=2, **kw)  # pool: 2 epochs x 2 rounds
     assert p["synthesis_s"] == pytest.approx(4 * 10 * 4 * step_image)
-    assert p["kd_s"] == pytest.approx(4 * 2 * 8 * (100 + 3 * 10))
+    assert p["kd_s"] == pytest.approx(4 * 2 * 8 * (1.0 + 2.0))
 
 
 def _toy_cost(s: dict[str, int]) -> dict[str, float]:
