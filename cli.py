@@ -844,7 +844,6 @@ def compress(
     --quantize WxAy; each is reported in report.json (accuracy, params, MACs, bytes, latency).
     """
     from datafree.pipeline import compress as run
-    from datafree.plan import DEFAULT_NUM_IMAGES
 
     dev = _setup(device, quiet, threads)
     kd = _kd_settings(kd_given, seed)  # on top of the method's own KD settings
@@ -852,7 +851,7 @@ def compress(
     if iterations is not None:
         synth_options["iterations"] = iterations
     rep = run(
-        teacher, out, method=method, student=student, num_images=num_images or DEFAULT_NUM_IMAGES, kd=kd,
+        teacher, out, method=method, student=student, num_images=num_images, kd=kd,
         baseline=not no_baseline, seed=seed, device=dev, synth_options=synth_options,
         prune=prune_ratio, importance=importance, quantize=quantize, eval_data=eval_data,
     )  # fmt: skip

@@ -1,9 +1,10 @@
 """Predicted CPU cost of a `compress --method M` cell from a few timed steps, before running it.
 
-For each teacher and offline method, the synthesizer is built with its defaults (plus ``--set``),
+For each teacher and offline method, the synthesizer is built with the settings ``compress`` would run
+(its defaults plus ``--set``, under the compute budget of ``datafree.plan.budget_settings``),
 one batch of its default ``batch_size`` runs ``--steps`` timed steps (after one untimed step), and
 one KD step of the default student (teacher forward, student forward + backward + SGD, at the KD
-batch of ``datafree.plan.kd_settings``) is timed the same way. The prediction is::
+batch of the plan) is timed the same way. The prediction is::
 
     synthesis = step CPU x iterations x ceil(num_images / batch_size)   (the step cap: no early stop)
     KD        = KD step CPU x epochs x steps_per_epoch
@@ -48,19 +49,21 @@ def predict(teacher: str, method: str, options: dict[str, Any], steps: int, devi
     from bench.suite import resolve_teacher
     from datafree.cards import load_model
     from datafree.losses import kd_kl_loss
-    from datafree.pipeline import DEFAULT_NUM_IMAGES
-    from datafree.plan import kd_settings, make_student
+    from datafree.plan import make_student, plan
     from generators import create_synthesizer
 
     lm = load_model(resolve_teacher(teacher), device)
-    synth = create_synthesizer(method, lm.model, lm.card, seed=0, **options)
-    cfg = synth.config
-    synth.reset(cfg.batch_size, torch.Generator().manual_seed(0))
-    step_s = _cpu(synth.step, steps)
-    kd = kd_settings(method, {}, num_images=DEFAULT_NUM_IMAGES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         student, arch = make_student(None, lm, 0)
+    # the settings compress would run: the backend's under the compute budget (datafree.plan.budget_settings)
+    p = plan(lm, method=method, method_options=options, student=student)
+    budget = p.info.get("compute_budget")
+    synth = create_synthesizer(method, lm.model, lm.card, seed=0, **p.method_options)
+    cfg = synth.config
+    synth.reset(cfg.batch_size, torch.Generator().manual_seed(0))
+    step_s = _cpu(synth.step, steps)
+    kd = p.kd
     student.to(device).train()
     opt = torch.optim.SGD(student.parameters(), lr=kd.lr, momentum=kd.momentum)
     x = torch.randn(kd.batch_size, *lm.card.input_shape, device=device)
@@ -74,7 +77,7 @@ def predict(teacher: str, method: str, options: dict[str, Any], steps: int, devi
         opt.step()
 
     kd_s = _cpu(kd_step, steps)
-    rounds = math.ceil(DEFAULT_NUM_IMAGES / cfg.batch_size)
+    rounds = math.ceil(p.num_images / cfg.batch_size)
     synth_total = step_s * cfg.iterations * rounds
     kd_total = kd_s * kd.epochs * kd.steps_per_epoch
     return {
@@ -91,6 +94,12 @@ def predict(teacher: str, method: str, options: dict[str, Any], steps: int, devi
         "synthesis_cpu_s": round(synth_total, 1),
         "kd_cpu_s": round(kd_total, 1),
         "total_cpu_s": round(synth_total + kd_total, 1),
+        "num_images": p.num_images,
+        "kd_epochs": kd.epochs,
+        "kd_batch_size": kd.batch_size,
+        # the plan's own estimate (priced cost measure, no timing; noise baseline included in total_s)
+        "budget_rule": budget.get("rule") if budget else None,
+        "budget_estimate": budget.get("capped_estimate") if budget else None,
     }
 
 
@@ -119,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
             print(
                 f"{t} x {m} {opts or ''}: step {r['step_cpu_s']} s x {r['iterations']} x {r['rounds']} = "
                 f"{r['synthesis_cpu_s']} s; KD {r['kd_step_cpu_s']} s x {r['kd_steps']} = {r['kd_cpu_s']} s "
-                f"({r['student']}); total {r['total_cpu_s']} s CPU",
+                f"({r['student']}); total {r['total_cpu_s']} s CPU; {r['num_images']} images, KD "
+                f"{r['kd_epochs']} epochs of {r['kd_batch_size']}; plan: {r['budget_rule']}",
                 flush=True,
             )
     if args.out:

@@ -172,6 +172,10 @@ def run_cell(
         "agreement": quality.get("agreement"),
         "confidence": quality.get("confidence"),
         "kd": {k: rep["kd"][k] for k in ("epochs", "steps_per_epoch", "batch_size")},
+        # the compute budget of an offline backend on a CPU (datafree.plan.budget_settings): its estimate
+        # of the run (CPU s of one core, noise baseline included) and what it scaled down
+        "budget_rule": rep.get("compute_budget", {}).get("rule"),
+        "budget_estimate_s": rep.get("compute_budget", {}).get("capped_estimate"),
         "default_num_images": DEFAULT_NUM_IMAGES,
     }
     return {"row": row, "samples": samples}

@@ -162,7 +162,7 @@ def compress(
     *,
     method: str = AUTO,
     student: str | None = None,
-    num_images: int = DEFAULT_NUM_IMAGES,
+    num_images: int | None = None,
     kd: KDConfig | dict[str, Any] | None = None,
     baseline: bool = True,
     seed: int = 0,
@@ -191,7 +191,8 @@ def compress(
             growing pool for an expensive one, DAFL without BatchNorm; ``report["method_choice"]``).
             The pool's images are written to ``out/data`` after the KD stage.
         student: student architecture (default: a smaller registered one).
-        num_images: synthetic images for offline backends.
+        num_images: synthetic images for offline backends (None: :data:`DEFAULT_NUM_IMAGES`, or fewer
+            where the compute budget of :func:`datafree.plan.budget_settings` lowers it on a CPU).
         kd: KD settings: a :class:`KDConfig` as it is, or overrides of the method's
             (:func:`datafree.plan.kd_settings`).
         baseline: also distil the same student from Gaussian noise with the same budget.
@@ -221,14 +222,14 @@ def compress(
         s_model, _ = make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
     choice = None
     if method == AUTO:  # the rule of the teacher's cost; the pool needs a student stage to feed
-        choice = auto_choice(lm.model, lm.card, num_images, student=s_model)
+        choice = auto_choice(lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES, student=s_model)
         method = choice["method"]
     pool = bool(choice is not None and choice["pool"] and run_student)
     if choice is not None and pool:  # the path's own defaults (plan.auto_choice), under the user's
         synth_options, kd = auto_defaults(choice, synth_options, kd)
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
     p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,
-             seed=seed)  # fmt: skip
+             seed=seed, student=s_model if run_student else None)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched
     if not p.online and run_student:  # a checkpoint in --out this run cannot resume: before data/ is written
         check_checkpoint(out, p.kd, out / "data")
@@ -250,6 +251,8 @@ def compress(
     }
     if choice is not None:
         report["method_choice"] = {**choice, "pool": pool}
+    if "compute_budget" in p.info:  # the budget's estimate and what it scaled down (plan.budget_settings)
+        report["compute_budget"] = p.info["compute_budget"]
     s_report = _student_stage(lm, p, out, student, run_student, report, stages, resources, eval_data)
     if s_report is not None:
         _student_report(report, s_report, t_metrics, out)

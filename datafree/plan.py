@@ -45,6 +45,7 @@ __all__ = [
     "kd_settings",
     "auto_defaults",
     "auto_choice",
+    "budget_settings",
     "make_student",
     "check_student",
 ]
@@ -176,6 +177,113 @@ def _pool_epoch_cap(
         kd = {**kd, **_rules.POOL_CAPPED_KD, "epochs": epochs}
         info.update(epochs=epochs, capped_run_macs=est({**small, "epochs": epochs}))
     return kd, info
+
+
+def budget_settings(
+    teacher: nn.Module,
+    card: Any,
+    method: str,
+    *,
+    pool: bool,
+    kd: KDConfig,
+    kd_given: KDConfig | Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+    num_images: int | None,
+    student: nn.Module | None = None,
+    budget_s: float | None = None,
+) -> dict[str, Any] | None:
+    """The compute budget of an offline backend's run on a CPU (docs/fidelity.md, "Session 7").
+
+    Applies to a backend with ``budget_passes`` (``cmi``, ``nayer``, ``fast``), written dataset or
+    growing pool, on a CPU: the run's cost is estimated from the teacher's and the student's
+    :func:`datafree.rules.cpu_seconds_per_image` (:func:`datafree.rules.offline_run_cost`, noise baseline
+    included), and when it passes :data:`datafree.rules.RUN_BUDGET_CPU_S`, the settings the user did
+    not give are scaled down by :func:`datafree.rules.budget_ladder`. Nothing is timed: the same
+    teacher and settings always give the same plan.
+
+    Args:
+        teacher: the teacher network.
+        card: its card.
+        method: the backend.
+        pool: the growing-pool loop (else a written dataset of ``num_images``).
+        kd: the run's KD settings before the budget.
+        kd_given: the user's KD overrides (a ``KDConfig``: every KD setting is the user's).
+        options: the backend options the user gave (``--set``; ``iterations`` there is kept).
+        num_images: the images the user asked for (None: :data:`DEFAULT_NUM_IMAGES`, which the budget may
+            lower).
+        student: the student the run distils (default: the one ``compress`` would choose).
+        budget_s: the budget (default :data:`datafree.rules.RUN_BUDGET_CPU_S`).
+
+    Returns:
+        None when the budget does not apply (an online backend, one without ``budget_passes``, a GPU);
+        otherwise ``{"estimate_s", "budget_s", "capped": bool, "notches", "settings", "capped_estimate_s",
+        "kd", "options", "num_images", "rule"}``, where ``kd``, ``options`` and ``num_images`` are the
+        changed settings to apply.
+    """
+    cls = method_class(method)
+    passes = getattr(cls, "budget_passes", None)
+    p = next(teacher.parameters(), None)
+    if cls.online or not passes or (p is not None and p.device.type != "cpu"):
+        return None
+    budget = _rules.RUN_BUDGET_CPU_S if budget_s is None else float(budget_s)
+    shape = tuple(int(v) for v in card.input_shape)
+    t_fwd = _rules.cpu_seconds_per_image(teacher, shape, "forward")
+    t_train = _rules.cpu_seconds_per_image(teacher, shape, "train")
+    if student is not None:
+        s_train = _rules.cpu_seconds_per_image(student, shape, "train")
+    else:
+        s_train = _rules.default_student_train_s(teacher, card)
+    given_kd = (
+        {f.name for f in dataclasses.fields(KDConfig)}
+        if isinstance(kd_given, KDConfig)
+        else {k for k, v in (kd_given or {}).items() if v is not None}
+    )
+    synth = dataclasses.asdict(parse_overrides(cls.Config, {**(cls.pool_options if pool else {}), **options}))
+    synth_batch = int(cls.pool_batch_size or synth["batch_size"]) if pool else int(synth["batch_size"])
+    fixed = {k for k in ("epochs", "batch_size") if k in given_kd}
+    if "iterations" in (options or {}):
+        fixed.add("iterations")
+    settings = {"epochs": kd.epochs, "batch_size": kd.batch_size, "iterations": int(synth["iterations"])}
+    if not pool:
+        settings["num_images"] = int(num_images or DEFAULT_NUM_IMAGES)
+        if num_images is not None:
+            fixed.add("num_images")
+    backend_kd = cls.pool_kd if pool else cls.kd_defaults
+    spe_fixed = "steps_per_epoch" in given_kd or "steps_per_epoch" in backend_kd
+
+    def steps_per_epoch(s: Mapping[str, int]) -> int:
+        return kd.steps_per_epoch if pool or spe_fixed else _rules.kd_budget(s["num_images"])
+
+    def cost(s: Mapping[str, int]) -> dict[str, float]:
+        return _rules.offline_run_cost(
+            t_fwd, t_train, s_train, shape, passes=passes, iterations=s["iterations"],
+            synth_batch=synth_batch, kd_epochs=s["epochs"], kd_steps_per_epoch=steps_per_epoch(s),
+            kd_batch=s["batch_size"],
+            num_images=None if pool else s["num_images"], kd_steps=kd.kd_steps,
+            adversarial=float(synth.get("adv_weight", 0) or 0) > 0,
+        )  # fmt: skip
+
+    before = cost(settings)
+    after_settings, notches = _rules.budget_ladder(settings, cost, fixed, budget, synth_batch)
+    after = cost(after_settings)
+    changed = {k: v for k, v in after_settings.items() if settings[k] != v}
+    kd_changes = {k: changed[k] for k in ("epochs", "batch_size") if k in changed}
+    if "num_images" in changed and not spe_fixed:
+        kd_changes["steps_per_epoch"] = steps_per_epoch(after_settings)
+    info: dict[str, Any] = {
+        "estimate_s": before["total_s"], "estimate": before, "budget_s": budget, "capped": bool(notches),
+        "notches": notches, "settings": after_settings, "capped_estimate_s": after["total_s"],
+        "capped_estimate": after, "over_budget": after["total_s"] > budget,
+        "per_image_s": {"teacher_forward": t_fwd, "teacher_train": t_train, "student_train": s_train},
+        "kd": kd_changes, "options": {"iterations": changed["iterations"]} if "iterations" in changed else {},
+        "num_images": changed.get("num_images"),
+    }  # fmt: skip
+    est = f"estimated {before['total_s']:.0f} s of one CPU core (noise baseline included)"
+    if notches:
+        info["rule"] = f"{est} > {budget:.0f} s: {', '.join(notches)} ({after['total_s']:.0f} s)"
+    else:
+        info["rule"] = f"{est} <= {budget:.0f} s: the backend's settings"
+    return info
 
 
 def auto_defaults(
@@ -314,6 +422,7 @@ def plan(
     num_images: int | None = None,
     seed: int = 0,
     allow_other_teacher: bool = False,
+    student: nn.Module | None = None,
 ) -> Plan:
     """Decide the surrogate source, the KD settings and the student objective; validate everything.
 
@@ -332,6 +441,12 @@ def plan(
         num_images: images an offline backend writes (default :data:`DEFAULT_NUM_IMAGES`).
         seed: seed of the backend, the data order and the KD stage.
         allow_other_teacher: accept a dataset synthesised from another model of the same input spec.
+        student: the student the run distils (its cost enters the compute budget); default: the one
+            ``compress`` would choose.
+
+    On a CPU, a backend with a compute budget (``cmi``, ``nayer``, ``fast``; not ``method="auto"``,
+    whose pool has :func:`auto_choice`'s cap) has the settings the user did not give scaled down to fit
+    :data:`datafree.rules.RUN_BUDGET_CPU_S` (:func:`budget_settings`; ``info["compute_budget"]``).
 
     Returns:
         The :class:`Plan`.
@@ -358,6 +473,15 @@ def plan(
         method, overrides, pool=pool, method_options=options, num_images=num_images or DEFAULT_NUM_IMAGES,
         teacher=teacher.model, input_shape=tuple(teacher.card.input_shape),
     )  # fmt: skip
+    budget = None
+    if method is not None and choice is None and data is None:  # auto's path has its own cap (auto_choice)
+        budget = budget_settings(teacher.model, teacher.card, method, pool=pool, kd=cfg, kd_given=kd,
+                                 options=options, num_images=num_images, student=student)  # fmt: skip
+    if budget is not None and budget["capped"]:  # the budget's settings under the user's (which it kept)
+        options = {**options, **budget["options"]}
+        num_images = budget["num_images"] or num_images
+        cfg = dataclasses.replace(cfg, **budget["kd"])
+        cfg.validate()
     synth = dataset = None
     if data is not None:  # the whole dataset (manifest, every shard, teacher) is checked when opened
         data = Path(data)
@@ -375,7 +499,10 @@ def plan(
         teacher=teacher, kd=cfg, data=data, method=method, synthesizer=synth, pool=pool,
         num_images=num_images or DEFAULT_NUM_IMAGES, seed=seed, allow_other_teacher=allow_other_teacher,
         method_options=options, dataset_source=dataset,
-        info={"method_choice": dict(choice)} if choice is not None else {},
+        info={
+            **({"method_choice": dict(choice)} if choice is not None else {}),
+            **({"compute_budget": budget} if budget is not None else {}),
+        },
     )  # fmt: skip
 
 

@@ -44,6 +44,25 @@ __all__ = [
     "POOL_MIN_EPOCHS",
     "POOL_CAPPED_KD",
     "pool_run_macs",
+    "CostFeatures",
+    "cost_features",
+    "priced_macs",
+    "TRAIN_PRICES",
+    "TRAIN_MACS_PER_CPU_S",
+    "FORWARD_PRICES",
+    "FORWARD_MACS_PER_CPU_S",
+    "cpu_seconds_per_image",
+    "RUN_BUDGET_CPU_S",
+    "BUDGET_MIN_KD_EPOCHS",
+    "BUDGET_MIN_IMAGES_ROUNDS",
+    "offline_run_cost",
+    "budget_ladder",
+    "default_student_train_s",
+    "SYNTH_PASS_PRICE",
+    "GEN_S_PER_ELEMENT",
+    "SHARED_KD_EPOCHS",
+    "BUDGET_MIN_KD_BATCH",
+    "BUDGET_MIN_ITERATIONS_SHARE",
     "dafl_bn_less_lr",
     "NOISE_MIN_ENTROPY",
     "noise_answer_entropy",
@@ -172,6 +191,87 @@ def conv_linear_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
             h.remove()
         model.train(was_training)
     return total
+
+
+class CostFeatures(dict):
+    """``{"macs", "grouped_macs", "activations", "layers"}`` of one forward on one input."""
+
+
+def cost_features(model: nn.Module, input_shape: Sequence[int]) -> CostFeatures:
+    """What a forward pass on one ``(C, H, W)`` input moves: MACs, activation elements, layer calls.
+
+    ``macs`` counts convolutions and linear layers as :func:`conv_linear_macs` does, ``grouped_macs``
+    the part of them in grouped (depthwise) convolutions, which a CPU runs far below its dense rate;
+    ``activations`` sums the output elements of every leaf module call (convolution, BatchNorm,
+    activation, pooling, linear), the memory traffic that MACs do not see; ``layers`` counts those calls.
+    Deterministic: one forward of zeros, in eval mode, on the model's device; nothing is timed.
+    """
+    import torch
+
+    feats = {"macs": 0, "grouped_macs": 0, "activations": 0, "layers": 0}
+
+    def hook(m: nn.Module, inp: Any, out: Any) -> None:
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+            feats["macs"] += out[0].numel() * k
+            if m.groups > 1:
+                feats["grouped_macs"] += out[0].numel() * k
+        elif isinstance(m, nn.Linear):
+            feats["macs"] += m.in_features * m.out_features
+        if isinstance(out, torch.Tensor):
+            feats["activations"] += out[0].numel()
+            feats["layers"] += 1
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters(), None)
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), device=p.device if p is not None else "cpu"))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return CostFeatures(feats)
+
+
+# The cost measure (``bench/cost_measure.py``, ``bench/results/s7_cap/cost_measure.json``; docs/fidelity.md,
+# "Session 7"): a pass costs ``MACs + price x activation elements + price x grouped-conv MACs``
+# MAC-equivalents per image, and a CPU core runs so many of them per second (one thread, batch 64, the
+# shared machine's load included). Two fits on the five BN teachers of the suite and their five default
+# students: a training step (forward, backward, parameter gradients) within 34% on all ten (MACs alone:
+# up to 2.3x off, MobileNetV2 5.4x under-priced), an inference forward within 56% (MACs alone: 2x).
+# A depthwise convolution's MACs cost a CPU about 140x a dense one's in the backward; in the forward,
+# the activations' price covers them.
+TRAIN_PRICES: dict[str, float] = {"activations": 141.3, "grouped_macs": 141.3}
+TRAIN_MACS_PER_CPU_S = 29.5e9
+FORWARD_PRICES: dict[str, float] = {"activations": 125.9, "grouped_macs": 0.0}
+FORWARD_MACS_PER_CPU_S = 101e9
+
+
+def priced_macs(model: nn.Module, input_shape: Sequence[int], kind: str = "train") -> float:
+    """MAC-equivalents of one pass on one input: the compute budget's cost measure.
+
+    ``MACs + p_a x activations + p_g x grouped-conv MACs`` (:func:`cost_features`), with the prices of a
+    training step (``kind="train"``: :data:`TRAIN_PRICES`) or of an inference forward (``"forward"``:
+    :data:`FORWARD_PRICES`). Deterministic: counted, not timed.
+    """
+    prices = TRAIN_PRICES if kind == "train" else FORWARD_PRICES
+    f = cost_features(model, tuple(int(v) for v in input_shape))
+    return float(f["macs"] + sum(p * f[k] for k, p in prices.items()))
+
+
+def cpu_seconds_per_image(model: nn.Module, input_shape: Sequence[int], kind: str = "train") -> float:
+    """Estimated CPU seconds (one core) of a training step (``"train"``) or a forward, per image."""
+    rate = TRAIN_MACS_PER_CPU_S if kind == "train" else FORWARD_MACS_PER_CPU_S
+    return priced_macs(model, input_shape, kind) / rate
+
+
+@functools.lru_cache(maxsize=256)
+def _train_s(arch: str, num_classes: int, input_shape: tuple[int, int, int]) -> float:
+    return cpu_seconds_per_image(_build(arch, num_classes, input_shape[0]), input_shape, "train")
 
 
 @functools.lru_cache(maxsize=256)
@@ -345,6 +445,164 @@ def pool_run_macs(
     return kd * (2 if baseline else 1) + synth
 
 
+# --- the compute budget of an offline backend's run on a CPU (issues 11 and 15; docs/fidelity.md "Session 7")
+
+# A synthesis step's image: each teacher pass (forward, backward to the pixels, BN hooks) costs
+# SYNTH_PASS_PRICE x the teacher's training step, and the generator (forward, backward, Adam)
+# GEN_S_PER_ELEMENT CPU seconds per input element. Fitted by bench/cost_measure.py on the NAYER and CMI
+# steps of the five BN teachers (bench/results/s6_15b/cell_cost_{nayer,cmi}.json): within 63%.
+SYNTH_PASS_PRICE = 0.572
+GEN_S_PER_ELEMENT = 3.81e-7
+# The budget of a run's estimated compute on a CPU, in CPU seconds of one core, noise baseline included
+# (so that --no-baseline does not change the student): 800 s of the issues' 15 minutes (900 s), leaving
+# 100 s for loading, evaluation and the latency profile (the NAYER cells of session 7 spent under 10 s
+# on them) and for the estimate's error (it over-estimated the three measured NAYER cells by 8-17%).
+# One thread's CPU time bounds the 2-thread wall time of an idle machine from above.
+RUN_BUDGET_CPU_S = 800.0
+# The budget never takes the KD below this many epochs (a third of the shared 30) ...
+BUDGET_MIN_KD_EPOCHS = 10
+# ... its batch below this (POOL_CAPPED_KD's) ...
+BUDGET_MIN_KD_BATCH = 32
+# ... nor a written dataset below this many synthesis rounds (batches) ...
+BUDGET_MIN_IMAGES_ROUNDS = 1
+# ... nor the synthesis steps per batch below this share of the backend's.
+BUDGET_MIN_ITERATIONS_SHARE = 0.5
+# The shared KD epochs (KDConfig's); a backend's extra epochs (CMI's 60) are the first thing to go.
+SHARED_KD_EPOCHS = 30
+
+
+def offline_run_cost(
+    teacher_forward_s: float,
+    teacher_train_s: float,
+    student_train_s: float,
+    input_shape: Sequence[int],
+    *,
+    passes: float,
+    iterations: int,
+    synth_batch: int,
+    kd_epochs: int,
+    kd_steps_per_epoch: int,
+    kd_batch: int,
+    num_images: int | None = None,
+    kd_steps: int | None = None,
+    adversarial: bool = False,
+    baseline: bool = True,
+) -> dict[str, float]:
+    """Estimated CPU seconds (one core) of an offline backend's run, from per-image costs.
+
+    The three costs are :func:`cpu_seconds_per_image` of the teacher's forward and training step and of
+    the student's training step.
+
+    - a synthesis step: ``synth_batch x (passes x SYNTH_PASS_PRICE x T_train + GEN_S_PER_ELEMENT x C*H*W
+      [+ S_train])`` (the student's forward and backward with the adversarial term);
+    - a written dataset (``num_images``): ``ceil(num_images / synth_batch)`` rounds of ``iterations``
+      steps, then ``kd_epochs x kd_steps_per_epoch`` KD steps;
+    - the growing pool (``num_images`` None): ``kd_epochs x (kd_steps_per_epoch // kd_steps)`` rounds, each
+      ``iterations`` steps and ``kd_steps`` KD steps;
+    - a KD step: ``kd_batch x (T_forward + S_train)``;
+    - the noise baseline (``baseline``): the KD steps again.
+
+    Returns:
+        ``{"synthesis_s", "kd_s", "baseline_s", "total_s"}``.
+    """
+    elements = math.prod(int(v) for v in input_shape)
+    step_image = passes * SYNTH_PASS_PRICE * teacher_train_s + GEN_S_PER_ELEMENT * elements
+    if adversarial:
+        step_image += student_train_s
+    if num_images is None:
+        k = max(1, int(kd_steps or 1))
+        rounds = kd_epochs * max(1, kd_steps_per_epoch // k)
+        synth = rounds * iterations * synth_batch * step_image
+        kd_total = rounds * k
+    else:
+        per_round = min(synth_batch, max(1, num_images))
+        synth = math.ceil(max(1, num_images) / per_round) * iterations * per_round * step_image
+        kd_total = kd_epochs * kd_steps_per_epoch
+    kd = kd_total * kd_batch * (teacher_forward_s + student_train_s)
+    out = {"synthesis_s": synth, "kd_s": kd, "baseline_s": kd if baseline else 0.0}
+    out["total_s"] = out["synthesis_s"] + out["kd_s"] + out["baseline_s"]
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def budget_ladder(
+    settings: dict[str, int],
+    cost: Any,
+    fixed: set[str] | frozenset[str] = frozenset(),
+    budget_s: float = RUN_BUDGET_CPU_S,
+    synth_batch: int = 256,
+) -> tuple[dict[str, int], list[str]]:
+    """Scale a run's settings down until its estimated cost fits ``budget_s``: the budget rule.
+
+    ``settings`` holds ``epochs``, ``batch_size`` (the KD's), ``iterations`` (synthesis steps per batch)
+    and, for a written dataset, ``num_images``; ``cost(settings)`` returns :func:`offline_run_cost`'s
+    dict. Keys in ``fixed`` (what the user gave) are never changed. Order (docs/fidelity.md, "Session 7"):
+
+    1. KD epochs above the shared :data:`SHARED_KD_EPOCHS` (a backend's own, CMI's 60, measured on the
+       16 px reference only) come down to it;
+    2. then, while over the budget, the larger part of the estimate is cut, one notch at a time: the KD
+       (with its noise baseline) halves its batch down to :data:`BUDGET_MIN_KD_BATCH` (the same steps on
+       smaller batches: session 6's screen), then loses a quarter of its epochs down to
+       :data:`BUDGET_MIN_KD_EPOCHS`; the synthesis of a written dataset loses a round of ``synth_batch``
+       images down to :data:`BUDGET_MIN_IMAGES_ROUNDS` (fewer images of full quality: at the reference
+       4x fewer CMI images cost 3.7 points where 2x fewer steps cost 4.7), then a quarter of its steps
+       down to :data:`BUDGET_MIN_ITERATIONS_SHARE` of the backend's;
+    3. the KD epochs then grow back (at most to where step 1 left them) while the run still fits: the
+       notches are coarse (a round of a written dataset is a quarter of its synthesis);
+    4. when every knob is at its floor the run goes over the budget (the caller says so).
+
+    Returns:
+        The settings and the notches taken, in order (``"epochs 60 -> 30"``, ...).
+    """
+    s = dict(settings)
+    steps: list[str] = []
+    floors = {
+        "batch_size": BUDGET_MIN_KD_BATCH,
+        "epochs": min(s["epochs"], BUDGET_MIN_KD_EPOCHS),
+        "iterations": max(1, math.ceil(s["iterations"] * BUDGET_MIN_ITERATIONS_SHARE)),
+        "num_images": min(s.get("num_images") or 0, BUDGET_MIN_IMAGES_ROUNDS * synth_batch),
+    }
+
+    def set_(key: str, value: int) -> None:
+        steps.append(f"{key} {s[key]} -> {value}")
+        s[key] = value
+
+    if cost(s)["total_s"] > budget_s and "epochs" not in fixed and s["epochs"] > SHARED_KD_EPOCHS:
+        set_("epochs", SHARED_KD_EPOCHS)
+
+    def kd_notch() -> bool:
+        if "batch_size" not in fixed and s["batch_size"] > floors["batch_size"]:
+            set_("batch_size", max(floors["batch_size"], s["batch_size"] // 2))
+            return True
+        if "epochs" not in fixed and s["epochs"] > floors["epochs"]:
+            set_("epochs", max(floors["epochs"], s["epochs"] * 3 // 4))
+            return True
+        return False
+
+    def synth_notch() -> bool:
+        n = s.get("num_images")
+        if n is not None and "num_images" not in fixed and n > floors["num_images"]:
+            set_("num_images", max(floors["num_images"], (math.ceil(n / synth_batch) - 1) * synth_batch))
+            return True
+        if "iterations" not in fixed and s["iterations"] > floors["iterations"]:
+            set_("iterations", max(floors["iterations"], s["iterations"] * 3 // 4))
+            return True
+        return False
+
+    top_epochs = s["epochs"]
+    while (c := cost(s))["total_s"] > budget_s:
+        kd_first = c["kd_s"] + c["baseline_s"] >= c["synthesis_s"]
+        order = (kd_notch, synth_notch) if kd_first else (synth_notch, kd_notch)
+        if not any(notch() for notch in order):
+            break
+    if "epochs" not in fixed and s["epochs"] < top_epochs:  # a coarse notch left room: epochs fill it
+        e = s["epochs"]
+        while e < top_epochs and cost({**s, "epochs": e + 1})["total_s"] <= budget_s:
+            e += 1
+        if e > s["epochs"]:
+            set_("epochs", e)
+    return s, steps
+
+
 def default_student_macs(teacher: nn.Module, card: Any) -> int:
     """MACs of the student ``compress`` builds by default (the field's pair, else the size rule)."""
     from .models import default_student_for, known_student_for
@@ -353,6 +611,16 @@ def default_student_macs(teacher: nn.Module, card: Any) -> int:
     known = known_student_for(card.arch) is not None
     arch = default_student_for(card.arch) if known else choose_student(teacher, card)["arch"]
     return _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
+
+
+def default_student_train_s(teacher: nn.Module, card: Any) -> float:
+    """:func:`cpu_seconds_per_image` (training) of the student ``compress`` builds by default."""
+    from .models import default_student_for, known_student_for
+
+    shape = tuple(int(v) for v in card.input_shape)
+    known = known_student_for(card.arch) is not None
+    arch = default_student_for(card.arch) if known else choose_student(teacher, card)["arch"]
+    return _train_s(arch, card.num_classes, shape)  # type: ignore[arg-type]
 
 
 class MethodChoice(dict):

@@ -173,6 +173,9 @@ class Synthesizer(ABC):
     #: backend options of the growing-pool loop over the config's defaults (``--set`` wins), when
     #: the pool's short rounds want other settings than a written dataset (NAYER's steps per round).
     pool_options: ClassVar[dict[str, Any]] = {}
+    #: teacher passes (forward and backward to the pixels) per synthesis step, for the compute budget
+    #: of a run on a CPU (:func:`datafree.plan.budget_settings`); None: the backend has no budget.
+    budget_passes: ClassVar[float | None] = None
 
     @classmethod
     def bn_less_kd_defaults(cls, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:

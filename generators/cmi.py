@@ -31,7 +31,9 @@ Defaults are scaled to the shipped 16x16 digits teachers: the generator of ``fas
 loss weights and step count of the CIFAR scripts (bn 1, oh 1, cr 0.8, T 0.1, 200 steps of 256
 images) with lr 2e-3 instead of 1e-3 (docs/methods.md). ``adv_weight`` is 0 by default so ``datafree
 synthesize`` needs no student. A dataset written for ``compress`` / ``distill`` is distilled for 60
-epochs instead of the shared 30 (``kd_defaults``; docs/methods.md "Session 5").
+epochs instead of the shared 30 (``kd_defaults``; docs/methods.md "Session 5"). On a CPU, a run whose
+estimated cost passes the compute budget (:func:`datafree.plan.budget_settings`; the 32 px teachers of
+the suite) goes back to 30 epochs first, then to fewer images, a smaller KD batch and fewer steps.
 
 The bank lives in the synthesizer, so it spans the shards of one ``datafree synthesize`` process;
 a resumed run or another rank starts with an empty bank (its images stay valid, only the
@@ -287,6 +289,8 @@ class CMI(RoundSynthesizer):
     # (~35 s -> ~70 s of the ~180 s synthesis at 1,024 images on one core) stays under it. Measured
     # on seeds 0-2 (docs/methods.md, "Session 5"): 99.2 / 98.9 / 97.8% against 99.2 / 97.8 / 97.2%.
     kd_defaults: ClassVar[dict[str, Any]] = {"epochs": 60}
+    # A global and a local view through the teacher every step (the compute budget's estimate).
+    budget_passes: ClassVar[float | None] = 2
     config: CMIConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: CMIConfig) -> None:

@@ -164,6 +164,7 @@ class FastDatafree(RoundSynthesizer):
     name = "fast"
     Config = FastDatafreeConfig
     # the growing-pool settings: RoundSynthesizer's (measured on this backend)
+    budget_passes: ClassVar[float | None] = 1  # one teacher pass per step (the compute budget's estimate)
     config: FastDatafreeConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: FastDatafreeConfig) -> None:

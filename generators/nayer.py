@@ -190,6 +190,7 @@ class NAYER(RoundSynthesizer):
     # generator steps per round; a written dataset uses the paper's 40 steps on rounds of 256
     # (docs/methods.md gives the runs that measured both).
     pool_options: ClassVar[dict[str, Any]] = {"iterations": 20}
+    budget_passes: ClassVar[float | None] = 1  # one teacher pass per step (the compute budget's estimate)
     config: NAYERConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: NAYERConfig) -> None:

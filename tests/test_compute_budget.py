@@ -1,0 +1,205 @@
+"""Issues 11 and 15: the cost measure that prices depthwise convolutions, and the offline backends' budget."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+
+def _net(groups: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(32, 32, 3, padding=1, groups=groups), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, groups=groups), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )  # fmt: skip
+
+
+def test_cost_features_count_macs_activations_and_layers() -> None:
+    """MACs as conv_linear_macs; every leaf call's output elements; the layer calls."""
+    from datafree.rules import conv_linear_macs, cost_features
+
+    net = _net(1)
+    f = cost_features(net, (32, 8, 8))
+    assert f["macs"] == conv_linear_macs(net, (32, 8, 8)) == 2 * 64 * 32 * 9 * 32 + 32 * 10
+    assert f["activations"] == 6 * 32 * 64 + 32 + 32 + 10  # conv, BN, ReLU x 2; pool, flatten, linear
+    assert f["layers"] == 9
+    assert cost_features(net, (32, 8, 8)) == f  # counted, not timed: deterministic
+
+
+def test_priced_macs_price_depthwise_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Depthwise convolutions cost more than their MACs say.
+
+    A depthwise net does 32x fewer MACs than the dense one but moves as many activations: priced, it
+    costs a larger share of the dense one than its MACs say (the fitted prices are > 0).
+    """
+    from datafree import rules
+
+    assert rules.TRAIN_PRICES["activations"] > 0 and rules.TRAIN_PRICES["grouped_macs"] > 0
+    dense, dw = _net(1), _net(32)
+    shape = (32, 8, 8)
+    macs_ratio = rules.conv_linear_macs(dw, shape) / rules.conv_linear_macs(dense, shape)
+    for kind in ("train", "forward"):
+        priced_ratio = rules.priced_macs(dw, shape, kind) / rules.priced_macs(dense, shape, kind)
+        assert macs_ratio < 0.05 and priced_ratio > 2 * macs_ratio
+    s = rules.cpu_seconds_per_image(dense, shape, "train")
+    assert s == pytest.approx(rules.priced_macs(dense, shape, "train") / rules.TRAIN_MACS_PER_CPU_S)
+    monkeypatch.setattr(rules, "TRAIN_PRICES", {})  # without the prices, the measure is the MAC count
+    assert rules.priced_macs(dw, shape) == rules.conv_linear_macs(dw, shape)
+
+
+def test_cost_measure_fits_the_suite() -> None:
+    """The prices in datafree.rules are the committed fit's (bench/cost_measure.py's output).
+
+    The priced measure fits every BN model's training step far better than MACs alone.
+    """
+    import json
+    from pathlib import Path
+
+    from datafree import rules
+
+    path = Path(__file__).resolve().parent.parent / "bench/results/s7_cap/cost_measure.json"
+    fits = json.loads(path.read_text())["fits"]
+    train, fwd = fits["train_priced_bn_models"], fits["forward_priced_bn_models"]
+    assert train["prices"] == pytest.approx(rules.TRAIN_PRICES, rel=1e-3)
+    assert train["priced_macs_per_cpu_s"] == pytest.approx(rules.TRAIN_MACS_PER_CPU_S, rel=1e-2)
+    assert fwd["prices"] == pytest.approx(rules.FORWARD_PRICES, rel=1e-3)
+    assert fwd["priced_macs_per_cpu_s"] == pytest.approx(rules.FORWARD_MACS_PER_CPU_S, rel=1e-2)
+    assert train["max_abs_error"] < 0.5 < 1.0 < fits["train_macs_only_bn_models"]["max_abs_error"]
+    step = fits["synthesis_step"]
+    assert step["synth_pass_price"] == pytest.approx(rules.SYNTH_PASS_PRICE, rel=1e-2)
+    assert step["gen_s_per_element"] == pytest.approx(rules.GEN_S_PER_ELEMENT, rel=1e-2)
+
+
+def test_offline_run_cost_counts_synthesis_kd_and_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written dataset: rounds x steps x batch; pool: a round every kd_steps; the baseline doubles the KD."""
+    from datafree import rules
+
+    monkeypatch.setattr(rules, "SYNTH_PASS_PRICE", 0.5)
+    monkeypatch.setattr(rules, "GEN_S_PER_ELEMENT", 0.25)
+    kw = {"passes": 2, "iterations": 10, "synth_batch": 4, "kd_epochs": 2, "kd_steps_per_epoch": 5}
+    kw["kd_batch"] = 8
+    step_image = 2 * 0.5 * 3.0 + 0.25 * 12  # teacher training step 3 s, 12 input elements
+    c = rules.offline_run_cost(1.0, 3.0, 2.0, (3, 2, 2), num_images=10, **kw)  # 3 rounds (the last of 2)
+    assert c["synthesis_s"] == pytest.approx(3 * 10 * 4 * step_image)
+    assert c["kd_s"] == pytest.approx(2 * 5 * 8 * (1.0 + 2.0)) == c["baseline_s"]
+    assert c["total_s"] == pytest.approx(c["synthesis_s"] + 2 * c["kd_s"])
+    no_base = rules.offline_run_cost(1.0, 3.0, 2.0, (3, 2, 2), num_images=10, baseline=False, **kw)
+    assert no_base["baseline_s"] == 0
+    adv = rules.offline_run_cost(1.0, 3.0, 2.0, (3, 2, 2), num_images=10, adversarial=True, **kw)
+    assert adv["synthesis_s"] == pytest.approx(3 * 10 * 4 * (step_image + 2.0))
+    p = rules.offline_run_cost(1.0, 3.0, 2.0, (3, 2, 2), kd_steps=2, **kw)  # pool: 2 epochs x 2 rounds
+    assert p["synthesis_s"] == pytest.approx(4 * 10 * 4 * step_image)
+    assert p["kd_s"] == pytest.approx(4 * 2 * 8 * (1.0 + 2.0))
+
+
+def _toy_cost(s: dict[str, int]) -> dict[str, float]:
+    synth = s.get("num_images", 1024) / 256 * s["iterations"] * 1.0
+    kd = s["epochs"] * s["batch_size"] * 0.1
+    return {"synthesis_s": synth, "kd_s": kd, "baseline_s": kd, "total_s": synth + 2 * kd}
+
+
+def test_budget_ladder_order_floors_and_fixed_keys() -> None:
+    """Extra KD epochs go first; then the larger part loses a notch at a time; user keys never move."""
+    from datafree.rules import (
+        BUDGET_MIN_KD_BATCH,
+        BUDGET_MIN_KD_EPOCHS,
+        SHARED_KD_EPOCHS,
+        budget_ladder,
+    )
+
+    start = {"epochs": 60, "batch_size": 128, "iterations": 200, "num_images": 1024}
+    assert _toy_cost(start)["total_s"] == 800 + 2 * 768
+    same, notches = budget_ladder(start, _toy_cost, budget_s=10_000)
+    assert same == start and notches == []  # under the budget: the backend's settings
+    s, notches = budget_ladder(start, _toy_cost, budget_s=1000)
+    assert notches[0] == f"epochs 60 -> {SHARED_KD_EPOCHS}"
+    assert _toy_cost(s)["total_s"] <= 1000
+    # KD (768 -> 384 after the epochs, x2 with the baseline) and synthesis (800) alternate by size
+    assert notches[1].startswith("num_images") and s["batch_size"] < 128
+    s, notches = budget_ladder(start, _toy_cost, fixed={"epochs", "num_images"}, budget_s=100)
+    assert s["epochs"] == 60 and s["num_images"] == 1024  # the user's
+    assert s["batch_size"] == BUDGET_MIN_KD_BATCH and s["iterations"] == 100  # floors: over the budget
+    assert _toy_cost(s)["total_s"] > 100
+    s, _ = budget_ladder(start, _toy_cost, budget_s=1)
+    assert s == {"epochs": BUDGET_MIN_KD_EPOCHS, "batch_size": BUDGET_MIN_KD_BATCH, "iterations": 100,
+                 "num_images": 256}  # fmt: skip
+
+
+def test_plan_budget_keeps_the_16px_reference(bn_teacher) -> None:
+    """resnet8_digits is far under the budget: CMI and NAYER keep their settings (session 4-6 figures)."""
+    from datafree.plan import plan
+
+    for method, epochs in (("cmi", 60), ("nayer", 30)):
+        p = plan(bn_teacher, method=method)
+        b = p.info["compute_budget"]
+        assert not b["capped"] and b["estimate_s"] < 0.5 * b["budget_s"]
+        assert p.kd.epochs == epochs and p.num_images == 1024 and p.kd.batch_size == 128
+        assert "iterations" not in p.method_options
+    assert "compute_budget" not in plan(bn_teacher, method="deepinversion").info  # no budget there
+    assert "compute_budget" not in plan(bn_teacher, method="auto").info  # auto: its own cap
+
+
+def test_plan_budget_scales_down_what_the_user_did_not_give(bn_teacher) -> None:
+    """Under a tiny budget: CMI's 60 epochs go to 30 first, then images/steps/KD; the user's settings stay."""
+    from datafree import plan as plan_mod
+    from datafree.rules import SHARED_KD_EPOCHS
+
+    full = plan_mod.plan(bn_teacher, method="cmi").info["compute_budget"]["estimate_s"]
+    b = plan_mod.budget_settings(
+        bn_teacher.model, bn_teacher.card, "cmi", pool=False, kd=plan_mod.kd_settings("cmi", {}),
+        kd_given=None, options={}, num_images=None, budget_s=full * 0.8,
+    )  # fmt: skip
+    assert b["capped"] and b["notches"][0] == f"epochs 60 -> {SHARED_KD_EPOCHS}"
+    assert b["capped_estimate_s"] <= full * 0.8 < b["estimate_s"]
+    assert "> " in b["rule"] and b["rule"].startswith("estimated")
+    # the user's epochs and images win; the budget then takes other knobs
+    b = plan_mod.budget_settings(
+        bn_teacher.model, bn_teacher.card, "cmi", pool=False, kd=plan_mod.kd_settings("cmi", {"epochs": 60}),
+        kd_given={"epochs": 60}, options={"iterations": "200"}, num_images=1024, budget_s=full * 0.5,
+    )  # fmt: skip
+    assert b["settings"]["epochs"] == 60 and b["settings"]["num_images"] == 1024
+    assert b["settings"]["iterations"] == 200 and b["settings"]["batch_size"] < 128
+    b = plan_mod.budget_settings(  # a KDConfig is the user's as it is
+        bn_teacher.model, bn_teacher.card, "cmi", pool=False, kd=plan_mod.kd_settings("cmi", {}),
+        kd_given=plan_mod.kd_settings("cmi", {}), options={}, num_images=None, budget_s=full * 0.5,
+    )  # fmt: skip
+    assert b["kd"] == {} and "num_images" in "".join(b["notches"])
+
+
+def test_plan_applies_the_budget(bn_teacher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """plan() takes the budget's settings (images, KD, steps) and records them; a KDConfig is kept."""
+    from datafree import rules
+    from datafree.plan import kd_settings, plan
+
+    full = plan(bn_teacher, method="cmi").info["compute_budget"]["estimate_s"]
+    monkeypatch.setattr(rules, "RUN_BUDGET_CPU_S", full * 0.3)
+    p = plan(bn_teacher, method="cmi")
+    b = p.info["compute_budget"]
+    assert b["capped"] and p.kd.epochs == b["settings"]["epochs"] <= rules.SHARED_KD_EPOCHS
+    assert p.num_images == b["settings"]["num_images"] and p.kd.batch_size == b["settings"]["batch_size"]
+    if b["settings"]["num_images"] < 1024:  # the KD steps per epoch follow the images (kd_budget)
+        assert p.kd.steps_per_epoch == rules.kd_budget(p.num_images)
+    cfg = kd_settings("cmi", {})
+    kept = plan(bn_teacher, method="cmi", kd=cfg)
+    assert dataclasses.asdict(kept.kd) == dataclasses.asdict(cfg)
+    n = plan(bn_teacher, method="nayer", num_images=512, kd={"epochs": 30})
+    assert n.num_images == 512 and n.kd.epochs == 30
+    pool = plan(bn_teacher, method="nayer", pool=True)
+    assert not pool.info["compute_budget"]["capped"] or pool.kd.epochs >= rules.BUDGET_MIN_KD_EPOCHS
+
+
+def test_plan_budget_on_a_gpu_teacher_is_off(bn_teacher) -> None:
+    """No budget when the teacher is not on the CPU (the 15 minutes are a CPU budget)."""
+    from datafree.plan import budget_settings, kd_settings
+
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    model = bn_teacher.model.cuda()
+    try:
+        assert budget_settings(model, bn_teacher.card, "cmi", pool=False, kd=kd_settings("cmi", {}),
+                               kd_given=None, options={}, num_images=None) is None  # fmt: skip
+    finally:
+        bn_teacher.model.cpu()
