@@ -10,6 +10,11 @@ epoch, and records the per-epoch accuracy and the test confusions of the final s
 seed sets the student's initial weights, the data order and the augmentation, as ``compress
 --seed`` does; with the data's own seed the run is ``compress``'s KD stage exactly.
 
+Also: ``--data A+B`` distils from two datasets concatenated (the KD steps per epoch follow the total
+count, as ``compress --num-images`` would set them); ``--balance`` repeats the images of the
+teacher's rarer predicted classes so that KD draws every class equally often; every run also
+reports the student after "precise BN" (its BN statistics recomputed over the whole set).
+
 Usage::
 
     PYTHONPATH=. python bench/kd_seed_probe.py --data /tmp/cmi/0/data,/tmp/cmi/2/data \
@@ -111,13 +116,34 @@ def precise_bn(student: torch.nn.Module, images: torch.Tensor, batch: int = 128)
     return m.eval()
 
 
+def balanced_by_teacher(teacher: torch.nn.Module, images: torch.Tensor, seed: int) -> torch.Tensor:
+    """``images`` with those of the teacher's rarer predicted classes repeated (drawn at random).
+
+    Every predicted class ends with as many images as the most frequent one, so that a KD batch sees
+    each class the teacher recognises equally often.
+    """
+    with torch.no_grad():
+        pred = teacher(images).argmax(1)
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.bincount(pred)
+    top = int(counts.max())
+    extra = []
+    for c in range(len(counts)):
+        idx = (pred == c).nonzero().flatten()
+        if 0 < len(idx) < top:
+            extra.append(idx[torch.randint(len(idx), (top - len(idx),), generator=g)])
+    return torch.cat([images, images[torch.cat(extra)]]) if extra else images
+
+
 def kd_run(
-    lm: Any, roots: list[Path], kd_seed: int, overrides: dict[str, Any], method: str
+    lm: Any, roots: list[Path], kd_seed: int, overrides: dict[str, Any], method: str, balance: bool = False
 ) -> dict[str, Any]:
     """``compress``'s KD stage on ``roots`` with ``kd_seed``; per-epoch test accuracy and confusions.
 
     Several datasets are concatenated (their images in order); the KD steps per epoch follow the
     total count (:func:`datafree.rules.kd_budget`), as ``compress --num-images`` would set them.
+    ``balance``: the KD stage draws the teacher's predicted classes equally often
+    (:func:`balanced_by_teacher`); the KD steps stay those of the original count.
     """
     from datafree.data.digits import digits_split
     from datafree.distill import distill
@@ -127,8 +153,12 @@ def kd_run(
 
     for r in roots:
         DatasetSource(r, lm.card)  # checked against the teacher's card
-    source = TensorSource(lm.card.normalizer()(load_sets(roots)[0]), seed=kd_seed)
-    kd = kd_settings(method, {"seed": kd_seed, **overrides}, num_images=len(source.images))
+    images = lm.card.normalizer()(load_sets(roots)[0])
+    n = len(images)
+    if balance:
+        images = balanced_by_teacher(lm.model, images, kd_seed)
+    source = TensorSource(images, seed=kd_seed)
+    kd = kd_settings(method, {"seed": kd_seed, **overrides}, num_images=n)
     student, arch = make_student(None, lm, kd_seed)
     curve: list[float] = []
 
@@ -166,6 +196,7 @@ def main() -> None:  # noqa: D103
                     help="comma-separated dataset directories; A+B: the two concatenated")  # fmt: skip
     ap.add_argument("--kd-seeds", default="", help="comma-separated KD seeds (empty: statistics only)")
     ap.add_argument("--kd", default="{}", help="JSON: KDConfig overrides")
+    ap.add_argument("--balance", action="store_true", help="KD draws the teacher's classes equally often")
     ap.add_argument("--method", default="cmi", help="backend whose KD defaults apply")
     ap.add_argument("--teacher", default="resnet8_digits")
     ap.add_argument("--out", required=True)
@@ -179,7 +210,7 @@ def main() -> None:  # noqa: D103
     lm = load_model(args.teacher)
     overrides = json.loads(args.kd)
     out: dict[str, Any] = {"machine": machine(device), "method": args.method, "kd_overrides": overrides,
-                           "datasets": {}}  # fmt: skip
+                           "balance": args.balance, "datasets": {}}  # fmt: skip
     for spec in [p for p in args.data.split(",") if p]:
         roots = [Path(p) for p in spec.split("+")]
         root = spec  # the JSON key
@@ -190,7 +221,7 @@ def main() -> None:  # noqa: D103
             print(f"  class {k}: {v}", flush=True)
         runs = []
         for s in [int(v) for v in args.kd_seeds.split(",") if v]:
-            r = kd_run(lm, roots, s, overrides, args.method)
+            r = kd_run(lm, roots, s, overrides, args.method, args.balance)
             runs.append(r)
             line = f"{root} kd seed {s}: {r['final_accuracy']} ({r['correct']}/360)"
             line += f" errors {r['errors_true_pred']} precise BN {r['precise_bn_correct']}/360"
