@@ -33,7 +33,7 @@ import torch
 from .losses import BNStatisticLoss
 from .stats import SHIFT_RATIO, channel_mean_var, channel_sums, sample0_means
 
-__all__ = ["bn_loss_from_activations", "fusable", "layer_sums"]
+__all__ = ["bn_loss_from_activations", "forget_shifts", "fusable", "layer_sums"]
 
 
 def fusable(acts: Sequence[torch.Tensor]) -> bool:
@@ -104,6 +104,16 @@ def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict:
             "ones": ones.split(spec.sizes),
         }
     return cache[counts]
+
+
+def forget_shifts(spec: BNStatisticLoss) -> None:
+    """Drop the shifts predicted from the previous call's statistics: the next call starts as the first.
+
+    Called when a new batch of pixels starts, so that a batch's steps (and its images, to the bit) do not
+    depend on the batches before it: a shard regenerated on resume is the one first written.
+    """
+    spec.__dict__.pop("_last_parts", None)
+    spec.__dict__.pop("_shift_next", None)
 
 
 def layer_sums(spec: BNStatisticLoss, index: int, x: torch.Tensor) -> tuple | None:

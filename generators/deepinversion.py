@@ -28,6 +28,7 @@ from torch import nn
 from datafree import precision
 from datafree.augment import random_flip, random_jitter
 from datafree.bnfold import fold_batchnorm
+from datafree.bnstats_loss import forget_shifts
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_ce_scale, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
@@ -170,6 +171,8 @@ class DeepInversion(Synthesizer):
         self.optimizer = torch.optim.Adam([self.inputs], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
         self.iteration = 0
         self.bn_scale = 1.0
+        if self.folded is not None:  # the one-node statistics' shifts carry over steps, not batches
+            forget_shifts(self.folded.bn_loss)
 
     def _loss(
         self, x: torch.Tensor, student: nn.Module | None
