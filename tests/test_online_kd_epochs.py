@@ -67,3 +67,24 @@ def test_costlier_bn_less_teacher_keeps_the_methods_epochs(plain_teacher):
     assert conv_linear_macs(big.model, (3, 32, 32)) > ONLINE_REF_MACS
     for method in METHODS:
         assert plan(big, method=method, seed=0).kd.epochs == 30
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bench_online_ablation_runs_the_cli_defaults(method, plain_teacher):
+    """bench/online_ablation.py without --set/--kd plans what ``datafree distill --method M`` plans.
+
+    The bench calls ``train_online(..., {}, seed=S)``; the command passes its seed as a KD setting.
+    """
+    import dataclasses
+
+    import cli
+    from datafree.plan import DEFAULT_NUM_IMAGES, plan
+
+    for seed in (0, 1):
+        kd = cli._kd_settings({}, seed)
+        via_cli = plan(plain_teacher, data=None, method=method, pool=False, kd=kd,
+                       method_options=cli._parse_set(()), num_images=DEFAULT_NUM_IMAGES, seed=seed)  # fmt: skip
+        via_bench = plan(plain_teacher, method=method, kd={}, method_options={}, seed=seed)
+        assert dataclasses.asdict(via_cli.kd) == dataclasses.asdict(via_bench.kd)
+        assert via_cli.synthesizer.config == via_bench.synthesizer.config
+        assert via_bench.kd.epochs == 90 and via_bench.kd.seed == seed
