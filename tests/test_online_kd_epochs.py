@@ -81,9 +81,9 @@ def test_bench_online_ablation_runs_the_cli_defaults(method, plain_teacher):
     from datafree.plan import DEFAULT_NUM_IMAGES, plan
 
     for seed in (0, 1):
-        kd = cli._kd_settings({}, seed)
-        via_cli = plan(plain_teacher, data=None, method=method, pool=False, kd=kd,
-                       method_options=cli._parse_set(()), num_images=DEFAULT_NUM_IMAGES, seed=seed)  # fmt: skip
+        kd, options = cli._kd_settings({}, seed), cli._parse_set(())
+        via_cli = plan(plain_teacher, data=None, method=method, pool=False, kd=kd, method_options=options,
+                       num_images=DEFAULT_NUM_IMAGES, seed=seed)  # fmt: skip
         via_bench = plan(plain_teacher, method=method, kd={}, method_options={}, seed=seed)
         assert dataclasses.asdict(via_cli.kd) == dataclasses.asdict(via_bench.kd)
         assert via_cli.synthesizer.config == via_bench.synthesizer.config
