@@ -79,7 +79,8 @@ def kd_settings(
         num_images: images an offline backend writes: the KD steps per epoch grow with them
             (:func:`datafree.rules.kd_budget`; 40 at the default 1024).
         teacher: the teacher network; an online backend's ``bn_less_kd_defaults(input_shape)`` apply when
-            it has no BatchNorm layer.
+            it has no BatchNorm layer, and its epochs follow :func:`datafree.rules.online_kd_epochs`
+            (with ``input_shape``).
         input_shape: the teacher's ``(C, H, W)`` (rules of the input size; None: the 16 px reference).
     """
     if isinstance(overrides, KDConfig):
@@ -98,6 +99,9 @@ def kd_settings(
             values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
             if teacher is not None and not batchnorm_layers(teacher):
                 values.update(cls.bn_less_kd_defaults(input_shape))
+            if teacher is not None and input_shape is not None:  # cheap teachers train longer
+                macs = _teacher_macs(teacher, input_shape)
+                values["epochs"] = _rules.online_kd_epochs(values["epochs"], macs)
             if method_options and "batch_size" in method_options:  # "16" (--set): parsed as the backend does
                 given = {"batch_size": method_options["batch_size"]}
                 values["batch_size"] = parse_overrides(cls.Config, given).batch_size
@@ -109,6 +113,14 @@ def kd_settings(
     cfg = KDConfig(**values)
     cfg.validate()
     return cfg
+
+
+def _teacher_macs(teacher: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """:func:`datafree.rules.conv_linear_macs` of the teacher; 0 when it cannot be counted."""
+    try:
+        return _rules.conv_linear_macs(teacher, input_shape)
+    except Exception:  # noqa: BLE001 - a teacher the counter cannot run: no MAC rule
+        return 0
 
 
 def auto_choice(

@@ -11,6 +11,8 @@ behind each default and the run that measured it.
 - :func:`choose_student`: a registered student of about 1/4 to 1/20 of the teacher's parameters
   that is also at least 2x cheaper to run.
 - :func:`kd_budget`: KD steps per epoch from the number of synthetic images.
+- :func:`online_kd_epochs`: the online backends' KD epochs from the teacher's MACs (cheap teachers
+  train longer, within the reference run's compute).
 - :func:`default_method`: which synthesis path ``compress`` takes when no ``--method`` is given:
   DeepInversion for a cheap teacher, Fast-Datafree's growing pool for an expensive one, DAFL
   without BatchNorm.
@@ -64,6 +66,9 @@ __all__ = [
     "BUDGET_MIN_KD_BATCH",
     "BUDGET_MIN_ITERATIONS_SHARE",
     "dafl_bn_less_lr",
+    "ONLINE_REF_MACS",
+    "ONLINE_MAX_EPOCH_FACTOR",
+    "online_kd_epochs",
     "NOISE_MIN_ENTROPY",
     "noise_answer_entropy",
 ]
@@ -714,6 +719,31 @@ def dafl_bn_less_lr(input_shape: Sequence[int]) -> float:
     """
     side = max(int(v) for v in tuple(input_shape)[-2:])
     return 1e-2 * min(1.0, max(0.5, 16 / side))
+
+
+# The online backends' (DAFL, ZSKT, DFAD) KD epochs were measured on resnet8_digits (3,052,160 MACs per
+# image; 30 epochs, 187-201 s of CPU at 1 thread). A cheaper teacher gets up to this factor more epochs.
+ONLINE_REF_MACS = 3_052_160
+ONLINE_MAX_EPOCH_FACTOR = 3.0
+
+
+def online_kd_epochs(epochs: int, teacher_macs: int) -> int:
+    """An online backend's KD epochs for a teacher of ``teacher_macs`` MACs per image.
+
+    Rule: ``epochs x min(3, max(1, ONLINE_REF_MACS / teacher_macs))``: the method's epochs (measured on
+    resnet8_digits, the reference) for a teacher at least as costly as the reference; a cheaper one
+    trains for more epochs, in proportion, at most 3x. A cheap teacher's default student is small too
+    (at most half its MACs and a quarter of its parameters, :func:`choose_student`), and a small student
+    learns the teacher's function on generated images slowly: on lenet5_digits (233,640 MACs: 3x, 90
+    epochs) DFAD (seed 2) gave 96.1% of the teacher at 30 epochs and 98.3% at 90 (178 s of CPU, less
+    than the reference's 30-epoch run), while the teacher's own architecture as the student reached
+    99.7% at 30 (docs/online_generators.md, "Session 7"). ``teacher_macs <= 0`` (not counted):
+    ``epochs``.
+    """
+    if teacher_macs <= 0:
+        return int(epochs)
+    factor = min(ONLINE_MAX_EPOCH_FACTOR, max(1.0, ONLINE_REF_MACS / teacher_macs))
+    return max(1, round(epochs * factor))
 
 
 # The noise share of the adversarial backends' student batches (OnlineConfig.noise_fraction) is on only
