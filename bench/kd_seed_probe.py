@@ -10,10 +10,11 @@ epoch, and records the per-epoch accuracy and the test confusions of the final s
 seed sets the student's initial weights, the data order and the augmentation, as ``compress
 --seed`` does; with the data's own seed the run is ``compress``'s KD stage exactly.
 
-Also: ``--data A+B`` distils from two datasets concatenated (the KD steps per epoch follow the total
-count, as ``compress --num-images`` would set them); ``--balance`` repeats the images of the
-teacher's rarer predicted classes so that KD draws every class equally often; every run also
-reports the student after "precise BN" (its BN statistics recomputed over the whole set).
+Also: ``--data real`` gives the statistics of the real train digits for comparison; ``--data A+B``
+distils from two datasets concatenated (the KD steps per epoch follow the total count, as
+``compress --num-images`` would set them); ``--balance`` repeats the images of the teacher's rarer
+predicted classes so that KD draws every class equally often; every run also reports the student
+after "precise BN" (its BN statistics recomputed over the whole set).
 
 Usage::
 
@@ -52,9 +53,16 @@ def penultimate(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return got[0].flatten(1)
 
 
-def load_sets(roots: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixels in [0, 1] and stored labels of one dataset or of several, concatenated."""
+def load_sets(roots: list[Path], shape: tuple[int, ...] = (1, 16, 16)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels in [0, 1] and stored labels of one dataset or of several, concatenated.
+
+    The name ``real`` stands for the real digits train split with its true labels (statistics only).
+    """
+    from datafree.data.digits import digits_split
     from datafree.dataset import SyntheticDataset
+
+    if [str(r) for r in roots] == ["real"]:
+        return digits_split("train", tuple(shape))  # type: ignore[arg-type]
 
     parts = [SyntheticDataset.open(r).load() for r in roots]
     return torch.cat([d["images"] for d in parts]), torch.cat([d["labels"] for d in parts])
@@ -62,7 +70,7 @@ def load_sets(roots: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def data_stats(lm: Any, roots: list[Path]) -> dict[str, Any]:
     """Agreement, confidence, predicted-class shares and within-class similarity of a dataset."""
-    pixels, labels = load_sets(roots)
+    pixels, labels = load_sets(roots, tuple(lm.card.input_shape))
     x = lm.card.normalizer()(pixels)
     with torch.no_grad():
         logits = lm.model(x)
@@ -193,7 +201,8 @@ def kd_run(
 def main() -> None:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True,
-                    help="comma-separated dataset directories; A+B: the two concatenated")  # fmt: skip
+                    help="comma-separated dataset directories; A+B: the two concatenated; real: the "
+                         "real train digits (statistics only)")  # fmt: skip
     ap.add_argument("--kd-seeds", default="", help="comma-separated KD seeds (empty: statistics only)")
     ap.add_argument("--kd", default="{}", help="JSON: KDConfig overrides")
     ap.add_argument("--balance", action="store_true", help="KD draws the teacher's classes equally often")
@@ -219,6 +228,7 @@ def main() -> None:  # noqa: D103
               f"mean cos {stats['mean_cos_all_pairs']}", flush=True)  # fmt: skip
         for k, v in stats["per_class"].items():
             print(f"  class {k}: {v}", flush=True)
+        out["datasets"][root] = {"stats": stats, "runs": []}
         runs = []
         for s in [int(v) for v in args.kd_seeds.split(",") if v]:
             r = kd_run(lm, roots, s, overrides, args.method, args.balance)
