@@ -170,21 +170,33 @@ def conv_linear_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     A forward hook per layer (fast: :func:`datafree.profile.count_macs` uses torch's FLOP counter,
     seconds per call on a busy CPU); the two agree on convolutional networks.
     """
-    import torch
-
     total = 0
 
-    def hook(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
+    def hook(m: nn.Module, inp: Any, out: Any) -> None:
         nonlocal total
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-            total += out[0].numel() * k
-        elif isinstance(m, nn.Linear):
-            total += m.in_features * m.out_features
+        total += _layer_macs(m, out)
 
-    handles = [
-        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    _hooked_forward(model, input_shape, layers, hook)
+    return total
+
+
+def _layer_macs(m: nn.Module, out: Any) -> int:
+    """One layer's MACs for one input: a 2-d convolution's or a linear layer's, else 0."""
+    if isinstance(m, nn.Conv2d):
+        return out[0].numel() * m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+    if isinstance(m, nn.Linear):
+        return m.in_features * m.out_features
+    return 0
+
+
+def _hooked_forward(
+    model: nn.Module, input_shape: Sequence[int], modules: list[nn.Module], hook: Any
+) -> None:
+    """One eval-mode forward of a zero ``(1, C, H, W)`` input with ``hook`` on ``modules`` (mode restored)."""
+    import torch
+
+    handles = [m.register_forward_hook(hook) for m in modules]
     was_training = model.training
     model.eval()
     try:
@@ -195,7 +207,6 @@ def conv_linear_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return total
 
 
 class CostFeatures(dict):
@@ -216,29 +227,16 @@ def cost_features(model: nn.Module, input_shape: Sequence[int]) -> CostFeatures:
     feats = {"macs": 0, "grouped_macs": 0, "activations": 0, "layers": 0}
 
     def hook(m: nn.Module, inp: Any, out: Any) -> None:
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-            feats["macs"] += out[0].numel() * k
-            if m.groups > 1:
-                feats["grouped_macs"] += out[0].numel() * k
-        elif isinstance(m, nn.Linear):
-            feats["macs"] += m.in_features * m.out_features
+        macs = _layer_macs(m, out)
+        feats["macs"] += macs
+        if isinstance(m, nn.Conv2d) and m.groups > 1:
+            feats["grouped_macs"] += macs
         if isinstance(out, torch.Tensor):
             feats["activations"] += out[0].numel()
             feats["layers"] += 1
 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
-    model.eval()
-    try:
-        p = next(model.parameters(), None)
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=p.device if p is not None else "cpu"))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _hooked_forward(model, input_shape, leaves, hook)
     return CostFeatures(feats)
 
 
