@@ -290,7 +290,7 @@ class _PointwiseInputGrad(torch.autograd.Function):
         groups: int,
     ) -> torch.Tensor:
         ctx.save_for_backward(weight)
-        ctx.shape, ctx.stride, ctx.groups = x.shape, stride, groups
+        ctx.shape, ctx.stride, ctx.groups, ctx.dtype = x.shape, stride, groups, x.dtype
         return F.conv2d(x, weight, bias, stride, 0, 1, groups)
 
     @staticmethod
@@ -300,7 +300,8 @@ class _PointwiseInputGrad(torch.autograd.Function):
         cout, cin_g = weight.shape[:2]
         # per group, the transposed (C_in / g, C_out / g) matrix, as a 1x1 kernel for conv2d
         wt = weight.reshape(g, cout // g, cin_g).transpose(1, 2).reshape(g * cin_g, cout // g, 1, 1)
-        dx = grad.new_zeros(ctx.shape)
+        wt = wt.to(grad.dtype)  # under autocast the forward ran in grad's dtype (bf16/fp16), not the weight's
+        dx = grad.new_zeros(ctx.shape, dtype=ctx.dtype)
         dx[:, :, :: ctx.stride[0], :: ctx.stride[1]] = F.conv2d(grad, wt, None, 1, 0, 1, g)
         return dx, None, None, None, None
 

@@ -90,11 +90,11 @@ def synthesize_dataset(
         batch = synth.synthesize(n, gen, student=student, desc=f"batch {i + 1}/{ds.manifest['num_shards']}")
         with torch.no_grad():
             logits = teacher.model(batch.images)
-        if not (torch.isfinite(batch.images).all() and torch.isfinite(logits).all()):
+        if not (synth.batch_finite() and torch.isfinite(batch.images).all() and torch.isfinite(logits).all()):
             _drop_if_empty(ds, created and rank == 0)
             raise NumericalError(
-                f"synthesis diverged in shard {i} ({method}): the images or the teacher's logits became NaN "
-                "or inf; "
+                f"synthesis diverged in shard {i} ({method}): its loss, the images or the teacher's "
+                "logits became NaN or inf; "
                 "try smaller loss weights or learning rate in --set; no shard was written for it"
             )
         labels = batch.labels if batch.labels is not None else logits.argmax(1)

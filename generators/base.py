@@ -260,6 +260,14 @@ class Synthesizer(ABC):
         """Called by :meth:`synthesize` with the steps a batch ran (nothing here)."""
         return None
 
+    def batch_finite(self) -> bool:
+        """Whether the last batch's optimisation reached a finite loss (here: always; one check per batch).
+
+        A backend whose step can diverge without the images becoming NaN says so here, and the dataset
+        writer (:func:`datafree.synthesis.synthesize_dataset`) then refuses the batch as diverged.
+        """
+        return True
+
     def uses_student(self) -> bool:
         """Whether :meth:`step` uses the student in this configuration.
 

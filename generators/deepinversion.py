@@ -106,6 +106,7 @@ class DeepInversion(Synthesizer):
         self.best_loss = torch.tensor(float("inf"), device=self.device)
         self.optimizer: torch.optim.Optimizer | None = None
         self.iteration = 0
+        self.last_total: torch.Tensor | None = None  # the last step's loss (batch_finite without keep_best)
         self.generator: torch.Generator | None = None
         precision.prepare_module(self.teacher)
         # the network the step runs: the teacher with BN folded into its convolutions where possible
@@ -151,6 +152,15 @@ class DeepInversion(Synthesizer):
     def batch_done(self, steps: int) -> None:
         """Record the steps the batch ran (``steps_per_batch`` in the manifest)."""
         self.steps_taken.append(steps)
+
+    def batch_finite(self) -> bool:
+        """Whether the batch reached a finite loss: with ``keep_best`` its lowest, else its last step's.
+
+        With a huge loss weight the loss can overflow to inf while the pixel gradients stay finite (the
+        one-node statistics work in float64), so the images alone would not show the divergence.
+        """
+        loss = self.best_loss if self.config.keep_best else self.last_total
+        return loss is None or bool(torch.isfinite(loss))
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Fresh Gaussian pixels (normalised space) and balanced, shuffled target labels."""
@@ -221,6 +231,7 @@ class DeepInversion(Synthesizer):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss, logs = self._loss(self.inputs, student)
+        self.last_total = logs["total"].detach()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # loss scaling in fp16 only; a plain backward otherwise
         with torch.no_grad():
