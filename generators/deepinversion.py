@@ -149,8 +149,14 @@ class DeepInversion(Synthesizer):
         return steps > cfg.warmup + patience and history[-1] > (1 - cfg.plateau_tol) * history[-1 - patience]
 
     def batch_done(self, steps: int) -> None:
-        """Record the steps the batch ran (``steps_per_batch`` in the manifest)."""
+        """Record the steps the batch ran (``steps_per_batch`` in the manifest); take the BN hooks off.
+
+        The folded teacher's statistics hooks stay registered over a batch's steps
+        (:class:`datafree.bnfold.FoldedTeacher`); between batches the modules carry none.
+        """
         self.steps_taken.append(steps)
+        if self.folded is not None:
+            self.folded.remove_hooks()
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Fresh Gaussian pixels (normalised space) and balanced, shuffled target labels."""

@@ -140,3 +140,11 @@ def test_keep_best_returns_the_lowest_loss_pixels(bn_teacher):
     assert best < len(totals) - 1  # not simply the last pixels
     torch.testing.assert_close(s.sample().images, before[best])
     assert float(s.best_loss) == totals[best]
+
+
+def test_batch_done_takes_the_bn_hooks_off(bn_teacher):
+    s = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, batch_size=4, iterations=3)
+    assert s.folded is not None
+    modules = [layer.module for layer in s.folded.layers]
+    s.synthesize(4, torch.Generator().manual_seed(0))
+    assert all(len(m._forward_hooks) == 0 for m in modules)
