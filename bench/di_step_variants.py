@@ -12,7 +12,10 @@ spinning on an idle machine, passive under load), and applies the command's allo
 one synthesizer per variant (``create_synthesizer`` as the command builds it; a variant is ``name:`` then
 comma-separated ``key=value`` DeepInversion settings, plus ``pointwise=false``, which turns the folded
 network's strided 1x1 convolutions back into plain ``nn.Conv2d`` (``datafree.bnfold.StridedPointwiseConv2d``,
-session 7), and the teacher's bare forward+backward (input gradients on, cross-entropy to random labels).
+session 7), ``hooks=per_step``, which registers and removes the statistics hooks in every step (before session
+7's second wave; now they stay over a batch), and ``roll=false``, which makes the jitter's roll the four block
+copies at every size (``datafree.augment.ROLL_MAX_NUMEL`` = 0; before session 7's second wave), and the
+teacher's bare forward+backward (input gradients on, cross-entropy to random labels).
 Each round runs one step of every variant and one bare pass, in turn, so slow phases of a shared or virtual
 machine hit all alike; the table gives medians of the wall times (and of the process CPU times) and the
 median over rounds of each step / bare ratio. ``session6`` is the code before session 7 up to the host-side
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
 
     from bench.common import machine, markdown_table
     from bench.synthesis_overhead import teacher_card
-    from datafree.bnfold import StridedPointwiseConv2d
+    from datafree import augment
+    from datafree.bnfold import FoldedBNStatistics, StridedPointwiseConv2d
     from datafree.cards import load_model
     from datafree.utils import atomic_write_json
     from generators import create_synthesizer
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
 
         fns = {"bare": bare}
         for vname, kv in variants.items():
-            settings = {k: _value(v) for k, v in kv.items() if k != "pointwise"}
+            settings = {k: _value(v) for k, v in kv.items() if k not in ("pointwise", "hooks", "roll")}
             s = create_synthesizer(
                 "deepinversion", lm.model, lm.card, batch_size=b, iterations=10**6, **settings
             )
@@ -99,9 +103,15 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
                 for m in s.folded.net.modules():
                     if isinstance(m, StridedPointwiseConv2d):
                         m.__class__ = torch.nn.Conv2d
+            if kv.get("hooks") == "per_step" and s.folded is not None:
+                f = s.folded
+                f.remove_hooks()  # those the fold's trial pass registered
+                f.statistics = lambda one_node=False, f=f: FoldedBNStatistics(f.layers, f.bn_loss, one_node)
             s.reset(b, torch.Generator().manual_seed(0))
+            roll_max = 0 if kv.get("roll", "true").lower() == "false" else augment.ROLL_MAX_NUMEL
 
-            def step(s=s) -> None:  # noqa: ANN001
+            def step(s=s, roll_max=roll_max) -> None:  # noqa: ANN001
+                augment.ROLL_MAX_NUMEL = roll_max
                 logs = s.step()
                 s.should_stop(s.iteration, logs)  # the command's plateau check (one host sync)
 

@@ -12,12 +12,20 @@ from torch import nn
 __all__ = ["random_jitter", "random_flip", "kd_augmentation"]
 
 
+# Up to this many elements the jitter is torch.roll: two ATen ops forward and two backward (one pass over
+# the batch per rolled dimension) cost less than _roll2d's 42 slicing and copy operations; above it the
+# one-pass block copies win. Same values either way. Forward+backward at 1 thread on the 2-vCPU machine
+# (bench/jitter_roll.py, bench/results/jitter_roll_s7b.json): roll 65 against 108 us at 128x1x16x16
+# (33k elements), 300 against 305 us at 128x3x24x24 (221k), 567 against 454 us at 128x3x32x32 (393k).
+ROLL_MAX_NUMEL = 1 << 17
+
+
 def random_jitter(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Roll the whole batch by one random offset in ``[-max_shift, max_shift]`` along H and W."""
     if max_shift <= 0:
         return x
     dx, dy = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator).tolist()
-    if x.dim() != 4:
+    if x.dim() != 4 or x.numel() <= ROLL_MAX_NUMEL:
         return torch.roll(x, shifts=(dx, dy), dims=(2, 3))
     return _Roll2d.apply(x, dx, dy)  # type: ignore[no-any-return]
 

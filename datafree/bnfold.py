@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -68,10 +68,19 @@ class FoldedTeacher:
     Attributes:
         net: the folded network (a :class:`torch.fx.GraphModule`); call it instead of the teacher.
         layers: one entry per :func:`datafree.hooks.batchnorm_layers` layer of the teacher, in order.
+
+    The forward hooks that feed :meth:`statistics` are registered on the first use and stay on the
+    observed modules (one per layer, passing to the statistics context open at the time, doing nothing
+    outside one) instead of being registered and removed on every step; :meth:`remove_hooks` takes them
+    off.
     """
 
     net: nn.Module
     layers: list[_Layer]
+    _observer: FoldedBNStatistics | None = field(default=None, init=False, repr=False)
+    _hook_handles: list[torch.utils.hooks.RemovableHandle] = field(
+        default_factory=list, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         # the BN loss in terms of the observed tensors: folded layers' output statistics are an affine
@@ -102,7 +111,29 @@ class FoldedTeacher:
             one_node: :meth:`FoldedBNStatistics.loss` computes all layers' statistics and the loss in one
                 autograd node (:mod:`datafree.bnstats_loss`) instead of per layer in the hooks.
         """
-        return FoldedBNStatistics(self.layers, self.bn_loss, one_node)
+        return FoldedBNStatistics(self.layers, self.bn_loss, one_node, owner=self)
+
+    def _observe(self, stats: FoldedBNStatistics | None) -> FoldedBNStatistics | None:
+        """Make ``stats`` the statistics the hooks record into (None: none); returns the previous one."""
+        if stats is not None and not self._hook_handles:
+            self._hook_handles = [layer.module.register_forward_hook(self._dispatch(i))  # type: ignore[attr-defined]
+                                  for i, layer in enumerate(self.layers)]  # fmt: skip
+        previous, self._observer = self._observer, stats
+        return previous
+
+    def _dispatch(self, index: int):
+        def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            observer = self._observer
+            if observer is not None:
+                observer._record(index, module, inputs, output)
+
+        return fn
+
+    def remove_hooks(self) -> None:
+        """Take the statistics' forward hooks off the observed modules (registered again when needed)."""
+        for h in self._hook_handles:
+            h.remove()
+        self._hook_handles = []
 
     def loss_graph(
         self, first_layer_weight: float
@@ -117,6 +148,7 @@ class FoldedTeacher:
         :meth:`statistics` up to fp32 rounding. Raises ValueError when the network cannot be rewritten
         (an observed module called other than once, or an output that is not one tensor).
         """
+        self.remove_hooks()  # the compiled graph shares net's modules: no statistics hooks on them
         net = self.net
         graph = copy.deepcopy(net.graph)
         names = {id(m): n for n, m in net.named_modules()}
@@ -169,9 +201,17 @@ class FoldedBNStatistics(BNStatistics):
     """
 
     def __init__(  # noqa: D107
-        self, layers: list[_Layer], bn_loss: BNStatisticLoss | None = None, one_node: bool = False
+        self,
+        layers: list[_Layer],
+        bn_loss: BNStatisticLoss | None = None,
+        one_node: bool = False,
+        owner: FoldedTeacher | None = None,
     ) -> None:
         self.layers = layers  # type: ignore[assignment]
+        # with an owner, its persistent hooks record into this object inside the with block; without,
+        # the hooks are registered on entering and removed on leaving (datafree.hooks.BNStatistics)
+        self._owner = owner
+        self._previous: FoldedBNStatistics | None = None
         self.one_node = one_node and bn_loss is not None
         self.per_sample = False
         self._bn_loss = bn_loss
@@ -248,20 +288,41 @@ class FoldedBNStatistics(BNStatistics):
         """Layer i's folded conv (its output) or, unfolded, the BN module (its input)."""
         return [layer.module for layer in self.layers]  # type: ignore[attr-defined]
 
-    def _hook(self, index: int):
-        layer: _Layer = self.layers[index]  # type: ignore[assignment]
+    def __enter__(self) -> FoldedBNStatistics:
+        if self._owner is None:
+            return super().__enter__()  # type: ignore[return-value]
+        self._previous = self._owner._observe(self)
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        if self._owner is None:
+            return super().__exit__(*exc)
+        self._owner._observe(self._previous)
+        self._previous = None
+        # drop the references to this step's activations (means' setter clears observed and the sums)
+        self.means = [None] * len(self.layers)
+        self.vars = [None] * len(self.layers)
+        return None
+
+    def _record(
+        self, index: int, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> None:
+        """The forward hook's work for layer ``index``: keep what it observes (and its sums or statistics)."""
+        layer: _Layer = self.layers[index]  # type: ignore[assignment]
+        t = output if layer.folded else inputs[0]
+        if t.is_floating_point() and t.dtype != torch.float32:
+            t = t.float()  # statistics in fp32 under bf16/fp16 autocast (datafree.precision)
+        self.observed[index], self._versions[index] = t, t._version
+        if not self.one_node:  # per layer, now (datafree.stats.channel_mean_var)
+            self.observed_means[index], self.observed_vars[index] = channel_mean_var(t, module)
+            return
+        # the loss's per-layer sums, now while t is in cache (datafree.bnstats_loss.layer_sums)
+        self._sums[index] = layer_sums(self._bn_loss, index, t)  # type: ignore[arg-type]
+        self.observed_means[index] = self.observed_vars[index] = None
+
+    def _hook(self, index: int):
         def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            t = output if layer.folded else inputs[0]
-            if t.is_floating_point() and t.dtype != torch.float32:
-                t = t.float()  # statistics in fp32 under bf16/fp16 autocast (datafree.precision)
-            self.observed[index], self._versions[index] = t, t._version
-            if not self.one_node:  # per layer, now (datafree.stats.channel_mean_var)
-                self.observed_means[index], self.observed_vars[index] = channel_mean_var(t, module)
-                return
-            # the loss's per-layer sums, now while t is in cache (datafree.bnstats_loss.layer_sums)
-            self._sums[index] = layer_sums(self._bn_loss, index, t)  # type: ignore[arg-type]
-            self.observed_means[index] = self.observed_vars[index] = None
+            self._record(index, module, inputs, output)
 
         return fn
 

@@ -150,8 +150,14 @@ class DeepInversion(Synthesizer):
         return steps > cfg.warmup + patience and history[-1] > (1 - cfg.plateau_tol) * history[-1 - patience]
 
     def batch_done(self, steps: int) -> None:
-        """Record the steps the batch ran (``steps_per_batch`` in the manifest)."""
+        """Record the steps the batch ran (``steps_per_batch`` in the manifest); take the BN hooks off.
+
+        The folded teacher's statistics hooks stay registered over a batch's steps
+        (:class:`datafree.bnfold.FoldedTeacher`); between batches the modules carry none.
+        """
         self.steps_taken.append(steps)
+        if self.folded is not None:
+            self.folded.remove_hooks()
 
     def batch_finite(self) -> bool:
         """Whether the batch reached a finite loss: with ``keep_best`` its lowest, else its last step's.

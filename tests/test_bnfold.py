@@ -240,3 +240,32 @@ def test_strided_pointwise_conv_only_replaces_frozen_unpadded_1x1():
                             torch.zeros(2, 1, 16, 16))  # fmt: skip
     assert folded is not None
     assert sum(isinstance(m, StridedPointwiseConv2d) for m in folded.net.modules()) == 2
+
+
+def test_statistics_hooks_stay_registered_and_record_only_inside_a_context():
+    """The hooks are registered once, record into the open context only, and keep no activations after it."""
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("resnet8", num_classes=10, in_channels=1))
+    folded = fold_batchnorm(model)
+    assert folded is not None
+    modules = [layer.module for layer in folded.layers]
+    x = torch.randn(4, 1, 16, 16, requires_grad=True)
+    losses = []
+    for one_node in (True, False, True):
+        with folded.statistics(one_node) as st:
+            folded.net(x)
+            losses.append(st.loss(10.0))
+        assert all(t is None for t in st.observed) and all(s is None for s in st._sums)  # references dropped
+        assert [len(m._forward_hooks) for m in modules] == [1] * len(modules)  # the same hook, kept
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    assert torch.equal(losses[0], losses[2])
+    folded.net(x)  # outside a context: nothing recorded
+    assert all(t is None for t in st.observed)
+    with folded.statistics(True) as outer:  # nested: the inner context records, the outer one again after
+        with folded.statistics(True) as inner:
+            folded.net(x)
+            assert all(t is not None for t in inner.observed) and all(t is None for t in outer.observed)
+        folded.net(x)
+        assert all(t is not None for t in outer.observed)
+    folded.remove_hooks()
+    assert all(len(m._forward_hooks) == 0 for m in modules)

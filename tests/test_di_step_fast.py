@@ -140,3 +140,25 @@ def test_keep_best_returns_the_lowest_loss_pixels(bn_teacher):
     assert best < len(totals) - 1  # not simply the last pixels
     torch.testing.assert_close(s.sample().images, before[best])
     assert float(s.best_loss) == totals[best]
+
+
+def test_batch_done_takes_the_bn_hooks_off(bn_teacher):
+    s = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, batch_size=4, iterations=3)
+    assert s.folded is not None
+    modules = [layer.module for layer in s.folded.layers]
+    s.synthesize(4, torch.Generator().manual_seed(0))
+    assert all(len(m._forward_hooks) == 0 for m in modules)
+
+
+def test_random_jitter_block_copies_equal_torch_roll(monkeypatch):
+    """Above ROLL_MAX_NUMEL the jitter is the one-pass block copies: the same values and gradient."""
+    from datafree import augment
+
+    monkeypatch.setattr(augment, "ROLL_MAX_NUMEL", 0)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    for seed in range(6):
+        got = random_jitter(x, 3, torch.Generator().manual_seed(seed))
+        dx, dy = torch.randint(-3, 4, (2,), generator=torch.Generator().manual_seed(seed)).tolist()
+        assert torch.equal(got, torch.roll(x, shifts=(dx, dy), dims=(2, 3)))
+        assert got.grad_fn is not None and "Roll2d" in type(got.grad_fn).__name__
+    assert torch.autograd.gradcheck(lambda t: random_jitter(t, 2, torch.Generator().manual_seed(1)), (x,))
