@@ -54,6 +54,12 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _last(row: dict[str, Any] | None) -> str:
+    """The last train+val accuracy of a run as a percentage, or "-" when it has none."""
+    tv = (row or {}).get("per_epoch_train_val")
+    return pct(tv[-1]) if tv else "-"
+
+
 def main() -> None:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("jsonl")
@@ -68,20 +74,22 @@ def main() -> None:  # noqa: D103
         "",
         args.note,
         "",
-        "| command | % of teacher | default run's % (its source) | best epoch (%) | train+val last | CPU s |",
+        "| command | % of teacher | default run's % (its source) | best epoch (test acc %) "
+        "| train+val acc % (default's) | CPU s |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
         row["command"] = command(row)
         b = base.get((row["teacher"], row["method"], int(row["seed"])))
-        row["baseline"] = None if b is None else {k: b[k] for k in ("ratio", "command", "source")}
+        keys = ("ratio", "command", "source", "per_epoch_train_val")
+        row["baseline"] = None if b is None else {k: b.get(k) for k in keys}
         pe = row["per_epoch"]
         best = max(range(len(pe)), key=lambda i: pe[i])
         tv = row.get("per_epoch_train_val") or [float("nan")]
         base_txt = "-" if b is None else f"{pct(b['ratio'])} ({Path(b['source']).name})"
         lines.append(
             f"| `{row['command']}` | {pct(row['ratio'])} | {base_txt} | {best + 1} ({pct(pe[best])}) "
-            f"| {pct(tv[-1])} | {row['cpu_s']:.0f} |"
+            f"| {pct(tv[-1])} ({_last(b)}) | {row['cpu_s']:.0f} |"
         )
     Path(args.out + ".json").write_text(json.dumps({"note": args.note, "rows": rows}, indent=1) + "\n")
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")

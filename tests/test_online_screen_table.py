@@ -50,6 +50,6 @@ def test_main_writes_json_and_markdown(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(sys, "argv", ["x", str(runs), "--baseline", str(base), "--out", str(out)])
     main()
     md = (out.with_suffix(".md")).read_text()
-    assert "| 98.3 | 97.8 (base.json) | 2 (98.3) | nan | 150 |" in md
+    assert "| 98.3 | 97.8 (base.json) | 2 (98.3) | nan (-) | 150 |" in md
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert rows[0]["baseline"]["ratio"] == 0.978 and "--set at_beta=0" in rows[0]["command"]
