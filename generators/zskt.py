@@ -22,7 +22,7 @@ from torch import nn
 
 from datafree.errors import UserInputError
 from datafree.generator_losses import attention_transfer_loss
-from datafree.hooks import FeatureRecorder, batchnorm_layers
+from datafree.hooks import FeatureRecorder
 from datafree.losses import kd_kl_loss
 
 from .base import register
@@ -123,9 +123,6 @@ class ZSKTConfig(OnlineConfig):
     # fewer positions the same misalignment gives a larger mean, so -1 (the default) scales it to
     # the input: 250 * (H * W) / (32 * 32), i.e. 62.5 at 16x16. Measured on resnet8_digits (15
     # epochs, seed 0): beta 250 -> 81.8% of the teacher, 62.5 -> 90.2%, 0 (no AT) -> 90.5%.
-    # On a teacher without BatchNorm, -1 gives 0 (no attention transfer; our deviation): lenet5_digits
-    # at 90 epochs, seeds 1 / 2: 97.8% / 97.2% with 62.5, 98.3% / 99.2% with 0
-    # (bench/results/online_seeds_s7b.md; docs/online_generators.md, "Session 7 (second wave)").
     at_beta: float = -1.0
     # Whether the n_S student steps of a round train on the z batch the generator step just used (the
     # paper, 1) or on fresh latents each (0). -1 (default): the paper's on a BatchNorm teacher, fresh
@@ -176,7 +173,6 @@ class ZSKT(AdversarialSynthesizer):
         super().__init__(teacher, card, config)
         share = config.share_z if config.share_z >= 0 else int(self.use_bn_term)
         self.reuse_z = bool(share)  # type: ignore[misc]
-        self.teacher_has_bn = bool(batchnorm_layers(teacher))
 
     def discrepancy(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """``KL(T(x) || S(x))`` (batchmean, T = 1), against the real student."""
@@ -188,13 +184,8 @@ class ZSKT(AdversarialSynthesizer):
 
     @property
     def beta(self) -> float:
-        """The attention-transfer weight used: ``at_beta``, or when -1 the rule of the teacher.
-
-        -1: 250 scaled to the input on a teacher with BatchNorm, 0 (no attention transfer) on one without.
-        """
+        """The attention-transfer weight used: ``at_beta``, or 250 scaled to the input when -1."""
         if self.config.at_beta >= 0:
             return self.config.at_beta
-        if not self.teacher_has_bn:
-            return 0.0
         _, h, w = self.input_shape
         return 250.0 * h * w / (32 * 32)
