@@ -1,0 +1,100 @@
+"""Table of ``bench/online_ablation.py --json`` runs next to the same cell's default run.
+
+Reads the JSON lines a series of screens appended (``--json FILE``), finds for each run the default
+run of the same teacher, method and seed in earlier result files (a row whose command has no
+``--set``/``--kd``; the last file given wins), and writes ``OUT.json`` (the runs, their commands,
+the baselines) and ``OUT.md`` (one line per run: % of the teacher, the default's %, the best epoch,
+the last train+val accuracy, CPU seconds).
+
+Usage::
+
+    python bench/online_screen_table.py bench/results/online_seeds_s7b.jsonl \
+        --baseline bench/results/online_seeds.json --baseline bench/results/online_seeds_s7.json \
+        --out bench/results/online_seeds_s7b --note "machine, load, dates"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def command(row: dict[str, Any]) -> str:
+    """The ``bench/online_ablation.py`` command that produced ``row`` (with ``--diagnose`` if it ran)."""
+    teacher = row["teacher"]
+    if teacher != "lenet5_digits" and teacher != "resnet8_digits":
+        teacher = f"/work/cache/suite/{teacher}/model.json"
+    parts = [
+        f"python bench/online_ablation.py --teacher {teacher}",
+        f"--method {row['method']} --seed {row['seed']}",
+    ]
+    parts += [f"--set {k}={v}" for k, v in row.get("set", {}).items()]
+    parts += [f"--kd {k}={v}" for k, v in row.get("kd", {}).items()]
+    if "per_epoch_train_val" in row:
+        parts.append("--diagnose")
+    return " ".join(parts)
+
+
+def baselines(paths: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Default runs (no ``--set``/``--kd`` in the command) keyed by (teacher, method, seed)."""
+    found: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for path in paths:
+        for row in json.loads(Path(path).read_text())["rows"]:
+            cmd = row.get("command", "")
+            if "--set" in cmd or "--kd" in cmd:
+                continue
+            found[(row["teacher"], row["method"], int(row["seed"]))] = {**row, "source": path}
+    return found
+
+
+def pct(x: float) -> str:
+    """A ratio as a percentage with one decimal."""
+    return f"{100 * x:.1f}"
+
+
+def _last(row: dict[str, Any] | None) -> str:
+    """The last train+val accuracy of a run as a percentage, or "-" when it has none."""
+    tv = (row or {}).get("per_epoch_train_val")
+    return pct(tv[-1]) if tv else "-"
+
+
+def main() -> None:  # noqa: D103
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("jsonl")
+    ap.add_argument("--baseline", action="append", default=[])
+    ap.add_argument("--out", required=True, help="path without extension: writes OUT.json and OUT.md")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    rows = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.strip()]
+    base = baselines(args.baseline)
+    lines = [
+        "# Online backends on BN-less teachers: session-7 second-wave screens (issue 15)",
+        "",
+        args.note,
+        "",
+        "| command | % of teacher | default run's % (its source) | best epoch (test acc %) "
+        "| train+val acc % (default's) | CPU s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        row["command"] = command(row)
+        b = base.get((row["teacher"], row["method"], int(row["seed"])))
+        keys = ("ratio", "command", "source", "per_epoch_train_val")
+        row["baseline"] = None if b is None else {k: b.get(k) for k in keys}
+        pe = row["per_epoch"]
+        best = max(range(len(pe)), key=lambda i: pe[i])
+        tv = row.get("per_epoch_train_val") or [float("nan")]
+        base_txt = "-" if b is None else f"{pct(b['ratio'])} ({Path(b['source']).name})"
+        lines.append(
+            f"| `{row['command']}` | {pct(row['ratio'])} | {base_txt} | {best + 1} ({pct(pe[best])}) "
+            f"| {pct(tv[-1])} ({_last(b)}) | {row['cpu_s']:.0f} |"
+        )
+    Path(args.out + ".json").write_text(json.dumps({"note": args.note, "rows": rows}, indent=1) + "\n")
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
