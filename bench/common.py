@@ -106,3 +106,23 @@ def key_values(items: Sequence[str], flag: str, error: Callable[[str], Any]) -> 
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def bare_pass(
+    model: torch.nn.Module, input_shape: Sequence[int], num_classes: int, batch: int
+) -> Callable[[], None]:
+    """The bare teacher forward+backward the synthesis step is compared with (a fixed random batch, seed 1).
+
+    Cross-entropy to random labels, gradients to the input on: the least any synthesis step can cost.
+    """
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn((batch, *input_shape), generator=g).requires_grad_(True)
+    y = torch.randint(0, num_classes, (batch,), generator=g)
+
+    def bare() -> None:
+        x.grad = None
+        F.cross_entropy(model(x), y).backward()
+
+    return bare

@@ -44,9 +44,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
 
     tuned = False if args.no_tune_malloc else tune_malloc()
     import torch
-    import torch.nn.functional as F
 
-    from bench.common import machine, markdown_table
+    from bench.common import bare_pass, machine, markdown_table
     from bench.synthesis_overhead import teacher_card
     from datafree.cards import load_model
     from datafree.utils import atomic_write_json
@@ -64,13 +63,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
             )
             s.reset(b, torch.Generator().manual_seed(0))
             fns[f"fold_{str(fold).lower()}"] = s.step
-        g = torch.Generator().manual_seed(1)
-        x = torch.randn((b, *lm.card.input_shape), generator=g).requires_grad_(True)
-        y = torch.randint(0, lm.card.num_classes, (b,), generator=g)
-
-        def bare(x: torch.Tensor = x, y: torch.Tensor = y, model: torch.nn.Module = lm.model) -> None:
-            x.grad = None
-            F.cross_entropy(model(x), y).backward()
+        bare = bare_pass(lm.model, lm.card.input_shape, lm.card.num_classes, b)
 
         fns["bare"] = bare
         for _ in range(2):

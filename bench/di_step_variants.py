@@ -69,9 +69,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
 
     tuned = tune_malloc()
     import torch
-    import torch.nn.functional as F
 
-    from bench.common import machine, markdown_table
+    from bench.common import bare_pass, machine, markdown_table
     from bench.synthesis_overhead import teacher_card
     from datafree import augment
     from datafree.bnfold import FoldedBNStatistics, StridedPointwiseConv2d
@@ -85,13 +84,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     for name in [t for t in args.teachers.split(",") if t]:
         lm = load_model(teacher_card(name, Path(tempfile.mkdtemp())), "cpu")
         b = args.batch
-        g = torch.Generator().manual_seed(1)
-        x = torch.randn((b, *lm.card.input_shape), generator=g).requires_grad_(True)
-        y = torch.randint(0, lm.card.num_classes, (b,), generator=g)
-
-        def bare(x: torch.Tensor = x, y: torch.Tensor = y, model: torch.nn.Module = lm.model) -> None:
-            x.grad = None
-            F.cross_entropy(model(x), y).backward()
+        bare = bare_pass(lm.model, lm.card.input_shape, lm.card.num_classes, b)
 
         fns = {"bare": bare}
         for vname, kv in variants.items():
