@@ -174,8 +174,7 @@ class DeepInversion(Synthesizer):
         self.loss_history: list[float] = []  # lowest loss so far, after each step (plateau stop)
         self.generator = generator
         x = torch.randn((n, *self.input_shape), generator=generator).to(self.device)
-        self.bounds = self.normalizer.bounds(x)  # the valid pixel range, (1, C, 1, 1) each: kept per batch
-        x.clamp_(*self.bounds)
+        self.normalizer.clamp_(x)
         labels = torch.arange(n) % self.num_classes
         labels = labels[torch.randperm(n, generator=generator)]
         self.inputs = x.requires_grad_(True)
@@ -255,7 +254,7 @@ class DeepInversion(Synthesizer):
                     self.best = torch.where(better, self.inputs.detach(), self.best)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.inputs.clamp_(*self.bounds)  # Normalizer.clamp_'s range, one operation
+            self.normalizer.clamp_(self.inputs)
         self.iteration += 1
         return logs
 
