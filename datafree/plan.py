@@ -31,8 +31,8 @@ from .cards import LoadedModel, ModelCard, check_forward
 from .distill import KDConfig
 from .errors import UserInputError
 from .hooks import batchnorm_layers
-from .models import create_model, default_student_for, known_student_for
-from .rules import MethodChoice, choose_student, default_method, kd_budget, warn_if_not_smaller
+from .models import create_model, default_student_for
+from .rules import MethodChoice, default_method, kd_budget, warn_if_not_smaller
 from .sources import DatasetSource, PoolSource, SurrogateSource, SynthesizerSource
 from .synthesis import synthesize_dataset
 from .utils import device_of
@@ -335,10 +335,8 @@ def make_student(
         return arch, type(arch).__name__.lower()
     if arch is not None:
         name = arch
-    elif known_student_for(card.arch) is not None:  # the field's pair (resnet34 -> resnet18, ...)
-        name = default_student_for(card.arch)
-    elif teacher is not None:  # otherwise chosen by size (datafree.rules.choose_student)
-        name = choose_student(teacher, card)["arch"]
+    elif teacher is not None:  # the field's pair (resnet34 -> resnet18, ...), else chosen by size
+        name = _rules.default_student_arch(teacher, card)
     else:
         name = default_student_for(card.arch)
     with torch.random.fork_rng(devices=[]):

@@ -60,6 +60,7 @@ __all__ = [
     "offline_run_cost",
     "budget_ladder",
     "default_student_train_s",
+    "default_student_arch",
     "SYNTH_PASS_PRICE",
     "GEN_S_PER_ELEMENT",
     "SHARED_KD_EPOCHS",
@@ -606,24 +607,25 @@ def budget_ladder(
     return s, steps
 
 
-def default_student_macs(teacher: nn.Module, card: Any) -> int:
-    """MACs of the student ``compress`` builds by default (the field's pair, else the size rule)."""
+def default_student_arch(teacher: nn.Module, card: Any) -> str:
+    """The student ``compress`` builds by default: the field's pair of a known arch, else the size rule."""
     from .models import default_student_for, known_student_for
 
+    if known_student_for(card.arch) is not None:
+        return default_student_for(card.arch)
+    return choose_student(teacher, card)["arch"]
+
+
+def default_student_macs(teacher: nn.Module, card: Any) -> int:
+    """MACs of the student ``compress`` builds by default (:func:`default_student_arch`)."""
     shape = tuple(int(v) for v in card.input_shape)
-    known = known_student_for(card.arch) is not None
-    arch = default_student_for(card.arch) if known else choose_student(teacher, card)["arch"]
-    return _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
+    return _macs(default_student_arch(teacher, card), card.num_classes, shape)  # type: ignore[arg-type]
 
 
 def default_student_train_s(teacher: nn.Module, card: Any) -> float:
     """:func:`cpu_seconds_per_image` (training) of the student ``compress`` builds by default."""
-    from .models import default_student_for, known_student_for
-
     shape = tuple(int(v) for v in card.input_shape)
-    known = known_student_for(card.arch) is not None
-    arch = default_student_for(card.arch) if known else choose_student(teacher, card)["arch"]
-    return _train_s(arch, card.num_classes, shape)  # type: ignore[arg-type]
+    return _train_s(default_student_arch(teacher, card), card.num_classes, shape)  # type: ignore[arg-type]
 
 
 class MethodChoice(dict):
