@@ -239,8 +239,9 @@ def budget_settings(
         return None
     budget = _rules.RUN_BUDGET_CPU_S if budget_s is None else float(budget_s)
     shape = tuple(int(v) for v in card.input_shape)
-    t_fwd = _rules.cpu_seconds_per_image(teacher, shape, "forward")
-    t_train = _rules.cpu_seconds_per_image(teacher, shape, "train")
+    features = _rules.cost_features(teacher, shape)  # one counting forward serves both prices
+    t_fwd = _rules.cpu_seconds_per_image(features, shape, "forward")
+    t_train = _rules.cpu_seconds_per_image(features, shape, "train")
     if student is not None:
         s_train = _rules.cpu_seconds_per_image(student, shape, "train")
     else:

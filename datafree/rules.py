@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -262,15 +262,24 @@ def priced_macs(model: nn.Module, input_shape: Sequence[int], kind: str = "train
     training step (``kind="train"``: :data:`TRAIN_PRICES`) or of an inference forward (``"forward"``:
     :data:`FORWARD_PRICES`). Deterministic: counted, not timed.
     """
+    return _priced(cost_features(model, tuple(int(v) for v in input_shape)), kind)
+
+
+def _priced(f: Mapping[str, int], kind: str) -> float:
     prices = TRAIN_PRICES if kind == "train" else FORWARD_PRICES
-    f = cost_features(model, tuple(int(v) for v in input_shape))
     return float(f["macs"] + sum(p * f[k] for k, p in prices.items()))
 
 
-def cpu_seconds_per_image(model: nn.Module, input_shape: Sequence[int], kind: str = "train") -> float:
-    """Estimated CPU seconds (one core) of a training step (``"train"``) or a forward, per image."""
+def cpu_seconds_per_image(
+    model: nn.Module | CostFeatures, input_shape: Sequence[int], kind: str = "train"
+) -> float:
+    """Estimated CPU seconds (one core) of a training step (``"train"``) or a forward, per image.
+
+    ``model`` may be its :func:`cost_features` already counted (both kinds price the same features).
+    """
     rate = TRAIN_MACS_PER_CPU_S if kind == "train" else FORWARD_MACS_PER_CPU_S
-    return priced_macs(model, input_shape, kind) / rate
+    f = model if isinstance(model, CostFeatures) else cost_features(model, tuple(int(v) for v in input_shape))
+    return _priced(f, kind) / rate
 
 
 @functools.lru_cache(maxsize=256)
