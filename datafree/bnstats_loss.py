@@ -92,7 +92,6 @@ def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict:
     if counts not in cache:
         sizes = np.asarray(spec.sizes)
         total = int(sizes.sum())
-        ones = torch.ones(total)
         scale = spec.scale.double().numpy() if spec.scale is not None else np.ones(total)
         cache[counts] = {
             "n": np.repeat(np.asarray(counts, dtype=np.float64), sizes),  # (C,)
@@ -100,10 +99,18 @@ def _constants(spec: BNStatisticLoss, counts: tuple[int, ...]) -> dict:
             "center": spec.center.double().numpy(),
             "scale": np.stack((scale, scale * scale)),  # (2, C): the mean's and the variance's factors
             "running_var": spec.running_var.double().numpy(),
-            "zeros": torch.zeros(total).split(spec.sizes),
-            "ones": ones.split(spec.sizes),
         }
     return cache[counts]
+
+
+def _unit_parts(spec: BNStatisticLoss) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Per layer ``(C_l,)`` ones and zeros (inference BatchNorm's constants), made once a ``spec``."""
+    parts = spec.__dict__.get("_unit_parts")
+    if parts is None:
+        total = sum(spec.sizes)
+        parts = (torch.ones(total).split(spec.sizes), torch.zeros(total).split(spec.sizes))
+        spec.__dict__["_unit_parts"] = parts
+    return parts
 
 
 def forget_shifts(spec: BNStatisticLoss) -> None:
@@ -132,12 +139,7 @@ def layer_sums(spec: BNStatisticLoss, index: int, x: torch.Tensor) -> tuple | No
         return None
     last: list[torch.Tensor] | None = spec.__dict__.get("_last_parts")
     k = last[index] if last is not None and spec.__dict__["_shift_next"][index] else None
-    parts = spec.__dict__.get("_unit_parts")
-    if parts is None:  # per layer (C_l,) ones and zeros, made once (the inference-BatchNorm calls' constants)
-        total = sum(spec.sizes)
-        parts = (torch.ones(total).split(spec.sizes), torch.zeros(total).split(spec.sizes))
-        spec.__dict__["_unit_parts"] = parts
-    ones, zeros = parts
+    ones, zeros = _unit_parts(spec)
     if not x.requires_grad:
         with torch.no_grad():
             s1, norm = channel_sums(x, k, ones[index])
@@ -192,7 +194,7 @@ class _StatsLossFn(torch.autograd.Function):
         layers = len(acts)
         counts = tuple(t.numel() // t.shape[1] for t in acts)
         const = _constants(spec, counts)
-        ones, n, starts = const["ones"], const["n"], const["starts"]
+        (ones, zeros), n, starts = _unit_parts(spec), const["n"], const["starts"]
         # A layer's sums are of shifted values x - k (one extra pass) where the previous call's statistics
         # had some channel's mean large against its spread (datafree.stats.SHIFT_RATIO / 2): k is the
         # previous call's batch means (the pixels change little from one step to the next, so x - k is
@@ -231,7 +233,6 @@ class _StatsLossFn(torch.autograd.Function):
                 seg = slice(starts[i], starts[i] + spec.sizes[i])
                 s1[seg], s2[seg] = _sums_over_n([channel_sums(acts[i], shifts[i], ones[i])])
         if any(k is not None for k in shifts):
-            zeros = const["zeros"]
             shift = [(zeros[i] if k is None else k).numpy() for i, k in enumerate(shifts)]
             mean = mean + np.concatenate(shift)
         var = np.maximum(var, 0.0)
@@ -255,7 +256,7 @@ class _StatsLossFn(torch.autograd.Function):
         a = g[0] / n - b * mean
         ctx.ab = torch.from_numpy(np.stack((a, b)).astype(np.float32))  # for an upstream gradient of 1
         ctx.save_for_backward(*(acts if pre is None else ()))
-        ctx.spec, ctx.const, ctx.taps = spec, const, pre is not None
+        ctx.spec, ctx.taps = spec, pre is not None
         return torch.tensor(loss, dtype=torch.float32)
 
     @staticmethod
@@ -265,8 +266,8 @@ class _StatsLossFn(torch.autograd.Function):
         if ctx.taps:  # each layer's tap makes its dx from [a; b] when the engine reaches it
             return (None, None, None, None, None, *ab.split(spec.sizes, 1))
         # per layer one inference-BatchNorm pass (running stats 0 / 1, eps 0) computes b_c * x + a_c
-        const = ctx.const
-        coefs = zip(ctx.saved_tensors, ab[1].split(spec.sizes), ab[0].split(spec.sizes), const["zeros"],
-                    const["ones"], strict=True)  # fmt: skip
+        ones, zeros = _unit_parts(spec)
+        coefs = zip(ctx.saved_tensors, ab[1].split(spec.sizes), ab[0].split(spec.sizes), zeros, ones,
+                    strict=True)  # fmt: skip
         dxs = [torch.batch_norm(x, bl, al, z, o, False, 0.0, 0.0, False) for x, bl, al, z, o in coefs]
         return (None, None, None, None, None, *dxs)
