@@ -45,6 +45,16 @@ __all__ = ["FoldedTeacher", "FoldedBNStatistics", "StridedPointwiseConv2d", "fol
 #: most this: the factor by which recovering ``mean_x`` from the folded output can amplify the output's
 #: rounding error, relative to the channel's running standard deviation (1e3 x fp32's 6e-8 = 6e-5).
 MAX_AMPLIFICATION = 1e3
+#: With the one-node statistics, each layer's sums are taken by a tap node right after the layer, whose
+#: backward makes the layer's input gradient when the engine reaches it, while the teacher's observed
+#: activations of one batch exceed this many bytes; up to it, the loss's node takes the sums and makes every
+#: layer's gradient at once (:mod:`datafree.bnstats_loss`, ``pre`` None). The taps bound the memory (one
+#: activation-sized gradient at a time instead of all of them, a full set on MobileNetV2) and cost about
+#: 50 us of autograd-node overhead per layer and step; below 32 MiB the extra buffers are small next to the
+#: step's own activations, and the loss's node was 0.6 ms (4%) faster per step on resnet8_digits (10.5 MiB at
+#: batch 128) and the same speed on resnet18_32 (24.8 MiB) and mobilenetv2_32 (66.5 MiB, taps either way)
+#: (docs/speed.md, session 8).
+TAP_MIN_BYTES = 32 * 2**20
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _INPLACE_OPERATORS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
                       operator.itruediv: operator.truediv}  # fmt: skip
@@ -81,6 +91,9 @@ class FoldedTeacher:
     _hook_handles: list[torch.utils.hooks.RemovableHandle] = field(
         default_factory=list, init=False, repr=False
     )
+    # the observed activations' elements per sample, summed over the layers (measured by the fold's trial
+    # pass; None without one): with the batch, whether the one-node statistics use taps (TAP_MIN_BYTES)
+    observed_per_sample: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # the BN loss in terms of the observed tensors: folded layers' output statistics are an affine
@@ -112,6 +125,11 @@ class FoldedTeacher:
                 autograd node (:mod:`datafree.bnstats_loss`) instead of per layer in the hooks.
         """
         return FoldedBNStatistics(self.layers, self.bn_loss, one_node, owner=self)
+
+    def taps(self, batch: int, itemsize: int = 4) -> bool:
+        """Whether the one-node statistics take each layer's sums with a tap node (:data:`TAP_MIN_BYTES`)."""
+        per = self.observed_per_sample
+        return per is None or batch * per * itemsize > TAP_MIN_BYTES
 
     def _observe(self, stats: FoldedBNStatistics | None) -> FoldedBNStatistics | None:
         """Make ``stats`` the statistics the hooks record into (None: none); returns the previous one."""
@@ -316,8 +334,13 @@ class FoldedBNStatistics(BNStatistics):
         if not self.one_node:  # per layer, now (datafree.stats.channel_mean_var)
             self.observed_means[index], self.observed_vars[index] = channel_mean_var(t, module)
             return
-        # the loss's per-layer sums, now while t is in cache (datafree.bnstats_loss.layer_sums)
-        self._sums[index] = layer_sums(self._bn_loss, index, t)  # type: ignore[arg-type]
+        # the loss's per-layer sums, now while t is in cache (datafree.bnstats_loss.layer_sums), where the
+        # batch's activations are large enough for taps; else the loss's node takes them (TAP_MIN_BYTES)
+        owner = self._owner
+        if owner is None or owner.taps(t.shape[0], t.element_size()):
+            self._sums[index] = layer_sums(self._bn_loss, index, t)  # type: ignore[arg-type]
+        else:
+            self._sums[index] = None
         self.observed_means[index] = self.observed_vars[index] = None
 
     def _hook(self, index: int):
@@ -558,10 +581,12 @@ def _trial(folded: FoldedTeacher, example: torch.Tensor) -> bool:
                 out = folded.net(x)
                 if not isinstance(out, torch.Tensor) or any(t is None for t in stats.observed):
                     return False
+                per_sample = sum(t.numel() for t in stats.observed) // len(x)  # type: ignore[union-attr]
                 bn = stats.loss()
                 pairs = zip(stats.means, stats.vars, strict=True)
                 loss = out.float().sum() + bn + sum(m.sum() + v.sum() for m, v in pairs)  # type: ignore[union-attr]
                 torch.autograd.grad(loss, x)
         except RuntimeError:
             return False
+    folded.observed_per_sample = per_sample  # set after the trial, so that it tries the taps too
     return True

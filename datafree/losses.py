@@ -18,6 +18,7 @@ __all__ = [
     "bn_statistic_loss",
     "BNStatisticLoss",
     "tv_l2",
+    "image_priors",
     "tv_l1",
     "l2_prior",
     "weighted_sum",
@@ -166,7 +167,7 @@ def tv_l2(x: torch.Tensor) -> torch.Tensor:
     Shape:
         - x: ``(B, C, H, W)``.
     """
-    return _TVL2.apply(x)  # type: ignore[no-any-return]
+    return _TVL2.apply(x, False)[0]  # type: ignore[no-any-return]
 
 
 # (minuend, subtrahend) index of each of tv_l2's four differences, over dims (H, W)
@@ -179,35 +180,63 @@ _TV_PAIRS = (
 
 
 class _TVL2(torch.autograd.Function):
-    """:func:`tv_l2` with a hand-written backward: ``dx = sum_k (g / ||d_k||) (e_a - e_b)^T d_k``.
+    """:func:`tv_l2`, and with ``with_l2`` also :func:`l2_prior`, of the same pixels in one autograd node.
 
-    Autograd's version zero-fills and copies an image-sized gradient per slice and adds them up (about
-    fifty operations on the image per step); this one adds each difference into one buffer twice.
+    The backward is hand-written: ``dx = sum_k (g / ||d_k||) (e_a - e_b)^T d_k`` (+ ``g_l2 x_i / (B ||x_i||)``
+    per image): autograd's version zero-fills and copies an image-sized gradient per slice and adds them up
+    (about fifty operations on the image per step); this one adds each difference into one buffer twice.
+    On small images the step's cost is these operations' count, not their work: one node for both priors
+    (one gradient buffer, no second node and no sum of their gradients) saved about 0.15 ms of a 15 ms
+    DeepInversion step on resnet8_digits (docs/speed.md, session 8).
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, with_l2: bool) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         diffs = [x[:, :, a[0], a[1]] - x[:, :, b[0], b[1]] for a, b in _TV_PAIRS]
         norms = torch.stack([torch.linalg.vector_norm(d) for d in diffs])
-        ctx.save_for_backward(norms, *diffs)
-        return norms.sum()
+        images = torch.linalg.vector_norm(x.flatten(1), dim=1) if with_l2 else None  # (B,)
+        ctx.save_for_backward(norms, *diffs, *((x, images) if with_l2 else ()))
+        ctx.with_l2 = with_l2
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None (no zero-filled tensor)
+        if images is None:
+            dummy = norms.new_zeros(())
+            ctx.mark_non_differentiable(dummy)
+            return norms.sum(), dummy
+        return norms.sum(), images.mean()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        norms, *diffs = ctx.saved_tensors
-        coef = torch.where(norms > 0, grad / norms, torch.zeros_like(norms))  # vector_norm's 0 at 0
+    def backward(ctx, grad: torch.Tensor | None, grad_l2: torch.Tensor | None):  # type: ignore[override]
+        norms, *rest = ctx.saved_tensors
+        diffs = rest[:4]
         gx = torch.zeros((*diffs[0].shape[:2], diffs[1].shape[2] + 1, diffs[0].shape[3] + 1),
                          dtype=diffs[0].dtype, device=diffs[0].device)  # fmt: skip
-        on_cpu = gx.device.type == "cpu"
-        for (a, b), d, c in zip(_TV_PAIRS, diffs, coef.tolist() if on_cpu else coef, strict=True):
-            if on_cpu:  # a scalar on the host: one fused pass per slice
-                gx[:, :, a[0], a[1]].add_(d, alpha=c)
-                gx[:, :, b[0], b[1]].add_(d, alpha=-c)
-            else:
-                cd = d * c
-                gx[:, :, a[0], a[1]].add_(cd)
-                gx[:, :, b[0], b[1]].sub_(cd)
-        return gx
+        if grad is not None:
+            coef = torch.where(norms > 0, grad / norms, torch.zeros_like(norms))  # vector_norm's 0 at 0
+            on_cpu = gx.device.type == "cpu"
+            for (a, b), d, c in zip(_TV_PAIRS, diffs, coef.tolist() if on_cpu else coef, strict=True):
+                if on_cpu:  # a scalar on the host: one fused pass per slice
+                    gx[:, :, a[0], a[1]].add_(d, alpha=c)
+                    gx[:, :, b[0], b[1]].add_(d, alpha=-c)
+                else:
+                    cd = d * c
+                    gx[:, :, a[0], a[1]].add_(cd)
+                    gx[:, :, b[0], b[1]].sub_(cd)
+        if ctx.with_l2 and grad_l2 is not None:
+            x, images = rest[4:]
+            # d mean_i ||x_i|| / d x_i = x_i / (B ||x_i||), 0 at a zero image (as vector_norm's)
+            r = torch.where(images > 0, grad_l2 / (images * len(images)), torch.zeros_like(images))
+            gx.addcmul_(x, r.view(-1, *([1] * (x.dim() - 1))))
+        return gx, None
+
+
+def image_priors(x: torch.Tensor, l2: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(tv_l2(x), l2_prior(x))`` (``l2_prior`` None when not asked for) in one autograd node.
+
+    Shape:
+        - x: ``(B, C, H, W)``.
+    """
+    tv, l2_value = _TVL2.apply(x, l2)
+    return tv, (l2_value if l2 else None)
 
 
 def tv_l1(x: torch.Tensor) -> torch.Tensor:

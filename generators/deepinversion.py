@@ -31,7 +31,7 @@ from datafree.bnfold import fold_batchnorm
 from datafree.bnstats_loss import forget_shifts
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
-from datafree.losses import bn_ce_scale, js_divergence, l2_prior, tv_l1, tv_l2, weighted_sum
+from datafree.losses import bn_ce_scale, image_priors, js_divergence, l2_prior, tv_l1, weighted_sum
 from datafree.rules import deepinversion_defaults
 
 from .base import Batch, SynthConfig, Synthesizer, register, warmup_cosine
@@ -214,11 +214,15 @@ class DeepInversion(Synthesizer):
         if self.iteration == 0 and cfg.bn_ce_max_ratio > 0:  # one host sync per batch
             self.bn_scale = bn_ce_scale(bn, ce, cfg.bn_weight, cfg.ce_weight, cfg.bn_ce_max_ratio)
         terms = {"ce": (cfg.ce_weight, ce), "bn": (cfg.bn_weight * self.bn_scale, bn)}
-        # a prior with weight 0 is neither computed nor logged (weighted_sum leaves it out either way)
-        for name, weight, prior in (("tv_l2", cfg.tv_l2_weight, tv_l2), ("tv_l1", cfg.tv_l1_weight, tv_l1),
-                                    ("l2", cfg.l2_weight, l2_prior)):  # fmt: skip
-            if weight != 0:
-                terms[name] = (weight, prior(x))
+        # a prior with weight 0 is neither computed nor logged (weighted_sum leaves it out either way);
+        # tv_l2 and l2 together in one node (datafree.losses.image_priors)
+        if cfg.tv_l2_weight != 0:
+            tv, l2 = image_priors(x, l2=cfg.l2_weight != 0)
+            terms["tv_l2"] = (cfg.tv_l2_weight, tv)
+        if cfg.tv_l1_weight != 0:
+            terms["tv_l1"] = (cfg.tv_l1_weight, tv_l1(x))
+        if cfg.l2_weight != 0:
+            terms["l2"] = (cfg.l2_weight, l2 if cfg.tv_l2_weight != 0 else l2_prior(x))
         if cfg.competition_weight > 0:
             with precision.autocast(self.device):
                 s_logits = precision.fp32(self.check_student(student)(xa))

@@ -118,3 +118,31 @@ def test_deepinversion_steps_the_same_with_one_node_stats(bn_teacher):
         runs.append((torch.stack([lg["total"] for lg in logs]), s.inputs.detach().clone()))
     torch.testing.assert_close(runs[1][0], runs[0][0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(runs[1][1], runs[0][1], rtol=1e-3, atol=1e-4)
+
+
+def test_taps_or_loss_node_by_activation_size_same_loss_and_gradient(monkeypatch):
+    """Small batches: the loss node takes the sums (no taps), large ones use taps; same loss and gradient."""
+    from datafree import bnfold
+
+    torch.manual_seed(0)
+    model = randomise_bn(create_model("resnet8", num_classes=10, in_channels=1)).eval()
+    folded = fold_batchnorm(model, torch.zeros(2, 1, 16, 16))
+    assert folded is not None and folded.observed_per_sample is not None
+    n = 6
+    x0 = torch.randn(n, 1, 16, 16)
+    assert not folded.taps(n)  # 6 x ~21k elements x 4 bytes, far below TAP_MIN_BYTES
+    results = []
+    for min_bytes in (bnfold.TAP_MIN_BYTES, 0):  # loss node, then taps
+        monkeypatch.setattr(bnfold, "TAP_MIN_BYTES", min_bytes)
+        x = x0.clone().requires_grad_(True)
+        with folded.statistics(True) as st:
+            out = folded.net(x)
+            tapped = [s is not None for s in st._sums]
+            loss = st.loss(10.0) + out.square().mean()
+        (grad,) = torch.autograd.grad(loss, x)
+        results.append((tapped, loss.detach(), grad))
+    assert results[0][0] == [False] * len(folded.layers) and results[1][0] == [True] * len(folded.layers)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(results[0][2], results[1][2], rtol=1e-5, atol=1e-7)
+    folded.observed_per_sample = None  # no trial pass measured it: taps, as before the rule
+    assert folded.taps(1)

@@ -10,7 +10,7 @@ from datafree import stats
 from datafree.augment import random_jitter
 from datafree.bnfold import fold_batchnorm
 from datafree.hooks import BNStatistics
-from datafree.losses import BNStatisticLoss, bn_statistic_loss, tv_l2
+from datafree.losses import BNStatisticLoss, bn_statistic_loss, image_priors, l2_prior, tv_l2
 from datafree.models import create_model
 from generators import create_synthesizer
 from tests.bn_cases import randomise_bn
@@ -117,6 +117,25 @@ def test_tv_l2_matches_autograd_version(shape):
     torch.testing.assert_close(tv_l2(x), _tv_ref(x))
     torch.testing.assert_close(torch.autograd.grad(tv_l2(x), x)[0], torch.autograd.grad(_tv_ref(x), x)[0])
     assert torch.autograd.gradcheck(tv_l2, (x,))
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 5, 7), (2, 1, 1, 4)])
+def test_image_priors_one_node_matches_tv_l2_and_l2_prior(shape):
+    """Both priors in one node: the same values, the gradient of any weighted sum, 0 for a zero image."""
+    x = torch.randn(shape, dtype=torch.float64)
+    x[0] = 0.0  # a zero image: the l2 prior's gradient is 0 there (vector_norm's subgradient)
+    x.requires_grad_(True)
+    tv, l2 = image_priors(x)
+    torch.testing.assert_close(tv, _tv_ref(x))
+    torch.testing.assert_close(l2, l2_prior(x))
+    for w_tv, w_l2 in ((1.0, 0.0), (0.0, 1.0), (0.3, 2.5)):
+        got = torch.autograd.grad(w_tv * tv + w_l2 * l2, x, retain_graph=True)[0]
+        ref = torch.autograd.grad(w_tv * _tv_ref(x) + w_l2 * l2_prior(x), x)[0]
+        torch.testing.assert_close(got, ref)
+    assert torch.equal(torch.autograd.grad(l2, x)[0][0], torch.zeros_like(x[0]))
+    nonzero = x.detach()[1:].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: sum(image_priors(t)), (nonzero,))
+    assert image_priors(x, l2=False)[1] is None
 
 
 def test_random_jitter_is_torch_roll_with_the_same_draws():
