@@ -14,8 +14,10 @@ comma-separated ``key=value`` DeepInversion settings, plus ``pointwise=false``, 
 network's strided 1x1 convolutions back into plain ``nn.Conv2d`` (``datafree.bnfold.StridedPointwiseConv2d``,
 session 7), ``hooks=per_step``, which registers and removes the statistics hooks in every step (before session
 7's second wave; now they stay over a batch), and ``roll=false``, which makes the jitter's roll the four block
-copies at every size (``datafree.augment.ROLL_MAX_NUMEL`` = 0; before session 7's second wave), and the
-teacher's bare forward+backward (input gradients on, cross-entropy to random labels).
+copies at every size (``datafree.augment.ROLL_MAX_NUMEL`` = 0; before session 7's second wave), and
+``taps=always``, which gives the one-node statistics their per-layer tap nodes at every size
+(``datafree.bnfold.TAP_MIN_BYTES`` = 0; before session 8 they had them always), and the teacher's bare
+forward+backward (input gradients on, cross-entropy to random labels).
 Each round runs one step of every variant and one bare pass, in turn, so slow phases of a shared or virtual
 machine hit all alike; the table gives medians of the wall times (and of the process CPU times) and the
 median over rounds of each step / bare ratio. ``session6`` is the code before session 7 up to the host-side
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
 
     from bench.common import bare_pass, machine, markdown_table
     from bench.synthesis_overhead import teacher_card
-    from datafree import augment
+    from datafree import augment, bnfold
     from datafree.bnfold import FoldedBNStatistics, StridedPointwiseConv2d
     from datafree.cards import load_model
     from datafree.utils import atomic_write_json
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
 
         fns = {"bare": bare}
         for vname, kv in variants.items():
-            settings = {k: _value(v) for k, v in kv.items() if k not in ("pointwise", "hooks", "roll")}
+            pseudo = ("pointwise", "hooks", "roll", "taps")
+            settings = {k: _value(v) for k, v in kv.items() if k not in pseudo}
             s = create_synthesizer(
                 "deepinversion", lm.model, lm.card, batch_size=b, iterations=10**6, **settings
             )
@@ -102,9 +105,10 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
                 f.statistics = lambda one_node=False, f=f: FoldedBNStatistics(f.layers, f.bn_loss, one_node)
             s.reset(b, torch.Generator().manual_seed(0))
             roll_max = 0 if kv.get("roll", "true").lower() == "false" else augment.ROLL_MAX_NUMEL
+            tap_min = 0 if kv.get("taps") == "always" else bnfold.TAP_MIN_BYTES
 
-            def step(s=s, roll_max=roll_max) -> None:  # noqa: ANN001
-                augment.ROLL_MAX_NUMEL = roll_max
+            def step(s=s, roll_max=roll_max, tap_min=tap_min) -> None:  # noqa: ANN001
+                augment.ROLL_MAX_NUMEL, bnfold.TAP_MIN_BYTES = roll_max, tap_min
                 logs = s.step()
                 s.should_stop(s.iteration, logs)  # the command's plateau check (one host sync)
 
