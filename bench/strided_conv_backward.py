@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,17 +62,6 @@ def polyphase(g: torch.Tensor, plan: list[tuple], c_in: int, h: int, s: int, gro
     return gi
 
 
-def _median_us(fn, reps: int = 60) -> float:  # noqa: ANN001
-    for _ in range(5):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return 1e6 * statistics.median(ts)
-
-
 def measure(case: tuple[int, ...], timed: bool) -> dict:
     """One shape: the two gradients' difference and, when ``timed``, the three median times."""
     n, c_in, h, c_out, k, s, p, groups = case
@@ -88,10 +76,14 @@ def measure(case: tuple[int, ...], timed: bool) -> dict:
     plan = phases(w, s, p, h, groups)
     ref, got = aten(), polyphase(g, plan, c_in, h, s, groups)
     row = {"shape": list(case), "relative_l2_difference": float((ref - got).norm() / ref.norm())}
-    if timed:
-        row["backward_data_us"] = _median_us(aten)
-        row["polyphase_us"] = _median_us(lambda: polyphase(g, plan, c_in, h, s, groups))
-        row["forward_us"] = _median_us(lambda: F.conv2d(x, w, stride=s, padding=p, groups=groups))
+    if timed:  # the three alternated (bench.common.interleaved), medians of 60 rounds
+        from bench.common import interleaved
+
+        fns = [aten, lambda: polyphase(g, plan, c_in, h, s, groups),
+               lambda: F.conv2d(x, w, stride=s, padding=p, groups=groups)]  # fmt: skip
+        times = interleaved(fns, torch.device("cpu"), 60, warmup=5)
+        for key, t in zip(("backward_data_us", "polyphase_us", "forward_us"), times, strict=True):
+            row[key] = 1e6 * statistics.median(t)
     return row
 
 

@@ -192,3 +192,11 @@ def test_cli_distill_pool_trains_on_a_growing_pool_and_resumes(run, tmp_path):
     assert r.exit_code == 0, r.output
     after = load_file(tmp_path / "a" / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_strided_conv_backward_bench_polyphase_equals_aten():
+    """The bench's polyphase input gradient equals ATen's (groups, stride 3, an even kernel)."""
+    from bench.strided_conv_backward import CHECKS, measure
+
+    for case in CHECKS:
+        assert measure(case, timed=False)["relative_l2_difference"] < 1e-6
