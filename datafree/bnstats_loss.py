@@ -12,6 +12,9 @@ the coefficients already in the forward so that the backward only scales them; e
 layer's coefficients into ``dx`` (one inference-BatchNorm pass) when the engine reaches that layer. On
 resnet8 at 16 px the step runs 340 ATen operations instead of the per-layer path's 551 (docs/speed.md,
 "Session 6: one autograd node for the statistics" and "Session 7"; DeepInversion's default since session 7).
+While a batch's observed activations are small (:data:`datafree.bnfold.TAP_MIN_BYTES`, session 8) there
+are no taps: the loss's node takes the sums itself and its backward makes every layer's ``dx`` at once (no
+per-layer nodes; at most that many bytes of gradients held together).
 
 Same values and gradients as :func:`channel_mean_var` followed by :class:`BNStatisticLoss` up to fp32
 rounding: the same sums and the same precision check (a channel's mean against its spread,
