@@ -10,7 +10,7 @@ Usage::
 
     python bench/online_screen_table.py bench/results/online_seeds_s7b.jsonl \
         --baseline bench/results/online_seeds.json --baseline bench/results/online_seeds_s7.json \
-        --out bench/results/online_seeds_s7b --note "machine, load, dates"
+        --out bench/results/online_seeds_s7b --note "machine, load, dates" [--title "heading of OUT.md"]
 """
 
 from __future__ import annotations
@@ -66,11 +66,16 @@ def main() -> None:  # noqa: D103
     ap.add_argument("--baseline", action="append", default=[])
     ap.add_argument("--out", required=True, help="path without extension: writes OUT.json and OUT.md")
     ap.add_argument("--note", default="")
+    ap.add_argument(
+        "--title",
+        default="Online backends on BN-less teachers: session-7 second-wave screens (issue 15)",
+        help="the Markdown heading of OUT.md",
+    )
     args = ap.parse_args()
     rows = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.strip()]
     base = baselines(args.baseline)
     lines = [
-        "# Online backends on BN-less teachers: session-7 second-wave screens (issue 15)",
+        f"# {args.title}",
         "",
         args.note,
         "",

@@ -387,7 +387,9 @@ class Plan:
     @property
     def student_objective(self) -> StudentObjective | None:
         """The backend's replacement of the KD loss (ZSKT's attention transfer), or None."""
-        return self.synthesizer.student_objective() if self.online and self.synthesizer is not None else None
+        if not self.online or self.synthesizer is None:
+            return None
+        return self.synthesizer.student_objective(self.kd.temperature)
 
     @property
     def writes_dataset(self) -> bool:

@@ -276,11 +276,14 @@ class Synthesizer(ABC):
         """
         return self.needs_student
 
-    def student_objective(self) -> Callable[[nn.Module, nn.Module, torch.Tensor], torch.Tensor] | None:
+    def student_objective(
+        self, temperature: float = 1.0
+    ) -> Callable[[nn.Module, nn.Module, torch.Tensor], torch.Tensor] | None:
         """The student's loss in the KD stage, when the paper replaces KD's.
 
         A ``(student, teacher, x) -> loss`` (ZSKT's attention transfer), or None to use the KD
-        config's loss.
+        config's loss. ``temperature``: the KD stage's (``KDConfig.temperature``), for an objective
+        with a KL term, so ``--kd temperature`` is not silently ignored.
         """
         return None
 

@@ -178,9 +178,13 @@ class ZSKT(AdversarialSynthesizer):
         """``KL(T(x) || S(x))`` (batchmean, T = 1), against the real student."""
         return kd_kl_loss(student_logits, teacher_logits, 1.0)
 
-    def student_objective(self) -> AttentionKD:
-        """KL + beta * attention transfer on blocks matched by resolution (see :attr:`beta`)."""
-        return AttentionKD(self.input_shape, self.beta, 1.0)
+    def student_objective(self, temperature: float = 1.0) -> AttentionKD:
+        """KL at ``temperature`` + beta * attention transfer on blocks matched by resolution.
+
+        ``temperature`` is the KD stage's (the paper's 1 in ``kd_defaults``; ``--kd temperature``);
+        ``beta``: see :attr:`beta`.
+        """
+        return AttentionKD(self.input_shape, self.beta, temperature)
 
     @property
     def beta(self) -> float:

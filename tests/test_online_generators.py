@@ -194,6 +194,24 @@ def test_zskt_student_objective_is_kl_plus_attention(lenet):
         assert loss.item() > kl.item()  # the attention term is positive for a random student
 
 
+def test_zskt_student_kl_takes_the_kd_temperature(lenet):
+    """``--kd temperature`` reaches ZSKT's own student loss (it was fixed at 1 and silently ignored)."""
+    from datafree.losses import kd_kl_loss
+    from datafree.plan import plan
+
+    assert plan(lenet, method="zskt").student_objective.temperature == 1.0  # the paper's, kd_defaults
+    objective = plan(lenet, method="zskt", kd={"temperature": 4.0}).student_objective
+    assert objective.temperature == 4.0
+    synth = create_synthesizer("zskt", lenet.model, lenet.card, batch_size=8)
+    x = synth.sample(8, torch_generator(0)).images
+    student = _student()
+    objective.beta = 0.0
+    with torch.no_grad():
+        expected = kd_kl_loss(student(x), lenet.model(x), 4.0)
+        assert torch.allclose(objective(student, lenet.model, x), expected)
+        assert not torch.allclose(expected, kd_kl_loss(student(x), lenet.model(x), 1.0))
+
+
 # -- loss terms ------------------------------------------------------------------------------
 
 
