@@ -8,8 +8,9 @@ elements, grouped-conv MACs); and fits ``CPU s per image = (MACs + p_a x activat
 MACs) / R`` by least squares on the log of the ratio (the prices on a grid, ``R`` in closed form), for
 the training step and for the forward, against MACs alone. The fits are what ``datafree.rules``'
 ``TRAIN_PRICES`` / ``TRAIN_MACS_PER_CPU_S`` and ``FORWARD_PRICES`` / ``FORWARD_MACS_PER_CPU_S`` hold.
-With ``--steps``, the synthesis step's two terms (``SYNTH_PASS_PRICE``, ``GEN_S_PER_ELEMENT``) are
-fitted on bench/cell_cost.py's measured steps, and its KD steps are checked. ``--rows`` refits an
+With ``--steps``, the synthesis step's two terms (``SYNTH_PASS_PRICE``, ``GEN_S_PER_ELEMENT``; and each
+backend's own, ``SYNTH_PRICES``) are fitted on bench/cell_cost.py's measured steps, and its KD steps are
+checked. ``--rows`` refits an
 earlier run's timings without timing again.
 
 Usage::
@@ -122,13 +123,22 @@ PASSES = {"nayer": 1, "cmi": 2, "fast": 1, "deepinversion": 1}  # teacher passes
 
 
 def fit_steps(
-    files: str, rows: list[dict[str, Any]], train: dict[str, Any], forward: dict[str, Any]
+    files: str,
+    rows: list[dict[str, Any]],
+    train: dict[str, Any],
+    forward: dict[str, Any],
+    methods: set[str] | None = None,
+    basis: str = "forward",
 ) -> dict[str, Any]:
-    """Fit ``step CPU s / batch = passes x k x T_train + g x C*H*W`` on bench/cell_cost.py rows.
+    """Fit ``step CPU s / batch = passes x k x T + g x C*H*W`` on bench/cell_cost.py rows.
 
-    ``T_train`` is the teacher's training step per image by the ``train`` fit (seconds); each equation
-    is divided by its left side (relative least squares); a 2x2 normal system, solved in closed form.
-    Also checks each cell's KD step (batch 128): ``T_forward + S_train`` by the two fits.
+    ``T`` is the teacher's forward per image by the ``forward`` fit (``basis="train"``: its training
+    step by the ``train`` fit, session 7's basis), in seconds: a synthesis pass is a forward and a
+    backward to the pixels, without the weight gradients whose depthwise part the training price
+    carries. Each equation is divided by its left side (relative least squares); a 2x2 normal system,
+    solved in closed form. ``methods``: only those backends' rows (one backend: its own prices,
+    ``datafree.rules.SYNTH_PRICES``). Also checks each cell's KD step: ``kd_batch x (T_forward +
+    S_train)`` by the two fits.
     """
     import json
 
@@ -141,9 +151,10 @@ def fit_steps(
     eqs = []
     for f in files.split(","):
         for c in json.loads(Path(f).read_text())["rows"]:
-            if c["teacher"] in t_train and c["method"] in PASSES:
+            if c["teacher"] in t_train and c["method"] in PASSES and (not methods or c["method"] in methods):
                 y = c["step_cpu_s"] / c["batch_size"]
-                eqs.append((c, PASSES[c["method"]] * t_train[c["teacher"]] / y, elements[c["teacher"]] / y))
+                t_pass = (t_fwd if basis == "forward" else t_train)[c["teacher"]]
+                eqs.append((c, PASSES[c["method"]] * t_pass / y, elements[c["teacher"]] / y))
     a11 = sum(x1 * x1 for _, x1, _ in eqs)
     a12 = sum(x1 * x2 for _, x1, x2 in eqs)
     a22 = sum(x2 * x2 for _, _, x2 in eqs)
@@ -154,7 +165,9 @@ def fit_steps(
     errs = {f"{c['method']} x {c['teacher']}": round(k * x1 + g * x2 - 1, 3) for c, x1, x2 in eqs}
     kd_errs = {
         f"{c['method']} x {c['teacher']}": round(
-            128 * (t_fwd[c["teacher"]] + t_train[c["student"]]) / c["kd_step_cpu_s"] - 1, 3
+            c.get("kd_batch_size", 128) * (t_fwd[c["teacher"]] + t_train[c["student"]]) / c["kd_step_cpu_s"]
+            - 1,
+            3,
         )
         for c, _, _ in eqs
         if c["student"] in t_train
@@ -194,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
 
         for r in json.loads(Path(args.rows).read_text())["rows"]:
             if r["kind"] == "teacher":
-                m = load_model(resolve_teacher(r["model"]), device).model
+                try:
+                    m = load_model(resolve_teacher(r["model"]), device).model
+                except FileNotFoundError:  # an uncached suite teacher: the features the file counted
+                    if "grouped_macs" not in r:
+                        raise
+                    rows.append(r)
+                    continue
             else:
                 torch.manual_seed(0)
                 m = create_model(r["model"], 10, r["shape"][0])
@@ -225,6 +244,18 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     if args.steps:
         fits["synthesis_step"] = fit_steps(args.steps, rows, fits["train_priced_bn_models"],
                                            fits["forward_priced_bn_models"])  # fmt: skip
+        import json
+
+        files = args.steps.split(",")
+        measured = {c["method"] for f in files for c in json.loads(Path(f).read_text())["rows"]}
+        train, forward = fits["train_priced_bn_models"], fits["forward_priced_bn_models"]
+        backends = sorted(measured & set(PASSES))
+        fits["synthesis_step_by_method"] = {  # each backend's own prices (datafree.rules.SYNTH_PRICES)
+            m: fit_steps(args.steps, rows, train, forward, {m}) for m in backends
+        }
+        fits["synthesis_step_train_basis_by_method"] = {  # session 7's basis, for the comparison
+            m: fit_steps(args.steps, rows, train, forward, {m}, "train") for m in backends
+        }
     for k, v in fits.items():
         print(k, v, flush=True)
     header = ["model", "MACs", "activations", "layers", "train ms/img", "fwd ms/img", "train/fwd",

@@ -3,7 +3,7 @@
 Usage:
     python bench/fidelity.py [--teachers resnet18_32,resnet8_digits] [--methods deepinversion,dafl]
                              [--quick] [--threads 1] [--suite DIR] [--out bench/results] [--tag NAME]
-                             [--merge]
+                             [--merge] [--num-images N --epochs E --batch-size B]
 
 Teachers are the suite's (bench/suite.py: cached by assets/train_suite.py under --suite,
 $DATAFREE_SUITE or ~/.cache/datafree/suite) and the shipped 1x16x16 ones; methods are every
@@ -14,6 +14,8 @@ accuracy, the student's % of the teacher, the same student from Gaussian noise w
 wall time, the teacher's agreement with the targets and mean confidence on the synthetic images
 (offline methods), and a grid of samples. Writes ``OUT/fidelity[_TAG].json``, ``.md`` and ``.png``
 (all cells' sample grids). ``--quick`` shrinks every budget (a few steps: for the tests, not figures).
+``--num-images``, ``--epochs``, ``--batch-size`` give a cell what a user would give compress (``-n``,
+``--epochs``, ``--batch-size``; the compute budget keeps them): a screen of one setting, not the defaults.
 """
 
 from __future__ import annotations
@@ -90,9 +92,20 @@ def label(teacher: str) -> str:
 
 
 def run_cell(
-    teacher: str, method: str, quick: bool, seed: int, device: Any, keep: Path | None, baseline: bool = True
+    teacher: str,
+    method: str,
+    quick: bool,
+    seed: int,
+    device: Any,
+    keep: Path | None,
+    baseline: bool = True,
+    given: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One cell: compress with every default (or the --quick budget); returns its row and samples."""
+    """One cell: compress with every default (or the --quick budget); returns its row and samples.
+
+    ``given``: the user's ``num_images``, KD ``epochs`` and ``batch_size`` (compress's ``-n``,
+    ``--epochs``, ``--batch-size``; the compute budget keeps them), for a screen of one setting.
+    """
     from datafree.distill import KDConfig
     from datafree.pipeline import DEFAULT_NUM_IMAGES, compress
     from datafree.plan import AUTO
@@ -120,6 +133,13 @@ def run_cell(
             kw["synth_options"] = QUICK_SYNTH.get("fast" if ran == "pool" else ran, {})
         if ran != "pool":  # the pool's size is its KD budget's (rounds x its batch), not num_images
             kw["num_images"] = QUICK_IMAGES
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if given and not quick:  # what a user gives on compress's command line (the budget keeps it)
+        if "num_images" in given:
+            kw["num_images"] = given["num_images"]
+        kd_given = {k: given[k] for k in ("epochs", "batch_size") if k in given}
+        if kd_given:
+            kw["kd"] = {"seed": seed, **kd_given}
     import contextlib
     from unittest import mock
 
@@ -299,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-baseline", action="store_true", help="skip the noise baseline (say so with the figures)"
     )
+    ap.add_argument("--num-images", type=int, default=None, help="as compress -n (a screen of one setting)")
+    ap.add_argument("--epochs", type=int, default=None, help="as compress --epochs (a screen)")
+    ap.add_argument("--batch-size", type=int, default=None, help="as compress --batch-size (KD)")
     args = ap.parse_args(argv)
     if args.suite:
         import os
@@ -341,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in methods:
             if m != "auto" and method_class(m).requires_batchnorm and not bn:
                 continue
-            cell = run_cell(t, m, args.quick, args.seed, device, args.keep, baseline=not args.no_baseline)
+            given = {"num_images": args.num_images, "epochs": args.epochs, "batch_size": args.batch_size}
+            cell = run_cell(t, m, args.quick, args.seed, device, args.keep, baseline=not args.no_baseline,
+                            given=given)  # fmt: skip
             cells.append(cell)
             rows.append(cell["row"])
             r = cell["row"]

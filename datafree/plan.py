@@ -269,11 +269,11 @@ def budget_settings(
 
     def cost(s: Mapping[str, int]) -> dict[str, float]:
         return _rules.offline_run_cost(
-            t_fwd, t_train, s_train, shape, passes=passes, iterations=s["iterations"],
+            t_fwd, s_train, shape, passes=passes, iterations=s["iterations"],
             synth_batch=synth_batch, kd_epochs=s["epochs"], kd_steps_per_epoch=steps_per_epoch(s),
             kd_batch=s["batch_size"],
             num_images=None if pool else s["num_images"], kd_steps=kd.kd_steps,
-            adversarial=float(synth.get("adv_weight", 0) or 0) > 0,
+            adversarial=float(synth.get("adv_weight", 0) or 0) > 0, method=method.lower(),
         )  # fmt: skip
 
     before = cost(settings)

@@ -63,6 +63,8 @@ __all__ = [
     "default_student_arch",
     "SYNTH_PASS_PRICE",
     "GEN_S_PER_ELEMENT",
+    "SYNTH_PRICES",
+    "synth_prices",
     "SHARED_KD_EPOCHS",
     "BUDGET_MIN_KD_BATCH",
     "BUDGET_MIN_ITERATIONS_SHARE",
@@ -460,12 +462,33 @@ def pool_run_macs(
 
 # --- the compute budget of an offline backend's run on a CPU (issues 11 and 15; docs/fidelity.md "Session 7")
 
-# A synthesis step's image: each teacher pass (forward, backward to the pixels, BN hooks) costs
-# SYNTH_PASS_PRICE x the teacher's training step, and the generator (forward, backward, Adam)
-# GEN_S_PER_ELEMENT CPU seconds per input element. Fitted by bench/cost_measure.py on the NAYER and CMI
-# steps of the five BN teachers (bench/results/s6_15b/cell_cost_{nayer,cmi}.json): within 63%.
-SYNTH_PASS_PRICE = 0.572
-GEN_S_PER_ELEMENT = 3.81e-7
+# A synthesis step's image: each teacher pass (a forward, a backward to the pixels, the BN hooks; no
+# weight gradients) costs SYNTH_PASS_PRICE x the teacher's *forward* (cpu_seconds_per_image(...,
+# "forward")), and the generator (forward, backward, Adam) GEN_S_PER_ELEMENT CPU seconds per input
+# element; a backend with its own row in SYNTH_PRICES uses that instead. Session 8 fitted both on the
+# steps of the five BN teachers that bench/cell_cost.py measured for cmi, nayer and fast (4 steps each,
+# one thread; bench/results/s8_cmi/cell_cost_{a,b}.json):
+#   PYTHONPATH=. python bench/cost_measure.py --suite /work/cache/suite \
+#       --rows bench/results/s7_cap/cost_measure.json \
+#       --steps bench/results/s8_cmi/cell_cost_a.json,bench/results/s8_cmi/cell_cost_b.json \
+#       --out bench/results/s8_cmi/cost_measure.json
+# The forward is the basis because a depthwise convolution's weight gradient, which the training price
+# carries (TRAIN_PRICES' grouped MACs), is not part of a synthesis pass: on the training step's basis
+# (session 7's) CMI's own fit was still 48% high on MobileNetV2 and 15-28% low on the dense 32 px
+# teachers. The shared pair (below, all three backends' 15 steps: within 29%) serves a backend without
+# its own row.
+SYNTH_PASS_PRICE = 2.461
+GEN_S_PER_ELEMENT = 4.96e-7
+# Each backend's own (pass price, generator seconds per element): CMI within 14% of its five measured
+# steps (the 32 px teachers within 9.4%), NAYER within 31% (32 px: 14%), Fast within 22% (32 px: 11%).
+# CMI's pass costs 1.4x NAYER's (its two views, the contrastive head and bank; session 7's one price
+# for both was 30-35% low on CMI's dense steps: cmi x resnet18_32 planned at 593 s with the baseline,
+# 741 s of CPU without it).
+SYNTH_PRICES: dict[str, tuple[float, float]] = {
+    "cmi": (3.171, 3.87e-7),
+    "nayer": (2.245, 5.39e-7),
+    "fast": (2.004, 5.59e-7),
+}
 # The budget of a run's estimated compute on a CPU, in CPU seconds of one core, noise baseline included
 # (so that --no-baseline does not change the student): 800 s of the issues' 15 minutes (900 s), leaving
 # 100 s for loading, evaluation and the latency profile (the NAYER cells of session 7 spent under 10 s
@@ -484,9 +507,13 @@ BUDGET_MIN_ITERATIONS_SHARE = 0.5
 SHARED_KD_EPOCHS = 30
 
 
+def synth_prices(method: str | None) -> tuple[float, float]:
+    """``(pass price, generator s per element)`` of a backend's synthesis step (:data:`SYNTH_PRICES`)."""
+    return SYNTH_PRICES.get(method or "", (SYNTH_PASS_PRICE, GEN_S_PER_ELEMENT))
+
+
 def offline_run_cost(
     teacher_forward_s: float,
-    teacher_train_s: float,
     student_train_s: float,
     input_shape: Sequence[int],
     *,
@@ -500,14 +527,16 @@ def offline_run_cost(
     kd_steps: int | None = None,
     adversarial: bool = False,
     baseline: bool = True,
+    method: str | None = None,
 ) -> dict[str, float]:
     """Estimated CPU seconds (one core) of an offline backend's run, from per-image costs.
 
-    The three costs are :func:`cpu_seconds_per_image` of the teacher's forward and training step and of
-    the student's training step.
+    The two costs are :func:`cpu_seconds_per_image` of the teacher's forward and of the student's
+    training step.
 
-    - a synthesis step: ``synth_batch x (passes x SYNTH_PASS_PRICE x T_train + GEN_S_PER_ELEMENT x C*H*W
-      [+ S_train])`` (the student's forward and backward with the adversarial term);
+    - a synthesis step: ``synth_batch x (passes x k x T_forward + g x C*H*W [+ S_train])`` (the student's
+      forward and backward with the adversarial term), ``(k, g)`` the backend's :data:`SYNTH_PRICES`
+      (``method``; without a row of its own, :data:`SYNTH_PASS_PRICE` and :data:`GEN_S_PER_ELEMENT`);
     - a written dataset (``num_images``): ``ceil(num_images / synth_batch)`` rounds of ``iterations``
       steps, then ``kd_epochs x kd_steps_per_epoch`` KD steps;
     - the growing pool (``num_images`` None): ``kd_epochs x (kd_steps_per_epoch // kd_steps)`` rounds, each
@@ -519,7 +548,8 @@ def offline_run_cost(
         ``{"synthesis_s", "kd_s", "baseline_s", "total_s"}``.
     """
     elements = math.prod(int(v) for v in input_shape)
-    step_image = passes * SYNTH_PASS_PRICE * teacher_train_s + GEN_S_PER_ELEMENT * elements
+    k, g = synth_prices(method)
+    step_image = passes * k * teacher_forward_s + g * elements
     if adversarial:
         step_image += student_train_s
     if num_images is None:

@@ -226,3 +226,28 @@ def test_bn_ce_balance(bn_teacher) -> None:
     low.synthesize(16, torch.Generator().manual_seed(0))
     assert 0.0 < low.bn_scale < 0.5
     assert low.state_dict()["bn_scale"] == low.bn_scale
+
+
+def test_fidelity_cell_passes_a_screen_of_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--num-images/--epochs/--batch-size reach compress as a user's -n and KD options; else every default."""
+    import datafree.pipeline as pipeline
+    from bench.fidelity import run_cell
+
+    seen: list[dict] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_compress(teacher, out, **kw):
+        seen.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "compress", fake_compress)
+    cpu = torch.device("cpu")
+    with pytest.raises(Stop):
+        run_cell("resnet8_digits", "nayer", False, 3, cpu, None, baseline=False,
+                 given={"num_images": 256, "epochs": 30, "batch_size": 32})  # fmt: skip
+    assert seen[-1]["num_images"] == 256 and seen[-1]["kd"] == {"seed": 3, "epochs": 30, "batch_size": 32}
+    with pytest.raises(Stop):
+        run_cell("resnet8_digits", "nayer", False, 0, cpu, None, given={"num_images": None, "epochs": None})
+    assert "num_images" not in seen[-1] and "kd" not in seen[-1]  # compress's defaults

@@ -1,0 +1,94 @@
+"""What the compute budget plans for each suite teacher and offline backend (no run, nothing timed).
+
+For each teacher and method, ``datafree.plan.plan(teacher, method=M)`` with every default (the
+student ``compress`` would build), and its ``compute_budget``: the estimate before and after, the
+notches and the settings (docs/fidelity.md, "Session 7" and "Session 8").
+
+Usage::
+
+    PYTHONPATH=. python bench/budget_plans.py --suite /work/cache/suite --methods cmi,nayer,fast \
+        [--out bench/results/s8_cmi/budget_plans.json] \
+        [--num-images N --epochs E --batch-size B --iterations I]    # a user's settings, kept
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+
+from bench.common import markdown_table, setup  # noqa: E402
+
+TEACHERS = ["resnet8_digits", "mobilenetv2_32", "resnet18_32", "vgg8_bn_32", "wrn40_2_32"]
+
+
+def plan_row(teacher: str, method: str, device: Any, given: dict[str, int] | None = None) -> dict[str, Any]:
+    """The plan's budget for one cell: estimates (with the noise baseline), notches, settings.
+
+    ``given``: a user's ``num_images``, KD ``epochs`` / ``batch_size``, ``iterations`` (kept): the
+    estimate of a cell run with those settings, to hold against its measured CPU time.
+    """
+    from bench.suite import resolve_teacher
+    from datafree.cards import load_model
+    from datafree.plan import plan
+
+    lm = load_model(resolve_teacher(teacher), device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = {k: v for k, v in (given or {}).items() if v is not None}
+        kd = {k: g[k] for k in ("epochs", "batch_size") if k in g} or None
+        options = {"iterations": g["iterations"]} if "iterations" in g else None
+        p = plan(lm, method=method, num_images=g.get("num_images"), kd=kd, method_options=options)
+    b = p.info["compute_budget"]
+    return {"teacher": teacher, "method": method, "estimate_s": b["estimate_s"],
+            "capped_estimate": b["capped_estimate"], "over_budget": b["over_budget"],
+            "notches": b["notches"], "settings": b["settings"], "num_images": p.num_images,
+            "kd": {"epochs": p.kd.epochs, "batch_size": p.kd.batch_size,
+                   "steps_per_epoch": p.kd.steps_per_epoch},
+            "iterations": p.method_options.get("iterations"), "rule": b["rule"]}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: D103
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--teachers", default=",".join(TEACHERS))
+    ap.add_argument("--methods", default="cmi,nayer,fast")
+    ap.add_argument("--suite", default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--num-images", type=int, default=None, help="as compress -n (kept by the budget)")
+    ap.add_argument("--epochs", type=int, default=None, help="as compress --epochs")
+    ap.add_argument("--batch-size", type=int, default=None, help="as compress --batch-size (KD)")
+    ap.add_argument("--iterations", type=int, default=None, help="as compress --iterations")
+    args = ap.parse_args(argv)
+    if args.suite:
+        import os
+
+        os.environ["DATAFREE_SUITE"] = args.suite
+    device = setup("cpu", 1)
+    given = {"num_images": args.num_images, "epochs": args.epochs, "batch_size": args.batch_size,
+             "iterations": args.iterations}  # fmt: skip
+    rows = [plan_row(t, m, device, given) for t in args.teachers.split(",") for m in args.methods.split(",")]
+    header = ["teacher", "method", "estimate (s)", "settings", "capped (s): synthesis + KD + baseline"]
+    body = [[r["teacher"], r["method"], f"{r['estimate_s']:.0f}",
+             f"{r['num_images']} images x {r['settings']['iterations']} steps, {r['kd']['epochs']} epochs x "
+             f"{r['kd']['steps_per_epoch']} of {r['kd']['batch_size']}",
+             f"{r['capped_estimate']['total_s']:.0f}: {r['capped_estimate']['synthesis_s']:.0f} + "
+             f"{r['capped_estimate']['kd_s']:.0f} + {r['capped_estimate']['baseline_s']:.0f}"
+             + (" (over)" if r["over_budget"] else "")]
+            for r in rows]  # fmt: skip
+    table = markdown_table(header, body)
+    print(table)
+    if args.out:
+        from datafree.utils import atomic_write, atomic_write_json
+
+        atomic_write_json(args.out, {"rows": rows})
+        with atomic_write(args.out.with_suffix(".md"), "w") as f:
+            f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
