@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from bench.common import markdown_table, setup  # noqa: E402
+from bench.common import add_setting_options, markdown_table, setup  # noqa: E402
 
 TEACHERS = ["resnet8_digits", "mobilenetv2_32", "resnet18_32", "vgg8_bn_32", "wrn40_2_32"]
 
@@ -58,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     ap.add_argument("--methods", default="cmi,nayer,fast")
     ap.add_argument("--suite", default=None)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--num-images", type=int, default=None, help="as compress -n (kept by the budget)")
-    ap.add_argument("--epochs", type=int, default=None, help="as compress --epochs")
-    ap.add_argument("--batch-size", type=int, default=None, help="as compress --batch-size (KD)")
-    ap.add_argument("--iterations", type=int, default=None, help="as compress --iterations")
+    add_setting_options(ap, iterations=True)
     args = ap.parse_args(argv)
     if args.suite:
         import os

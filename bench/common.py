@@ -90,6 +90,18 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
+def add_setting_options(ap: Any, iterations: bool = False) -> None:
+    """``--num-images``, ``--epochs``, ``--batch-size`` (and ``--iterations``) as ``compress`` takes them.
+
+    A bench passes what is given to ``compress`` as a user's options (the compute budget keeps them).
+    """
+    ap.add_argument("--num-images", type=int, default=None, help="as compress -n (a screen of one setting)")
+    ap.add_argument("--epochs", type=int, default=None, help="as compress --epochs (KD)")
+    ap.add_argument("--batch-size", type=int, default=None, help="as compress --batch-size (KD)")
+    if iterations:
+        ap.add_argument("--iterations", type=int, default=None, help="as compress --iterations")
+
+
 def key_values(items: Sequence[str], flag: str, error: Callable[[str], Any]) -> dict[str, Any]:
     """``KEY=VALUE`` command-line items as a dict.
 

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from bench.common import machine, markdown_table, setup  # noqa: E402
+from bench.common import add_setting_options, machine, markdown_table, setup  # noqa: E402
 from bench.suite import SHIPPED, SUITE, resolve_teacher, suite_names  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -319,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-baseline", action="store_true", help="skip the noise baseline (say so with the figures)"
     )
-    ap.add_argument("--num-images", type=int, default=None, help="as compress -n (a screen of one setting)")
-    ap.add_argument("--epochs", type=int, default=None, help="as compress --epochs (a screen)")
-    ap.add_argument("--batch-size", type=int, default=None, help="as compress --batch-size (KD)")
+    add_setting_options(ap)
     args = ap.parse_args(argv)
     if args.suite:
         import os
