@@ -51,9 +51,11 @@ MAX_AMPLIFICATION = 1e3
 #: layer's gradient at once (:mod:`datafree.bnstats_loss`, ``pre`` None). The taps bound the memory (one
 #: activation-sized gradient at a time instead of all of them, a full set on MobileNetV2) and cost about
 #: 50 us of autograd-node overhead per layer and step; below 32 MiB the extra buffers are small next to the
-#: step's own activations, and the loss's node was 0.6 ms (4%) faster per step on resnet8_digits (10.5 MiB at
-#: batch 128) and the same speed on resnet18_32 (24.8 MiB) and mobilenetv2_32 (66.5 MiB, taps either way)
-#: (docs/speed.md, session 8).
+#: step's own activations. Step / bare pass with taps -> without, batch 128, 2 threads
+#: (bench/di_step_variants.py --variants 'taps:taps=always;default:', di_step_variants_s8_taps.json):
+#: resnet8_digits (10.5 MiB) 1.21x -> 1.14x, resnet18_32 (24.8 MiB) 1.08x -> 1.08x; mobilenetv2_32 (66.5 MiB)
+#: keeps them
+#: (docs/speed.md, "Session 8").
 TAP_MIN_BYTES = 32 * 2**20
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _INPLACE_OPERATORS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
