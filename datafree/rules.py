@@ -548,8 +548,8 @@ def offline_run_cost(
         ``{"synthesis_s", "kd_s", "baseline_s", "total_s"}``.
     """
     elements = math.prod(int(v) for v in input_shape)
-    k, g = synth_prices(method)
-    step_image = passes * k * teacher_forward_s + g * elements
+    pass_price, gen_s = synth_prices(method)
+    step_image = passes * pass_price * teacher_forward_s + gen_s * elements
     if adversarial:
         step_image += student_train_s
     if num_images is None:
