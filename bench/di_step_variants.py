@@ -16,7 +16,9 @@ session 7), ``hooks=per_step``, which registers and removes the statistics hooks
 7's second wave; now they stay over a batch), and ``roll=false``, which makes the jitter's roll the four block
 copies at every size (``datafree.augment.ROLL_MAX_NUMEL`` = 0; before session 7's second wave), and
 ``taps=always``, which gives the one-node statistics their per-layer tap nodes at every size
-(``datafree.bnfold.TAP_MIN_BYTES`` = 0; before session 8 they had them always), and the teacher's bare
+(``datafree.bnfold.TAP_MIN_BYTES`` = 0; before session 8 they had them always), and ``adam=optimizer``, which
+updates the pixels through ``Optimizer.step`` and ``zero_grad`` (``generators.deepinversion.DIRECT_ADAM`` off;
+before session 9), and the teacher's bare
 forward+backward (input gradients on, cross-entropy to random labels).
 Each round runs one step of every variant and one bare pass, in turn, so slow phases of a shared or virtual
 machine hit all alike; the table gives medians of the wall times (and of the process CPU times) and the
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     from datafree.bnfold import FoldedBNStatistics, StridedPointwiseConv2d
     from datafree.cards import load_model
     from datafree.utils import atomic_write_json
-    from generators import create_synthesizer
+    from generators import create_synthesizer, deepinversion
 
     torch.set_num_threads(args.threads)
     variants = _parse(args.variants)
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
 
         fns = {"bare": bare}
         for vname, kv in variants.items():
-            pseudo = ("pointwise", "hooks", "roll", "taps")
+            pseudo = ("pointwise", "hooks", "roll", "taps", "adam")
             settings = {k: _value(v) for k, v in kv.items() if k not in pseudo}
             s = create_synthesizer(
                 "deepinversion", lm.model, lm.card, batch_size=b, iterations=10**6, **settings
@@ -106,9 +108,13 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
             s.reset(b, torch.Generator().manual_seed(0))
             roll_max = 0 if kv.get("roll", "true").lower() == "false" else augment.ROLL_MAX_NUMEL
             tap_min = 0 if kv.get("taps") == "always" else bnfold.TAP_MIN_BYTES
+            direct = kv.get("adam") != "optimizer"
 
-            def step(s=s, roll_max=roll_max, tap_min=tap_min) -> None:  # noqa: ANN001
+            def step(s=s, roll_max=roll_max, tap_min=tap_min, direct=direct) -> None:  # noqa: ANN001
                 augment.ROLL_MAX_NUMEL, bnfold.TAP_MIN_BYTES = roll_max, tap_min
+                deepinversion.DIRECT_ADAM = direct
+                if not direct:  # the optimiser's own zero_grad, as before session 9
+                    s.optimizer.zero_grad(set_to_none=True)
                 logs = s.step()
                 s.should_stop(s.iteration, logs)  # the command's plateau check (one host sync)
 

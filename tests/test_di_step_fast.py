@@ -181,3 +181,42 @@ def test_random_jitter_block_copies_equal_torch_roll(monkeypatch):
         assert torch.equal(got, torch.roll(x, shifts=(dx, dy), dims=(2, 3)))
         assert got.grad_fn is not None and "Roll2d" in type(got.grad_fn).__name__
     assert torch.autograd.gradcheck(lambda t: random_jitter(t, 2, torch.Generator().manual_seed(1)), (x,))
+
+
+def _adam_pair(**kw):
+    torch.manual_seed(0)
+    a = torch.randn(3, 1, 5, 5, requires_grad=True)
+    b = a.detach().clone().requires_grad_(True)
+    return (a, torch.optim.Adam([a], lr=0.05, betas=(0.5, 0.9), fused=True, **kw),
+            b, torch.optim.Adam([b], lr=0.05, betas=(0.5, 0.9), fused=True, **kw))  # fmt: skip
+
+
+def test_direct_fused_adam_step_is_optimizer_step_bit_for_bit():
+    from generators.deepinversion import _fused_adam_step
+
+    a, opt_a, b, opt_b = _adam_pair()
+    for i in range(6):
+        g = torch.randn(a.shape, generator=torch.Generator().manual_seed(i))
+        a.grad, b.grad = g.clone(), g.clone()
+        opt_a.param_groups[0]["lr"] = opt_b.param_groups[0]["lr"] = 0.05 / (i + 1)
+        opt_a.step()
+        direct = _fused_adam_step(opt_b)
+        assert direct == (i > 0)  # the first step makes the state through Optimizer.step
+        if not direct:
+            opt_b.step()
+        assert torch.equal(a, b)
+    sa, sb = opt_a.state_dict()["state"][0], opt_b.state_dict()["state"][0]
+    assert all(torch.equal(sa[k], sb[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+
+
+@pytest.mark.parametrize("kw", [{"weight_decay": 0.1}, {"amsgrad": True}, {"maximize": True}])
+def test_direct_fused_adam_step_leaves_other_settings_to_the_optimizer(kw):
+    from generators.deepinversion import _fused_adam_step
+
+    a, opt_a, _, _ = _adam_pair(**kw)
+    a.grad = torch.ones_like(a)
+    opt_a.step()
+    assert not _fused_adam_step(opt_a)
+    unfused = torch.optim.Adam([a], lr=0.1)  # not fused: the optimizer's own step
+    unfused.step()
+    assert not _fused_adam_step(unfused)

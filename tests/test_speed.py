@@ -200,3 +200,20 @@ def test_strided_conv_backward_bench_polyphase_equals_aten():
 
     for case in CHECKS:
         assert measure(case, timed=False)["relative_l2_difference"] < 1e-6
+
+
+def test_di_step_phases_bench_times_every_phase(tmp_path):
+    """The phases bench runs the real step and accounts for it: each phase timed, the update included."""
+    import json
+
+    from bench.di_step_phases import main
+
+    out = tmp_path / "phases.json"
+    main(["--teachers", "resnet8_digits", "--batch", "8", "--threads", "1", "--rounds", "3", "--warmup", "2",
+          "--out", str(out)])  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    ms = row["median_ms"]
+    for phase in ("forward", "statistics", "optimiser", "backward and rest", "bare forward", "bare backward"):
+        assert ms[phase] > 0, phase
+    assert ms["statistics"] < ms["step"] and ms["forward"] < ms["step"]
+    assert row["step_over_bare"] > 0
