@@ -31,20 +31,15 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "bench" / "results"
 
+from bench.step_setup import add_step_options, command_setup  # noqa: E402  (no torch at import)
+
 
 def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--teachers", default="resnet8_digits,resnet18_32")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=100)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--out", default=str(RESULTS / "di_step_phases.json"))
+    add_step_options(ap, rounds=100, warmup=10, out=str(RESULTS / "di_step_phases.json"))
     args = ap.parse_args(argv)
-    import cli  # noqa: F401  (the command's OpenMP wait choice, made at import)
-    from datafree.malloc import tune_malloc
-
-    tuned = tune_malloc()
+    tuned = command_setup(args.threads)
     import os
 
     import torch
@@ -57,7 +52,6 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     from datafree.utils import atomic_write_json
     from generators import create_synthesizer, deepinversion
 
-    torch.set_num_threads(args.threads)
     clock = time.perf_counter
     phases = ["forward", "statistics", "loss rest", "optimiser", "backward and rest"]
     rows, table = [], []

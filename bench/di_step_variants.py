@@ -40,6 +40,8 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "bench" / "results"
 
+from bench.step_setup import add_step_options, command_setup  # noqa: E402  (no torch at import)
+
 
 def _parse(variants: str) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
@@ -62,16 +64,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--teachers", default="resnet8_digits,vgg8_bn_32,mobilenetv2_32,resnet18_32,wrn40_2_32")
     ap.add_argument("--variants", default="session6:one_node_stats=false,pointwise=false;default:")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--out", default=str(RESULTS / "di_step_variants.json"))
+    add_step_options(ap, rounds=12, warmup=3, out=str(RESULTS / "di_step_variants.json"))
     args = ap.parse_args(argv)
-    import cli  # noqa: F401  (the command's OpenMP wait choice, made at import)
-    from datafree.malloc import tune_malloc
-
-    tuned = tune_malloc()
+    tuned = command_setup(args.threads)
     import torch
 
     from bench.common import bare_pass, machine, markdown_table
@@ -82,7 +77,6 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     from datafree.utils import atomic_write_json
     from generators import create_synthesizer, deepinversion
 
-    torch.set_num_threads(args.threads)
     variants = _parse(args.variants)
     rows, table = [], []
     for name in [t for t in args.teachers.split(",") if t]:
