@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "bench" / "results"
 
-from bench.step_setup import add_step_options, command_setup  # noqa: E402  (no torch at import)
+from bench.step_setup import add_step_options, command_setup, write_report  # noqa: E402  (no torch at import)
 
 
 def main(argv: list[str] | None = None) -> None:  # noqa: D103
@@ -45,11 +45,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     import torch
     import torch.nn.functional as F
 
-    from bench.common import machine, markdown_table
     from bench.synthesis_overhead import teacher_card
     from datafree.bnfold import FoldedBNStatistics
     from datafree.cards import load_model
-    from datafree.utils import atomic_write_json
     from generators import create_synthesizer, deepinversion
 
     clock = time.perf_counter
@@ -123,10 +121,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         print(table[-1], file=sys.stderr, flush=True)
     header = ["teacher", *[f"{k} ms" for k in phases], "step ms", "bare fwd ms", "bare bwd ms", "bare ms",
               "step / bare (median of rounds)"]  # fmt: skip
-    wait = os.environ.get("DATAFREE_OMP_WAIT")
-    print(f"batch {args.batch}, {args.threads} thread(s), OpenMP wait {wait}\n")
-    print(markdown_table(header, table))
-    atomic_write_json(args.out, {"machine": machine(torch.device("cpu")), "rows": rows})
+    write_report(args, header, table, rows)
 
 
 if __name__ == "__main__":

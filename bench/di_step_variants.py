@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "bench" / "results"
 
-from bench.step_setup import add_step_options, command_setup  # noqa: E402  (no torch at import)
+from bench.step_setup import add_step_options, command_setup, write_report  # noqa: E402  (no torch at import)
 
 
 def _parse(variants: str) -> dict[str, dict[str, str]]:
@@ -69,12 +69,11 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     tuned = command_setup(args.threads)
     import torch
 
-    from bench.common import bare_pass, machine, markdown_table
+    from bench.common import bare_pass
     from bench.synthesis_overhead import teacher_card
     from datafree import augment, bnfold
     from datafree.bnfold import FoldedBNStatistics, StridedPointwiseConv2d
     from datafree.cards import load_model
-    from datafree.utils import atomic_write_json
     from generators import create_synthesizer, deepinversion
 
     variants = _parse(args.variants)
@@ -145,10 +144,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         print(table[-1], file=sys.stderr, flush=True)
     header = ["teacher", "bare ms", *[f"{k}: step ms (/ bare)" for k in variants],
               *[f"{k}: CPU / bare" for k in variants], "load"]  # fmt: skip
-    wait = os.environ.get("DATAFREE_OMP_WAIT")
-    print(f"batch {args.batch}, {args.threads} thread(s), OpenMP wait {wait}\n")
-    print(markdown_table(header, table))
-    atomic_write_json(args.out, {"machine": machine(torch.device("cpu")), "rows": rows})
+    write_report(args, header, table, rows)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,20 @@ def command_setup(threads: int) -> bool:
 
     torch.set_num_threads(threads)
     return tuned
+
+
+def write_report(
+    args: argparse.Namespace, header: list[str], table: list[list[str]], rows: list[dict]
+) -> None:
+    """Print the table under a line with the batch, threads and OpenMP wait; ``rows`` to ``args.out``."""
+    import os
+
+    import torch
+
+    from bench.common import machine, markdown_table
+    from datafree.utils import atomic_write_json
+
+    wait = os.environ.get("DATAFREE_OMP_WAIT")
+    print(f"batch {args.batch}, {args.threads} thread(s), OpenMP wait {wait}\n")
+    print(markdown_table(header, table))
+    atomic_write_json(args.out, {"machine": machine(torch.device("cpu")), "rows": rows})
