@@ -64,7 +64,9 @@ def _fused_adam_step(optimizer: torch.optim.Optimizer) -> bool:
         return False
     if group["amsgrad"] or group["maximize"] or group["weight_decay"] or group["differentiable"]:
         return False
-    if isinstance(group["lr"], torch.Tensor) or not isinstance(state["step"], torch.Tensor):
+    if any(isinstance(v, torch.Tensor) for v in (group["lr"], *group["betas"])):
+        return False  # tensor hyper-parameters: Optimizer.step converts them
+    if not isinstance(state["step"], torch.Tensor):
         return False
     state["step"].add_(1)
     torch._fused_adam_(
