@@ -92,7 +92,8 @@ def test_offline_run_cost_counts_synthesis_kd_and_baseline(monkeypatch: pytest.M
     assert p["kd_s"] == pytest.approx(4 * 2 * 8 * (1.0 + 2.0))
     monkeypatch.setattr(rules, "SYNTH_PRICES", {"cmi": (3.0, 0.0)})  # a backend's own row wins
     own = rules.offline_run_cost(1.0, 2.0, (3, 2, 2), num_images=10, method="cmi", **kw)
-    assert own["synthesis_s"] == pytest.approx(3 * 10 * 4 * (2 * 3.0 * 1.0))
+    loop = rules.SYNTH_LOOP_FACTORS["cmi"]  # CMI's steps in the writer's loop (session 9)
+    assert loop > 1 and own["synthesis_s"] == pytest.approx(3 * 10 * 4 * (2 * 3.0 * 1.0) * loop)
     assert rules.offline_run_cost(1.0, 2.0, (3, 2, 2), num_images=10, method="nayer", **kw) == c
 
 
@@ -167,6 +168,63 @@ def test_cmi_is_priced_above_nayer_and_its_budget_fits_on_resnet18_32() -> None:
     )  # fmt: skip
     assert b["capped"] and not b["over_budget"]
     assert b["capped_estimate_s"] <= rules.RUN_BUDGET_CPU_S < b["estimate_s"]
+
+
+def test_offline_run_cost_adds_a_per_round_step_term() -> None:
+    """``round_step_s(r, batch)`` is paid by every step of round ``r``: a dataset's rounds and a pool's."""
+    from datafree import rules
+
+    kw = dict(passes=2, iterations=10, synth_batch=4, kd_epochs=2, kd_steps_per_epoch=3, kd_batch=5)
+
+    def extra(r: int, batch: int) -> float:
+        return 0.5 * r + batch
+
+    base = rules.offline_run_cost(1.0, 2.0, (3, 2, 2), num_images=10, **kw)
+    c = rules.offline_run_cost(1.0, 2.0, (3, 2, 2), num_images=10, round_step_s=extra, **kw)
+    assert base["rounds_extra_s"] == 0
+    assert c["rounds_extra_s"] == pytest.approx(10 * (4 + 4.5 + 5))  # 3 rounds of 4 (the last one short)
+    assert c["synthesis_s"] == pytest.approx(base["synthesis_s"] + c["rounds_extra_s"])
+    assert c["kd_s"] == base["kd_s"] and c["total_s"] == pytest.approx(base["total_s"] + c["rounds_extra_s"])
+    pool = rules.offline_run_cost(1.0, 2.0, (3, 2, 2), kd_steps=2, round_step_s=extra, **kw)  # 2 x 1 rounds
+    assert pool["rounds_extra_s"] == pytest.approx(10 * (4 + 4.5))
+
+
+def test_cmi_bank_term_grows_with_the_bank_and_enters_the_budget() -> None:
+    """Session 9: CMI's steps after the first round also run the memory bank's negatives through the head.
+
+    The term is 0 in the first round (the empty bank SYNTH_PRICES was timed on), grows with the rows the
+    bank holds, and stops at ``negatives``; on resnet18_32 (2,560 feature values: every 2nd BN layer) a
+    full bank adds ~40% to a priced step. The budget's estimate of a 2-round run carries the second
+    round's term; a 1-round run's has none.
+    """
+    import dataclasses
+
+    from datafree import plan as plan_mod
+    from datafree import rules
+    from generators.cmi import CMI, CMIConfig
+
+    teacher, card = _resnet18_32()
+    shape = (3, 32, 32)
+    f = CMI.budget_round_step_s(teacher, shape, dataclasses.asdict(CMIConfig()))
+    assert f is not None and f(0, 256) == 0
+    assert 0 < f(1, 256) < f(2, 256) < f(4, 256) == f(9, 256)  # 256, 512, 1024 rows; then the cap
+    assert f(4, 256) == pytest.approx(rules.cmi_bank_step_s(2560, 128, 256, 1024))
+    k, g = rules.synth_prices("cmi")
+    step = 256 * (2 * k * rules.cpu_seconds_per_image(teacher, shape, "forward") + g * 3 * 32 * 32)
+    assert 0.3 < f(4, 256) / step < 0.5
+    user = {"epochs": 30, "batch_size": 64}
+    for images, rounds_extra in ((512, 200 * f(1, 256)), (256, 0.0)):
+        b = plan_mod.budget_settings(
+            teacher, card, "cmi", pool=False, kd=plan_mod.kd_settings("cmi", user), kd_given=user,
+            options={"iterations": 200}, num_images=images, budget_s=1e9,
+        )  # fmt: skip
+        assert b["estimate"]["rounds_extra_s"] == pytest.approx(rounds_extra, abs=0.1)
+    for method in ("nayer", "fast"):  # no bank: no term
+        b = plan_mod.budget_settings(
+            teacher, card, method, pool=False, kd=plan_mod.kd_settings(method, user), kd_given=user,
+            options={}, num_images=1024, budget_s=1e9,
+        )  # fmt: skip
+        assert b["estimate"]["rounds_extra_s"] == 0
 
 
 def _toy_cost(s: dict[str, int]) -> dict[str, float]:
