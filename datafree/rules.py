@@ -66,7 +66,6 @@ __all__ = [
     "SYNTH_PRICES",
     "synth_prices",
     "CMI_BANK_PRICES",
-    "SYNTH_LOOP_FACTORS",
     "cmi_bank_step_s",
     "SHARED_KD_EPOCHS",
     "BUDGET_MIN_KD_BATCH",
@@ -528,17 +527,6 @@ SHARED_KD_EPOCHS = 30
 CMI_BANK_PRICES = (3.344e-11, 1.031e-10)
 
 
-# A round's steps inside the dataset writer's loop cost more than the ones SYNTH_PRICES was fitted on
-# (bench/cell_cost.py: steps 2-5 after a reset): they grow over a round as the optimisation goes on,
-# by the same process's timing (bench/cmi_round_cost.py, first round, empty bank) CMI's mean step is
-# 1.048x its steps 2-5 on resnet8_digits (200 steps: 0.245 s at the start, 0.273 s in the last eighth)
-# and 1.047x on vgg8_bn_32 (40 steps). With flushed denormals (torch.set_flush_denormal) the same
-# resnet8_digits round stays flat (0.99x): the growth is denormal arithmetic, not work; not fixed
-# here (it changes the images' numerics; docs/fidelity.md "Session 9"). The factor multiplies the
-# backend's priced step; NAYER's and Fast's measured cells were over their estimates (session 8).
-SYNTH_LOOP_FACTORS: dict[str, float] = {"cmi": 1.05}
-
-
 def cmi_bank_step_s(feature_dim: int, head_dim: int, batch: int, negatives: int) -> float:
     """CPU seconds one CMI step with ``negatives`` memory-bank rows costs over one with an empty bank.
 
@@ -579,10 +567,9 @@ def offline_run_cost(
     The two costs are :func:`cpu_seconds_per_image` of the teacher's forward and of the student's
     training step.
 
-    - a synthesis step: ``synth_batch x (f x (passes x k x T_forward + g x C*H*W) [+ S_train])`` (the
-      student's forward and backward with the adversarial term), ``(k, g)`` the backend's
-      :data:`SYNTH_PRICES` (``method``; without a row of its own, :data:`SYNTH_PASS_PRICE` and
-      :data:`GEN_S_PER_ELEMENT`), ``f`` its :data:`SYNTH_LOOP_FACTORS` (1 without one);
+    - a synthesis step: ``synth_batch x (passes x k x T_forward + g x C*H*W [+ S_train])`` (the student's
+      forward and backward with the adversarial term), ``(k, g)`` the backend's :data:`SYNTH_PRICES`
+      (``method``; without a row of its own, :data:`SYNTH_PASS_PRICE` and :data:`GEN_S_PER_ELEMENT`);
     - a written dataset (``num_images``): ``ceil(num_images / synth_batch)`` rounds of ``iterations``
       steps, then ``kd_epochs x kd_steps_per_epoch`` KD steps;
     - the growing pool (``num_images`` None): ``kd_epochs x (kd_steps_per_epoch // kd_steps)`` rounds, each
@@ -598,9 +585,7 @@ def offline_run_cost(
     """
     elements = math.prod(int(v) for v in input_shape)
     pass_price, gen_s = synth_prices(method)
-    step_image = (passes * pass_price * teacher_forward_s + gen_s * elements) * SYNTH_LOOP_FACTORS.get(
-        method or "", 1.0
-    )
+    step_image = passes * pass_price * teacher_forward_s + gen_s * elements
     if adversarial:
         step_image += student_train_s
     if num_images is None:
