@@ -517,7 +517,7 @@ SHARED_KD_EPOCHS = 30
 # Adam included) and of the logits' (with the softmax cross entropy: 3x dearer), fitted within 4% on
 # the head steps bench/cmi_round_cost.py timed for k = 256-1024 on resnet8_digits (d 336) and 256-512
 # on vgg8_bn_32 (d 1,472) (one thread; the loop's own steps agree: vgg8_bn_32's second round, 256
-# negatives, 2.947 s a step against the first's 2.906, the price +0.040):
+# negatives, 2.947 s a step against the first's 2.906, the price +0.043):
 #   PYTHONPATH=. python bench/cmi_round_cost.py --teacher resnet8_digits --rounds 4 --iterations 200 \
 #       --threads 1 --out bench/results/s9_cells/cmi_round_cost_resnet8_digits.json
 #   PYTHONPATH=. python bench/cmi_round_cost.py --teacher vgg8_bn_32 --rounds 2 --iterations 40 \
