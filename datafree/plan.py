@@ -267,6 +267,8 @@ def budget_settings(
     def steps_per_epoch(s: Mapping[str, int]) -> int:
         return kd.steps_per_epoch if pool or spe_fixed else _rules.kd_budget(s["num_images"])
 
+    round_step_s = cls.budget_round_step_s(teacher, shape, synth)  # CMI's memory bank
+
     def cost(s: Mapping[str, int]) -> dict[str, float]:
         return _rules.offline_run_cost(
             t_fwd, s_train, shape, passes=passes, iterations=s["iterations"],
@@ -274,6 +276,7 @@ def budget_settings(
             kd_batch=s["batch_size"],
             num_images=None if pool else s["num_images"], kd_steps=kd.kd_steps,
             adversarial=float(synth.get("adv_weight", 0) or 0) > 0, method=method.lower(),
+            round_step_s=round_step_s,
         )  # fmt: skip
 
     before = cost(settings)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -65,6 +65,8 @@ __all__ = [
     "GEN_S_PER_ELEMENT",
     "SYNTH_PRICES",
     "synth_prices",
+    "CMI_BANK_PRICES",
+    "cmi_bank_step_s",
     "SHARED_KD_EPOCHS",
     "BUDGET_MIN_KD_BATCH",
     "BUDGET_MIN_ITERATIONS_SHARE",
@@ -507,6 +509,36 @@ BUDGET_MIN_ITERATIONS_SHARE = 0.5
 SHARED_KD_EPOCHS = 30
 
 
+# CMI's memory bank (generators/cmi.py; docs/fidelity.md "Session 9"): from the second round of a run on,
+# every step also sends k = min(negatives, bank rows) stored (local, global) feature pairs through the
+# contrastive head, 2k more rows of Linear(d, d) -> ReLU -> Linear(d, head_dim), and the InfoNCE logits grow
+# from n^2 to (n + k)^2 entries of head_dim. SYNTH_PRICES' CMI row was fitted on a first round's steps (an
+# empty bank), so it misses this. CPU seconds per multiply-add of the head's forward (its backward and
+# Adam included) and of the logits' (with the softmax cross entropy: 3x dearer), fitted within 4% on
+# the head steps bench/cmi_round_cost.py timed for k = 256-1024 on resnet8_digits (d 336) and 256-512
+# on vgg8_bn_32 (d 1,472) (one thread; the loop's own steps agree: vgg8_bn_32's second round, 256
+# negatives, 2.947 s a step against the first's 2.906, the price +0.043):
+#   PYTHONPATH=. python bench/cmi_round_cost.py --teacher resnet8_digits --rounds 4 --iterations 200 \
+#       --threads 1 --out bench/results/s9_cells/cmi_round_cost_resnet8_digits.json
+#   PYTHONPATH=. python bench/cmi_round_cost.py --teacher vgg8_bn_32 --rounds 2 --iterations 40 \
+#       --threads 1 --out bench/results/s9_cells/cmi_round_cost_vgg8_bn_32.json
+#   cd bench/results/s9_cells && PYTHONPATH=../../.. python ../../cmi_round_cost.py \
+#       --fit cmi_round_cost_resnet8_digits.json,cmi_round_cost_vgg8_bn_32.json --out cmi_bank_price_fit.json
+CMI_BANK_PRICES = (3.344e-11, 1.031e-10)
+
+
+def cmi_bank_step_s(feature_dim: int, head_dim: int, batch: int, negatives: int) -> float:
+    """CPU seconds one CMI step with ``negatives`` memory-bank rows costs over one with an empty bank.
+
+    ``2 k (d^2 + d h)`` multiply-adds of the head's forward and ``((n + k)^2 - n^2) h`` of the logits
+    (``d`` the contrastive feature width, ``h`` the head's, ``n`` the batch, ``k`` the negatives), at
+    :data:`CMI_BANK_PRICES`.
+    """
+    d, h, n, k = int(feature_dim), int(head_dim), int(batch), max(0, int(negatives))
+    head, logits = CMI_BANK_PRICES
+    return 2 * k * (d * d + d * h) * head + ((n + k) ** 2 - n * n) * h * logits
+
+
 def synth_prices(method: str | None) -> tuple[float, float]:
     """``(pass price, generator s per element)`` of a backend's synthesis step (:data:`SYNTH_PRICES`)."""
     return SYNTH_PRICES.get(method or "", (SYNTH_PASS_PRICE, GEN_S_PER_ELEMENT))
@@ -528,6 +560,7 @@ def offline_run_cost(
     adversarial: bool = False,
     baseline: bool = True,
     method: str | None = None,
+    round_step_s: Callable[[int, int], float] | None = None,
 ) -> dict[str, float]:
     """Estimated CPU seconds (one core) of an offline backend's run, from per-image costs.
 
@@ -542,10 +575,13 @@ def offline_run_cost(
     - the growing pool (``num_images`` None): ``kd_epochs x (kd_steps_per_epoch // kd_steps)`` rounds, each
       ``iterations`` steps and ``kd_steps`` KD steps;
     - a KD step: ``kd_batch x (T_forward + S_train)``;
-    - the noise baseline (``baseline``): the KD steps again.
+    - the noise baseline (``baseline``): the KD steps again;
+    - ``round_step_s(r, batch)``: what each step of round ``r`` (0, 1, ...) of ``batch`` images costs
+      besides the priced step (CMI's memory bank, :meth:`generators.base.Synthesizer.budget_round_step_s`),
+      ``iterations`` times per round; part of ``synthesis_s`` and reported as ``rounds_extra_s``.
 
     Returns:
-        ``{"synthesis_s", "kd_s", "baseline_s", "total_s"}``.
+        ``{"synthesis_s", "rounds_extra_s", "kd_s", "baseline_s", "total_s"}``.
     """
     elements = math.prod(int(v) for v in input_shape)
     pass_price, gen_s = synth_prices(method)
@@ -555,14 +591,16 @@ def offline_run_cost(
     if num_images is None:
         k = max(1, int(kd_steps or 1))
         rounds = kd_epochs * max(1, kd_steps_per_epoch // k)
-        synth = rounds * iterations * synth_batch * step_image
+        per_round = synth_batch
         kd_total = rounds * k
     else:
         per_round = min(synth_batch, max(1, num_images))
-        synth = math.ceil(max(1, num_images) / per_round) * iterations * per_round * step_image
+        rounds = math.ceil(max(1, num_images) / per_round)
         kd_total = kd_epochs * kd_steps_per_epoch
+    extra = iterations * sum(round_step_s(r, per_round) for r in range(rounds)) if round_step_s else 0.0
+    synth = rounds * iterations * per_round * step_image + extra
     kd = kd_total * kd_batch * (teacher_forward_s + student_train_s)
-    out = {"synthesis_s": synth, "kd_s": kd, "baseline_s": kd if baseline else 0.0}
+    out = {"synthesis_s": synth, "rounds_extra_s": extra, "kd_s": kd, "baseline_s": kd if baseline else 0.0}
     out["total_s"] = out["synthesis_s"] + out["kd_s"] + out["baseline_s"]
     return {k: round(v, 1) for k, v in out.items()}
 

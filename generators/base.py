@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -176,6 +176,18 @@ class Synthesizer(ABC):
     #: teacher passes (forward and backward to the pixels) per synthesis step, for the compute budget
     #: of a run on a CPU (:func:`datafree.plan.budget_settings`); None: the backend has no budget.
     budget_passes: ClassVar[float | None] = None
+
+    @classmethod
+    def budget_round_step_s(
+        cls, teacher: nn.Module, input_shape: tuple[int, ...], config: Mapping[str, Any]
+    ) -> Callable[[int, int], float] | None:
+        """The compute budget's round term: ``f(r, batch)``, CPU s per step of round ``r`` beyond its price.
+
+        What each step of round ``r`` (0, 1, ...) of ``batch`` images costs besides the priced step
+        (:func:`datafree.rules.offline_run_cost`); None: nothing. ``config`` is the run's backend
+        config as a dict (``dataclasses.asdict``).
+        """
+        return None
 
     @classmethod
     def bn_less_kd_defaults(cls, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:

@@ -43,6 +43,7 @@ diversity pressure against shards written by another process is lost).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -53,7 +54,7 @@ from torch import nn
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics, FeatureRecorder, batchnorm_layers
 from datafree.losses import bn_statistic_loss, weighted_sum
-from datafree.rules import conv_linear_macs
+from datafree.rules import cmi_bank_step_s, conv_linear_macs
 
 from .base import RoundSynthesizer, SynthConfig, register
 from .fast import FastGenerator, adversarial_agreement_loss
@@ -292,6 +293,25 @@ class CMI(RoundSynthesizer):
     # A global and a local view through the teacher every step (the compute budget's estimate).
     budget_passes: ClassVar[float | None] = 2
     config: CMIConfig
+
+    @classmethod
+    def budget_round_step_s(
+        cls, teacher: nn.Module, input_shape: tuple[int, ...], config: Mapping[str, Any]
+    ) -> Callable[[int, int], float] | None:
+        """The memory bank's negatives: round ``r`` of ``batch`` images sees ``min(negatives, r x batch)``.
+
+        Priced by :func:`datafree.rules.cmi_bank_step_s` on the teacher's contrastive feature width
+        (the layers :func:`contrastive_layers` picks for this config); the first round (empty bank) is
+        what :data:`datafree.rules.SYNTH_PRICES` measured.
+        """
+        macs = conv_linear_macs(teacher, tuple(input_shape))
+        layers, _ = contrastive_layers(
+            batchnorm_layers(teacher), macs, int(config["batch_size"]), int(config["negatives"]),
+            int(config["head_dim"]), int(config["feature_stride"]),
+        )  # fmt: skip
+        dim = sum(int(getattr(m, "num_features", 0)) for m in layers)
+        cap, head_dim = min(int(config["negatives"]), int(config["bank_size"])), int(config["head_dim"])
+        return lambda r, batch: cmi_bank_step_s(dim, head_dim, batch, min(cap, r * batch))
 
     def __init__(self, teacher: nn.Module, card: Any, config: CMIConfig) -> None:
         super().__init__(teacher, card, config)

@@ -169,6 +169,92 @@ def test_cmi_is_priced_above_nayer_and_its_budget_fits_on_resnet18_32() -> None:
     assert b["capped_estimate_s"] <= rules.RUN_BUDGET_CPU_S < b["estimate_s"]
 
 
+def test_offline_run_cost_adds_a_per_round_step_term() -> None:
+    """``round_step_s(r, batch)`` is paid by every step of round ``r``: a dataset's rounds and a pool's."""
+    from datafree import rules
+
+    kw = dict(passes=2, iterations=10, synth_batch=4, kd_epochs=2, kd_steps_per_epoch=3, kd_batch=5)
+
+    def extra(r: int, batch: int) -> float:
+        return 0.5 * r + batch
+
+    base = rules.offline_run_cost(1.0, 2.0, (3, 2, 2), num_images=10, **kw)
+    c = rules.offline_run_cost(1.0, 2.0, (3, 2, 2), num_images=10, round_step_s=extra, **kw)
+    assert base["rounds_extra_s"] == 0
+    assert c["rounds_extra_s"] == pytest.approx(10 * (4 + 4.5 + 5))  # 3 rounds of 4 (the last one short)
+    assert c["synthesis_s"] == pytest.approx(base["synthesis_s"] + c["rounds_extra_s"])
+    assert c["kd_s"] == base["kd_s"] and c["total_s"] == pytest.approx(base["total_s"] + c["rounds_extra_s"])
+    pool = rules.offline_run_cost(1.0, 2.0, (3, 2, 2), kd_steps=2, round_step_s=extra, **kw)  # 2 x 1 rounds
+    assert pool["rounds_extra_s"] == pytest.approx(10 * (4 + 4.5))
+
+
+def test_cmi_bank_term_grows_with_the_bank_and_enters_the_budget() -> None:
+    """Session 9: CMI's steps after the first round also run the memory bank's negatives through the head.
+
+    The term is 0 in the first round (the empty bank SYNTH_PRICES was timed on), grows with the rows the
+    bank holds, and stops at ``negatives``; on resnet18_32 (2,560 feature values: every 2nd BN layer) a
+    full bank adds ~40% to a priced step. The budget's estimate of a 2-round run carries the second
+    round's term; a 1-round run's has none.
+    """
+    import dataclasses
+
+    from datafree import plan as plan_mod
+    from datafree import rules
+    from generators.cmi import CMI, CMIConfig
+
+    teacher, card = _resnet18_32()
+    shape = (3, 32, 32)
+    f = CMI.budget_round_step_s(teacher, shape, dataclasses.asdict(CMIConfig()))
+    assert f is not None and f(0, 256) == 0
+    assert 0 < f(1, 256) < f(2, 256) < f(4, 256) == f(9, 256)  # 256, 512, 1024 rows; then the cap
+    assert f(4, 256) == pytest.approx(rules.cmi_bank_step_s(2560, 128, 256, 1024))
+    k, g = rules.synth_prices("cmi")
+    step = 256 * (2 * k * rules.cpu_seconds_per_image(teacher, shape, "forward") + g * 3 * 32 * 32)
+    assert 0.3 < f(4, 256) / step < 0.5
+    user = {"epochs": 30, "batch_size": 64}
+    for images, rounds_extra in ((512, 200 * f(1, 256)), (256, 0.0)):
+        b = plan_mod.budget_settings(
+            teacher, card, "cmi", pool=False, kd=plan_mod.kd_settings("cmi", user), kd_given=user,
+            options={"iterations": 200}, num_images=images, budget_s=1e9,
+        )  # fmt: skip
+        assert b["estimate"]["rounds_extra_s"] == pytest.approx(rounds_extra, abs=0.1)
+    for method in ("nayer", "fast"):  # no bank: no term
+        b = plan_mod.budget_settings(
+            teacher, card, method, pool=False, kd=plan_mod.kd_settings(method, user), kd_given=user,
+            options={}, num_images=1024, budget_s=1e9,
+        )  # fmt: skip
+        assert b["estimate"]["rounds_extra_s"] == 0
+
+
+def test_cmi_default_plans_carry_the_bank_and_fit_the_budget() -> None:
+    """CMI's default plans on resnet18_32 and vgg8_bn_32 (where the suite is cached) carry the bank.
+
+    The 1024-image estimate carries the bank of rounds 2-4 (resnet18_32: 2,560 feature values, 13% of
+    the synthesis; vgg8_bn_32: 1,472, 3%); the capped plan (256 images: one round, no bank) fits
+    RUN_BUDGET_CPU_S with the noise baseline.
+    """
+    import os
+    from pathlib import Path
+
+    from datafree import plan as plan_mod
+    from datafree import rules
+    from datafree.cards import load_model
+
+    teachers = [_resnet18_32()]
+    suite = Path(os.environ.get("DATAFREE_SUITE", "/work/cache/suite")) / "vgg8_bn_32"
+    if (suite / "model.json").is_file():  # the session-8 cell: 99.4%, 710 s of CPU without the baseline
+        lm = load_model(suite)
+        teachers.append((lm.model, lm.card))
+    for teacher, card in teachers:
+        b = plan_mod.budget_settings(
+            teacher, card, "cmi", pool=False, kd=plan_mod.kd_settings("cmi", {}), kd_given=None, options={},
+            num_images=None,
+        )  # fmt: skip
+        assert 0.02 * b["estimate"]["synthesis_s"] < b["estimate"]["rounds_extra_s"]
+        assert b["settings"]["num_images"] == 256 and b["capped_estimate"]["rounds_extra_s"] == 0
+        assert b["capped_estimate_s"] <= rules.RUN_BUDGET_CPU_S and b["capped_estimate"]["baseline_s"] > 0
+
+
 def _toy_cost(s: dict[str, int]) -> dict[str, float]:
     synth = s.get("num_images", 1024) / 256 * s["iterations"] * 1.0
     kd = s["epochs"] * s["batch_size"] * 0.1
