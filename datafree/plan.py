@@ -274,6 +274,7 @@ def budget_settings(
             kd_batch=s["batch_size"],
             num_images=None if pool else s["num_images"], kd_steps=kd.kd_steps,
             adversarial=float(synth.get("adv_weight", 0) or 0) > 0, method=method.lower(),
+            warmup_rounds=int(synth.get("warmup_rounds", 0) or 0),  # fast's (pool_options: none in the pool)
         )  # fmt: skip
 
     before = cost(settings)

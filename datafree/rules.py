@@ -528,6 +528,7 @@ def offline_run_cost(
     adversarial: bool = False,
     baseline: bool = True,
     method: str | None = None,
+    warmup_rounds: int = 0,
 ) -> dict[str, float]:
     """Estimated CPU seconds (one core) of an offline backend's run, from per-image costs.
 
@@ -541,6 +542,8 @@ def offline_run_cost(
       steps, then ``kd_epochs x kd_steps_per_epoch`` KD steps;
     - the growing pool (``num_images`` None): ``kd_epochs x (kd_steps_per_epoch // kd_steps)`` rounds, each
       ``iterations`` steps and ``kd_steps`` KD steps;
+    - either path: ``warmup_rounds`` more rounds whose images are dropped (Fast-Datafree's warm-up; the
+      written dataset's default, none in the pool);
     - a KD step: ``kd_batch x (T_forward + S_train)``;
     - the noise baseline (``baseline``): the KD steps again.
 
@@ -561,6 +564,7 @@ def offline_run_cost(
         per_round = min(synth_batch, max(1, num_images))
         synth = math.ceil(max(1, num_images) / per_round) * iterations * per_round * step_image
         kd_total = kd_epochs * kd_steps_per_epoch
+    synth += max(0, int(warmup_rounds)) * iterations * synth_batch * step_image  # dropped rounds, same price
     kd = kd_total * kd_batch * (teacher_forward_s + student_train_s)
     out = {"synthesis_s": synth, "kd_s": kd, "baseline_s": kd if baseline else 0.0}
     out["total_s"] = out["synthesis_s"] + out["kd_s"] + out["baseline_s"]
