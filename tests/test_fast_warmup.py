@@ -80,3 +80,20 @@ def test_budget_prices_the_warm_up_on_the_written_path_only(bn_teacher) -> None:
     assert synthesis(False) == pytest.approx(synthesis(False, warmup_rounds=0) * (8 + 20) / 8, rel=0.02)
     assert synthesis(True) == synthesis(True, warmup_rounds=0)  # pool_options: no warm-up
     assert synthesis(True, warmup_rounds=5) > synthesis(True)  # one the user asks for is priced
+
+
+def test_a_dataset_written_before_the_warm_up_resumes_only_without_it(bn_teacher, tmp_path) -> None:
+    """A manifest without warmup_rounds was written cold: resuming it with the warm-up is refused."""
+    import json
+
+    from datafree.synthesis import synthesize_dataset
+
+    kw = {"seed": 0, "batch_size": 4, "iterations": 1}
+    synthesize_dataset(bn_teacher, "fast", tmp_path / "d", 4, warmup_rounds=0, **kw)
+    manifest = tmp_path / "d" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    del m["config"]["warmup_rounds"]  # as written before the setting existed
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(UserInputError, match="config"):
+        synthesize_dataset(bn_teacher, "fast", tmp_path / "d", 8, **kw)  # the default: 20 rounds
+    assert synthesize_dataset(bn_teacher, "fast", tmp_path / "d", 8, warmup_rounds=0, **kw).complete
