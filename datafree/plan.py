@@ -277,6 +277,7 @@ def budget_settings(
             num_images=None if pool else s["num_images"], kd_steps=kd.kd_steps,
             adversarial=float(synth.get("adv_weight", 0) or 0) > 0, method=method.lower(),
             round_step_s=round_step_s,
+            warmup_rounds=int(synth.get("warmup_rounds", 0) or 0),  # fast's (pool_options: none in the pool)
         )  # fmt: skip
 
     before = cost(settings)

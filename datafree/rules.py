@@ -561,6 +561,7 @@ def offline_run_cost(
     baseline: bool = True,
     method: str | None = None,
     round_step_s: Callable[[int, int], float] | None = None,
+    warmup_rounds: int = 0,
 ) -> dict[str, float]:
     """Estimated CPU seconds (one core) of an offline backend's run, from per-image costs.
 
@@ -574,6 +575,8 @@ def offline_run_cost(
       steps, then ``kd_epochs x kd_steps_per_epoch`` KD steps;
     - the growing pool (``num_images`` None): ``kd_epochs x (kd_steps_per_epoch // kd_steps)`` rounds, each
       ``iterations`` steps and ``kd_steps`` KD steps;
+    - either path: ``warmup_rounds`` more rounds whose images are dropped (Fast-Datafree's warm-up; the
+      written dataset's default, none in the pool);
     - a KD step: ``kd_batch x (T_forward + S_train)``;
     - the noise baseline (``baseline``): the KD steps again;
     - ``round_step_s(r, batch)``: what each step of round ``r`` (0, 1, ...) of ``batch`` images costs
@@ -599,6 +602,7 @@ def offline_run_cost(
         kd_total = kd_epochs * kd_steps_per_epoch
     extra = iterations * sum(round_step_s(r, per_round) for r in range(rounds)) if round_step_s else 0.0
     synth = rounds * iterations * per_round * step_image + extra
+    synth += max(0, int(warmup_rounds)) * iterations * synth_batch * step_image  # dropped rounds, same price
     kd = kd_total * kd_batch * (teacher_forward_s + student_train_s)
     out = {"synthesis_s": synth, "rounds_extra_s": extra, "kd_s": kd, "baseline_s": kd if baseline else 0.0}
     out["total_s"] = out["synthesis_s"] + out["kd_s"] + out["baseline_s"]

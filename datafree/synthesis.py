@@ -70,7 +70,8 @@ def synthesize_dataset(
     rank = dist.get_rank() if rank is None else rank
     world_size = dist.get_world_size() if world_size is None else world_size
     # Rank 0 creates (or validates, to resume) the dataset; its error, if any, stops every rank.
-    defaults = field_defaults(type(cfg))
+    # a setting the dataset's manifest lacks matches the value it had before it existed
+    defaults = {**field_defaults(type(cfg)), **getattr(type(cfg), "previous_defaults", {})}
     ds = (
         dist.run_on_main(lambda: _create(out, manifest, defaults))
         if world_size > 1

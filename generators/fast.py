@@ -44,12 +44,13 @@ from torch import nn
 
 from datafree import precision
 from datafree.augment import random_jitter
+from datafree.dataset import shard_seed
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
 from datafree.stats import StatisticsEMA
 
-from .base import RoundSynthesizer, SynthConfig, register
+from .base import Batch, RoundSynthesizer, SynthConfig, register
 
 __all__ = ["FastDatafree", "FastDatafreeConfig", "FastGenerator", "adversarial_agreement_loss"]
 
@@ -129,13 +130,21 @@ class FastDatafreeConfig(SynthConfig):
     meta: str = "fomaml"  # fomaml | reptile
     reptile_scale: float = 67.0  # Reptile's gradient multiplier in the reference code
     jitter: int = -1  # pixels of random roll; -1 means H // 8
+    # synthesis-only rounds (meta-updates) of the meta-generator before its first sampled batch: the
+    # paper's 20-epoch warm-up (``warmup``); the growing pool runs none (``pool_options``)
+    warmup_rounds: int = 20
 
     positive_fields: ClassVar[tuple[str, ...]] = ("nz", "ngf")
+    # A dataset written before a setting existed behaved as this value (no warm-up before session 9),
+    # not as today's default: resuming one needs the same value (datafree.synthesis.synthesize_dataset).
+    previous_defaults: ClassVar[dict[str, Any]] = {"warmup_rounds": 0}
 
     def validate(self) -> None:  # noqa: D102
         super().validate()
         if self.meta not in _META_GRADIENTS:
             raise UserInputError(f"meta must be one of {', '.join(_META_GRADIENTS)}, got {self.meta!r}")
+        if self.warmup_rounds < 0:
+            raise UserInputError(f"warmup_rounds must be >= 0, got {self.warmup_rounds}")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise UserInputError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
 
@@ -153,6 +162,9 @@ def _reptile_gradient(meta: nn.Module, fast: nn.Module, scale: float) -> None:
         p.grad = (p.detach() - q.detach()).mul_(scale)
 
 
+# The warm-up rounds draw from shard_seed(seed, _WARMUP_STREAM + round): apart from a dataset's shards.
+_WARMUP_STREAM = 2**40
+
 # meta rule -> (called after every inner step?, gradient function)
 _META_GRADIENTS = {"fomaml": (True, _fomaml_accumulate), "reptile": (False, _reptile_gradient)}
 
@@ -165,6 +177,10 @@ class FastDatafree(RoundSynthesizer):
     Config = FastDatafreeConfig
     # the growing-pool settings: RoundSynthesizer's (measured on this backend)
     budget_passes: ClassVar[float | None] = 1  # one teacher pass per step (the compute budget's estimate)
+    # The growing pool keeps the loop it was measured with (docs/fidelity.md, "Session 8"): its first
+    # rounds are a small share of a pool that grows for hundreds of rounds. A written dataset is
+    # ``num_images / batch_size`` rounds only (8 at the defaults), so it warms up first.
+    pool_options: ClassVar[dict[str, Any]] = {"warmup_rounds": 0}
     config: FastDatafreeConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: FastDatafreeConfig) -> None:
@@ -180,6 +196,40 @@ class FastDatafree(RoundSynthesizer):
         self.bn_ema = StatisticsEMA(cfg.bn_momentum)  # the reference's bn_mmt
         self.rounds = 0
         self._clear_round()
+
+    def warm_up(self, n: int, student: nn.Module | None = None) -> int:
+        """Run the synthesis-only rounds of ``n`` images still due (``warmup_rounds`` minus the rounds done).
+
+        Fast-Datafree's warm-up (``fast_meta.py``: 20 epochs of synthesis before the first KD epoch): a
+        fresh meta-generator has learned nothing, and a written dataset of 8 rounds of 5 steps would be
+        the noise of its first meta-updates (docs/fidelity.md, "Session 9: offline fast"). Each round is
+        an ordinary one (``reset`` + ``iterations`` steps + the meta-update) whose images are dropped;
+        its ``z`` and labels come from a stream of ``seed``, so a run is reproducible. ``n`` is the
+        run's batch (the first one asked for), so a warm-up round costs what a written round costs.
+
+        Returns:
+            The rounds run.
+        """
+        cfg = self.config
+        due = max(0, cfg.warmup_rounds - self.rounds)
+        for _ in range(due):
+            generator = torch.Generator().manual_seed(shard_seed(cfg.seed, _WARMUP_STREAM + self.rounds))
+            self.reset(n, generator)
+            for _ in range(cfg.iterations):
+                self.step(student)
+        self._clear_round()
+        return due
+
+    def synthesize(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        student: nn.Module | None = None,
+        desc: str = "",
+    ) -> Batch:
+        """One round (:meth:`RoundSynthesizer.synthesize`), after the warm-up rounds still due."""
+        self.warm_up(n, student)
+        return super().synthesize(n, generator, student=student, desc=desc)
 
     def _clear_round(self) -> None:
         self.fast: FastGenerator | None = None

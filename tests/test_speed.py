@@ -110,7 +110,10 @@ def test_fast_adversarial_term_needs_a_student(bn_teacher):
 
 
 def test_pool_source_grows_then_stops_and_feeds_distill(bn_teacher):
-    synth = create_synthesizer("fast", bn_teacher.model, bn_teacher.card, batch_size=16, iterations=2)
+    # the pool loop's settings (FastDatafree.pool_options: no warm-up rounds)
+    synth = create_synthesizer(
+        "fast", bn_teacher.model, bn_teacher.card, batch_size=16, iterations=2, warmup_rounds=0
+    )
     source = PoolSource(synth, max_images=40, seed=0)
     torch.manual_seed(0)
     student = create_model("resnet8_quarter", 10, 1)
