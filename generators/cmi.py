@@ -53,7 +53,7 @@ from torch import nn
 
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics, FeatureRecorder, batchnorm_layers
-from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
 from datafree.rules import cmi_bank_step_s, conv_linear_macs
 
 from .base import RoundSynthesizer, SynthConfig, register
@@ -203,6 +203,10 @@ class CMIConfig(SynthConfig):
     first_bn_weight: float = 1.0
     oh_weight: float = 1.0
     adv_weight: float = 0.0
+    # BN/CE balance (DeepInversion's rule, once per round since every round starts a fresh generator):
+    # when bn_weight x BN starts more than bn_ce_max_ratio times oh_weight x CE (at the round's first
+    # step), bn_weight is scaled down to that ratio for the round. 0 disables it.
+    bn_ce_max_ratio: float = 0.0
     cr_weight: float = 0.8
     cr_temperature: float = 0.1
     head_dim: int = 128
@@ -220,6 +224,8 @@ class CMIConfig(SynthConfig):
 
     def validate(self) -> None:  # noqa: D102
         super().validate()
+        if self.bn_ce_max_ratio < 0:
+            raise UserInputError(f"bn_ce_max_ratio must be >= 0, got {self.bn_ce_max_ratio}")
         if not 0.0 < self.local_min_area <= 1.0:
             raise UserInputError(f"local_min_area must be in (0, 1], got {self.local_min_area}")
 
@@ -342,6 +348,7 @@ class CMI(RoundSynthesizer):
         self.best_loss = torch.tensor(float("inf"), device=self.device)
         self.iteration = 0
         self.generator: torch.Generator | None = None
+        self.bn_scale = 1.0  # BN/CE balance of the current round (bn_ce_max_ratio)
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Start a round: re-initialised generator, fresh ``z``, balanced shuffled labels."""
@@ -386,9 +393,12 @@ class CMI(RoundSynthesizer):
             g_feat = instance_means(rec.features)
             self.teacher(local)
             l_feat = instance_means(rec.features)
+        ce = F.cross_entropy(logits, self.targets)
+        if self.iteration == 0 and cfg.bn_ce_max_ratio > 0:  # one host sync per round
+            self.bn_scale = bn_ce_scale(bn, ce, cfg.bn_weight, cfg.oh_weight, cfg.bn_ce_max_ratio)
         terms = {
-            "bn": (cfg.bn_weight, bn),
-            "oh": (cfg.oh_weight, F.cross_entropy(logits, self.targets)),
+            "bn": (cfg.bn_weight * self.bn_scale, bn),
+            "oh": (cfg.oh_weight, ce),
             "cr": (cfg.cr_weight, self._contrastive(l_feat, g_feat)),
         }
         if cfg.adv_weight > 0:
@@ -425,6 +435,7 @@ class CMI(RoundSynthesizer):
             "bank": self.bank.state_dict(),
             "rounds": self.rounds,
             "iteration": self.iteration,
+            "bn_scale": self.bn_scale,
         }
         if self.z is not None and self.optimizer is not None:
             state.update(
@@ -460,6 +471,7 @@ class CMI(RoundSynthesizer):
         self.best_feats = state["best_feats"].to(dev) if state["best_feats"] is not None else None
         self.best_loss = state["best_loss"].to(dev)
         self.iteration = int(state["iteration"])
+        self.bn_scale = float(state.get("bn_scale", 1.0))
         if state.get("generator") is not None:
             self.generator = torch.Generator()
             self.generator.set_state(state["generator"])
