@@ -4,7 +4,8 @@ A cheap probe of a backend's per-batch optimisation (no student, no KD): the syn
 with its defaults plus ``--set`` options, one batch of ``--batch-size`` images is optimised for
 ``--steps`` steps from seed ``--seed``, and at each step in ``--report`` the script prints the loss
 terms of that step and the share of the batch's kept images (``sample()``) on which the teacher's
-argmax is the target label. Deterministic for a given seed (CPU).
+argmax is the target label, the teacher's mean top-1 confidence on them, and the BN/CE balance's
+scale of the batch where the backend has one (``bn_scale``). Deterministic for a given seed (CPU).
 
 Usage::
 
@@ -49,16 +50,20 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     synth = create_synthesizer(args.method, lm.model, lm.card, seed=args.seed, **opts)
     synth.reset(args.batch_size, torch.Generator().manual_seed(args.seed))
     report = {int(s) for s in args.report.split(",") if s} or {args.steps}
-    t0 = time.perf_counter()
+    c0 = time.process_time()
     for i in range(1, args.steps + 1):
         logs = synth.step()
         if i in report:
             batch = synth.sample()
             with torch.no_grad():
-                agree = (lm.model(batch.images).argmax(1) == batch.labels).float().mean().item()
+                probs = lm.model(batch.images).softmax(1)
+                agree = (probs.argmax(1) == batch.labels).float().mean().item()
+                conf = probs.max(1).values.mean().item()
             terms = " ".join(f"{k} {float(v):.2f}" for k, v in logs.items())
+            scale = f", bn_scale {synth.bn_scale:.4f}" if hasattr(synth, "bn_scale") else ""
+            cpu = time.process_time() - c0
             print(f"{args.method} {' '.join(args.set)} step {i}: {terms}, teacher agrees {agree:.2f} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+                  f"confidence {conf:.3f}{scale} ({cpu:.0f} CPU s)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

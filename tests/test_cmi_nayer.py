@@ -302,3 +302,31 @@ def test_nayer_bn_ce_balance_is_fixed_at_the_first_step_and_resumes(bn_teacher):
         assert off.bn_scale == 1.0
     with pytest.raises(UserInputError, match="bn_ce_max_ratio"):
         make(bn_ce_max_ratio=-1)
+
+
+def test_cmi_bn_ce_balance_is_set_at_each_rounds_first_step_and_resumes(bn_teacher):
+    def make(**kw):
+        card, model = bn_teacher.card, bn_teacher.model
+        return create_synthesizer("cmi", model, card, batch_size=10, iterations=2, negatives=4, **kw)
+
+    synth = make(bn_ce_max_ratio=1e-3)  # any real BN term is over 1e-3 x CE: scaled down
+    synth.reset(10, torch.Generator().manual_seed(0))
+    logs = synth.step()
+    ratio = float(logs["bn"]) / float(logs["oh"])
+    assert synth.bn_scale == pytest.approx(1e-3 / ratio, rel=1e-4)
+    weights = synth.config.cr_weight
+    torch.testing.assert_close(logs["total"], synth.bn_scale * logs["bn"] + logs["oh"] + weights * logs["cr"])
+    first = synth.bn_scale
+    fresh = make(bn_ce_max_ratio=1e-3)  # mid-round resume keeps the round's scale
+    fresh.load_state_dict(synth.state_dict())
+    assert fresh.bn_scale == first and fresh.iteration == 1
+    # a new round (fresh generator, new z) measures its own first step again
+    synth.reset(10, torch.Generator().manual_seed(1))
+    logs = synth.step()
+    assert synth.bn_scale == pytest.approx(1e-3 * float(logs["oh"]) / float(logs["bn"]), rel=1e-4)
+    assert synth.bn_scale != first
+    for off in (make(bn_ce_max_ratio=0), make(bn_ce_max_ratio=1e9)):  # disabled / under the ratio
+        _round(off, 10, 0)
+        assert off.bn_scale == 1.0
+    with pytest.raises(UserInputError, match="bn_ce_max_ratio"):
+        make(bn_ce_max_ratio=-1)
