@@ -48,6 +48,7 @@ from datafree.dataset import shard_seed
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.progress import progress
 from datafree.stats import StatisticsEMA
 
 from .base import Batch, RoundSynthesizer, SynthConfig, register
@@ -212,7 +213,7 @@ class FastDatafree(RoundSynthesizer):
         """
         cfg = self.config
         due = max(0, cfg.warmup_rounds - self.rounds)
-        for _ in range(due):
+        for _ in progress(range(due), desc=f"{self.name} warm-up"):  # visible: minutes on a large teacher
             generator = torch.Generator().manual_seed(shard_seed(cfg.seed, _WARMUP_STREAM + self.rounds))
             self.reset(n, generator)
             for _ in range(cfg.iterations):
