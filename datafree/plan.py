@@ -267,7 +267,8 @@ def budget_settings(
     def steps_per_epoch(s: Mapping[str, int]) -> int:
         return kd.steps_per_epoch if pool or spe_fixed else _rules.kd_budget(s["num_images"])
 
-    round_step_s = cls.budget_round_step_s(teacher, shape, synth)  # CMI's memory bank
+    # CMI's memory bank; the counting forward above has the teacher's MACs (conv_linear_macs' count)
+    round_step_s = cls.budget_round_step_s(teacher, shape, synth, teacher_macs=int(features["macs"]))
 
     def cost(s: Mapping[str, int]) -> dict[str, float]:
         return _rules.offline_run_cost(

@@ -179,13 +179,15 @@ class Synthesizer(ABC):
 
     @classmethod
     def budget_round_step_s(
-        cls, teacher: nn.Module, input_shape: tuple[int, ...], config: Mapping[str, Any]
-    ) -> Callable[[int, int], float] | None:
+        cls, teacher: nn.Module, input_shape: tuple[int, ...], config: Mapping[str, Any],
+        teacher_macs: int | None = None,
+    ) -> Callable[[int, int], float] | None:  # fmt: skip
         """The compute budget's round term: ``f(r, batch)``, CPU s per step of round ``r`` beyond its price.
 
         What each step of round ``r`` (0, 1, ...) of ``batch`` images costs besides the priced step
         (:func:`datafree.rules.offline_run_cost`); None: nothing. ``config`` is the run's backend
-        config as a dict (``dataclasses.asdict``).
+        config as a dict (``dataclasses.asdict``); ``teacher_macs``, the teacher's
+        :func:`datafree.rules.conv_linear_macs` where the caller has counted them (None: counted here).
         """
         return None
 

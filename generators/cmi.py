@@ -307,15 +307,16 @@ class CMI(RoundSynthesizer):
 
     @classmethod
     def budget_round_step_s(
-        cls, teacher: nn.Module, input_shape: tuple[int, ...], config: Mapping[str, Any]
-    ) -> Callable[[int, int], float] | None:
+        cls, teacher: nn.Module, input_shape: tuple[int, ...], config: Mapping[str, Any],
+        teacher_macs: int | None = None,
+    ) -> Callable[[int, int], float] | None:  # fmt: skip
         """The memory bank's negatives: round ``r`` of ``batch`` images sees ``min(negatives, r x batch)``.
 
         Priced by :func:`datafree.rules.cmi_bank_step_s` on the teacher's contrastive feature width
         (the layers :func:`contrastive_layers` picks for this config); the first round (empty bank) is
         what :data:`datafree.rules.SYNTH_PRICES` measured.
         """
-        macs = conv_linear_macs(teacher, tuple(input_shape))
+        macs = conv_linear_macs(teacher, tuple(input_shape)) if teacher_macs is None else int(teacher_macs)
         layers, _ = contrastive_layers(
             batchnorm_layers(teacher), macs, int(config["batch_size"]), int(config["negatives"]),
             int(config["head_dim"]), int(config["feature_stride"]),
