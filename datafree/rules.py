@@ -602,7 +602,7 @@ def offline_run_cost(
         kd_total = kd_epochs * kd_steps_per_epoch
     extra = iterations * sum(round_step_s(r, per_round) for r in range(rounds)) if round_step_s else 0.0
     synth = rounds * iterations * per_round * step_image + extra
-    synth += max(0, int(warmup_rounds)) * iterations * synth_batch * step_image  # dropped rounds, same price
+    synth += max(0, int(warmup_rounds)) * iterations * per_round * step_image  # dropped, at the run's batch
     kd = kd_total * kd_batch * (teacher_forward_s + student_train_s)
     out = {"synthesis_s": synth, "rounds_extra_s": extra, "kd_s": kd, "baseline_s": kd if baseline else 0.0}
     out["total_s"] = out["synthesis_s"] + out["kd_s"] + out["baseline_s"]
