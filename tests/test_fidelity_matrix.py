@@ -1,0 +1,79 @@
+"""Issue 11: the matrix as it stands (bench/fidelity_matrix.py) reads every figure from a result file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import fidelity_matrix as fm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_cell_of_the_spec_is_a_row_of_its_result_file():
+    """The committed spec resolves: each entry names an existing file and exactly one row of it."""
+    spec = json.loads(fm.SPEC.read_text())
+    records = fm.collect(spec, ROOT)
+    assert len(records) == len(spec["cells"]) > 0
+    for r in records:
+        assert 0.0 < r["ratio"] <= 1.01, r
+        assert r["teacher"] in spec["teachers"], r
+        assert r["method"] in fm.METHODS, r
+
+
+def test_bn_methods_match_the_registry():
+    """The matrix's n/a cells follow each backend's own ``requires_batchnorm``."""
+    from generators import method_class
+
+    for m in fm.METHODS[1:]:
+        assert (m in fm.BN_METHODS) == bool(method_class(m).requires_batchnorm), m
+
+
+def _write(tmp: Path, name: str, rows: list[dict], **top) -> str:
+    (tmp / name).write_text(json.dumps({**top, "rows": rows}))
+    return name
+
+
+def test_matrix_reads_each_format_and_applies_the_bars(tmp_path):
+    """Rows of fidelity.py, compress_kd_variants.py and the online benches; the bars name each miss."""
+    fid = _write(tmp_path, "fid.json", [
+        {"teacher": "t_bn", "method": "auto", "ratio": 0.98, "cpu_s": 300.0},
+        {"teacher": "t_bn", "method": "cmi", "ratio": 0.93, "cpu_s": 950.0},
+    ], seed=0)  # fmt: skip
+    kdv = _write(tmp_path, "kdv.json", [
+        {"seed": 1, "variant": "default", "student_accuracy": 0.99, "teacher_accuracy": 1.0},
+        {"seed": 1, "variant": "ep60", "student_accuracy": 0.5, "teacher_accuracy": 1.0},
+    ], method="nayer")  # fmt: skip
+    onl = _write(tmp_path, "onl.json", [{"teacher": "t_plain", "method": "dafl", "seed": 0, "ratio": 0.991}])
+    spec = {"teachers": ["t_bn", "t_plain"], "cells": [
+        {"teacher": "t_bn", "method": "auto", "seed": 0, "file": fid},
+        {"teacher": "t_bn", "method": "cmi", "seed": 0, "file": fid},
+        {"teacher": "t_bn", "method": "nayer", "seed": 1, "file": kdv, "match": {"variant": "default"}},
+        {"teacher": "t_plain", "method": "dafl", "seed": 0, "file": onl, "weights": "earlier"},
+    ]}  # fmt: skip
+    records = fm.collect(spec, tmp_path)
+    assert [r["ratio"] for r in records] == [0.98, 0.93, 0.99, 0.991]
+    v = fm.verdicts(records, spec["teachers"], {"t_bn"})
+    assert v["below_bar"] == ["t_bn x cmi < 95%: seed 0 93.0%"]
+    assert v["over_15_min"] == ["t_bn x cmi seed 0: 950 s"]
+    assert "t_bn x deepinversion" in v["not_measured"] and "t_plain x zskt" in v["not_measured"]
+    assert "t_plain x fast" not in v["not_measured"]  # a BN backend does not apply to a BN-less teacher
+    assert v["best"]["t_bn"] == {"method": "nayer", "ratio": 0.99, "passes": True}
+    text = fm.markdown(records, spec["teachers"], {"t_bn"})
+    assert "| t_plain | = dafl | n/a | n/a | n/a | n/a | 99.1† | - | - |" in text
+
+
+def test_a_spec_naming_a_missing_row_is_an_error(tmp_path, capsys):
+    """Exit status 2 and the file named, not a made-up figure."""
+    fid = _write(tmp_path, "fid.json", [{"teacher": "t", "method": "auto", "ratio": 0.98}], seed=0)
+    spec = {
+        "teachers": ["t"],
+        "cells": [{"teacher": "t", "method": "cmi", "seed": 0, "file": str(tmp_path / fid)}],
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(fm.SpecError, match="0 rows"):
+        fm.collect(spec, tmp_path)
+    assert fm.main(["--spec", str(tmp_path / "spec.json"), "--out", str(tmp_path / "m")]) == 2
+    assert "fid.json" in capsys.readouterr().err
