@@ -9,7 +9,7 @@ writes by default; ``--calib zeroq`` for ZeroQ's BN-statistics images) and
 ``real digits`` (random training images: the reference, not data-free).
 
 Models: resnet8_digits and the ResNet-18 at 3x32x32 of the teacher suite (``--resnet18``, default
-/work/cache/suite/resnet18_32/model.json; skipped when absent).
+$DATAFREE_SUITE/resnet18_32/model.json; skipped when absent).
 
 Run: ``OMP_WAIT_POLICY=PASSIVE python bench/deploy_calibration.py``. Writes
 bench/results/deploy_calibration.json and .md.
@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.suite import suite_dir  # noqa: E402
 from datafree.cards import LoadedModel, load_model  # noqa: E402
 from datafree.data import digits_split  # noqa: E402
 from datafree.deploy import _ort_session, deploy  # noqa: E402
@@ -38,7 +39,7 @@ from datafree.quant import calibration_images  # noqa: E402
 from datafree.utils import atomic_write, atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SUITE_RESNET18 = "/work/cache/suite/resnet18_32/model.json"
+SUITE_RESNET18 = str(suite_dir() / "resnet18_32" / "model.json")  # $DATAFREE_SUITE
 
 
 def ort_static_int8(

@@ -9,7 +9,7 @@ alike. Per batch size the fastest int8 runtime is chosen only where it beats the
 
 Models: ``resnet8_digits`` (shipped), ``resnet8_half`` (the distilled student's architecture,
 random weights: latency only), and the ResNet-18 at 3x32x32 (``--resnet18`` card, default the
-teacher-suite card under /work/cache/suite/resnet18_32 when it exists, else random weights).
+teacher-suite card under $DATAFREE_SUITE/resnet18_32 when it exists, else random weights).
 Calibration for latency is 64 Gaussian-noise images (speed does not depend on the scales); the
 accuracies printed are on the digits test split with those scales.
 
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.suite import suite_dir  # noqa: E402
 from datafree.cards import LoadedModel, ModelCard, load_model, save_model  # noqa: E402
 from datafree.data import digits_split  # noqa: E402
 from datafree.deploy import _ort_session, deploy  # noqa: E402
@@ -44,7 +45,7 @@ from datafree.quant.int8 import export_int8  # noqa: E402
 from datafree.utils import atomic_write, atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SUITE_RESNET18 = Path("/work/cache/suite/resnet18_32/model.json")
+SUITE_RESNET18 = suite_dir() / "resnet18_32" / "model.json"  # $DATAFREE_SUITE or ~/.cache/datafree/suite
 
 
 def _random_card(arch: str, shape: list[int], tmp: Path, mean: list[float], std: list[float]) -> LoadedModel:

@@ -14,7 +14,7 @@ same batch with this checkout's code. The coordinator lets them run in turn, ``-
 for ``--rounds`` rounds, so a busy machine's load hits all three alike; the table gives the medians of
 the per-step wall times and the median over rounds of each ratio. Each worker also counts the ATen
 operations of one step (forward, backward, optimiser: a ``TorchDispatchMode``), which does not depend
-on the load. Suite teachers are read from ``/work/cache/suite/NAME/model.json``.
+on the load. Suite teachers are read from ``$DATAFREE_SUITE/NAME/model.json`` (bench/suite.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ on every BN layer), with ``fold_bn=True`` (datafree.bnfold), and the teacher's b
 (input gradients on, cross-entropy to random labels). The table gives medians and the median over
 rounds of step / bare. The allocator setting of the CLI (datafree.malloc) is applied first unless
 ``--no-tune-malloc``; run the script both ways to see its effect (it is process-wide, so it cannot be
-interleaved). Suite teachers are read from /work/cache/suite/NAME/model.json.
+interleaved). Suite teachers are read from $DATAFREE_SUITE/NAME/model.json (bench/suite.py).
 """
 
 from __future__ import annotations

@@ -33,15 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 import torch  # noqa: E402
 
 from bench.common import machine, markdown_table  # noqa: E402
+from bench.suite import suite_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SUITE = Path("/work/cache/suite")
+SUITE = suite_dir()  # $DATAFREE_SUITE or ~/.cache/datafree/suite (assets/train_suite.py)
 CONFIGS = {"fp32": ["--precision", "fp32"], "bf16_cl": ["--precision", "bf16", "--channels-last"]}
 
 
 def teacher_card(name: str) -> str:
-    """A shipped teacher name, a card path, or a suite teacher cached under /work/cache/suite."""
+    """A shipped teacher name, a card path, or a suite teacher cached in the suite cache (bench/suite.py)."""
     from datafree.cards import shipped_teachers
 
     if name in shipped_teachers() or name.endswith(".json"):

@@ -35,7 +35,7 @@ table gives medians and the median per-round ratio, by wall time and by CPU time
     PYTHONPATH=. python bench/synthesis_overhead.py --cli --teachers resnet8_digits,resnet18_32 \
         --batches 64,128,256 --threads 2 --steps 20 --reps 3 [--precision bf16 --channels-last]
 
-``resnet18_32`` is the suite teacher cached at ``/work/cache/suite/resnet18_32/model.json`` when it
+``resnet18_32`` is the suite teacher cached at ``$DATAFREE_SUITE/resnet18_32/model.json`` when it
 exists, else a randomly initialised torchvision ResNet-18 at 3x32x32.
 """
 
@@ -64,6 +64,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import interleaved, machine, markdown_table, median_ratio, setup  # noqa: E402
+from bench.suite import suite_dir  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BN_TEACHER, PLAIN_TEACHER = "resnet8_digits", "lenet5_digits"
@@ -226,13 +227,13 @@ def run_case(method: str, teacher: str, device: torch.device, reps: int, memory:
 
 
 # --- through the CLI: t(N+1 steps) - t(1 step) of the real `datafree synthesize` command -------------
-SUITE = Path("/work/cache/suite")
+SUITE = suite_dir()  # $DATAFREE_SUITE or ~/.cache/datafree/suite (assets/train_suite.py)
 
 
 def teacher_card(name: str, workdir: Path) -> str:
     """A card path or shipped name for ``name``.
 
-    A shipped teacher, a suite teacher cached under ``/work/cache/suite/<name>/model.json`` (issue 11),
+    A shipped teacher, a suite teacher cached under ``$DATAFREE_SUITE/<name>/model.json`` (issue 11),
     or for ``resnet18_32`` / ``resnet34_32`` a randomly initialised torchvision network at 3x32x32
     (BN running statistics of random weights are fine for step timing).
     """

@@ -233,15 +233,13 @@ def test_cmi_default_plans_carry_the_bank_and_fit_the_budget() -> None:
     the synthesis; vgg8_bn_32: 1,472, 3%); the capped plan (256 images: one round, no bank) fits
     RUN_BUDGET_CPU_S with the noise baseline.
     """
-    import os
-    from pathlib import Path
-
+    from bench.suite import suite_dir
     from datafree import plan as plan_mod
     from datafree import rules
     from datafree.cards import load_model
 
     teachers = [_resnet18_32()]
-    suite = Path(os.environ.get("DATAFREE_SUITE", "/work/cache/suite")) / "vgg8_bn_32"
+    suite = suite_dir() / "vgg8_bn_32"  # $DATAFREE_SUITE or ~/.cache/datafree/suite
     if (suite / "model.json").is_file():  # the session-8 cell: 99.4%, 710 s of CPU without the baseline
         lm = load_model(suite)
         teachers.append((lm.model, lm.card))
