@@ -470,8 +470,9 @@ def plan(
             ``compress`` would choose.
 
     On a CPU, a backend with a compute budget (``cmi``, ``nayer``, ``fast``, ``deepinversion``; not
-    ``method="auto"``, whose pool has :func:`auto_choice`'s cap) has the settings the user did not give scaled down to fit
-    :data:`datafree.rules.RUN_BUDGET_CPU_S` (:func:`budget_settings`; ``info["compute_budget"]``).
+    ``method="auto"``, whose pool has :func:`auto_choice`'s cap) has the settings the user did not give
+    scaled down to fit :data:`datafree.rules.RUN_BUDGET_CPU_S` (:func:`budget_settings`;
+    ``info["compute_budget"]``).
 
     Returns:
         The :class:`Plan`.
