@@ -206,11 +206,12 @@ def budget_settings(
 ) -> dict[str, Any] | None:
     """The compute budget of an offline backend's run on a CPU (docs/fidelity.md, "Session 7").
 
-    Applies to a backend with ``budget_passes`` (``cmi``, ``nayer``, ``fast``), written dataset or
-    growing pool, on a CPU: the run's cost is estimated from the teacher's and the student's
+    Applies to a backend with ``budget_passes`` (``cmi``, ``nayer``, ``fast``, ``deepinversion``), written
+    dataset or growing pool, on a CPU: the run's cost is estimated from the teacher's and the student's
     :func:`datafree.rules.cpu_seconds_per_image` (:func:`datafree.rules.offline_run_cost`, noise baseline
-    included), and when it passes :data:`datafree.rules.RUN_BUDGET_CPU_S`, the settings the user did
-    not give are scaled down by :func:`datafree.rules.budget_ladder`. Nothing is timed: the same
+    included; DeepInversion's steps at its cap, which its plateau stop may not reach: an upper bound),
+    and when it passes :data:`datafree.rules.RUN_BUDGET_CPU_S`, the settings the user did not give are
+    scaled down by :func:`datafree.rules.budget_ladder`. Nothing is timed: the same
     teacher and settings always give the same plan.
 
     Args:
@@ -251,7 +252,10 @@ def budget_settings(
         if isinstance(kd_given, KDConfig)
         else {k for k, v in (kd_given or {}).items() if v is not None}
     )
-    synth = dataclasses.asdict(parse_overrides(cls.Config, {**(cls.pool_options if pool else {}), **options}))
+    # the backend's config as create_synthesizer builds it: the rules of the teacher's input shape
+    # (DeepInversion's batch and step cap, datafree.rules.deepinversion_defaults) < the pool's < --set
+    base = {**cls.default_overrides(card), **(cls.pool_options if pool else {})}
+    synth = dataclasses.asdict(parse_overrides(cls.Config, {**base, **options}))
     synth_batch = int(cls.pool_batch_size or synth["batch_size"]) if pool else int(synth["batch_size"])
     fixed = {k for k in ("epochs", "batch_size") if k in given_kd}
     if "iterations" in (options or {}):
@@ -267,6 +271,9 @@ def budget_settings(
     def steps_per_epoch(s: Mapping[str, int]) -> int:
         return kd.steps_per_epoch if pool or spe_fixed else _rules.kd_budget(s["num_images"])
 
+    # the student in every synthesis step: an adversarial term (fast, nayer), Adaptive DeepInversion's
+    # competition
+    adversarial = any(float(synth.get(k, 0) or 0) > 0 for k in ("adv_weight", "competition_weight"))
     # CMI's memory bank; the counting forward above has the teacher's MACs (conv_linear_macs' count)
     round_step_s = cls.budget_round_step_s(teacher, shape, synth, teacher_macs=int(features["macs"]))
 
@@ -276,7 +283,7 @@ def budget_settings(
             synth_batch=synth_batch, kd_epochs=s["epochs"], kd_steps_per_epoch=steps_per_epoch(s),
             kd_batch=s["batch_size"],
             num_images=None if pool else s["num_images"], kd_steps=kd.kd_steps,
-            adversarial=float(synth.get("adv_weight", 0) or 0) > 0, method=method.lower(),
+            adversarial=adversarial, method=method.lower(),
             round_step_s=round_step_s,
             warmup_rounds=int(synth.get("warmup_rounds", 0) or 0),  # fast's (pool_options: none in the pool)
         )  # fmt: skip
@@ -462,9 +469,10 @@ def plan(
         student: the student the run distils (its cost enters the compute budget); default: the one
             ``compress`` would choose.
 
-    On a CPU, a backend with a compute budget (``cmi``, ``nayer``, ``fast``; not ``method="auto"``,
-    whose pool has :func:`auto_choice`'s cap) has the settings the user did not give scaled down to fit
-    :data:`datafree.rules.RUN_BUDGET_CPU_S` (:func:`budget_settings`; ``info["compute_budget"]``).
+    On a CPU, a backend with a compute budget (``cmi``, ``nayer``, ``fast``, ``deepinversion``; not
+    ``method="auto"``, whose pool has :func:`auto_choice`'s cap) has the settings the user did not give
+    scaled down to fit :data:`datafree.rules.RUN_BUDGET_CPU_S` (:func:`budget_settings`;
+    ``info["compute_budget"]``).
 
     Returns:
         The :class:`Plan`.

@@ -486,10 +486,23 @@ GEN_S_PER_ELEMENT = 4.96e-7
 # CMI's pass costs 1.4x NAYER's (its two views, the contrastive head and bank; session 7's one price
 # for both was 30-35% low on CMI's dense steps: cmi x resnet18_32 planned at 593 s with the baseline,
 # 741 s of CPU without it).
+# DeepInversion's row (session 10, docs/fidelity.md "Session 10: DeepInversion on the 32 px teachers"):
+# fitted the same way on its five steps at the batch compress plans (256; one thread;
+# bench/results/s10_di/cell_cost_di.json), within 15% (vgg8_bn_32 under-priced by 15%, the rest within
+# 8%). It has no generator: its per-element term (the pixels' Adam, the priors, the jitter) is a tenth of
+# the generators'. Its batches stop at a loss plateau (``plateau_tol``), so its priced steps, the cap
+# ``iterations``, bound the run from above:
+#   PYTHONPATH=. python bench/cell_cost.py --teachers resnet8_digits,mobilenetv2_32,resnet18_32,vgg8_bn_32,\
+#       wrn40_2_32 --methods deepinversion --steps 4 --threads 1 --suite /work/cache/suite \
+#       --out bench/results/s10_di/cell_cost_di.json
+#   PYTHONPATH=. python bench/cost_measure.py --suite /work/cache/suite \
+#       --rows bench/results/s7_cap/cost_measure.json --steps bench/results/s10_di/cell_cost_di.json \
+#       --out bench/results/s10_di/cost_measure.json
 SYNTH_PRICES: dict[str, tuple[float, float]] = {
     "cmi": (3.171, 3.87e-7),
     "nayer": (2.245, 5.39e-7),
     "fast": (2.004, 5.59e-7),
+    "deepinversion": (2.329, 4.87e-8),
 }
 # The budget of a run's estimated compute on a CPU, in CPU seconds of one core, noise baseline included
 # (so that --no-baseline does not change the student): 800 s of the issues' 15 minutes (900 s), leaving

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +136,10 @@ class DeepInversion(Synthesizer):
     name = "deepinversion"
     Config = DeepInversionConfig
     requires_batchnorm = True
+    #: one teacher pass (forward, backward to the pixels) per step, for the compute budget of a run on a
+    #: CPU (datafree.plan.budget_settings; priced by datafree.rules.SYNTH_PRICES' own row). The plateau stop
+    #: ends most batches before ``iterations``, so the budget's estimate, at the cap, is an upper bound.
+    budget_passes: ClassVar[float | None] = 1
     config: DeepInversionConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: DeepInversionConfig) -> None:

@@ -110,14 +110,17 @@ def test_synth_prices_are_the_committed_per_backend_fit() -> None:
     path = Path(__file__).resolve().parent.parent / "bench/results/s8_cmi/cost_measure.json"
     fits = json.loads(path.read_text())["fits"]
     by_method = fits["synthesis_step_by_method"]
-    assert set(rules.SYNTH_PRICES) == {"cmi", "nayer", "fast"} <= set(by_method)
+    assert set(rules.SYNTH_PRICES) == {"cmi", "nayer", "fast", "deepinversion"}
+    assert {"cmi", "nayer", "fast"} <= set(by_method)
     for method, (k, g) in rules.SYNTH_PRICES.items():
+        if method == "deepinversion":  # session 10's fit (test_deepinversion_price_is_the_committed_fit)
+            continue
         assert by_method[method]["synth_pass_price"] == pytest.approx(k, rel=1e-2)
         assert by_method[method]["gen_s_per_element"] == pytest.approx(g, rel=1e-2)
         assert len(by_method[method]["relative_errors"]) == 5  # the five BN teachers
     assert fits["synthesis_step"]["synth_pass_price"] == pytest.approx(rules.SYNTH_PASS_PRICE, rel=1e-2)
     assert fits["synthesis_step"]["gen_s_per_element"] == pytest.approx(rules.GEN_S_PER_ELEMENT, rel=1e-2)
-    assert rules.synth_prices("deepinversion") == (rules.SYNTH_PASS_PRICE, rules.GEN_S_PER_ELEMENT)
+    assert rules.synth_prices("zeroq") == (rules.SYNTH_PASS_PRICE, rules.GEN_S_PER_ELEMENT)  # no row
     cmi, cmi_train_basis = by_method["cmi"], fits["synthesis_step_train_basis_by_method"]["cmi"]
     assert cmi["max_abs_error"] < 0.2 < 0.4 < cmi_train_basis["max_abs_error"]
 
@@ -167,6 +170,85 @@ def test_cmi_is_priced_above_nayer_and_its_budget_fits_on_resnet18_32() -> None:
     )  # fmt: skip
     assert b["capped"] and not b["over_budget"]
     assert b["capped_estimate_s"] <= rules.RUN_BUDGET_CPU_S < b["estimate_s"]
+
+
+def test_deepinversion_price_is_the_committed_fit() -> None:
+    """SYNTH_PRICES' DeepInversion row is bench/cost_measure.py's fit of session 10's five DI steps.
+
+    One pass a step (no generator: its per-element term is a tenth of the generator backends'); the fit
+    is within 20% of every measured step.
+    """
+    import json
+    from pathlib import Path
+
+    from datafree import rules
+    from generators.deepinversion import DeepInversion
+
+    path = Path(__file__).resolve().parent.parent / "bench/results/s10_di/cost_measure.json"
+    fit = json.loads(path.read_text())["fits"]["synthesis_step_by_method"]["deepinversion"]
+    k, g = rules.synth_prices("deepinversion")
+    assert fit["synth_pass_price"] == pytest.approx(k, rel=1e-2)
+    assert fit["gen_s_per_element"] == pytest.approx(g, rel=1e-2)
+    assert len(fit["relative_errors"]) == 5 and fit["max_abs_error"] < 0.2
+    assert DeepInversion.budget_passes == 1 and g < 0.2 * rules.synth_prices("nayer")[1]
+
+
+def test_deepinversion_budget_uses_its_input_shape_rules_and_caps_resnet18_32() -> None:
+    """The budget prices DI's batch and step cap of the teacher's input shape, and caps what is dear.
+
+    At 3x32x32 :func:`datafree.rules.deepinversion_defaults` gives batches of 256 and a 372-step cap
+    (the config's own 200 are the 16 px reference's); with them, ResNet-18's default run (1024 images)
+    is over RUN_BUDGET_CPU_S, and the budget brings it under without touching what the user gave.
+    """
+    from datafree import plan as plan_mod
+    from datafree import rules
+
+    teacher, card = _resnet18_32()
+    rule = rules.deepinversion_defaults(card.input_shape)
+    assert rule["iterations"] == 372 and rule["batch_size"] == 256
+
+    def budget(kd: dict, options: dict, num_images: int | None, budget_s: float | None = None) -> dict:
+        return plan_mod.budget_settings(
+            teacher, card, "deepinversion", pool=False, kd=plan_mod.kd_settings("deepinversion", kd),
+            kd_given=kd, options=options, num_images=num_images, budget_s=budget_s,
+        )  # fmt: skip
+
+    free = budget({}, {}, None, budget_s=1e9)
+    assert free["settings"]["iterations"] == 372 and not free["capped"]
+    shape = (3, 32, 32)
+    k, g = rules.synth_prices("deepinversion")
+    step_image = k * rules.cpu_seconds_per_image(teacher, shape, "forward") + g * 3 * 32 * 32
+    assert free["estimate"]["synthesis_s"] == pytest.approx(4 * 372 * 256 * step_image, rel=1e-3)
+    b = budget({}, {}, None)
+    assert b["capped"] and not b["over_budget"]
+    assert b["capped_estimate_s"] <= rules.RUN_BUDGET_CPU_S < b["estimate_s"]
+    assert b["settings"]["num_images"] < 1024 or b["settings"]["iterations"] < 372
+    # what the user gave stays (here over the budget: every other knob at its floor)
+    user = {"epochs": 30, "batch_size": 128}
+    kept = budget(user, {"iterations": 372}, 1024)
+    assert kept["settings"] == {"epochs": 30, "batch_size": 128, "iterations": 372, "num_images": 1024}
+    assert kept["over_budget"] and kept["kd"] == {} and kept["options"] == {} and kept["num_images"] is None
+    # Adaptive DeepInversion's competition runs the student in every step: priced like an adversarial term
+    adi = budget({}, {"competition_weight": 1.0}, None, budget_s=1e9)
+    assert adi["estimate"]["synthesis_s"] > free["estimate"]["synthesis_s"]
+
+
+def test_plan_deepinversion_takes_the_budget_settings_on_resnet18_32() -> None:
+    """plan() runs the budget's DI settings: fewer images (the KD steps follow), the step cap kept."""
+    from datafree.cards import LoadedModel
+    from datafree.plan import plan
+    from datafree.rules import RUN_BUDGET_CPU_S, kd_budget
+
+    teacher, card = _resnet18_32()
+    p = plan(LoadedModel(teacher, card), method="deepinversion")
+    b = p.info["compute_budget"]
+    assert b["capped"] and b["capped_estimate_s"] <= RUN_BUDGET_CPU_S
+    assert p.num_images == b["settings"]["num_images"] < 1024
+    assert p.kd.steps_per_epoch == kd_budget(p.num_images) and p.kd.batch_size == b["settings"]["batch_size"]
+    assert p.synthesizer.config.iterations == b["settings"]["iterations"]
+    assert p.synthesizer.config.batch_size == 256  # the 32 px rule's batch: the rounds the budget counted
+    user = plan(LoadedModel(teacher, card), method="deepinversion", num_images=1024, kd={"batch_size": 128})
+    assert user.num_images == 1024 and user.kd.batch_size == 128  # the user's; the steps may come down
 
 
 def test_offline_run_cost_adds_a_per_round_step_term() -> None:
@@ -296,7 +378,14 @@ def test_plan_budget_keeps_the_16px_reference(bn_teacher) -> None:
         assert not b["capped"] and b["estimate_s"] < 0.5 * b["budget_s"]
         assert p.kd.epochs == epochs and p.num_images == 1024 and p.kd.batch_size == 128
         assert "iterations" not in p.method_options
-    assert "compute_budget" not in plan(bn_teacher, method="deepinversion").info  # no budget there
+    # DeepInversion (session 10): priced, far under the budget, every setting of the 16 px reference kept
+    # (compress --method deepinversion's 99.2% there; auto's path on resnet8_digits)
+    p = plan(bn_teacher, method="deepinversion")
+    b = p.info["compute_budget"]
+    assert not b["capped"] and b["estimate_s"] < 0.25 * b["budget_s"]
+    assert b["settings"] == {"epochs": 30, "batch_size": 128, "iterations": 200, "num_images": 1024}
+    assert p.kd.epochs == 30 and p.kd.batch_size == 128 and p.kd.steps_per_epoch == 40
+    assert p.num_images == 1024 and p.method_options == {} and p.synthesizer.config.iterations == 200
     assert "compute_budget" not in plan(bn_teacher, method="auto").info  # auto: its own cap
 
 
