@@ -15,6 +15,7 @@ for the growing-pool loop), then the user's overrides.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -508,6 +509,17 @@ def plan(
         num_images = budget["num_images"] or num_images
         cfg = dataclasses.replace(cfg, **budget["kd"])
         cfg.validate()
+    if budget is not None and budget["over_budget"]:  # every knob at its floor: say so before the long run
+        warnings.warn(
+            f"{method} on this teacher is estimated at {budget['capped_estimate_s']:.0f} s of one CPU core "
+            "with every setting the compute budget may lower at its floor "
+            f"(budget {budget['budget_s']:.0f} s): "
+            "the run takes longer, and so little data or KD may leave a weak student (DeepInversion on "
+            "WRN-40-2 at 32 px kept 10% of the teacher; docs/fidelity.md); --method auto picks a path by the "
+            "teacher's cost",
+            UserWarning,
+            stacklevel=2,
+        )
     synth = dataset = None
     if data is not None:  # the whole dataset (manifest, every shard, teacher) is checked when opened
         data = Path(data)

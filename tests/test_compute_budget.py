@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -450,3 +451,23 @@ def test_plan_budget_on_a_gpu_teacher_is_off(bn_teacher) -> None:
                                kd_given=None, options={}, num_images=None) is None  # fmt: skip
     finally:
         bn_teacher.model.cpu()
+
+
+def test_plan_warns_when_the_budget_cannot_fit_the_run() -> None:
+    """Every knob at its floor and still over: one UserWarning before the run (DI x wrn40_2_32 kept 10%)."""
+    from datafree import rules
+    from datafree.cards import LoadedModel
+    from datafree.plan import plan
+
+    teacher, card = _resnet18_32()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within the budget: no warning
+        fits = plan(LoadedModel(teacher, card), method="deepinversion")
+    assert not fits.info["compute_budget"]["over_budget"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rules, "RUN_BUDGET_CPU_S", 10.0)
+        with pytest.warns(UserWarning, match="at its floor"):
+            p = plan(LoadedModel(teacher, card), method="deepinversion")
+    b = p.info["compute_budget"]
+    assert b["over_budget"] and b["capped_estimate_s"] > 10.0
+    assert p.kd.epochs == rules.BUDGET_MIN_KD_EPOCHS and p.kd.batch_size == rules.BUDGET_MIN_KD_BATCH
