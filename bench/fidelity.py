@@ -3,7 +3,7 @@
 Usage:
     python bench/fidelity.py [--teachers resnet18_32,resnet8_digits] [--methods deepinversion,dafl]
                              [--quick] [--threads 1] [--suite DIR] [--out bench/results] [--tag NAME]
-                             [--merge] [--num-images N --epochs E --batch-size B]
+                             [--merge] [--num-images N --epochs E --batch-size B --iterations I]
 
 Teachers are the suite's (bench/suite.py: cached by assets/train_suite.py under --suite,
 $DATAFREE_SUITE or ~/.cache/datafree/suite) and the shipped 1x16x16 ones; methods are every
@@ -14,8 +14,9 @@ accuracy, the student's % of the teacher, the same student from Gaussian noise w
 wall time, the teacher's agreement with the targets and mean confidence on the synthetic images
 (offline methods), and a grid of samples. Writes ``OUT/fidelity[_TAG].json``, ``.md`` and ``.png``
 (all cells' sample grids). ``--quick`` shrinks every budget (a few steps: for the tests, not figures).
-``--num-images``, ``--epochs``, ``--batch-size`` give a cell what a user would give compress (``-n``,
-``--epochs``, ``--batch-size``; the compute budget keeps them): a screen of one setting, not the defaults.
+``--num-images``, ``--epochs``, ``--batch-size``, ``--iterations`` give a cell what a user would give
+compress (``-n``, ``--epochs``, ``--batch-size``, ``--set iterations=I``; the compute budget keeps them): a
+screen of one setting, not the defaults.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def run_cell(
 ) -> dict[str, Any]:
     """One cell: compress with every default (or the --quick budget); returns its row and samples.
 
-    ``given``: the user's ``num_images``, KD ``epochs`` and ``batch_size`` (compress's ``-n``,
-    ``--epochs``, ``--batch-size``; the compute budget keeps them), for a screen of one setting.
+    ``given``: the user's ``num_images``, KD ``epochs`` and ``batch_size``, synthesis ``iterations``
+    (compress's ``-n``, ``--epochs``, ``--batch-size``, ``--set iterations=I``; the compute budget keeps
+    them), for a screen of one setting.
     """
     from datafree.distill import KDConfig
     from datafree.pipeline import DEFAULT_NUM_IMAGES, compress
@@ -140,6 +142,8 @@ def run_cell(
         kd_given = {k: given[k] for k in ("epochs", "batch_size") if k in given}
         if kd_given:
             kw["kd"] = {"seed": seed, **kd_given}
+        if "iterations" in given:  # the backend's steps per batch (a user's --set: the budget keeps it)
+            kw["synth_options"] = {"iterations": given["iterations"]}
     import contextlib
     from unittest import mock
 
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-baseline", action="store_true", help="skip the noise baseline (say so with the figures)"
     )
-    add_setting_options(ap)
+    add_setting_options(ap, iterations=True)
     args = ap.parse_args(argv)
     if args.suite:
         import os
@@ -362,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         for m in methods:
             if m != "auto" and method_class(m).requires_batchnorm and not bn:
                 continue
-            given = {"num_images": args.num_images, "epochs": args.epochs, "batch_size": args.batch_size}
+            given = {"num_images": args.num_images, "epochs": args.epochs, "batch_size": args.batch_size,
+                     "iterations": args.iterations}  # fmt: skip
             cell = run_cell(t, m, args.quick, args.seed, device, args.keep, baseline=not args.no_baseline,
                             given=given)  # fmt: skip
             cells.append(cell)

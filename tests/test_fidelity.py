@@ -229,7 +229,10 @@ def test_bn_ce_balance(bn_teacher) -> None:
 
 
 def test_fidelity_cell_passes_a_screen_of_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--num-images/--epochs/--batch-size reach compress as a user's -n and KD options; else every default."""
+    """--num-images/--epochs/--batch-size/--iterations reach compress as a user's -n, KD and --set options.
+
+    Not given: every default.
+    """
     import datafree.pipeline as pipeline
     from bench.fidelity import run_cell
 
@@ -248,6 +251,12 @@ def test_fidelity_cell_passes_a_screen_of_user_settings(monkeypatch: pytest.Monk
         run_cell("resnet8_digits", "nayer", False, 3, cpu, None, baseline=False,
                  given={"num_images": 256, "epochs": 30, "batch_size": 32})  # fmt: skip
     assert seen[-1]["num_images"] == 256 and seen[-1]["kd"] == {"seed": 3, "epochs": 30, "batch_size": 32}
+    assert "synth_options" not in seen[-1]
     with pytest.raises(Stop):
-        run_cell("resnet8_digits", "nayer", False, 0, cpu, None, given={"num_images": None, "epochs": None})
-    assert "num_images" not in seen[-1] and "kd" not in seen[-1]  # compress's defaults
+        run_cell("resnet8_digits", "cmi", False, 0, cpu, None, given={"num_images": 512, "iterations": 100})
+    assert seen[-1]["num_images"] == 512 and seen[-1]["synth_options"] == {"iterations": 100}
+    assert "kd" not in seen[-1]  # the budget plans the KD for those images
+    with pytest.raises(Stop):
+        run_cell("resnet8_digits", "nayer", False, 0, cpu, None,
+                 given={"num_images": None, "epochs": None, "iterations": None})  # fmt: skip
+    assert "num_images" not in seen[-1] and "kd" not in seen[-1] and "synth_options" not in seen[-1]
