@@ -198,6 +198,8 @@ def test_recovery_with_a_backend_by_name_synthesizes_first(teacher, tmp_path):
         kd=kd, method_options={"iterations": 3, "batch_size": 32}, latency=False,
     )  # fmt: skip
     assert (tmp_path / "data" / "manifest.json").is_file()
+    budget = report["source"].pop("compute_budget")  # DeepInversion's (session 10): 32 images fit it
+    assert not budget["capped"] and budget["settings"]["num_images"] == 32
     assert report["source"] == {"method": "deepinversion", "data": str(tmp_path / "data"),
                                 "num_images": 32, "online": False}  # fmt: skip
     assert "recovered" in report["stages"]
