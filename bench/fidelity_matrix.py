@@ -99,6 +99,13 @@ def find_row(entry: dict[str, Any], root: Path = ROOT) -> dict[str, Any]:
     return found[0]
 
 
+def machine_of(entry: dict[str, Any], root: Path = ROOT) -> str:
+    """The CPU the entry's run recorded (``machine.cpu`` of its result file), or ``"not recorded"``."""
+    data = json.loads((root / entry["file"]).read_text())
+    m = data.get("machine") if isinstance(data, dict) else None
+    return str(m.get("cpu")) if isinstance(m, dict) and m.get("cpu") else "not recorded"
+
+
 def collect(spec: dict[str, Any], root: Path = ROOT) -> list[dict[str, Any]]:
     """One record per spec entry: the figures read from its row, and the entry's provenance."""
     out = []
@@ -108,6 +115,7 @@ def collect(spec: dict[str, Any], root: Path = ROOT) -> list[dict[str, Any]]:
             "teacher": e["teacher"], "method": e["method"], "seed": e["seed"], "ratio": round(_ratio(row), 4),
             "cpu_s": _cpu_s(row), "ran": row.get("ran", e["method"]), "file": e["file"],
             "session": e.get("session"), "weights": e.get("weights"), "note": e.get("note", ""),
+            "machine": machine_of(e, root),
         })  # fmt: skip
     return out
 
@@ -172,6 +180,9 @@ def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
                 cols.append("-")
         lines.append(f"| {t} | " + " | ".join(cols) + " |")
     v = verdicts(records, teachers, bn_teachers)
+    sessions: dict[str, set[str]] = {}  # the CPU each run recorded -> the sessions that ran on it
+    for r in records:
+        sessions.setdefault(r["machine"], set()).add(str(r["session"]))
     lines += [
         "",
         "% of the teacher's test accuracy, seed 0 unless (sN) says; † on the suite's weights before "
@@ -181,6 +192,11 @@ def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
         f"- below the bar ({len(v['below_bar'])}): " + ("; ".join(v["below_bar"]) or "none"),
         f"- not measured ({len(v['not_measured'])}): " + (", ".join(v["not_measured"]) or "none"),
         "- over 15 minutes of CPU: " + ("; ".join(v["over_15_min"]) or "none"),
+        "- machines (the CPU each result file recorded; 2 vCPUs, torch 2.14.1, no GPU): "
+        + "; ".join(
+            f"{cpu}: sessions {', '.join(sorted(s, key=lambda x: (len(x), x)))}"
+            for cpu, s in sorted(sessions.items())
+        ),
         "- best per teacher: "
         + "; ".join(
             f"{t} {b['method']} {100 * b['ratio']:.1f}%{'' if b['passes'] else ' (< 99%)'}"
