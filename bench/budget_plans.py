@@ -1,8 +1,9 @@
-"""What the compute budget plans for each suite teacher and offline backend (no run, nothing timed).
+"""What the compute budget plans for each suite teacher and backend (no run, nothing timed).
 
 For each teacher and method, ``datafree.plan.plan(teacher, method=M)`` with every default (the
 student ``compress`` would build), and its ``compute_budget``: the estimate before and after, the
-notches and the settings (docs/fidelity.md, "Session 7" and "Session 8").
+notches and the settings (docs/fidelity.md, "Session 7" and "Session 8"; the online backends dafl, zskt,
+dfad: docs/online_generators.md, "Session 10").
 
 Usage::
 
@@ -52,6 +53,13 @@ def plan_row(teacher: str, method: str, device: Any, given: dict[str, int] | Non
             "iterations": p.method_options.get("iterations"), "rule": b["rule"]}  # fmt: skip
 
 
+def _settings(r: dict[str, Any]) -> str:
+    kd = f"{r['kd']['epochs']} epochs x {r['kd']['steps_per_epoch']} of {r['kd']['batch_size']}"
+    if "iterations" not in r["settings"]:  # an online backend: a generator trained inside the KD stage
+        return f"online, {kd}"
+    return f"{r['num_images']} images x {r['settings']['iterations']} steps, {kd}"
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--teachers", default=",".join(TEACHERS))
@@ -69,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
              "iterations": args.iterations}  # fmt: skip
     rows = [plan_row(t, m, device, given) for t in args.teachers.split(",") for m in args.methods.split(",")]
     header = ["teacher", "method", "estimate (s)", "settings", "capped (s): synthesis + KD + baseline"]
-    body = [[r["teacher"], r["method"], f"{r['estimate_s']:.0f}",
-             f"{r['num_images']} images x {r['settings']['iterations']} steps, {r['kd']['epochs']} epochs x "
-             f"{r['kd']['steps_per_epoch']} of {r['kd']['batch_size']}",
+    body = [[r["teacher"], r["method"], f"{r['estimate_s']:.0f}", _settings(r),
              f"{r['capped_estimate']['total_s']:.0f}: {r['capped_estimate']['synthesis_s']:.0f} + "
              f"{r['capped_estimate']['kd_s']:.0f} + {r['capped_estimate']['baseline_s']:.0f}"
              + (" (over)" if r["over_budget"] else "")]

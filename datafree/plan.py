@@ -237,7 +237,7 @@ def budget_settings(
     cls = method_class(method)
     passes = getattr(cls, "budget_passes", None)
     p = next(teacher.parameters(), None)
-    if cls.online or not passes or (p is not None and p.device.type != "cpu"):
+    if not (cls.online or passes) or (p is not None and p.device.type != "cpu"):
         return None
     budget = _rules.RUN_BUDGET_CPU_S if budget_s is None else float(budget_s)
     shape = tuple(int(v) for v in card.input_shape)
@@ -248,11 +248,14 @@ def budget_settings(
         s_train = _rules.cpu_seconds_per_image(student, shape, "train")
     else:
         s_train = _rules.default_student_train_s(teacher, card)
+    per_image = {"teacher_forward": t_fwd, "teacher_train": t_train, "student_train": s_train}
     given_kd = (
         {f.name for f in dataclasses.fields(KDConfig)}
         if isinstance(kd_given, KDConfig)
         else {k for k, v in (kd_given or {}).items() if v is not None}
     )
+    if cls.online:
+        return _online_budget(teacher, cls, shape, per_image, kd, given_kd, options, budget)
     # the backend's config as create_synthesizer builds it: the rules of the teacher's input shape
     # (DeepInversion's batch and step cap, datafree.rules.deepinversion_defaults) < the pool's < --set
     base = {**cls.default_overrides(card), **(cls.pool_options if pool else {})}
@@ -289,20 +292,60 @@ def budget_settings(
             warmup_rounds=int(synth.get("warmup_rounds", 0) or 0),  # fast's (pool_options: none in the pool)
         )  # fmt: skip
 
-    before = cost(settings)
     after_settings, notches = _rules.budget_ladder(settings, cost, fixed, budget, synth_batch)
-    after = cost(after_settings)
+    info = _budget_info(settings, after_settings, notches, cost, budget, per_image)
     changed = {k: v for k, v in after_settings.items() if settings[k] != v}
-    kd_changes = {k: changed[k] for k in ("epochs", "batch_size") if k in changed}
     if "num_images" in changed and not spe_fixed:
-        kd_changes["steps_per_epoch"] = steps_per_epoch(after_settings)
+        info["kd"]["steps_per_epoch"] = steps_per_epoch(after_settings)
+    info["options"] = {"iterations": changed["iterations"]} if "iterations" in changed else {}
+    info["num_images"] = changed.get("num_images")
+    return info
+
+
+def _online_budget(
+    teacher: nn.Module, cls: type[Synthesizer], shape: tuple[int, ...], per_image: dict[str, float],
+    kd: KDConfig, given_kd: set[str], options: Mapping[str, Any], budget: float,
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`budget_settings` of an online backend (DAFL, ZSKT, DFAD; docs/online_generators.md, session 10).
+
+    The run's estimate is :func:`datafree.rules.online_run_cost`'s (the generator's steps, the student's,
+    the noise baseline's); the knobs are the KD epochs and batch (:func:`datafree.rules.budget_ladder`),
+    the generator's batch and steps per round stay the backend's. ``--set batch_size`` (the KD batch too,
+    :func:`kd_settings`) counts as given.
+    """
+    config = parse_overrides(cls.Config, dict(options or {}))
+    gen_s = cls.generator_cpu_s(teacher, shape, config)  # type: ignore[attr-defined]
+    per_image = {**per_image, "generator_train": gen_s[0], "generator_forward": gen_s[1]}
+    fixed = {k for k in ("epochs", "batch_size") if k in given_kd}
+    if "batch_size" in (options or {}):
+        fixed.add("batch_size")
+
+    def cost(s: Mapping[str, int]) -> dict[str, float]:
+        return _rules.online_run_cost(
+            per_image["teacher_forward"], per_image["student_train"], gen_s, method=cls.name,
+            epochs=s["epochs"], rounds=kd.rounds, g_steps=kd.g_steps, kd_steps=kd.kd_steps,
+            generator_batch=int(config.batch_size), kd_batch=s["batch_size"], adversarial=cls.needs_student,
+        )  # fmt: skip
+
+    settings = {"epochs": kd.epochs, "batch_size": kd.batch_size}
+    after_settings, notches = _rules.budget_ladder(settings, cost, fixed, budget)
+    info = _budget_info(settings, after_settings, notches, cost, budget, per_image)
+    info.update(options={}, num_images=None)
+    return info
+
+
+def _budget_info(
+    settings: dict[str, int], after_settings: dict[str, int], notches: list[str],
+    cost: Callable[[Mapping[str, int]], dict[str, float]], budget: float, per_image: dict[str, float],
+) -> dict[str, Any]:  # fmt: skip
+    """The plan's ``compute_budget``: the estimates before and after the ladder, its notches, the rule."""
+    before, after = cost(settings), cost(after_settings)
+    changed = {k: v for k, v in after_settings.items() if settings[k] != v}
     info: dict[str, Any] = {
         "estimate_s": before["total_s"], "estimate": before, "budget_s": budget, "capped": bool(notches),
         "notches": notches, "settings": after_settings, "capped_estimate_s": after["total_s"],
-        "capped_estimate": after, "over_budget": after["total_s"] > budget,
-        "per_image_s": {"teacher_forward": t_fwd, "teacher_train": t_train, "student_train": s_train},
-        "kd": kd_changes, "options": {"iterations": changed["iterations"]} if "iterations" in changed else {},
-        "num_images": changed.get("num_images"),
+        "capped_estimate": after, "over_budget": after["total_s"] > budget, "per_image_s": per_image,
+        "kd": {k: changed[k] for k in ("epochs", "batch_size") if k in changed},
     }  # fmt: skip
     est = f"estimated {before['total_s']:.0f} s of one CPU core (noise baseline included)"
     if notches:

@@ -229,6 +229,22 @@ class OnlineSynthesizer(Synthesizer):
                 "--set"
             )
 
+    @classmethod
+    def generator_cpu_s(
+        cls, teacher: nn.Module, input_shape: tuple[int, int, int], config: OnlineConfig
+    ) -> tuple[float, float]:
+        """CPU seconds per image of the generator's ``(training step, forward)``: the online budget's.
+
+        :func:`datafree.rules.cpu_seconds_per_image` of the generator ``config`` builds (its width, or
+        :func:`auto_generator_width`'s), on a latent input; counted, not timed.
+        """
+        from datafree.rules import cpu_seconds_per_image
+
+        width = config.generator_width or auto_generator_width(teacher, input_shape, config.latent_dim)
+        gen = make_generator(config.latent_dim, input_shape, width, cls.output_head, 0, cls.hidden_bn_eps)
+        latent = (config.latent_dim,)
+        return cpu_seconds_per_image(gen, latent, "train"), cpu_seconds_per_image(gen, latent, "forward")
+
     def objective_weights(self) -> dict[str, float]:
         """The weights of :meth:`objective`'s terms by name (an adversarial discrepancy counts as 1)."""
         return {"objective": 1.0}

@@ -1,0 +1,250 @@
+"""Predicted CPU cost of a `compress --method M` cell of an online backend (dafl, zskt, dfad), from rounds.
+
+For each teacher and online method, the plan ``compress`` would run (the backend's defaults and KD
+settings, under the compute budget of ``datafree.plan.budget_settings``, the default student) runs
+one untimed round, then ``--rounds`` timed rounds of the KD loop itself (:func:`datafree.distill.distill`,
+one epoch of ``rounds x kd_steps`` student steps: ``g_steps`` generator steps, then ``kd_steps`` student
+steps on the generator's batches). The generator steps (``source.update``) are timed apart from the
+student steps, and one noise-baseline KD step (the same student step on Gaussian noise, no generator)
+is timed too. The prediction is::
+
+    run = round CPU x epochs x rounds + noise-baseline step CPU x epochs x rounds x kd_steps
+
+in process CPU seconds (one thread). It leaves out loading, evaluation and the latency profile. Each row
+also carries the plan's own estimate (``compute_budget``: priced, not timed) to compare with.
+
+``--fit FILES`` (no timing) fits each backend's ``(k_g, k_kd)`` of ``datafree.rules.ONLINE_PRICES`` on the
+rows of earlier runs: a generator step per image ``k_g x (T + [S]) + G_train``, a student step per image
+``k_kd x (T + S) + G_forward`` (``T`` the teacher's priced forward, ``S`` the student's priced training
+step, ``[S]`` for the adversarial backends, ``G`` the generator's), by relative least squares, and prints
+each row's error and the run's estimate against the timed prediction.
+
+Usage::
+
+    PYTHONPATH=. python bench/online_cost.py --teachers resnet18_32,vgg8_bn_32 --methods dafl,zskt,dfad \
+        --suite /work/cache/suite [--rounds 2] [--out FILE.json]
+    PYTHONPATH=. python bench/online_cost.py --fit FILE.json[,FILE2.json] --suite /work/cache/suite \
+        --out FIT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+
+from bench.common import machine, setup  # noqa: E402
+
+
+def _timed_rounds(lm: Any, p: Any, student: Any, rounds: int) -> tuple[float, float]:
+    """CPU seconds of ``rounds`` rounds of the KD loop, and the generator steps' share of them."""
+    from datafree.distill import distill
+
+    source = p.open_source()
+    spent = {"update": 0.0}
+    update = source.update
+
+    def timed_update(s: Any) -> Any:
+        c0 = time.process_time()
+        out = update(s)
+        spent["update"] += time.process_time() - c0
+        return out
+
+    source.update = timed_update  # type: ignore[method-assign]
+    kd = dataclasses.replace(p.kd, epochs=1, steps_per_epoch=rounds * p.kd.kd_steps)
+    c0 = time.process_time()
+    distill(lm.model, student, source, kd, input_shape=tuple(lm.card.input_shape),
+            student_objective=p.student_objective, desc="")  # fmt: skip
+    return time.process_time() - c0, spent["update"]
+
+
+def _noise_step_s(lm: Any, p: Any, student: Any, steps: int) -> float:
+    """CPU seconds of one noise-baseline KD step (the run's KD settings on Gaussian noise)."""
+    from datafree.distill import distill
+    from datafree.sources import NoiseSource
+    from datafree.utils import device_of
+
+    noise = NoiseSource(1024, lm.card, device_of(lm.model), seed=0)
+    kd = dataclasses.replace(p.kd, epochs=1, steps_per_epoch=1, kd_steps=1)
+    distill(lm.model, student, noise, kd, input_shape=tuple(lm.card.input_shape), desc="")  # warm-up
+    kd = dataclasses.replace(kd, steps_per_epoch=steps)
+    c0 = time.process_time()
+    distill(lm.model, student, noise, kd, input_shape=tuple(lm.card.input_shape), desc="")
+    return (time.process_time() - c0) / steps
+
+
+def predict(teacher: str, method: str, rounds: int, device: Any) -> dict[str, Any]:
+    """Time the loop's rounds of ``method`` on ``teacher``; return the predicted CPU seconds of the cell."""
+    import copy
+    import warnings
+
+    from bench.suite import resolve_teacher
+    from datafree.cards import load_model
+    from datafree.plan import make_student, plan
+    from datafree.rules import conv_linear_macs
+
+    lm = load_model(resolve_teacher(teacher), device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        student, arch = make_student(None, lm, 0)
+    p = plan(lm, method=method, student=student)  # compress's settings, under the compute budget
+    budget = p.info.get("compute_budget")
+    kd = p.kd
+    _timed_rounds(lm, p, copy.deepcopy(student), 1)  # untimed: first-call allocations
+    total_s, gen_s = _timed_rounds(lm, p, copy.deepcopy(student), rounds)
+    round_s, gen_round_s = total_s / rounds, gen_s / rounds
+    noise_s = _noise_step_s(lm, p, copy.deepcopy(student), max(2, kd.kd_steps))
+    n_rounds = kd.epochs * kd.rounds
+    run_s = round_s * n_rounds
+    baseline_s = noise_s * n_rounds * kd.kd_steps
+    shape = tuple(int(v) for v in lm.card.input_shape)
+    synth = p.synthesizer
+    return {
+        "teacher": teacher,
+        "method": method,
+        "student": arch,
+        "teacher_macs": conv_linear_macs(lm.model, shape),
+        "student_macs": conv_linear_macs(student, shape),
+        "generator_macs": conv_linear_macs(synth.generator, (synth.config.latent_dim,)) if synth else 0,
+        "generator_batch": int(synth.config.batch_size) if synth is not None else 0,
+        "kd_batch_size": kd.batch_size,
+        "kd_epochs": kd.epochs,
+        "rounds_per_epoch": kd.rounds,
+        "g_steps": kd.g_steps,
+        "kd_steps": kd.kd_steps,
+        "timed_rounds": rounds,
+        "round_cpu_s": round(round_s, 4),
+        "generator_cpu_s": round(gen_round_s / max(1, kd.g_steps), 4),  # one generator step
+        "kd_step_cpu_s": round((round_s - gen_round_s) / kd.kd_steps, 4),  # one student step
+        "noise_step_cpu_s": round(noise_s, 4),
+        "run_cpu_s": round(run_s, 1),
+        "baseline_cpu_s": round(baseline_s, 1),
+        "total_cpu_s": round(run_s + baseline_s, 1),
+        # the plan's own estimate (priced cost measure, no timing; noise baseline included in total_s)
+        "budget_rule": budget.get("rule") if budget else None,
+        "budget_estimate": budget.get("capped_estimate") if budget else None,
+    }
+
+
+def _features(row: dict[str, Any], device: Any) -> dict[str, float]:
+    """Priced per-image CPU seconds of the row's teacher forward, student step, generator step and forward."""
+    import warnings
+
+    from bench.suite import resolve_teacher
+    from datafree.cards import load_model
+    from datafree.plan import make_student
+    from datafree.rules import cpu_seconds_per_image
+    from generators import method_class
+
+    lm = load_model(resolve_teacher(row["teacher"]), device)
+    shape = tuple(int(v) for v in lm.card.input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        student, _ = make_student(row["student"], lm, 0)
+    cls = method_class(row["method"])
+    g_train, g_fwd = cls.generator_cpu_s(lm.model, shape, cls.Config())
+    t_fwd, s_train = cpu_seconds_per_image(lm.model, shape, "forward"), cpu_seconds_per_image(student, shape)
+    return {"T": t_fwd, "S": s_train, "G_train": g_train, "G_forward": g_fwd,
+            "adversarial": float(cls.needs_student)}  # fmt: skip
+
+
+def _ratio_fit(xs: list[float], cs: list[float], ys: list[float]) -> float:
+    """``k`` minimising sum(((k x + c - y) / y)^2): relative least squares of one price."""
+    num = sum((x / y) * (1 - c / y) for x, c, y in zip(xs, cs, ys, strict=True))
+    return num / sum((x / y) ** 2 for x, y in zip(xs, ys, strict=True))
+
+
+def fit(paths: list[Path], device: Any) -> dict[str, Any]:
+    """Fit ``ONLINE_PRICES`` on timed rows; each row's error and the priced run against the timed one."""
+    import json
+
+    rows = [r for p in paths for r in json.loads(p.read_text())["rows"]]
+    feats = [_features(r, device) for r in rows]
+    out: dict[str, Any] = {"prices": {}, "rows": []}
+    for method in sorted({r["method"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["method"] == method]
+        gx = [feats[i]["T"] + feats[i]["adversarial"] * feats[i]["S"] for i in idx]
+        gy = [rows[i]["generator_cpu_s"] / rows[i]["generator_batch"] for i in idx]
+        k_g = _ratio_fit(gx, [feats[i]["G_train"] for i in idx], gy)
+        kx = [feats[i]["T"] + feats[i]["S"] for i in idx]
+        ky = [rows[i]["kd_step_cpu_s"] / rows[i]["kd_batch_size"] for i in idx]
+        k_kd = _ratio_fit(kx, [feats[i]["G_forward"] for i in idx], ky)
+        out["prices"][method] = [round(k_g, 3), round(k_kd, 3)]
+    for r, f in zip(rows, feats, strict=True):
+        k_g, k_kd = out["prices"][r["method"]]
+        gen = k_g * (f["T"] + f["adversarial"] * f["S"]) + f["G_train"]
+        kd = k_kd * (f["T"] + f["S"]) + f["G_forward"]
+        noise = k_kd * (f["T"] + f["S"])
+        n = r["kd_epochs"] * r["rounds_per_epoch"]
+        total = n * (
+            r["g_steps"] * r["generator_batch"] * gen + r["kd_steps"] * r["kd_batch_size"] * (kd + noise)
+        )
+        out["rows"].append({
+            "teacher": r["teacher"], "method": r["method"],
+            **{k: f[k] for k in ("T", "S", "G_train", "G_forward")},
+            "generator_step_error": round(gen * r["generator_batch"] / r["generator_cpu_s"] - 1, 3),
+            "kd_step_error": round(kd * r["kd_batch_size"] / r["kd_step_cpu_s"] - 1, 3),
+            "noise_step_error": round(noise * r["kd_batch_size"] / r["noise_step_cpu_s"] - 1, 3),
+            "priced_total_s": round(total, 1), "timed_total_s": r["total_cpu_s"],
+            "total_error": round(total / r["total_cpu_s"] - 1, 3),
+        })  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: D103
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--teachers", default="resnet8_digits")
+    ap.add_argument("--methods", default="dafl,zskt,dfad")
+    ap.add_argument("--rounds", type=int, default=2, help="timed rounds per cell (after one untimed)")
+    ap.add_argument("--suite", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--fit", default=None, metavar="FILES", help="fit the prices on these runs' rows (no timing)"
+    )
+    args = ap.parse_args(argv)
+    if args.suite:
+        import os
+
+        os.environ["DATAFREE_SUITE"] = args.suite
+    device = setup("cpu", args.threads)
+    if args.fit:
+        from datafree.utils import atomic_write_json
+
+        result = fit([Path(p) for p in args.fit.split(",")], device)
+        print("prices (k_g, k_kd):", result["prices"])
+        for r in result["rows"]:
+            print(f"{r['teacher']:>15} {r['method']:>5}: generator step {r['generator_step_error']:+.0%}, "
+                  f"student step {r['kd_step_error']:+.0%}, noise step {r['noise_step_error']:+.0%}; run "
+                  f"{r['priced_total_s']} s priced, {r['timed_total_s']} s timed "
+                  f"({r['total_error']:+.0%})")  # fmt: skip
+        if args.out:
+            atomic_write_json(args.out, result)
+        return 0
+    rows = []
+    for t in args.teachers.split(","):
+        for m in args.methods.split(","):
+            r = predict(t, m, args.rounds, device)
+            rows.append(r)
+            print(
+                f"{t} x {m} ({r['student']}): round {r['round_cpu_s']} s (generator step "
+                f"{r['generator_cpu_s']} s, student step {r['kd_step_cpu_s']} s) x {r['kd_epochs']} x "
+                f"{r['rounds_per_epoch']} = "
+                f"{r['run_cpu_s']} s; baseline {r['baseline_cpu_s']} s; total {r['total_cpu_s']} s CPU; "
+                f"plan: {r['budget_rule']}",
+                flush=True,
+            )
+            if args.out:  # after every cell: a killed run keeps what it measured
+                from datafree.utils import atomic_write_json
+
+                atomic_write_json(args.out, {"machine": machine(device), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Issue 11: the compute budget of the online backends (DAFL, ZSKT, DFAD) on a CPU.
+
+The run is priced from the teacher's, the student's and the generator's per-image costs
+(:func:`datafree.rules.online_run_cost`); above :data:`datafree.rules.RUN_BUDGET_CPU_S` the KD batch, then
+the KD epochs come down (:func:`datafree.rules.budget_ladder`). The cheap teachers plan as before.
+docs/online_generators.md, "Session 10".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from datafree.cards import LoadedModel, load_model
+
+torch.set_num_threads(1)
+
+METHODS = ("dafl", "zskt", "dfad")
+BN_32 = ("resnet18_32", "vgg8_bn_32", "mobilenetv2_32", "wrn40_2_32")
+SUITE = Path(os.environ.get("DATAFREE_SUITE", "/work/cache/suite"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _resnet18_32() -> LoadedModel:
+    """A 3x32x32 ResNet-18 teacher (random weights: the budget counts its features, never times it)."""
+    from datafree.cards import ModelCard
+    from datafree.models import create_model
+
+    torch.manual_seed(0)
+    card = ModelCard(arch="resnet18", weights="", num_classes=10, input_shape=[3, 32, 32],
+                     mean=[0.5] * 3, std=[0.5] * 3)  # fmt: skip
+    return LoadedModel(create_model("resnet18", 10, 3).eval(), card)
+
+
+def _unbudgeted_kd(lm: LoadedModel, method: str) -> dict:
+    """The KD settings of ``plan`` before the budget (kd_settings' rules: the backend's, the epochs rule)."""
+    from datafree.plan import kd_settings
+
+    cfg = kd_settings(method, {"seed": 0}, teacher=lm.model, input_shape=tuple(lm.card.input_shape))
+    return dataclasses.asdict(cfg)
+
+
+def test_online_run_cost_counts_generator_student_and_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds x (generator steps x batch + student steps x KD batch); the baseline: the student steps."""
+    from datafree import rules
+
+    monkeypatch.setattr(rules, "ONLINE_PRICES", {"dafl": (2.0, 1.0)})
+    kw = {"epochs": 2, "rounds": 3, "g_steps": 1, "kd_steps": 5, "generator_batch": 4, "kd_batch": 8}
+    c = rules.online_run_cost(0.5, 0.25, (0.125, 0.0625), method="dafl", adversarial=False, **kw)
+    n = 2 * 3
+    assert c["synthesis_s"] == pytest.approx(n * 4 * (2.0 * 0.5 + 0.125))  # k_g x T + G_train
+    assert c["kd_s"] == pytest.approx(n * 5 * 8 * (1.0 * (0.5 + 0.25) + 0.0625))  # k_kd x (T + S) + G_forward
+    assert c["baseline_s"] == pytest.approx(n * 5 * 8 * 0.75)  # no generator in the noise baseline
+    assert c["total_s"] == pytest.approx(c["synthesis_s"] + c["kd_s"] + c["baseline_s"], abs=0.2)
+    adv = rules.online_run_cost(0.5, 0.25, (0.125, 0.0625), method="dafl", adversarial=True, **kw)
+    assert adv["synthesis_s"] == pytest.approx(n * 4 * (2.0 * 0.75 + 0.125))  # the student's pass too
+    none = rules.online_run_cost(0.5, 0.25, (0.125, 0.0625), method="dafl", adversarial=False, baseline=False,
+                                 **kw)  # fmt: skip
+    assert none["baseline_s"] == 0 and none["kd_s"] == c["kd_s"]
+    other = rules.online_run_cost(0.5, 0.25, (0.125, 0.0625), method="new", adversarial=False, **kw)
+    shared = n * 4 * (rules.ONLINE_SHARED_PRICES[0] * 0.5 + 0.125)
+    assert other["synthesis_s"] == pytest.approx(shared, abs=0.1)
+
+
+def test_online_prices_are_the_committed_fit() -> None:
+    """ONLINE_PRICES are bench/online_cost.py --fit's output; the fallback is the dearest of each price."""
+    from datafree import rules
+
+    fit = json.loads((ROOT / "bench/results/s10_online/online_price_fit.json").read_text())
+    for method in METHODS:
+        assert rules.ONLINE_PRICES[method] == pytest.approx(tuple(fit["prices"][method]), rel=1e-3)
+    dearest = tuple(max(p[i] for p in rules.ONLINE_PRICES.values()) for i in (0, 1))
+    assert rules.ONLINE_SHARED_PRICES == dearest
+    bn_32 = [r for r in fit["rows"] if r["teacher"] in BN_32]
+    assert len(bn_32) == 12 and all(abs(r["total_error"]) <= 0.3 for r in bn_32)  # runs within 30%
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cheap_teachers_plan_exactly_as_before(method, bn_teacher, plain_teacher) -> None:
+    """resnet8_digits, lenet5_digits (and the suite's plain_32 where cached): under the budget, unchanged."""
+    from datafree.plan import plan
+    from datafree.rules import RUN_BUDGET_CPU_S
+
+    teachers = [bn_teacher, plain_teacher]
+    if (SUITE / "plain_32" / "model.json").is_file():
+        teachers.append(load_model(SUITE / "plain_32"))
+    for lm in teachers:
+        p = plan(lm, method=method, seed=0)
+        b = p.info["compute_budget"]
+        assert not b["capped"] and b["notches"] == [] and b["kd"] == {}
+        assert b["estimate_s"] < 0.5 * RUN_BUDGET_CPU_S  # far under: the fit's error cannot move them
+        assert dataclasses.asdict(p.kd) == _unbudgeted_kd(lm, method)
+        assert p.synthesizer.config.iterations == p.kd.epochs * p.kd.rounds * p.kd.g_steps
+    assert plan(plain_teacher, method=method, seed=0).kd.epochs == 90  # the epochs rule, as before
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_budget_cuts_an_expensive_teachers_kd_batch_then_epochs(method) -> None:
+    """ResNet-18 at 32 px: over the budget, the KD batch halves to 32; the generator's settings stay."""
+    from datafree.plan import plan
+    from datafree.rules import BUDGET_MIN_KD_BATCH, BUDGET_MIN_KD_EPOCHS, RUN_BUDGET_CPU_S
+
+    lm = _resnet18_32()
+    p = plan(lm, method=method, seed=0)
+    b = p.info["compute_budget"]
+    full = _unbudgeted_kd(lm, method)
+    assert b["capped"] and b["estimate_s"] > RUN_BUDGET_CPU_S >= b["capped_estimate_s"]
+    assert b["notches"][0] == f"batch_size {full['batch_size']} -> {BUDGET_MIN_KD_BATCH}"
+    assert p.kd.batch_size == BUDGET_MIN_KD_BATCH and BUDGET_MIN_KD_EPOCHS <= p.kd.epochs <= full["epochs"]
+    assert b["settings"] == {"epochs": p.kd.epochs, "batch_size": p.kd.batch_size}
+    rest = {k: v for k, v in dataclasses.asdict(p.kd).items() if k not in ("epochs", "batch_size")}
+    assert rest == {k: v for k, v in full.items() if k not in ("epochs", "batch_size")}
+    # the generator's lr schedule spans the budgeted KD stage; its batch is the backend's
+    assert p.synthesizer.config.iterations == p.kd.epochs * p.kd.rounds * p.kd.g_steps
+    assert p.synthesizer.config.batch_size == 64
+    assert b["capped_estimate"]["baseline_s"] > 0 and "generator_train" in b["per_image_s"]
+    assert b["rule"].startswith("estimated") and "> 800 s" in b["rule"]
+
+
+def test_the_users_epochs_and_batch_win(bn_teacher) -> None:
+    """Given --epochs / --batch-size (or --set batch_size) stay, even over the budget, which then says so."""
+    from datafree.plan import plan
+
+    lm = _resnet18_32()
+    p = plan(lm, method="dfad", kd={"epochs": 30, "batch_size": 64}, seed=0)
+    b = p.info["compute_budget"]
+    assert p.kd.epochs == 30 and p.kd.batch_size == 64 and b["notches"] == [] and b["over_budget"]
+    p = plan(lm, method="dfad", kd={"batch_size": 64}, seed=0)  # the batch kept: the epochs go
+    assert p.kd.batch_size == 64 and p.kd.epochs < 30 and p.info["compute_budget"]["capped"]
+    p = plan(lm, method="dafl", method_options={"batch_size": "64"}, seed=0)  # the generator's and the KD's
+    assert p.kd.batch_size == 64 and p.synthesizer.config.batch_size == 64
+    cfg = plan(bn_teacher, method="dafl", seed=0).kd  # a KDConfig is the user's as it is
+    assert dataclasses.asdict(plan(lm, method="dafl", kd=cfg).kd) == dataclasses.asdict(cfg)
+
+
+@pytest.mark.skipif(not (SUITE / "wrn40_2_32" / "model.json").is_file(), reason="suite not cached")
+def test_suite_plans_fit_the_budget_or_sit_at_the_floors() -> None:
+    """The 32 px BN suite: mobilenetv2_32 unchanged, resnet18_32 and vgg8_bn_32 capped within the budget.
+
+    wrn40_2_32 sits at the floors (10 epochs of 32) and over the budget, which the plan says.
+    """
+    from datafree.plan import plan
+    from datafree.rules import BUDGET_MIN_KD_BATCH, BUDGET_MIN_KD_EPOCHS, RUN_BUDGET_CPU_S
+
+    lms = {name: load_model(SUITE / name) for name in BN_32}
+    for method in METHODS:
+        assert not plan(lms["mobilenetv2_32"], method=method).info["compute_budget"]["capped"]
+        for name in ("resnet18_32", "vgg8_bn_32"):
+            b = plan(lms[name], method=method).info["compute_budget"]
+            assert b["capped"] and b["capped_estimate_s"] <= RUN_BUDGET_CPU_S
+        p = plan(lms["wrn40_2_32"], method=method)
+        b = p.info["compute_budget"]
+        assert b["over_budget"]
+        assert (p.kd.epochs, p.kd.batch_size) == (BUDGET_MIN_KD_EPOCHS, BUDGET_MIN_KD_BATCH)
