@@ -692,10 +692,11 @@ def distill(
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
     with warnings.catch_warnings():  # the size warning comes once, when the student is built for real
         warnings.simplefilter("ignore")
-        make_student(student, lm, seed)  # an unknown --student fails before --out is touched
-    # a bad --data, --set, --pool or KD option (a BN method without BN, ...) fails before --out too
+        s_model, _ = make_student(student, lm, seed)  # an unknown --student fails before --out is touched
+    # a bad --data, --set, --pool or KD option (a BN method without BN, ...) fails before --out too;
+    # the compute budget prices this student
     p = plan(lm, data=data, method=method, pool=pool, kd=_kd_settings(kd_given, seed),
-             method_options=_parse_set(options), num_images=num_images, seed=seed)  # fmt: skip
+             method_options=_parse_set(options), num_images=num_images, seed=seed, student=s_model)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched too
     if method is not None and not pool and not _method_is_online(method):
         # a checkpoint in --out this run cannot resume: refused before data/ is written

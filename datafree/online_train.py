@@ -155,10 +155,10 @@ def train_online(
     t0 = time.perf_counter()
     out = Path(out_dir)
     _online_class(method)
-    p = plan(teacher, method=method, kd=kd_config, method_options=overrides, seed=seed)
+    model, arch = make_student(student, teacher, seed)
+    p = plan(teacher, method=method, kd=kd_config, method_options=overrides, seed=seed, student=model)
     kd, synth = p.kd, p.synthesizer
     assert synth is not None
-    model, arch = make_student(student, teacher, seed)
     fresh = not (out / ONLINE_MANIFEST).is_file()
     _check_manifest(
         out,
