@@ -696,7 +696,8 @@ def distill(
     # a bad --data, --set, --pool or KD option (a BN method without BN, ...) fails before --out too;
     # the compute budget prices this student
     p = plan(lm, data=data, method=method, pool=pool, kd=_kd_settings(kd_given, seed),
-             method_options=_parse_set(options), num_images=num_images, seed=seed, student=s_model)  # fmt: skip
+             method_options=_parse_set(options), num_images=num_images, seed=seed,
+             student=s_model)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched too
     if method is not None and not pool and not _method_is_online(method):
         # a checkpoint in --out this run cannot resume: refused before data/ is written

@@ -163,7 +163,7 @@ class _Planned(Exception):
     """Raised by the recording plan below: the test stops the run once the plan is made."""
 
 
-def test_distill_and_train_online_price_the_given_student(monkeypatch: pytest.MonkeyPatch, tmp_path, run) -> None:
+def test_distill_and_train_online_price_the_given_student(monkeypatch: pytest.MonkeyPatch, tmp_path, run):
     """`distill --student X` and `train_online(student=X)` price X, not the teacher's default student."""
     import datafree.online_train as online_train
     import datafree.plan as plan_mod
