@@ -206,11 +206,16 @@ def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
     return "\n".join(lines)
 
 
+README_START = "<!-- fidelity_matrix: start (python bench/fidelity_matrix.py --readme README.md) -->"
+README_END = "<!-- fidelity_matrix: end -->"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the matrix; exit status 2 when the spec names a file or row that is not there."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", type=Path, default=SPEC)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fidelity_matrix")
+    ap.add_argument("--readme", type=Path, default=None, help="also rewrite the matrix block in this file")
     args = ap.parse_args(argv)
     try:
         spec = json.loads(args.spec.read_text())
@@ -228,8 +233,21 @@ def main(argv: list[str] | None = None) -> int:
                       {"cells": records, "verdicts": verdicts(records, teachers, bn_teachers)})  # fmt: skip
     with atomic_write(args.out.with_suffix(".md"), "w") as f:
         f.write(text + "\n")
+    if args.readme is not None:
+        readme = args.readme.read_text()
+        if README_START not in readme or README_END not in readme:
+            print(f"error: {args.readme}: no {README_START} ... {README_END} block", file=sys.stderr)
+            return 2
+        head, rest = readme.split(README_START, 1)
+        with atomic_write(args.readme, "w") as f:
+            f.write(head + README_START + "\n" + text + "\n" + README_END + rest.split(README_END, 1)[1])
     print(text)
     return 0
+
+
+def readme_block(readme: str) -> str:
+    """The matrix as the README shows it (between the markers), without the markers."""
+    return readme.split(README_START, 1)[1].split(README_END, 1)[0].strip("\n")
 
 
 if __name__ == "__main__":

@@ -77,3 +77,25 @@ def test_a_spec_naming_a_missing_row_is_an_error(tmp_path, capsys):
         fm.collect(spec, tmp_path)
     assert fm.main(["--spec", str(tmp_path / "spec.json"), "--out", str(tmp_path / "m")]) == 2
     assert "fid.json" in capsys.readouterr().err
+
+
+def test_readme_and_committed_matrix_are_the_specs():
+    """The README's matrix and bench/results/fidelity_matrix.md are what the committed spec gives today."""
+    spec = json.loads(fm.SPEC.read_text())
+    records = fm.collect(spec, ROOT)
+    bn = {s.name for s in fm.SUITE if s.batchnorm} | {n for n, (_, b) in fm.SHIPPED.items() if b}
+    text = fm.markdown(records, spec["teachers"], bn)
+    assert fm.readme_block((ROOT / "README.md").read_text()) == text
+    assert (ROOT / "bench" / "results" / "fidelity_matrix.md").read_text() == text + "\n"
+
+
+def test_readme_option_rewrites_only_the_block(tmp_path):
+    """--readme replaces the text between the markers and keeps the rest; no markers is an error (exit 2)."""
+    readme = tmp_path / "R.md"
+    readme.write_text(f"top\n{fm.README_START}\nold table\n{fm.README_END}\nbottom\n")
+    assert fm.main(["--out", str(tmp_path / "m"), "--readme", str(readme)]) == 0
+    new = readme.read_text()
+    assert new.startswith("top\n") and new.endswith(f"{fm.README_END}\nbottom\n") and "old table" not in new
+    assert fm.readme_block(new) == (tmp_path / "m.md").read_text().rstrip("\n")
+    readme.write_text("no markers\n")
+    assert fm.main(["--out", str(tmp_path / "m"), "--readme", str(readme)]) == 2
