@@ -160,7 +160,7 @@ def test_suite_plans_fit_the_budget_or_sit_at_the_floors() -> None:
 
 
 class _Planned(Exception):
-    """Raised by the recording plan below: the test stops the run once the plan is made."""
+    """Raised by the recording budget below: the test stops the run once the plan prices it."""
 
 
 def test_distill_and_train_online_price_the_given_student(monkeypatch: pytest.MonkeyPatch, tmp_path, run):
@@ -170,31 +170,30 @@ def test_distill_and_train_online_price_the_given_student(monkeypatch: pytest.Mo
     from datafree.models import create_model
 
     seen: list = []
-    real_plan = plan_mod.plan
 
-    def recording_plan(*args, **kwargs):
+    def recording_budget(*args, **kwargs):  # plan() calls the module's budget_settings: patched there
         seen.append(kwargs.get("student"))
         raise _Planned
 
+    def size(m):
+        return sum(p.numel() for p in m.parameters())
+
     lm = _resnet18_32()
     student = create_model("resnet8", 10, 3)
-    monkeypatch.setattr(online_train, "plan", recording_plan)
+    monkeypatch.setattr(plan_mod, "budget_settings", recording_budget)
     with pytest.raises(_Planned):
         online_train.train_online(lm, "dafl", student=student, out_dir=tmp_path / "online")
     assert seen[-1] is student
-    monkeypatch.setattr(plan_mod, "plan", recording_plan)  # the command: `distill --method dfad --student`
     seen.clear()
     try:  # the command reports the exception as an internal error (exit 1) or lets it through
         run("distill", "--method", "dfad", "--student", "wrn16_1_post", "--out", tmp_path / "cli")
     except _Planned:
         pass
     assert not (tmp_path / "cli").exists()  # stopped at the plan, before --out is touched
-    def size(m):
-        return sum(p.numel() for p in m.parameters())
-
-    assert seen[-1] is not None and size(seen[-1]) == size(create_model("wrn16_1_post", 10, 1))
+    assert seen and size(seen[-1]) == size(create_model("wrn16_1_post", 10, 1))
+    monkeypatch.undo()
     # the budget's estimate moves with the student it is given
-    small = real_plan(lm, method="dfad", seed=0, student=create_model("lenet5_bn", 10, 3))
-    large = real_plan(lm, method="dfad", seed=0, student=create_model("resnet18", 10, 3))
+    small = plan_mod.plan(lm, method="dfad", seed=0, student=create_model("lenet5_bn", 10, 3))
+    large = plan_mod.plan(lm, method="dfad", seed=0, student=create_model("resnet18", 10, 3))
     est = [p.info["compute_budget"]["estimate_s"] for p in (small, large)]
     assert est[1] > 1.5 * est[0]
