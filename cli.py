@@ -790,7 +790,8 @@ def evaluate(
     type=int,
     default=None,
     callback=_positive,
-    help="Synthetic images (offline methods; default 1024).",
+    help="Synthetic images (offline methods; default 1024, which the CPU compute budget may lower, or "
+    "raise for fast, up to 4096).",
 )
 @click.option("--out", "-o", default="runs/compress", show_default=True, type=click.Path(path_type=Path))
 @click.option("--iterations", type=int, default=None, callback=_positive, help="Synthesis steps per batch.")

@@ -192,7 +192,8 @@ def compress(
             The pool's images are written to ``out/data`` after the KD stage.
         student: student architecture (default: a smaller registered one).
         num_images: synthetic images for offline backends (None: :data:`DEFAULT_NUM_IMAGES`, or fewer
-            where the compute budget of :func:`datafree.plan.budget_settings` lowers it on a CPU).
+            where the compute budget of :func:`datafree.plan.budget_settings` lowers it on a CPU, or more
+            where it leaves room and the backend's images are cheap: ``fast``, up to 4,096).
         kd: KD settings: a :class:`KDConfig` as it is, or overrides of the method's
             (:func:`datafree.plan.kd_settings`).
         baseline: also distil the same student from Gaussian noise with the same budget.

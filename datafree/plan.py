@@ -212,7 +212,9 @@ def budget_settings(
     :func:`datafree.rules.cpu_seconds_per_image` (:func:`datafree.rules.offline_run_cost`, noise baseline
     included; DeepInversion's steps at its cap, which its plateau stop may not reach: an upper bound),
     and when it passes :data:`datafree.rules.RUN_BUDGET_CPU_S`, the settings the user did not give are
-    scaled down by :func:`datafree.rules.budget_ladder`. Nothing is timed: the same
+    scaled down by :func:`datafree.rules.budget_ladder`; when it fits untouched, a backend with
+    ``budget_max_images`` (``fast``) doubles its written images while the run still fits
+    (:func:`datafree.rules.budget_grow_images`). Nothing is timed: the same
     teacher and settings always give the same plan.
 
     Args:
@@ -230,9 +232,11 @@ def budget_settings(
 
     Returns:
         None when the budget does not apply (an online backend, one without ``budget_passes``, a GPU);
-        otherwise ``{"estimate_s", "budget_s", "capped": bool, "notches", "settings", "capped_estimate_s",
-        "kd", "options", "num_images", "rule"}``, where ``kd``, ``options`` and ``num_images`` are the
-        changed settings to apply.
+        otherwise ``{"estimate_s", "budget_s", "capped": bool, "grown": bool, "notches", "settings",
+        "capped_estimate_s", "kd", "options", "num_images", "rule"}``, where ``kd``, ``options`` and
+        ``num_images`` are the changed settings to apply; ``capped``: the settings changed (cut to fit,
+        or ``grown`` into the room left: a backend's ``budget_max_images``,
+        :func:`datafree.rules.budget_grow_images`).
     """
     cls = method_class(method)
     passes = getattr(cls, "budget_passes", None)
@@ -293,6 +297,9 @@ def budget_settings(
         )  # fmt: skip
 
     after_settings, notches = _rules.budget_ladder(settings, cost, fixed, budget, synth_batch)
+    grow = getattr(cls, "budget_max_images", None)
+    if not pool and not notches and grow and "num_images" not in fixed:  # room left: cheap images grow
+        after_settings, notches = _rules.budget_grow_images(after_settings, cost, int(grow), budget)
     info = _budget_info(settings, after_settings, notches, cost, budget, per_image)
     changed = {k: v for k, v in after_settings.items() if settings[k] != v}
     if "num_images" in changed and not spe_fixed:
@@ -346,10 +353,12 @@ def _budget_info(
         "notches": notches, "settings": after_settings, "capped_estimate_s": after["total_s"],
         "capped_estimate": after, "over_budget": after["total_s"] > budget, "per_image_s": per_image,
         "kd": {k: changed[k] for k in ("epochs", "batch_size") if k in changed},
+        "grown": bool(notches) and before["total_s"] <= budget,
     }  # fmt: skip
     est = f"estimated {before['total_s']:.0f} s of one CPU core (noise baseline included)"
     if notches:
-        info["rule"] = f"{est} > {budget:.0f} s: {', '.join(notches)} ({after['total_s']:.0f} s)"
+        rel = ">" if before["total_s"] > budget else "<="  # cut to fit, or grown into the room left
+        info["rule"] = f"{est} {rel} {budget:.0f} s: {', '.join(notches)} ({after['total_s']:.0f} s)"
     else:
         info["rule"] = f"{est} <= {budget:.0f} s: the backend's settings"
     return info

@@ -62,6 +62,7 @@ __all__ = [
     "ONLINE_SHARED_PRICES",
     "online_run_cost",
     "budget_ladder",
+    "budget_grow_images",
     "default_student_train_s",
     "default_student_arch",
     "SYNTH_PASS_PRICE",
@@ -778,6 +779,30 @@ def budget_ladder(
             e += 1
         if e > s["epochs"]:
             set_("epochs", e)
+    return s, steps
+
+
+def budget_grow_images(
+    settings: dict[str, int], cost: Any, max_images: int, budget_s: float = RUN_BUDGET_CPU_S
+) -> tuple[dict[str, int], list[str]]:
+    """Double a written dataset's ``num_images`` while the run's estimate still fits ``budget_s``.
+
+    The other direction of :func:`budget_ladder`, for a backend whose images are cheap and whose KD on
+    the default 1,024 was the limit (``Synthesizer.budget_max_images``: Fast-Datafree's 4,096;
+    docs/fidelity.md, "Session 11"). Only a run the ladder left alone grows; ``cost`` is
+    :func:`offline_run_cost`'s (the KD steps per epoch grow with the images, :func:`kd_budget`). Never
+    above ``max_images``.
+
+    Returns:
+        The settings and the notches taken (``"num_images 1024 -> 2048"``, ...).
+    """
+    s, steps = dict(settings), []
+    while 2 * s["num_images"] <= max_images:
+        bigger = {**s, "num_images": 2 * s["num_images"]}
+        if cost(bigger)["total_s"] > budget_s:
+            break
+        steps.append(f"num_images {s['num_images']} -> {bigger['num_images']}")
+        s = bigger
     return s, steps
 
 

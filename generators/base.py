@@ -173,6 +173,10 @@ class Synthesizer(ABC):
     #: backend options of the growing-pool loop over the config's defaults (``--set`` wins), when
     #: the pool's short rounds want other settings than a written dataset (NAYER's steps per round).
     pool_options: ClassVar[dict[str, Any]] = {}
+    #: a written dataset's images the CPU compute budget may grow the default to, doubling while the
+    #: estimated run still fits (:func:`datafree.rules.budget_grow_images`); None: the default stays.
+    #: Not the pool's, never a ``-n`` the user gave.
+    budget_max_images: ClassVar[int | None] = None
     #: teacher passes (forward and backward to the pixels) per synthesis step, for the compute budget
     #: of a run on a CPU (:func:`datafree.plan.budget_settings`); None: the backend has no budget.
     budget_passes: ClassVar[float | None] = None

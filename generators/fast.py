@@ -182,6 +182,11 @@ class FastDatafree(RoundSynthesizer):
     # rounds are a small share of a pool that grows for hundreds of rounds. A written dataset is
     # ``num_images / batch_size`` rounds only (8 at the defaults), so it warms up first.
     pool_options: ClassVar[dict[str, Any]] = {"warmup_rounds": 0}
+    # A written dataset where the CPU budget leaves room: 1,024 -> 2,048 -> 4,096 images while the run fits
+    # (the KD steps grow with them, rules.kd_budget). Five generator steps a batch make an image cheap;
+    # the 1,024 images' KD was the limit on the teachers it changes (docs/fidelity.md, "Session 11":
+    # resnet8_digits 93.8 / 96.1 / 96.7% -> 4,096 images, mobilenetv2_32 95.8 / 97.8% -> 4,096 images).
+    budget_max_images: ClassVar[int | None] = 4096
     config: FastDatafreeConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: FastDatafreeConfig) -> None:

@@ -369,6 +369,51 @@ def test_budget_ladder_order_floors_and_fixed_keys() -> None:
                  "num_images": 256}  # fmt: skip
 
 
+def test_budget_grow_images_doubles_while_the_run_fits() -> None:
+    """The other direction: a written dataset's images double while the estimate fits, never above the cap."""
+    from datafree.rules import budget_grow_images
+
+    start = {"epochs": 30, "batch_size": 128, "iterations": 5, "num_images": 1024}
+
+    def cost(s):
+        return {"total_s": s["num_images"] / 10}
+
+    s, notches = budget_grow_images(start, cost, 4096, budget_s=300)  # 2048 -> 205 s fits, 4096 -> 410 s not
+    assert s == {**start, "num_images": 2048} and notches == ["num_images 1024 -> 2048"]
+    s, notches = budget_grow_images(start, cost, 4096, budget_s=1e9)  # the cap
+    assert s["num_images"] == 4096 and len(notches) == 2
+    assert budget_grow_images(start, cost, 4096, budget_s=150) == (start, [])  # no room: as it was
+    assert budget_grow_images(start, cost, 1024, budget_s=1e9) == (start, [])
+
+
+def test_fast_grows_its_written_images_into_the_room_left(bn_teacher) -> None:
+    """`compress --method fast` on resnet8_digits: 4,096 images (session 11); -n, pool, others: as before."""
+    from datafree.cards import LoadedModel, ModelCard
+    from datafree.models import create_model
+    from datafree.plan import plan
+    from datafree.rules import RUN_BUDGET_CPU_S, kd_budget
+
+    p = plan(bn_teacher, method="fast")
+    b = p.info["compute_budget"]
+    assert p.num_images == 4096 and p.kd.steps_per_epoch == kd_budget(4096) == 80
+    assert b["grown"] and b["capped"] and not b["over_budget"]
+    assert b["estimate_s"] < b["capped_estimate_s"] <= RUN_BUDGET_CPU_S
+    assert "<= 800 s: num_images 1024 -> 2048, num_images 2048 -> 4096" in b["rule"]
+    assert p.kd.epochs == 30 and p.kd.batch_size == 128  # only the images (and their KD steps) grow
+    given = plan(bn_teacher, method="fast", num_images=1024)
+    assert given.num_images == 1024 and not given.info["compute_budget"]["grown"]
+    pool = plan(bn_teacher, method="fast", pool=True).info["compute_budget"]
+    assert not pool["grown"] and "num_images" not in pool["settings"]
+    for method in ("deepinversion", "cmi", "nayer"):  # no budget_max_images: their measured plans stay
+        assert plan(bn_teacher, method=method).num_images == 1024
+    # a teacher whose run fills the budget already (torchvision ResNet-18 at 3x32x32: 738 s): 1,024
+    torch.manual_seed(0)
+    card = ModelCard(arch="resnet18", weights="", num_classes=10, input_shape=[3, 32, 32],
+                     mean=[0.5] * 3, std=[0.5] * 3)  # fmt: skip
+    big = plan(LoadedModel(create_model("resnet18", 10, 3).eval(), card), method="fast")
+    assert big.num_images == 1024 and not big.info["compute_budget"]["grown"]
+
+
 def test_plan_budget_keeps_the_16px_reference(bn_teacher) -> None:
     """resnet8_digits is far under the budget: CMI and NAYER keep their settings (session 4-6 figures)."""
     from datafree.plan import plan
