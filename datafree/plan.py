@@ -205,10 +205,11 @@ def budget_settings(
     student: nn.Module | None = None,
     budget_s: float | None = None,
 ) -> dict[str, Any] | None:
-    """The compute budget of an offline backend's run on a CPU (docs/fidelity.md, "Session 7").
+    """The compute budget of a run on a CPU (docs/fidelity.md, "Session 7").
 
-    Applies to a backend with ``budget_passes`` (``cmi``, ``nayer``, ``fast``, ``deepinversion``), written
-    dataset or growing pool, on a CPU: the run's cost is estimated from the teacher's and the student's
+    Applies to an online backend (``dafl``, ``zskt``, ``dfad``: :func:`_online_budget`) and to one with
+    ``budget_passes`` (``cmi``, ``nayer``, ``fast``, ``deepinversion``), written dataset or growing pool, on a
+    CPU. An offline backend's cost is estimated from the teacher's and the student's
     :func:`datafree.rules.cpu_seconds_per_image` (:func:`datafree.rules.offline_run_cost`, noise baseline
     included; DeepInversion's steps at its cap, which its plateau stop may not reach: an upper bound),
     and when it passes :data:`datafree.rules.RUN_BUDGET_CPU_S`, the settings the user did not give are
@@ -231,7 +232,7 @@ def budget_settings(
         budget_s: the budget (default :data:`datafree.rules.RUN_BUDGET_CPU_S`).
 
     Returns:
-        None when the budget does not apply (an online backend, one without ``budget_passes``, a GPU);
+        None when the budget does not apply (an offline backend without ``budget_passes``, a GPU);
         otherwise ``{"estimate_s", "budget_s", "capped": bool, "grown": bool, "notches", "settings",
         "capped_estimate_s", "kd", "options", "num_images", "rule"}``, where ``kd``, ``options`` and
         ``num_images`` are the changed settings to apply; ``capped``: the settings changed (cut to fit,
