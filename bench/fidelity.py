@@ -174,7 +174,8 @@ def run_cell(
             shutil.move(str(out / "run"), dest) if (out / "run").exists() else None
         shutil.rmtree(out, ignore_errors=True)
     t, s, nb = rep["teacher"], rep["student"], rep.get("noise_baseline", {})
-    quality = rep.get("data", {}).get("teacher_quality", {})
+    # a written dataset's (or pool's) images; an online backend's: its trained generator's (student report)
+    quality = rep.get("data", {}).get("teacher_quality") or s.get("teacher_quality") or {}
     choice = rep.get("method_choice")
     row = {
         "teacher": name,
@@ -195,6 +196,8 @@ def run_cell(
         "steps_per_batch": rep.get("data", {}).get("steps_per_batch"),
         "agreement": quality.get("agreement"),
         "confidence": quality.get("confidence"),
+        "min_class_fraction": quality.get("min_class_fraction"),
+        "rare_classes": quality.get("rare_classes"),
         "kd": {k: rep["kd"][k] for k in ("epochs", "steps_per_epoch", "batch_size")},
         # the compute budget of an offline backend on a CPU (datafree.plan.budget_settings): its estimate
         # of the run (CPU s of one core, noise baseline included) and what it scaled down
@@ -260,6 +263,14 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _coverage(r: dict[str, Any]) -> str:
+    """The rarest class's share of the images (1 = balanced) and the classes almost never made."""
+    frac, rare = r.get("min_class_fraction"), r.get("rare_classes")
+    if frac is None:
+        return "-"
+    return f"{frac:.2f}" + (f", rare: {' '.join(map(str, rare))}" if rare else "")
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The matrix as a markdown table."""
     header = [
@@ -274,6 +285,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "CPU s",
         "agreement",
         "confidence",
+        "classes (rarest share)",
         "steps/batch",
     ]
     body = []
@@ -292,6 +304,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 r.get("cpu_s", "-"),
                 _fmt(r["agreement"], True),
                 _fmt(r["confidence"]),
+                _coverage(r),
                 "-" if not steps else f"{min(steps)}-{max(steps)}",
             ]
         )

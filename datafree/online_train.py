@@ -63,6 +63,9 @@ class OnlineResult:
     student_card: ModelCard | None = None
     generator_path: Path | None = None
     seconds: float = 0.0
+    #: the teacher's confidence and classes on 1,024 of the trained generator's images
+    #: (:func:`datafree.quality.generator_quality`; ``rare_classes``: the classes it almost never made)
+    teacher_quality: dict[str, Any] = field(default_factory=dict)
 
 
 def _online_class(method: str) -> type[Synthesizer]:
@@ -206,6 +209,7 @@ def train_online(
         },
     )
     gen_path = _save_generator(synth, out, teacher.card)
+    quality = _generated_quality(synth, teacher, method)
     return OnlineResult(
         student=model,
         synthesizer=synth,
@@ -215,7 +219,23 @@ def train_online(
         student_card=card,
         generator_path=gen_path,
         seconds=time.perf_counter() - t0,
+        teacher_quality=quality,
     )
+
+
+def _generated_quality(synth: Synthesizer, teacher: LoadedModel, method: str) -> dict[str, Any]:
+    """The teacher on 1,024 images of the trained generator, and a warning when it misses classes."""
+    from . import distributed as dist
+    from .hooks import batchnorm_layers
+    from .quality import class_names, coverage_warning, generator_quality
+
+    if not dist.is_main():
+        return {}
+    quality = generator_quality(synth, teacher.model)
+    targeted = "a backend with target classes (--method fast, nayer, cmi, deepinversion) makes every class"
+    hint = targeted if batchnorm_layers(teacher.model) else ""
+    coverage_warning(quality, f"the {method} generator's images", class_names(teacher.card), hint=hint)
+    return quality
 
 
 def load_online_synthesizer(teacher: LoadedModel, path: str | Path, method: str | None = None) -> Synthesizer:

@@ -153,7 +153,9 @@ def _distill_online(
     rep = _student_summary(
         r.student_card.arch, r.student, metrics, r.seconds, r.history, r.resumed_from_epoch
     )
-    return {**rep, "generator": str(r.generator_path), "kd": dataclasses.asdict(r.kd_config)}
+    # the teacher on the trained generator's images: confidence, class shares (datafree.quality)
+    return {**rep, "generator": str(r.generator_path), "kd": dataclasses.asdict(r.kd_config),
+            "teacher_quality": r.teacher_quality}  # fmt: skip
 
 
 def compress(

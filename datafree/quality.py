@@ -4,15 +4,38 @@ DeepInversion-style backends optimise each image towards a target class; a teach
 its own synthetic images as their targets, with high confidence, got images that carry the class
 (a public DeepInversion implementation reaches only 82.7% agreement on a 16-pixel teacher; see
 issue 11). Computed from the teacher logits every shard already stores, so it costs no teacher pass.
+
+The generator backends (DAFL, ZSKT, DFAD) have no targets and write no dataset: their report reads
+the teacher's classes on a fixed sample of the trained generator's images (:func:`generator_quality`).
+Either way a class the teacher almost never sees in the images is named (``rare_classes``), and the
+run warns: a student cannot learn a class its data never shows it (on the suite's MobileNetV2 all
+three generator backends made no image of class 1 in 2,048, and the students scored 0% on real 1s;
+docs/online_generators.md, "Session 12").
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["teacher_quality"]
+__all__ = [
+    "teacher_quality",
+    "generator_quality",
+    "coverage_warning",
+    "class_names",
+    "RARE_CLASS_SHARE",
+    "COVERAGE_MIN_SHARE_IMAGES",
+]
+
+# A class is rare when the teacher assigns it less than this share of its fair share (images / classes).
+RARE_CLASS_SHARE = 0.1
+# ... judged only when the fair share is at least this many images (1,024 images of 1,000 ImageNet
+# classes say nothing about any one class).
+COVERAGE_MIN_SHARE_IMAGES = 20
 
 
 def teacher_quality(ds: Any, labels_are_targets: bool = True) -> dict[str, Any]:
@@ -24,26 +47,107 @@ def teacher_quality(ds: Any, labels_are_targets: bool = True) -> dict[str, Any]:
             the teacher's own argmax otherwise, and agreement is 1 by construction: reported None).
 
     Returns:
-        ``{"images", "agreement", "confidence", "min_class_fraction"}``: the fraction of images whose
-        teacher argmax equals the target, the mean top softmax probability, and the share of the
-        rarest predicted class times the class count (1 = balanced, 0 = a class missing).
+        ``{"images", "agreement", "confidence", "min_class_fraction", "rare_classes"}``: the fraction of
+        images whose teacher argmax equals the target, the mean top softmax probability, the share of
+        the rarest predicted class times the class count (1 = balanced, 0 = a class missing), and the
+        classes predicted for under :data:`RARE_CLASS_SHARE` of their fair share (None when the fair
+        share is under :data:`COVERAGE_MIN_SHARE_IMAGES` images).
     """
+
+    def shards() -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
+        for shard in ds.iter_shards():
+            yield shard["teacher_logits"].float(), shard["labels"]
+
+    return _summary(shards(), labels_are_targets)
+
+
+def generator_quality(
+    synth: Any, teacher: nn.Module, n: int = 1024, batch: int = 256, seed: int = 1234
+) -> dict[str, Any]:
+    """The teacher's confidence and classes on ``n`` images of a trained generator backend.
+
+    The latents come from a fixed ``seed`` of their own, so the figure does not move the run's random
+    streams and two runs are compared on the same draw. Agreement is None (no targets).
+
+    Args:
+        synth: an :class:`generators.online.OnlineSynthesizer` (anything with ``sample(n, generator)``).
+        teacher: the teacher network (eval mode).
+        n: images to draw.
+        batch: images per forward.
+        seed: the latents' seed.
+    """
+    first = next(teacher.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed)
+
+    def batches() -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
+        done = 0
+        while done < n:
+            k = min(batch, n - done)
+            with torch.no_grad():
+                images = synth.sample(k, generator=gen).images.to(device)
+                yield teacher(images).float().cpu(), None
+            done += k
+
+    return _summary(batches(), labels_are_targets=False)
+
+
+def _summary(
+    parts: Iterable[tuple[torch.Tensor, torch.Tensor | None]], labels_are_targets: bool
+) -> dict[str, Any]:
     n = agree = 0
     conf = 0.0
     counts: torch.Tensor | None = None
-    for shard in ds.iter_shards():
-        logits, labels = shard["teacher_logits"].float(), shard["labels"]
+    for logits, labels in parts:
         pred = logits.argmax(1)
         n += len(pred)
-        agree += int((pred == labels).sum())
+        if labels is not None:
+            agree += int((pred == labels).sum())
         conf += float(logits.softmax(1).amax(1).sum())
         c = torch.bincount(pred, minlength=logits.shape[1])
         counts = c if counts is None else counts + c
     if n == 0 or counts is None:
-        return {"images": 0, "agreement": None, "confidence": None, "min_class_fraction": None}
+        empty = dict.fromkeys(("agreement", "confidence", "min_class_fraction", "rare_classes"))
+        return {"images": 0, **empty}
+    k = len(counts)
+    judged = n / k >= COVERAGE_MIN_SHARE_IMAGES
+    rare = [c for c in range(k) if float(counts[c]) * k / n < RARE_CLASS_SHARE] if judged else None
     return {
         "images": n,
         "agreement": round(agree / n, 4) if labels_are_targets else None,
         "confidence": round(conf / n, 4),
-        "min_class_fraction": round(float(counts.min()) * len(counts) / n, 4),
+        "min_class_fraction": round(float(counts.min()) * k / n, 4),
+        # classes under RARE_CLASS_SHARE of their fair share (None: too few images per class to say)
+        "rare_classes": rare,
     }
+
+
+def coverage_warning(
+    quality: dict[str, Any], what: str, class_names: list[str] | None = None, hint: str = ""
+) -> str | None:
+    """Warn (``UserWarning``, one line) when ``quality`` names rare classes; the message, or None.
+
+    Args:
+        quality: a :func:`teacher_quality` / :func:`generator_quality` result.
+        what: what the images are, for the message (``"the dafl generator's images"``).
+        class_names: the card's class names, when it has them.
+        hint: what to try, appended after a semicolon.
+    """
+    rare = quality.get("rare_classes")
+    if not rare:
+        return None
+    names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in rare]
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    msg = (
+        f"the teacher assigns almost none of {what} ({quality['images']:,}) to class(es) {shown} "
+        f"(under {RARE_CLASS_SHARE:.0%} of a fair share): a student cannot learn a class its data "
+        "never shows" + (f"; {hint}" if hint else "")
+    )
+    warnings.warn(msg, UserWarning, stacklevel=2)
+    return msg
+
+
+def class_names(card: Any) -> list[str] | None:
+    """The card's class names (``"classes"``, a list of strings, among its extra fields), or None."""
+    names = getattr(card, "extra", {}).get("classes")
+    return [str(c) for c in names] if isinstance(names, list) else None

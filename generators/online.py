@@ -33,7 +33,7 @@ from datafree import precision
 from datafree.errors import UserInputError
 from datafree.generator_losses import class_coverage_loss, information_entropy_loss
 from datafree.hooks import BNStatistics, batchnorm_layers
-from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
 from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
 
 from .base import Batch, SynthConfig, Synthesizer
@@ -105,6 +105,10 @@ class OnlineConfig(SynthConfig):
     # such term). Measured: DFAD on resnet8_digits stays at chance without it, 0.67 after 3 epochs with it.
     bn_weight: float = 1.0
     first_bn_weight: float = 1.0
+    # The BN term's balance against the backend's own terms (as DeepInversion's bn_ce_max_ratio): when
+    # bn_weight x BN starts more than bn_max_ratio times the sum of the other weighted terms' sizes (at
+    # the run's first generator step), bn_weight is scaled down to that ratio for the whole run; 0: off.
+    bn_max_ratio: float = 0.0
     clamp: bool = True  # keep images in the valid pixel range (straight-through gradient)
     # Class balance for the adversarial backends (our addition, not in the papers): DAFL's
     # information-entropy term on the teacher's batch-mean prediction. -1 (default): the backend's
@@ -139,6 +143,8 @@ class OnlineConfig(SynthConfig):
             raise UserInputError(f"latent_dim must be > 0, got {self.latent_dim}")
         if self.generator_width < 0:
             raise UserInputError(f"generator_width must be >= 0 (0: automatic), got {self.generator_width}")
+        if self.bn_max_ratio < 0:
+            raise UserInputError(f"bn_max_ratio must be >= 0 (0: off), got {self.bn_max_ratio}")
         if self.balance < 0 and self.balance != -1.0:
             raise UserInputError(f"balance must be >= 0 (or -1: automatic), got {self.balance}")
         if not 0.0 <= self.noise_fraction < 1.0 and self.noise_fraction != -1.0:
@@ -221,6 +227,7 @@ class OnlineSynthesizer(Synthesizer):
         self.z: torch.Tensor | None = None  # the current z batch (reuse_z backends)
         self.z_consumed = True
         self._noise_entropy: float | None = None
+        self.bn_scale: float | None = None  # bn_max_ratio's factor, set at the run's first generator step
         weights = {**self.objective_weights(), "bn": config.bn_weight if self.use_bn_term else 0.0,
                    "balance": self.balance_weight}  # fmt: skip
         if not any(w > 0 for w in weights.values()):  # refused before a generator or an output is made
@@ -321,10 +328,19 @@ class OnlineSynthesizer(Synthesizer):
             with BNStatistics(self.teacher) as stats:
                 terms = self.objective(images, student)
                 bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), self.config.first_bn_weight)  # type: ignore[arg-type]
-            terms["bn"] = (self.config.bn_weight, bn)
+            if self.bn_scale is None:  # the run's first step (one host sync): the BN term's balance
+                self.bn_scale = self._bn_balance(bn, terms)
+            terms["bn"] = (self.config.bn_weight * self.bn_scale, bn)
         else:
             terms = self.objective(images, student)
         return weighted_sum(terms)
+
+    def _bn_balance(self, bn: torch.Tensor, terms: dict[str, tuple[float, torch.Tensor]]) -> float:
+        """``bn_max_ratio``'s factor for ``bn_weight``: at most 1, 1 when off or already within it."""
+        if self.config.bn_max_ratio <= 0:
+            return 1.0
+        others = sum(abs(w * float(v.detach())) for w, v in terms.values() if w != 0)
+        return bn_ce_scale(bn, torch.tensor(others), self.config.bn_weight, 1.0, self.config.bn_max_ratio)
 
     def step(self, student: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """One Adam update of the generator; the student (if any) is not changed."""
@@ -403,6 +419,7 @@ class OnlineSynthesizer(Synthesizer):
             "steps": self.steps,
             "z": None if self.z is None else self.z.cpu(),
             "z_consumed": self.z_consumed,
+            "bn_scale": self.bn_scale,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -414,6 +431,8 @@ class OnlineSynthesizer(Synthesizer):
         self.steps = int(state["steps"])
         self.z = None if state.get("z") is None else state["z"].to(self.device)
         self.z_consumed = bool(state.get("z_consumed", True))
+        scale = state.get("bn_scale")
+        self.bn_scale = None if scale is None else float(scale)
 
     def load_generator(self, weights: dict[str, torch.Tensor]) -> None:
         """Load trained generator weights (e.g. from ``generator.safetensors``)."""

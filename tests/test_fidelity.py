@@ -211,7 +211,55 @@ def test_teacher_quality_from_shards(tmp_path: Path, bn_teacher) -> None:
     q = teacher_quality(ds)
     assert q["images"] == 4 and q["agreement"] == 0.75 and q["confidence"] == pytest.approx(1.0, abs=1e-4)
     assert q["min_class_fraction"] == 0.0
+    assert q["rare_classes"] is None  # 4 images of 10 classes: too few per class to name one
     assert teacher_quality(ds, labels_are_targets=False)["agreement"] is None
+
+
+class _ClassOfMean(torch.nn.Module):
+    """A 'teacher' whose class is the image's mean brightness bucket (of ten).
+
+    A generator that never makes bright images never makes the top classes.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = (x.mean((1, 2, 3)).clamp(0, 0.999) * 10).long()
+        return torch.nn.functional.one_hot(k, 10).float() * 8.0
+
+
+class _DimGenerator:
+    """sample(n, generator) as the online backends have it: images of mean brightness in [0, 0.8)."""
+
+    def sample(self, n: int, generator: torch.Generator | None = None):
+        from generators.base import Batch
+
+        level = torch.rand(n, generator=generator) * 0.8
+        return Batch(level.view(n, 1, 1, 1).expand(n, 1, 4, 4).clone())
+
+
+def test_generator_quality_names_the_classes_a_generator_never_makes() -> None:
+    """Classes 8 and 9 never come out: named as rare, warned about once, with the card's names."""
+    import types
+    import warnings
+
+    from datafree.quality import class_names, coverage_warning, generator_quality
+
+    teacher = _ClassOfMean()
+    teacher.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))  # a device to read
+    q = generator_quality(_DimGenerator(), teacher, n=1000, batch=300)
+    assert q["images"] == 1000 and q["agreement"] is None and q["confidence"] > 0.99
+    assert q["rare_classes"] == [8, 9] and q["min_class_fraction"] == 0.0
+    assert q == generator_quality(_DimGenerator(), teacher, n=1000, batch=300)  # its own fixed latents
+    card = types.SimpleNamespace(extra={"classes": [f"digit {i}" for i in range(10)]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        msg = coverage_warning(q, "the test generator's images", class_names(card), hint="try X")
+    assert len(caught) == 1 and caught[0].category is UserWarning and str(caught[0].message) == msg
+    assert "digit 8, digit 9" in msg and "(1,000)" in msg and msg.endswith("; try X")
+    balanced = {**q, "rare_classes": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert coverage_warning(balanced, "x") is None
+    assert class_names(types.SimpleNamespace(extra={})) is None
 
 
 def test_bn_ce_balance(bn_teacher) -> None:

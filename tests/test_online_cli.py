@@ -38,10 +38,21 @@ def test_generator_option_is_refused_for_offline_methods(run, tmp_path):
 
 
 def test_compress_online_writes_report_with_noise_baseline(run, tmp_path):
+    import warnings
+
     out = tmp_path / "c"
-    r = run("compress", "--teacher", "lenet5_digits", "--method", "dafl", "--out", out, "--quiet", *TINY_KD)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = run("compress", "--teacher", "lenet5_digits", "--method", "dafl", "--out", out, "--quiet",
+                *TINY_KD)  # fmt: skip
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "dafl" and report["kd"]["kd_steps"] == 5  # the method's own KD defaults
     assert "noise_baseline" in report and 0 <= report["student"]["accuracy"] <= 1
     assert (out / "generator.safetensors").is_file() and (out / "model.json").is_file()
+    # the teacher on 1,024 images of the trained generator (a run of 2 steps: classes may be missing)
+    q = report["student"]["teacher_quality"]
+    assert q["images"] == 1024 and q["agreement"] is None and 0.1 <= q["confidence"] <= 1.0
+    assert 0.0 <= q["min_class_fraction"] <= 1.0 and isinstance(q["rare_classes"], list)
+    named = [str(w.message) for w in caught if "cannot learn a class" in str(w.message)]
+    assert len(named) == (1 if q["rare_classes"] else 0)  # one warning, when a class is missing

@@ -131,6 +131,35 @@ def test_bn_term_only_for_batchnorm_teachers(lenet, resnet):
 
 
 @pytest.mark.parametrize("method", ONLINE)
+def test_bn_max_ratio_caps_the_bn_term_for_the_whole_run(method, resnet):
+    """Set at the first step from the terms' sizes, kept for later steps and across a resume; 0: off."""
+    student = create_model("resnet8_half", 10, 1)
+
+    def make(**kw):
+        return create_synthesizer(method, resnet.model, resnet.card, batch_size=8, seed=3, **kw)
+
+    off = make()
+    logs = off.step(student)
+    assert off.bn_scale == 1.0
+    weights = {**off.objective_weights(), "adversarial": getattr(off.config, "adv_weight", 0.0)}
+    size = sum(abs(weights[k] * float(v)) for k, v in logs.items() if k not in ("bn", "total"))
+    ratio = float(logs["bn"]) / size  # bn_weight 1: the BN term's size against the others'
+    capped = make(bn_max_ratio=ratio / 4)
+    low = capped.step(student)  # the same first batch: only the BN term's weight differs
+    assert capped.bn_scale == pytest.approx(0.25, rel=1e-3)
+    assert float(logs["total"] - low["total"]) == pytest.approx(0.75 * float(logs["bn"]), rel=1e-3)
+    within = make(bn_max_ratio=ratio * 2)
+    within.step(student)
+    assert within.bn_scale == 1.0
+    again = make(bn_max_ratio=ratio / 4)
+    again.load_state_dict(capped.state_dict())
+    assert again.bn_scale == capped.bn_scale
+    assert torch.equal(again.step(student)["total"], capped.step(student)["total"])
+    with pytest.raises(UserInputError, match="bn_max_ratio"):
+        make(bn_max_ratio=-1)
+
+
+@pytest.mark.parametrize("method", ONLINE)
 def test_state_dict_roundtrip_resumes_exactly(method, lenet):
     a = create_synthesizer(method, lenet.model, lenet.card, batch_size=8, seed=1)
     student = _student()
