@@ -350,7 +350,7 @@ def _write_pool(lm: LoadedModel, pool: PoolSource, p: Plan, root: Path) -> dict[
     and ``--data`` read it like any dataset; the manifest says ``"pool": true``.
     """
     from .dataset import SyntheticDataset, save_image_grid
-    from .quality import teacher_quality
+    from .quality import DATASET_HINT, class_names, coverage_warning, teacher_quality
     from .synthesis import dataset_manifest
 
     if not pool.images or not dist.is_main():
@@ -370,7 +370,8 @@ def _write_pool(lm: LoadedModel, pool: PoolSource, p: Plan, root: Path) -> dict[
             labels = targets[i * shard : (i + 1) * shard] if targets is not None else logits.argmax(1).cpu()
             ds.write_shard(i, synth.normalizer.inverse(x).clamp_(0, 1), labels, logits)
     ds.refresh()
-    ds.manifest["teacher_quality"] = teacher_quality(ds, labels_are_targets=targets is not None)
+    q = ds.manifest["teacher_quality"] = teacher_quality(ds, labels_are_targets=targets is not None)
+    coverage_warning(q, f"the {p.method} pool's images", class_names(lm.card), hint=DATASET_HINT)
     ds.write_manifest()
     first = next(ds.iter_shards(), None)
     if first is not None:

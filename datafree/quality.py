@@ -29,8 +29,11 @@ __all__ = [
     "class_names",
     "RARE_CLASS_SHARE",
     "COVERAGE_MIN_SHARE_IMAGES",
+    "DATASET_HINT",
 ]
 
+# What to try when a written dataset (or a pool) of a backend with target classes misses some.
+DATASET_HINT = "more steps per batch (--iterations) or another --method may cover them"
 # A class is rare when the teacher assigns it less than this share of its fair share (images / classes).
 RARE_CLASS_SHARE = 0.1
 # ... judged only when the fair share is at least this many images (1,024 images of 1,000 ImageNet

@@ -110,11 +110,10 @@ def synthesize_dataset(
         if synth.steps_taken:  # offline backends that stop on a plateau
             ds.manifest["steps_per_batch"] = [*ds.manifest.get("steps_per_batch", []), *synth.steps_taken]
         if ds.complete:
-            from .quality import class_names, coverage_warning, teacher_quality
+            from .quality import DATASET_HINT, class_names, coverage_warning, teacher_quality
 
             q = ds.manifest["teacher_quality"] = teacher_quality(ds, labels_are_targets=targets)
-            hint = "more steps per batch (--iterations) or another --method may cover them"
-            coverage_warning(q, f"the {method} images", class_names(teacher.card), hint=hint)
+            coverage_warning(q, f"the {method} images", class_names(teacher.card), hint=DATASET_HINT)
         ds.write_manifest()
         first = next(ds.iter_shards(), None)
         if first is not None:

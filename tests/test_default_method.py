@@ -97,6 +97,7 @@ def test_compress_auto_takes_the_pool_and_writes_it(tmp_path: Path) -> None:
     assert manifest["pool"] is True and manifest["images_written"] == 64
     quality = manifest["teacher_quality"]
     assert quality["images"] == 64 and quality["agreement"] is not None
+    assert quality["rare_classes"] is None  # 6.4 images a class: too few to name a missing one
     assert rep["noise_baseline"]["num_images"] == 64
     assert json.loads((tmp_path / "run" / "report.json").read_text())["method_choice"]["method"] == "fast"
 
