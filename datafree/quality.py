@@ -126,21 +126,21 @@ def _summary(
 
 
 def coverage_warning(
-    quality: dict[str, Any], what: str, class_names: list[str] | None = None, hint: str = ""
+    quality: dict[str, Any], what: str, names: list[str] | None = None, hint: str = ""
 ) -> str | None:
     """Warn (``UserWarning``, one line) when ``quality`` names rare classes; the message, or None.
 
     Args:
         quality: a :func:`teacher_quality` / :func:`generator_quality` result.
         what: what the images are, for the message (``"the dafl generator's images"``).
-        class_names: the card's class names, when it has them.
+        names: the card's class names (:func:`class_names`), when it has them.
         hint: what to try, appended after a semicolon.
     """
     rare = quality.get("rare_classes")
     if not rare:
         return None
-    names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in rare]
-    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    labels = [names[c] if names and c < len(names) else str(c) for c in rare]
+    shown = ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
     msg = (
         f"the teacher assigns almost none of {what} ({quality['images']:,}) to class(es) {shown} "
         f"(under {RARE_CLASS_SHARE:.0%} of a fair share): a student cannot learn a class its data "
