@@ -6,7 +6,9 @@ session, on some version of the code. ``bench/fidelity_matrix.json`` names, for 
 result file and the row that is its current figure (``file``; the row is found by teacher, method and seed,
 plus ``match``'s key/value pairs), and says when it ran (``session``), on which teacher weights
 (``weights``: ``"s8"`` for the suite as retrained in session 8, ``"earlier"`` for a cell on the weights
-before, ``"shipped"`` for the 1x16x16 teachers) and anything that sets it apart (``note``). This script
+before, ``"s12"`` for the suite as retrained in session 12, ``"shipped"`` for the 1x16x16 teachers), the
+CPU it ran on where its result file does not record one (``machine``) and anything that sets it apart
+(``note``). This script
 reads every figure from those files (nothing is typed in by hand), and writes the matrix (% of the teacher
 per seed, 1-thread CPU seconds) with the issue's bars:
 
@@ -100,10 +102,15 @@ def find_row(entry: dict[str, Any], root: Path = ROOT) -> dict[str, Any]:
 
 
 def machine_of(entry: dict[str, Any], root: Path = ROOT) -> str:
-    """The CPU the entry's run recorded (``machine.cpu`` of its result file), or ``"not recorded"``."""
+    """The CPU the entry's run recorded (``machine.cpu`` of its result file), else the entry's ``machine``.
+
+    ``"not recorded"`` when neither says.
+    """
     data = json.loads((root / entry["file"]).read_text())
     m = data.get("machine") if isinstance(data, dict) else None
-    return str(m.get("cpu")) if isinstance(m, dict) and m.get("cpu") else "not recorded"
+    if isinstance(m, dict) and m.get("cpu"):
+        return str(m["cpu"])
+    return str(entry.get("machine") or "not recorded")
 
 
 def collect(spec: dict[str, Any], root: Path = ROOT) -> list[dict[str, Any]]:
@@ -156,7 +163,7 @@ def verdicts(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
 def _cell_text(cell: list[dict[str, Any]]) -> str:
     parts = []
     for r in sorted(cell, key=lambda r: r["seed"]):
-        mark = "" if r["weights"] != "earlier" else "†"
+        mark = {"earlier": "†", "s12": "‡"}.get(r["weights"], "")
         parts.append(f"{100 * r['ratio']:.1f}{mark}" + (f" (s{r['seed']})" if len(cell) > 1 else ""))
     return " / ".join(parts)
 
@@ -186,7 +193,8 @@ def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
     lines += [
         "",
         "% of the teacher's test accuracy, seed 0 unless (sN) says; † on the suite's weights before "
-        "session 8; `n/a`: a BN backend on a BN-less teacher; `-`: not measured. Bars: `auto` >= 97% on "
+        "session 8, ‡ on the suite as retrained in session 12; "
+        "`n/a`: a BN backend on a BN-less teacher; `-`: not measured. Bars: `auto` >= 97% on "
         "the BN teachers, every other backend >= 95%, the best >= 99%, each cell <= 15 minutes of one core.",
         "",
         f"- below the bar ({len(v['below_bar'])}): " + ("; ".join(v["below_bar"]) or "none"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["random_jitter", "random_flip", "kd_augmentation"]
+__all__ = ["random_jitter", "random_flip", "kd_augmentation", "mix_batch", "MixBatch", "kd_transform"]
 
 
 # Up to this many elements the jitter is torch.roll: two ATen ops forward and two backward (one pass over
@@ -72,3 +72,44 @@ def kd_augmentation(input_shape: tuple[int, int, int] | list[int], flip: bool = 
     if flip:
         ops.append(K.RandomHorizontalFlip())
     return nn.Sequential(*ops)
+
+
+def mix_batch(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Mixup of a batch with a shuffled copy of itself: ``lam * x + (1 - lam) * x[perm]``.
+
+    ``lam ~ Beta(alpha, alpha)`` per image (Zhang et al., "mixup", ICLR 2018), drawn from the global torch
+    RNG (saved in KD checkpoints). In KD the teacher labels the mixed image itself, so no label is mixed:
+    the student matches the teacher between the images too ("function matching", Beyer et al., "Knowledge
+    distillation: a good teacher is patient and consistent", CVPR 2022).
+    """
+    n = x.shape[0]
+    if n < 2:
+        return x
+    lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((n,))
+    perm = torch.randperm(n)
+    lam = lam.to(x.device, x.dtype).view(n, *([1] * (x.dim() - 1)))
+    return lam * x + (1 - lam) * x[perm.to(x.device)]
+
+
+class MixBatch(nn.Module):
+    """:func:`mix_batch` as a module (``alpha``: the Beta distribution's parameter)."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return mix_batch(x, self.alpha)
+
+
+def kd_transform(
+    input_shape: tuple[int, int, int] | list[int], augment: bool, flip: bool = False, mixup: float = 0.0
+) -> nn.Module:
+    """What the KD stage applies to each student batch: the crop (and flip) when ``augment``, then mixup.
+
+    ``nn.Identity`` when neither is on.
+    """
+    ops: list[nn.Module] = [kd_augmentation(input_shape, flip)] if augment else []
+    if mixup > 0:
+        ops.append(MixBatch(mixup))
+    return nn.Sequential(*ops) if ops else nn.Identity()

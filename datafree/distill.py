@@ -28,7 +28,7 @@ from torch import nn
 
 from . import distributed as dist
 from . import precision
-from .augment import kd_augmentation
+from .augment import kd_transform
 from .ema import WeightEMA
 from .errors import NumericalError, UserInputError
 from .losses import kd_kl_loss
@@ -66,6 +66,9 @@ class KDConfig:
     # ``avg = d * avg + (1 - d) * w`` with ``d = min(ema_decay, (1 + t) / (10 + t))``; the averaged
     # weights are what the epoch's evaluation sees and what the run returns (Polyak averaging).
     ema_decay: float = 0.0
+    # Mixup of each student batch with itself (0: off): :func:`datafree.augment.mix_batch` with
+    # ``lam ~ Beta(mixup, mixup)``, after the crop; teacher and student see the same mixed images.
+    mixup: float = 0.0
     seed: int = 0
 
     @property
@@ -90,6 +93,8 @@ class KDConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise UserInputError(f"{name} must be a positive number, got {v}")
+        if not (math.isfinite(self.mixup) and self.mixup >= 0):
+            raise UserInputError(f"mixup must be a number >= 0 (0: off), got {self.mixup}")
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise UserInputError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         for name in ("momentum", "weight_decay", "hard_label_weight"):
@@ -415,11 +420,10 @@ def distill(
             source.update(student)
             for _ in range(cfg.kd_steps):
                 x = _local_batch(source, cfg.batch_size)
-                if cfg.augment:
-                    if aug is None:
-                        aug = kd_augmentation(input_shape or list(x.shape[1:]), cfg.flip).to(device)
-                    x = aug(x)
-                x = precision.prepare_input(x)
+                if aug is None:  # crop / flip / mixup as configured (an identity when none is on)
+                    aug = kd_transform(input_shape or list(x.shape[1:]), cfg.augment, cfg.flip, cfg.mixup)
+                    aug = aug.to(device)
+                x = precision.prepare_input(aug(x))
                 loss = _kd_loss(forward, t_forward, teacher, x, student_objective, cfg, device)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

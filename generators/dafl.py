@@ -81,7 +81,8 @@ class DAFL(OnlineSynthesizer):
     # BN-less teachers: student lr 1e-2 at 16 px (lenet5_digits seed 1: 96.4% at 5e-3, 98.1% at 1e-2), a
     # rule of the input size (:func:`datafree.rules.dafl_bn_less_lr`: 5e-3 at 32 px, plain_32 seeds 0-2
     # 98.9% / 99.7% / 99.4% against 97.5% at 1e-2 on seed 0), and no noise share (DAFL's own
-    # information-entropy term keeps the classes apart; with 25% noise: 95.8% at 5e-3).
+    # information-entropy term keeps the classes apart; with 25% noise: 95.8% at 5e-3). Replay and mixup
+    # were screened and not adopted (docs/online_generators.md, "Session 13").
     kd_defaults_bn_less = {"lr": 1e-2}
     auto_noise = 0.0
     config: DAFLConfig

@@ -34,6 +34,7 @@ from datafree.errors import UserInputError
 from datafree.generator_losses import class_coverage_loss, information_entropy_loss
 from datafree.hooks import BNStatistics, batchnorm_layers
 from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
+from datafree.replay import ReplayMemory
 from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
 
 from .base import Batch, SynthConfig, Synthesizer
@@ -128,6 +129,13 @@ class OnlineConfig(SynthConfig):
     # noise are diverse (``noise_share``), 0 otherwise.
     # Measured on lenet5_digits, seed 1 (docs/online_generators.md): DFAD 93.1% -> 96.1% of the teacher.
     noise_fraction: float = -1.0
+    # Replay (Binici et al., WACV 2022; :mod:`datafree.replay`): this share of each student batch is drawn
+    # from a memory of ``replay_size`` images the generator made earlier in the run (a reservoir, so a
+    # uniform sample of the run so far), against the student forgetting what earlier generators showed
+    # it; the batch keeps its size, so the run's cost does not grow. 0: off (the default: measured no
+    # better than without it on the BN-less teachers; docs/online_generators.md, "Session 13").
+    replay: float = 0.0
+    replay_size: int = 4096
 
     def validate(self) -> None:  # noqa: D102
         super().validate()
@@ -147,6 +155,10 @@ class OnlineConfig(SynthConfig):
             raise UserInputError(f"bn_max_ratio must be >= 0 (0: off), got {self.bn_max_ratio}")
         if self.balance < 0 and self.balance != -1.0:
             raise UserInputError(f"balance must be >= 0 (or -1: automatic), got {self.balance}")
+        if not 0.0 <= self.replay < 1.0:
+            raise UserInputError(f"replay must be in [0, 1) (0: off), got {self.replay}")
+        if self.replay_size <= 0:
+            raise UserInputError(f"replay_size must be > 0, got {self.replay_size}")
         if not 0.0 <= self.noise_fraction < 1.0 and self.noise_fraction != -1.0:
             raise UserInputError(
                 f"noise_fraction must be in [0, 1) (or -1: automatic), got {self.noise_fraction}"
@@ -228,6 +240,7 @@ class OnlineSynthesizer(Synthesizer):
         self.z_consumed = True
         self._noise_entropy: float | None = None
         self.bn_scale: float | None = None  # bn_max_ratio's factor, set at the run's first generator step
+        self.memory = ReplayMemory(config.replay_size, self.rng) if config.replay > 0 else None
         weights = {**self.objective_weights(), "bn": config.bn_weight if self.use_bn_term else 0.0,
                    "balance": self.balance_weight}  # fmt: skip
         if not any(w > 0 for w in weights.values()):  # refused before a generator or an output is made
@@ -394,19 +407,27 @@ class OnlineSynthesizer(Synthesizer):
             return Batch(self.generate(self.draw_z(n, generator)))
 
     def training_batch(self, n: int) -> torch.Tensor:
-        """The student's batch of ``n``: :meth:`sample`, with :attr:`noise_share` of it Gaussian noise.
+        """The student's batch of ``n``: :meth:`sample`, some of it replayed images and Gaussian noise.
+
+        In that order: generated images, ``replay`` of the batch from the replay memory (once it holds
+        images), :attr:`noise_share` of it noise.
 
         The noise is ``N(0, 1)`` in normalised space clamped to valid pixels (what
         :class:`datafree.sources.NoiseSource` feeds the noise baseline), drawn from the backend's
         own latent stream, so a resumed run draws the same batches.
         """
-        k = int(round(n * self.noise_share))
-        if k == 0 or n < 2:
-            return self.sample(n).images
-        k = min(k, n - 1)
-        images = self.sample(n - k).images
-        noise = torch.randn((k, *images.shape[1:]), generator=self.rng).to(images.device, images.dtype)
-        return torch.cat([images, self.normalizer.clamp_(noise)])
+        k = min(int(round(n * self.noise_share)), n - 1) if n >= 2 else 0
+        r = 0 if self.memory is None else min(int(round(n * self.config.replay)), n - k - 1, len(self.memory))
+        images = self.sample(n - k - r).images
+        parts = [images]
+        if self.memory is not None:
+            if r > 0:  # drawn before this batch joins the memory: images of earlier batches only
+                parts.append(self.memory.draw(r).to(images.dtype))
+            self.memory.add(images)
+        if k > 0:
+            noise = torch.randn((k, *images.shape[1:]), generator=self.rng).to(images.device, images.dtype)
+            parts.append(self.normalizer.clamp_(noise))
+        return torch.cat(parts) if len(parts) > 1 else images
 
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -420,6 +441,7 @@ class OnlineSynthesizer(Synthesizer):
             "z": None if self.z is None else self.z.cpu(),
             "z_consumed": self.z_consumed,
             "bn_scale": self.bn_scale,
+            "memory": None if self.memory is None else self.memory.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -433,6 +455,8 @@ class OnlineSynthesizer(Synthesizer):
         self.z_consumed = bool(state.get("z_consumed", True))
         scale = state.get("bn_scale")
         self.bn_scale = None if scale is None else float(scale)
+        if self.memory is not None and state.get("memory") is not None:
+            self.memory.load_state_dict(state["memory"], self.device)
 
     def load_generator(self, weights: dict[str, torch.Tensor]) -> None:
         """Load trained generator weights (e.g. from ``generator.safetensors``)."""
