@@ -34,7 +34,7 @@ from datafree.errors import UserInputError
 from datafree.generator_losses import class_coverage_loss, information_entropy_loss
 from datafree.hooks import BNStatistics, batchnorm_layers
 from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
-from datafree.replay import ReplayMemory
+from datafree.replay import ReplayMemory, auto_replay_size
 from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
 
 from .base import Batch, SynthConfig, Synthesizer
@@ -130,12 +130,13 @@ class OnlineConfig(SynthConfig):
     # Measured on lenet5_digits, seed 1 (docs/online_generators.md): DFAD 93.1% -> 96.1% of the teacher.
     noise_fraction: float = -1.0
     # Replay (Binici et al., WACV 2022; :mod:`datafree.replay`): this share of each student batch is drawn
-    # from a memory of ``replay_size`` images the generator made earlier in the run (a reservoir, so a
+    # from a memory of ``replay_size`` images the generator made earlier in the run (0: automatic,
+    # :func:`datafree.replay.auto_replay_size`: 4,096, fewer above 256 MiB; a reservoir, so a
     # uniform sample of the run so far), against the student forgetting what earlier generators showed
     # it; the batch keeps its size, so the run's cost does not grow. 0: off (the default: measured no
     # better than without it on the BN-less teachers; docs/online_generators.md, "Session 13").
     replay: float = 0.0
-    replay_size: int = 4096
+    replay_size: int = 0
 
     def validate(self) -> None:  # noqa: D102
         super().validate()
@@ -157,8 +158,8 @@ class OnlineConfig(SynthConfig):
             raise UserInputError(f"balance must be >= 0 (or -1: automatic), got {self.balance}")
         if not 0.0 <= self.replay < 1.0:
             raise UserInputError(f"replay must be in [0, 1) (0: off), got {self.replay}")
-        if self.replay_size <= 0:
-            raise UserInputError(f"replay_size must be > 0, got {self.replay_size}")
+        if self.replay_size < 0:
+            raise UserInputError(f"replay_size must be > 0 (or 0: automatic), got {self.replay_size}")
         if not 0.0 <= self.noise_fraction < 1.0 and self.noise_fraction != -1.0:
             raise UserInputError(
                 f"noise_fraction must be in [0, 1) (or -1: automatic), got {self.noise_fraction}"
@@ -240,7 +241,8 @@ class OnlineSynthesizer(Synthesizer):
         self.z_consumed = True
         self._noise_entropy: float | None = None
         self.bn_scale: float | None = None  # bn_max_ratio's factor, set at the run's first generator step
-        self.memory = ReplayMemory(config.replay_size, self.rng) if config.replay > 0 else None
+        size = config.replay_size or auto_replay_size(self.input_shape)
+        self.memory = ReplayMemory(size, self.rng) if config.replay > 0 else None
         weights = {**self.objective_weights(), "bn": config.bn_weight if self.use_bn_term else 0.0,
                    "balance": self.balance_weight}  # fmt: skip
         if not any(w > 0 for w in weights.values()):  # refused before a generator or an output is made

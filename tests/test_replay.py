@@ -10,7 +10,7 @@ import torch
 from datafree.cards import load_model
 from datafree.errors import UserInputError
 from datafree.online_train import train_online
-from datafree.replay import ReplayMemory
+from datafree.replay import ReplayMemory, auto_replay_size
 from generators import create_synthesizer
 
 torch.set_num_threads(1)
@@ -79,7 +79,7 @@ def test_training_batch_draws_replay_from_earlier_batches_only():
     ref = create_synthesizer("dafl", lenet.model, lenet.card, **off)
     assert plain.memory is None
     torch.testing.assert_close(plain.training_batch(16), ref.sample(16).images)
-    for bad in ({"replay": 1.0}, {"replay": -0.1}, {"replay": 0.5, "replay_size": 0}):
+    for bad in ({"replay": 1.0}, {"replay": -0.1}, {"replay": 0.5, "replay_size": -1}):
         with pytest.raises(UserInputError, match="replay"):
             create_synthesizer("dafl", lenet.model, lenet.card, **bad)
 
@@ -133,3 +133,12 @@ def test_bn_less_defaults_mixup_for_dfad_only_and_replay_off(plain_teacher, bn_t
     assert plan(plain_teacher, method="dafl").kd.mixup == 0.0  # screened, not adopted
     assert plan(plain_teacher, method="zskt").kd.mixup == 0.0
     assert plan(plain_teacher, method="dfad", kd={"mixup": 0.0}).kd.mixup == 0.0  # the user's value wins
+
+
+def test_automatic_memory_size_is_capped_in_bytes():
+    assert auto_replay_size((1, 16, 16)) == auto_replay_size((3, 32, 32)) == 4096
+    assert auto_replay_size((3, 224, 224)) == 256 * 2**20 // (4 * 3 * 224 * 224) == 445
+    assert auto_replay_size((3, 8192, 8192)) == 1
+    lenet = load_model("lenet5_digits")
+    assert create_synthesizer("dafl", lenet.model, lenet.card, replay=0.5).memory.capacity == 4096
+    assert create_synthesizer("dafl", lenet.model, lenet.card, replay=0.5, replay_size=7).memory.capacity == 7
