@@ -6,6 +6,7 @@ the suite cache that uses a builder here references this file (copied beside it 
 
 - ``vgg8_bn``: a CIFAR-style VGG with BatchNorm (conv-BN-ReLU blocks 64-128-256-512-512, max-pool
   between, global average pool, linear head).
+- ``vgg8``: the same VGG without BatchNorm (conv with bias, ReLU), like torchvision's ``vgg11``/``vgg16``.
 - ``plain_cnn``: a BN-less CNN (conv-ReLU-max-pool x3, two linear layers), like the AlexNet-style
   teachers of the DAFL / ZSKT papers' MNIST/CIFAR experiments, scaled down.
 """
@@ -18,21 +19,26 @@ from torch import nn
 
 
 class VGG(nn.Module):
-    """CIFAR-style VGG with BatchNorm; ``cfg`` lists conv widths, ``"M"`` a 2x2 max-pool."""
+    """CIFAR-style VGG, BatchNorm unless ``batchnorm=False``; ``cfg``: conv widths, ``"M"`` a max-pool."""
 
-    def __init__(self, cfg: list, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(
+        self, cfg: list, num_classes: int = 10, in_channels: int = 3, batchnorm: bool = True
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
         for v in cfg:
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
-            else:
+            elif batchnorm:
                 layers += [
                     nn.Conv2d(c, v, 3, padding=1, bias=False),
                     nn.BatchNorm2d(v),
                     nn.ReLU(inplace=True),
                 ]
+                c = v
+            else:
+                layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
                 c = v
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(c, num_classes)
@@ -69,6 +75,11 @@ class PlainCNN(nn.Module):
 def vgg8_bn(num_classes: int = 10) -> nn.Module:
     """VGG-8 with BatchNorm: 64-M-128-M-256-M-512-M-512."""
     return VGG([64, "M", 128, "M", 256, "M", 512, "M", 512], num_classes)
+
+
+def vgg8(num_classes: int = 10) -> nn.Module:
+    """VGG-8 without BatchNorm: 64-M-128-M-256-M-512-M-512, conv with bias."""
+    return VGG([64, "M", 128, "M", 256, "M", 512, "M", 512], num_classes, batchnorm=False)
 
 
 def plain_cnn(num_classes: int = 10) -> nn.Module:

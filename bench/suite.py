@@ -43,6 +43,8 @@ SUITE: list[TeacherSpec] = [
     TeacherSpec("plain_32", "net.py:plain_cnn", "BN-less CNN", "half", 20, batchnorm=False),
     TeacherSpec("vgg8_bn_32", "net.py:vgg8_bn", "VGG-8 (BN)", "cifar", 20),
     TeacherSpec("wrn40_2_32", "wrn40_2", "WRN-40-2 (pre-activation, the zoo's)", "cifar", 15),
+    # Session 13: a second BN-less family, held out from the BN-less rules' tuning (lenet5_digits, plain_32).
+    TeacherSpec("vgg8_32", "net.py:vgg8", "VGG-8 (no BN)", "cifar", 20, lr=1e-3, batchnorm=False),
 ]
 # The shipped 1x16x16 teachers: name -> (family, has BatchNorm).
 SHIPPED = {
