@@ -308,3 +308,19 @@ def test_fidelity_cell_passes_a_screen_of_user_settings(monkeypatch: pytest.Monk
         run_cell("resnet8_digits", "nayer", False, 0, cpu, None,
                  given={"num_images": None, "epochs": None, "iterations": None})  # fmt: skip
     assert "num_images" not in seen[-1] and "kd" not in seen[-1] and "synth_options" not in seen[-1]
+
+
+def test_suite_vgg8_is_vgg8_bn_without_batchnorm(tmp_path):
+    """Session 13's held-out BN-less teacher: the suite's VGG-8 without its BN layers, loadable by card."""
+    from bench.suite import SUITE
+
+    spec = next(s for s in SUITE if s.name == "vgg8_32")
+    assert spec.arch == "net.py:vgg8" and not spec.batchnorm
+    card = _tiny_card(tmp_path, "vgg8", "net.py:vgg8", (3, 32, 32))
+    plain = load_model(card).model
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in plain.modules())
+    assert plain(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with_bn = load_model(_tiny_card(tmp_path, "vgg8_bn", "net.py:vgg8_bn", (3, 32, 32))).model
+    for net in (plain, with_bn):
+        widths = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert widths == [64, 128, 256, 512, 512]
