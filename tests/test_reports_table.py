@@ -1,0 +1,30 @@
+"""bench/reports_table.py: rows read from the reports and times a series of compress runs left."""
+
+from __future__ import annotations
+
+import json
+
+from bench import reports_table as rt
+
+
+def _report(d, tag, method, acc, kd_where="student"):
+    kd = {"epochs": 30, "batch_size": 64, "lr": 0.005, "mixup": 1.0, "seed": 0}
+    r = {"method": method, "seed": 2, "teacher": {"name": "t", "accuracy": 0.8},
+         "student": {"arch": "s", "accuracy": acc}}  # fmt: skip
+    (r["student"] if kd_where == "student" else r)["kd"] = kd
+    (d / f"{tag}.report.json").write_text(json.dumps(r))
+
+
+def test_rows_come_from_the_reports_and_time_files(tmp_path, capsys):
+    _report(tmp_path, "a", "dfad", 0.78)
+    _report(tmp_path, "b", "cmi", 0.4, kd_where="top")  # offline runs keep the KD settings at the top
+    (tmp_path / "a.time").write_text("12.50 s wall 10.25 s user 0.50 s sys\n")
+    assert rt.main([str(tmp_path), "--out", str(tmp_path / "runs")]) == 0
+    data = json.loads((tmp_path / "runs.json").read_text())
+    a, b = data["rows"]
+    assert (a["tag"], a["method"], a["seed"], a["cpu_s"]) == ("a", "dfad", 2, 10.8)
+    assert abs(a["ratio"] - 0.975) < 1e-9 and b["ratio"] == 0.5 and b["cpu_s"] is None
+    assert a["kd"] == b["kd"] == {"epochs": 30, "batch_size": 64, "lr": 0.005, "mixup": 1.0}
+    assert data["machine"]["cpu"]
+    assert "| a | t | dfad | 2 | s | 97.5 |" in (tmp_path / "runs.md").read_text()
+    assert rt.main([str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2
