@@ -58,7 +58,7 @@ def polyphase(g: torch.Tensor, plan: list[tuple], c_in: int, h: int, s: int, gro
     gi = g.new_empty(g.shape[0], c_in, h, h)
     for wt, pad, q0, r0, ni, nj, i0, j0 in plan:
         full = F.conv2d(g, wt, padding=pad, groups=groups)
-        gi[:, :, i0::s, j0::s] = full[:, :, q0:q0 + ni, r0:r0 + nj]
+        gi[:, :, i0::s, j0::s] = full[:, :, q0 : q0 + ni, r0 : r0 + nj]
     return gi
 
 

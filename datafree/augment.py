@@ -35,8 +35,8 @@ def _roll2d(x: torch.Tensor, sh: int, sw: int) -> torch.Tensor:
     h, w = x.shape[2], x.shape[3]
     sh, sw = sh % h, sw % w
     out = torch.empty_like(x)
-    for (o_h, i_h) in ((slice(sh, h), slice(0, h - sh)), (slice(0, sh), slice(h - sh, h))):
-        for (o_w, i_w) in ((slice(sw, w), slice(0, w - sw)), (slice(0, sw), slice(w - sw, w))):
+    for o_h, i_h in ((slice(sh, h), slice(0, h - sh)), (slice(0, sh), slice(h - sh, h))):
+        for o_w, i_w in ((slice(sw, w), slice(0, w - sw)), (slice(0, sw), slice(w - sw, w))):
             out[:, :, o_h, o_w].copy_(x[:, :, i_h, i_w])
     return out
 

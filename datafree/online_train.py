@@ -124,7 +124,6 @@ def _save_generator(synth: Synthesizer, out: Path, teacher_card: ModelCard) -> P
     return path
 
 
-
 def train_online(
     teacher: LoadedModel,
     method: str,

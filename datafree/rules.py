@@ -836,9 +836,7 @@ class MethodChoice(dict):
     """
 
 
-def default_method(
-    teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAGES
-) -> MethodChoice:
+def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAGES) -> MethodChoice:
     """The synthesis path of ``compress`` when no method is given: a rule of the teacher's cost.
 
     Rule (docs/fidelity.md, measured by ``bench/fidelity.py``):
