@@ -6,7 +6,8 @@ session, on some version of the code. ``bench/fidelity_matrix.json`` names, for 
 result file and the row that is its current figure (``file``; the row is found by teacher, method and seed,
 plus ``match``'s key/value pairs), and says when it ran (``session``), on which teacher weights
 (``weights``: ``"s8"`` for the suite as retrained in session 8, ``"earlier"`` for a cell on the weights
-before, ``"s12"`` for the suite as retrained in session 12, ``"shipped"`` for the 1x16x16 teachers), the
+before, ``"s12"`` for the suite as retrained in session 12, ``"s13"`` for ``vgg8_32``, trained in session 13,
+``"shipped"`` for the 1x16x16 teachers), the
 CPU it ran on where its result file does not record one (``machine``) and anything that sets it apart
 (``note``). This script
 reads every figure from those files (nothing is typed in by hand), and writes the matrix (% of the teacher
