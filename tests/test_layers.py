@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "datafree.quality",
             "datafree.malloc",
             "datafree.ema",
+            "datafree.replay",
         ),
     ),
     (
