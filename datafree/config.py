@@ -157,6 +157,8 @@ def dump_yaml(data: dict[str, Any]) -> str:
 def write_config(out_dir: str | Path, command: Any, params: dict[str, Any]) -> Path:
     """Write ``out_dir/config.yaml`` (atomically): the resolved options of this run, for ``--config``."""
     path = Path(out_dir) / CONFIG_FILE
+    for tmp in path.parent.glob(f".{CONFIG_FILE}.*.tmp"):  # torn by a kill of an earlier run mid-write
+        tmp.unlink(missing_ok=True)
     header = f"# datafree {command.name}: the resolved options of this run; replay with --config {path}\n"
     with atomic_write(path) as f:
         f.write((header + dump_yaml(resolved_config(command, params))).encode())

@@ -48,6 +48,19 @@ def test_config_round_trip_replays_the_run(run, tmp_path):
     assert acc[0] == acc[1]
 
 
+def test_a_rerun_removes_the_config_file_a_kill_tore(run, tmp_path):
+    """A run killed while writing OUT/config.yaml leaves .config.yaml.*.tmp; the rerun removes it."""
+    out = tmp_path / "a"
+    out.mkdir()
+    torn = out / ".config.yaml.x1y2z3.tmp"
+    torn.write_text("# datafree distill: half a con")
+    cfg = _distill_cfg(tmp_path, out=str(out))
+    r = run("distill", "--config", cfg)
+    assert r.exit_code == 0, r.output
+    assert not torn.exists() and not list(out.glob(".*.tmp"))
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "deepinversion"
+
+
 def test_command_line_wins_over_the_config(run, tmp_path):
     cfg = _distill_cfg(tmp_path, out=str(tmp_path / "a"))
     r = run("distill", "--config", cfg, "--momentum", "0.8", "--kd", "weight_decay=0.001")
