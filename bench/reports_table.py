@@ -15,22 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-
-def cpu_name() -> str:
-    """The CPU model of this machine (``/proc/cpuinfo``), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 
 def cpu_seconds(time_file: Path) -> float | None:
@@ -71,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
         print(f"error: no *.report.json in {args.dir}", file=sys.stderr)
         return 2
     rows = [row(p) for p in reports]
-    data = {"machine": {"cpu": cpu_name()}, "rows": rows}
+    import torch
+
+    from bench.common import machine
+
+    data = {"machine": {"cpu": machine(torch.device("cpu"))["cpu"]}, "rows": rows}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = [

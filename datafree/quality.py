@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .utils import device_of
+
 __all__ = [
     "teacher_quality",
     "generator_quality",
@@ -79,8 +81,7 @@ def generator_quality(
         batch: images per forward.
         seed: the latents' seed.
     """
-    first = next(teacher.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
+    device = device_of(teacher)
     gen = torch.Generator().manual_seed(seed)
 
     def batches() -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
