@@ -30,15 +30,9 @@ class VGG(nn.Module):
         for v in cfg:
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
-            elif batchnorm:
-                layers += [
-                    nn.Conv2d(c, v, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(v),
-                    nn.ReLU(inplace=True),
-                ]
-                c = v
-            else:
-                layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
+            else:  # conv (a bias only without BN), BN, ReLU: the same layer indices as before BN was optional
+                norm = [nn.BatchNorm2d(v)] if batchnorm else []
+                layers += [nn.Conv2d(c, v, 3, padding=1, bias=not batchnorm), *norm, nn.ReLU(inplace=True)]
                 c = v
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(c, num_classes)

@@ -226,13 +226,12 @@ def _generated_quality(synth: Synthesizer, teacher: LoadedModel, method: str) ->
     """The teacher on 1,024 images of the trained generator, and a warning when it misses classes."""
     from . import distributed as dist
     from .hooks import batchnorm_layers
-    from .quality import class_names, coverage_warning, generator_quality
+    from .quality import GENERATOR_HINT, class_names, coverage_warning, generator_quality
 
     if not dist.is_main():
         return {}
     quality = generator_quality(synth, teacher.model)
-    targeted = "a backend with target classes (--method fast, nayer, cmi, deepinversion) makes every class"
-    hint = targeted if batchnorm_layers(teacher.model) else ""
+    hint = GENERATOR_HINT if batchnorm_layers(teacher.model) else ""
     coverage_warning(quality, f"the {method} generator's images", class_names(teacher.card), hint=hint)
     return quality
 

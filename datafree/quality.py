@@ -32,10 +32,13 @@ __all__ = [
     "RARE_CLASS_SHARE",
     "COVERAGE_MIN_SHARE_IMAGES",
     "DATASET_HINT",
+    "GENERATOR_HINT",
 ]
 
 # What to try when a written dataset (or a pool) of a backend with target classes misses some.
 DATASET_HINT = "more steps per batch (--iterations) or another --method may cover them"
+# ... and when a generator backend's images miss some, on a BN teacher (where those backends apply).
+GENERATOR_HINT = "a backend with target classes (--method fast, nayer, cmi, deepinversion) makes every class"
 # A class is rare when the teacher assigns it less than this share of its fair share (images / classes).
 RARE_CLASS_SHARE = 0.1
 # ... judged only when the fair share is at least this many images (1,024 images of 1,000 ImageNet

@@ -86,5 +86,5 @@ class ReplayMemory:
         if kept is None:
             self.images = None
             return
-        self.images = kept.new_empty((self.capacity, *kept.shape[1:])).to(device)
+        self.images = torch.empty((self.capacity, *kept.shape[1:]), dtype=kept.dtype, device=device)
         self.images[: len(kept)] = kept.to(device)
