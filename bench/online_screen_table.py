@@ -38,10 +38,20 @@ def command(row: dict[str, Any]) -> str:
 
 
 def baselines(paths: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Default runs (no ``--set``/``--kd`` in the command) keyed by (teacher, method, seed)."""
+    """Default runs (no ``--set``/``--kd`` in the command) keyed by (teacher, method, seed).
+
+    A file is a table's ``OUT.json`` (``{"rows": [...]}``, each row with its command) or the JSON lines
+    of ``bench/online_ablation.py --json`` (each row with its ``set`` and ``kd``).
+    """
     found: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in paths:
-        for row in json.loads(Path(path).read_text())["rows"]:
+        text = Path(path).read_text()
+        if path.endswith(".jsonl"):
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            rows = [{**r, "command": command(r)} for r in rows]
+        else:
+            rows = json.loads(text)["rows"]
+        for row in rows:
             cmd = row.get("command", "")
             if "--set" in cmd or "--kd" in cmd:
                 continue

@@ -40,6 +40,21 @@ def test_baselines_skip_overridden_runs_and_the_last_file_wins(tmp_path: Path) -
     assert ("lenet5_digits", "zskt", 2) not in found
 
 
+def test_baselines_read_the_ablation_bench_json_lines(tmp_path: Path) -> None:
+    """A ``.jsonl`` of bench/online_ablation.py rows: the rows without set/kd overrides are the defaults."""
+    lines = tmp_path / "runs.jsonl"
+    rows = [
+        _row(0, 0.91, set={}, kd={}),
+        _row(0, 0.95, set={"replay": 0.5}, kd={}),
+        _row(1, 0.9, set={}, kd={"epochs": 9}),
+    ]
+    lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    found = baselines([str(lines)])
+    assert (
+        list(found) == [("lenet5_digits", "zskt", 0)] and found[("lenet5_digits", "zskt", 0)]["ratio"] == 0.91
+    )
+
+
 def test_main_writes_json_and_markdown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One Markdown line per screen with its default's %, best epoch and CPU; the JSON keeps the rows."""
     runs = tmp_path / "runs.jsonl"
