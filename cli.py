@@ -781,7 +781,8 @@ def evaluate(
     default="auto",
     show_default=True,
     help="Synthesis backend; auto: DeepInversion for a cheap teacher, Fast-Datafree's pool for an "
-    "expensive one, DAFL without BatchNorm (docs/fidelity.md).",
+    "expensive one, DAFL without BatchNorm (docs/fidelity.md); nayer runs its own pool on an expensive "
+    "teacher (docs/methods.md).",
 )
 @student_opt
 @click.option(

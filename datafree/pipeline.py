@@ -34,6 +34,7 @@ from .quant import QuantizeJob
 from .quant import quantize as quantize_model
 from .quant.int8 import int8_available
 from .quant.qmodel import QuantConfig
+from .rules import named_method_path
 from .sources import DatasetSource, NoiseSource, PoolSource, SurrogateSource
 from .utils import atomic_write_json, count_params, device_of, model_size_bytes, remove_stale, resolve_device
 
@@ -191,6 +192,8 @@ def compress(
         method: synthesis backend, or ``"auto"`` (the default): chosen from the teacher's cost by
             :func:`datafree.rules.default_method` (DeepInversion for a cheap teacher, Fast-Datafree's
             growing pool for an expensive one, DAFL without BatchNorm; ``report["method_choice"]``).
+            A named ``nayer`` runs its own pool on an expensive teacher
+            (:func:`datafree.rules.named_method_path`, also in ``report["method_choice"]``).
             The pool's images are written to ``out/data`` after the KD stage.
         student: student architecture (default: a smaller registered one).
         num_images: synthetic images for offline backends (None: :data:`DEFAULT_NUM_IMAGES`, or fewer
@@ -227,8 +230,10 @@ def compress(
     if method == AUTO:  # the rule of the teacher's cost; the pool needs a student stage to feed
         choice = auto_choice(lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES, student=s_model)
         method = choice["method"]
+    elif run_student:  # a named backend's own loop on an expensive teacher (nayer's pool), else None
+        choice = named_method_path(method, lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES)
     pool = bool(choice is not None and choice["pool"] and run_student)
-    if choice is not None and pool:  # the path's own defaults (plan.auto_choice), under the user's
+    if choice is not None and pool:  # the path's own defaults (plan.auto_choice, rules), under the user's
         synth_options, kd = auto_defaults(choice, synth_options, kd)
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
     p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,

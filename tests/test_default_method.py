@@ -103,7 +103,7 @@ def test_compress_auto_takes_the_pool_and_writes_it(tmp_path: Path) -> None:
 
 
 def test_compress_cli_default_method_is_auto(tmp_path: Path) -> None:
-    """The CLI's --method default is auto; an explicit method is taken as given (no pool)."""
+    """The CLI's --method default is auto; an explicit method other than nayer is taken as given (no pool)."""
     from click.testing import CliRunner
 
     import cli
@@ -118,6 +118,54 @@ def test_compress_cli_default_method_is_auto(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     assert rep["method"] == "deepinversion" and "method_choice" not in rep
+
+
+def test_named_nayer_takes_its_pool_on_an_expensive_teacher_only(
+    bn_teacher, plain_teacher, tmp_path: Path
+) -> None:
+    """``named_method_path``: nayer's pool with the paper's adversarial weight above 2x the reference."""
+    from datafree.rules import (
+        DI_MAX_COST_RATIO,
+        FAST10_MAX_COST_RATIO,
+        NAYER_POOL_KD,
+        NAYER_POOL_OPTIONS,
+        named_method_path,
+    )
+
+    assert named_method_path("nayer", bn_teacher.model, bn_teacher.card) is None  # the reference: 1x
+    assert (
+        named_method_path("nayer", plain_teacher.model, plain_teacher.card) is None
+    )  # no BN: plan refuses it
+    big = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))
+    path = named_method_path("nayer", big.model, big.card)
+    assert (path["method"], path["pool"]) == ("nayer", True) and path["cost_ratio"] > DI_MAX_COST_RATIO
+    assert path["options"] == NAYER_POOL_OPTIONS == {"adv_weight": 1.33} and path["kd"] == {"kd_steps": 10}
+    assert NAYER_POOL_KD == {"kd_steps": 10}
+    path["options"]["adv_weight"] = 0  # a copy: the rule's table is not changed by a caller
+    assert NAYER_POOL_OPTIONS["adv_weight"] == 1.33
+    # above 10x too (the same teacher at 3x64x64, about 43x; unlike auto's fast, measured better there)
+    big64 = load_model(_card(tmp_path / "big", "resnet8", (3, 64, 64)))
+    path = named_method_path("nayer", big64.model, big64.card)
+    assert path["pool"] is True and path["cost_ratio"] > FAST10_MAX_COST_RATIO
+    assert path["options"] == NAYER_POOL_OPTIONS and "adversarial" in path["rule"]
+    for other in ("cmi", "fast", "deepinversion", "dafl", "no_such_method"):
+        assert named_method_path(other, big.model, big.card) is None
+
+
+def test_compress_named_nayer_runs_its_pool_under_the_users_settings(tmp_path: Path) -> None:
+    """``compress --method nayer`` on an expensive teacher: its pool at adv 1.33, the user's KD steps."""
+    from datafree.pipeline import compress
+
+    card = _card(tmp_path, "resnet8", (3, 32, 32))
+    rep = compress(card, tmp_path / "run", method="nayer", baseline=False, student="resnet8_quarter",
+                   kd={"epochs": 1, "steps_per_epoch": 4, "kd_steps": 2, "batch_size": 16},
+                   synth_options={"iterations": 1})  # fmt: skip
+    choice = rep["method_choice"]
+    assert rep["method"] == "nayer" and choice["pool"] is True and choice["options"] == {"adv_weight": 1.33}
+    assert rep["kd"]["kd_steps"] == 2 and rep["data"]["pool"] is True  # the user's KD setting wins
+    assert rep["data"]["num_images"] == 2 * 32  # 2 rounds of the pool's 32 images, written to out/data
+    manifest = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
+    assert manifest["pool"] is True and manifest["config"]["adv_weight"] == 1.33
 
 
 def test_fidelity_bench_auto_cell_and_merge_keeps_grids(tmp_path: Path) -> None:
