@@ -923,8 +923,8 @@ def deepinversion_cost_ratio(
 # weight (run/nayer_*.sh: 1.33; it needs the student, which only the pool has) and a round every 10 KD
 # steps (twice the images for the same KD steps, as Fast-10's recipe). Measured on the four 32 px BN
 # teachers of the suite against the written dataset and the pool's own settings (docs/methods.md, "Session
-# 14"): MobileNetV2 97.8 / 96.6% (the pool's own settings 94.7%, written 96.1%), WRN-40-2 97.5% (96.1%,
-# 94.1%), ResNet-18 98.9 / 99.7% (99.2 / 98.9%, 97.8%), VGG-8 100.0% (99.7%).
+# 14"): MobileNetV2 97.8 / 96.6% (the pool's own settings 94.7%, written 96.1%), WRN-40-2 97.5 / 95.8%
+# (96.1%, 94.1%), ResNet-18 98.9 / 99.7% (99.2 / 98.9%, 97.8%), VGG-8 100.0 / 100.3% (99.7%).
 NAYER_POOL_OPTIONS: dict[str, Any] = {"adv_weight": 1.33}
 NAYER_POOL_KD: dict[str, Any] = {"kd_steps": 10}
 _NAMED_POOL_PATHS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
