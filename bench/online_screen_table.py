@@ -37,6 +37,11 @@ def command(row: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def json_lines(path: str | Path) -> list[dict[str, Any]]:
+    """The rows ``bench/online_ablation.py --json`` appended to ``path``, one JSON object a line."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def baselines(paths: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
     """Default runs (no ``--set``/``--kd`` in the command) keyed by (teacher, method, seed).
 
@@ -45,12 +50,10 @@ def baselines(paths: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
     """
     found: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in paths:
-        text = Path(path).read_text()
         if path.endswith(".jsonl"):
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-            rows = [{**r, "command": command(r)} for r in rows]
+            rows = [{**r, "command": command(r)} for r in json_lines(path)]
         else:
-            rows = json.loads(text)["rows"]
+            rows = json.loads(Path(path).read_text())["rows"]
         for row in rows:
             cmd = row.get("command", "")
             if "--set" in cmd or "--kd" in cmd:
@@ -82,7 +85,7 @@ def main() -> None:  # noqa: D103
         help="the Markdown heading of OUT.md",
     )
     args = ap.parse_args()
-    rows = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.strip()]
+    rows = json_lines(args.jsonl)
     base = baselines(args.baseline)
     lines = [
         f"# {args.title}",
