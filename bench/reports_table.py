@@ -37,6 +37,7 @@ def row(report_path: Path) -> dict[str, Any]:
     tag = report_path.name[: -len(".report.json")]
     student, teacher = r["student"], r["teacher"]
     kd = student.get("kd") or r.get("kd") or {}  # online runs keep it with the student, offline at the top
+    plan = (r.get("compute_budget") or {}).get("settings") or {}  # an offline run's synthesis steps per batch
     return {
         "tag": tag,
         "teacher": teacher.get("name") or teacher.get("card"),
@@ -47,6 +48,7 @@ def row(report_path: Path) -> dict[str, Any]:
         "teacher_accuracy": teacher["accuracy"],
         "ratio": student["accuracy"] / teacher["accuracy"],
         "kd": {k: kd[k] for k in ("epochs", "batch_size", "lr", "mixup") if k in kd},
+        "synthesis_steps": plan.get("iterations"),
         "cpu_s": cpu_seconds(report_path.with_name(f"{tag}.time")),
     }
 
@@ -69,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = [
-        "| run | teacher | method | seed | student | % of teacher | KD | CPU s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | teacher | method | seed | student | % of teacher | KD | synthesis steps | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:
         kd = ", ".join(f"{k} {v}" for k, v in x["kd"].items())
         lines.append(
             f"| {x['tag']} | {x['teacher']} | {x['method']} | {x['seed']} | {x['student']} | "
-            f"{100 * x['ratio']:.1f} | {kd} | {x['cpu_s'] if x['cpu_s'] is not None else '-'} |"
+            f"{100 * x['ratio']:.1f} | {kd} | {x['synthesis_steps'] or '-'} | "
+            f"{x['cpu_s'] if x['cpu_s'] is not None else '-'} |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -236,8 +236,9 @@ def compress(
     if choice is not None and pool:  # the path's own defaults (plan.auto_choice, rules), under the user's
         synth_options, kd = auto_defaults(choice, synth_options, kd)
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
+    grow_to = choice.get("max_iterations") if choice is not None and pool else None  # nayer's pool steps
     p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,
-             seed=seed, student=s_model if run_student else None)  # fmt: skip
+             seed=seed, student=s_model if run_student else None, max_iterations=grow_to)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched
     if not p.online and run_student:  # a checkpoint in --out this run cannot resume: before data/ is written
         check_checkpoint(out, p.kd, out / "data")

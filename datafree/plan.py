@@ -204,6 +204,7 @@ def budget_settings(
     num_images: int | None,
     student: nn.Module | None = None,
     budget_s: float | None = None,
+    max_iterations: int | None = None,
 ) -> dict[str, Any] | None:
     """The compute budget of a run on a CPU (docs/fidelity.md, "Session 7").
 
@@ -230,6 +231,9 @@ def budget_settings(
             lower).
         student: the student the run distils (default: the one ``compress`` would choose).
         budget_s: the budget (default :data:`datafree.rules.RUN_BUDGET_CPU_S`).
+        max_iterations: on the pool, a run the budget leaves alone raises its synthesis steps per batch
+            up to this while it still fits (:func:`datafree.rules.budget_grow_iterations`; ``compress``'s
+            NAYER path), unless the user gave ``iterations``.
 
     Returns:
         None when the budget does not apply (an offline backend without ``budget_passes``, a GPU);
@@ -301,6 +305,9 @@ def budget_settings(
     grow = getattr(cls, "budget_max_images", None)
     if not pool and not notches and grow and "num_images" not in fixed:  # room left: cheap images grow
         after_settings, notches = _rules.budget_grow_images(after_settings, cost, int(grow), budget)
+    if pool and not notches and max_iterations and "iterations" not in fixed:  # room left: more steps
+        grown = _rules.budget_grow_iterations(after_settings, cost, int(max_iterations), budget)
+        after_settings, notches = grown
     info = _budget_info(settings, after_settings, notches, cost, budget, per_image)
     changed = {k: v for k, v in after_settings.items() if settings[k] != v}
     if "num_images" in changed and not spe_fixed:
@@ -502,6 +509,7 @@ def plan(
     seed: int = 0,
     allow_other_teacher: bool = False,
     student: nn.Module | None = None,
+    max_iterations: int | None = None,
 ) -> Plan:
     """Decide the surrogate source, the KD settings and the student objective; validate everything.
 
@@ -522,6 +530,9 @@ def plan(
         allow_other_teacher: accept a dataset synthesised from another model of the same input spec.
         student: the student the run distils (its cost enters the compute budget); default: the one
             ``compress`` would choose.
+        max_iterations: the pool's synthesis steps per batch may grow up to this where the compute
+            budget leaves room (:func:`budget_settings`; ``compress``'s NAYER path,
+            :func:`datafree.rules.named_method_path`).
 
     On a CPU, a backend with a compute budget (``cmi``, ``nayer``, ``fast``, ``deepinversion``; not
     ``method="auto"``, whose pool has :func:`auto_choice`'s cap) has the settings the user did not give
@@ -556,7 +567,8 @@ def plan(
     budget = None
     if method is not None and choice is None and data is None:  # auto's path has its own cap (auto_choice)
         budget = budget_settings(teacher.model, teacher.card, method, pool=pool, kd=cfg, kd_given=kd,
-                                 options=options, num_images=num_images, student=student)  # fmt: skip
+                                 options=options, num_images=num_images, student=student,
+                                 max_iterations=max_iterations)  # fmt: skip
     if budget is not None and budget["capped"]:  # the budget's settings under the user's (which it kept)
         options = {**options, **budget["options"]}
         num_images = budget["num_images"] or num_images

@@ -386,6 +386,55 @@ def test_budget_grow_images_doubles_while_the_run_fits() -> None:
     assert budget_grow_images(start, cost, 1024, budget_s=1e9) == (start, [])
 
 
+def test_budget_grow_iterations_raises_the_steps_while_the_run_fits() -> None:
+    """The steps grow one at a time up to the cap while the estimate fits; no room: as they were."""
+    from datafree.rules import budget_grow_iterations
+
+    start = {"epochs": 30, "batch_size": 64, "iterations": 20}
+
+    def cost(s):
+        return {"total_s": 100 + 10 * s["iterations"]}
+
+    s, notches = budget_grow_iterations(start, cost, 40, budget_s=355)  # 25 steps: 350 s; 26: 360 s
+    assert s == {**start, "iterations": 25} and notches == ["iterations 20 -> 25"]
+    assert start["iterations"] == 20  # the caller's dict is not changed
+    assert budget_grow_iterations(start, cost, 40, budget_s=1e9)[0]["iterations"] == 40  # the cap
+    assert budget_grow_iterations(start, cost, 40, budget_s=300) == (start, [])  # 300 s: 20 steps, no room
+    assert budget_grow_iterations(start, cost, 20, budget_s=1e9) == (start, [])
+
+
+def test_named_nayer_pool_grows_its_steps_only_into_room_left(tmp_path) -> None:
+    """The NAYER pool of compress: steps grow towards the paper's 40 where the run fits; the user's stay."""
+    from datafree.cards import LoadedModel, ModelCard
+    from datafree.models import create_model
+    from datafree.plan import auto_defaults, plan
+    from datafree.rules import NAYER_POOL_MAX_ITERATIONS, RUN_BUDGET_CPU_S, named_method_path
+
+    def nayer_plan(arch, shape, **kw):
+        torch.manual_seed(0)
+        card = ModelCard(arch=arch, weights="", num_classes=10, input_shape=list(shape),
+                         mean=[0.5] * 3, std=[0.5] * 3)  # fmt: skip
+        lm = LoadedModel(create_model(arch, 10, 3).eval(), card)
+        choice = named_method_path("nayer", lm.model, lm.card)
+        options, kd = auto_defaults(choice, kw.pop("options", {}), {})
+        return plan(lm, method="nayer", pool=True, method_options=options, kd=kd,
+                    max_iterations=choice["max_iterations"], **kw)  # fmt: skip
+
+    assert NAYER_POOL_MAX_ITERATIONS == 40
+    p = nayer_plan("resnet8", (3, 32, 32))  # cheap: the paper's 40 fits
+    b = p.info["compute_budget"]
+    assert p.method_options["iterations"] == 40 and p.synthesizer.config.iterations == 40
+    assert b["grown"] and b["capped_estimate_s"] <= RUN_BUDGET_CPU_S and "iterations 20 -> 40" in b["rule"]
+    assert p.kd.epochs == 30 and p.kd.batch_size == 64  # only the steps grow
+    given = nayer_plan("resnet8", (3, 32, 32), options={"iterations": 7})  # the user's steps stay
+    assert given.synthesizer.config.iterations == 7 and not given.info["compute_budget"]["grown"]
+    without = plan(given.teacher, method="nayer", pool=True)  # no max_iterations (distill --pool): 20
+    assert without.synthesizer.config.iterations == 20 and not without.info["compute_budget"]["grown"]
+    big = nayer_plan("resnet18", (3, 32, 32))  # ResNet-18 fills most of the budget: a few more steps
+    b = big.info["compute_budget"]
+    assert 20 < big.synthesizer.config.iterations < 40 and b["capped_estimate_s"] <= RUN_BUDGET_CPU_S
+
+
 def test_fast_grows_its_written_images_into_the_room_left(bn_teacher) -> None:
     """`compress --method fast` on resnet8_digits: 4,096 images (session 11); -n, pool, others: as before."""
     from datafree.cards import LoadedModel, ModelCard

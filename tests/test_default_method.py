@@ -128,6 +128,7 @@ def test_named_nayer_takes_its_pool_on_an_expensive_teacher_only(
         DI_MAX_COST_RATIO,
         FAST10_MAX_COST_RATIO,
         NAYER_POOL_KD,
+        NAYER_POOL_MAX_ITERATIONS,
         NAYER_POOL_OPTIONS,
         named_method_path,
     )
@@ -141,6 +142,7 @@ def test_named_nayer_takes_its_pool_on_an_expensive_teacher_only(
     assert (path["method"], path["pool"]) == ("nayer", True) and path["cost_ratio"] > DI_MAX_COST_RATIO
     assert path["options"] == NAYER_POOL_OPTIONS == {"adv_weight": 1.33} and path["kd"] == {"kd_steps": 10}
     assert NAYER_POOL_KD == {"kd_steps": 10}
+    assert path["max_iterations"] == NAYER_POOL_MAX_ITERATIONS  # the steps may grow under the budget
     path["options"]["adv_weight"] = 0  # a copy: the rule's table is not changed by a caller
     assert NAYER_POOL_OPTIONS["adv_weight"] == 1.33
     # above 10x too (the same teacher at 3x64x64, about 43x; unlike auto's fast, measured better there)
@@ -166,6 +168,22 @@ def test_compress_named_nayer_runs_its_pool_under_the_users_settings(tmp_path: P
     assert rep["data"]["num_images"] == 2 * 32  # 2 rounds of the pool's 32 images, written to out/data
     manifest = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
     assert manifest["pool"] is True and manifest["config"]["adv_weight"] == 1.33
+    assert manifest["config"]["iterations"] == 1 and not rep["compute_budget"]["grown"]  # --set wins
+
+
+def test_compress_named_nayer_pool_grows_its_steps_into_the_budget(tmp_path: Path) -> None:
+    """Without ``--set iterations`` compress's NAYER pool runs the paper's 40 steps where the run fits."""
+    from datafree.pipeline import compress
+    from datafree.rules import NAYER_POOL_MAX_ITERATIONS
+
+    card = _card(tmp_path, "resnet8", (3, 32, 32))
+    rep = compress(card, tmp_path / "run", method="nayer", baseline=False, student="resnet8_quarter",
+                   kd={"epochs": 1, "steps_per_epoch": 2, "kd_steps": 2, "batch_size": 8})  # fmt: skip
+    budget = rep["compute_budget"]
+    assert rep["method_choice"]["max_iterations"] == NAYER_POOL_MAX_ITERATIONS
+    assert budget["grown"] and budget["settings"]["iterations"] == NAYER_POOL_MAX_ITERATIONS
+    manifest = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
+    assert manifest["config"]["iterations"] == NAYER_POOL_MAX_ITERATIONS
 
 
 def test_fidelity_bench_auto_cell_and_merge_keeps_grids(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ def _report(d, tag, method, acc, kd_where="student"):
     r = {"method": method, "seed": 2, "teacher": {"name": "t", "accuracy": 0.8},
          "student": {"arch": "s", "accuracy": acc}}  # fmt: skip
     (r["student"] if kd_where == "student" else r)["kd"] = kd
+    if kd_where == "top":  # an offline run: the compute budget's plan has its synthesis steps
+        r["compute_budget"] = {"settings": {"epochs": 30, "batch_size": 64, "iterations": 25}}
     (d / f"{tag}.report.json").write_text(json.dumps(r))
 
 
@@ -26,5 +28,7 @@ def test_rows_come_from_the_reports_and_time_files(tmp_path, capsys):
     assert abs(a["ratio"] - 0.975) < 1e-9 and b["ratio"] == 0.5 and b["cpu_s"] is None
     assert a["kd"] == b["kd"] == {"epochs": 30, "batch_size": 64, "lr": 0.005, "mixup": 1.0}
     assert data["machine"]["cpu"]
-    assert "| a | t | dfad | 2 | s | 97.5 |" in (tmp_path / "runs.md").read_text()
+    assert a["synthesis_steps"] is None and b["synthesis_steps"] == 25
+    md = (tmp_path / "runs.md").read_text()
+    assert "| a | t | dfad | 2 | s | 97.5 |" in md and "mixup 1.0 | 25 | - |" in md
     assert rt.main([str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2
