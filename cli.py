@@ -782,7 +782,7 @@ def evaluate(
     show_default=True,
     help="Synthesis backend; auto: DeepInversion for a cheap teacher, Fast-Datafree's pool for an "
     "expensive one, DAFL without BatchNorm (docs/fidelity.md); nayer runs its own pool on an expensive "
-    "teacher (docs/methods.md).",
+    "teacher unless --num-images is given (docs/methods.md).",
 )
 @student_opt
 @click.option(
@@ -792,7 +792,7 @@ def evaluate(
     default=None,
     callback=_positive,
     help="Synthetic images (offline methods; default 1024, which the CPU compute budget may lower, or "
-    "raise for fast, up to 4096).",
+    "raise for fast, up to 4096). Given, nayer writes that many instead of running its pool.",
 )
 @click.option("--out", "-o", default="runs/compress", show_default=True, type=click.Path(path_type=Path))
 @click.option("--iterations", type=int, default=None, callback=_positive, help="Synthesis steps per batch.")

@@ -192,7 +192,7 @@ def compress(
         method: synthesis backend, or ``"auto"`` (the default): chosen from the teacher's cost by
             :func:`datafree.rules.default_method` (DeepInversion for a cheap teacher, Fast-Datafree's
             growing pool for an expensive one, DAFL without BatchNorm; ``report["method_choice"]``).
-            A named ``nayer`` runs its own pool on an expensive teacher
+            A named ``nayer`` runs its own pool on an expensive teacher unless ``num_images`` is given
             (:func:`datafree.rules.named_method_path`, also in ``report["method_choice"]``).
             The pool's images are written to ``out/data`` after the KD stage.
         student: student architecture (default: a smaller registered one).
@@ -230,8 +230,9 @@ def compress(
     if method == AUTO:  # the rule of the teacher's cost; the pool needs a student stage to feed
         choice = auto_choice(lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES, student=s_model)
         method = choice["method"]
-    elif run_student:  # a named backend's own loop on an expensive teacher (nayer's pool), else None
-        choice = named_method_path(method, lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES)
+    elif run_student and num_images is None:  # a named backend's own loop on an expensive teacher (nayer's
+        # pool), else None; --num-images asks for a written dataset of that many images
+        choice = named_method_path(method, lm.model, lm.card, DEFAULT_NUM_IMAGES)
     pool = bool(choice is not None and choice["pool"] and run_student)
     if choice is not None and pool:  # the path's own defaults (plan.auto_choice, rules), under the user's
         synth_options, kd = auto_defaults(choice, synth_options, kd)

@@ -186,6 +186,21 @@ def test_compress_named_nayer_pool_grows_its_steps_into_the_budget(tmp_path: Pat
     assert manifest["config"]["iterations"] == NAYER_POOL_MAX_ITERATIONS
 
 
+def test_compress_named_nayer_with_num_images_writes_that_dataset(tmp_path: Path) -> None:
+    """``-n`` asks for a written dataset: NAYER writes it on an expensive teacher too (no pool, no choice)."""
+    from datafree.pipeline import compress
+    from datafree.rules import named_method_path
+
+    card = _card(tmp_path, "resnet8", (3, 32, 32))
+    rep = compress(card, tmp_path / "run", method="nayer", baseline=False, student="resnet8_quarter",
+                   num_images=600, kd={"epochs": 1, "steps_per_epoch": 2, "batch_size": 8},
+                   synth_options={"iterations": 1, "batch_size": 100})  # fmt: skip
+    # 600 images of this teacher cost DeepInversion 2.3x the reference: above the pool's threshold
+    assert named_method_path("nayer", load_model(card).model, load_model(card).card, 600) is not None
+    assert "method_choice" not in rep and not rep["data"].get("pool")
+    assert rep["data"]["num_images"] == 600
+
+
 def test_fidelity_bench_auto_cell_and_merge_keeps_grids(tmp_path: Path) -> None:
     """bench/fidelity.py runs compress's default path ("auto") and --merge redraws earlier cells' grids."""
     from bench.fidelity import main
