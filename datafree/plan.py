@@ -306,8 +306,7 @@ def budget_settings(
     if not pool and not notches and grow and "num_images" not in fixed:  # room left: cheap images grow
         after_settings, notches = _rules.budget_grow_images(after_settings, cost, int(grow), budget)
     if pool and not notches and max_iterations and "iterations" not in fixed:  # room left: more steps
-        grown = _rules.budget_grow_iterations(after_settings, cost, int(max_iterations), budget)
-        after_settings, notches = grown
+        after_settings, notches = _rules.budget_grow_iterations(after_settings, cost, max_iterations, budget)
     info = _budget_info(settings, after_settings, notches, cost, budget, per_image)
     changed = {k: v for k, v in after_settings.items() if settings[k] != v}
     if "num_images" in changed and not spe_fixed:

@@ -780,12 +780,18 @@ def budget_ladder(
         if not any(notch() for notch in order):
             break
     if "epochs" not in fixed and s["epochs"] < top_epochs:  # a coarse notch left room: epochs fill it
-        e = s["epochs"]
-        while e < top_epochs and cost({**s, "epochs": e + 1})["total_s"] <= budget_s:
-            e += 1
+        e = _grow_by_one(s, "epochs", top_epochs, cost, budget_s)
         if e > s["epochs"]:
             set_("epochs", e)
     return s, steps
+
+
+def _grow_by_one(s: dict[str, int], key: str, cap: int, cost: Any, budget_s: float) -> int:
+    """``s[key]`` raised one at a time, up to ``cap``, while ``cost`` still fits ``budget_s``."""
+    v = int(s[key])
+    while v < cap and cost({**s, key: v + 1})["total_s"] <= budget_s:
+        v += 1
+    return v
 
 
 def budget_grow_images(
@@ -826,9 +832,7 @@ def budget_grow_iterations(
         The settings and the notch taken (``"iterations 20 -> 40"``), if any.
     """
     s = dict(settings)
-    it = start = int(s["iterations"])
-    while it < max_iterations and cost({**s, "iterations": it + 1})["total_s"] <= budget_s:
-        it += 1
+    start, it = s["iterations"], _grow_by_one(s, "iterations", max_iterations, cost, budget_s)
     if it == start:
         return s, []
     s["iterations"] = it

@@ -196,7 +196,8 @@ def test_compress_named_nayer_with_num_images_writes_that_dataset(tmp_path: Path
                    num_images=600, kd={"epochs": 1, "steps_per_epoch": 2, "batch_size": 8},
                    synth_options={"iterations": 1, "batch_size": 100})  # fmt: skip
     # 600 images of this teacher cost DeepInversion 2.3x the reference: above the pool's threshold
-    assert named_method_path("nayer", load_model(card).model, load_model(card).card, 600) is not None
+    teacher = load_model(card)
+    assert named_method_path("nayer", teacher.model, teacher.card, 600) is not None
     assert "method_choice" not in rep and not rep["data"].get("pool")
     assert rep["data"]["num_images"] == 600
 
