@@ -243,6 +243,39 @@ seed_opt = click.option(
 threads_opt = click.option(
     "--threads", type=click.IntRange(max=4096), default=None, callback=_positive, help="torch CPU threads."
 )
+
+
+def _budget(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--budget``: seconds (``900``, ``900s``, ``15m``, ``1.5h``) or ``off``; None when not given."""
+    import math
+
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text in ("off", "none", "inf", ".inf"):  # .inf: a replayed config.yaml of an "off" run
+        return math.inf
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None)
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise click.BadParameter(f"expected seconds > 0 (900, 900s, 15m, 1.5h) or off, got {value!r}")
+    return seconds
+
+
+budget_opt = click.option(
+    "--budget",
+    "budget_s",
+    default=None,
+    metavar="TIME|off",
+    callback=_budget,
+    help="CPU compute budget, in estimated seconds of one core (900, 15m, 1.5h; default 800: 15 minutes "
+    "less a margin): settings you did not give are scaled down to fit it, or grow into its room. off: the "
+    "backend's own settings. No effect on a GPU (docs/fidelity.md, 'Session 16').",
+)
+
 set_opt = click.option(
     "--set",
     "options",
@@ -660,6 +693,7 @@ def export(dataset: Path, fmt: str, normalized: bool, out: Path) -> None:
     "(Fast-Datafree's loop; no dataset is written).",
 )
 @eval_opt
+@budget_opt
 @_add(kd_opts)
 @_add(run_opts)
 @config_opt
@@ -672,6 +706,7 @@ def distill(
     out: Path,
     pool: bool,
     eval_data: str | None,
+    budget_s: float | None,
     kd_given: dict[str, Any],
     seed: int,
     options: tuple[str, ...],
@@ -697,7 +732,7 @@ def distill(
     # the compute budget prices this student
     p = plan(lm, data=data, method=method, pool=pool, kd=_kd_settings(kd_given, seed),
              method_options=_parse_set(options), num_images=num_images, seed=seed,
-             student=s_model)  # fmt: skip
+             student=s_model, budget_s=budget_s)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched too
     if method is not None and not pool and not _method_is_online(method):
         # a checkpoint in --out this run cannot resume: refused before data/ is written
@@ -815,6 +850,7 @@ def evaluate(
     "--quantize", default=None, metavar="WxAy", help="Then quantize, e.g. W8A8 (real int8 too) or W4A8."
 )
 @eval_opt
+@budget_opt
 @_add(kd_opts)
 @seed_opt
 @set_opt
@@ -835,6 +871,7 @@ def compress(
     importance: str,
     quantize: str | None,
     eval_data: str | None,
+    budget_s: float | None,
     kd_given: dict[str, Any],
     seed: int,
     options: tuple[str, ...],
@@ -857,7 +894,7 @@ def compress(
     rep = run(
         teacher, out, method=method, student=student, num_images=num_images, kd=kd,
         baseline=not no_baseline, seed=seed, device=dev, synth_options=synth_options,
-        prune=prune_ratio, importance=importance, quantize=quantize, eval_data=eval_data,
+        prune=prune_ratio, importance=importance, quantize=quantize, eval_data=eval_data, budget_s=budget_s,
     )  # fmt: skip
     t, where = rep["teacher"], rep["eval_data"]
     click.echo(f"teacher {t['arch']}: {_acc(t['accuracy'], where)} ({t['params']} params)")

@@ -134,6 +134,7 @@ def train_online(
     seed: int = 0,
     eval_fn: Callable[[nn.Module], float] | None = None,
     desc: str = "",
+    budget_s: float | None = None,
     **overrides: Any,
 ) -> OnlineResult:
     """Train a generator backend and a student together in the shared KD stage; resumable.
@@ -148,6 +149,7 @@ def train_online(
         seed: seeds the generator, the latents, the student's initialisation and the KD stage.
         eval_fn: optional ``student -> accuracy`` after every epoch (recorded in the history).
         desc: progress-bar label.
+        budget_s: the CPU compute budget (:func:`datafree.plan.plan`'s; None: the default; ``math.inf``: off).
         **overrides: fields of the backend's config (``generator_lr``, ``oh_weight``, ...).
 
     Returns:
@@ -158,7 +160,8 @@ def train_online(
     out = Path(out_dir)
     _online_class(method)
     model, arch = make_student(student, teacher, seed)
-    p = plan(teacher, method=method, kd=kd_config, method_options=overrides, seed=seed, student=model)
+    p = plan(teacher, method=method, kd=kd_config, method_options=overrides, seed=seed, student=model,
+             budget_s=budget_s)  # fmt: skip
     kd, synth = p.kd, p.synthesizer
     assert synth is not None
     fresh = not (out / ONLINE_MANIFEST).is_file()

@@ -175,6 +175,7 @@ def compress(
     importance: str = "l2",
     quantize: str | None = None,
     eval_data: str | Path | None = None,
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Teacher -> student on synthetic data only; writes ``out/{model.json, data/, report.json}``.
 
@@ -211,6 +212,9 @@ def compress(
         eval_data: labelled data every accuracy is measured on (an ImageFolder dir, ``.npz``,
             ``cifar10:ROOT``, ...; see :func:`datafree.evaluate.evaluate_model`). Default: the digits
             test split for a teacher trained on digits; otherwise no accuracy is claimed (``None``).
+        budget_s: the CPU compute budget in estimated seconds of one core (``--budget``; None: the default,
+            :data:`datafree.rules.RUN_BUDGET_CPU_S`; ``math.inf``: none). It sets the settings the user did
+            not give (:func:`datafree.plan.budget_settings`) and ``auto``'s pool cap; no effect on a GPU.
 
     Returns:
         The report (also written to ``out/report.json``).
@@ -228,7 +232,8 @@ def compress(
         s_model, _ = make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
     choice = None
     if method == AUTO:  # the rule of the teacher's cost; the pool needs a student stage to feed
-        choice = auto_choice(lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES, student=s_model)
+        choice = auto_choice(lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES, student=s_model,
+                             budget_s=budget_s)  # fmt: skip
         method = choice["method"]
     elif run_student and num_images is None:  # a named backend's own loop on an expensive teacher (nayer's
         # pool), else None; --num-images asks for a written dataset of that many images
@@ -239,7 +244,8 @@ def compress(
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
     grow_to = choice.get("max_iterations") if choice is not None and pool else None  # nayer's pool steps
     p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,
-             seed=seed, student=s_model if run_student else None, max_iterations=grow_to)  # fmt: skip
+             seed=seed, student=s_model if run_student else None, max_iterations=grow_to,
+             budget_s=budget_s)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched
     if not p.online and run_student:  # a checkpoint in --out this run cannot resume: before data/ is written
         check_checkpoint(out, p.kd, out / "data")

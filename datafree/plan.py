@@ -15,6 +15,7 @@ for the growing-pool loop), then the user's overrides.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -129,12 +130,15 @@ def auto_choice(
     card: ModelCard,
     num_images: int = DEFAULT_NUM_IMAGES,
     student: nn.Module | None = None,
+    budget_s: float | None = None,
 ) -> MethodChoice:
     """:func:`datafree.rules.default_method`, with the pool's compute cap applied on a CPU.
 
     When the pool run's estimated compute (:func:`datafree.rules.pool_run_macs`, KD with the noise
     baseline plus the pool's synthesis) passes :data:`datafree.rules.RUN_MAX_MACS`, the KD takes
     :data:`datafree.rules.POOL_CAPPED_KD` and as many epochs as fit (docs/fidelity.md, "Session 6").
+    A ``budget_s`` other than :data:`datafree.rules.RUN_BUDGET_CPU_S` (``--budget``) scales the cap by the
+    same factor (:func:`datafree.rules.run_max_macs`; ``math.inf``: no cap).
     The cap lives here, not in :mod:`datafree.rules`, because it reads the pool's and the KD stage's
     own defaults (``fast``'s pool settings, :class:`datafree.distill.KDConfig`).
 
@@ -144,24 +148,26 @@ def auto_choice(
         num_images: the images DeepInversion would write.
         student: the student the run distils (its MACs enter the estimate); default: the one
             ``compress`` would choose.
+        budget_s: the run's compute budget (None: :data:`datafree.rules.RUN_BUDGET_CPU_S`).
     """
     choice = default_method(teacher, card, num_images)
     macs = choice["teacher_macs"]
     if choice["pool"] and macs:
-        capped = _pool_epoch_cap(teacher, card, macs, choice["options"], choice["kd"], student)
+        max_macs = _rules.run_max_macs(budget_s)
+        capped = _pool_epoch_cap(teacher, card, macs, choice["options"], choice["kd"], student, max_macs)
         choice["kd"], choice["compute"] = capped
         c = choice["compute"]
         if "epochs" in c:
-            est, cap = c["run_macs"] / 1e12, _rules.RUN_MAX_MACS / 1e12
+            est, cap = c["run_macs"] / 1e12, max_macs / 1e12
             choice["rule"] += f"; {c['epochs']} KD epochs: estimated {est:.0f}e12 MACs > {cap:.0f}e12"
     return choice
 
 
 def _pool_epoch_cap(
     teacher: nn.Module, card: Any, macs: int, options: dict[str, Any], kd: dict[str, Any],
-    student: nn.Module | None,
+    student: nn.Module | None, max_macs: float = _rules.RUN_MAX_MACS,
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """The pool's KD settings under the cap (:data:`datafree.rules.RUN_MAX_MACS`), and the estimate."""
+    """The pool's KD settings under the cap ``max_macs``; the estimate."""
     cls = method_class("fast")
     kd_cfg = dataclasses.asdict(kd_settings("fast", kd, pool=True))  # the pool's KD settings under the path's
     synth = {**dataclasses.asdict(cls.Config()), **cls.pool_options, **options}
@@ -179,13 +185,14 @@ def _pool_epoch_cap(
         )  # fmt: skip
 
     total = est(kd_cfg)
-    info: dict[str, Any] = {"student_macs": s_macs, "run_macs": total, "max_run_macs": _rules.RUN_MAX_MACS}
+    cap = max_macs if math.isfinite(max_macs) else None  # JSON has no infinity
+    info: dict[str, Any] = {"student_macs": s_macs, "run_macs": total, "max_run_macs": cap}
     p = next(teacher.parameters(), None)
     on_cpu = p is None or p.device.type == "cpu"
-    if on_cpu and total > _rules.RUN_MAX_MACS:
+    if on_cpu and total > max_macs:
         small = {**kd_cfg, **_rules.POOL_CAPPED_KD}  # smaller KD batches, more rounds ...
         epochs = int(kd_cfg["epochs"])  # ... and as many epochs as fit
-        while epochs > _rules.POOL_MIN_EPOCHS and est({**small, "epochs": epochs}) > _rules.RUN_MAX_MACS:
+        while epochs > _rules.POOL_MIN_EPOCHS and est({**small, "epochs": epochs}) > max_macs:
             epochs -= 1
         kd = {**kd, **_rules.POOL_CAPPED_KD, "epochs": epochs}
         info.update(epochs=epochs, capped_run_macs=est({**small, "epochs": epochs}))
@@ -230,7 +237,8 @@ def budget_settings(
         num_images: the images the user asked for (None: :data:`DEFAULT_NUM_IMAGES`, which the budget may
             lower).
         student: the student the run distils (default: the one ``compress`` would choose).
-        budget_s: the budget (default :data:`datafree.rules.RUN_BUDGET_CPU_S`).
+        budget_s: the budget (default :data:`datafree.rules.RUN_BUDGET_CPU_S`; ``--budget``); ``math.inf``
+            (``--budget off``): none, the estimate is reported and nothing is cut or grown.
         max_iterations: on the pool, a run the budget leaves alone raises its synthesis steps per batch
             up to this while it still fits (:func:`datafree.rules.budget_grow_iterations`; ``compress``'s
             NAYER path), unless the user gave ``iterations``.
@@ -302,10 +310,10 @@ def budget_settings(
         )  # fmt: skip
 
     after_settings, notches = _rules.budget_ladder(settings, cost, fixed, budget, synth_batch)
-    grow = getattr(cls, "budget_max_images", None)
+    grow = getattr(cls, "budget_max_images", None) if math.isfinite(budget) else None  # off: no growth
     if not pool and not notches and grow and "num_images" not in fixed:  # room left: cheap images grow
         after_settings, notches = _rules.budget_grow_images(after_settings, cost, int(grow), budget)
-    if pool and not notches and max_iterations and "iterations" not in fixed:  # room left: more steps
+    if math.isfinite(budget) and pool and not notches and max_iterations and "iterations" not in fixed:
         after_settings, notches = _rules.budget_grow_iterations(after_settings, cost, max_iterations, budget)
     info = _budget_info(settings, after_settings, notches, cost, budget, per_image)
     changed = {k: v for k, v in after_settings.items() if settings[k] != v}
@@ -356,14 +364,17 @@ def _budget_info(
     before, after = cost(settings), cost(after_settings)
     changed = {k: v for k, v in after_settings.items() if settings[k] != v}
     info: dict[str, Any] = {
-        "estimate_s": before["total_s"], "estimate": before, "budget_s": budget, "capped": bool(notches),
+        "estimate_s": before["total_s"], "estimate": before, "capped": bool(notches),
+        "budget_s": budget if math.isfinite(budget) else None,  # off: JSON has no infinity
         "notches": notches, "settings": after_settings, "capped_estimate_s": after["total_s"],
         "capped_estimate": after, "over_budget": after["total_s"] > budget, "per_image_s": per_image,
         "kd": {k: changed[k] for k in ("epochs", "batch_size") if k in changed},
         "grown": bool(notches) and before["total_s"] <= budget,
     }  # fmt: skip
     est = f"estimated {before['total_s']:.0f} s of one CPU core (noise baseline included)"
-    if notches:
+    if not math.isfinite(budget):
+        info["rule"] = f"{est}; no compute budget (--budget off): the backend's settings"
+    elif notches:
         rel = ">" if before["total_s"] > budget else "<="  # cut to fit, or grown into the room left
         info["rule"] = f"{est} {rel} {budget:.0f} s: {', '.join(notches)} ({after['total_s']:.0f} s)"
     else:
@@ -509,6 +520,7 @@ def plan(
     allow_other_teacher: bool = False,
     student: nn.Module | None = None,
     max_iterations: int | None = None,
+    budget_s: float | None = None,
 ) -> Plan:
     """Decide the surrogate source, the KD settings and the student objective; validate everything.
 
@@ -532,6 +544,8 @@ def plan(
         max_iterations: the pool's synthesis steps per batch may grow up to this where the compute
             budget leaves room (:func:`budget_settings`; ``compress``'s NAYER path,
             :func:`datafree.rules.named_method_path`).
+        budget_s: the compute budget (``--budget``; None: :data:`datafree.rules.RUN_BUDGET_CPU_S`,
+            ``math.inf``: none), for :func:`budget_settings` and ``"auto"``'s pool cap (:func:`auto_choice`).
 
     On a CPU, a backend with a compute budget (``cmi``, ``nayer``, ``fast``, ``deepinversion``; not
     ``method="auto"``, whose pool has :func:`auto_choice`'s cap) has the settings the user did not give
@@ -546,7 +560,7 @@ def plan(
     options = dict(method_options or {})
     choice = None
     if method == AUTO:  # the rule of the teacher's cost (docs/fidelity.md)
-        choice = auto_choice(teacher.model, teacher.card, num_images or DEFAULT_NUM_IMAGES)
+        choice = auto_choice(teacher.model, teacher.card, num_images or DEFAULT_NUM_IMAGES, budget_s=budget_s)
         method, pool = choice["method"], pool or choice["pool"]
         if choice["pool"]:  # the path's own defaults, under the user's
             options, kd = auto_defaults(choice, options, kd)
@@ -567,7 +581,7 @@ def plan(
     if method is not None and choice is None and data is None:  # auto's path has its own cap (auto_choice)
         budget = budget_settings(teacher.model, teacher.card, method, pool=pool, kd=cfg, kd_given=kd,
                                  options=options, num_images=num_images, student=student,
-                                 max_iterations=max_iterations)  # fmt: skip
+                                 budget_s=budget_s, max_iterations=max_iterations)  # fmt: skip
     if budget is not None and budget["capped"]:  # the budget's settings under the user's (which it kept)
         options = {**options, **budget["options"]}
         num_images = budget["num_images"] or num_images

@@ -69,6 +69,7 @@ __all__ = [
     "budget_ladder",
     "budget_grow_images",
     "budget_grow_iterations",
+    "run_max_macs",
     "default_student_train_s",
     "default_student_arch",
     "SYNTH_PASS_PRICE",
@@ -520,6 +521,19 @@ SYNTH_PRICES: dict[str, tuple[float, float]] = {
 # on them) and for the estimate's error (it over-estimated the three measured NAYER cells by 8-17%).
 # One thread's CPU time bounds the 2-thread wall time of an idle machine from above.
 RUN_BUDGET_CPU_S = 800.0
+
+
+def run_max_macs(budget_s: float | None = None) -> float:
+    """``compress --method auto``'s pool cap (:data:`RUN_MAX_MACS`) under a compute budget of ``budget_s``.
+
+    The cap scales with the budget (``--budget``): None or :data:`RUN_BUDGET_CPU_S` give
+    :data:`RUN_MAX_MACS`, twice the budget twice the cap, ``math.inf`` (``--budget off``) none.
+    """
+    if budget_s is None:
+        return RUN_MAX_MACS
+    return RUN_MAX_MACS * float(budget_s) / RUN_BUDGET_CPU_S
+
+
 # The budget never takes the KD below this many epochs (a third of the shared 30) ...
 BUDGET_MIN_KD_EPOCHS = 10
 # ... its batch below this (POOL_CAPPED_KD's) ...
