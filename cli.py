@@ -721,7 +721,8 @@ def distill(
     from datafree.distributed import run_on_main
     from datafree.outputs import prepare_out_dir
     from datafree.pipeline import distill_to_dir
-    from datafree.plan import make_student, plan
+    from datafree.plan import budget_note, make_student, plan
+    from datafree.progress import note
 
     dev = _setup(device, quiet, threads)
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
@@ -734,6 +735,8 @@ def distill(
              method_options=_parse_set(options), num_images=num_images, seed=seed,
              student=s_model, budget_s=budget_s)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched too
+    if (line := budget_note(p.info)) is not None:  # why the run's settings are not the backend's
+        note(line)
     if method is not None and not pool and not _method_is_online(method):
         # a checkpoint in --out this run cannot resume: refused before data/ is written
         from datafree.distill import check_checkpoint

@@ -3,8 +3,8 @@ r"""Rows and a table from the ``report.json`` files a series of ``datafree compr
 ``bench/job_queue.sh DIR compress`` keeps, per job ``TAG``, ``DIR/TAG.report.json`` (the run's report) and
 ``DIR/TAG.time`` (``/usr/bin/time``: wall, user and system seconds). This script reads every such pair and
 writes ``OUT.json`` (one row per run: teacher, method, seed, the student's accuracy and share of the
-teacher, its main KD settings, CPU seconds; the machine it was read on) and
-``OUT.md``. Nothing is typed in: a row is what its report says.
+teacher, its main KD settings, CPU seconds, the compute budget's estimate of what ran and the CPU's ratio to
+it; the machine it was read on) and ``OUT.md``. Nothing is typed in: a row is what its report says.
 
 Usage::
 
@@ -37,7 +37,10 @@ def row(report_path: Path) -> dict[str, Any]:
     tag = report_path.name[: -len(".report.json")]
     student, teacher = r["student"], r["teacher"]
     kd = student.get("kd") or r.get("kd") or {}  # online runs keep it with the student, offline at the top
-    plan = (r.get("compute_budget") or {}).get("settings") or {}  # an offline run's synthesis steps per batch
+    budget = r.get("compute_budget") or {}
+    plan = budget.get("settings") or {}  # an offline run's synthesis steps per batch
+    cpu = cpu_seconds(report_path.with_name(f"{tag}.time"))
+    est = estimate_s(budget, baseline="noise_baseline" in r)
     return {
         "tag": tag,
         "teacher": teacher.get("name") or teacher.get("card"),
@@ -49,8 +52,18 @@ def row(report_path: Path) -> dict[str, Any]:
         "ratio": student["accuracy"] / teacher["accuracy"],
         "kd": {k: kd[k] for k in ("epochs", "batch_size", "lr", "mixup") if k in kd},
         "synthesis_steps": plan.get("iterations"),
-        "cpu_s": cpu_seconds(report_path.with_name(f"{tag}.time")),
+        "cpu_s": cpu,
+        "estimate_s": est,
+        "cpu_over_estimate": round(cpu / est, 2) if cpu is not None and est else None,
     }
+
+
+def estimate_s(budget: dict[str, Any], baseline: bool) -> float | None:
+    """The budget's estimate of the plan that ran (one core's CPU s), less a baseline that did not run."""
+    e = budget.get("capped_estimate")
+    if not e:
+        return None
+    return round(e["total_s"] - (0.0 if baseline else e["baseline_s"]), 1)
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: D103
@@ -71,15 +84,17 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = [
-        "| run | teacher | method | seed | student | % of teacher | KD | synthesis steps | CPU s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | teacher | method | seed | student | % of teacher | KD | synthesis steps | CPU s "
+        "| estimate s | CPU / estimate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:
         kd = ", ".join(f"{k} {v}" for k, v in x["kd"].items())
         lines.append(
             f"| {x['tag']} | {x['teacher']} | {x['method']} | {x['seed']} | {x['student']} | "
             f"{100 * x['ratio']:.1f} | {kd} | {x['synthesis_steps'] or '-'} | "
-            f"{x['cpu_s'] if x['cpu_s'] is not None else '-'} |"
+            f"{x['cpu_s'] if x['cpu_s'] is not None else '-'} | {x['estimate_s'] or '-'} | "
+            f"{x['cpu_over_estimate'] or '-'} |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -26,9 +26,10 @@ from .evaluate import measure
 from .metrics import StagePeakMemory
 from .online_train import STUDENT_NAME, train_online
 from .outputs import prepare_out_dir
-from .plan import AUTO, DEFAULT_NUM_IMAGES, Plan, auto_choice, auto_defaults, make_student, plan
+from .plan import AUTO, DEFAULT_NUM_IMAGES, Plan, auto_choice, auto_defaults, budget_note, make_student, plan
 from .precision import options as precision_options
 from .profile import profile_stages
+from .progress import note
 from .prune import check_ratio, create_criterion, prune_stage
 from .quant import QuantizeJob
 from .quant import quantize as quantize_model
@@ -247,6 +248,8 @@ def compress(
              seed=seed, student=s_model if run_student else None, max_iterations=grow_to,
              budget_s=budget_s)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched
+    if (line := budget_note(p.info)) is not None:
+        note(line)
     if not p.online and run_student:  # a checkpoint in --out this run cannot resume: before data/ is written
         check_checkpoint(out, p.kd, out / "data")
     dist.run_on_main(lambda: prepare_out_dir(out))

@@ -165,7 +165,7 @@ def auto_choice(
 
 def _pool_epoch_cap(
     teacher: nn.Module, card: Any, macs: int, options: dict[str, Any], kd: dict[str, Any],
-    student: nn.Module | None, max_macs: float = _rules.RUN_MAX_MACS,
+    student: nn.Module | None, max_macs: float,
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """The pool's KD settings under the cap ``max_macs``; the estimate."""
     cls = method_class("fast")
@@ -380,6 +380,14 @@ def _budget_info(
     else:
         info["rule"] = f"{est} <= {budget:.0f} s: the backend's settings"
     return info
+
+
+def budget_note(info: Mapping[str, Any]) -> str | None:
+    """The line that tells the user the compute budget changed the plan, or None (``Plan.info``)."""
+    b = info.get("compute_budget")
+    if not b or not b.get("capped"):
+        return None
+    return f"compute budget: {b['rule']}; --budget TIME|off changes it"
 
 
 def auto_defaults(

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO, TypeVar
 
-__all__ = ["progress", "set_quiet", "is_quiet", "set_log_every", "LineProgress", "announce"]
+__all__ = ["progress", "set_quiet", "is_quiet", "set_log_every", "LineProgress", "announce", "note"]
 
 T = TypeVar("T")
 _QUIET = False
@@ -172,4 +172,13 @@ def announce(message: str) -> None:
     even when quiet (it is not progress).
     """
     if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
+
+
+def note(message: str) -> None:
+    """One line on stderr about a decision the run took for the user (the compute budget's plan).
+
+    From the main process only; nothing when quiet (``--quiet``), like the progress it comes with.
+    """
+    if not _QUIET and os.environ.get("RANK", "0") == "0":
         print(message, file=sys.stderr, flush=True)

@@ -124,3 +124,20 @@ def test_distill_passes_its_budget_to_the_plan(run, monkeypatch: pytest.MonkeyPa
         res = run("distill", "--teacher", "lenet5_digits", "-m", "dafl", *extra, "--out", tmp_path / "d")
         assert res.exit_code == 2 and "stop here" in res.output
         assert seen[-1] == want
+
+
+def test_a_plan_the_budget_changed_is_one_line_on_stderr(run, bn_teacher, tmp_path: Path) -> None:
+    """The user sees why the settings are not the backend's, and the option that changes it; -q hides it."""
+    from datafree.plan import budget_note, plan
+
+    assert budget_note(plan(bn_teacher, method="cmi").info) is None  # fits: nothing to say
+    line = budget_note(plan(bn_teacher, method="cmi", budget_s=60).info)
+    assert line is not None and line.startswith("compute budget: estimated") and "--budget" in line
+    args = ["compress", "--teacher", "resnet8_digits", "--method", "nayer", "--student", "resnet8_quarter",
+            "--no-baseline", "--epochs", "1", "--steps-per-epoch", "2", "--set", "iterations=1",
+            "--set", "batch_size=32", "-n", "32", "--budget", "0.05"]  # fmt: skip
+    res = run(*args, "--out", tmp_path / "loud")
+    assert res.exit_code == 0, res.output
+    assert "compute budget: estimated" in res.output and "batch_size 128 -> " in res.output
+    res = run(*args, "-q", "--out", tmp_path / "quiet")
+    assert res.exit_code == 0 and "compute budget" not in res.output
