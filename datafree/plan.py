@@ -310,10 +310,11 @@ def budget_settings(
         )  # fmt: skip
 
     after_settings, notches = _rules.budget_ladder(settings, cost, fixed, budget, synth_batch)
-    grow = getattr(cls, "budget_max_images", None) if math.isfinite(budget) else None  # off: no growth
-    if not pool and not notches and grow and "num_images" not in fixed:  # room left: cheap images grow
+    room = math.isfinite(budget) and not notches  # a run left alone grows into the room (off: no growth)
+    grow = getattr(cls, "budget_max_images", None)
+    if room and not pool and grow and "num_images" not in fixed:  # cheap images grow
         after_settings, notches = _rules.budget_grow_images(after_settings, cost, int(grow), budget)
-    if math.isfinite(budget) and pool and not notches and max_iterations and "iterations" not in fixed:
+    if room and pool and max_iterations and "iterations" not in fixed:  # more steps
         after_settings, notches = _rules.budget_grow_iterations(after_settings, cost, max_iterations, budget)
     info = _budget_info(settings, after_settings, notches, cost, budget, per_image)
     changed = {k: v for k, v in after_settings.items() if settings[k] != v}

@@ -180,5 +180,5 @@ def note(message: str) -> None:
 
     From the main process only; nothing when quiet (``--quiet``), like the progress it comes with.
     """
-    if not _QUIET and os.environ.get("RANK", "0") == "0":
-        print(message, file=sys.stderr, flush=True)
+    if not _QUIET:
+        announce(message)
