@@ -728,7 +728,8 @@ def distill(
     lm = load_model(teacher, dev, trust_checkpoint=trust_checkpoint)
     with warnings.catch_warnings():  # the size warning comes once, when the student is built for real
         warnings.simplefilter("ignore")
-        s_model, _ = make_student(student, lm, seed)  # an unknown --student fails before --out is touched
+        # an unknown --student fails before --out is touched
+        s_model, _ = make_student(student, lm, seed, method)
     # a bad --data, --set, --pool or KD option (a BN method without BN, ...) fails before --out too;
     # the compute budget prices this student
     p = plan(lm, data=data, method=method, pool=pool, kd=_kd_settings(kd_given, seed),

@@ -94,7 +94,9 @@ def main() -> None:  # noqa: D103
             flush=True,
         )
         if args.json:
+            student = r.student_card.arch if r.student_card is not None else args.student
             row = {"teacher": lm.card.name or args.teacher, "method": args.method, "set": synth, "kd": kd,
+                   "student": student, "student_given": args.student is not None,
                    "seed": seed, "test_acc": acc, "teacher_acc": teacher_acc, "ratio": acc / teacher_acc,
                    "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "per_epoch": history,
                    "threads": args.threads, "torch": torch.__version__}  # fmt: skip

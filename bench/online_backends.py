@@ -73,8 +73,8 @@ def main() -> None:
         teacher = load_model(tspec)
         tname = teacher.card.name or Path(tspec).stem
         t_acc = evaluate_model(teacher.model, teacher.card)["accuracy"]
-        s_arch = make_student(None, teacher)[1]  # the default rule (datafree distill without --student)
         for method, seed in [(m, s) for m in args.methods.split(",") for s in seeds]:
+            s_arch = make_student(None, teacher, 0, method)[1]  # the default (distill without --student)
             stem = f"{tname}__{method}" + (f"__s{seed}" if seed else "")
             if args.noise_only:
                 noise = noise_baseline(teacher, s_arch, method, seed)

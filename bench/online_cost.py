@@ -91,7 +91,7 @@ def predict(teacher: str, method: str, rounds: int, device: Any) -> dict[str, An
     lm = load_model(resolve_teacher(teacher), device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        student, arch = make_student(None, lm, 0)
+        student, arch = make_student(None, lm, 0, method)
     p = plan(lm, method=method, student=student)  # compress's settings, under the compute budget
     budget = p.info.get("compute_budget")
     kd = p.kd

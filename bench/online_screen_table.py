@@ -30,6 +30,8 @@ def command(row: dict[str, Any]) -> str:
         f"python bench/online_ablation.py --teacher {teacher}",
         f"--method {row['method']} --seed {row['seed']}",
     ]
+    if row.get("student_given"):  # a screen of another student than the default
+        parts.append(f"--student {row['student']}")
     parts += [f"--set {k}={v}" for k, v in row.get("set", {}).items()]
     parts += [f"--kd {k}={v}" for k, v in row.get("kd", {}).items()]
     if "per_epoch_train_val" in row:
@@ -43,7 +45,7 @@ def json_lines(path: str | Path) -> list[dict[str, Any]]:
 
 
 def baselines(paths: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Default runs (no ``--set``/``--kd`` in the command) keyed by (teacher, method, seed).
+    """Default runs (no ``--set``/``--kd``/``--student`` in the command) keyed by (teacher, method, seed).
 
     A file is a table's ``OUT.json`` (``{"rows": [...]}``, each row with its command) or the JSON lines
     of ``bench/online_ablation.py --json`` (each row with its ``set`` and ``kd``).
@@ -56,7 +58,7 @@ def baselines(paths: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
             rows = json.loads(Path(path).read_text())["rows"]
         for row in rows:
             cmd = row.get("command", "")
-            if "--set" in cmd or "--kd" in cmd:
+            if "--set" in cmd or "--kd" in cmd or "--student" in cmd:
                 continue
             found[(row["teacher"], row["method"], int(row["seed"]))] = {**row, "source": path}
     return found

@@ -159,7 +159,7 @@ def train_online(
     t0 = time.perf_counter()
     out = Path(out_dir)
     _online_class(method)
-    model, arch = make_student(student, teacher, seed)
+    model, arch = make_student(student, teacher, seed, method)
     p = plan(teacher, method=method, kd=kd_config, method_options=overrides, seed=seed, student=model,
              budget_s=budget_s)  # fmt: skip
     kd, synth = p.kd, p.synthesizer

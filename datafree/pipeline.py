@@ -68,6 +68,7 @@ def distill_to_dir(
         backend, the generator's path and the KD settings).
     """
     out = Path(out)
+    method = source.method if isinstance(source, Plan) else None
     if isinstance(source, Plan) and source.online:
         return _distill_online(teacher, source, out, student_arch, seed, eval_data)
     if isinstance(source, Plan):
@@ -75,7 +76,7 @@ def distill_to_dir(
         distill_kw.setdefault("student_objective", source.student_objective)
         source = source.open_source(out / "data")
     kd = kd or KDConfig(seed=seed)
-    student, arch = make_student(student_arch, teacher, seed)
+    student, arch = make_student(student_arch, teacher, seed, method)
     t0 = time.perf_counter()
     result = distill(
         teacher.model,
@@ -230,7 +231,8 @@ def compress(
     lm = load_model(teacher, dev)
     with warnings.catch_warnings():  # the size warning comes once, when the student is built for real
         warnings.simplefilter("ignore")
-        s_model, _ = make_student(student, lm, seed)  # fail fast on an unknown student, before any long stage
+        # fail fast on an unknown student, before any long stage
+        s_model, _ = make_student(student, lm, seed, method)
     choice = None
     if method == AUTO:  # the rule of the teacher's cost; the pool needs a student stage to feed
         choice = auto_choice(lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES, student=s_model,

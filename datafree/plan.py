@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from generators import Synthesizer, create_synthesizer, method_class
+from generators import Synthesizer, create_synthesizer, list_methods, method_class
 from generators.base import parse_overrides
 
 from . import rules as _rules
@@ -264,7 +264,7 @@ def budget_settings(
     if student is not None:
         s_train = _rules.cpu_seconds_per_image(student, shape, "train")
     else:
-        s_train = _rules.default_student_train_s(teacher, card)
+        s_train = _rules.default_student_train_s(teacher, card, cls.student_batchnorm)
     per_image = {"teacher_forward": t_fwd, "teacher_train": t_train, "student_train": s_train}
     given_kd = (
         {f.name for f in dataclasses.fields(KDConfig)}
@@ -408,15 +408,23 @@ def auto_defaults(
     return options, {**choice.get("kd", {}), **given}
 
 
+def _student_batchnorm(method: str | None) -> str:
+    """The backend's ``student_batchnorm``; ``"prefer"`` for None, ``auto`` or a name not registered."""
+    if method and method in list_methods():
+        return str(method_class(method).student_batchnorm)
+    return "prefer"
+
+
 def make_student(
-    arch: str | nn.Module | None, card: ModelCard | LoadedModel, seed: int = 0
+    arch: str | nn.Module | None, card: ModelCard | LoadedModel, seed: int = 0, method: str | None = None
 ) -> tuple[nn.Module, str]:
     """A freshly initialised student (``arch``, or the default for the teacher) and its arch name.
 
-    The default is the field's pair for a known arch (:func:`datafree.models.known_student_for`);
-    otherwise, given a loaded teacher, it is chosen by size (:func:`datafree.rules.choose_student`) and a
-    given ``arch`` that is not smaller than the teacher gets a warning; given only a card, the
-    registry's pairing (:func:`datafree.models.default_student_for`).
+    The default, given a loaded teacher, is :func:`datafree.rules.default_student_arch`'s for ``method``
+    (the field's pair for a known arch, else chosen by size, with BatchNorm unless the backend keeps
+    the teacher's BN-ness: :func:`datafree.rules.choose_student`), and a given ``arch`` that is not
+    smaller than the teacher gets a warning; given only a card, the registry's pairing
+    (:func:`datafree.models.default_student_for`).
 
     The weights follow ``seed``; the global RNG is left as it was. An ``nn.Module`` is returned as
     it is. An unknown ``arch`` is a user error, so calling this early validates ``--student``.
@@ -429,7 +437,7 @@ def make_student(
     if arch is not None:
         name = arch
     elif teacher is not None:  # the field's pair (resnet34 -> resnet18, ...), else chosen by size
-        name = _rules.default_student_arch(teacher, card)
+        name = _rules.default_student_arch(teacher, card, _student_batchnorm(method))
     else:
         name = default_student_for(card.arch)
     with torch.random.fork_rng(devices=[]):

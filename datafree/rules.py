@@ -313,34 +313,40 @@ def _candidates() -> list[str]:
     return list_models()
 
 
-def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
+def choose_student(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> StudentChoice:
     """The default student for ``teacher``: a registered arch chosen by size, not by name.
 
     Rule: candidates have at most 1.1/4 of the teacher's parameters and at most half its MACs (at
-    the card's input shape). Among them, prefer the same BatchNorm-ness as the teacher, then the
+    the card's input shape). Among them, prefer one with BatchNorm (whatever the teacher's: a
+    BN-less teacher's student learns it better from generated images with BN, and the BN folds into
+    the convolutions at export; docs/online_generators.md, "Session 17"), then the
     same use of grouped (depthwise) convolutions (MACs compare costs only within one kind: on CPU a
     forward+backward of torchvision's MobileNetV2 at 3x32x32, 6.1M MACs, takes as long as
     ResNet-18's, 37M; ``bench/bn_ce_balance.py probe``), then one of at least 1/20 of its
     parameters, then the most MACs (capacity per cost), then the most parameters. On the shipped
     teachers this gives the pairs the defaults were measured with (resnet8 -> resnet8_half,
-    lenet5 -> lenet5_half).
+    lenet5 -> lenet5_half_bn).
 
     Args:
         teacher: the teacher network.
         card: its :class:`datafree.cards.ModelCard`.
+        batchnorm: ``"prefer"`` a student with BN (the rule above), or ``"teacher"``: prefer the
+            teacher's BatchNorm-ness instead (a backend's ``student_batchnorm``: DFAD's).
 
     Returns:
         The choice, with the sizes it was made from.
     """
     from .hooks import batchnorm_layers
 
+    if batchnorm not in ("prefer", "teacher"):
+        raise ValueError(f"batchnorm must be 'prefer' or 'teacher', got {batchnorm!r}")
     shape = tuple(int(v) for v in card.input_shape)
     t_params = sum(p.numel() for p in teacher.parameters())
     try:
         t_macs = conv_linear_macs(teacher, shape)
     except Exception:  # noqa: BLE001 - a teacher the counter cannot run: no MAC bound
         t_macs = 0
-    t_bn = bool(batchnorm_layers(teacher))
+    want_bn = True if batchnorm == "prefer" else bool(batchnorm_layers(teacher))
     t_grouped = has_grouped_conv(teacher)
     scored = []
     for arch in _candidates():
@@ -354,12 +360,14 @@ def choose_student(teacher: nn.Module, card: Any) -> StudentChoice:
         if t_macs and macs > STUDENT_MAX_MAC_RATIO * t_macs:
             continue
         grouped = _grouped(arch, card.num_classes, shape[0])
-        key = (bn == t_bn, grouped == t_grouped, params >= STUDENT_MIN_PARAM_RATIO * t_params, macs, params)
+        in_window = params >= STUDENT_MIN_PARAM_RATIO * t_params
+        key = (bn == want_bn, grouped == t_grouped, in_window, macs, params)
         scored.append((key, arch, params, macs))
     if scored:
         _, arch, params, macs = max(scored)
         rule = (
-            "params <= 1.1/4 and MACs <= 1/2 of the teacher; same BN-ness, same grouped-conv-ness, "
+            "params <= 1.1/4 and MACs <= 1/2 of the teacher; "
+            f"{'with BN' if batchnorm == 'prefer' else 'same BN-ness'}, same grouped-conv-ness, "
             ">= 1/20 params, most MACs"
         )
     else:  # a teacher smaller than every registered arch: the smallest one
@@ -853,25 +861,40 @@ def budget_grow_iterations(
     return s, [f"iterations {start} -> {it}"]
 
 
-def default_student_arch(teacher: nn.Module, card: Any) -> str:
-    """The student ``compress`` builds by default: the field's pair of a known arch, else the size rule."""
-    from .models import default_student_for, known_student_for
+def default_student_arch(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> str:
+    """The student ``compress`` builds by default: the field's pair of a known arch, else the size rule.
 
-    if known_student_for(card.arch) is not None:
-        return default_student_for(card.arch)
-    return choose_student(teacher, card)["arch"]
+    The field's pair (:func:`datafree.models.known_student_for`) unless it has no BatchNorm while
+    ``batchnorm`` is ``"prefer"`` (a backend's ``student_batchnorm``): then the size rule, which prefers
+    a BN student (:func:`choose_student`; DAFL's lenet5 -> lenet5_half becomes lenet5_half_bn, except for
+    DFAD, whose ``"teacher"`` keeps the pair).
+    """
+    from .models import known_student_for
+
+    mode = batchnorm
+    pair = known_student_for(card.arch)
+    if pair is not None:
+        try:
+            pair_bn = _params_bn(pair, card.num_classes, int(card.input_shape[0]))[1]
+        except Exception:  # noqa: BLE001 - a pair that cannot be built here: the pair, as before
+            return pair
+        if pair_bn or mode == "teacher":
+            return pair
+    return choose_student(teacher, card, mode)["arch"]
 
 
-def default_student_macs(teacher: nn.Module, card: Any) -> int:
+def default_student_macs(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> int:
     """MACs of the student ``compress`` builds by default (:func:`default_student_arch`)."""
     shape = tuple(int(v) for v in card.input_shape)
-    return _macs(default_student_arch(teacher, card), card.num_classes, shape)  # type: ignore[arg-type]
+    arch = default_student_arch(teacher, card, batchnorm)
+    return _macs(arch, card.num_classes, shape)  # type: ignore[arg-type]
 
 
-def default_student_train_s(teacher: nn.Module, card: Any) -> float:
+def default_student_train_s(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> float:
     """:func:`cpu_seconds_per_image` (training) of the student ``compress`` builds by default."""
     shape = tuple(int(v) for v in card.input_shape)
-    return _train_s(default_student_arch(teacher, card), card.num_classes, shape)  # type: ignore[arg-type]
+    arch = default_student_arch(teacher, card, batchnorm)
+    return _train_s(arch, card.num_classes, shape)  # type: ignore[arg-type]
 
 
 class MethodChoice(dict):

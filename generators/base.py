@@ -180,6 +180,9 @@ class Synthesizer(ABC):
     #: teacher passes (forward and backward to the pixels) per synthesis step, for the compute budget
     #: of a run on a CPU (:func:`datafree.plan.budget_settings`); None: the backend has no budget.
     budget_passes: ClassVar[float | None] = None
+    #: the default student's BatchNorm (:func:`datafree.rules.default_student_arch`): ``"prefer"`` a
+    #: student with BN whatever the teacher's, or follow the ``"teacher"``'s (DFAD).
+    student_batchnorm: ClassVar[str] = "prefer"
 
     @classmethod
     def budget_round_step_s(

@@ -161,7 +161,10 @@ def test_default_student_by_size(bn_teacher, plain_teacher) -> None:
     from datafree.rules import choose_student
 
     assert choose_student(bn_teacher.model, bn_teacher.card)["arch"] == "resnet8_half"
-    assert choose_student(plain_teacher.model, plain_teacher.card)["arch"] == "lenet5_half"
+    # a BN-less teacher: a student with BN by default (session 17), its own BN-ness on request (DFAD's)
+    assert choose_student(plain_teacher.model, plain_teacher.card)["arch"] == "lenet5_half_bn"
+    assert choose_student(plain_teacher.model, plain_teacher.card, "teacher")["arch"] == "lenet5_half"
+    assert choose_student(bn_teacher.model, bn_teacher.card, "teacher")["arch"] == "resnet8_half"
     # A large BN teacher at 3x32x32: a BN student with <= 1/4 of its parameters and <= 1/2 its MACs.
     teacher = create_model("resnet20", 10, 3).eval()
     card = load_model("resnet8_digits").card
@@ -169,6 +172,51 @@ def test_default_student_by_size(bn_teacher, plain_teacher) -> None:
     c = choose_student(teacher, card)
     assert c["params"] <= 1.1 * c["teacher_params"] / 4 and c["macs"] <= c["teacher_macs"] / 2
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in create_model(c["arch"], 10, 3).modules())
+
+
+def test_bn_less_teacher_gets_a_bn_student_in_the_size_window(plain_teacher) -> None:
+    """A BN-less VGG-style teacher gets a BN student near the 1/20 window, not LeNet-5.
+
+    At 3x32x32 with 4M parameters (like the suite's vgg8_32), no BN-less arch of the registry comes near
+    1/20 of it (lenet5 is 1/88), so preferring the teacher's BN-ness gave LeNet-5; preferring BN gives a
+    student of at least 1/25 of its parameters, with BN.
+    """
+    import dataclasses
+
+    from torch import nn
+
+    from datafree.cards import LoadedModel
+    from datafree.rules import choose_student, default_student_arch
+
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    c_in = 3
+    for c in (64, 128, 256, 512):
+        layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+                   nn.MaxPool2d(2)]  # fmt: skip
+        c_in = c
+    teacher = nn.Sequential(*layers, nn.Flatten(), nn.Linear(512 * 2 * 2, 10)).eval()
+    card = dataclasses.replace(plain_teacher.card, input_shape=[3, 32, 32], mean=[0.5] * 3, std=[0.5] * 3,
+                               arch="custom")  # fmt: skip
+    big = LoadedModel(teacher, card)
+    c = choose_student(big.model, big.card)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in create_model(c["arch"], 10, 3).modules())
+    assert 25 * c["params"] >= c["teacher_params"] >= 4 * c["params"]
+    old = choose_student(big.model, big.card, "teacher")
+    assert old["arch"] == "lenet5" and old["teacher_params"] > 80 * old["params"]
+    assert default_student_arch(big.model, big.card, "teacher") == "lenet5"  # DFAD keeps the teacher's BN-ness
+    assert default_student_arch(big.model, big.card) == c["arch"]
+
+
+@pytest.mark.parametrize("method", [None, "auto", "dafl", "zskt", "dfad", "deepinversion", "nayer"])
+def test_default_student_per_method(method, bn_teacher, plain_teacher) -> None:
+    """DAFL's LeNet-5 -> LeNet-5-half pair becomes its BN twin, except for DFAD; BN teachers keep theirs."""
+    from datafree.plan import make_student
+
+    assert make_student(None, bn_teacher, 0, method)[1] == "resnet8_half"
+    want = "lenet5_half" if method == "dfad" else "lenet5_half_bn"
+    assert make_student(None, plain_teacher, 0, method)[1] == want
+    assert make_student("lenet5_half", plain_teacher, 0, method)[1] == "lenet5_half"  # --student wins
 
 
 def test_warns_when_student_not_smaller(bn_teacher) -> None:

@@ -26,6 +26,17 @@ def test_command_rebuilds_the_bench_call() -> None:
     assert "--teacher /work/cache/suite/plain_32/model.json" in command({**row, "teacher": "plain_32"})
 
 
+def test_a_student_screen_names_its_student_and_is_no_default(tmp_path: Path) -> None:
+    """A run with ``--student`` rebuilds with it and is never taken as the cell's default run."""
+    row = _row(1, 0.98, set={}, kd={}, student="lenet5_half_bn", student_given=True)
+    assert command(row).endswith("--seed 1 --student lenet5_half_bn")
+    default = _row(1, 0.97, set={}, kd={}, student="lenet5_half", student_given=False)
+    assert "--student" not in command(default)
+    lines = tmp_path / "runs.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in (default, row)))
+    assert baselines([str(lines)])[("lenet5_digits", "zskt", 1)]["ratio"] == 0.97
+
+
 def test_baselines_skip_overridden_runs_and_the_last_file_wins(tmp_path: Path) -> None:
     """Only rows without --set/--kd are defaults; a later file replaces an earlier one's cell."""
     old, new = tmp_path / "old.json", tmp_path / "new.json"
