@@ -871,16 +871,15 @@ def default_student_arch(teacher: nn.Module, card: Any, batchnorm: str = "prefer
     """
     from .models import known_student_for
 
-    mode = batchnorm
     pair = known_student_for(card.arch)
     if pair is not None:
         try:
             pair_bn = _params_bn(pair, card.num_classes, int(card.input_shape[0]))[1]
         except Exception:  # noqa: BLE001 - a pair that cannot be built here: the pair, as before
             return pair
-        if pair_bn or mode == "teacher":
+        if pair_bn or batchnorm == "teacher":
             return pair
-    return choose_student(teacher, card, mode)["arch"]
+    return choose_student(teacher, card, batchnorm)["arch"]
 
 
 def default_student_macs(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> int:

@@ -50,8 +50,8 @@ class DFAD(AdversarialSynthesizer):
     # 0.4 points lower; docs/online_generators.md, "Session 13").
     kd_defaults_bn_less = {"lr": 5e-3, "mixup": 1.0}
     # The student keeps the teacher's BatchNorm-ness: on the BN-less lenet5_digits a BN student (the
-    # other backends' default) lost 2-9 points, with or without mixup (seeds 0-2: 96.9 / 90.6 / 92.8%,
-    # mixup off 96.9 / 94.4 / ...; the BN-less student 98.3 / 98.6 / 98.9%; docs/online_generators.md,
+    # other backends' default) lost 1-8 points, with or without mixup (seeds 0-2: 96.9 / 90.6 / 92.8%,
+    # mixup off 96.9 / 94.4 / 97.2%; the BN-less student 98.3 / 98.6 / 98.9%; docs/online_generators.md,
     # "Session 17").
     student_batchnorm = "teacher"
     config: DFADConfig

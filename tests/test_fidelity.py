@@ -204,7 +204,7 @@ def test_bn_less_teacher_gets_a_bn_student_in_the_size_window(plain_teacher) -> 
     assert 25 * c["params"] >= c["teacher_params"] >= 4 * c["params"]
     old = choose_student(big.model, big.card, "teacher")
     assert old["arch"] == "lenet5" and old["teacher_params"] > 80 * old["params"]
-    assert default_student_arch(big.model, big.card, "teacher") == "lenet5"  # DFAD keeps the teacher's BN-ness
+    assert default_student_arch(big.model, big.card, "teacher") == "lenet5"  # DFAD: the teacher's BN-ness
     assert default_student_arch(big.model, big.card) == c["arch"]
 
 
