@@ -145,6 +145,12 @@ class OnlineConfig(SynthConfig):
     # and gave DAFL 6 on mobilenetv2_32 without its missing class; docs/online_generators.md, "Session
     # 14"); -1: ``H // 8``, as ``fast``.
     jitter: int = 0
+    # The adversarial backends' (ZSKT, DFAD) student in eval mode in the generator's loss: its BN layers
+    # normalise with their running statistics instead of the adversarial batch's own (the running
+    # statistics are left as they are either way, ``frozen_bn_statistics``), as Fast's and CMI's
+    # adversarial terms run it. Off (the default: the papers' student stays in train mode); a screen of
+    # session 17 (docs/online_generators.md).
+    student_eval: bool = False
 
     def validate(self) -> None:  # noqa: D102
         super().validate()
@@ -503,6 +509,12 @@ class AdversarialSynthesizer(OnlineSynthesizer):
         """``-discrepancy(S(x), T(x))`` (weight ``adv_weight``) and the class-balance term."""
         student = self.check_student(student)
         t_logits = self.teacher(images)
-        s_logits = student(images)
+        was_training = student.training
+        if self.config.student_eval:
+            student.eval()
+        try:
+            s_logits = student(images)
+        finally:
+            student.train(was_training)
         adversarial = -self.discrepancy(s_logits, t_logits)
         return {"adversarial": (self.config.adv_weight, adversarial), **self.balance_terms(t_logits)}  # type: ignore[attr-defined]

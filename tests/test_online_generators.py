@@ -297,3 +297,30 @@ def test_adversarial_backends_add_class_balance_only_without_batchnorm(method, l
 
 def test_dafl_has_its_own_class_balance_term():
     assert method_class("dafl").auto_balance == 0.0  # its information-entropy term is ie_weight
+
+
+@pytest.mark.parametrize("method", ["zskt", "dfad"])
+def test_student_eval_runs_the_adversarial_student_on_running_statistics(method, lenet):
+    """``student_eval``: the student's BN normalises with running statistics in the generator's loss.
+
+    The running statistics stay as they were either way (``frozen_bn_statistics``), and the student is
+    handed back in the mode it came in.
+    """
+    modes: list[bool] = []
+
+    def run(**options):
+        torch.manual_seed(0)
+        student = create_model("lenet5_half_bn", 10, 1).train()
+        bn = next(m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        handle = student.register_forward_pre_hook(lambda m, args: modes.append(m.training))
+        before = bn.running_mean.clone()
+        synth = create_synthesizer(method, lenet.model, lenet.card, batch_size=8, **options)
+        synth.step(student)
+        handle.remove()
+        assert student.training and torch.equal(before, bn.running_mean)
+
+    run(student_eval=True)
+    assert modes == [False]
+    modes.clear()
+    run()  # the papers' default: the student's train mode, batch statistics
+    assert modes == [True]
