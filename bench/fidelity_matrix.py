@@ -164,7 +164,7 @@ def verdicts(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
 def _cell_text(cell: list[dict[str, Any]]) -> str:
     parts = []
     for r in sorted(cell, key=lambda r: r["seed"]):
-        mark = {"earlier": "†", "s12": "‡"}.get(r["weights"], "")
+        mark = {"earlier": "†", "s8": "§"}.get(r["weights"], "")  # the current suite (s12, s13): unmarked
         parts.append(f"{100 * r['ratio']:.1f}{mark}" + (f" (s{r['seed']})" if len(cell) > 1 else ""))
     return " / ".join(parts)
 
@@ -194,7 +194,8 @@ def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
     lines += [
         "",
         "% of the teacher's test accuracy, seed 0 unless (sN) says; † on the suite's weights before "
-        "session 8, ‡ on the suite as retrained in session 12; "
+        "session 8, § on the suite as retrained in session 8 (Intel Xeon; sessions 8-11), unmarked: the "
+        "current suite (retrained in session 12, vgg8_32 added in 13) or a shipped teacher; "
         "`n/a`: a BN backend on a BN-less teacher; `-`: not measured. Bars: `auto` >= 97% on "
         "the BN teachers, every other backend >= 95%, the best >= 99%, each cell <= 15 minutes of one core.",
         "",

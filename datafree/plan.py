@@ -378,6 +378,8 @@ def _budget_info(
     elif notches:
         rel = ">" if before["total_s"] > budget else "<="  # cut to fit, or grown into the room left
         info["rule"] = f"{est} {rel} {budget:.0f} s: {', '.join(notches)} ({after['total_s']:.0f} s)"
+    elif before["total_s"] > budget:  # nothing left to cut: the user gave every setting the budget may change
+        info["rule"] = f"{est} > {budget:.0f} s: the settings given are kept, the run goes over the budget"
     else:
         info["rule"] = f"{est} <= {budget:.0f} s: the backend's settings"
     return info

@@ -754,7 +754,10 @@ def budget_ladder(
        4x fewer CMI images cost 3.7 points where 2x fewer steps cost 4.7), then a quarter of its steps
        down to :data:`BUDGET_MIN_ITERATIONS_SHARE` of the backend's;
     3. the KD epochs then grow back (at most to where step 1 left them) while the run still fits: the
-       notches are coarse (a round of a written dataset is a quarter of its synthesis);
+       notches are coarse (a round of a written dataset is a quarter of its synthesis); then, with the
+       room the epochs left, the synthesis steps per batch grow back one at a time (at most to the
+       backend's): a quarter of a few steps rounds to 40% (5 -> 3), which on WRN-40-2's pool under
+       ``compress``'s defaults cost 2 points (docs/fidelity.md, "Session 18");
     4. when every knob is at its floor the run goes over the budget (the caller says so).
 
     Returns:
@@ -795,7 +798,7 @@ def budget_ladder(
             return True
         return False
 
-    top_epochs = s["epochs"]
+    top_epochs, top_iterations = s["epochs"], s.get("iterations")
     while (c := cost(s))["total_s"] > budget_s:
         kd_first = c["kd_s"] + c["baseline_s"] >= c["synthesis_s"]
         order = (kd_notch, synth_notch) if kd_first else (synth_notch, kd_notch)
@@ -805,6 +808,10 @@ def budget_ladder(
         e = _grow_by_one(s, "epochs", top_epochs, cost, budget_s)
         if e > s["epochs"]:
             set_("epochs", e)
+    if top_iterations is not None and "iterations" not in fixed and s["iterations"] < top_iterations:
+        i = _grow_by_one(s, "iterations", top_iterations, cost, budget_s)  # then the steps fill what is left
+        if i > s["iterations"]:
+            set_("iterations", i)
     return s, steps
 
 

@@ -369,6 +369,31 @@ def test_budget_ladder_order_floors_and_fixed_keys() -> None:
                  "num_images": 256}  # fmt: skip
 
 
+def test_budget_ladder_gives_cut_steps_back_into_the_room_left() -> None:
+    """The quarter cut of 5 steps takes 2 of them (5 -> 3); the room that leaves goes back one step at a time.
+
+    The pool of WRN-40-2 under ``compress``'s defaults: the KD epochs are the path's (given), 5 steps are
+    a hair over the budget; the plan keeps 4, not 3 (docs/fidelity.md, "Session 18").
+    """
+    from datafree.rules import budget_ladder
+
+    def cost(s: dict[str, int]) -> dict[str, float]:
+        kd = 300.0
+        return {"synthesis_s": 40.0 * s["iterations"], "kd_s": kd, "baseline_s": kd,
+                "total_s": 40.0 * s["iterations"] + 2 * kd}  # fmt: skip
+
+    start = {"epochs": 18, "batch_size": 32, "iterations": 5}
+    assert cost(start)["total_s"] == 800
+    s, notches = budget_ladder(start, cost, fixed={"epochs", "batch_size"}, budget_s=790)
+    assert notches == ["iterations 5 -> 3", "iterations 3 -> 4"] and s["iterations"] == 4
+    assert cost(s)["total_s"] <= 790
+    s, notches = budget_ladder(start, cost, fixed={"epochs", "batch_size"}, budget_s=730)
+    assert notches == ["iterations 5 -> 3"]  # no room for a fourth step
+    # the steps never grow past the backend's, nor when the user gave them
+    s, notches = budget_ladder(start, cost, fixed={"epochs", "batch_size", "iterations"}, budget_s=790)
+    assert s == start and notches == []
+
+
 def test_budget_grow_images_doubles_while_the_run_fits() -> None:
     """The other direction: a written dataset's images double while the estimate fits, never above the cap."""
     from datafree.rules import budget_grow_images
@@ -565,3 +590,18 @@ def test_plan_warns_when_the_budget_cannot_fit_the_run() -> None:
     b = p.info["compute_budget"]
     assert b["over_budget"] and b["capped_estimate_s"] > 10.0
     assert p.kd.epochs == rules.BUDGET_MIN_KD_EPOCHS and p.kd.batch_size == rules.BUDGET_MIN_KD_BATCH
+
+
+def test_budget_rule_says_so_when_the_settings_given_go_over() -> None:
+    """Every setting the budget may change given and over the budget: the rule does not say "<="."""
+    from datafree.cards import LoadedModel
+    from datafree.plan import plan
+
+    teacher, card = _resnet18_32()
+    given = dict(method="deepinversion", num_images=1024, kd={"epochs": 30, "batch_size": 128},
+                 method_options={"iterations": 400})  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = plan(LoadedModel(teacher, card), **given).info["compute_budget"]
+    assert b["over_budget"] and not b["capped"] and b["notches"] == []
+    assert "> 800 s: the settings given are kept, the run goes over the budget" in b["rule"]
