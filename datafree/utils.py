@@ -141,6 +141,19 @@ def remove_stale(path: str | os.PathLike[str], why: str) -> None:
 
 
 @contextlib.contextmanager
+def eval_mode(model: nn.Module | None) -> Iterator[None]:
+    """Inside the block ``model`` is in eval mode; after it, back in the mode it came in (None: nothing)."""
+    was_training = model.training if model is not None else False
+    if model is not None:
+        model.eval()
+    try:
+        yield
+    finally:
+        if model is not None:
+            model.train(was_training)
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
 

@@ -50,6 +50,7 @@ from datafree.hooks import BNStatistics
 from datafree.losses import bn_statistic_loss, weighted_sum
 from datafree.progress import progress
 from datafree.stats import StatisticsEMA
+from datafree.utils import eval_mode
 
 from .base import Batch, RoundSynthesizer, SynthConfig, register
 
@@ -294,12 +295,8 @@ class FastDatafree(RoundSynthesizer):
             self.reset(self.config.batch_size)
         assert self.fast is not None and self.optimizer is not None
         cfg = self.config
-        was_training = student.training if student is not None else False
-        if student is not None:
-            student.eval()
-        loss, x, logs = self._loss(student)
-        if student is not None:
-            student.train(was_training)
+        with eval_mode(student):
+            loss, x, logs = self._loss(student)
         with torch.no_grad():
             # keep the lowest-loss images of the round, with tensor ops only (no host sync on GPU)
             better = logs["total"] < self.best_loss

@@ -60,6 +60,7 @@ from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics
 from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
 from datafree.stats import StatisticsEMA
+from datafree.utils import eval_mode
 
 from .base import RoundSynthesizer, SynthConfig, register
 from .cmi import random_crop_view
@@ -249,10 +250,8 @@ class NAYER(RoundSynthesizer):
                 self.bn_scale = bn_ce_scale(bn, ce, cfg.bn_weight, cfg.oh_weight, cfg.bn_ce_max_ratio)
         terms = {"bn": (cfg.bn_weight * self.bn_scale, bn), "oh": (cfg.oh_weight, ce)}
         if cfg.adv_weight > 0:
-            was_training = self.check_student(student).training
-            student.eval()  # type: ignore[union-attr]
-            terms["adv"] = (cfg.adv_weight, adversarial_agreement_loss(student(xa), logits))  # type: ignore[misc]
-            student.train(was_training)  # type: ignore[union-attr]
+            with eval_mode(self.check_student(student)):
+                terms["adv"] = (cfg.adv_weight, adversarial_agreement_loss(student(xa), logits))  # type: ignore[misc]
         loss, logs = weighted_sum(terms)
         with torch.no_grad():  # keep the lowest-loss batch of the round (tensor ops: no host sync)
             better = logs["total"] < self.best_loss

@@ -37,6 +37,7 @@ from datafree.hooks import BNStatistics, batchnorm_layers
 from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
 from datafree.replay import ReplayMemory, auto_replay_size
 from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
+from datafree.utils import eval_mode
 
 from .base import Batch, SynthConfig, Synthesizer
 from .networks import make_generator
@@ -509,12 +510,7 @@ class AdversarialSynthesizer(OnlineSynthesizer):
         """``-discrepancy(S(x), T(x))`` (weight ``adv_weight``) and the class-balance term."""
         student = self.check_student(student)
         t_logits = self.teacher(images)
-        was_training = student.training
-        if self.config.student_eval:
-            student.eval()
-        try:
+        with eval_mode(student) if self.config.student_eval else contextlib.nullcontext():
             s_logits = student(images)
-        finally:
-            student.train(was_training)
         adversarial = -self.discrepancy(s_logits, t_logits)
         return {"adversarial": (self.config.adv_weight, adversarial), **self.balance_terms(t_logits)}  # type: ignore[attr-defined]
