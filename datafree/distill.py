@@ -43,6 +43,10 @@ __all__ = ["KDConfig", "DistillResult", "distill", "run_identity", "check_checkp
 CHECKPOINT = "checkpoint.pt"
 
 
+# The largest KD temperature whose square a float32 loss can hold (finfo(float32).max ** 0.5).
+_MAX_TEMPERATURE = 1.8e19
+
+
 @dataclass
 class KDConfig:
     """Settings of the KD stage."""
@@ -93,6 +97,10 @@ class KDConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise UserInputError(f"{name} must be a positive number, got {v}")
+        # the KL term is scaled by T^2 in float32 (datafree.losses.kd_kl_loss): past this, every loss is nan
+        if self.temperature > _MAX_TEMPERATURE:
+            raise UserInputError(f"temperature must be at most {_MAX_TEMPERATURE:.3g} (T^2 fits float32), "
+                                 f"got {self.temperature}")  # fmt: skip
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
             raise UserInputError(f"mixup must be a number >= 0 (0: off), got {self.mixup}")
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
