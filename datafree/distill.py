@@ -27,15 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist
-from . import precision
+from . import precision, rules
 from .augment import kd_transform
 from .ema import WeightEMA
 from .errors import NumericalError, UserInputError
 from .losses import kd_kl_loss
 from .metrics import log_event, log_step
-from .progress import progress
+from .progress import note, progress
 from .resume import safe_torch_load
-from .sources import SurrogateSource
+from .sources import SurrogateSource, TensorSource
 from .utils import atomic_torch_save, device_of, field_defaults, settings_match
 
 __all__ = ["KDConfig", "DistillResult", "distill", "run_identity", "check_checkpoint", "CHECKPOINT"]
@@ -73,6 +73,10 @@ class KDConfig:
     # Mixup of each student batch with itself (0: off): :func:`datafree.augment.mix_batch` with
     # ``lam ~ Beta(mixup, mixup)``, after the crop; teacher and student see the same mixed images.
     mixup: float = 0.0
+    # Class-balanced batches from a written dataset (its stored teacher classes): each epoch draws its
+    # images with replacement, weighted by (1 / images of the teacher's class) ** class_balance; 0: the
+    # plain shuffle; -1 (the default): datafree.rules.kd_class_balance, 1 when a class is rare, else 0.
+    class_balance: float = -1.0
     seed: int = 0
 
     @property
@@ -103,6 +107,10 @@ class KDConfig:
                                  f"got {self.temperature}")  # fmt: skip
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
             raise UserInputError(f"mixup must be a number >= 0 (0: off), got {self.mixup}")
+        if not (math.isfinite(self.class_balance) and (self.class_balance >= 0 or self.class_balance == -1)):
+            raise UserInputError(
+                f"class_balance must be a number >= 0 (0: off) or -1 (the rule), got {self.class_balance}"
+            )
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise UserInputError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         for name in ("momentum", "weight_decay", "hard_label_weight"):
@@ -122,6 +130,8 @@ class DistillResult:
     student: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_epoch: int = 0
+    # the class-balanced draw's power and the rule's reason, when one was taken (None: plain shuffle)
+    class_balance: dict[str, Any] | None = None
 
 
 def _make_optimizer(student: nn.Module, cfg: KDConfig) -> torch.optim.Optimizer:
@@ -190,6 +200,20 @@ def run_identity(teacher: nn.Module, student: nn.Module, source: Any) -> dict[st
         "student_sha256": tensor_digest(student.state_dict()),
         "source": ident() if callable(ident) else {"kind": type(source).__name__},
     }
+
+
+def _balance_classes(source: SurrogateSource, cfg: KDConfig) -> dict[str, Any] | None:
+    """Apply :func:`datafree.rules.kd_class_balance` to a source that knows its images' classes."""
+    if not isinstance(source, TensorSource) or cfg.class_balance == 0:
+        return None
+    counts = source.class_counts()
+    power, why = rules.kd_class_balance(cfg.class_balance, counts)
+    if power == 0 or counts is None:
+        return None
+    source.balance_classes(power)
+    if why is not None:
+        note(f"KD draws class-balanced batches: {why}; --kd class_balance=0 turns it off")
+    return {"power": power, "rule": why or "given (--kd class_balance)"}
 
 
 def _local_batch(source: SurrogateSource, n: int) -> torch.Tensor:
@@ -402,6 +426,7 @@ def distill(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
     aug: nn.Module | None = None
     result = DistillResult(student)
+    result.class_balance = _balance_classes(source, cfg)  # before a resume restores the source's order
     start_epoch = 0
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     torch.manual_seed(dist.rank_seed(cfg.seed))

@@ -106,7 +106,12 @@ def distill_to_dir(
                 "teacher_sha256": teacher.card.sha256,
             },
         )
-    return _student_summary(arch, result.student, metrics, seconds, result.history, result.resumed_from_epoch)
+    summary = _student_summary(
+        arch, result.student, metrics, seconds, result.history, result.resumed_from_epoch
+    )
+    if result.class_balance is not None:
+        summary["class_balance"] = result.class_balance
+    return summary
 
 
 def _student_summary(

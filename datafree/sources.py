@@ -73,11 +73,37 @@ class TensorSource(SurrogateSource):
         self.seed = seed
         self.epoch = 0
         self.pos = 0
+        self._weights: torch.Tensor | None = None  # per-image sampling weights (class balance), CPU
+        self._perm = self._permutation()
+
+    def classes(self) -> torch.Tensor | None:
+        """The teacher's class of every image (CPU, int64), where the source knows it; None here."""
+        return None
+
+    def class_counts(self) -> torch.Tensor | None:
+        """Images per teacher class (every class, missing ones 0), where the source knows them."""
+        return None
+
+    def balance_classes(self, power: float) -> None:
+        """Draw each epoch's order with replacement, image weights ``(1 / images of its class) ** power``.
+
+        ``power`` 0 restores the plain shuffle. Needs :meth:`classes`. The order stays a function of
+        the seed and the epoch, so a resumed run draws the batches an uninterrupted one would.
+        """
+        classes = self.classes()
+        if power == 0 or classes is None:
+            self._weights = None
+        else:
+            counts = torch.bincount(classes).double()
+            self._weights = counts[classes].reciprocal().pow(power)
         self._perm = self._permutation()
 
     def _permutation(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(len(self.images), generator=g)
+        if self._weights is None:
+            perm = torch.randperm(len(self.images), generator=g)
+        else:
+            perm = torch.multinomial(self._weights, len(self.images), replacement=True, generator=g)
         if (
             self.images.device.type == "cuda"
         ):  # one pinned, asynchronous copy per epoch; no per-step host sync
@@ -148,8 +174,18 @@ class DatasetSource(TensorSource):
         ds = SyntheticDataset.open(root)
         ds.check_compatible(card, allow_other_teacher)
         self.dataset = ds
-        pixels = ds.load()["images"]
-        super().__init__(card.normalizer()(pixels).to(device), seed)
+        data = ds.load()
+        # the teacher's classes, from the logits every shard stores (no teacher pass)
+        self._classes = data["teacher_logits"].argmax(1)
+        self._num_classes = data["teacher_logits"].shape[1]
+        super().__init__(card.normalizer()(data["images"]).to(device), seed)
+
+    def classes(self) -> torch.Tensor:
+        """The class the teacher (that wrote the dataset) gives each image: its stored logits' argmax."""
+        return self._classes
+
+    def class_counts(self) -> torch.Tensor:  # noqa: D102
+        return torch.bincount(self._classes, minlength=self._num_classes)
 
 
 class NoiseSource(TensorSource):
