@@ -1,7 +1,7 @@
 r"""The KD stage of a finished `compress` run again, on its written dataset, with other class balances.
 
 Each row distils the run's student (its arch and KD settings, from ``report.json``) on the run's
-``data/`` with ``KDConfig.class_balance`` set to one of ``--balance`` (-1: the rule, 0: the plain shuffle,
+``data/`` with ``KDConfig.class_balance`` set to one of ``--balance`` (0: the plain shuffle, the default;
 1: every class drawn equally often) and a KD seed of ``--seeds`` (the student's initialisation, the draw
 order and the augmentation; seed S of the run itself reproduces its student when the balance is what
 the run used). The synthetic images are the same in every row, so the rows compare KD draws only.

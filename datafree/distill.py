@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist
-from . import precision, rules
+from . import precision
 from .augment import kd_transform
 from .ema import WeightEMA
 from .errors import NumericalError, UserInputError
 from .losses import kd_kl_loss
 from .metrics import log_event, log_step
-from .progress import note, progress
+from .progress import progress
 from .resume import safe_torch_load
 from .sources import SurrogateSource, TensorSource
 from .utils import atomic_torch_save, device_of, field_defaults, settings_match
@@ -73,10 +73,11 @@ class KDConfig:
     # Mixup of each student batch with itself (0: off): :func:`datafree.augment.mix_batch` with
     # ``lam ~ Beta(mixup, mixup)``, after the crop; teacher and student see the same mixed images.
     mixup: float = 0.0
-    # Class-balanced batches from a written dataset (its stored teacher classes): each epoch draws its
-    # images with replacement, weighted by (1 / images of the teacher's class) ** class_balance; 0: the
-    # plain shuffle; -1 (the default): datafree.rules.kd_class_balance, 1 when a class is rare, else 0.
-    class_balance: float = -1.0
+    # Class-balanced batches from a written dataset (the teacher classes its shards store): each epoch
+    # draws its images with replacement, weighted by (1 / images of the teacher's class) ** class_balance;
+    # 0 (the default): the plain shuffle. Off by default: measured not to help (docs/fidelity.md,
+    # "Session 19": it overfits the few images of a rare class).
+    class_balance: float = 0.0
     seed: int = 0
 
     @property
@@ -107,10 +108,8 @@ class KDConfig:
                                  f"got {self.temperature}")  # fmt: skip
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
             raise UserInputError(f"mixup must be a number >= 0 (0: off), got {self.mixup}")
-        if not (math.isfinite(self.class_balance) and (self.class_balance >= 0 or self.class_balance == -1)):
-            raise UserInputError(
-                f"class_balance must be a number >= 0 (0: off) or -1 (the rule), got {self.class_balance}"
-            )
+        if not (math.isfinite(self.class_balance) and self.class_balance >= 0):
+            raise UserInputError(f"class_balance must be a number >= 0 (0: off), got {self.class_balance}")
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise UserInputError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         for name in ("momentum", "weight_decay", "hard_label_weight"):
@@ -130,7 +129,7 @@ class DistillResult:
     student: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_epoch: int = 0
-    # the class-balanced draw's power and the rule's reason, when one was taken (None: plain shuffle)
+    # the class-balanced draw's power and the class counts it balanced (None: the plain shuffle)
     class_balance: dict[str, Any] | None = None
 
 
@@ -203,17 +202,14 @@ def run_identity(teacher: nn.Module, student: nn.Module, source: Any) -> dict[st
 
 
 def _balance_classes(source: SurrogateSource, cfg: KDConfig) -> dict[str, Any] | None:
-    """Apply :func:`datafree.rules.kd_class_balance` to a source that knows its images' classes."""
-    if not isinstance(source, TensorSource) or cfg.class_balance == 0:
+    """``cfg.class_balance`` applied to a source that knows its images' classes (a written dataset)."""
+    if cfg.class_balance == 0 or not isinstance(source, TensorSource):
         return None
     counts = source.class_counts()
-    power, why = rules.kd_class_balance(cfg.class_balance, counts)
-    if power == 0 or counts is None:
+    if counts is None:
         return None
-    source.balance_classes(power)
-    if why is not None:
-        note(f"KD draws class-balanced batches: {why}; --kd class_balance=0 turns it off")
-    return {"power": power, "rule": why or "given (--kd class_balance)"}
+    source.balance_classes(cfg.class_balance)
+    return {"power": cfg.class_balance, "class_counts": counts.tolist()}
 
 
 def _local_batch(source: SurrogateSource, n: int) -> torch.Tensor:

@@ -36,7 +36,6 @@ __all__ = [
     "choose_student",
     "warn_if_not_smaller",
     "kd_budget",
-    "kd_class_balance",
     "MethodChoice",
     "default_method",
     "deepinversion_cost_ratio",
@@ -413,32 +412,6 @@ def kd_budget(num_images: int, steps_per_epoch: int = _KD_REF_STEPS) -> int:
     (1024 -> 40, 4096 -> 80, 256 -> 20).
     """
     return max(10, round(steps_per_epoch * math.sqrt(max(1, num_images) / _KD_REF_IMAGES)))
-
-
-def kd_class_balance(setting: float, counts: Any) -> tuple[float, str | None]:
-    """The power of the KD stage's class-balanced draw from a written dataset, and why (or None).
-
-    Rule (``setting`` -1, :class:`datafree.distill.KDConfig`'s default): 1, each class drawn equally
-    often, when the teacher's classes over the dataset (``counts``, images per class; None: unknown)
-    leave one rare (:func:`datafree.quality.rare_classes`: under 10% of a fair share), else 0, the plain
-    shuffle. A class the teacher rarely sees in the data is one the student rarely learns: on the suite's
-    MobileNetV2, ``fast``'s 4,096 images held 14 of class 1, and the same KD drawn balanced kept 96.1%
-    of the teacher instead of 93.3% (docs/fidelity.md, "Session 19"). On datasets without a rare class
-    nothing changes. A ``setting`` >= 0 is used as it is.
-    """
-    if setting != -1:
-        return float(setting), None
-    if counts is None:
-        return 0.0, None
-    from .quality import rare_classes
-
-    rare = rare_classes(counts)
-    if not rare:
-        return 0.0, None
-    shown = ", ".join(f"{c} ({int(counts[c])})" for c in rare)
-    many = len(rare) > 1
-    which = f"class{'es' if many else ''} {shown}"
-    return 1.0, f"{which} of the {int(counts.sum()):,} images {'are' if many else 'is'} rare"
 
 
 # DeepInversion's synthesis cost at the reference (resnet8_digits: 3,052,160 MACs per image, 200

@@ -1,11 +1,10 @@
-"""Class-balanced KD batches from a written dataset (KDConfig.class_balance, rules.kd_class_balance)."""
+"""Class-balanced KD batches from a written dataset (KDConfig.class_balance, off by default)."""
 
 import pytest
 import torch
 
 from datafree.distill import KDConfig, distill
 from datafree.errors import UserInputError
-from datafree.rules import kd_class_balance
 from datafree.sources import DatasetSource, NoiseSource, TensorSource
 from tests.conftest import teacher_labelled_dataset
 from tests.kd_cases import assert_same_student, tiny_student
@@ -38,25 +37,6 @@ def _skewed(n=400, rare=4):
     return torch.cat([c, torch.ones(rare, dtype=torch.long)])
 
 
-def test_rule_balances_only_when_a_class_is_rare():
-    even = torch.full((10,), 100)
-    assert kd_class_balance(-1, even) == (0.0, None)
-    skewed = torch.tensor([100, 3, 100, 100, 100, 100, 100, 100, 100, 100])
-    power, why = kd_class_balance(-1, skewed)
-    assert power == 1.0 and why == "class 1 (3) of the 903 images is rare"
-    two = torch.tensor([100, 3, 0, 100, 100, 100, 100, 100, 100, 100])
-    assert kd_class_balance(-1, two)[1] == "classes 1 (3), 2 (0) of the 803 images are rare"
-    # at 10% of a fair share a class is not rare yet (datafree.quality.RARE_CLASS_SHARE)
-    assert kd_class_balance(-1, torch.tensor([100] * 9 + [10]))[0] == 0.0
-    assert kd_class_balance(-1, torch.tensor([100] * 9 + [9]))[0] == 1.0
-    # too few images per class to call one rare; unknown classes
-    assert kd_class_balance(-1, torch.tensor([19, 0, 19, 19, 19, 19, 19, 19, 19, 19]))[0] == 0.0
-    assert kd_class_balance(-1, None) == (0.0, None)
-    # a value given is used as it is
-    assert kd_class_balance(0.5, even) == (0.5, None)
-    assert kd_class_balance(0, skewed) == (0.0, None)
-
-
 def test_balanced_draw_shows_a_rare_class_as_often_as_the_others():
     classes = _skewed()
     src = ClassedSource(torch.arange(len(classes), dtype=torch.float32).view(-1, 1, 1, 1), classes)
@@ -71,18 +51,15 @@ def test_balanced_draw_shows_a_rare_class_as_often_as_the_others():
     assert len(epoch.unique()) == len(classes)
 
 
-def test_kd_balances_a_rare_class_and_resumes_exactly(tmp_path, bn_teacher, capsys):
-    images = NoiseSource(200, bn_teacher.card).images  # 20 a class: enough to call one rare
+def test_kd_balances_the_classes_when_asked_and_resumes_exactly(tmp_path, bn_teacher):
+    images = NoiseSource(200, bn_teacher.card).images
     classes = _skewed(200, rare=1)
-    cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16)
+    cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16, class_balance=1.0)
     ref = distill(
         bn_teacher.model, tiny_student(), ClassedSource(images, classes), cfg, checkpoint_dir=tmp_path / "a"
     )
-    assert ref.class_balance == {"power": 1.0, "rule": "class 1 (1) of the 200 images is rare"}
-    assert "KD draws class-balanced batches: class 1 (1) of the 200 images is rare; --kd class_balance=0" in (
-        capsys.readouterr().err
-    )
-    plain_cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16, class_balance=0)
+    assert ref.class_balance == {"power": 1.0, "class_counts": torch.bincount(classes, minlength=10).tolist()}
+    plain_cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16)  # the default: the plain shuffle
     plain = distill(bn_teacher.model, tiny_student(), ClassedSource(images, classes), plain_cfg)
     assert plain.class_balance is None
     assert not torch.allclose(next(ref.student.parameters()), next(plain.student.parameters()))
@@ -117,7 +94,7 @@ def test_dataset_source_counts_the_stored_teacher_classes(tmp_path):
     assert len(src.class_counts()) == 10
 
 
-@pytest.mark.parametrize("bad", [-0.5, -2, float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [-0.5, -1, float("nan"), float("inf")])
 def test_bad_class_balance(bad):
     with pytest.raises(UserInputError, match="class_balance"):
         KDConfig(class_balance=bad).validate()
@@ -134,7 +111,7 @@ def test_bench_reruns_a_runs_kd_with_each_balance(tmp_path):
     pixels = torch.rand(200, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     teacher_labelled_dataset(run / "data", pixels, shard_size=100, method="test")
     lm = load_model("resnet8_digits")
-    kd = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 16, "class_balance": -1}
+    kd = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 16}
     report = {
         "teacher": {"card": str(lm.card.path), "accuracy": 0.99},
         "student": {"arch": "resnet8_quarter"},
