@@ -29,7 +29,6 @@ __all__ = [
     "generator_quality",
     "coverage_warning",
     "class_names",
-    "rare_classes",
     "RARE_CLASS_SHARE",
     "COVERAGE_MIN_SHARE_IMAGES",
     "DATASET_HINT",
@@ -118,7 +117,8 @@ def _summary(
         empty = dict.fromkeys(("agreement", "confidence", "min_class_fraction", "rare_classes"))
         return {"images": 0, **empty}
     k = len(counts)
-    rare = rare_classes(counts)
+    judged = n / k >= COVERAGE_MIN_SHARE_IMAGES
+    rare = [c for c in range(k) if float(counts[c]) * k / n < RARE_CLASS_SHARE] if judged else None
     return {
         "images": n,
         "agreement": round(agree / n, 4) if labels_are_targets else None,
@@ -127,17 +127,6 @@ def _summary(
         # classes under RARE_CLASS_SHARE of their fair share (None: too few images per class to say)
         "rare_classes": rare,
     }
-
-
-def rare_classes(counts: torch.Tensor) -> list[int] | None:
-    """The classes of ``counts`` (images per class) under :data:`RARE_CLASS_SHARE` of a fair share.
-
-    None when the fair share is under :data:`COVERAGE_MIN_SHARE_IMAGES` images (too few to say).
-    """
-    n, k = int(counts.sum()), len(counts)
-    if n == 0 or n / k < COVERAGE_MIN_SHARE_IMAGES:
-        return None
-    return [c for c in range(k) if float(counts[c]) * k / n < RARE_CLASS_SHARE]
 
 
 def coverage_warning(
