@@ -15,7 +15,10 @@ evaluation, the noise baseline and the latency profile.
 Usage::
 
     PYTHONPATH=. python bench/cell_cost.py --teachers resnet18_32,vgg8_bn_32 --methods cmi,nayer \
-        --suite /work/cache/suite [--set cmi.iterations=100] [--out FILE.json]
+        --suite /work/cache/suite [--set cmi.iterations=100] [--threads N] [--clock cpu|wall] \
+        [--out FILE.json]
+
+``--clock wall --threads 2`` against ``--threads 1`` is what a second thread buys a step (idle machine).
 """
 
 from __future__ import annotations
@@ -34,16 +37,23 @@ import torch  # noqa: E402
 from bench.common import key_values, machine, setup  # noqa: E402
 
 
-def _cpu(fn: Any, reps: int) -> float:
+def _cpu(fn: Any, reps: int, clock: Any = time.process_time) -> float:
     fn()  # untimed: first-call allocations
-    c0 = time.process_time()
+    c0 = clock()
     for _ in range(reps):
         fn()
-    return (time.process_time() - c0) / reps
+    return (clock() - c0) / reps
 
 
-def predict(teacher: str, method: str, options: dict[str, Any], steps: int, device: Any) -> dict[str, Any]:
-    """Time ``steps`` synthesis steps and KD steps; return the predicted CPU seconds of the cell."""
+def predict(
+    teacher: str, method: str, options: dict[str, Any], steps: int, device: Any, wall: bool = False
+) -> dict[str, Any]:
+    """Time ``steps`` synthesis steps and KD steps; return the predicted CPU seconds of the cell.
+
+    ``wall``: time them by the wall clock instead (``--clock wall``: what more threads buy; the ``*_cpu_s``
+    fields then hold wall seconds, and the row says ``"clock": "wall"``).
+    """
+    clock = time.perf_counter if wall else time.process_time
     import warnings
 
     from bench.suite import resolve_teacher
@@ -62,7 +72,7 @@ def predict(teacher: str, method: str, options: dict[str, Any], steps: int, devi
     synth = create_synthesizer(method, lm.model, lm.card, seed=0, **p.method_options)
     cfg = synth.config
     synth.reset(cfg.batch_size, torch.Generator().manual_seed(0))
-    step_s = _cpu(synth.step, steps)
+    step_s = _cpu(synth.step, steps, clock)
     kd = p.kd
     student.to(device).train()
     opt = torch.optim.SGD(student.parameters(), lr=kd.lr, momentum=kd.momentum)
@@ -76,13 +86,15 @@ def predict(teacher: str, method: str, options: dict[str, Any], steps: int, devi
         loss.backward()
         opt.step()
 
-    kd_s = _cpu(kd_step, steps)
+    kd_s = _cpu(kd_step, steps, clock)
     rounds = math.ceil(p.num_images / cfg.batch_size)
     synth_total = step_s * cfg.iterations * rounds
     kd_total = kd_s * kd.epochs * kd.steps_per_epoch
     return {
         "teacher": teacher,
         "method": method,
+        "clock": "wall" if wall else "cpu",
+        "threads": torch.get_num_threads(),
         "options": options,
         "student": arch,
         "batch_size": cfg.batch_size,
@@ -111,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     ap.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE", help="backend option")
     ap.add_argument("--suite", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="time steps by CPU or wall clock")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.suite:
@@ -123,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     for t in args.teachers.split(","):
         for m in args.methods.split(","):
             opts = {k.split(".", 1)[1]: v for k, v in sets.items() if k.startswith(m + ".")}
-            r = predict(t, m, opts, args.steps, device)
+            r = predict(t, m, opts, args.steps, device, wall=args.clock == "wall")
             rows.append(r)
             print(
                 f"{t} x {m} {opts or ''}: step {r['step_cpu_s']} s x {r['iterations']} x {r['rounds']} = "
                 f"{r['synthesis_cpu_s']} s; KD {r['kd_step_cpu_s']} s x {r['kd_steps']} = {r['kd_cpu_s']} s "
-                f"({r['student']}); total {r['total_cpu_s']} s CPU; {r['num_images']} images, KD "
+                f"({r['student']}); total {r['total_cpu_s']} s {args.clock}; {r['num_images']} images, KD "
                 f"{r['kd_epochs']} epochs of {r['kd_batch_size']}; plan: {r['budget_rule']}",
                 flush=True,
             )

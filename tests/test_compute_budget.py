@@ -605,3 +605,26 @@ def test_budget_rule_says_so_when_the_settings_given_go_over() -> None:
         b = plan(LoadedModel(teacher, card), **given).info["compute_budget"]
     assert b["over_budget"] and not b["capped"] and b["notches"] == []
     assert "> 800 s: the settings given are kept, the run goes over the budget" in b["rule"]
+
+
+def test_cell_cost_times_a_plan_by_either_clock(tmp_path) -> None:
+    """bench/cell_cost.py times the plan compress would run; --clock wall says so in every row."""
+    import json
+
+    from bench import cell_cost
+
+    rows = {}
+    for clock in ("cpu", "wall"):
+        out = tmp_path / f"{clock}.json"
+        args = ["--teachers", "resnet8_digits", "--methods", "nayer", "--steps", "1", "--clock", clock]
+        assert cell_cost.main([*args, "--out", str(out)]) == 0
+        (rows[clock],) = json.loads(out.read_text())["rows"]
+    for clock, row in rows.items():
+        assert row["clock"] == clock and row["threads"] == 1
+        assert row["step_cpu_s"] > 0 and row["kd_step_cpu_s"] > 0
+        synthesis = row["step_cpu_s"] * row["iterations"] * row["rounds"]
+        kd = row["kd_step_cpu_s"] * row["kd_steps"]
+        assert row["total_cpu_s"] == pytest.approx(synthesis + kd, rel=0.01)
+    # the same plan by both clocks: only the timing differs
+    plan_keys = ("iterations", "rounds", "kd_steps", "num_images", "batch_size", "kd_batch_size")
+    assert {k: rows["cpu"][k] for k in plan_keys} == {k: rows["wall"][k] for k in plan_keys}
