@@ -192,10 +192,18 @@ def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
     sessions: dict[str, set[str]] = {}  # the CPU each run recorded -> the sessions that ran on it
     for r in records:
         sessions.setdefault(r["machine"], set()).add(str(r["session"]))
+    weights = {r["weights"] for r in records}
+    marks = [  # only the marks a cell carries
+        text
+        for key, text in (
+            ("earlier", "† on the suite's weights before session 8, "),
+            ("s8", "§ on the suite as retrained in session 8 (Intel Xeon; sessions 8-11), "),
+        )
+        if key in weights
+    ]
     lines += [
         "",
-        "% of the teacher's test accuracy, seed 0 unless (sN) says; † on the suite's weights before "
-        "session 8, § on the suite as retrained in session 8 (Intel Xeon; sessions 8-11), unmarked: the "
+        "% of the teacher's test accuracy, seed 0 unless (sN) says; " + "".join(marks) + "unmarked: the "
         "current suite (retrained in session 12, vgg8_32 added in 13) or a shipped teacher; "
         "`n/a`: a BN backend on a BN-less teacher; `-`: not measured. Bars: `auto` >= 97% on "
         "the BN teachers, every other backend >= 95%, the best >= 99%, each cell <= 15 minutes of one core.",

@@ -63,6 +63,7 @@ def test_matrix_reads_each_format_and_applies_the_bars(tmp_path):
     assert v["best"]["t_bn"] == {"method": "nayer", "ratio": 0.99, "passes": True}
     text = fm.markdown(records, spec["teachers"], {"t_bn"})
     assert "| t_plain | = dafl | n/a | n/a | n/a | n/a | 99.1† | - | - |" in text
+    assert "† on the suite's weights before session 8" in text and "§ on" not in text  # the marks in use only
     # a result file without a machine: the entry's own says where it ran; the current suite (session 12's)
     # is unmarked, the superseded one of session 8 marked
     spec["cells"][3].update(weights="s12", machine="AMD EPYC")
@@ -72,7 +73,8 @@ def test_matrix_reads_each_format_and_applies_the_bars(tmp_path):
     assert [r["machine"] for r in records] == ["Xeon", "Xeon", "not recorded", "AMD EPYC"]
     assert "| 99.1 | - | - |" in fm.markdown(records, spec["teachers"], {"t_bn"})
     spec["cells"][3]["weights"] = "s8"
-    assert "| 99.1§ | - | - |" in fm.markdown(fm.collect(spec, tmp_path), spec["teachers"], {"t_bn"})
+    text = fm.markdown(fm.collect(spec, tmp_path), spec["teachers"], {"t_bn"})
+    assert "| 99.1§ | - | - |" in text and "§ on the suite as retrained in session 8" in text
 
 
 def test_a_spec_naming_a_missing_row_is_an_error(tmp_path, capsys):
