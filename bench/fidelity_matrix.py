@@ -162,10 +162,18 @@ def verdicts(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
     return {"below_bar": fail, "not_measured": missing, "over_15_min": over_time, "best": best}
 
 
+# A cell's mark by the suite weights it was measured on (spec "weights"), and what the legend says of it;
+# the current suite (s12, s13) and the shipped teachers are unmarked.
+MARKS = {
+    "earlier": ("†", "the suite's weights before session 8"),
+    "s8": ("§", "the suite as retrained in session 8 (Intel Xeon; sessions 8-11)"),
+}
+
+
 def _cell_text(cell: list[dict[str, Any]]) -> str:
     parts = []
     for r in sorted(cell, key=lambda r: r["seed"]):
-        mark = {"earlier": "†", "s8": "§"}.get(r["weights"], "")  # the current suite (s12, s13): unmarked
+        mark = MARKS[r["weights"]][0] if r["weights"] in MARKS else ""  # the current suite: unmarked
         parts.append(f"{100 * r['ratio']:.1f}{mark}" + (f" (s{r['seed']})" if len(cell) > 1 else ""))
     return " / ".join(parts)
 
@@ -192,15 +200,8 @@ def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
     sessions: dict[str, set[str]] = {}  # the CPU each run recorded -> the sessions that ran on it
     for r in records:
         sessions.setdefault(r["machine"], set()).add(str(r["session"]))
-    weights = {r["weights"] for r in records}
-    marks = [  # only the marks a cell carries
-        text
-        for key, text in (
-            ("earlier", "† on the suite's weights before session 8, "),
-            ("s8", "§ on the suite as retrained in session 8 (Intel Xeon; sessions 8-11), "),
-        )
-        if key in weights
-    ]
+    weights = {r["weights"] for r in records}  # the legend explains only the marks in use
+    marks = [f"{mark} on {what}, " for key, (mark, what) in MARKS.items() if key in weights]
     lines += [
         "",
         "% of the teacher's test accuracy, seed 0 unless (sN) says; " + "".join(marks) + "unmarked: the "

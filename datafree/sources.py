@@ -87,15 +87,15 @@ class TensorSource(SurrogateSource):
     def balance_classes(self, power: float) -> None:
         """Draw each epoch's order with replacement, image weights ``(1 / images of its class) ** power``.
 
-        ``power`` 0 restores the plain shuffle. Needs :meth:`classes`. The order stays a function of
-        the seed and the epoch, so a resumed run draws the batches an uninterrupted one would.
+        ``power`` 0 restores the plain shuffle. Needs :meth:`classes` and :meth:`class_counts`. The order
+        stays a function of the seed and the epoch, so a resumed run draws the batches an uninterrupted
+        one would.
         """
-        classes = self.classes()
-        if power == 0 or classes is None:
+        classes, counts = self.classes(), self.class_counts()
+        if power == 0 or classes is None or counts is None:
             self._weights = None
         else:
-            counts = torch.bincount(classes).double()
-            self._weights = counts[classes].reciprocal().pow(power)
+            self._weights = counts.double()[classes].reciprocal().pow(power)
         self._perm = self._permutation()
 
     def _permutation(self) -> torch.Tensor:

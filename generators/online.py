@@ -510,7 +510,7 @@ class AdversarialSynthesizer(OnlineSynthesizer):
         """``-discrepancy(S(x), T(x))`` (weight ``adv_weight``) and the class-balance term."""
         student = self.check_student(student)
         t_logits = self.teacher(images)
-        with eval_mode(student) if self.config.student_eval else contextlib.nullcontext():
+        with eval_mode(student if self.config.student_eval else None):  # None: the mode it is in
             s_logits = student(images)
         adversarial = -self.discrepancy(s_logits, t_logits)
         return {"adversarial": (self.config.adv_weight, adversarial), **self.balance_terms(t_logits)}  # type: ignore[attr-defined]
