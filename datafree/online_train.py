@@ -34,6 +34,7 @@ from .distill import CHECKPOINT, KDConfig, distill
 from .errors import UserInputError
 from .outputs import prepare_out_dir
 from .plan import make_student, plan
+from .progress import note
 from .synthesis import synthesize_dataset
 from .utils import atomic_write, atomic_write_json, ensure_dir
 
@@ -66,6 +67,9 @@ class OnlineResult:
     #: the teacher's confidence and classes on 1,024 of the trained generator's images
     #: (:func:`datafree.quality.generator_quality`; ``rare_classes``: the classes it almost never made)
     teacher_quality: dict[str, Any] = field(default_factory=dict)
+    #: what the backend's own student loss did for this teacher/student pair (ZSKT: the attention
+    #: transfer's weight, matched blocks and rule, ``generators.zskt.AttentionKD.describe``); else empty
+    student_objective: dict[str, Any] = field(default_factory=dict)
 
 
 def _online_class(method: str) -> type[Synthesizer]:
@@ -175,6 +179,12 @@ def train_online(
             "teacher_sha256": teacher.card.sha256,
         },
     )
+    objective = p.student_objective
+    # what the backend's own student loss does for this pair (ZSKT's attention transfer), said once
+    describe = getattr(objective, "describe", None)
+    objective_info: dict[str, Any] = describe(model, teacher.model) if describe is not None else {}
+    if objective_info.get("rule"):
+        note(f"{method}: {objective_info['rule']}")
     try:
         result = distill(
             teacher.model,
@@ -184,7 +194,7 @@ def train_online(
             input_shape=tuple(teacher.card.input_shape),  # type: ignore[arg-type]
             checkpoint_dir=out,
             eval_fn=eval_fn,
-            student_objective=p.student_objective,
+            student_objective=objective,
             desc=desc or f"{method} distill",
         )
     except UserInputError:
@@ -222,6 +232,7 @@ def train_online(
         generator_path=gen_path,
         seconds=time.perf_counter() - t0,
         teacher_quality=quality,
+        student_objective=objective_info,
     )
 
 

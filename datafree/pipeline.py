@@ -162,8 +162,9 @@ def _distill_online(
         r.student_card.arch, r.student, metrics, r.seconds, r.history, r.resumed_from_epoch
     )
     # the teacher on the trained generator's images: confidence, class shares (datafree.quality)
+    extra = {"student_objective": r.student_objective} if r.student_objective else {}
     return {**rep, "generator": str(r.generator_path), "kd": dataclasses.asdict(r.kd_config),
-            "teacher_quality": r.teacher_quality}  # fmt: skip
+            "teacher_quality": r.teacher_quality, **extra}  # fmt: skip
 
 
 def compress(

@@ -11,11 +11,18 @@ with spatial attention maps ``at`` on matched blocks (beta 250). Blocks are matc
 resolution: for each resolution (bigger than 1x1) that both networks produce, the last module to
 output it (found by hooks on a dummy forward pass, so any teacher/student pair works unmodified).
 The generator ends with an affine BatchNorm (no Tanh).
+
+The paper pairs networks of one family (WRN-40-2 -> WRN-16-1), whose stages downsample alike, so a
+matched block is the same stage of both; elsewhere the resolutions two networks share may sit at
+different depths (:func:`stages_aligned`). The run reports which (:meth:`AttentionKD.describe`); leaving
+the term out there was screened on four teachers and not adopted (docs/online_generators.md,
+"Session 21").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +35,7 @@ from datafree.losses import kd_kl_loss
 from .base import register
 from .online import AdversarialSynthesizer, OnlineConfig
 
-__all__ = ["ZSKT", "ZSKTConfig", "AttentionKD", "resolution_blocks", "matched_blocks"]
+__all__ = ["ZSKT", "ZSKTConfig", "AttentionKD", "resolution_blocks", "matched_blocks", "stages_aligned"]
 
 
 def resolution_blocks(
@@ -72,6 +79,25 @@ def matched_blocks(
     return [t_blocks[hw] for hw in common], [s_blocks[hw] for hw in common]
 
 
+def _sizes(blocks: dict[tuple[int, int], nn.Module]) -> list[str]:
+    return [f"{h}x{w}" for h, w in sorted(blocks, key=lambda hw: -hw[0] * hw[1])]
+
+
+def stages_aligned(
+    teacher: nn.Module, student: nn.Module, input_shape: tuple[int, int, int]
+) -> dict[str, Any]:
+    """Whether attention transfer pairs the same stages of ``teacher`` and ``student``.
+
+    ``{"aligned", "teacher", "student"}``: aligned when both networks produce exactly the same set of
+    feature-map resolutions (:func:`resolution_blocks`), i.e. they downsample alike and every matched
+    block is the last of the same stage in both; ``teacher`` / ``student`` list the resolutions.
+    """
+    t_blocks = resolution_blocks(teacher, input_shape)
+    s_blocks = resolution_blocks(student, input_shape)
+    aligned = bool(t_blocks) and set(t_blocks) == set(s_blocks)
+    return {"aligned": aligned, "teacher": _sizes(t_blocks), "student": _sizes(s_blocks)}
+
+
 class AttentionKD:
     """ZSKT's student objective ``KL(T || S) + beta * AT`` for the KD stage's ``student_objective``.
 
@@ -88,6 +114,27 @@ class AttentionKD:
         self.beta = beta
         self.temperature = temperature
         self._pairs: dict[tuple[int, int], tuple[list[nn.Module], list[nn.Module]]] = {}
+
+    def describe(self, student: nn.Module, teacher: nn.Module) -> dict[str, Any]:
+        """What the term does for this pair: ``{"beta", "blocks", "aligned", "teacher", "student", "rule"}``.
+
+        ``beta`` is the weight used (0: no attention transfer), ``blocks`` the matched resolutions,
+        ``aligned`` / ``teacher`` / ``student`` :func:`stages_aligned`'s, ``rule`` one line saying what.
+        """
+        stages = stages_aligned(teacher, student, self.input_shape)
+        common = [r for r in stages["teacher"] if r in stages["student"]]
+        on = self.beta > 0 and bool(common)
+        if self.beta <= 0:
+            rule = "no attention transfer (at_beta=0)"
+        elif not common:
+            rule = "no attention transfer: no feature-map resolution in common"
+        else:
+            rule = f"attention transfer at beta {self.beta:g} on the blocks at {', '.join(common)}"
+            if not stages["aligned"]:
+                t, st = ", ".join(stages["teacher"]), ", ".join(stages["student"])
+                rule += (f", though the stages differ (the teacher's feature maps are {t}, the student's "
+                         f"{st}; --set at_beta=0 leaves the term out)")  # fmt: skip
+        return {"beta": self.beta if on else 0.0, "blocks": common if on else [], **stages, "rule": rule}
 
     def _blocks(self, student: nn.Module, teacher: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
         key = (id(student), id(teacher))

@@ -56,3 +56,16 @@ def test_compress_online_writes_report_with_noise_baseline(run, tmp_path):
     assert 0.0 <= q["min_class_fraction"] <= 1.0 and isinstance(q["rare_classes"], list)
     named = [str(w.message) for w in caught if "cannot learn a class" in str(w.message)]
     assert len(named) == (1 if q["rare_classes"] else 0)  # one warning, when a class is missing
+
+
+def test_compress_zskt_says_what_attention_transfer_pairs(run, tmp_path):
+    """ZSKT's attention term on a student whose stages differ from the teacher's: one line and report.json."""
+    out = tmp_path / "z"
+    r = run("compress", "--teacher", "resnet8_digits", "--method", "zskt", "--student", "vgg8_cifar",
+            "--out", out, "--no-baseline", *TINY_KD)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "zskt: attention transfer at beta 62.5 on the blocks at 16x16, 8x8, 4x4, though the" in r.output
+    objective = json.loads((out / "report.json").read_text())["student"]["student_objective"]
+    assert objective["beta"] == 62.5 and not objective["aligned"]
+    assert objective["teacher"] == ["16x16", "8x8", "4x4"]
+    assert objective["student"] == ["16x16", "8x8", "4x4", "2x2"]

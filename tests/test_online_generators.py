@@ -23,7 +23,7 @@ from datafree.models import create_model
 from datafree.utils import torch_generator
 from generators import create_synthesizer, list_methods, method_class
 from generators.networks import DCGANGenerator
-from generators.zskt import matched_blocks, resolution_blocks
+from generators.zskt import AttentionKD, matched_blocks, resolution_blocks, stages_aligned
 
 ONLINE = ["dafl", "zskt", "dfad"]
 
@@ -204,6 +204,48 @@ def test_resolution_blocks_match_resnet_stages(resnet):
     t_mods, s_mods = matched_blocks(t, s, (1, 16, 16))
     assert t_mods == [t.layer1, t.layer2, t.layer3] and s_mods == [s.layer1, s.layer2, s.layer3]
     assert s.training  # mode restored
+
+
+def _unaligned_student():
+    """A student whose only feature map (8x8) is the *middle* stage of a 16-pixel ResNet-8 or LeNet-5."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(4, 10),
+    )  # fmt: skip
+
+
+def test_stages_aligned_compares_the_sets_of_resolutions(resnet):
+    same = stages_aligned(resnet.model, create_model("resnet8_half", 10, 1), (1, 16, 16))
+    assert same == {"aligned": True, "teacher": ["16x16", "8x8", "4x4"], "student": ["16x16", "8x8", "4x4"]}
+    other = stages_aligned(resnet.model, _unaligned_student(), (1, 16, 16))
+    assert other == {"aligned": False, "teacher": ["16x16", "8x8", "4x4"], "student": ["8x8"]}
+
+
+def test_zskt_describe_names_the_blocks_and_whether_the_stages_differ(resnet):
+    """The report's account of the attention term; the term itself is the paper's on any shared resolution."""
+    from datafree.losses import kd_kl_loss
+
+    synth = create_synthesizer("zskt", resnet.model, resnet.card, batch_size=8)
+    x = synth.sample(8, torch_generator(0)).images
+    objective = synth.student_objective()
+    assert objective.beta == 62.5
+    aligned = create_model("resnet8_half", 10, 1)
+    info = objective.describe(aligned, resnet.model)
+    assert info["beta"] == 62.5 and info["blocks"] == ["16x16", "8x8", "4x4"] and info["aligned"]
+    assert info["rule"] == "attention transfer at beta 62.5 on the blocks at 16x16, 8x8, 4x4"
+    student = _unaligned_student()
+    info = objective.describe(student, resnet.model)
+    assert info["beta"] == 62.5 and info["blocks"] == ["8x8"] and not info["aligned"]
+    assert "the stages differ" in info["rule"] and "16x16, 8x8, 4x4, the student's 8x8" in info["rule"]
+    with torch.no_grad():  # the term is still used on the one shared resolution
+        kl = kd_kl_loss(student(x), resnet.model(x), 1.0)
+        assert objective(student, resnet.model, x).item() > kl.item()
+    off = AttentionKD((1, 16, 16), 0.0).describe(student, resnet.model)
+    assert off["beta"] == 0.0 and off["blocks"] == [] and off["rule"] == "no attention transfer (at_beta=0)"
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 10))  # no feature map at all
+    lone = AttentionKD((1, 16, 16), 62.5).describe(flat, resnet.model)
+    assert lone["beta"] == 0.0 and "no feature-map resolution in common" in lone["rule"]
 
 
 def test_zskt_student_objective_is_kl_plus_attention(lenet):

@@ -85,6 +85,8 @@ def test_bn_teacher_and_saved_generator_reuse(tmp_path):
         bn_weight=0.1,
     )
     assert r.student_card is not None and r.student_card.arch == "resnet8_half"
+    # the same stages on both sides: the paper's attention transfer, said in the result
+    assert r.student_objective["beta"] == 62.5 and r.student_objective["aligned"]
     synth = load_online_synthesizer(teacher, tmp_path / "run", "zskt")
     g1, g2 = torch_generator(7), torch_generator(7)
     assert torch.equal(synth.sample(5, g1).images, r.synthesizer.sample(5, g2).images)
