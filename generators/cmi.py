@@ -303,6 +303,11 @@ class CMI(RoundSynthesizer):
     kd_defaults: ClassVar[dict[str, Any]] = {"epochs": 60}
     # A global and a local view through the teacher every step (the compute budget's estimate).
     budget_passes: ClassVar[float | None] = 2
+    # A written dataset where the CPU budget leaves room doubles its images while the run fits, up to
+    # 4,096 (``fast``'s and ``nayer``'s rule): resnet8_digits 1,024 -> 2,048 (623 s estimated; 4,096 would
+    # be 1,109 s), seeds 0-2 99.2 / 97.2 / 98.6% -> 98.9 / 99.2 / 99.2% (docs/methods.md, "Session 22").
+    # The 32 px suite teachers are cut by the budget already and do not grow.
+    budget_max_images: ClassVar[int | None] = 4096
     config: CMIConfig
 
     @classmethod

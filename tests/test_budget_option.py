@@ -48,7 +48,8 @@ def test_plan_budget_scales_a_run_both_ways_and_off_keeps_the_backends_settings(
     from datafree.rules import RUN_BUDGET_CPU_S
 
     default = plan(bn_teacher, method="cmi").info["compute_budget"]
-    assert default["budget_s"] == RUN_BUDGET_CPU_S and not default["capped"]
+    assert default["budget_s"] == RUN_BUDGET_CPU_S and default["grown"]  # 2,048 images (session 22)
+    assert default["notches"] == ["num_images 1024 -> 2048"]
     small = plan(bn_teacher, method="cmi", budget_s=0.5 * default["estimate_s"])
     b = small.info["compute_budget"]
     assert b["capped"] and b["capped_estimate_s"] <= 0.5 * default["estimate_s"] == b["budget_s"]
@@ -130,7 +131,9 @@ def test_a_plan_the_budget_changed_is_one_line_on_stderr(run, bn_teacher, tmp_pa
     """The user sees why the settings are not the backend's, and the option that changes it; -q hides it."""
     from datafree.plan import budget_note, plan
 
-    assert budget_note(plan(bn_teacher, method="cmi").info) is None  # fits: nothing to say
+    assert budget_note(plan(bn_teacher, method="deepinversion").info) is None  # fits as it is: nothing to say
+    grown = budget_note(plan(bn_teacher, method="cmi").info)  # room left: the images it grew to (session 22)
+    assert grown is not None and "num_images 1024 -> 2048" in grown and "--budget" in grown
     line = budget_note(plan(bn_teacher, method="cmi", budget_s=60).info)
     assert line is not None and line.startswith("compute budget: estimated") and "--budget" in line
     args = ["compress", "--teacher", "resnet8_digits", "--method", "nayer", "--student", "resnet8_quarter",

@@ -478,8 +478,7 @@ def test_fast_grows_its_written_images_into_the_room_left(bn_teacher) -> None:
     assert given.num_images == 1024 and not given.info["compute_budget"]["grown"]
     pool = plan(bn_teacher, method="fast", pool=True).info["compute_budget"]
     assert not pool["grown"] and "num_images" not in pool["settings"]
-    for method in ("deepinversion", "cmi", "nayer"):  # no budget_max_images: their measured plans stay
-        assert plan(bn_teacher, method=method).num_images == 1024
+    assert plan(bn_teacher, method="deepinversion").num_images == 1024  # no budget_max_images: it stays
     # a teacher whose run fills the budget already (torchvision ResNet-18 at 3x32x32: 738 s): 1,024
     torch.manual_seed(0)
     card = ModelCard(arch="resnet18", weights="", num_classes=10, input_shape=[3, 32, 32],
@@ -489,15 +488,26 @@ def test_fast_grows_its_written_images_into_the_room_left(bn_teacher) -> None:
 
 
 def test_plan_budget_keeps_the_16px_reference(bn_teacher) -> None:
-    """resnet8_digits is far under the budget: CMI and NAYER keep their settings (session 4-6 figures)."""
-    from datafree.plan import plan
+    """resnet8_digits is far under the budget: CMI and NAYER keep their settings and grow their images.
 
-    for method, epochs in (("cmi", 60), ("nayer", 30)):
+    Session 22: CMI 1,024 -> 2,048 images (4,096 would not fit), NAYER 1,024 -> 8,192 (its cap), each with
+    the KD steps of its images (rules.kd_budget) and nothing else changed; ``-n`` keeps the user's count.
+    """
+    from datafree.plan import plan
+    from datafree.rules import RUN_BUDGET_CPU_S, kd_budget
+
+    for method, epochs, grown in (("cmi", 60, 2048), ("nayer", 30, 8192)):
         p = plan(bn_teacher, method=method)
         b = p.info["compute_budget"]
-        assert not b["capped"] and b["estimate_s"] < 0.5 * b["budget_s"]
-        assert p.kd.epochs == epochs and p.num_images == 1024 and p.kd.batch_size == 128
+        assert b["estimate_s"] < 0.5 * b["budget_s"] and not b["over_budget"]
+        assert b["grown"] and b["capped_estimate_s"] <= RUN_BUDGET_CPU_S
+        assert b["notches"][-1] == f"num_images {grown // 2} -> {grown}"
+        assert p.num_images == grown and p.kd.steps_per_epoch == kd_budget(grown)
+        assert p.kd.epochs == epochs and p.kd.batch_size == 128
         assert "iterations" not in p.method_options
+        given = plan(bn_teacher, method=method, num_images=1024)
+        assert given.num_images == 1024 and not given.info["compute_budget"]["grown"]
+        assert given.kd.steps_per_epoch == 40
     # DeepInversion (session 10): priced, far under the budget, every setting of the 16 px reference kept
     # (compress --method deepinversion's 99.2% there; auto's path on resnet8_digits)
     p = plan(bn_teacher, method="deepinversion")
