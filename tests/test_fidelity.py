@@ -311,13 +311,17 @@ def test_generator_quality_names_the_classes_a_generator_never_makes() -> None:
 
 
 def test_bn_ce_balance(bn_teacher) -> None:
-    """The reference teacher is left alone; a low max ratio scales the BN term down for the batch."""
+    """Weight 1: the reference teacher is left alone; the default 10 (session 22): the balance scales it."""
     from generators import create_synthesizer
 
     kw = {"batch_size": 16, "iterations": 3, "plateau_tol": 0.0}
-    ref = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, **kw)
+    ref = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, bn_weight=1.0, **kw)
     ref.synthesize(16, torch.Generator().manual_seed(0))
     assert ref.bn_scale == 1.0
+    default = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, **kw)
+    assert default.config.bn_weight == 10.0
+    default.synthesize(16, torch.Generator().manual_seed(0))
+    assert 0.1 < default.bn_scale < 1.0  # the BN term starts above 26x the CE at weight 10, not at 1
     low = create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card, bn_ce_max_ratio=1.0, **kw)
     low.synthesize(16, torch.Generator().manual_seed(0))
     assert 0.0 < low.bn_scale < 0.5
