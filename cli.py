@@ -831,7 +831,7 @@ def evaluate(
     default=None,
     callback=_positive,
     help="Synthetic images (offline methods; default 1024, which the CPU compute budget may lower, or "
-    "raise for fast, nayer and cmi, up to 4096). Given, nayer writes that many instead of running its pool.",
+    "raise: fast and cmi up to 4096, nayer 8192). Given, nayer writes that many instead of running its pool.",
 )
 @click.option("--out", "-o", default="runs/compress", show_default=True, type=click.Path(path_type=Path))
 @click.option("--iterations", type=int, default=None, callback=_positive, help="Synthesis steps per batch.")
