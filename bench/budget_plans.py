@@ -35,28 +35,37 @@ def plan_row(teacher: str, method: str, device: Any, given: dict[str, int] | Non
     """
     from bench.suite import resolve_teacher
     from datafree.cards import load_model
-    from datafree.plan import plan
+    from datafree.plan import auto_defaults, plan
+    from datafree.rules import named_method_path
 
     lm = load_model(resolve_teacher(teacher), device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = {k: v for k, v in (given or {}).items() if v is not None}
-        kd = {k: g[k] for k in ("epochs", "batch_size") if k in g} or None
-        options = {"iterations": g["iterations"]} if "iterations" in g else None
-        p = plan(lm, method=method, num_images=g.get("num_images"), kd=kd, method_options=options)
+        kd: dict[str, Any] | None = {k: g[k] for k in ("epochs", "batch_size") if k in g} or None
+        options: dict[str, Any] | None = {"iterations": g["iterations"]} if "iterations" in g else None
+        # compress's own loop for a named backend on an expensive teacher (nayer's pool), unless -n is given
+        choice = None if "num_images" in g else named_method_path(method, lm.model, lm.card)
+        pool = bool(choice is not None and choice["pool"])
+        if pool:
+            options, kd = auto_defaults(choice, options, kd)  # type: ignore[arg-type,assignment]
+        p = plan(lm, method=method, pool=pool, num_images=g.get("num_images"), kd=kd, method_options=options,
+                 max_iterations=choice.get("max_iterations") if pool else None)  # fmt: skip
     b = p.info["compute_budget"]
     return {"teacher": teacher, "method": method, "estimate_s": b["estimate_s"],
             "capped_estimate": b["capped_estimate"], "over_budget": b["over_budget"],
             "notches": b["notches"], "settings": b["settings"], "num_images": p.num_images,
             "kd": {"epochs": p.kd.epochs, "batch_size": p.kd.batch_size,
                    "steps_per_epoch": p.kd.steps_per_epoch},
-            "iterations": p.method_options.get("iterations"), "rule": b["rule"]}  # fmt: skip
+            "iterations": p.method_options.get("iterations"), "pool": pool, "rule": b["rule"]}  # fmt: skip
 
 
 def _settings(r: dict[str, Any]) -> str:
     kd = f"{r['kd']['epochs']} epochs x {r['kd']['steps_per_epoch']} of {r['kd']['batch_size']}"
     if "iterations" not in r["settings"]:  # an online backend: a generator trained inside the KD stage
         return f"online, {kd}"
+    if r.get("pool"):  # compress's growing pool (nayer on an expensive teacher): rounds inside the KD
+        return f"pool, {r['settings']['iterations']} steps a round, {kd}"
     return f"{r['num_images']} images x {r['settings']['iterations']} steps, {kd}"
 
 

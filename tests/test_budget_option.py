@@ -144,3 +144,17 @@ def test_a_plan_the_budget_changed_is_one_line_on_stderr(run, bn_teacher, tmp_pa
     assert "compute budget: estimated" in res.output and "batch_size 128 -> " in res.output
     res = run(*args, "-q", "--out", tmp_path / "quiet")
     assert res.exit_code == 0 and "compute budget" not in res.output
+
+
+def test_budget_plans_bench_shows_the_pool_compress_runs(monkeypatch: pytest.MonkeyPatch, bn_teacher) -> None:
+    """bench/budget_plans.py plans what compress runs: NAYER's pool on a costly teacher, else its images."""
+    import datafree.cards
+    from bench.budget_plans import _settings, plan_row
+
+    monkeypatch.setattr(datafree.cards, "load_model", lambda *a, **k: _loaded("wrn40_2", (3, 32, 32)))
+    big = plan_row("wrn", "nayer", torch.device("cpu"))
+    assert big["pool"] and _settings(big).startswith("pool, ")
+    assert not plan_row("wrn", "nayer", torch.device("cpu"), {"num_images": 256})["pool"]  # -n: written
+    monkeypatch.setattr(datafree.cards, "load_model", lambda *a, **k: bn_teacher)
+    small = plan_row("resnet8_digits", "nayer", torch.device("cpu"))
+    assert not small["pool"] and small["num_images"] == 8192 and _settings(small).startswith("8192 images")
