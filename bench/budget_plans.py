@@ -35,22 +35,20 @@ def plan_row(teacher: str, method: str, device: Any, given: dict[str, int] | Non
     """
     from bench.suite import resolve_teacher
     from datafree.cards import load_model
-    from datafree.plan import auto_defaults, plan
+    from datafree.plan import path_settings, plan
     from datafree.rules import named_method_path
 
     lm = load_model(resolve_teacher(teacher), device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = {k: v for k, v in (given or {}).items() if v is not None}
-        kd: dict[str, Any] | None = {k: g[k] for k in ("epochs", "batch_size") if k in g} or None
-        options: dict[str, Any] | None = {"iterations": g["iterations"]} if "iterations" in g else None
+        kd = {k: g[k] for k in ("epochs", "batch_size") if k in g} or None
+        options = {"iterations": g["iterations"]} if "iterations" in g else None
         # compress's own loop for a named backend on an expensive teacher (nayer's pool), unless -n is given
         choice = None if "num_images" in g else named_method_path(method, lm.model, lm.card)
-        pool = bool(choice is not None and choice["pool"])
-        if pool:
-            options, kd = auto_defaults(choice, options, kd)  # type: ignore[arg-type,assignment]
+        pool, options, kd, grow_to = path_settings(choice, options, kd)
         p = plan(lm, method=method, pool=pool, num_images=g.get("num_images"), kd=kd, method_options=options,
-                 max_iterations=choice.get("max_iterations") if pool else None)  # fmt: skip
+                 max_iterations=grow_to)  # fmt: skip
     b = p.info["compute_budget"]
     return {"teacher": teacher, "method": method, "estimate_s": b["estimate_s"],
             "capped_estimate": b["capped_estimate"], "over_budget": b["over_budget"],

@@ -26,7 +26,7 @@ from .evaluate import measure
 from .metrics import StagePeakMemory
 from .online_train import STUDENT_NAME, train_online
 from .outputs import prepare_out_dir
-from .plan import AUTO, DEFAULT_NUM_IMAGES, Plan, auto_choice, auto_defaults, budget_note, make_student, plan
+from .plan import AUTO, DEFAULT_NUM_IMAGES, Plan, auto_choice, budget_note, make_student, path_settings, plan
 from .precision import options as precision_options
 from .profile import profile_stages
 from .progress import note
@@ -247,11 +247,9 @@ def compress(
     elif run_student and num_images is None:  # a named backend's own loop on an expensive teacher (nayer's
         # pool), else None; --num-images asks for a written dataset of that many images
         choice = named_method_path(method, lm.model, lm.card, DEFAULT_NUM_IMAGES)
-    pool = bool(choice is not None and choice["pool"] and run_student)
-    if choice is not None and pool:  # the path's own defaults (plan.auto_choice, rules), under the user's
-        synth_options, kd = auto_defaults(choice, synth_options, kd)
+    # the path's own defaults under the user's, and nayer's pool steps (plan.path_settings)
+    pool, synth_options, kd, grow_to = path_settings(choice, synth_options, kd, run_student)
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
-    grow_to = choice.get("max_iterations") if choice is not None and pool else None  # nayer's pool steps
     p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,
              seed=seed, student=s_model if run_student else None, max_iterations=grow_to,
              budget_s=budget_s)  # fmt: skip

@@ -46,6 +46,7 @@ __all__ = [
     "plan",
     "kd_settings",
     "auto_defaults",
+    "path_settings",
     "auto_choice",
     "budget_settings",
     "make_student",
@@ -408,6 +409,26 @@ def auto_defaults(
         return options, kd
     given = {k: v for k, v in (kd or {}).items() if v is not None}
     return options, {**choice.get("kd", {}), **given}
+
+
+def path_settings(
+    choice: Mapping[str, Any] | None,
+    method_options: Mapping[str, Any] | None,
+    kd: KDConfig | Mapping[str, Any] | None,
+    run_student: bool = True,
+) -> tuple[bool, Any, Any, int | None]:
+    """``(pool, method_options, kd, max_iterations)`` for :func:`plan` from a path choice.
+
+    ``choice`` is ``auto``'s (:func:`auto_choice`) or a named backend's own loop
+    (:func:`datafree.rules.named_method_path`), or None. Its pool needs a student stage to feed
+    (``run_student``); a pool brings the path's backend and KD defaults under the user's
+    (:func:`auto_defaults`) and the steps per round the budget may grow to (NAYER's). Otherwise the
+    settings pass through unchanged.
+    """
+    if choice is None or not choice["pool"] or not run_student:
+        return False, method_options, kd, None
+    options, kd = auto_defaults(choice, method_options, kd)
+    return True, options, kd, choice.get("max_iterations")
 
 
 def _student_batchnorm(method: str | None) -> str:
