@@ -28,16 +28,23 @@ __all__ = [
     "teacher_quality",
     "generator_quality",
     "coverage_warning",
+    "agreement_warning",
     "class_names",
     "RARE_CLASS_SHARE",
     "COVERAGE_MIN_SHARE_IMAGES",
     "DATASET_HINT",
+    "AGREEMENT_HINT",
     "GENERATOR_HINT",
 ]
 
 # What to try when a written dataset (or a pool) of a backend with target classes misses some.
 DATASET_HINT = "more steps per batch (--iterations) or another --method may cover them"
 # ... and when a generator backend's images miss some, on a BN teacher (where those backends apply).
+# ... and when a backend's images did not reach their target classes (its ``agreement_floor``).
+AGREEMENT_HINT = (
+    "compress's default path (--method auto) picks a backend by the teacher's cost; --method fast, or more "
+    "--iterations per batch, may help"
+)
 GENERATOR_HINT = "a backend with target classes (--method fast, nayer, cmi, deepinversion) makes every class"
 # A class is rare when the teacher assigns it less than this share of its fair share (images / classes).
 RARE_CLASS_SHARE = 0.1
@@ -149,6 +156,30 @@ def coverage_warning(
         f"the teacher assigns almost none of {what} ({quality['images']:,}) to class(es) {shown} "
         f"(under {RARE_CLASS_SHARE:.0%} of a fair share): a student cannot learn a class its data "
         "never shows" + (f"; {hint}" if hint else "")
+    )
+    warnings.warn(msg, UserWarning, stacklevel=2)
+    return msg
+
+
+def agreement_warning(quality: dict[str, Any], what: str, floor: float | None, hint: str = "") -> str | None:
+    """Warn (``UserWarning``, one line) when the teacher's agreement with the targets is under ``floor``.
+
+    Args:
+        quality: a :func:`teacher_quality` result (``agreement`` None: no targets, nothing to judge).
+        what: what the images are, for the message (``"the deepinversion images"``).
+        floor: the backend's ``agreement_floor`` (None: never judged).
+        hint: what to try, appended after a semicolon.
+
+    Returns:
+        The message, or None.
+    """
+    agreement = quality.get("agreement")
+    if floor is None or agreement is None or agreement >= floor:
+        return None
+    msg = (
+        f"the teacher classes only {agreement:.0%} of {what} ({quality['images']:,}) as their target "
+        f"classes (under {floor:.0%}): the synthesis did not reach them on this teacher, and students of "
+        "such images kept 30-64% of their teachers in every run measured" + (f"; {hint}" if hint else "")
     )
     warnings.warn(msg, UserWarning, stacklevel=2)
     return msg

@@ -177,6 +177,11 @@ class Synthesizer(ABC):
     #: estimated run still fits (:func:`datafree.rules.budget_grow_images`); None: the default stays.
     #: Not the pool's, never a ``-n`` the user gave.
     budget_max_images: ClassVar[int | None] = None
+    #: the teacher's agreement with the target classes on a written dataset under which the run warns
+    #: that the images did not reach their classes (:func:`datafree.quality.agreement_warning`); None:
+    #: agreement does not predict the student for this backend (Fast-Datafree's pools agree on about 10%
+    #: and keep 96-100% of their teachers), so it is reported, never judged.
+    agreement_floor: ClassVar[float | None] = None
     #: teacher passes (forward and backward to the pixels) per synthesis step, for the compute budget
     #: of a run on a CPU (:func:`datafree.plan.budget_settings`); None: the backend has no budget.
     budget_passes: ClassVar[float | None] = None

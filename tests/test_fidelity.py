@@ -263,6 +263,44 @@ def test_teacher_quality_from_shards(tmp_path: Path, bn_teacher) -> None:
     assert teacher_quality(ds, labels_are_targets=False)["agreement"] is None
 
 
+def test_agreement_warning_judges_only_backends_with_a_floor() -> None:
+    """Under the floor: one line naming the share; at or over it, no floor, or no targets: silent."""
+    from datafree.quality import agreement_warning
+    from generators import method_class
+
+    assert method_class("deepinversion").agreement_floor == 0.5
+    for name in ("fast", "nayer", "cmi"):  # pools at ~10% agreement keep 96-100% (docs/fidelity.md)
+        assert method_class(name).agreement_floor is None
+    q = {"images": 1024, "agreement": 0.2314}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        msg = agreement_warning(q, "the deepinversion images", 0.5, hint="try X")
+    assert len(caught) == 1 and caught[0].category is UserWarning and str(caught[0].message) == msg
+    assert "only 23% of the deepinversion images (1,024)" in msg and "under 50%" in msg
+    assert msg.endswith("; try X")
+    assert "\n" not in msg
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert agreement_warning({**q, "agreement": 0.5}, "x", 0.5) is None
+        assert agreement_warning(q, "x", None) is None
+        assert agreement_warning({**q, "agreement": None}, "x", 0.5) is None
+
+
+def test_deepinversion_short_of_its_steps_warns_on_its_dataset(tmp_path: Path, bn_teacher) -> None:
+    """One step from noise leaves the images at chance agreement: synthesize_dataset says so; 200 do not."""
+    from datafree.synthesis import synthesize_dataset
+
+    with pytest.warns(UserWarning, match="did not reach them on this teacher") as caught:
+        ds = synthesize_dataset(bn_teacher, "deepinversion", tmp_path / "one", 32, iterations=1, warmup=0)
+    assert ds.manifest["teacher_quality"]["agreement"] < 0.5
+    assert sum("did not reach" in str(w.message) for w in caught) == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = synthesize_dataset(bn_teacher, "deepinversion", tmp_path / "full", 32, batch_size=32)
+    assert ds.manifest["teacher_quality"]["agreement"] >= 0.5
+    assert not any("did not reach" in str(w.message) for w in caught)
+
+
 class _ClassOfMean(torch.nn.Module):
     """A 'teacher' whose class is the image's mean brightness bucket (of ten).
 
