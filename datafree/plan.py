@@ -601,9 +601,9 @@ def plan(
     choice = None
     if method == AUTO:  # the rule of the teacher's cost (docs/fidelity.md)
         choice = auto_choice(teacher.model, teacher.card, num_images or DEFAULT_NUM_IMAGES, budget_s=budget_s)
-        method, pool = choice["method"], pool or choice["pool"]
-        if choice["pool"]:  # the path's own defaults, under the user's
-            options, kd = auto_defaults(choice, options, kd)
+        method = choice["method"]
+        chosen_pool, options, kd, _ = path_settings(choice, options, kd)  # a pool: its defaults under yours
+        pool = pool or chosen_pool
     if data is not None and options:
         first = next(iter(options))
         raise UserInputError(f"--set {first} configures a synthesis backend and needs --method, not --data")
