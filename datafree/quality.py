@@ -152,13 +152,12 @@ def coverage_warning(
         return None
     labels = [names[c] if names and c < len(names) else str(c) for c in rare]
     shown = ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
-    msg = (
+    return _warn(
         f"the teacher assigns almost none of {what} ({quality['images']:,}) to class(es) {shown} "
         f"(under {RARE_CLASS_SHARE:.0%} of a fair share): a student cannot learn a class its data "
-        "never shows" + (f"; {hint}" if hint else "")
+        "never shows",
+        hint,
     )
-    warnings.warn(msg, UserWarning, stacklevel=2)
-    return msg
 
 
 def agreement_warning(quality: dict[str, Any], what: str, floor: float | None, hint: str = "") -> str | None:
@@ -176,12 +175,18 @@ def agreement_warning(quality: dict[str, Any], what: str, floor: float | None, h
     agreement = quality.get("agreement")
     if floor is None or agreement is None or agreement >= floor:
         return None
-    msg = (
+    return _warn(
         f"the teacher classes only {agreement:.0%} of {what} ({quality['images']:,}) as their target "
         f"classes (under {floor:.0%}): the synthesis did not reach them on this teacher, and students of "
-        "such images kept 30-64% of their teachers in every run measured" + (f"; {hint}" if hint else "")
+        "such images kept 30-64% of their teachers in every run measured",
+        hint,
     )
-    warnings.warn(msg, UserWarning, stacklevel=2)
+
+
+def _warn(msg: str, hint: str) -> str:
+    """``msg`` (with ``; hint`` when given) as a ``UserWarning`` pointing at the warning function's caller."""
+    msg += f"; {hint}" if hint else ""
+    warnings.warn(msg, UserWarning, stacklevel=3)
     return msg
 
 
