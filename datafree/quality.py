@@ -42,10 +42,7 @@ DATASET_HINT = "more steps per batch (--iterations) or another --method may cove
 # ... and when a generator backend's images miss some, on a BN teacher (where those backends apply).
 GENERATOR_HINT = "a backend with target classes (--method fast, nayer, cmi, deepinversion) makes every class"
 # ... and when a backend's images did not reach their target classes (its ``agreement_floor``).
-AGREEMENT_HINT = (
-    "compress's default path (--method auto) picks a backend by the teacher's cost; --method fast, or more "
-    "--iterations per batch, may help"
-)
+AGREEMENT_HINT = "compress's default --method auto picks a backend by the teacher's cost; or --method fast"
 # A class is rare when the teacher assigns it less than this share of its fair share (images / classes).
 RARE_CLASS_SHARE = 0.1
 # ... judged only when the fair share is at least this many images (1,024 images of 1,000 ImageNet
