@@ -372,14 +372,7 @@ def _write_pool(lm: LoadedModel, pool: PoolSource, p: Plan, root: Path) -> dict[
     and ``--data`` read it like any dataset; the manifest says ``"pool": true``.
     """
     from .dataset import SyntheticDataset, save_image_grid
-    from .quality import (
-        AGREEMENT_HINT,
-        DATASET_HINT,
-        agreement_warning,
-        class_names,
-        coverage_warning,
-        teacher_quality,
-    )
+    from .quality import dataset_warnings, teacher_quality
     from .synthesis import dataset_manifest
 
     if not pool.images or not dist.is_main():
@@ -400,8 +393,7 @@ def _write_pool(lm: LoadedModel, pool: PoolSource, p: Plan, root: Path) -> dict[
             ds.write_shard(i, synth.normalizer.inverse(x).clamp_(0, 1), labels, logits)
     ds.refresh()
     q = ds.manifest["teacher_quality"] = teacher_quality(ds, labels_are_targets=targets is not None)
-    coverage_warning(q, f"the {p.method} pool's images", class_names(lm.card), hint=DATASET_HINT)
-    agreement_warning(q, f"the {p.method} pool's images", synth.agreement_floor, hint=AGREEMENT_HINT)
+    dataset_warnings(q, f"the {p.method} pool's images", lm.card, synth.agreement_floor)
     ds.write_manifest()
     first = next(ds.iter_shards(), None)
     if first is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "generator_quality",
     "coverage_warning",
     "agreement_warning",
+    "dataset_warnings",
     "class_names",
     "RARE_CLASS_SHARE",
     "COVERAGE_MIN_SHARE_IMAGES",
@@ -178,6 +179,19 @@ def agreement_warning(quality: dict[str, Any], what: str, floor: float | None, h
         "such images kept 30-64% of their teachers in every run measured",
         hint,
     )
+
+
+def dataset_warnings(quality: dict[str, Any], what: str, card: Any, agreement_floor: float | None) -> None:
+    """A written dataset's (or pool's) warnings: the classes it misses, and targets it did not reach.
+
+    Args:
+        quality: its :func:`teacher_quality`.
+        what: what the images are, for the messages (``"the deepinversion images"``).
+        card: the teacher's card (its class names, when it has them).
+        agreement_floor: the backend's ``agreement_floor``.
+    """
+    coverage_warning(quality, what, class_names(card), hint=DATASET_HINT)
+    agreement_warning(quality, what, agreement_floor, hint=AGREEMENT_HINT)
 
 
 def _warn(msg: str, hint: str) -> str:

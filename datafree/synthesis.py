@@ -110,13 +110,10 @@ def synthesize_dataset(
         if synth.steps_taken:  # offline backends that stop on a plateau
             ds.manifest["steps_per_batch"] = [*ds.manifest.get("steps_per_batch", []), *synth.steps_taken]
         if ds.complete:
-            from . import quality
+            from .quality import dataset_warnings, teacher_quality
 
-            q = ds.manifest["teacher_quality"] = quality.teacher_quality(ds, labels_are_targets=targets)
-            names = quality.class_names(teacher.card)
-            what = f"the {method} images"
-            quality.coverage_warning(q, what, names, hint=quality.DATASET_HINT)
-            quality.agreement_warning(q, what, synth.agreement_floor, hint=quality.AGREEMENT_HINT)
+            q = ds.manifest["teacher_quality"] = teacher_quality(ds, labels_are_targets=targets)
+            dataset_warnings(q, f"the {method} images", teacher.card, synth.agreement_floor)
         ds.write_manifest()
         first = next(ds.iter_shards(), None)
         if first is not None:
