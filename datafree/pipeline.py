@@ -240,7 +240,8 @@ def compress(
         # fail fast on an unknown student, before any long stage
         s_model, _ = make_student(student, lm, seed, method)
     choice = None
-    if method == AUTO:  # the rule of the teacher's cost; the pool needs a student stage to feed
+    auto = method == AUTO
+    if auto:  # the rule of the teacher's cost; the pool needs a student stage to feed
         choice = auto_choice(lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES, student=s_model,
                              budget_s=budget_s)  # fmt: skip
         method = choice["method"]
@@ -252,7 +253,7 @@ def compress(
     # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
     p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,
              seed=seed, student=s_model if run_student else None, max_iterations=grow_to,
-             budget_s=budget_s)  # fmt: skip
+             budget_s=budget_s, auto_path=auto)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched
     if (line := budget_note(p.info)) is not None:
         note(line)

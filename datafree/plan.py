@@ -561,6 +561,7 @@ def plan(
     student: nn.Module | None = None,
     max_iterations: int | None = None,
     budget_s: float | None = None,
+    auto_path: bool = False,
 ) -> Plan:
     """Decide the surrogate source, the KD settings and the student objective; validate everything.
 
@@ -586,6 +587,8 @@ def plan(
             :func:`datafree.rules.named_method_path`).
         budget_s: the compute budget (``--budget``; None: :data:`datafree.rules.RUN_BUDGET_CPU_S`,
             ``math.inf``: none), for :func:`budget_settings` and ``"auto"``'s pool cap (:func:`auto_choice`).
+        auto_path: ``method`` is the one ``auto`` chose (``compress`` resolves it first): the warning of
+            a run over the budget at every floor then does not send the user back to ``auto``.
 
     On a CPU, a backend with a compute budget (``cmi``, ``nayer``, ``fast``, ``deepinversion``; not
     ``method="auto"``, whose pool has :func:`auto_choice`'s cap) has the settings the user did not give
@@ -633,8 +636,12 @@ def plan(
             "with every setting the compute budget may lower at its floor "
             f"(budget {budget['budget_s']:.0f} s): "
             "the run takes longer, and so little data or KD may leave a weak student (DeepInversion on "
-            "WRN-40-2 at 32 px kept 10% of the teacher; docs/fidelity.md); --method auto picks a path by the "
-            "teacher's cost",
+            "WRN-40-2 at 32 px kept 10% of the teacher; docs/fidelity.md); "
+            + (
+                "--budget off runs auto's path at its full settings"
+                if auto_path
+                else "--method auto picks a path by the teacher's cost"
+            ),
             UserWarning,
             stacklevel=2,
         )

@@ -595,11 +595,36 @@ def test_plan_warns_when_the_budget_cannot_fit_the_run() -> None:
     assert not fits.info["compute_budget"]["over_budget"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(rules, "RUN_BUDGET_CPU_S", 10.0)
-        with pytest.warns(UserWarning, match="at its floor"):
+        with pytest.warns(UserWarning, match="at its floor.*--method auto picks a path"):
             p = plan(LoadedModel(teacher, card), method="deepinversion")
+        # the path auto chose (compress resolves auto first): the hint does not point back at auto
+        with pytest.warns(UserWarning, match="at its floor.*--budget off runs auto's path") as caught:
+            plan(LoadedModel(teacher, card), method="deepinversion", auto_path=True)
+        assert not any("--method auto" in str(w.message) for w in caught)
     b = p.info["compute_budget"]
     assert b["over_budget"] and b["capped_estimate_s"] > 10.0
     assert p.kd.epochs == rules.BUDGET_MIN_KD_EPOCHS and p.kd.batch_size == rules.BUDGET_MIN_KD_BATCH
+
+
+def test_compress_tells_plan_when_auto_chose_the_method(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Compress resolves auto before plan(): plan hears auto_path=True for auto only (the warning's hint)."""
+    from datafree import pipeline
+
+    seen: list[tuple[str, bool]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_plan(lm, **kw):
+        seen.append((kw["method"], kw["auto_path"]))
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "plan", fake_plan)
+    for method in ("auto", "deepinversion"):
+        with pytest.raises(Stop):
+            pipeline.compress("resnet8_digits", tmp_path / method, method=method)
+    assert seen[0][1] is True and seen[0][0] != "auto"
+    assert seen[1] == ("deepinversion", False)
 
 
 def test_budget_rule_says_so_when_the_settings_given_go_over() -> None:
