@@ -180,6 +180,42 @@ def _grouped(arch: str, num_classes: int, in_channels: int) -> bool:
     return has_grouped_conv(_build(arch, num_classes, in_channels))
 
 
+def downsampling_stem(model: nn.Module, input_shape: Sequence[int]) -> bool:
+    """Whether ``model``'s first convolution halves the input or more (an ImageNet-layout stem).
+
+    torchvision's ResNets and MobileNets, timm's ConvNeXt and ViT patch embeddings downsample in their
+    first layer; the CIFAR layouts (ResNet-8/20/56, WRN, VGG) keep the input's resolution there.
+    False for a model whose first convolution cannot be found by a forward pass.
+    """
+    import torch
+
+    seen: list[float] = []
+
+    def hook(m: nn.Module, inp: Any, out: Any) -> None:
+        if not seen and isinstance(out, torch.Tensor) and out.dim() == 4:
+            seen.append(inp[0].shape[-1] / max(1, out.shape[-1]))
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            p = next(model.parameters(), None)
+            model(torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu"))
+    except Exception:  # noqa: BLE001 - a model the probe cannot run: no layout preference
+        return False
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return bool(seen) and seen[0] >= 2
+
+
+@functools.lru_cache(maxsize=256)
+def _stem(arch: str, num_classes: int, input_shape: tuple[int, int, int]) -> bool:
+    return downsampling_stem(_build(arch, num_classes, input_shape[0]), input_shape)
+
+
 def conv_linear_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     """MACs of one forward pass on one ``(C, H, W)`` input, counting convolutions and linear layers.
 
@@ -322,7 +358,11 @@ def choose_student(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> 
     the convolutions at export; docs/online_generators.md, "Session 17"), then the
     same use of grouped (depthwise) convolutions (MACs compare costs only within one kind: on CPU a
     forward+backward of torchvision's MobileNetV2 at 3x32x32, 6.1M MACs, takes as long as
-    ResNet-18's, 37M; ``bench/bn_ce_balance.py probe``), then one of at least 1/20 of its
+    ResNet-18's, 37M; ``bench/bn_ce_balance.py probe``), then the same stem (:func:`downsampling_stem`:
+    an ImageNet-layout teacher gets an ImageNet-layout student, whose first layer downsamples too; a CIFAR
+    layout at full resolution costs 16x the MACs per pixel, so under torchvision's ResNet-18 at 32-64 px
+    only ResNet-8, at 1/143 of its parameters, fitted the MAC bound; docs/fidelity.md, "Session 24"),
+    then one of at least 1/20 of its
     parameters, then the most MACs (capacity per cost), then the most parameters. On the shipped
     teachers this gives the pairs the defaults were measured with (resnet8 -> resnet8_half,
     lenet5 -> lenet5_half_bn).
@@ -348,6 +388,7 @@ def choose_student(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> 
         t_macs = 0
     want_bn = True if batchnorm == "prefer" else bool(batchnorm_layers(teacher))
     t_grouped = has_grouped_conv(teacher)
+    t_stem = downsampling_stem(teacher, shape)
     scored = []
     for arch in _candidates():
         try:
@@ -360,14 +401,15 @@ def choose_student(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> 
         if t_macs and macs > STUDENT_MAX_MAC_RATIO * t_macs:
             continue
         grouped = _grouped(arch, card.num_classes, shape[0])
+        stem = _stem(arch, card.num_classes, shape)  # type: ignore[arg-type]
         in_window = params >= STUDENT_MIN_PARAM_RATIO * t_params
-        key = (bn == want_bn, grouped == t_grouped, in_window, macs, params)
+        key = (bn == want_bn, grouped == t_grouped, stem == t_stem, in_window, macs, params)
         scored.append((key, arch, params, macs))
     if scored:
         _, arch, params, macs = max(scored)
         rule = (
             "params <= 1.1/4 and MACs <= 1/2 of the teacher; "
-            f"{'with BN' if batchnorm == 'prefer' else 'same BN-ness'}, same grouped-conv-ness, "
+            f"{'with BN' if batchnorm == 'prefer' else 'same BN-ness'}, same grouped-conv-ness, same stem, "
             ">= 1/20 params, most MACs"
         )
     else:  # a teacher smaller than every registered arch: the smallest one

@@ -320,16 +320,19 @@ def test_cmi_default_plans_carry_the_bank_and_fit_the_budget() -> None:
     from datafree import plan as plan_mod
     from datafree import rules
     from datafree.cards import load_model
+    from datafree.models import create_model
 
-    teachers = [_resnet18_32()]
+    # ResNet-18 with its student before session 24 (ResNet-8; the ImageNet-layout student it gets now is
+    # cheaper and leaves CMI 512 images)
+    teachers = [(*_resnet18_32(), create_model("resnet8", 10, 3))]
     suite = suite_dir() / "vgg8_bn_32"  # $DATAFREE_SUITE or ~/.cache/datafree/suite
     if (suite / "model.json").is_file():  # the session-8 cell: 99.4%, 710 s of CPU without the baseline
         lm = load_model(suite)
-        teachers.append((lm.model, lm.card))
-    for teacher, card in teachers:
+        teachers.append((lm.model, lm.card, None))
+    for teacher, card, student in teachers:
         b = plan_mod.budget_settings(
             teacher, card, "cmi", pool=False, kd=plan_mod.kd_settings("cmi", {}), kd_given=None, options={},
-            num_images=None,
+            num_images=None, student=student,
         )  # fmt: skip
         assert 0.02 * b["estimate"]["synthesis_s"] < b["estimate"]["rounds_extra_s"]
         assert b["settings"]["num_images"] == 256 and b["capped_estimate"]["rounds_extra_s"] == 0
@@ -445,6 +448,8 @@ def test_named_nayer_pool_grows_its_steps_only_into_room_left(tmp_path) -> None:
         return plan(lm, method="nayer", pool=True, method_options=options, kd=kd,
                     max_iterations=choice["max_iterations"], **kw)  # fmt: skip
 
+    resnet8 = create_model("resnet8", 10, 3)  # ResNet-18's student before session 24: a fuller budget
+
     assert NAYER_POOL_MAX_ITERATIONS == 40
     p = nayer_plan("resnet8", (3, 32, 32))  # cheap: the paper's 40 fits
     b = p.info["compute_budget"]
@@ -455,7 +460,7 @@ def test_named_nayer_pool_grows_its_steps_only_into_room_left(tmp_path) -> None:
     assert given.synthesizer.config.iterations == 7 and not given.info["compute_budget"]["grown"]
     without = plan(given.teacher, method="nayer", pool=True)  # no max_iterations (distill --pool): 20
     assert without.synthesizer.config.iterations == 20 and not without.info["compute_budget"]["grown"]
-    big = nayer_plan("resnet18", (3, 32, 32))  # ResNet-18 fills most of the budget: a few more steps
+    big = nayer_plan("resnet18", (3, 32, 32), student=resnet8)  # most of the budget: a few more steps
     b = big.info["compute_budget"]
     assert 20 < big.synthesizer.config.iterations < 40 and b["capped_estimate_s"] <= RUN_BUDGET_CPU_S
 
@@ -483,7 +488,11 @@ def test_fast_grows_its_written_images_into_the_room_left(bn_teacher) -> None:
     torch.manual_seed(0)
     card = ModelCard(arch="resnet18", weights="", num_classes=10, input_shape=[3, 32, 32],
                      mean=[0.5] * 3, std=[0.5] * 3)  # fmt: skip
-    big = plan(LoadedModel(create_model("resnet18", 10, 3).eval(), card), method="fast")
+    big = plan(
+        LoadedModel(create_model("resnet18", 10, 3).eval(), card),
+        method="fast",
+        student=create_model("resnet8", 10, 3),
+    )  # its student before session 24; now it grows
     assert big.num_images == 1024 and not big.info["compute_budget"]["grown"]
 
 

@@ -1,4 +1,6 @@
-"""CIFAR-style ResNets and wide ResNets with BatchNorm, for any input size and channel count.
+"""ResNets with BatchNorm for any input size and channel count: CIFAR layouts and ImageNet ResNet-18.
+
+The ImageNet layout comes at reduced widths, as students for ImageNet-layout teachers.
 
 Reference: He et al., "Deep Residual Learning", CVPR 2016 (CIFAR variant: 3 stages, 6n+2 layers);
 Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016. The ``wrn*_post`` models here are
@@ -14,7 +16,7 @@ from torch import nn
 
 from .zoo import MODELS
 
-__all__ = ["BasicBlock", "ResNet"]
+__all__ = ["BasicBlock", "ResNet", "ImageNetResNet"]
 
 
 class BasicBlock(nn.Module):
@@ -129,3 +131,58 @@ def wrn16_2_post(num_classes: int = 10, in_channels: int = 3) -> ResNet:
 def wrn40_2_post(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     """Post-activation WRN-40-2 (6 blocks per stage, widths 32-64-128; not the community layout)."""
     return ResNet(6, (32, 64, 128), num_classes, in_channels)
+
+
+class ImageNetResNet(nn.Module):
+    """ResNet-18's ImageNet layout (torchvision's) at any width: the students of ImageNet-layout teachers.
+
+    A 7x7 stride-2 stem and a 3x3 stride-2 max pool, four stages of two BasicBlocks at ``widths``
+    (strides 1, 2, 2, 2), global average pooling, linear. The stem's 4x downsampling makes a pixel cost
+    16x less than in the CIFAR layout (whose first stage runs at full resolution), so at 32-224 px
+    it is the student a size rule can find under a torchvision ResNet's MACs (:func:`datafree.rules.
+    choose_student`: at 64 px every CIFAR-layout student above ResNet-8 costs more than half of
+    ResNet-18's MACs). Module names are this module's (``layer1``...), not torchvision's.
+
+    Shape:
+        - Input: ``(B, in_channels, H, W)`` for any H, W >= 1 (the total stride is 32).
+        - Output: ``(B, num_classes)``.
+    """
+
+    def __init__(
+        self, widths: tuple[int, int, int, int], num_classes: int = 10, in_channels: int = 3, blocks: int = 2
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, in_planes = [], widths[0]
+        for i, w in enumerate(widths):
+            stage = []
+            for j in range(blocks):
+                stage.append(BasicBlock(in_planes, w, stride=2 if (i > 0 and j == 0) else 1))
+                in_planes = w
+            stages.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, C, H/4, W/4)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))  # (B, C) -> (B, num_classes)
+
+
+@MODELS.register("resnet18_imagenet_half")
+def resnet18_imagenet_half(num_classes: int = 10, in_channels: int = 3) -> ImageNetResNet:
+    """ResNet-18's ImageNet layout at half width (32-64-128-256): about 2.8M parameters, 1/4 of the MACs."""
+    return ImageNetResNet((32, 64, 128, 256), num_classes, in_channels)
+
+
+@MODELS.register("resnet18_imagenet_quarter")
+def resnet18_imagenet_quarter(num_classes: int = 10, in_channels: int = 3) -> ImageNetResNet:
+    """ResNet-18's ImageNet layout at quarter width (16-32-64-128): about 0.7M parameters, 1/16 the MACs."""
+    return ImageNetResNet((16, 32, 64, 128), num_classes, in_channels)
