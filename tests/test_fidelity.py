@@ -414,3 +414,25 @@ def test_suite_vgg8_is_vgg8_bn_without_batchnorm(tmp_path):
     for net in (plain, with_bn):
         widths = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
         assert widths == [64, 128, 256, 512, 512]
+
+
+def test_heldout_teachers_train_by_name_only_and_resolve(tmp_path, capsys, monkeypatch) -> None:
+    """Session 24's 64 px held-out teachers: outside the matrix's names, trained and resolved by name."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "assets"))
+    import train_suite
+
+    from bench.suite import HELDOUT, resolve_teacher, suite_names
+
+    names = {s.name for s in HELDOUT}
+    assert names == {"resnet18_64", "mobilenetv2_64"} and not names & set(suite_names())
+    assert all(s.input_shape == (3, 64, 64) for s in HELDOUT)
+    assert train_suite.main(["--out", str(tmp_path), "--only", "nosuch"]) == 2
+    assert "resnet18_64" in capsys.readouterr().err  # the error lists the held-out names as choices
+    monkeypatch.setenv("DATAFREE_SUITE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="train_suite.py --only resnet18_64"):
+        resolve_teacher("resnet18_64")
+    (tmp_path / "resnet18_64").mkdir()
+    (tmp_path / "resnet18_64" / "model.json").write_text("{}")
+    assert resolve_teacher("resnet18_64") == str(tmp_path / "resnet18_64" / "model.json")
