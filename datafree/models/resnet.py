@@ -45,6 +45,24 @@ class BasicBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
+def _stages(widths: tuple[int, ...], blocks: int) -> list[nn.Sequential]:
+    """One stage of ``blocks`` BasicBlocks per width; every stage after the first halves the resolution."""
+    stages, in_planes = [], widths[0]
+    for i, w in enumerate(widths):
+        stage = []
+        for j in range(blocks):
+            stage.append(BasicBlock(in_planes, w, stride=2 if (i > 0 and j == 0) else 1))
+            in_planes = w
+        stages.append(nn.Sequential(*stage))
+    return stages
+
+
+def _kaiming_init(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 class ResNet(nn.Module):
     """Three-stage ResNet: stem conv, stages of ``blocks`` BasicBlocks at ``widths``, pool, linear.
 
@@ -60,19 +78,10 @@ class ResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        layers, in_planes = [], widths[0]
-        for i, w in enumerate(widths):
-            stage = []
-            for j in range(blocks):
-                stage.append(BasicBlock(in_planes, w, stride=2 if (i > 0 and j == 0) else 1))
-                in_planes = w
-            layers.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3 = layers
+        self.layer1, self.layer2, self.layer3 = _stages(widths, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.fc = nn.Linear(widths[-1], num_classes)
+        _kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         x = self.relu(self.bn1(self.conv1(x)))
@@ -137,8 +146,8 @@ class ImageNetResNet(nn.Module):
     """ResNet-18's ImageNet layout (torchvision's) at any width: the students of ImageNet-layout teachers.
 
     A 7x7 stride-2 stem and a 3x3 stride-2 max pool, four stages of two BasicBlocks at ``widths``
-    (strides 1, 2, 2, 2), global average pooling, linear. The stem's 4x downsampling makes a pixel cost
-    16x less than in the CIFAR layout (whose first stage runs at full resolution), so at 32-224 px
+    (strides 1, 2, 2, 2), global average pooling, linear. The stem leaves the stages 1/16 of the pixels a
+    CIFAR layout's first stage runs on (at full resolution), so at 32-224 px
     it is the student a size rule can find under a torchvision ResNet's MACs (:func:`datafree.rules.
     choose_student`: at 64 px every CIFAR-layout student above ResNet-8 costs more than half of
     ResNet-18's MACs). Module names are this module's (``layer1``...), not torchvision's.
@@ -156,19 +165,10 @@ class ImageNetResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        stages, in_planes = [], widths[0]
-        for i, w in enumerate(widths):
-            stage = []
-            for j in range(blocks):
-                stage.append(BasicBlock(in_planes, w, stride=2 if (i > 0 and j == 0) else 1))
-                in_planes = w
-            stages.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(widths, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.fc = nn.Linear(widths[-1], num_classes)
+        _kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, C, H/4, W/4)
