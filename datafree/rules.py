@@ -195,19 +195,11 @@ def downsampling_stem(model: nn.Module, input_shape: Sequence[int]) -> bool:
         if not seen and isinstance(out, torch.Tensor) and out.dim() == 4:
             seen.append(inp[0].shape[-1] / max(1, out.shape[-1]))
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    was_training = model.training
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
-        model.eval()
-        with torch.no_grad():
-            p = next(model.parameters(), None)
-            model(torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu"))
+        _hooked_forward(model, input_shape, convs, hook)
     except Exception:  # noqa: BLE001 - a model the probe cannot run: no layout preference
         return False
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
     return bool(seen) and seen[0] >= 2
 
 
