@@ -355,7 +355,10 @@ def choose_student(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> 
     layout at full resolution costs 16x the MACs per pixel, so under torchvision's ResNet-18 at 32-64 px
     only ResNet-8, at 1/143 of its parameters, fitted the MAC bound; docs/fidelity.md, "Session 24"),
     then one of at least 1/20 of its
-    parameters, then the most MACs (capacity per cost), then the most parameters. On the shipped
+    parameters, then the most MACs (capacity per cost), then the most parameters. Torchvision's
+    MobileNetV2 (no depthwise student is registered) gets ResNet-10 in the ImageNet layout at quarter
+    width, 1/7 of its parameters (LeNet-5 with BN, 1/50, before session 25; docs/fidelity.md,
+    "Session 25"). On the shipped
     teachers this gives the pairs the defaults were measured with (resnet8 -> resnet8_half,
     lenet5 -> lenet5_half_bn).
 
@@ -459,7 +462,9 @@ DI_MAX_COST_RATIO = 2.0
 # Between DI_MAX_COST_RATIO and this multiple of the reference cost, the pool runs Fast-10's recipe
 # (below): the teacher is cheap enough for twice the generator steps per round and twice the rounds
 # within the 10-minute budget. Above it, the pool keeps Fast-5's settings (measured on ResNet-18 and
-# VGG-8 at 3x32x32, 22.5x and 41x: 99.2% and 100%). docs/fidelity.md, "Session 5".
+# VGG-8 at 3x32x32, 22.5x and 41x: 99.2% and 100%; docs/fidelity.md, "Session 5"), unless Fast-10's run
+# fits the compute budget with its KD epochs (datafree.plan.auto_choice, since session 25: MobileNetV2
+# at 3x64x64, 21x, kept 78% with Fast-5's pool; "Session 25").
 FAST10_MAX_COST_RATIO = 10.0
 # Fast-10 in the pool (Fang et al. 2022: g_steps 10 at lr_g 2e-3; the adversarial term of the
 # published scripts, adv 1.0-1.33), with the CE weight raised from 0.5 to 5 (our deviation: +2.5
@@ -965,7 +970,9 @@ def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAG
       recipe (``options`` :data:`POOL_FAST10_OPTIONS`, ``kd`` :data:`POOL_FAST10_KD`: 10 generator
       steps per round, the adversarial term, a round every 10 KD steps). Measured on the torchvision
       MobileNetV2 at 3x32x32 (3.7x): 86.0% of the teacher with Fast-5's pool, 96.9% with this one
-      in the screen (docs/fidelity.md, "Session 5");
+      in the screen (docs/fidelity.md, "Session 5"); above 10x, :func:`datafree.plan.auto_choice` takes
+      Fast-10's recipe too where its run keeps its KD epochs and steps under the compute budget (at
+      most the KD batch halved; docs/fidelity.md, "Session 25");
     - (applied by :func:`datafree.plan.auto_choice`, which knows the pool's settings) on the pool path,
       on a CPU, when the run's estimated compute (:func:`pool_run_macs`, with the
       noise baseline) passes :data:`RUN_MAX_MACS` (8 minutes at 2 threads), the KD takes

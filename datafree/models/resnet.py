@@ -186,3 +186,13 @@ def resnet18_imagenet_half(num_classes: int = 10, in_channels: int = 3) -> Image
 def resnet18_imagenet_quarter(num_classes: int = 10, in_channels: int = 3) -> ImageNetResNet:
     """ResNet-18's ImageNet layout at quarter width (16-32-64-128): about 0.7M parameters, 1/16 the MACs."""
     return ImageNetResNet((16, 32, 64, 128), num_classes, in_channels)
+
+
+@MODELS.register("resnet10_imagenet_quarter")
+def resnet10_imagenet_quarter(num_classes: int = 10, in_channels: int = 3) -> ImageNetResNet:
+    """ResNet-10 (one block a stage) in ResNet-18's ImageNet layout at quarter width: about 0.31M parameters.
+
+    The default student of torchvision's MobileNetV2 (1/7 of its parameters; :func:`datafree.rules.
+    choose_student`, docs/fidelity.md, "Session 25").
+    """
+    return ImageNetResNet((16, 32, 64, 128), num_classes, in_channels, blocks=1)
