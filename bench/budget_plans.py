@@ -3,11 +3,12 @@
 For each teacher and method, ``datafree.plan.plan(teacher, method=M)`` with every default (the
 student ``compress`` would build), and its ``compute_budget``: the estimate before and after, the
 notches and the settings (docs/fidelity.md, "Session 7" and "Session 8"; the online backends dafl, zskt,
-dfad: docs/online_generators.md, "Session 10").
+dfad: docs/online_generators.md, "Session 10"). ``auto``: the path ``compress`` takes by default
+(``datafree.plan.auto_choice``; since session 25 Fast-10's pool above 10x where it fits the budget).
 
 Usage::
 
-    PYTHONPATH=. python bench/budget_plans.py --suite /work/cache/suite --methods cmi,nayer,fast \
+    PYTHONPATH=. python bench/budget_plans.py --suite /work/cache/suite --methods cmi,nayer,fast,auto \
         [--out bench/results/s8_cmi/budget_plans.json] \
         [--num-images N --epochs E --batch-size B --iterations I]    # a user's settings, kept
 """
@@ -35,7 +36,7 @@ def plan_row(teacher: str, method: str, device: Any, given: dict[str, int] | Non
     """
     from bench.suite import resolve_teacher
     from datafree.cards import load_model
-    from datafree.plan import path_settings, plan
+    from datafree.plan import AUTO, DEFAULT_NUM_IMAGES, auto_choice, path_settings, plan
     from datafree.rules import named_method_path
 
     lm = load_model(resolve_teacher(teacher), device)
@@ -44,10 +45,14 @@ def plan_row(teacher: str, method: str, device: Any, given: dict[str, int] | Non
         g = {k: v for k, v in (given or {}).items() if v is not None}
         kd = {k: g[k] for k in ("epochs", "batch_size") if k in g} or None
         options = {"iterations": g["iterations"]} if "iterations" in g else None
-        # compress's own loop for a named backend on an expensive teacher (nayer's pool), unless -n is given
-        choice = None if "num_images" in g else named_method_path(method, lm.model, lm.card)
+        run = method
+        if method == AUTO:  # compress's default: the path of the teacher's cost (Fast-10 or Fast-5's pool...)
+            choice = auto_choice(lm.model, lm.card, g.get("num_images") or DEFAULT_NUM_IMAGES)
+            run = choice["method"]
+        else:  # compress's own loop for a named backend on an expensive teacher (nayer's pool), unless -n
+            choice = None if "num_images" in g else named_method_path(method, lm.model, lm.card)
         pool, options, kd, grow_to = path_settings(choice, options, kd)
-        p = plan(lm, method=method, pool=pool, num_images=g.get("num_images"), kd=kd, method_options=options,
+        p = plan(lm, method=run, pool=pool, num_images=g.get("num_images"), kd=kd, method_options=options,
                  max_iterations=grow_to)  # fmt: skip
     b = p.info["compute_budget"]
     return {"teacher": teacher, "method": method, "estimate_s": b["estimate_s"],
@@ -55,14 +60,15 @@ def plan_row(teacher: str, method: str, device: Any, given: dict[str, int] | Non
             "notches": b["notches"], "settings": b["settings"], "num_images": p.num_images,
             "kd": {"epochs": p.kd.epochs, "batch_size": p.kd.batch_size,
                    "steps_per_epoch": p.kd.steps_per_epoch},
-            "iterations": p.method_options.get("iterations"), "pool": pool, "rule": b["rule"]}  # fmt: skip
+            "iterations": p.method_options.get("iterations"), "pool": pool, "rule": b["rule"],
+            "path": choice["rule"] if choice else None}  # fmt: skip
 
 
 def _settings(r: dict[str, Any]) -> str:
     kd = f"{r['kd']['epochs']} epochs x {r['kd']['steps_per_epoch']} of {r['kd']['batch_size']}"
     if "iterations" not in r["settings"]:  # an online backend: a generator trained inside the KD stage
         return f"online, {kd}"
-    if r.get("pool"):  # compress's growing pool (nayer on an expensive teacher): rounds inside the KD
+    if r.get("pool"):  # compress's growing pool (auto's, nayer's): rounds inside the KD
         return f"pool, {r['settings']['iterations']} steps a round, {kd}"
     return f"{r['num_images']} images x {r['settings']['iterations']} steps, {kd}"
 

@@ -11,6 +11,9 @@ from the same seed, in the same process:
 - ``rules``: :func:`datafree.rules.deepinversion_defaults` for the teacher's input shape plus the
   plateau stop and the BN/CE balance (the DeepInversion config's defaults).
 
+A setting may also be ``KEY=VALUE[+KEY=VALUE...]``: the rules with those DeepInversion options (session 25's
+jitter probe: ``--teachers mobilenetv2_32 --settings rules,jitter=0,bn_weight=0+first_bn_weight=0,...``).
+
 ``--loss-scales`` instead prints each DeepInversion loss term at the first step (random pixels, same
 seed), per teacher: how the BN-statistic term compares with the cross-entropy across families.
 
@@ -96,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--settings", default="constants,rules", help="which of constants,rules to run")
+    ap.add_argument(
+        "--settings",
+        default="constants,rules",
+        help="comma-separated: constants, rules, or KEY=VALUE[+KEY=VALUE...]: the rules with those options "
+        "(e.g. jitter=0+bn_weight=0+first_bn_weight=0)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the output file")
     ap.add_argument("--loss-scales", action="store_true", help="first-step loss terms per teacher")
     args = ap.parse_args(argv)
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         settings = {"constants": CONSTANTS, "rules": {}}
         for label in args.settings.split(","):
-            opts = settings[label]
+            opts = settings[label] if label in settings else dict(kv.split("=", 1) for kv in label.split("+"))
             r = {"teacher": name, "setting": label, **one(lm, opts, args.batch, args.seed)}
             rows.append(r)
             print(r, flush=True)

@@ -155,6 +155,11 @@ def test_budget_plans_bench_shows_the_pool_compress_runs(monkeypatch: pytest.Mon
     big = plan_row("wrn", "nayer", torch.device("cpu"))
     assert big["pool"] and _settings(big).startswith("pool, ")
     assert not plan_row("wrn", "nayer", torch.device("cpu"), {"num_images": 256})["pool"]  # -n: written
+    auto = plan_row("wrn", "auto", torch.device("cpu"))  # compress's default path: Fast-5's capped pool
+    assert auto["pool"] and "the pool" in auto["path"] and "Fast-10" not in auto["path"]
+    assert auto["settings"]["iterations"] < 10 and auto["kd"]["epochs"] < 30
     monkeypatch.setattr(datafree.cards, "load_model", lambda *a, **k: bn_teacher)
     small = plan_row("resnet8_digits", "nayer", torch.device("cpu"))
     assert not small["pool"] and small["num_images"] == 8192 and _settings(small).startswith("8192 images")
+    auto = plan_row("resnet8_digits", "auto", torch.device("cpu"))  # 1x the reference: DeepInversion's images
+    assert not auto["pool"] and "<= 2x" in auto["path"]
