@@ -138,7 +138,7 @@ def auto_choice(
     Above :data:`datafree.rules.FAST10_MAX_COST_RATIO` the pool runs Fast-10's recipe
     (:data:`datafree.rules.POOL_FAST10_OPTIONS`) instead of Fast-5's when that run keeps its KD epochs and
     its 10 steps per round under the compute cap and the CPU budget, the KD batch halved at most
-    (:func:`_fast10_fits`; on a GPU, with neither, always): measured on MobileNetV2 at 3x64x64 (21x
+    (:func:`_fast10_capped`; on a GPU, with neither, always): measured on MobileNetV2 at 3x64x64 (21x
     the reference), 78.3 / 86.6% of the teacher with Fast-5's pool and 91.9 / 96.7% with Fast-10's
     (students LeNet-5 BN / ResNet-10), and on ResNet-18 and VGG-8 BN at 3x32x32 (99.2 and 100.0%
     against Fast-5's 99.4 and 100.0%; docs/fidelity.md, "Session 25").
@@ -163,10 +163,14 @@ def auto_choice(
     macs = choice["teacher_macs"]
     if choice["pool"] and macs:
         max_macs = _rules.run_max_macs(budget_s)
-        if not choice["options"] and _fast10_fits(teacher, card, macs, student, budget_s, max_macs):
-            choice.update(options=dict(_rules.POOL_FAST10_OPTIONS), kd=dict(_rules.POOL_FAST10_KD))
-            choice["rule"] += ", Fast-10's recipe: its run fits the compute budget with its KD epochs"
-        capped = _pool_epoch_cap(teacher, card, macs, choice["options"], choice["kd"], student, max_macs)
+        capped = None
+        if not choice["options"]:  # Fast-5's pool above 10x: Fast-10's where its run fits
+            capped = _fast10_capped(teacher, card, macs, student, budget_s, max_macs)
+            if capped is not None:
+                choice.update(options=dict(_rules.POOL_FAST10_OPTIONS), kd=dict(_rules.POOL_FAST10_KD))
+                choice["rule"] += ", Fast-10's recipe: its run fits the compute budget with its KD epochs"
+        if capped is None:
+            capped = _pool_epoch_cap(teacher, card, macs, choice["options"], choice["kd"], student, max_macs)
         choice["kd"], choice["compute"] = capped
         c = choice["compute"]
         if "epochs" in c:
@@ -175,27 +179,29 @@ def auto_choice(
     return choice
 
 
-def _fast10_fits(
+def _fast10_capped(
     teacher: nn.Module, card: Any, macs: int, student: nn.Module | None, budget_s: float | None,
     max_macs: float,
-) -> bool:  # fmt: skip
-    """Whether Fast-10's pool (:data:`datafree.rules.POOL_FAST10_OPTIONS`) fits the run's compute.
+) -> tuple[dict[str, Any], dict[str, Any]] | None:  # fmt: skip
+    """Fast-10's pool (:data:`datafree.rules.POOL_FAST10_OPTIONS`) under the compute cap, if it fits: or None.
 
     It fits when neither the compute cap (:func:`_pool_epoch_cap`) nor the CPU budget
     (:func:`budget_settings`, its 10 steps per round kept) takes any of its KD epochs or steps: at most
-    the KD batch is halved. On a GPU, where neither applies, it always fits.
+    the KD batch is halved. On a GPU, where neither applies, it always fits. Returns
+    :func:`_pool_epoch_cap`'s ``(kd, compute)`` for Fast-10's settings, for the caller to keep.
     """
     options, kd = dict(_rules.POOL_FAST10_OPTIONS), dict(_rules.POOL_FAST10_KD)
     epochs = kd_settings("fast", kd, pool=True).epochs
-    kd, compute = _pool_epoch_cap(teacher, card, macs, options, kd, student, max_macs)
-    if compute.get("epochs", epochs) < epochs:
-        return False
-    cfg = kd_settings("fast", kd, pool=True)
+    capped = _pool_epoch_cap(teacher, card, macs, options, kd, student, max_macs)
+    if capped[1].get("epochs", epochs) < epochs:
+        return None
+    cfg = kd_settings("fast", capped[0], pool=True)
     budget = budget_settings(teacher, card, "fast", pool=True, kd=cfg, kd_given=None, options=options,
                              num_images=None, student=student, budget_s=budget_s)  # fmt: skip
     if budget is None:
-        return True
-    return not budget["over_budget"] and all(n.startswith("batch_size") for n in budget["notches"])
+        return capped
+    fits = not budget["over_budget"] and all(n.startswith("batch_size") for n in budget["notches"])
+    return capped if fits else None
 
 
 def _pool_epoch_cap(
