@@ -171,12 +171,49 @@ def auto_choice(
                 choice["rule"] += ", Fast-10's recipe: its run fits the compute budget with its KD epochs"
         if capped is None:
             capped = _pool_epoch_cap(teacher, card, macs, choice["options"], choice["kd"], student, max_macs)
+        if "epochs" not in capped[1]:  # the cap left the KD whole: twice the epochs where that fits too
+            grown = _pool_grown_epochs(teacher, card, macs, choice["options"], capped[0], student, budget_s,
+                                       max_macs)  # fmt: skip
+            if grown is not None:
+                capped = grown
+                g = grown[1]
+                choice["rule"] += (
+                    f"; {g['grown_epochs']} KD epochs: the run with twice the pool's fits the compute budget "
+                    f"(estimated {g['grown_estimate_s']:.0f} s <= {g['budget_s']:.0f} s of one CPU core)"
+                )
         choice["kd"], choice["compute"] = capped
         c = choice["compute"]
         if "epochs" in c:
             est, cap = c["run_macs"] / 1e12, max_macs / 1e12
             choice["rule"] += f"; {c['epochs']} KD epochs: estimated {est:.0f}e12 MACs > {cap:.0f}e12"
     return choice
+
+
+def _pool_grown_epochs(
+    teacher: nn.Module, card: Any, macs: int, options: dict[str, Any], kd: dict[str, Any],
+    student: nn.Module | None, budget_s: float | None, max_macs: float,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:  # fmt: skip
+    """The pool with :data:`datafree.rules.POOL_EPOCH_GROWTH` times its KD epochs, if that run fits: or None.
+
+    The pool's rounds follow its KD steps, so twice the epochs is twice the pooled images and twice the
+    KD. It fits when the compute cap (:func:`_pool_epoch_cap`) takes none of the grown epochs and the CPU
+    budget (:func:`budget_settings`) changes none of its settings; on a GPU (no budget) and with
+    ``--budget off`` the pool keeps its epochs, as a written dataset keeps its images (docs/fidelity.md,
+    "Session 26"). Returns :func:`_pool_epoch_cap`'s ``(kd, compute)`` with ``grown_epochs``,
+    ``grown_estimate_s`` and ``budget_s`` in ``compute``.
+    """
+    epochs = kd_settings("fast", kd, pool=True).epochs * _rules.POOL_EPOCH_GROWTH
+    capped = _pool_epoch_cap(teacher, card, macs, options, {**kd, "epochs": epochs}, student, max_macs)
+    if "epochs" in capped[1]:
+        return None
+    cfg = kd_settings("fast", capped[0], pool=True)
+    budget = budget_settings(teacher, card, "fast", pool=True, kd=cfg, kd_given=None, options=options,
+                             num_images=None, student=student, budget_s=budget_s)  # fmt: skip
+    if budget is None or budget["budget_s"] is None or budget["capped"] or budget["over_budget"]:
+        return None
+    info = {**capped[1], "grown_epochs": epochs, "grown_estimate_s": budget["capped_estimate_s"],
+            "budget_s": budget["budget_s"]}  # fmt: skip
+    return capped[0], info
 
 
 def _fast10_capped(

@@ -41,6 +41,26 @@ def test_default_method_rule(bn_teacher, plain_teacher, custom_teacher, tmp_path
     assert (no_bn["method"], no_bn["pool"], no_bn["batchnorm"]) == ("dafl", False, False)
 
 
+@pytest.mark.parametrize("arch", ["shufflenet_v2_x1_0", "mobilenet_v3_small"])
+def test_cheap_depthwise_teacher_takes_the_pool(arch: str, tmp_path: Path) -> None:
+    """Under 2x DeepInversion's reference cost, a teacher with depthwise convolutions takes Fast-10's pool.
+
+    DeepInversion's images taught 19-47% of the teacher on the three depthwise teachers measured
+    (torchvision's MobileNetV2 at 32 px, the held-out ShuffleNetV2 and MobileNetV3-small; docs/fidelity.md,
+    "Session 26").
+    """
+    from datafree.plan import AUTO, plan
+    from datafree.rules import DI_MAX_COST_RATIO, POOL_FAST10_OPTIONS, default_method
+
+    t = load_model(_card(tmp_path, arch, (3, 32, 32)))
+    c = default_method(t.model, t.card)
+    assert c["cost_ratio"] <= DI_MAX_COST_RATIO  # cheap enough for DeepInversion by its cost alone
+    assert (c["method"], c["pool"]) == ("fast", True) and "depthwise" in c["rule"]
+    assert c["options"] == POOL_FAST10_OPTIONS
+    p = plan(t, method=AUTO, seed=0)
+    assert (p.method, p.pool, p.synthesizer.config.iterations) == ("fast", True, 10)
+
+
 def test_plan_auto_is_the_rule(bn_teacher, tmp_path: Path) -> None:
     """``plan(method="auto")`` resolves the backend and the pool by the same rule, recorded in info."""
     from datafree.plan import AUTO, plan
@@ -292,6 +312,29 @@ def test_student_rule_gives_imagenet_layout_teachers_an_imagenet_layout_student(
     assert 1.1 / 4 >= c["params"] / c["teacher_params"] >= 1 / 20
 
 
+@pytest.mark.parametrize("arch", ["shufflenet_v2_x1_0", "mobilenet_v3_small"])
+def test_student_rule_prices_the_cost_across_conv_kinds(arch: str) -> None:
+    """A small depthwise teacher gets a dense student in the 1/4-1/20 window, bounded by the priced forward.
+
+    Torchvision's ShuffleNetV2 and MobileNetV3-small at 3x32x32 (2.9M / 2.2M MACs): MACs bounded every
+    registered dense student in the window out (ResNet-10 at quarter width, 1.6M MACs), so they got LeNet-5
+    BN (1/28) and ResNet-8 at quarter width (1/293) before session 26. Their depthwise MACs understate
+    their cost; across conv kinds the rule compares the cost measure's priced forward.
+    """
+    from datafree.rules import _arch_forward_s, choose_student, cpu_seconds_per_image, has_grouped_conv
+
+    card = load_model("resnet8_digits").card
+    card.input_shape, card.mean, card.std = [3, 32, 32], [0.5] * 3, [0.25] * 3
+    teacher = create_model(arch, 10, 3).eval()
+    assert has_grouped_conv(teacher)
+    c = choose_student(teacher, card)
+    assert c["arch"] == "resnet10_imagenet_quarter", c
+    assert 1.1 / 4 >= c["params"] / c["teacher_params"] >= 1 / 20
+    assert c["macs"] > c["teacher_macs"] / 2  # what the MAC bound alone ruled out
+    shape = (3, 32, 32)
+    assert _arch_forward_s(c["arch"], 10, shape) <= cpu_seconds_per_image(teacher, shape, "forward") / 2
+
+
 def test_imagenet_layout_students_shapes_and_sizes() -> None:
     """The ImageNet-layout students run at 16-224 px, and their sizes are what their docstrings say."""
     from datafree.models import count_arch_params
@@ -324,9 +367,9 @@ def test_pool_epochs_capped_by_the_runs_compute(tmp_path: Path, monkeypatch: pyt
     from datafree.plan import AUTO, auto_choice, plan
 
     mid = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))
-    c = auto_choice(mid.model, mid.card)
+    c = auto_choice(mid.model, mid.card, budget_s=math.inf)  # no budget: the pool's own 30 epochs
     assert "epochs" not in c["kd"] and c["compute"]["run_macs"] < rules.RUN_MAX_MACS
-    assert "epochs" not in c["compute"] and plan(mid, method=AUTO, seed=0).kd.epochs == 30
+    assert "epochs" not in c["compute"] and plan(mid, method=AUTO, seed=0, budget_s=math.inf).kd.epochs == 30
     full = c["compute"]["run_macs"]
     monkeypatch.setattr(rules, "RUN_MAX_MACS", full / 3)  # as if the teacher cost 3x the cap
     c = auto_choice(mid.model, mid.card)
@@ -347,6 +390,35 @@ def test_pool_epochs_capped_by_the_runs_compute(tmp_path: Path, monkeypatch: pyt
     # the student's MACs count: a cheaper student than the default costs less
     small = create_model("resnet8_quarter", 10, 3)
     assert auto_choice(mid.model, mid.card, student=small)["compute"]["run_macs"] < full
+
+
+def test_pool_grows_its_kd_epochs_where_twice_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cheap pool teacher's run with twice its KD epochs fits the cap and the budget: auto takes them."""
+    from datafree import rules
+    from datafree.plan import AUTO, auto_choice, budget_settings, kd_settings, plan
+
+    mid = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))  # 7.4x the reference: Fast-10's pool
+    c = auto_choice(mid.model, mid.card)
+    assert c["kd"]["epochs"] == 30 * rules.POOL_EPOCH_GROWTH == c["compute"]["grown_epochs"] == 60
+    assert "60 KD epochs" in c["rule"] and "fits the compute budget" in c["rule"]
+    # the grown run's own estimate, as the budget prices it, is what the rule reports, under the budget
+    cfg = kd_settings("fast", c["kd"], pool=True)
+    est = budget_settings(mid.model, mid.card, "fast", pool=True, kd=cfg, kd_given=None, options=c["options"],
+                          num_images=None)  # fmt: skip
+    assert c["compute"]["grown_estimate_s"] == est["capped_estimate_s"] <= rules.RUN_BUDGET_CPU_S
+    assert not est["capped"] and c["compute"]["run_macs"] <= rules.RUN_MAX_MACS
+    p = plan(mid, method=AUTO, seed=0)
+    assert (p.kd.epochs, p.kd.kd_steps) == (60, 10)
+    assert plan(mid, method=AUTO, seed=0, kd={"epochs": 40}).kd.epochs == 40  # the user's --epochs wins
+    # a budget under the grown run's estimate (but over the pool's own): the pool keeps its 30
+    tight = auto_choice(mid.model, mid.card, budget_s=0.9 * est["capped_estimate_s"])
+    assert "epochs" not in tight["kd"] and "grown_epochs" not in tight["compute"]
+    assert tight["options"] == rules.POOL_FAST10_OPTIONS  # Fast-10's run itself still fits
+    # --budget off: no growth, as a written dataset keeps its images
+    assert "epochs" not in auto_choice(mid.model, mid.card, budget_s=math.inf)["kd"]
+    # a compute cap the grown run passes: no growth either
+    monkeypatch.setattr(rules, "RUN_MAX_MACS", 0.75 * c["compute"]["run_macs"])
+    assert "epochs" not in auto_choice(mid.model, mid.card)["kd"]
 
 
 def test_wrn40_2_pool_is_capped(tmp_path: Path) -> None:
