@@ -206,9 +206,7 @@ def _pool_grown_epochs(
     capped = _pool_epoch_cap(teacher, card, macs, options, {**kd, "epochs": epochs}, student, max_macs)
     if "epochs" in capped[1]:
         return None
-    cfg = kd_settings("fast", capped[0], pool=True)
-    budget = budget_settings(teacher, card, "fast", pool=True, kd=cfg, kd_given=None, options=options,
-                             num_images=None, student=student, budget_s=budget_s)  # fmt: skip
+    budget = _pool_budget(teacher, card, options, capped[0], student, budget_s)
     if budget is None or budget["budget_s"] is None or budget["capped"] or budget["over_budget"]:
         return None
     info = {**capped[1], "grown_epochs": epochs, "grown_estimate_s": budget["capped_estimate_s"],
@@ -232,13 +230,21 @@ def _fast10_capped(
     capped = _pool_epoch_cap(teacher, card, macs, options, kd, student, max_macs)
     if capped[1].get("epochs", epochs) < epochs:
         return None
-    cfg = kd_settings("fast", capped[0], pool=True)
-    budget = budget_settings(teacher, card, "fast", pool=True, kd=cfg, kd_given=None, options=options,
-                             num_images=None, student=student, budget_s=budget_s)  # fmt: skip
+    budget = _pool_budget(teacher, card, options, capped[0], student, budget_s)
     if budget is None:
         return capped
     fits = not budget["over_budget"] and all(n.startswith("batch_size") for n in budget["notches"])
     return capped if fits else None
+
+
+def _pool_budget(
+    teacher: nn.Module, card: Any, options: dict[str, Any], kd: dict[str, Any], student: nn.Module | None,
+    budget_s: float | None,
+) -> dict[str, Any] | None:  # fmt: skip
+    """:func:`budget_settings` of ``auto``'s pool (``fast``) with these options and KD settings."""
+    cfg = kd_settings("fast", kd, pool=True)
+    return budget_settings(teacher, card, "fast", pool=True, kd=cfg, kd_given=None, options=options,
+                           num_images=None, student=student, budget_s=budget_s)  # fmt: skip
 
 
 def _pool_epoch_cap(

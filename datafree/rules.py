@@ -382,14 +382,14 @@ def choose_student(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> 
         raise ValueError(f"batchnorm must be 'prefer' or 'teacher', got {batchnorm!r}")
     shape = tuple(int(v) for v in card.input_shape)
     t_params = sum(p.numel() for p in teacher.parameters())
-    try:
-        t_macs = conv_linear_macs(teacher, shape)
-    except Exception:  # noqa: BLE001 - a teacher the counter cannot run: no MAC bound
-        t_macs = 0
+    try:  # one forward counts both: the MACs (conv_linear_macs') and the priced forward
+        features = cost_features(teacher, shape)
+        t_macs, t_forward = int(features["macs"]), cpu_seconds_per_image(features, shape, "forward")
+    except Exception:  # noqa: BLE001 - a teacher the counter cannot run: no cost bound
+        t_macs, t_forward = 0, 0.0
     want_bn = True if batchnorm == "prefer" else bool(batchnorm_layers(teacher))
     t_grouped = has_grouped_conv(teacher)
     t_stem = downsampling_stem(teacher, shape)
-    t_forward = _forward_s(teacher, shape) if t_macs else 0.0
     scored = []
     for arch in _candidates():
         try:
@@ -423,14 +423,6 @@ def choose_student(teacher: nn.Module, card: Any, batchnorm: str = "prefer") -> 
     return StudentChoice(
         arch=arch, params=params, macs=macs, teacher_params=t_params, teacher_macs=t_macs, rule=rule
     )
-
-
-def _forward_s(model: nn.Module, shape: tuple[int, ...]) -> float:
-    """Priced CPU seconds of one inference forward of ``model`` on one input; 0 if it cannot be counted."""
-    try:
-        return cpu_seconds_per_image(model, shape, "forward")
-    except Exception:  # noqa: BLE001 - a model the counter cannot run: no priced bound
-        return 0.0
 
 
 @functools.lru_cache(maxsize=256)
@@ -1033,16 +1025,12 @@ def default_method(teacher: nn.Module, card: Any, num_images: int = _KD_REF_IMAG
     if ratio <= DI_MAX_COST_RATIO and not grouped:
         method, pool = "deepinversion", False
         rule = f"DeepInversion's cost {ratio:.2f}x the reference (<= {DI_MAX_COST_RATIO:g}x)"
-    elif ratio <= DI_MAX_COST_RATIO:  # a cheap depthwise teacher: DeepInversion's images taught nothing
+    elif ratio <= FAST10_MAX_COST_RATIO:  # or a cheap depthwise teacher: DeepInversion's images taught none
         method, pool = "fast", True
         options, kd = dict(POOL_FAST10_OPTIONS), dict(POOL_FAST10_KD)
-        rule = (f"DeepInversion's cost {ratio:.2f}x the reference, but grouped (depthwise) convolutions: "
-                "the pool, Fast-10's recipe")  # fmt: skip
-    elif ratio <= FAST10_MAX_COST_RATIO:
-        method, pool = "fast", True
-        options, kd = dict(POOL_FAST10_OPTIONS), dict(POOL_FAST10_KD)
-        rule = (f"DeepInversion's cost {ratio:.2f}x the reference (> {DI_MAX_COST_RATIO:g}x, "
-                f"<= {FAST10_MAX_COST_RATIO:g}x): the pool, Fast-10's recipe")  # fmt: skip
+        why = (", but grouped (depthwise) convolutions" if ratio <= DI_MAX_COST_RATIO
+               else f" (> {DI_MAX_COST_RATIO:g}x, <= {FAST10_MAX_COST_RATIO:g}x)")  # fmt: skip
+        rule = f"DeepInversion's cost {ratio:.2f}x the reference{why}: the pool, Fast-10's recipe"
     else:
         method, pool = "fast", True
         rule = f"DeepInversion's cost {ratio:.2f}x the reference (> {FAST10_MAX_COST_RATIO:g}x): the pool"
