@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,14 +143,53 @@ def _few(keys: list[str]) -> str:
     return ", ".join(keys[:_SHOWN]) + more
 
 
+# The auxiliary classifiers of torchvision's GoogLeNet and Inception-v3, which torchvision builds (and a
+# model trained from scratch saves) by default and datafree.models builds without: KD, evaluation and
+# export read the main logits only. A file's keys under them are left out.
+AUX_HEADS = {"googlenet": {"aux1", "aux2"}, "inception_v3": {"AuxLogits"}}
+
+
+def with_module_versions(
+    state: dict[str, torch.Tensor], model: nn.Module, expected: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``state`` with the version of each of ``model``'s modules, where the file recorded none.
+
+    ``Module.state_dict()`` records each module's ``_version`` beside the tensors (``_metadata``), and
+    a module's loading may read it: torchvision's MNASNet raises without one. A safetensors file
+    cannot hold it, nor can a dict rebuilt from a checkpoint, so such a file loads as written by the
+    installed library. A BatchNorm layer whose ``num_batches_tracked`` the file lacks gets no version,
+    so that PyTorch fills the count in as it does for an old checkpoint.
+
+    Args:
+        state: the file's tensors, keys matched to ``model``'s.
+        model: the architecture the card names.
+        expected: ``model.state_dict()``.
+
+    Returns:
+        ``state`` itself when it has versions, else an ``OrderedDict`` of its tensors with ``_metadata``.
+    """
+    if getattr(state, "_metadata", None) is not None:
+        return state
+    out: Any = OrderedDict(state)
+    out._metadata = OrderedDict(
+        (name, {"version": m._version})
+        for name, m in model.named_modules()
+        if not ((k := f"{name}.num_batches_tracked".lstrip(".")) in expected and k not in state)
+    )
+    return out
+
+
 def match_state_dict(
     state: dict[str, torch.Tensor], model: nn.Module, where: str, arch: str
 ) -> dict[str, torch.Tensor]:
     """``state`` with wrapper prefixes removed, checked key by key and shape by shape against ``model``.
 
     A BatchNorm ``num_batches_tracked`` missing from an old checkpoint is not an error (PyTorch
-    fills it in). Anything else that differs raises one line naming the first few missing and
-    unexpected keys and the first shape differences, with what to check.
+    fills it in), nor are the auxiliary classifiers of torchvision's GoogLeNet and Inception-v3
+    (:data:`AUX_HEADS`: trained with them by default, built without them here). Anything else that
+    differs raises one line naming the first few missing and unexpected keys and the first shape
+    differences, with what to check. A file that recorded no module versions (safetensors cannot;
+    :func:`with_module_versions`) gets the model's own.
 
     Args:
         state: the file's tensors.
@@ -162,6 +202,12 @@ def match_state_dict(
     """
     expected = model.state_dict()
     state = strip_wrapper_prefixes(state, set(expected))
+    if arch.removeprefix("torchvision:") in AUX_HEADS:
+        state = {
+            k: v
+            for k, v in state.items()
+            if not AUX_HEADS[arch.removeprefix("torchvision:")] & set(k.split("."))
+        }
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     shapes = [
@@ -170,7 +216,7 @@ def match_state_dict(
         if k in state and state[k].shape != v.shape
     ]
     if not (missing or unexpected or shapes):
-        return state
+        return with_module_versions(state, model, expected)
     parts = []
     if missing:
         parts.append(f"missing keys {_few(missing)}")

@@ -80,6 +80,41 @@ def test_old_checkpoint_without_num_batches_tracked_loads(tmp_path):
     assert load_model(write_card(tmp_path, "wrn40_2", "w.pth")) is not None
 
 
+@pytest.mark.parametrize("fmt", ["safetensors", "pth", "pth rebuilt"])
+def test_module_that_reads_its_version_loads_from_every_format(tmp_path, fmt):
+    """Torchvision's MNASNet raises on a state dict without module versions (safetensors keeps none)."""
+    import torchvision
+
+    from datafree.cards import save_model
+
+    torch.manual_seed(0)
+    m = torchvision.models.mnasnet0_5(num_classes=10).eval()
+    save_model(m, tmp_path, arch="mnasnet0_5", num_classes=10, input_shape=[3, 32, 32], mean=[0.5] * 3,
+               std=[0.5] * 3)  # fmt: skip
+    if fmt != "safetensors":  # torch.save keeps the versions of state_dict(); a dict rebuilt from it does not
+        sd = m.state_dict() if fmt == "pth" else {"model": dict(m.state_dict())}
+        torch.save(sd, tmp_path / "w.pth")
+        card = json.loads((tmp_path / "model.json").read_text())
+        (tmp_path / "model.json").write_text(json.dumps({**card, "weights": "w.pth", "sha256": None}))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_model(str(tmp_path / "model.json")).model(x), m(x))
+
+
+def test_googlenet_trained_with_its_auxiliary_classifiers_loads_without_them(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.googlenet(num_classes=10, aux_logits=True, init_weights=False).eval()
+    assert any(k.startswith("aux1.") for k in m.state_dict())  # torchvision's default, saved with the model
+    torch.save({"state_dict": m.state_dict(), "epoch": 90}, tmp_path / "w.pth")
+    lm = load_model(write_card(tmp_path, "googlenet", "w.pth", input_shape=[3, 64, 64]))
+    assert not any(k.startswith("aux") for k in lm.model.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(lm.model(x), m(x))
+
+
 def _cli_error(*args: str) -> str:
     r = CliRunner().invoke(cli, [str(a) for a in args])
     assert r.exit_code == 2, r.output
