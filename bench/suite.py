@@ -57,6 +57,10 @@ HELDOUT: list[TeacherSpec] = [
     # (MobileNetV3-small: 26.7% test accuracy after 30 epochs at lr 3e-3, 98.9% after 60 at 1e-3).
     TeacherSpec("shufflenetv2_32", "shufflenet_v2_x1_0", "held-out", "imagenet", 30),
     TeacherSpec("mobilenetv3s_32", "mobilenet_v3_small", "held-out", "imagenet", 60, lr=1e-3),
+    # Session 27: two families no rule has seen: EfficientNet-B0 (depthwise, squeeze-excitation, SiLU) and
+    # RegNetX-400MF (grouped 3x3 convolutions of width 16 in dense bottlenecks).
+    TeacherSpec("efficientnetb0_32", "efficientnet_b0", "held-out", "imagenet", 60),
+    TeacherSpec("regnetx400mf_32", "regnet_x_400mf", "held-out", "imagenet", 60),
 ]
 # The shipped 1x16x16 teachers: name -> (family, has BatchNorm).
 SHIPPED = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -508,13 +508,17 @@ def _candidate(node: fx.Node, modules: dict[str, nn.Module], uses: dict[str, int
     return conv, bn
 
 
-def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None) -> FoldedTeacher | None:
+def fold_batchnorm(
+    model: nn.Module, example: torch.Tensor | None = None, observe: Sequence[nn.Module] | None = None
+) -> FoldedTeacher | None:
     """Fold every foldable eval-mode BN layer of ``model`` into its preceding conv/linear layer.
 
     ``model`` is not modified: the result's ``net`` shares its unfolded modules and owns fused copies
     of the folded convolutions (parameters frozen). Returns None when no layer can be folded: the
     model is in training mode, :mod:`torch.fx` cannot trace it, or no BN directly follows a
     convolution whose output only the BN reads; callers then use :class:`datafree.hooks.BNStatistics`.
+    ``observe``: the BN layers whose statistics the result's :meth:`FoldedTeacher.statistics` and loss
+    cover (default: every BN layer; all foldable layers are folded either way).
     """
     bns = batchnorm_layers(model)
     if not bns or model.training:
@@ -559,7 +563,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None) -> Fol
     gm.recompile()
     attach_logits_hook(gm)  # tracing skips the teacher's logits hook: a (logits, features) model
     layers = []
-    for bn in bns:
+    for bn in bns if observe is None else observe:
         if id(bn) in fused:
             scale, beta = _scale_beta(bn)
             layers.append(_Layer(bn, fused[id(bn)], True, scale, beta))

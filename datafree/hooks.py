@@ -22,6 +22,7 @@ __all__ = [
     "BNStatistics",
     "FeatureRecorder",
     "batchnorm_layers",
+    "spatial_batchnorm_layers",
     "require_batchnorm",
     "penultimate_module",
 ]
@@ -34,6 +35,42 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
         for m in model.modules()
         if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
     ]
+
+
+@torch.no_grad()
+def spatial_batchnorm_layers(
+    model: nn.Module, input_shape: Sequence[int], min_hw: int = 2
+) -> list[_BatchNorm]:
+    """The BN layers whose input has at least ``min_hw`` spatial positions (H x W) at ``input_shape``.
+
+    A layer whose input is 1 x 1 (the last stages of an ImageNet layout at 32 px, a ``BatchNorm1d``)
+    has batch statistics over the batch's images alone; the BN-inverting generators leave such layers
+    out of their loss (``bn_min_hw``). Every layer when none would be kept; ``min_hw <= 1``: every layer.
+    One forward pass of a zero batch of 2 in eval mode finds the sizes (the running statistics do not move).
+    """
+    layers = batchnorm_layers(model)
+    if min_hw <= 1 or not layers:
+        return layers
+    sizes = [0] * len(layers)
+
+    def record(i: int):
+        def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            sizes[i] = int(inputs[0][0, 0].numel())
+
+        return fn
+
+    handles = [m.register_forward_hook(record(i)) for i, m in enumerate(layers)]
+    param = next(iter(model.parameters()), None)
+    was = model.training
+    try:
+        model.eval()
+        model(torch.zeros((2, *input_shape), device=param.device if param is not None else "cpu"))
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    kept = [m for m, hw in zip(layers, sizes, strict=True) if hw >= min_hw]
+    return kept or layers
 
 
 def require_batchnorm(model: nn.Module, method: str) -> list[_BatchNorm]:
@@ -59,8 +96,10 @@ class BNStatistics:
         per_sample: statistics per sample instead of per batch.
     """
 
-    def __init__(self, model: nn.Module, per_sample: bool = False) -> None:
-        self.layers = batchnorm_layers(model)
+    def __init__(
+        self, model: nn.Module, per_sample: bool = False, layers: Sequence[_BatchNorm] | None = None
+    ) -> None:
+        self.layers = batchnorm_layers(model) if layers is None else list(layers)
         self.per_sample = per_sample
         self.means: list[torch.Tensor | None] = [None] * len(self.layers)
         self.vars: list[torch.Tensor | None] = [None] * len(self.layers)

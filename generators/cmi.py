@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.errors import UserInputError
-from datafree.hooks import BNStatistics, FeatureRecorder, batchnorm_layers
+from datafree.hooks import BNStatistics, FeatureRecorder, batchnorm_layers, spatial_batchnorm_layers
 from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
 from datafree.rules import cmi_bank_step_s, conv_linear_macs
 
@@ -204,6 +204,9 @@ class CMIConfig(SynthConfig):
     beta2: float = 0.999
     bn_weight: float = 1.0
     first_bn_weight: float = 1.0
+    # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
+    # BN loss (1: every layer; datafree.hooks.spatial_batchnorm_layers)
+    bn_min_hw: int = 1
     oh_weight: float = 1.0
     adv_weight: float = 0.0
     # BN/CE balance (DeepInversion's rule and default, once per round since every round starts a fresh
@@ -339,6 +342,7 @@ class CMI(RoundSynthesizer):
             self.bn_layers, conv_linear_macs(teacher, self.input_shape), cfg.batch_size, cfg.negatives,
             cfg.head_dim, cfg.feature_stride,
         )  # fmt: skip
+        self.stat_layers = spatial_batchnorm_layers(teacher, self.input_shape, cfg.bn_min_hw)
         with torch.no_grad(), FeatureRecorder(self.feature_layers, "input") as rec:
             teacher(torch.zeros(1, *self.input_shape, device=self.device))
             dim = instance_means(rec.features).shape[1]
@@ -398,7 +402,7 @@ class CMI(RoundSynthesizer):
             random_resized_crop_view(pixels, cfg.local_min_area, cfg.flip, self.generator)
         )
         with FeatureRecorder(self.feature_layers, "input") as rec:
-            with BNStatistics(self.teacher) as stats:
+            with BNStatistics(self.teacher, layers=self.stat_layers) as stats:
                 logits = self.teacher(glob)
                 bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), cfg.first_bn_weight)  # type: ignore[arg-type]
             g_feat = instance_means(rec.features)

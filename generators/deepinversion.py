@@ -30,7 +30,7 @@ from datafree.augment import random_flip, random_jitter
 from datafree.bnfold import fold_batchnorm
 from datafree.bnstats_loss import forget_shifts
 from datafree.errors import UserInputError
-from datafree.hooks import BNStatistics
+from datafree.hooks import BNStatistics, spatial_batchnorm_layers
 from datafree.losses import bn_ce_scale, image_priors, js_divergence, l2_prior, tv_l1, weighted_sum
 from datafree.rules import deepinversion_defaults
 
@@ -102,6 +102,9 @@ class DeepInversionConfig(SynthConfig):
     # (docs/fidelity.md, "Session 22").
     bn_weight: float = 10.0
     first_bn_weight: float = 10.0
+    # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
+    # BN loss (1: every layer; datafree.hooks.spatial_batchnorm_layers)
+    bn_min_hw: int = 1
     ce_weight: float = 1.0
     tv_l2_weight: float = 1e-2  # 1e-4 left checkerboard artifacts on 16-24 px digits (see README)
     tv_l1_weight: float = 0.0
@@ -168,7 +171,10 @@ class DeepInversion(Synthesizer):
         precision.prepare_module(self.teacher)
         # the network the step runs: the teacher with BN folded into its convolutions where possible
         example = torch.zeros((2, *self.input_shape), device=self.device)  # a trial pass guards the fold
-        self.folded = fold_batchnorm(self.teacher, example) if config.fold_bn else None
+        self.stat_layers = spatial_batchnorm_layers(self.teacher, self.input_shape, config.bn_min_hw)
+        self.folded = (
+            fold_batchnorm(self.teacher, example, observe=self.stat_layers) if config.fold_bn else None
+        )
         if self.folded is not None:
             precision.prepare_module(self.folded.net)
         # --compile: the folded network, the BN statistics and the BN loss as one compiled graph (inductor
@@ -260,7 +266,7 @@ class DeepInversion(Synthesizer):
                 logits, bn = self.graph_loss(xa)  # statistics and BN loss in fp32 inside
             logits = precision.fp32(logits)
         else:
-            stats_ctx = (BNStatistics(self.teacher) if self.folded is None
+            stats_ctx = (BNStatistics(self.teacher, layers=self.stat_layers) if self.folded is None
                          else self.folded.statistics(cfg.one_node_stats))  # fmt: skip
             with stats_ctx as stats:
                 with precision.autocast(self.device):

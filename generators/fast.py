@@ -46,7 +46,7 @@ from datafree import precision
 from datafree.augment import random_jitter
 from datafree.dataset import shard_seed
 from datafree.errors import UserInputError
-from datafree.hooks import BNStatistics
+from datafree.hooks import BNStatistics, spatial_batchnorm_layers
 from datafree.losses import bn_statistic_loss, weighted_sum
 from datafree.progress import progress
 from datafree.stats import StatisticsEMA
@@ -132,6 +132,9 @@ class FastDatafreeConfig(SynthConfig):
     meta: str = "fomaml"  # fomaml | reptile
     reptile_scale: float = 67.0  # Reptile's gradient multiplier in the reference code
     jitter: int = -1  # pixels of random roll; -1 means H // 8
+    # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
+    # BN loss (1: every layer); 2 leaves out the layers a batch's statistics are over N images alone
+    bn_min_hw: int = 2
     # synthesis-only rounds (meta-updates) of the meta-generator before its first sampled batch: the
     # paper's 20-epoch warm-up (``warmup``); the growing pool runs none (``pool_options``)
     warmup_rounds: int = 20
@@ -201,6 +204,7 @@ class FastDatafree(RoundSynthesizer):
         )
         self.jitter = cfg.jitter if cfg.jitter >= 0 else max(1, self.input_shape[1] // 8)
         self.bn_ema = StatisticsEMA(cfg.bn_momentum)  # the reference's bn_mmt
+        self.stat_layers = spatial_batchnorm_layers(self.teacher, self.input_shape, cfg.bn_min_hw)
         self.rounds = 0
         self._clear_round()
 
@@ -270,7 +274,7 @@ class FastDatafree(RoundSynthesizer):
         pixels = self.fast(self.z)  # (B, C, H, W) in [0, 1]
         x = self.normalizer(pixels)
         xa = precision.prepare_input(random_jitter(x, self.jitter, self.generator))
-        with BNStatistics(self.teacher) as stats:
+        with BNStatistics(self.teacher, layers=self.stat_layers) as stats:
             # the teacher's forward under --precision (the small generator stays fp32); the hook
             # keeps the BN statistics in fp32 and the losses are reduced in fp32
             with precision.autocast(self.device):

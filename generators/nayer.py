@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.errors import UserInputError
-from datafree.hooks import BNStatistics
+from datafree.hooks import BNStatistics, spatial_batchnorm_layers
 from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
 from datafree.stats import StatisticsEMA
 from datafree.utils import eval_mode
@@ -155,6 +155,9 @@ class NAYERConfig(SynthConfig):
     beta2: float = 0.999
     bn_weight: float = 1.0  # the paper's 10 and 0.5: its CE barely moved on the digits teacher
     first_bn_weight: float = 1.0
+    # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
+    # BN loss (1: every layer; datafree.hooks.spatial_batchnorm_layers)
+    bn_min_hw: int = 1
     oh_weight: float = 1.0
     adv_weight: float = 0.0
     g_life: int = 0  # re-initialise the whole generator every g_life rounds (0: never)
@@ -206,6 +209,7 @@ class NAYER(RoundSynthesizer):
         self.pad = config.pad if config.pad >= 0 else max(1, self.input_shape[1] // 8)
         self.rounds = 0
         self.bn_ema = StatisticsEMA(config.bn_momentum)  # NAYER's and Fast-Datafree's ``bn_mmt``
+        self.stat_layers = spatial_batchnorm_layers(self.teacher, self.input_shape, config.bn_min_hw)
         self.bn_scale: float | None = None  # the BN/CE balance, fixed at the run's first step
         self._build()
         self._clear_round()
@@ -245,7 +249,7 @@ class NAYER(RoundSynthesizer):
         cfg = self.config
         pixels = self.net(self.targets)
         xa = self.normalizer(random_crop_view(pixels, self.pad, cfg.flip, self.generator))
-        with BNStatistics(self.teacher) as stats:
+        with BNStatistics(self.teacher, layers=self.stat_layers) as stats:
             logits = self.teacher(xa)
             means, variances = self.bn_ema.blend(stats.means, stats.vars)  # type: ignore[arg-type]
             bn = bn_statistic_loss(means, variances, stats.running(), cfg.first_bn_weight)

@@ -33,7 +33,7 @@ from datafree import precision
 from datafree.augment import random_jitter
 from datafree.errors import UserInputError
 from datafree.generator_losses import class_coverage_loss, information_entropy_loss
-from datafree.hooks import BNStatistics, batchnorm_layers
+from datafree.hooks import BNStatistics, batchnorm_layers, spatial_batchnorm_layers
 from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
 from datafree.replay import ReplayMemory, auto_replay_size
 from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
@@ -108,6 +108,9 @@ class OnlineConfig(SynthConfig):
     # such term). Measured: DFAD on resnet8_digits stays at chance without it, 0.67 after 3 epochs with it.
     bn_weight: float = 1.0
     first_bn_weight: float = 1.0
+    # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
+    # BN loss (1: every layer; datafree.hooks.spatial_batchnorm_layers)
+    bn_min_hw: int = 1
     # The BN term's balance against the backend's own terms (as DeepInversion's bn_ce_max_ratio): when
     # bn_weight x BN starts more than bn_max_ratio times the sum of the other weighted terms' sizes (at
     # the run's first generator step), bn_weight is scaled down to that ratio for the whole run; 0: off.
@@ -241,6 +244,7 @@ class OnlineSynthesizer(Synthesizer):
     def __init__(self, teacher: nn.Module, card: Any, config: OnlineConfig) -> None:
         super().__init__(teacher, card, config)
         self.use_bn_term = config.bn_weight > 0 and bool(batchnorm_layers(teacher))
+        self.stat_layers = spatial_batchnorm_layers(teacher, self.input_shape, config.bn_min_hw)
         _, h, w = self.input_shape
         width = config.generator_width or auto_generator_width(teacher, self.input_shape, config.latent_dim)
         self.generator = make_generator(
@@ -358,7 +362,7 @@ class OnlineSynthesizer(Synthesizer):
         """Total generator loss on ``G(z)`` (backend terms plus the optional BN term) and its log."""
         images = random_jitter(self.generate(z), self.jitter, self.rng)
         if self.use_bn_term:
-            with BNStatistics(self.teacher) as stats:
+            with BNStatistics(self.teacher, layers=self.stat_layers) as stats:
                 terms = self.objective(images, student)
                 bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), self.config.first_bn_weight)  # type: ignore[arg-type]
             if self.bn_scale is None:  # the run's first step (one host sync): the BN term's balance

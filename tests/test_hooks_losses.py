@@ -6,7 +6,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.errors import UserInputError
-from datafree.hooks import BNStatistics, FeatureRecorder, penultimate_module, require_batchnorm
+from datafree.hooks import (
+    BNStatistics,
+    FeatureRecorder,
+    penultimate_module,
+    require_batchnorm,
+    spatial_batchnorm_layers,
+)
 from datafree.losses import bn_statistic_loss, js_divergence, kd_kl_loss, l2_prior, tv_l2, weighted_sum
 
 
@@ -58,6 +64,24 @@ def test_bn_gradients_flow_to_input():
         net(x)
         bn_statistic_loss(st.means, st.vars, st.running()).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_spatial_batchnorm_layers_leave_out_the_1x1_ones():
+    """Torchvision's ResNet-18 at 32 px: layer4's five BN inputs are 1 x 1 (batch statistics alone)."""
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    every = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    kept = spatial_batchnorm_layers(net, (3, 32, 32))
+    assert len(every) == 20 and len(kept) == 15
+    layer3 = [m for m in net.layer3.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert not any(m in kept for m in net.layer4.modules()) and all(m in kept for m in layer3)
+    assert spatial_batchnorm_layers(net, (3, 64, 64)) == every  # 2 x 2 at 64 px
+    assert spatial_batchnorm_layers(net, (3, 32, 32), min_hw=1) == every
+    assert not net.training and all(m.num_batches_tracked == 0 for m in every)  # eval mode, no update
+    # a network whose every BN is 1 x 1 (an MLP's BatchNorm1d) keeps them all: the loss needs a layer
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    assert spatial_batchnorm_layers(mlp, (3, 2, 2)) == [mlp[2]]
 
 
 def test_no_batchnorm_error_names_alternatives():
