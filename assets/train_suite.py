@@ -4,7 +4,8 @@ Usage: python assets/train_suite.py [--out DIR] [--only NAME[,NAME]] [--force] [
 
 The held-out teachers (``bench.suite.HELDOUT``: torchvision ResNet-18 and MobileNetV2 at 3x64x64, session 24;
 175 s and 262 s on one thread; torchvision ShuffleNetV2 x1.0 and MobileNetV3-small at 3x32x32, session 26;
-41 s and 123 s) are trained only when named with ``--only``.
+41 s and 123 s; torchvision EfficientNet-B0 and RegNetX-400MF at 3x32x32, session 27; 383 s and 107 s) are
+trained only when named with ``--only``.
 
 Teachers (see bench/suite.py): torchvision ``resnet18`` and ``mobilenet_v2`` at 3x32x32 with ImageNet
 mean/std, a standard pre-activation WRN-40-2 and a VGG-8 with BatchNorm at 3x32x32 with CIFAR mean/std,

@@ -202,12 +202,8 @@ def match_state_dict(
     """
     expected = model.state_dict()
     state = strip_wrapper_prefixes(state, set(expected))
-    if arch.removeprefix("torchvision:") in AUX_HEADS:
-        state = {
-            k: v
-            for k, v in state.items()
-            if not AUX_HEADS[arch.removeprefix("torchvision:")] & set(k.split("."))
-        }
+    if heads := AUX_HEADS.get(arch.removeprefix("torchvision:")):
+        state = {k: v for k, v in state.items() if not heads & set(k.split("."))}
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     shapes = [

@@ -44,8 +44,9 @@ def spatial_batchnorm_layers(
     """The BN layers whose input has at least ``min_hw`` spatial positions (H x W) at ``input_shape``.
 
     A layer whose input is 1 x 1 (the last stages of an ImageNet layout at 32 px, a ``BatchNorm1d``)
-    has batch statistics over the batch's images alone; the BN-inverting generators leave such layers
-    out of their loss (``bn_min_hw``). Every layer when none would be kept; ``min_hw <= 1``: every layer.
+    has batch statistics over the batch's images alone: Fast-Datafree leaves such layers out of its BN
+    loss (``bn_min_hw`` 2; the other BN-inverting generators have the option at 1). Every layer when
+    none would be kept; ``min_hw <= 1``: every layer.
     One forward pass of a zero batch of 2 in eval mode finds the sizes (the running statistics do not move).
     """
     layers = batchnorm_layers(model)
