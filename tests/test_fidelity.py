@@ -419,7 +419,8 @@ def test_suite_vgg8_is_vgg8_bn_without_batchnorm(tmp_path):
 def test_heldout_teachers_train_by_name_only_and_resolve(tmp_path, capsys, monkeypatch) -> None:
     """The held-out teachers: outside the matrix's names, trained and resolved by name.
 
-    64 px ResNet-18 and MobileNetV2 (session 24); 32 px ShuffleNetV2 and MobileNetV3-small (session 26).
+    64 px ResNet-18 and MobileNetV2 (session 24); 32 px ShuffleNetV2 and MobileNetV3-small (session 26),
+    EfficientNet-B0 and RegNetX-400MF (session 27).
     """
     import sys
 
@@ -429,11 +430,12 @@ def test_heldout_teachers_train_by_name_only_and_resolve(tmp_path, capsys, monke
     from bench.suite import HELDOUT, resolve_teacher, suite_names
 
     names = {s.name for s in HELDOUT}
-    assert names == {"resnet18_64", "mobilenetv2_64", "shufflenetv2_32", "mobilenetv3s_32"}
+    assert names == {"resnet18_64", "mobilenetv2_64", "shufflenetv2_32", "mobilenetv3s_32",
+                     "efficientnetb0_32", "regnetx400mf_32"}  # fmt: skip
     assert not names & set(suite_names())
     shapes = {s.name: s.input_shape for s in HELDOUT}
     assert shapes["resnet18_64"] == shapes["mobilenetv2_64"] == (3, 64, 64)
-    assert shapes["shufflenetv2_32"] == shapes["mobilenetv3s_32"] == (3, 32, 32)
+    assert {shapes[n] for n in names - {"resnet18_64", "mobilenetv2_64"}} == {(3, 32, 32)}
     assert train_suite.main(["--out", str(tmp_path), "--only", "nosuch"]) == 2
     assert "resnet18_64" in capsys.readouterr().err  # the error lists the held-out names as choices
     monkeypatch.setenv("DATAFREE_SUITE", str(tmp_path))
