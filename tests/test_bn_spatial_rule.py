@@ -27,3 +27,16 @@ def test_fast_bn_loss_covers_the_layers_of_the_rule(min_hw, layers):
     s.reset(4, torch.Generator().manual_seed(0))
     logs = s.step()
     assert torch.isfinite(logs["bn"]) and float(logs["bn"]) > 0
+
+
+def test_deepinversion_option_gives_the_folded_and_the_hooked_teacher_one_loss():
+    """``bn_min_hw`` on DeepInversion: the BN-folded network observes the same layers as the hooks."""
+    net, card = _resnet18_32()
+    losses = []
+    for fold in (True, False):
+        s = create_synthesizer("deepinversion", net, card, seed=0, batch_size=4, iterations=2, fold_bn=fold,
+                               bn_min_hw=2)  # fmt: skip
+        assert len(s.stat_layers) == 15 and (s.folded is not None) == fold
+        s.reset(4, torch.Generator().manual_seed(0))
+        losses.append(float(s.step()["bn"]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
