@@ -24,7 +24,7 @@ import torch  # noqa: E402
 def main(argv: list[str]) -> int:  # noqa: D103
     from datafree.cards import load_model
     from datafree.data.digits import digits_split
-    from datafree.hooks import BNStatistics, batchnorm_layers
+    from datafree.hooks import BNStatistics, batchnorm_spatial_sizes
 
     torch.set_num_threads(1)
     for path in argv:
@@ -35,10 +35,7 @@ def main(argv: list[str]) -> int:  # noqa: D103
         norm = lm.card.normalizer()
         x = norm(x)
         noise = norm.clamp_(torch.randn((32, *shape), generator=torch.Generator().manual_seed(0)))
-        layers = batchnorm_layers(model)
-        hw = [0] * len(layers)
-        hooks = [m.register_forward_hook(lambda mod, i, o, j=j, hw=hw: hw.__setitem__(j, i[0][0, 0].numel()))
-                 for j, m in enumerate(layers)]  # fmt: skip
+        hw = batchnorm_spatial_sizes(model, shape)
         sums: dict[str, dict[int, float]] = {}
         for name, batch in (("real 256", x[:256]), ("real 32", x[:32]), ("noise 32", noise)):
             with torch.no_grad(), BNStatistics(model) as st:
@@ -50,8 +47,6 @@ def main(argv: list[str]) -> int:  # noqa: D103
             for j, t in enumerate(terms):
                 by[hw[j]] = by.get(hw[j], 0.0) + t
             sums[name] = by
-        for h in hooks:
-            h.remove()
         for size in sorted(sums["real 256"], reverse=True):
             n = sum(1 for v in hw if v == size)
             cols = " | ".join(f"{sums[k][size]:.1f}" for k in sums)

@@ -22,6 +22,7 @@ __all__ = [
     "BNStatistics",
     "FeatureRecorder",
     "batchnorm_layers",
+    "batchnorm_spatial_sizes",
     "spatial_batchnorm_layers",
     "require_batchnorm",
     "penultimate_module",
@@ -38,6 +39,22 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
 
 
 @torch.no_grad()
+def batchnorm_spatial_sizes(model: nn.Module, input_shape: Sequence[int]) -> list[int]:
+    """Each BN layer's input positions (H x W) at ``input_shape``, in :func:`batchnorm_layers` order.
+
+    One forward pass of a zero batch of 2 in eval mode (the running statistics do not move); 1 for a
+    ``BatchNorm1d``'s ``(N, C)`` input.
+    """
+    from .utils import device_of, eval_mode
+
+    layers = batchnorm_layers(model)
+    if not layers:
+        return []
+    with eval_mode(model), FeatureRecorder(layers, "input") as rec:
+        model(torch.zeros((2, *input_shape), device=device_of(model)))
+        return [int(x[0, 0].numel()) for x in rec.features]  # type: ignore[index]
+
+
 def spatial_batchnorm_layers(
     model: nn.Module, input_shape: Sequence[int], min_hw: int = 2
 ) -> list[_BatchNorm]:
@@ -46,30 +63,12 @@ def spatial_batchnorm_layers(
     A layer whose input is 1 x 1 (the last stages of an ImageNet layout at 32 px, a ``BatchNorm1d``)
     has batch statistics over the batch's images alone: Fast-Datafree leaves such layers out of its BN
     loss (``bn_min_hw`` 2; the other BN-inverting generators have the option at 1). Every layer when
-    none would be kept; ``min_hw <= 1``: every layer.
-    One forward pass of a zero batch of 2 in eval mode finds the sizes (the running statistics do not move).
+    none would be kept; ``min_hw <= 1``: every layer (no forward pass).
     """
     layers = batchnorm_layers(model)
     if min_hw <= 1 or not layers:
         return layers
-    sizes = [0] * len(layers)
-
-    def record(i: int):
-        def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            sizes[i] = int(inputs[0][0, 0].numel())
-
-        return fn
-
-    handles = [m.register_forward_hook(record(i)) for i, m in enumerate(layers)]
-    param = next(iter(model.parameters()), None)
-    was = model.training
-    try:
-        model.eval()
-        model(torch.zeros((2, *input_shape), device=param.device if param is not None else "cpu"))
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
+    sizes = batchnorm_spatial_sizes(model, input_shape)
     kept = [m for m, hw in zip(layers, sizes, strict=True) if hw >= min_hw]
     return kept or layers
 
