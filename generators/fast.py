@@ -133,8 +133,8 @@ class FastDatafreeConfig(SynthConfig):
     reptile_scale: float = 67.0  # Reptile's gradient multiplier in the reference code
     jitter: int = -1  # pixels of random roll; -1 means H // 8
     # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
-    # BN loss (1: every layer); 2 leaves out the layers a batch's statistics are over N images alone
-    bn_min_hw: int = 2
+    # BN loss (1: every layer): 5 leaves out the 1 x 1 and 2 x 2 maps (session 28; session 27's 2: 1 x 1)
+    bn_min_hw: int = 5
     # synthesis-only rounds (meta-updates) of the meta-generator before its first sampled batch: the
     # paper's 20-epoch warm-up (``warmup``); the growing pool runs none (``pool_options``)
     warmup_rounds: int = 20

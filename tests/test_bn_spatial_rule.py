@@ -1,4 +1,4 @@
-"""Fast-Datafree leaves BN layers with 1 x 1 inputs out of its BN loss (``bn_min_hw``, session 27)."""
+"""Fast-Datafree leaves BN layers on 1 x 1 and 2 x 2 maps out of its BN loss (``bn_min_hw``, session 28)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _resnet18_32() -> tuple[torch.nn.Module, ModelCard]:
     return net, card
 
 
-@pytest.mark.parametrize(("min_hw", "layers"), [(None, 15), (1, 20), (4, 15), (5, 10)])
+@pytest.mark.parametrize(("min_hw", "layers"), [(None, 10), (1, 20), (2, 15), (4, 15), (5, 10)])
 def test_fast_bn_loss_covers_the_layers_of_the_rule(min_hw, layers):
     net, card = _resnet18_32()
     options = {} if min_hw is None else {"bn_min_hw": min_hw}
