@@ -75,6 +75,10 @@ def test_matrix_reads_each_format_and_applies_the_bars(tmp_path):
     spec["cells"][3]["weights"] = "s8"
     text = fm.markdown(fm.collect(spec, tmp_path), spec["teachers"], {"t_bn"})
     assert "| 99.1§ | - | - |" in text and "§ on the suite as retrained in session 8" in text
+    spec["cells"][3]["weights"] = "s28"  # the suite as retrained on session 28's machine
+    text = fm.markdown(fm.collect(spec, tmp_path), spec["teachers"], {"t_bn"})
+    assert "| 99.1‡ | - | - |" in text and "‡ on the suite as retrained in session 28" in text
+    assert "§" not in text
 
 
 def test_a_spec_naming_a_missing_row_is_an_error(tmp_path, capsys):
