@@ -61,8 +61,8 @@ def spatial_batchnorm_layers(
     """The BN layers whose input has at least ``min_hw`` spatial positions (H x W) at ``input_shape``.
 
     The layers on 1 x 1 and 2 x 2 maps (the last one or two stages of an ImageNet layout at 32 px, the
-    last at 64 px, a ``BatchNorm1d``) carry most of a noise batch's BN loss, and real data does not
-    reach the running statistics of the 1 x 1 ones: Fast-Datafree leaves them out of its BN loss
+    last at 64 px, a ``BatchNorm1d``) carry most of a noise batch's BN loss, and on some families real
+    data stays far from the 1 x 1 ones' running statistics: Fast-Datafree leaves them out of its BN loss
     (``bn_min_hw`` 5; the other BN-inverting generators have the option at 1). Every layer when none
     would be kept; ``min_hw <= 1``: every layer (no forward pass).
     """
