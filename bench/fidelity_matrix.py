@@ -174,7 +174,7 @@ MARKS = {
 def _cell_text(cell: list[dict[str, Any]]) -> str:
     parts = []
     for r in sorted(cell, key=lambda r: r["seed"]):
-        mark = MARKS[r["weights"]][0] if r["weights"] in MARKS else ""  # the current suite: unmarked
+        mark = MARKS[r["weights"]][0] if r["weights"] in MARKS else ""  # session 12's suite: unmarked
         parts.append(f"{100 * r['ratio']:.1f}{mark}" + (f" (s{r['seed']})" if len(cell) > 1 else ""))
     return " / ".join(parts)
 
@@ -206,7 +206,7 @@ def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
     lines += [
         "",
         "% of the teacher's test accuracy, seed 0 unless (sN) says; " + "".join(marks) + "unmarked: the "
-        "current suite (retrained in session 12, vgg8_32 added in 13) or a shipped teacher; "
+        "suite as retrained in session 12 (vgg8_32 added in 13) or a shipped teacher; "
         "`n/a`: a BN backend on a BN-less teacher; `-`: not measured. Bars: `auto` >= 97% on "
         "the BN teachers, every other backend >= 95%, the best >= 99%, each cell <= 15 minutes of one core.",
         "",

@@ -114,6 +114,13 @@ class FoldedTeacher:
             running_vars.append(rv)
         self.bn_loss = BNStatisticLoss(centers, scales, running_vars)
 
+    def standardize_bn_loss(self) -> None:
+        """Make :attr:`bn_loss` the loss on standardised statistics (:meth:`BNStatisticLoss.standardized`).
+
+        Call before the first :meth:`statistics` or :meth:`loss_graph`: both read :attr:`bn_loss` then.
+        """
+        self.bn_loss = self.bn_loss.standardized([float(layer.bn.eps) for layer in self.layers])
+
     @property
     def num_folded(self) -> int:
         """How many BN layers were folded (the rest are observed by hooks)."""

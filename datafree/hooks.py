@@ -147,11 +147,21 @@ class BNStatistics:
         """``(running_mean, running_var)`` of every layer."""
         return [(m.running_mean, m.running_var) for m in self.layers]  # type: ignore[misc]
 
-    def loss(self, first_layer_weight: float = 1.0) -> torch.Tensor:
-        """DeepInversion's BN loss of the recorded statistics (:func:`datafree.losses.bn_statistic_loss`)."""
-        from .losses import bn_statistic_loss
+    def loss(self, first_layer_weight: float = 1.0, standardized: bool = False) -> torch.Tensor:
+        """DeepInversion's BN loss of the recorded statistics (:func:`datafree.losses.bn_statistic_loss`).
 
-        return bn_statistic_loss(self.means, self.vars, self.running(), first_layer_weight)  # type: ignore[arg-type]
+        ``standardized``: on the statistics in units of each channel's running spread
+        (:meth:`datafree.losses.BNStatisticLoss.standardized`; per-batch statistics only).
+        """
+        from .losses import BNStatisticLoss, bn_statistic_loss
+
+        if not standardized:
+            return bn_statistic_loss(self.means, self.vars, self.running(), first_layer_weight)  # type: ignore[arg-type]
+        if self.per_sample:
+            raise ValueError("standardized BN loss needs per-batch statistics")
+        running = self.running()
+        spec = BNStatisticLoss([rm for rm, _ in running], None, [rv for _, rv in running])
+        return spec.standardized([m.eps for m in self.layers])(self.means, self.vars, first_layer_weight)  # type: ignore[arg-type]
 
 
 def penultimate_module(model: nn.Module) -> nn.Linear:

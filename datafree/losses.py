@@ -115,6 +115,28 @@ class BNStatisticLoss:
         self.segment = torch.repeat_interleave(torch.arange(len(self.sizes), device=dev),
                                                torch.tensor(self.sizes, device=dev))  # fmt: skip
 
+    def standardized(self, eps: Sequence[float]) -> BNStatisticLoss:
+        """The same loss with each channel's statistics in units of its own running spread.
+
+        Layer l's terms become ``||(mu_l - mu_run_l) / sqrt(var_run_l + eps_l)||`` and
+        ``||(var_l - var_run_l) / (var_run_l + eps_l)||``: the mean and variance of the BN layer's normalised
+        output (before its affine) against the 0 and ~1 it has on data that matches the running statistics.
+        In the raw form a layer's terms grow with the scale of its activations, so the late layers of a deep
+        network (running variances in the hundreds) weigh most, and those are the layers where even real
+        data stays far from the running statistics (WRN-40-2 at 32 px: docs/fidelity.md, "Session 29").
+        ``eps``: per layer, the BN layer's ``eps``. Same centers; the scales (a folded layer's) are divided
+        by the spread.
+        """
+        if len(eps) != len(self.sizes):
+            raise ValueError(f"{len(eps)} eps values for {len(self.sizes)} layers")
+        rv = self.running_var
+        eps_c = torch.repeat_interleave(torch.tensor(list(eps), dtype=rv.dtype, device=rv.device),
+                                        torch.tensor(self.sizes, device=rv.device))  # fmt: skip
+        spread = torch.sqrt(rv + eps_c)
+        scale = (self.scale if self.scale is not None else torch.ones_like(rv)) / spread
+        return BNStatisticLoss(self.center.split(self.sizes), scale.split(self.sizes),
+                               (rv / (rv + eps_c)).split(self.sizes))  # fmt: skip
+
     def __call__(
         self,
         means: Sequence[torch.Tensor],

@@ -719,7 +719,7 @@ def plan(
             "with every setting the compute budget may lower at its floor "
             f"(budget {budget['budget_s']:.0f} s): "
             "the run takes longer, and so little data or KD may leave a weak student (DeepInversion on "
-            "WRN-40-2 at 32 px kept 10% of the teacher; docs/fidelity.md); "
+            "WRN-40-2 at 32 px: 85% of the teacher from one batch of 32 images; docs/fidelity.md); "
             + (
                 "--budget off runs auto's path at its full settings"
                 if auto_path

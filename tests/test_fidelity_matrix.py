@@ -64,7 +64,7 @@ def test_matrix_reads_each_format_and_applies_the_bars(tmp_path):
     text = fm.markdown(records, spec["teachers"], {"t_bn"})
     assert "| t_plain | = dafl | n/a | n/a | n/a | n/a | 99.1† | - | - |" in text
     assert "† on the suite's weights before session 8" in text and "§ on" not in text  # the marks in use only
-    # a result file without a machine: the entry's own says where it ran; the current suite (session 12's)
+    # a result file without a machine: the entry's own says where it ran; session 12's suite
     # is unmarked, the superseded one of session 8 marked
     spec["cells"][3].update(weights="s12", machine="AMD EPYC")
     (tmp_path / fid).write_text(json.dumps({"seed": 0, "machine": {"cpu": "Xeon"}, "rows": json.loads(
