@@ -592,7 +592,7 @@ def test_plan_budget_on_a_gpu_teacher_is_off(bn_teacher) -> None:
 
 
 def test_plan_warns_when_the_budget_cannot_fit_the_run() -> None:
-    """Every knob at its floor and still over: one UserWarning before the run (DI x wrn40_2_32 at the floor)."""
+    """Every knob at its floor and still over: one UserWarning before the run (DI x wrn40_2_32)."""
     from datafree import rules
     from datafree.cards import LoadedModel
     from datafree.plan import plan
