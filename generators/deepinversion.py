@@ -111,7 +111,7 @@ class DeepInversionConfig(SynthConfig):
     # mean against 0 and variance against 1; datafree.losses.BNStatisticLoss.standardized) instead of the
     # raw input's (the paper's; false). Not in the paper: the raw terms weigh a layer by its activations'
     # scale, and on WRN-40-2 at 32 px they made DeepInversion match the last stage better than real digits
-    # do and the early layers 20x worse (student 10.3% -> 85.0%; docs/fidelity.md, "Session 29").
+    # do and the early layers 10-19x worse (student 10.3% -> 85.0%; docs/fidelity.md, "Session 29").
     bn_standardized: bool = True
     ce_weight: float = 1.0
     tv_l2_weight: float = 1e-2  # 1e-4 left checkerboard artifacts on 16-24 px digits (see README)
