@@ -22,9 +22,10 @@ import torch  # noqa: E402
 
 
 def main(argv: list[str]) -> int:  # noqa: D103
+    from bench.bn_standardized_profile import layer_terms
     from datafree.cards import load_model
     from datafree.data.digits import digits_split
-    from datafree.hooks import BNStatistics, batchnorm_spatial_sizes
+    from datafree.hooks import batchnorm_spatial_sizes
 
     torch.set_num_threads(1)
     for path in argv:
@@ -38,13 +39,8 @@ def main(argv: list[str]) -> int:  # noqa: D103
         hw = batchnorm_spatial_sizes(model, shape)
         sums: dict[str, dict[int, float]] = {}
         for name, batch in (("real 256", x[:256]), ("real 32", x[:32]), ("noise 32", noise)):
-            with torch.no_grad(), BNStatistics(model) as st:
-                model(batch)
-                stats = zip(st.means, st.vars, st.running(), strict=True)
-                terms = [float(torch.linalg.vector_norm(mu - rm) + torch.linalg.vector_norm(v - rv))
-                         for mu, v, (rm, rv) in stats]  # fmt: skip
             by: dict[int, float] = {}
-            for j, t in enumerate(terms):
+            for j, t in enumerate(layer_terms(model, batch, standardized=False)):
                 by[hw[j]] = by.get(hw[j], 0.0) + t
             sums[name] = by
         for size in sorted(sums["real 256"], reverse=True):

@@ -95,13 +95,23 @@ class BNStatistics:
     Args:
         model: the network (usually the teacher, in eval mode).
         per_sample: statistics per sample instead of per batch.
+        layers: the BN layers to record (default: every one).
+        standardized: :meth:`loss` on the statistics in units of each channel's running spread
+            (:meth:`datafree.losses.BNStatisticLoss.standardized`; per-batch statistics only).
     """
 
     def __init__(
-        self, model: nn.Module, per_sample: bool = False, layers: Sequence[_BatchNorm] | None = None
+        self,
+        model: nn.Module,
+        per_sample: bool = False,
+        layers: Sequence[_BatchNorm] | None = None,
+        standardized: bool = False,
     ) -> None:
+        if standardized and per_sample:
+            raise ValueError("standardized BN loss needs per-batch statistics")
         self.layers = batchnorm_layers(model) if layers is None else list(layers)
         self.per_sample = per_sample
+        self.standardized = standardized
         self.means: list[torch.Tensor | None] = [None] * len(self.layers)
         self.vars: list[torch.Tensor | None] = [None] * len(self.layers)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -147,19 +157,16 @@ class BNStatistics:
         """``(running_mean, running_var)`` of every layer."""
         return [(m.running_mean, m.running_var) for m in self.layers]  # type: ignore[misc]
 
-    def loss(self, first_layer_weight: float = 1.0, standardized: bool = False) -> torch.Tensor:
+    def loss(self, first_layer_weight: float = 1.0) -> torch.Tensor:
         """DeepInversion's BN loss of the recorded statistics (:func:`datafree.losses.bn_statistic_loss`).
 
-        ``standardized``: on the statistics in units of each channel's running spread
-        (:meth:`datafree.losses.BNStatisticLoss.standardized`; per-batch statistics only).
+        Standardised when the context was made with ``standardized``.
         """
         from .losses import BNStatisticLoss, bn_statistic_loss
 
-        if not standardized:
-            return bn_statistic_loss(self.means, self.vars, self.running(), first_layer_weight)  # type: ignore[arg-type]
-        if self.per_sample:
-            raise ValueError("standardized BN loss needs per-batch statistics")
         running = self.running()
+        if not self.standardized:
+            return bn_statistic_loss(self.means, self.vars, running, first_layer_weight)  # type: ignore[arg-type]
         spec = BNStatisticLoss([rm for rm, _ in running], None, [rv for _, rv in running])
         return spec.standardized([m.eps for m in self.layers])(self.means, self.vars, first_layer_weight)  # type: ignore[arg-type]
 

@@ -280,16 +280,14 @@ class DeepInversion(Synthesizer):
                 logits, bn = self.graph_loss(xa)  # statistics and BN loss in fp32 inside
             logits = precision.fp32(logits)
         else:
-            stats_ctx = (BNStatistics(self.teacher, layers=self.stat_layers) if self.folded is None
-                         else self.folded.statistics(cfg.one_node_stats))  # fmt: skip
+            # the folded statistics' loss is standardised already (FoldedTeacher.standardize_bn_loss)
+            stats_ctx = (BNStatistics(self.teacher, layers=self.stat_layers, standardized=cfg.bn_standardized)
+                         if self.folded is None else self.folded.statistics(cfg.one_node_stats))  # fmt: skip
             with stats_ctx as stats:
                 with precision.autocast(self.device):
                     logits = net(xa)
                 logits = precision.fp32(logits)  # losses in fp32; the hook keeps BN statistics in fp32
-                # all layers at once (datafree.losses.BNStatisticLoss); the folded statistics carry the
-                # standardised form in their loss already (FoldedTeacher.standardize_bn_loss)
-                bn = (stats.loss(cfg.first_bn_weight) if self.folded is not None
-                      else stats.loss(cfg.first_bn_weight, standardized=cfg.bn_standardized))  # fmt: skip
+                bn = stats.loss(cfg.first_bn_weight)  # all layers at once (datafree.losses.BNStatisticLoss)
         ce = F.cross_entropy(logits, self.targets)
         if self.iteration == 0 and cfg.bn_ce_max_ratio > 0:  # one host sync per batch
             self.bn_scale = bn_ce_scale(bn, ce, cfg.bn_weight, cfg.ce_weight, cfg.bn_ce_max_ratio)

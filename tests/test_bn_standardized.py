@@ -76,17 +76,18 @@ def test_hook_statistics_standardized_matches_the_spec_and_refuses_per_sample_st
             m.running_var.uniform_(0.5, 50.0)
     net.eval()
     x = torch.randn(8, 3, 10, 10)
-    with BNStatistics(net) as st:
+    with BNStatistics(net, standardized=True) as st:
         net(x)
-        got = st.loss(2.0, standardized=True)
+        got = st.loss(2.0)
         spec = BNStatisticLoss([m.running_mean for m in st.layers], None, [m.running_var for m in st.layers])
         want = spec.standardized([m.eps for m in st.layers])(st.means, st.vars, 2.0)
+    with BNStatistics(net) as st:
+        net(x)
         raw = st.loss(2.0)
     torch.testing.assert_close(got, want)
     assert float(raw.detach()) != pytest.approx(float(got.detach()), rel=0.1)
-    with BNStatistics(net, per_sample=True) as st, pytest.raises(ValueError, match="per-batch"):
-        net(x)
-        st.loss(standardized=True)
+    with pytest.raises(ValueError, match="per-batch"):
+        BNStatistics(net, per_sample=True, standardized=True)
 
 
 def test_deepinversion_standardized_folded_matches_hooks_and_differs_from_raw() -> None:
