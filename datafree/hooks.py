@@ -157,18 +157,26 @@ class BNStatistics:
         """``(running_mean, running_var)`` of every layer."""
         return [(m.running_mean, m.running_var) for m in self.layers]  # type: ignore[misc]
 
-    def loss(self, first_layer_weight: float = 1.0) -> torch.Tensor:
+    def loss(
+        self,
+        first_layer_weight: float = 1.0,
+        means: Sequence[torch.Tensor] | None = None,
+        variances: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """DeepInversion's BN loss of the recorded statistics (:func:`datafree.losses.bn_statistic_loss`).
 
-        Standardised when the context was made with ``standardized``.
+        Standardised when the context was made with ``standardized``. ``means``/``variances``: statistics
+        to score in place of the recorded ones (NAYER's blend of them across rounds), one per layer.
         """
         from .losses import BNStatisticLoss, bn_statistic_loss
 
+        means = self.means if means is None else means  # type: ignore[assignment]
+        variances = self.vars if variances is None else variances  # type: ignore[assignment]
         running = self.running()
         if not self.standardized:
-            return bn_statistic_loss(self.means, self.vars, running, first_layer_weight)  # type: ignore[arg-type]
+            return bn_statistic_loss(means, variances, running, first_layer_weight)  # type: ignore[arg-type]
         spec = BNStatisticLoss([rm for rm, _ in running], None, [rv for _, rv in running])
-        return spec.standardized([m.eps for m in self.layers])(self.means, self.vars, first_layer_weight)  # type: ignore[arg-type]
+        return spec.standardized([m.eps for m in self.layers])(means, variances, first_layer_weight)  # type: ignore[arg-type]
 
 
 def penultimate_module(model: nn.Module) -> nn.Linear:

@@ -56,7 +56,7 @@ from torch import nn
 
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics, FeatureRecorder, batchnorm_layers, spatial_batchnorm_layers
-from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
+from datafree.losses import bn_ce_scale, weighted_sum
 from datafree.rules import cmi_bank_step_s, conv_linear_macs
 
 from .base import RoundSynthesizer, SynthConfig, register
@@ -207,6 +207,9 @@ class CMIConfig(SynthConfig):
     # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
     # BN loss (1: every layer; datafree.hooks.spatial_batchnorm_layers)
     bn_min_hw: int = 1
+    # each BN layer's terms in units of the channel's running spread (DeepInversion's option and rule:
+    # datafree.losses.BNStatisticLoss.standardized); false: the paper's raw terms
+    bn_standardized: bool = False
     oh_weight: float = 1.0
     adv_weight: float = 0.0
     # BN/CE balance (DeepInversion's rule and default, once per round since every round starts a fresh
@@ -401,10 +404,11 @@ class CMI(RoundSynthesizer):
         local = self.normalizer(
             random_resized_crop_view(pixels, cfg.local_min_area, cfg.flip, self.generator)
         )
+        stats_ctx = BNStatistics(self.teacher, layers=self.stat_layers, standardized=cfg.bn_standardized)
         with FeatureRecorder(self.feature_layers, "input") as rec:
-            with BNStatistics(self.teacher, layers=self.stat_layers) as stats:
+            with stats_ctx as stats:
                 logits = self.teacher(glob)
-                bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), cfg.first_bn_weight)  # type: ignore[arg-type]
+                bn = stats.loss(cfg.first_bn_weight)
             g_feat = instance_means(rec.features)
             self.teacher(local)
             l_feat = instance_means(rec.features)

@@ -58,7 +58,7 @@ from torch import nn
 
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics, spatial_batchnorm_layers
-from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
+from datafree.losses import bn_ce_scale, weighted_sum
 from datafree.stats import StatisticsEMA
 from datafree.utils import eval_mode
 
@@ -158,6 +158,9 @@ class NAYERConfig(SynthConfig):
     # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
     # BN loss (1: every layer; datafree.hooks.spatial_batchnorm_layers)
     bn_min_hw: int = 1
+    # each BN layer's terms in units of the channel's running spread (DeepInversion's option and rule:
+    # datafree.losses.BNStatisticLoss.standardized); false: the paper's raw terms
+    bn_standardized: bool = False
     oh_weight: float = 1.0
     adv_weight: float = 0.0
     g_life: int = 0  # re-initialise the whole generator every g_life rounds (0: never)
@@ -249,10 +252,10 @@ class NAYER(RoundSynthesizer):
         cfg = self.config
         pixels = self.net(self.targets)
         xa = self.normalizer(random_crop_view(pixels, self.pad, cfg.flip, self.generator))
-        with BNStatistics(self.teacher, layers=self.stat_layers) as stats:
+        with BNStatistics(self.teacher, layers=self.stat_layers, standardized=cfg.bn_standardized) as stats:
             logits = self.teacher(xa)
             means, variances = self.bn_ema.blend(stats.means, stats.vars)  # type: ignore[arg-type]
-            bn = bn_statistic_loss(means, variances, stats.running(), cfg.first_bn_weight)
+            bn = stats.loss(cfg.first_bn_weight, means, variances)
         ce = F.cross_entropy(logits, self.targets)
         if self.bn_scale is None:  # one host sync per run, none when the balance is off
             self.bn_scale = 1.0

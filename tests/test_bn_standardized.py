@@ -132,3 +132,59 @@ def test_standardized_is_the_default_and_an_old_dataset_resumes_only_with_the_ra
         synthesize_dataset(bn_teacher, "deepinversion", out, 8, **small)
     ds = synthesize_dataset(bn_teacher, "deepinversion", out, 8, bn_standardized=False, **small)
     assert ds.manifest["images_written"] == 8
+
+
+def test_hook_loss_scores_given_statistics_in_place_of_the_recorded_ones() -> None:
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5)
+    )
+    net.eval()
+    with BNStatistics(net, standardized=True) as st:
+        net(torch.randn(6, 3, 9, 9))
+        mu = [m * 0.5 + 1.0 for m in st.means]
+        var = [v * 2.0 for v in st.vars]
+        spec = BNStatisticLoss([m.running_mean for m in st.layers], None, [m.running_var for m in st.layers])
+        want = spec.standardized([m.eps for m in st.layers])(mu, var, 3.0)
+        torch.testing.assert_close(st.loss(3.0, mu, var), want)
+        assert float(st.loss(3.0).detach()) != pytest.approx(float(want.detach()), rel=0.05)
+
+
+@pytest.mark.parametrize("method", ["cmi", "nayer"])
+def test_cmi_and_nayer_optimise_the_standardized_loss_when_asked(method, bn_teacher, monkeypatch) -> None:
+    """The option reaches the step's statistics context, whose loss is the logged (optimised) BN term.
+
+    NAYER's: of the statistics blended across rounds. The raw loss by default.
+    """
+    import importlib
+
+    from generators import create_synthesizer
+
+    module = importlib.import_module(f"generators.{method}")
+    seen: list[tuple[bool, torch.Tensor, torch.Tensor]] = []
+
+    class Recording(BNStatistics):
+        def loss(self, first_layer_weight=1.0, means=None, variances=None):
+            out = super().loss(first_layer_weight, means, variances)
+            m = self.means if means is None else means
+            v = self.vars if variances is None else variances
+            spec = BNStatisticLoss(
+                [x.running_mean for x in self.layers], None, [x.running_var for x in self.layers]
+            )
+            std = spec.standardized([x.eps for x in self.layers])(m, v, first_layer_weight)
+            seen.append((self.standardized, out.detach(), std.detach()))
+            return out
+
+    monkeypatch.setattr(module, "BNStatistics", Recording)
+    extra = {"bn_momentum": 0.5} if method == "nayer" else {}
+    assert not create_synthesizer(method, bn_teacher.model, bn_teacher.card).config.bn_standardized
+    for flag in (True, False):
+        seen.clear()
+        synth = create_synthesizer(method, bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2,
+                                   bn_standardized=flag, bn_ce_max_ratio=0, **extra)  # fmt: skip
+        synth.reset(8, torch.Generator().manual_seed(0))
+        logs = [synth.step() for _ in range(2)]
+        assert [s[0] for s in seen] == [flag, flag]
+        for (_, out, std), log in zip(seen, logs, strict=True):
+            torch.testing.assert_close(log["bn"], out)
+            assert (float(out) == pytest.approx(float(std), rel=1e-5)) is flag
