@@ -113,7 +113,10 @@ def test_deepinversion_standardized_folded_matches_hooks_and_differs_from_raw() 
 
 
 @pytest.mark.filterwarnings("ignore:the teacher classes only")  # 2 steps a batch: no agreement expected
-def test_standardized_is_the_default_and_an_old_dataset_resumes_only_with_the_raw_loss(tmp_path, bn_teacher):
+@pytest.mark.parametrize("method", ["deepinversion", "cmi"])
+def test_standardized_is_the_default_and_an_old_dataset_resumes_only_with_the_raw_loss(
+    method, tmp_path, bn_teacher
+):
     """A dataset written before the option existed (raw loss) is not continued with the new default."""
     import json
 
@@ -121,16 +124,16 @@ def test_standardized_is_the_default_and_an_old_dataset_resumes_only_with_the_ra
     from datafree.synthesis import synthesize_dataset
     from generators import create_synthesizer
 
-    assert create_synthesizer("deepinversion", bn_teacher.model, bn_teacher.card).config.bn_standardized
+    assert create_synthesizer(method, bn_teacher.model, bn_teacher.card).config.bn_standardized
     out = tmp_path / "ds"
-    small = {"batch_size": 4, "iterations": 2, "warmup": 1}
-    synthesize_dataset(bn_teacher, "deepinversion", out, 4, bn_standardized=False, **small)
+    small = {"batch_size": 4, "iterations": 2, **({"warmup": 1} if method == "deepinversion" else {})}
+    synthesize_dataset(bn_teacher, method, out, 4, bn_standardized=False, **small)
     manifest = json.loads((out / "manifest.json").read_text())
     del manifest["config"]["bn_standardized"]  # as a version without the option wrote it
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserInputError, match="differs in: config"):
-        synthesize_dataset(bn_teacher, "deepinversion", out, 8, **small)
-    ds = synthesize_dataset(bn_teacher, "deepinversion", out, 8, bn_standardized=False, **small)
+        synthesize_dataset(bn_teacher, method, out, 8, **small)
+    ds = synthesize_dataset(bn_teacher, method, out, 8, bn_standardized=False, **small)
     assert ds.manifest["images_written"] == 8
 
 
@@ -154,7 +157,7 @@ def test_hook_loss_scores_given_statistics_in_place_of_the_recorded_ones() -> No
 def test_cmi_and_nayer_optimise_the_standardized_loss_when_asked(method, bn_teacher, monkeypatch) -> None:
     """The option reaches the step's statistics context, whose loss is the logged (optimised) BN term.
 
-    NAYER's: of the statistics blended across rounds. The raw loss by default.
+    NAYER's: of the statistics blended across rounds.
     """
     import importlib
 
@@ -177,7 +180,8 @@ def test_cmi_and_nayer_optimise_the_standardized_loss_when_asked(method, bn_teac
 
     monkeypatch.setattr(module, "BNStatistics", Recording)
     extra = {"bn_momentum": 0.5} if method == "nayer" else {}
-    assert not create_synthesizer(method, bn_teacher.model, bn_teacher.card).config.bn_standardized
+    default = create_synthesizer(method, bn_teacher.model, bn_teacher.card).config.bn_standardized
+    assert default is {"cmi": True, "nayer": False}[method]
     for flag in (True, False):
         seen.clear()
         synth = create_synthesizer(method, bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2,
