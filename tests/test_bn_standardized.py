@@ -113,7 +113,7 @@ def test_deepinversion_standardized_folded_matches_hooks_and_differs_from_raw() 
 
 
 @pytest.mark.filterwarnings("ignore:the teacher classes only")  # 2 steps a batch: no agreement expected
-@pytest.mark.parametrize("method", ["deepinversion", "cmi"])
+@pytest.mark.parametrize("method", ["deepinversion", "cmi", "nayer"])
 def test_standardized_is_the_default_and_an_old_dataset_resumes_only_with_the_raw_loss(
     method, tmp_path, bn_teacher
 ):
@@ -181,7 +181,7 @@ def test_cmi_and_nayer_optimise_the_standardized_loss_when_asked(method, bn_teac
     monkeypatch.setattr(module, "BNStatistics", Recording)
     extra = {"bn_momentum": 0.5} if method == "nayer" else {}
     default = create_synthesizer(method, bn_teacher.model, bn_teacher.card).config.bn_standardized
-    assert default is {"cmi": True, "nayer": False}[method]
+    assert default
     for flag in (True, False):
         seen.clear()
         synth = create_synthesizer(method, bn_teacher.model, bn_teacher.card, batch_size=8, iterations=2,
