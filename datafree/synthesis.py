@@ -71,7 +71,7 @@ def synthesize_dataset(
     world_size = dist.get_world_size() if world_size is None else world_size
     # Rank 0 creates (or validates, to resume) the dataset; its error, if any, stops every rank.
     # a setting the dataset's manifest lacks matches the value it had before it existed
-    defaults = {**field_defaults(type(cfg)), **getattr(type(cfg), "previous_defaults", {})}
+    defaults = {**field_defaults(type(cfg)), **type(cfg).previous_defaults}
     ds = (
         dist.run_on_main(lambda: _create(out, manifest, defaults))
         if world_size > 1

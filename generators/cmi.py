@@ -232,8 +232,7 @@ class CMIConfig(SynthConfig):
     # of :func:`contrastive_layers` (the head may cost at most the teacher's passes of a step)
     feature_stride: int = 0
 
-    # A dataset written before a setting existed behaved as this value: resuming one needs the same value
-    # (datafree.synthesis.synthesize_dataset).
+    # the raw BN loss of datasets written before the option (SynthConfig.previous_defaults)
     previous_defaults: ClassVar[dict[str, Any]] = {"bn_standardized": False}
     positive_fields: ClassVar[tuple[str, ...]] = ("nz", "ngf", "head_dim", "bank_size", "cr_temperature")
     non_negative_fields: ClassVar[tuple[str, ...]] = ("negatives", "feature_stride")

@@ -139,8 +139,7 @@ class DeepInversionConfig(SynthConfig):
     # step than the per-layer nodes on all five BN teachers of the suite (docs/speed.md, "Session 7").
     one_node_stats: bool = True
 
-    # A dataset written before a setting existed behaved as this value: resuming one needs the same value
-    # (datafree.synthesis.synthesize_dataset).
+    # the raw BN loss of datasets written before the option (SynthConfig.previous_defaults)
     previous_defaults: ClassVar[dict[str, Any]] = {"bn_standardized": False}
 
     def validate(self) -> None:

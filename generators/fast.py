@@ -140,8 +140,7 @@ class FastDatafreeConfig(SynthConfig):
     warmup_rounds: int = 20
 
     positive_fields: ClassVar[tuple[str, ...]] = ("nz", "ngf")
-    # A dataset written before a setting existed behaved as this value (no warm-up before session 9),
-    # not as today's default: resuming one needs the same value (datafree.synthesis.synthesize_dataset).
+    # no warm-up before session 9 (SynthConfig.previous_defaults)
     previous_defaults: ClassVar[dict[str, Any]] = {"warmup_rounds": 0}
 
     def validate(self) -> None:  # noqa: D102

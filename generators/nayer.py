@@ -175,8 +175,7 @@ class NAYERConfig(SynthConfig):
     pad: int = -1  # crop padding of the augmentation; -1 means H // 8
     flip: bool = False
 
-    # A dataset written before a setting existed behaved as this value: resuming one needs the same value
-    # (datafree.synthesis.synthesize_dataset).
+    # the raw BN loss of datasets written before the option (SynthConfig.previous_defaults)
     previous_defaults: ClassVar[dict[str, Any]] = {"bn_standardized": False}
     positive_fields: ClassVar[tuple[str, ...]] = ("ngf", "le_size", "le_emb_size")
     non_negative_fields: ClassVar[tuple[str, ...]] = ("group_size", "g_life")
