@@ -35,7 +35,7 @@ from .losses import kd_kl_loss
 from .metrics import log_event, log_step
 from .progress import progress
 from .resume import safe_torch_load
-from .sources import SurrogateSource, TensorSource
+from .sources import SurrogateSource, TensorSource, identity_matches
 from .utils import atomic_torch_save, device_of, field_defaults, settings_match
 
 __all__ = ["KDConfig", "DistillResult", "distill", "run_identity", "check_checkpoint", "CHECKPOINT"]
@@ -272,6 +272,16 @@ class _Run(NamedTuple):
     ema: WeightEMA
 
 
+def _same_run(old: Any, identity: dict[str, Any], source: SurrogateSource, key: str | None = None) -> bool:
+    """Whether a checkpoint's run identity ``old`` is ``identity`` (in ``key`` only, when given)."""
+    if not isinstance(old, dict):
+        return False
+    return all(
+        identity_matches(old.get(k), identity[k], source) if k == "source" else old.get(k) == identity[k]
+        for k in ([key] if key else identity)
+    )
+
+
 def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
     """Load the checkpoint at ``ckpt_path`` into the run after refusing one it cannot resume.
 
@@ -281,20 +291,14 @@ def _resume_from_checkpoint(ckpt_path: Path, run: _Run) -> int:
     cfg, identity, student, opt, sched, source, result, ema = run
     state = _resumable_state(ckpt_path, cfg)
     old_identity = state.get("run")
-    if old_identity != identity:
+    if not _same_run(old_identity, identity, source):
         what = {
             "teacher_sha256": "teacher",
             "student": "student",
             "student_sha256": "student",
             "source": "data source",
         }
-        diff = sorted(
-            {
-                what[k]
-                for k in what
-                if not isinstance(old_identity, dict) or old_identity.get(k) != identity[k]
-            }
-        )
+        diff = sorted({what[k] for k in what if not _same_run(old_identity, identity, source, k)})
         raise UserInputError(
             f"{ckpt_path} belongs to another run (differs in: {', '.join(diff)}); use the same command "
             "(same teacher, student and data) to resume, or another --out to start afresh"

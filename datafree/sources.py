@@ -16,6 +16,7 @@ from torch import nn
 from .cards import ModelCard
 from .dataset import SyntheticDataset
 from .distributed import local_slice
+from .utils import settings_match
 
 if TYPE_CHECKING:  # typing only: the KD stage runs any object with the Synthesizer interface
     from generators.base import Synthesizer
@@ -330,3 +331,18 @@ class PoolSource(SurrogateSource):
 def _config_of(synth: Synthesizer) -> dict[str, Any]:
     """A backend's config as plain values, sorted by name, for comparing runs."""
     return dict(sorted(synth.config.plain().items()))
+
+
+def identity_matches(saved: Any, current: dict[str, Any], source: SurrogateSource) -> bool:
+    """Whether a KD checkpoint's source identity ``saved`` is ``current``, ``source``'s, for a resume.
+
+    A backend setting the checkpoint's lacks (added since it was written) matches at the value it had
+    before it existed (:meth:`generators.base.SynthConfig.resume_defaults`), as a dataset's does.
+    """
+    synth = getattr(source, "synth", None)
+    if synth is None or not isinstance(saved, dict) or "config" not in current:
+        return saved == current
+    rest = {k: v for k, v in saved.items() if k != "config"}
+    return rest == {k: v for k, v in current.items() if k != "config"} and settings_match(
+        saved.get("config"), current["config"], synth.config.resume_defaults()
+    )

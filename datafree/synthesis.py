@@ -18,7 +18,7 @@ from .dataset import MANIFEST, SyntheticDataset, save_image_grid, shard_seed
 from .errors import NumericalError, UserInputError
 from .metrics import log_image
 from .progress import progress
-from .utils import field_defaults, torch_generator
+from .utils import torch_generator
 
 __all__ = ["synthesize_dataset", "dataset_manifest"]
 
@@ -71,7 +71,7 @@ def synthesize_dataset(
     world_size = dist.get_world_size() if world_size is None else world_size
     # Rank 0 creates (or validates, to resume) the dataset; its error, if any, stops every rank.
     # a setting the dataset's manifest lacks matches the value it had before it existed
-    defaults = {**field_defaults(type(cfg)), **type(cfg).previous_defaults}
+    defaults = cfg.resume_defaults()
     ds = (
         dist.run_on_main(lambda: _create(out, manifest, defaults))
         if world_size > 1

@@ -35,7 +35,7 @@ from datafree.metrics import log_step
 from datafree.normalize import Normalizer
 from datafree.progress import progress
 from datafree.registry import Registry
-from datafree.utils import device_of
+from datafree.utils import device_of, field_defaults
 
 __all__ = [
     "GENERATORS", "Batch", "RoundSynthesizer", "Synthesizer", "SynthConfig", "register", "warmup_cosine",
@@ -64,6 +64,11 @@ class SynthConfig:
     #: a setting added after datasets were written, with the value those datasets behaved as when it is
     #: not today's default: resuming one needs that value (:func:`datafree.synthesis.synthesize_dataset`).
     previous_defaults: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def resume_defaults(cls) -> dict[str, Any]:
+        """Each setting's value before it existed: what a dataset or checkpoint that lacks it ran with."""
+        return {**field_defaults(cls), **cls.previous_defaults}
 
     def plain(self) -> dict[str, Any]:
         """The settings as plain values (tuples as lists): what manifests and resume checks store."""

@@ -47,7 +47,7 @@ from datafree.augment import random_jitter
 from datafree.dataset import shard_seed
 from datafree.errors import UserInputError
 from datafree.hooks import BNStatistics, spatial_batchnorm_layers
-from datafree.losses import bn_statistic_loss, weighted_sum
+from datafree.losses import weighted_sum
 from datafree.progress import progress
 from datafree.stats import StatisticsEMA
 from datafree.utils import eval_mode
@@ -135,6 +135,9 @@ class FastDatafreeConfig(SynthConfig):
     # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
     # BN loss (1: every layer): 5 leaves out the 1 x 1 and 2 x 2 maps (session 28; session 27's 2: 1 x 1)
     bn_min_hw: int = 5
+    # The BN loss in units of each channel's running spread (BNStatisticLoss.standardized; our addition, as
+    # deepinversion's bn_standardized); false: the paper's raw loss.
+    bn_standardized: bool = False
     # synthesis-only rounds (meta-updates) of the meta-generator before its first sampled batch: the
     # paper's 20-epoch warm-up (``warmup``); the growing pool runs none (``pool_options``)
     warmup_rounds: int = 20
@@ -273,14 +276,14 @@ class FastDatafree(RoundSynthesizer):
         pixels = self.fast(self.z)  # (B, C, H, W) in [0, 1]
         x = self.normalizer(pixels)
         xa = precision.prepare_input(random_jitter(x, self.jitter, self.generator))
-        with BNStatistics(self.teacher, layers=self.stat_layers) as stats:
+        with BNStatistics(self.teacher, layers=self.stat_layers, standardized=cfg.bn_standardized) as stats:
             # the teacher's forward under --precision (the small generator stays fp32); the hook
             # keeps the BN statistics in fp32 and the losses are reduced in fp32
             with precision.autocast(self.device):
                 logits = self.teacher(xa)
             logits = precision.fp32(logits)
             means, variances = self.bn_ema.blend(stats.means, stats.vars)  # type: ignore[arg-type]
-            bn = bn_statistic_loss(means, variances, stats.running(), cfg.first_bn_weight)
+            bn = stats.loss(cfg.first_bn_weight, means, variances)
         terms = {
             "bn": (cfg.bn_weight, bn),
             "oh": (cfg.oh_weight, F.cross_entropy(logits, self.targets)),

@@ -34,7 +34,7 @@ from datafree.augment import random_jitter
 from datafree.errors import UserInputError
 from datafree.generator_losses import class_coverage_loss, information_entropy_loss
 from datafree.hooks import BNStatistics, batchnorm_layers, spatial_batchnorm_layers
-from datafree.losses import bn_ce_scale, bn_statistic_loss, weighted_sum
+from datafree.losses import bn_ce_scale, weighted_sum
 from datafree.replay import ReplayMemory, auto_replay_size
 from datafree.rules import NOISE_MIN_ENTROPY, noise_answer_entropy
 from datafree.utils import eval_mode
@@ -111,6 +111,9 @@ class OnlineConfig(SynthConfig):
     # BN layers whose input has fewer spatial positions (H x W at the card's input shape) stay out of the
     # BN loss (1: every layer; datafree.hooks.spatial_batchnorm_layers)
     bn_min_hw: int = 1
+    # The BN loss in units of each channel's running spread (BNStatisticLoss.standardized; our addition, as
+    # deepinversion's bn_standardized); false: the raw loss of DFQ / CMI's DAFL-with-BN.
+    bn_standardized: bool = False
     # The BN term's balance against the backend's own terms (as DeepInversion's bn_ce_max_ratio): when
     # bn_weight x BN starts more than bn_max_ratio times the sum of the other weighted terms' sizes (at
     # the run's first generator step), bn_weight is scaled down to that ratio for the whole run; 0: off.
@@ -361,13 +364,15 @@ class OnlineSynthesizer(Synthesizer):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total generator loss on ``G(z)`` (backend terms plus the optional BN term) and its log."""
         images = random_jitter(self.generate(z), self.jitter, self.rng)
+        cfg = self.config
         if self.use_bn_term:
-            with BNStatistics(self.teacher, layers=self.stat_layers) as stats:
+            stats_ctx = BNStatistics(self.teacher, layers=self.stat_layers, standardized=cfg.bn_standardized)
+            with stats_ctx as stats:
                 terms = self.objective(images, student)
-                bn = bn_statistic_loss(stats.means, stats.vars, stats.running(), self.config.first_bn_weight)  # type: ignore[arg-type]
+                bn = stats.loss(cfg.first_bn_weight)
             if self.bn_scale is None:  # the run's first step (one host sync): the BN term's balance
                 self.bn_scale = self._bn_balance(bn, terms)
-            terms["bn"] = (self.config.bn_weight * self.bn_scale, bn)
+            terms["bn"] = (cfg.bn_weight * self.bn_scale, bn)
         else:
             terms = self.objective(images, student)
         return weighted_sum(terms)

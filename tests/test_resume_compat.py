@@ -74,3 +74,34 @@ def test_a_dataset_from_before_a_setting_existed_resumes_at_its_default(tmp_path
         SyntheticDataset.create(root, config_defaults=defaults, **_manifest({"lr": 0.1, "fold_bn": False}))
     with pytest.raises(UserInputError, match="differs in: config"):
         SyntheticDataset.create(root, **_manifest({"lr": 0.2}))
+
+
+def _strip_source_setting(path, key):
+    state = torch.load(path, weights_only=True)
+    del state["run"]["source"]["config"][key]
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("method, kind", [("dafl", "online"), ("nayer", "pool")])
+def test_a_generator_kd_checkpoint_from_before_a_backend_setting_existed_resumes_at_its_previous_value(
+    tmp_path, bn_teacher, method, kind
+):
+    """The source's backend settings are compared as a dataset's: one the checkpoint lacks matches at the
+    value it had before it existed (its default, or SynthConfig.previous_defaults), any other is refused."""
+    from datafree.sources import PoolSource, SynthesizerSource
+    from generators import create_synthesizer
+
+    def source(**overrides):
+        synth = create_synthesizer(method, bn_teacher.model, bn_teacher.card, batch_size=8, iterations=1,
+                                   **overrides)  # fmt: skip
+        return SynthesizerSource(synth) if kind == "online" else PoolSource(synth, max_images=16, seed=0)
+
+    previous = type(source().synth.config).resume_defaults()["bn_standardized"]
+    cfg = KDConfig(epochs=1, steps_per_epoch=1, batch_size=8)
+    run = {"input_shape": bn_teacher.card.input_shape, "checkpoint_dir": tmp_path}
+    distill(bn_teacher.model, tiny_student(), source(bn_standardized=previous), cfg, **run)
+    _strip_source_setting(tmp_path / CHECKPOINT, "bn_standardized")  # as a version without it wrote it
+    with pytest.raises(UserInputError, match=r"differs in: data source\)"):
+        distill(bn_teacher.model, tiny_student(), source(bn_standardized=not previous), cfg, **run)
+    result = distill(bn_teacher.model, tiny_student(), source(bn_standardized=previous), cfg, **run)
+    assert result.resumed_from_epoch == 1 and len(result.history) == 1  # restored, not run again
