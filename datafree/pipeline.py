@@ -8,6 +8,7 @@ cost. Every output is written atomically; rerunning the same command resumes.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 import warnings
@@ -149,7 +150,9 @@ def _distill_online(
     digits, else none claimed.
     """
     assert p.method is not None
-    r = train_online(teacher, p.method, student_arch, out, p.kd, seed=seed, **p.method_options)
+    # p holds the budget's settings already (and warned once if it cannot fit them): no second budget pass
+    opts = p.method_options
+    r = train_online(teacher, p.method, student_arch, out, p.kd, seed=seed, budget_s=math.inf, **opts)
     metrics = measure(r.student, teacher.card, eval_data)
     acc = metrics["accuracy"]
     assert r.student_card is not None

@@ -153,7 +153,7 @@ def test_hook_loss_scores_given_statistics_in_place_of_the_recorded_ones() -> No
         assert float(st.loss(3.0).detach()) != pytest.approx(float(want.detach()), rel=0.05)
 
 
-# the defaults: adopted for deepinversion (session 29) and cmi, nayer (30); measured for the rest in session 31
+# adopted for deepinversion (session 29) and cmi, nayer (30); measured for the rest in session 31
 STANDARDIZED_BY_DEFAULT = {"cmi": True, "nayer": True, "fast": False, "dafl": False, "dfad": False}
 
 

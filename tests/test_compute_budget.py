@@ -672,3 +672,22 @@ def test_cell_cost_times_a_plan_by_either_clock(tmp_path) -> None:
     # the same plan by both clocks: only the timing differs
     plan_keys = ("iterations", "rounds", "kd_steps", "num_images", "batch_size", "kd_batch_size")
     assert {k: rows["cpu"][k] for k in plan_keys} == {k: rows["wall"][k] for k in plan_keys}
+
+
+def test_compress_warns_once_when_an_online_run_cannot_fit_the_budget(monkeypatch, tmp_path) -> None:
+    """One over-budget warning from compress with an online backend.
+
+    compress plans the run (and warns), then trains the generator with those settings: no second budget
+    pass, so no second warning (session 31: compress --method dafl on WRN-40-2 printed it twice).
+    """
+    from datafree import pipeline, rules
+
+    monkeypatch.setattr(rules, "RUN_BUDGET_CPU_S", 1e-6)  # the given tiny run is still over it
+    kd = {"epochs": 1, "batch_size": 16}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = pipeline.compress("resnet8_digits", tmp_path / "run", method="dafl", kd=kd, baseline=False,
+                                student="resnet8_quarter", synth_options={"batch_size": 16})  # fmt: skip
+    floor = [w for w in caught if "at its floor" in str(w.message)]
+    assert len(floor) == 1, [str(w.message)[:80] for w in floor]
+    assert rep["compute_budget"]["over_budget"]

@@ -86,8 +86,11 @@ def _strip_source_setting(path, key):
 def test_a_generator_kd_checkpoint_from_before_a_backend_setting_existed_resumes_at_its_previous_value(
     tmp_path, bn_teacher, method, kind
 ):
-    """The source's backend settings are compared as a dataset's: one the checkpoint lacks matches at the
-    value it had before it existed (its default, or SynthConfig.previous_defaults), any other is refused."""
+    """An online or pool run's checkpoint compares its backend settings as a dataset's manifest does.
+
+    One the checkpoint lacks matches at the value it had before it existed (its default, or
+    SynthConfig.previous_defaults); any other value is refused.
+    """
     from datafree.sources import PoolSource, SynthesizerSource
     from generators import create_synthesizer
 
