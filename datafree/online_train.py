@@ -36,7 +36,7 @@ from .outputs import prepare_out_dir
 from .plan import make_student, plan
 from .progress import note
 from .synthesis import synthesize_dataset
-from .utils import atomic_write, atomic_write_json, ensure_dir
+from .utils import atomic_write, atomic_write_json, ensure_dir, field_defaults, settings_match
 
 __all__ = [
     "OnlineResult",
@@ -79,7 +79,12 @@ def _online_class(method: str) -> type[Synthesizer]:
     return cls
 
 
-def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
+def _check_manifest(out: Path, manifest: dict[str, Any], defaults: dict[str, dict[str, Any]]) -> None:
+    """Refuse a run manifest in ``out`` of another run, else write this one.
+
+    ``defaults``: per settings entry of ``manifest`` (``config``, ``kd_config``), the value each setting had
+    before it existed, for a manifest that lacks it (:func:`datafree.utils.settings_match`).
+    """
     path = out / ONLINE_MANIFEST
     if path.is_file():
         from .validate import read_json
@@ -90,7 +95,9 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
             raise UserInputError(f"{path}: unreadable ({e}); delete it to start over") from None
         if not isinstance(old, dict):
             raise UserInputError(f"{path}: not a run manifest (a JSON object); delete it to start over")
-        diff = [k for k in manifest if old.get(k) != manifest[k]]
+        same = {k: settings_match(old.get(k), v, defaults[k]) if k in defaults else old.get(k) == v
+                for k, v in manifest.items()}  # fmt: skip
+        diff = [k for k, ok in same.items() if not ok]
         if diff:
             raise UserInputError(
                 f"{out} holds a run with other settings (differs in: {', '.join(diff)}); "
@@ -178,6 +185,7 @@ def train_online(
             "student_arch": arch,
             "teacher_sha256": teacher.card.sha256,
         },
+        {"config": synth.config.resume_defaults(), "kd_config": field_defaults(KDConfig)},
     )
     objective = p.student_objective
     # what the backend's own student loss does for this pair (ZSKT's attention transfer), said once

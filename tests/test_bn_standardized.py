@@ -154,7 +154,7 @@ def test_hook_loss_scores_given_statistics_in_place_of_the_recorded_ones() -> No
 
 
 # adopted for deepinversion (session 29) and cmi, nayer (30); measured for the rest in session 31
-STANDARDIZED_BY_DEFAULT = {"cmi": True, "nayer": True, "fast": False, "dafl": False, "dfad": False}
+STANDARDIZED_BY_DEFAULT = {"cmi": True, "nayer": True, "fast": False, "dafl": True, "dfad": True}
 
 
 @pytest.mark.parametrize("method", ["cmi", "nayer", "fast", "dafl", "dfad"])

@@ -108,3 +108,30 @@ def test_a_generator_kd_checkpoint_from_before_a_backend_setting_existed_resumes
         distill(bn_teacher.model, tiny_student(), source(bn_standardized=not previous), cfg, **run)
     result = distill(bn_teacher.model, tiny_student(), source(bn_standardized=previous), cfg, **run)
     assert result.resumed_from_epoch == 1 and len(result.history) == 1  # restored, not run again
+
+
+def test_an_online_run_from_before_a_backend_setting_existed_resumes_at_its_previous_value(
+    tmp_path, bn_teacher
+):
+    """train_online's run manifest (online.json) and checkpoint both compare settings that way."""
+    import json
+    import math
+
+    from datafree.online_train import ONLINE_MANIFEST, train_online
+
+    kd = {"epochs": 1, "steps_per_epoch": 1}
+
+    def run(**overrides):
+        return train_online(bn_teacher, "dafl", "resnet8_quarter", tmp_path, kd, seed=0, budget_s=math.inf,
+                            batch_size=8, **overrides)  # fmt: skip
+
+    first = run(bn_standardized=False)
+    assert first.resumed_from_epoch == 0 and first.synthesizer.config.bn_standardized is False
+    manifest = json.loads((tmp_path / ONLINE_MANIFEST).read_text())
+    del manifest["config"]["bn_standardized"]  # as a version without the option wrote them
+    del manifest["kd_config"]["ema_decay"]
+    (tmp_path / ONLINE_MANIFEST).write_text(json.dumps(manifest))
+    _strip_source_setting(tmp_path / CHECKPOINT, "bn_standardized")
+    with pytest.raises(UserInputError, match=r"differs in: config\)"):
+        run()  # today's default (standardised) is not what the run did
+    assert run(bn_standardized=False).resumed_from_epoch == 1
