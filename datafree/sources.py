@@ -336,7 +336,7 @@ def _config_of(synth: Synthesizer) -> dict[str, Any]:
 def identity_matches(saved: Any, current: dict[str, Any], source: SurrogateSource) -> bool:
     """Whether a KD checkpoint's source identity ``saved`` is ``current``, ``source``'s, for a resume.
 
-    A backend setting the checkpoint's lacks (added since it was written) matches at the value it had
+    A backend setting the checkpoint lacks (added since it was written) matches at the value it had
     before it existed (:meth:`generators.base.SynthConfig.resume_defaults`), as a dataset's does.
     """
     synth = getattr(source, "synth", None)
