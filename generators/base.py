@@ -61,8 +61,8 @@ class SynthConfig:
     #: the backend's fields that must be > 0 (besides ``batch_size`` and ``iterations``), and >= 0.
     positive_fields: ClassVar[tuple[str, ...]] = ()
     non_negative_fields: ClassVar[tuple[str, ...]] = ()
-    #: a setting added after datasets were written, with the value those datasets behaved as when it is
-    #: not today's default: resuming one needs that value (:func:`datafree.synthesis.synthesize_dataset`).
+    #: a setting added after datasets or KD checkpoints were written, with the value they behaved as when it
+    #: is not today's default: resuming one needs that value (:meth:`resume_defaults`).
     previous_defaults: ClassVar[dict[str, Any]] = {}
 
     @classmethod
