@@ -809,6 +809,14 @@ def evaluate(
         agree = f"; agreement with the teacher {res['agreement']:.4f}" if "agreement" in res else ""
         click.echo(f"accuracy {res['accuracy']:.4f} (top-5 {res['top5']:.4f}) on {res['num_samples']} images "
                    f"({res['data']}){agree}; params {res['params']}")  # fmt: skip
+        per = [(a, c) for c, a in enumerate(res["per_class"]) if a is not None]
+        if len(per) > 1:  # the class it reads worst (--json: every class's accuracy, per_class)
+            from datafree.quality import class_names
+
+            a, c = min(per)
+            names = class_names(load_card(model))
+            label = f"{c} ({names[c]})" if names else str(c)
+            click.echo(f"weakest class: {label} at {a:.4f} ({res['class_images'][c]} images)")
 
 
 @cli.command()

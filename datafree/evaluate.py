@@ -88,7 +88,9 @@ def evaluate_model(
             and of this teacher agree (the teacher sees the same images at its own input).
 
     Returns:
-        ``{"accuracy", "top5", "num_samples", "params", "size_bytes", "data"}`` (+ ``agreement``).
+        ``{"accuracy", "top5", "num_samples", "params", "size_bytes", "data", "per_class",
+        "class_images"}`` (+ ``agreement``): ``per_class`` is the top-1 accuracy on each class's images
+        (None for a class the data lacks), ``class_images`` how many images each class has.
     """
     spec = data if data is not None else default_eval_data(card)
     if spec is None:
@@ -104,6 +106,8 @@ def evaluate_model(
     norm = card.normalizer()
     k = min(5, card.num_classes)
     top1 = top5 = agree = n = 0
+    hits = torch.zeros(card.num_classes, dtype=torch.long)
+    seen = torch.zeros(card.num_classes, dtype=torch.long)
     t_shape = tuple(int(v) for v in teacher.card.input_shape) if teacher is not None else None
     if teacher is not None and teacher.card.num_classes != card.num_classes:
         raise UserInputError(
@@ -116,7 +120,10 @@ def evaluate_model(
                 f"the model returned {tuple(logits.shape)}, not (N, {card.num_classes}) logits"
             )
         pred = logits.argmax(1)
-        top1 += int((pred == y).sum())
+        right = pred == y
+        top1 += int(right.sum())
+        seen += torch.bincount(y, minlength=card.num_classes)[: card.num_classes]
+        hits += torch.bincount(y[right], minlength=card.num_classes)[: card.num_classes]
         top5 += int((logits.topk(k, 1).indices == y[:, None]).any(1).sum())
         if teacher is not None:
             tx = resize_images(x, t_shape).to(device_of(teacher.model))  # type: ignore[arg-type]
@@ -131,6 +138,8 @@ def evaluate_model(
         "params": count_params(model),
         "size_bytes": model_size_bytes(model),
         "data": ds.name,
+        "per_class": [round(int(h) / int(c), 4) if c else None for h, c in zip(hits, seen, strict=True)],
+        "class_images": [int(c) for c in seen],
     }
     if teacher is not None:
         res["agreement"] = agree / max(1, n)
@@ -145,7 +154,8 @@ def measure(model: nn.Module, card: ModelCard, data: str | Path | None = None) -
     """
     if data is None and default_eval_data(card) is None:
         return {"accuracy": None, "top5": None, "num_samples": 0, "params": count_params(model),
-                "size_bytes": model_size_bytes(model), "data": None}  # fmt: skip
+                "size_bytes": model_size_bytes(model), "data": None, "per_class": None,
+                "class_images": None}  # fmt: skip
     return evaluate_model(model, card, data)
 
 

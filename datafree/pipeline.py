@@ -32,6 +32,7 @@ from .precision import options as precision_options
 from .profile import profile_stages
 from .progress import note
 from .prune import check_ratio, create_criterion, prune_stage
+from .quality import class_names, weak_class_warning
 from .quant import QuantizeJob
 from .quant import quantize as quantize_model
 from .quant.int8 import int8_available
@@ -133,6 +134,8 @@ def _student_summary(
         "seconds": round(seconds, 2),
         "history": history,
         "resumed_from_epoch": resumed,
+        "per_class": metrics.get("per_class"),
+        "class_images": metrics.get("class_images"),
     }
 
 
@@ -284,7 +287,7 @@ def compress(
         report["compute_budget"] = p.info["compute_budget"]
     s_report = _student_stage(lm, p, out, student, run_student, report, stages, resources, eval_data)
     if s_report is not None:
-        _student_report(report, s_report, t_metrics, out)
+        _student_report(report, s_report, t_metrics, out, class_names(lm.card))
     if baseline and s_report is not None:
         with StagePeakMemory(dev) as mem:
             b = _baseline_stage(lm, p, out, s_report["arch"], report, stages, eval_data)
@@ -467,13 +470,16 @@ def _remove_unasked(
 
 
 def _student_report(
-    report: dict[str, Any], s_report: dict[str, Any], t_metrics: dict[str, Any], out: Path
-) -> None:
+    report: dict[str, Any], s_report: dict[str, Any], t_metrics: dict[str, Any], out: Path,
+    names: list[str] | None = None,
+) -> None:  # fmt: skip
     report["student"] = {k: v for k, v in s_report.items() if k != "history"}
     s_acc, t_acc = s_report["accuracy"], t_metrics["accuracy"]
     report["student"]["ratio_to_teacher"] = (
         None if s_acc is None or t_acc is None else round(s_acc / max(t_acc, 1e-12), 4)
     )
+    # the classes it reads right under half as often as the teacher, with a warning (datafree.quality)
+    report["student"]["weak_classes"] = weak_class_warning(s_report, t_metrics, names)
     report["student"]["card"] = str(out / "model.json")
 
 
@@ -568,4 +574,5 @@ def _measured(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: metrics[k] for k in ("accuracy", "top5", "params", "size_bytes")}
+    keys = ("accuracy", "top5", "params", "size_bytes", "per_class", "class_images")
+    return {k: metrics.get(k) for k in keys}
