@@ -4,7 +4,7 @@ For each run directory (``model.json`` and ``report.json`` of a ``compress`` run
 teacher (the report's ``teacher.card``) are evaluated per class on the digits test split
 (:func:`datafree.evaluate.evaluate_model`), and the run's weak classes are listed by the rule of
 :func:`datafree.quality.weak_classes` (under half the teacher's rate on the class). Session 32 ran it on
-the job queue's runs of sessions 28-32 (``bench/results/s32/per_class_scan.md``) to see where the rule
+the job queue's runs of sessions 27-32 (``bench/results/s32/per_class_scan.md``) to see where the rule
 falls: the runs at 95% or more of their teacher, against the runs that missed a class.
 
     OMP_WAIT_POLICY=PASSIVE python bench/per_class_scan.py /tmp/job_queue/* \
