@@ -30,12 +30,31 @@ def _teacher_metrics(card: str) -> dict:
     return evaluate_model(lm.model, lm.card)
 
 
+@torch.no_grad()
+def _read_as(lm, cls: int) -> str:
+    """How many of the digits test split's images of ``cls`` the model assigns to each class."""
+    from datafree.data.evalsets import open_eval_data
+
+    counts = torch.zeros(lm.card.num_classes, dtype=torch.long)
+    norm = lm.card.normalizer()
+    for x, y in open_eval_data("digits:test", lm.card, batch_size=256):
+        pred = lm.model.eval()(norm(x)).argmax(1)[y == cls]
+        counts += torch.bincount(pred, minlength=lm.card.num_classes)
+    return " ".join(str(int(v)) for v in counts)
+
+
 def main() -> None:
     """Scan the runs given on the command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="compress output directories")
     ap.add_argument("--out", type=Path, help="write the table here (Markdown) as well as to stdout")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--confusion",
+        type=int,
+        metavar="CLASS",
+        help="also list what the student calls the real images of CLASS (counts per class)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from datafree.cards import load_model
@@ -43,8 +62,9 @@ def main() -> None:
     from datafree.quality import weak_classes
 
     lines = [
-        "| run | % of teacher | student per class (%) | lowest class / teacher's rate on it | weak classes |",
-        "|---|---|---|---|---|",
+        "| run | % of teacher | student per class (%) | lowest class / teacher's rate on it | weak classes |"
+        + (f" real {args.confusion}s read as (classes 0-9) |" if args.confusion is not None else ""),
+        "|---|---|---|---|---|" + ("---|" if args.confusion is not None else ""),
     ]
     for d in sorted(args.runs):
         if not (d / "model.json").is_file() or not (d / "report.json").is_file():
@@ -59,6 +79,7 @@ def main() -> None:
             f"| {d.name} | {100 * s['accuracy'] / t['accuracy']:.1f} | {per} | "
             f"{low}: {100 * s['per_class'][low]:.0f} / {100 * t['per_class'][low]:.0f} | "
             f"{weak_classes(s, t) or '-'} |"
+            + (f" {_read_as(lm, args.confusion)} |" if args.confusion is not None else "")
         )
         print(lines[-1], flush=True)
     if args.out:

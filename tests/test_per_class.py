@@ -1,6 +1,6 @@
 """Per-class accuracy in evaluation and reports, and the warning for a class the student never learned.
 
-On the suite's MobileNetV2 the online students read every real digit but the 1s (0% of 37) at 69-100%,
+On the suite's MobileNetV2 the online students read every real digit but the 1s (0% of 37) at 56-100%,
 which a single accuracy of 86% hides (docs/online_generators.md, "Session 32").
 """
 
