@@ -1,4 +1,4 @@
-"""Per-class accuracy of finished ``compress`` runs, and the classes ``student.weak_classes`` would name.
+r"""Per-class accuracy of finished ``compress`` runs, and the classes ``student.weak_classes`` would name.
 
 For each run directory (``model.json`` and ``report.json`` of a ``compress`` run), the student and its
 teacher (the report's ``teacher.card``) are evaluated per class on the digits test split
@@ -7,7 +7,9 @@ teacher (the report's ``teacher.card``) are evaluated per class on the digits te
 the job queue's runs of sessions 27-32 (``bench/results/s32/per_class_scan.md``) to see where the rule
 falls: the runs at 95% or more of their teacher, against the runs that missed a class.
 
-    OMP_WAIT_POLICY=PASSIVE python bench/per_class_scan.py /tmp/job_queue/* \
+Usage (the session-32 table; ``--confusion 1``: where each student puts the real 1s)::
+
+    OMP_WAIT_POLICY=PASSIVE python bench/per_class_scan.py /tmp/job_queue/* --confusion 1 --threads 2 \
         --out bench/results/s32/per_class_scan.md
 """
 
