@@ -134,8 +134,8 @@ def _student_summary(
         "seconds": round(seconds, 2),
         "history": history,
         "resumed_from_epoch": resumed,
-        "per_class": metrics.get("per_class"),
-        "class_images": metrics.get("class_images"),
+        "per_class": metrics["per_class"],
+        "class_images": metrics["class_images"],
     }
 
 
@@ -575,4 +575,4 @@ def _measured(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     keys = ("accuracy", "top5", "params", "size_bytes", "per_class", "class_images")
-    return {k: metrics.get(k) for k in keys}
+    return {k: metrics[k] for k in keys}

@@ -152,7 +152,7 @@ def coverage_warning(
     rare = quality.get("rare_classes")
     if not rare:
         return None
-    labels = [names[c] if names and c < len(names) else str(c) for c in rare]
+    labels = [_class_label(c, names) for c in rare]
     shown = ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
     return _warn(
         f"the teacher assigns almost none of {what} ({quality['images']:,}) to class(es) {shown} "
@@ -242,8 +242,7 @@ def weak_class_warning(
     if weak:
         s, t, n = student["per_class"], teacher["per_class"], student["class_images"]
         parts = [
-            f"{names[c] if names and c < len(names) else c} ({100 * s[c]:.0f}% of {n[c]}, teacher "
-            f"{100 * t[c]:.0f}%)"
+            f"{_class_label(c, names)} ({100 * s[c]:.0f}% of {n[c]}, teacher {100 * t[c]:.0f}%)"
             for c in weak[:3]
         ]
         more = f" and {len(weak) - 3} more of {len(s)}" if len(weak) > 3 else ""
@@ -253,6 +252,11 @@ def weak_class_warning(
             "report.json has every class's accuracy (student.per_class); another --method may cover them",
         )
     return weak
+
+
+def _class_label(c: int, names: list[str] | None) -> str:
+    """Class ``c`` as the card names it (:func:`class_names`), else its index."""
+    return names[c] if names and c < len(names) else str(c)
 
 
 def _warn(msg: str, hint: str) -> str:
