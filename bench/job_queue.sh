@@ -10,10 +10,17 @@
 #   bash bench/job_queue.sh DIR distill    # job line: TAG [datafree distill args...] (1 thread), e.g. --method
 #                                          # nayer --pool; DIR/TAG.time and DIR/TAG.model.json (the log has the
 #                                          # student's accuracy)
+#
+# THREADS=N (default 1) is the compress/distill runs' --threads, with OMP_WAIT_POLICY=PASSIVE (workers side by
+# side); THREADS=auto leaves both to the CLI (torch's thread count, cli.py's wait policy): a run as a user
+# starts it, for wall times taken with one worker on an otherwise idle machine. BASELINE=1 keeps compress's
+# noise baseline (a default run's whole cost; the default 0 passes --no-baseline).
 cd "$(dirname "$0")/.." || exit 2
 D=$1; MODE=$2
 case $MODE in ablation|compress|distill) ;; *) echo "usage: bench/job_queue.sh DIR ablation|compress|distill" >&2; exit 2 ;; esac
 SUITE=${DATAFREE_SUITE:-/work/cache/suite}
+THREADS=${THREADS:-1}
+if [ "$THREADS" = auto ]; then run_env=(); thr=(); else run_env=(OMP_WAIT_POLICY=PASSIVE); thr=(--threads "$THREADS"); fi
 while true; do
   job=$(flock "$D/jobs.lock" bash -c "head -n1 '$D/jobs.txt'; sed -i 1d '$D/jobs.txt'")
   [ -z "$job" ] && break
@@ -29,9 +36,9 @@ while true; do
   else
     out=${TMPDIR:-/tmp}/job_queue/$tag
     rm -rf "$out"
-    extra=(--no-baseline); [ "$MODE" = distill ] && extra=()
-    /usr/bin/time -f "%e s wall %U s user %S s sys" -o "$D/$tag.time" env OMP_WAIT_POLICY=PASSIVE nice -n 10 \
-      .venv/bin/datafree "$MODE" --threads 1 "${extra[@]}" -q --out "$out" "$@" > "$D/$tag.log" 2>&1
+    extra=(--no-baseline); { [ "$MODE" = distill ] || [ "${BASELINE:-0}" = 1 ]; } && extra=()
+    /usr/bin/time -f "%e s wall %U s user %S s sys" -o "$D/$tag.time" env "${run_env[@]}" nice -n 10 \
+      .venv/bin/datafree "$MODE" "${thr[@]}" "${extra[@]}" -q --out "$out" "$@" > "$D/$tag.log" 2>&1
     rc=$?
     cp "$out/report.json" "$D/$tag.report.json" 2>/dev/null
     cp "$out/model.json" "$D/$tag.model.json" 2>/dev/null

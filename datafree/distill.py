@@ -152,6 +152,24 @@ def _student_loss(s: torch.Tensor, t: torch.Tensor, cfg: KDConfig) -> torch.Tens
     return loss
 
 
+def _objective_settings(cfg: KDConfig) -> None:
+    """Refuse the KD loss settings a backend's own student loss does not read, rather than drop them.
+
+    A ``student_objective`` (ZSKT's KL at the KD temperature plus attention transfer) replaces
+    :func:`_student_loss`, so ``hard_label_weight`` and ``loss`` would have no effect: session 33's
+    ``--method zskt --hard-label-weight 1`` trained the same student, to the weight, as the run without it.
+    """
+    unused = [f"hard_label_weight {cfg.hard_label_weight:g}"] if cfg.hard_label_weight > 0 else []
+    if cfg.loss != "kl":
+        unused.append(f"loss {cfg.loss!r}")
+    if unused:
+        raise UserInputError(
+            f"KD {' and '.join(unused)} would have no effect: this method trains the student with its own "
+            "loss (the KL at the KD temperature and attention transfer); leave --hard-label-weight and "
+            "--kd loss at their defaults"
+        )
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -406,6 +424,7 @@ def distill(
 
     Raises:
         NumericalError: the loss became NaN or inf; the checkpoint of the last good epoch is kept.
+        UserInputError: a KD setting that ``student_objective`` would not read (:func:`_objective_settings`).
 
     Under ``torch.distributed`` (see :mod:`datafree.distributed`) the student is wrapped in
     DistributedDataParallel, each rank trains on a disjoint slice of every global batch of
@@ -413,6 +432,8 @@ def distill(
     """
     cfg = config or KDConfig()
     cfg.validate()
+    if student_objective is not None:
+        _objective_settings(cfg)
     device = device_of(teacher)
     student.to(device)
     teacher.eval()

@@ -69,3 +69,20 @@ def test_compress_zskt_says_what_attention_transfer_pairs(run, tmp_path):
     assert objective["beta"] == 62.5 and not objective["aligned"]
     assert objective["teacher"] == ["16x16", "8x8", "4x4"]
     assert objective["student"] == ["16x16", "8x8", "4x4", "2x2"]
+
+
+def test_kd_loss_settings_the_backends_own_loss_ignores_are_refused(run, tmp_path):
+    """ZSKT trains its student with its own loss: --hard-label-weight / --kd loss=l1 would do nothing."""
+    out = tmp_path / "z"
+    r = run("compress", "--teacher", "lenet5_digits", "--method", "zskt", "--hard-label-weight", "1",
+            "--out", out, "--no-baseline", *TINY_KD)  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert "hard_label_weight 1 would have no effect" in r.output and "Traceback" not in r.output
+    assert not (out / "checkpoint.pt").exists() and not (out / "model.json").exists()
+    r = run("distill", "--teacher", "lenet5_digits", "--method", "zskt", "--kd", "loss=l1", "--out",
+            tmp_path / "d", "--quiet", *TINY_KD)  # fmt: skip
+    assert r.exit_code == 2 and "loss 'l1' would have no effect" in r.output, r.output
+    # the methods whose student loss is the KD stage's take them (DAFL: KL + CE to the teacher's arg-max)
+    r = run("distill", "--teacher", "lenet5_digits", "--method", "dafl", "--hard-label-weight", "1", "--out",
+            tmp_path / "ok", "--quiet", *TINY_KD)  # fmt: skip
+    assert r.exit_code == 0, r.output
