@@ -32,15 +32,15 @@ from torch import nn
 
 @torch.no_grad()
 def _penultimate(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's logits and the input of its last module (the classifier), flattened and unit-norm."""
-    feats: list[torch.Tensor] = []
-    last = list(model.modules())[-1]
-    h = last.register_forward_hook(lambda m, i, o: feats.append(i[0].detach()))
-    try:
-        logits = torch.cat([model(b) for b in x.split(256)])
-    finally:
-        h.remove()
-    return logits, nn.functional.normalize(torch.cat(feats).flatten(1), dim=1)
+    """The model's logits and its penultimate features (the classifier's input), flattened and unit-norm."""
+    from datafree.hooks import FeatureRecorder, penultimate_module
+
+    logits, feats = [], []
+    with FeatureRecorder([penultimate_module(model)], what="input") as rec:
+        for b in x.split(256):
+            logits.append(model(b))
+            feats.append(rec.features[0].detach())
+    return torch.cat(logits), nn.functional.normalize(torch.cat(feats).flatten(1), dim=1)
 
 
 def probe(run: Path, cls: int, images: int, seed: int) -> dict:
@@ -53,9 +53,10 @@ def probe(run: Path, cls: int, images: int, seed: int) -> dict:
     teacher = load_model(rep["teacher"]["card"])
     student = load_model(run / "model.json")
     synth = load_online_synthesizer(teacher, run)
-    torch.manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)  # as datafree.quality.generator_quality draws
     with torch.no_grad():  # the generator's images are in the teacher's normalised space
-        gen = torch.cat([synth.sample(min(256, images - i)).images for i in range(0, images, 256)])
+        parts = [synth.sample(min(256, images - i), generator=rng).images for i in range(0, images, 256)]
+    gen = torch.cat(parts)
     real = [(x, y) for x, y in open_eval_data("digits:test", teacher.card, batch_size=512)]
     x = torch.cat([b[0] for b in real])
     y = torch.cat([b[1] for b in real])
