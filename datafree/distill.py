@@ -152,7 +152,7 @@ def _student_loss(s: torch.Tensor, t: torch.Tensor, cfg: KDConfig) -> torch.Tens
     return loss
 
 
-def _objective_settings(cfg: KDConfig) -> None:
+def check_objective_settings(cfg: KDConfig) -> None:
     """Refuse the KD loss settings a backend's own student loss does not read, rather than drop them.
 
     A ``student_objective`` (ZSKT's KL at the KD temperature plus attention transfer) replaces
@@ -424,7 +424,8 @@ def distill(
 
     Raises:
         NumericalError: the loss became NaN or inf; the checkpoint of the last good epoch is kept.
-        UserInputError: a KD setting that ``student_objective`` would not read (:func:`_objective_settings`).
+        UserInputError: a KD setting that ``student_objective`` would not read
+            (:func:`check_objective_settings`; :func:`datafree.plan.plan` checks it first).
 
     Under ``torch.distributed`` (see :mod:`datafree.distributed`) the student is wrapped in
     DistributedDataParallel, each rank trains on a disjoint slice of every global batch of
@@ -433,7 +434,7 @@ def distill(
     cfg = config or KDConfig()
     cfg.validate()
     if student_objective is not None:
-        _objective_settings(cfg)
+        check_objective_settings(cfg)
     device = device_of(teacher)
     student.to(device)
     teacher.eval()

@@ -30,7 +30,7 @@ from generators.base import parse_overrides
 
 from . import rules as _rules
 from .cards import LoadedModel, ModelCard, check_forward
-from .distill import KDConfig
+from .distill import KDConfig, check_objective_settings
 from .errors import UserInputError
 from .hooks import batchnorm_layers
 from .models import create_model, default_student_for
@@ -741,7 +741,7 @@ def plan(
         if online:  # the generator trains for as many steps as the KD stage runs rounds
             synth_options.setdefault("iterations", cfg.epochs * cfg.rounds * cfg.g_steps)
         synth = create_synthesizer(method, teacher.model, teacher.card, seed=seed, **synth_options)
-    return Plan(
+    p = Plan(
         teacher=teacher, kd=cfg, data=data, method=method, synthesizer=synth, pool=pool,
         num_images=num_images or DEFAULT_NUM_IMAGES, seed=seed, allow_other_teacher=allow_other_teacher,
         method_options=options, dataset_source=dataset,
@@ -750,6 +750,9 @@ def plan(
             **({"compute_budget": budget} if budget is not None else {}),
         },
     )  # fmt: skip
+    if p.student_objective is not None:  # KD settings its own student loss drops: refused before any work
+        check_objective_settings(cfg)
+    return p
 
 
 def check_student(model: nn.Module, name: str, card: ModelCard) -> None:

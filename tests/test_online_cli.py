@@ -78,7 +78,7 @@ def test_kd_loss_settings_the_backends_own_loss_ignores_are_refused(run, tmp_pat
             "--out", out, "--no-baseline", *TINY_KD)  # fmt: skip
     assert r.exit_code == 2, r.output
     assert "hard_label_weight 1 would have no effect" in r.output and "Traceback" not in r.output
-    assert not (out / "checkpoint.pt").exists() and not (out / "model.json").exists()
+    assert not out.exists()  # refused at plan time, before the teacher's evaluation and before --out is made
     r = run("distill", "--teacher", "lenet5_digits", "--method", "zskt", "--kd", "loss=l1", "--out",
             tmp_path / "d", "--quiet", *TINY_KD)  # fmt: skip
     assert r.exit_code == 2 and "loss 'l1' would have no effect" in r.output, r.output
@@ -86,3 +86,19 @@ def test_kd_loss_settings_the_backends_own_loss_ignores_are_refused(run, tmp_pat
     r = run("distill", "--teacher", "lenet5_digits", "--method", "dafl", "--hard-label-weight", "1", "--out",
             tmp_path / "ok", "--quiet", *TINY_KD)  # fmt: skip
     assert r.exit_code == 0, r.output
+
+
+def test_plan_refuses_kd_settings_a_student_objective_drops() -> None:
+    """The refusal is the plan's: every caller (compress, distill, train_online, the API) gets it up front."""
+    import pytest
+
+    from datafree.cards import load_model
+    from datafree.errors import UserInputError
+    from datafree.plan import plan
+
+    lm = load_model("lenet5_digits")
+    with pytest.raises(UserInputError, match="hard_label_weight 1 would have no effect"):
+        plan(lm, method="zskt", kd={"hard_label_weight": 1.0}, seed=0)
+    with pytest.raises(UserInputError, match="loss 'l1' would have no effect"):
+        plan(lm, method="zskt", kd={"loss": "l1"}, seed=0)
+    assert plan(lm, method="dafl", kd={"hard_label_weight": 1.0}, seed=0).kd.hard_label_weight == 1.0
