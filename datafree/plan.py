@@ -393,7 +393,9 @@ def budget_settings(
             warmup_rounds=int(synth.get("warmup_rounds", 0) or 0),  # fast's (pool_options: none in the pool)
         )  # fmt: skip
 
-    after_settings, notches = _rules.budget_ladder(settings, cost, fixed, budget, synth_batch)
+    after_settings, notches = _rules.budget_ladder(
+        settings, cost, fixed, budget, synth_batch, kd_steps_per_epoch=steps_per_epoch
+    )
     room = math.isfinite(budget) and not notches  # a run left alone grows into the room (off: no growth)
     grow = getattr(cls, "budget_max_images", None)
     if room and not pool and grow and "num_images" not in fixed:  # cheap images grow
@@ -435,7 +437,9 @@ def _online_budget(
         )  # fmt: skip
 
     settings = {"epochs": kd.epochs, "batch_size": kd.batch_size}
-    after_settings, notches = _rules.budget_ladder(settings, cost, fixed, budget)
+    after_settings, notches = _rules.budget_ladder(
+        settings, cost, fixed, budget, kd_steps_per_epoch=lambda _s: kd.steps_run_per_epoch
+    )
     info = _budget_info(settings, after_settings, notches, cost, budget, per_image)
     info.update(options={}, num_images=None)
     return info

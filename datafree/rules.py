@@ -62,6 +62,7 @@ __all__ = [
     "cpu_seconds_per_image",
     "RUN_BUDGET_CPU_S",
     "BUDGET_MIN_KD_EPOCHS",
+    "BUDGET_MIN_KD_STEPS",
     "BUDGET_MIN_IMAGES_ROUNDS",
     "offline_run_cost",
     "ONLINE_PRICES",
@@ -603,6 +604,11 @@ def run_max_macs(budget_s: float | None = None) -> float:
 
 # The budget never takes the KD below this many epochs (a third of the shared 30) ...
 BUDGET_MIN_KD_EPOCHS = 10
+# ... nor, since session 34, below this many KD steps where the synthesis is what makes a run expensive
+# (budget_ladder): at the old floor of 10 epochs WRN-40-2's students had 200 steps of 32 and were starved,
+# not their images: DeepInversion's 256 images kept 85.0% of the teacher at 200 steps, 92.8% at 600 and 97.5%
+# at 800, CMI's 92.2% at 200 and 99.4% at 800 (docs/fidelity.md, "Session 34") ...
+BUDGET_MIN_KD_STEPS = 800
 # ... its batch below this (POOL_CAPPED_KD's) ...
 BUDGET_MIN_KD_BATCH = 32
 # ... nor a written dataset below this many synthesis rounds (batches) ...
@@ -796,6 +802,7 @@ def budget_ladder(
     fixed: set[str] | frozenset[str] = frozenset(),
     budget_s: float = RUN_BUDGET_CPU_S,
     synth_batch: int = 256,
+    kd_steps_per_epoch: Callable[[Mapping[str, int]], int] | None = None,
 ) -> tuple[dict[str, int], list[str]]:
     """Scale a run's settings down until its estimated cost fits ``budget_s``: the budget rule.
 
@@ -808,10 +815,14 @@ def budget_ladder(
     2. then, while over the budget, the larger part of the estimate is cut, one notch at a time: the KD
        (with its noise baseline) halves its batch down to :data:`BUDGET_MIN_KD_BATCH` (the same steps on
        smaller batches: session 6's screen), then loses a quarter of its epochs down to
-       :data:`BUDGET_MIN_KD_EPOCHS`; the synthesis of a written dataset loses a round of ``synth_batch``
-       images down to :data:`BUDGET_MIN_IMAGES_ROUNDS` (fewer images of full quality: at the reference
-       4x fewer CMI images cost 3.7 points where 2x fewer steps cost 4.7), then a quarter of its steps
-       down to :data:`BUDGET_MIN_ITERATIONS_SHARE` of the backend's;
+       :data:`BUDGET_MIN_KD_EPOCHS`; given ``kd_steps_per_epoch(settings)`` (session 34), on a plan whose
+       synthesis is the larger part of its estimate (after step 1, before any other cut), not below
+       :data:`BUDGET_MIN_KD_STEPS` steps either (the plan's own steps when it had fewer), and when a written
+       dataset's cut images take steps per epoch with them (:func:`kd_budget`), the epochs rise to keep
+       that many steps (the synthesis then pays for them); the synthesis of a written dataset loses a
+       round of ``synth_batch`` images down to :data:`BUDGET_MIN_IMAGES_ROUNDS` (fewer images of full
+       quality: at the reference 4x fewer CMI images cost 3.7 points where 2x fewer steps cost 4.7), then
+       a quarter of its steps down to :data:`BUDGET_MIN_ITERATIONS_SHARE` of the backend's;
     3. the KD epochs then grow back (at most to where step 1 left them) while the run still fits: the
        notches are coarse (a round of a written dataset is a quarter of its synthesis); then, with the
        room the epochs left, the synthesis steps per batch grow back one at a time (at most to the
@@ -826,7 +837,7 @@ def budget_ladder(
     steps: list[str] = []
     floors = {
         "batch_size": BUDGET_MIN_KD_BATCH,
-        "epochs": min(s["epochs"], BUDGET_MIN_KD_EPOCHS),
+        "epochs": min(s["epochs"], BUDGET_MIN_KD_EPOCHS),  # with kd_steps_per_epoch: kd_epochs_floor()
         "iterations": max(1, math.ceil(s.get("iterations", 0) * BUDGET_MIN_ITERATIONS_SHARE)),
         "num_images": min(s.get("num_images") or 0, BUDGET_MIN_IMAGES_ROUNDS * synth_batch),
     }
@@ -838,12 +849,24 @@ def budget_ladder(
     if cost(s)["total_s"] > budget_s and "epochs" not in fixed and s["epochs"] > SHARED_KD_EPOCHS:
         set_("epochs", SHARED_KD_EPOCHS)
 
+    # the KD's steps floor where the synthesis makes the run expensive (the larger part before any cut; a
+    # cheap synthesis, fast's, leaves the KD as the lever): BUDGET_MIN_KD_STEPS, or the plan's own steps
+    c0 = cost(s)
+    heavy = kd_steps_per_epoch is not None and c0["synthesis_s"] > c0["kd_s"] + c0["baseline_s"]
+    floor_steps = min(BUDGET_MIN_KD_STEPS, s["epochs"] * kd_steps_per_epoch(s)) if heavy else 0
+
+    def kd_epochs_floor() -> int:  # in epochs of the steps a written dataset's images left (kd_budget)
+        if kd_steps_per_epoch is None or not floor_steps:
+            return floors["epochs"]
+        return max(floors["epochs"], math.ceil(floor_steps / max(1, kd_steps_per_epoch(s))))
+
     def kd_notch() -> bool:
         if "batch_size" not in fixed and s["batch_size"] > floors["batch_size"]:
             set_("batch_size", max(floors["batch_size"], s["batch_size"] // 2))
             return True
-        if "epochs" not in fixed and s["epochs"] > floors["epochs"]:
-            set_("epochs", max(floors["epochs"], s["epochs"] * 3 // 4))
+        floor = kd_epochs_floor()
+        if "epochs" not in fixed and s["epochs"] > floor:
+            set_("epochs", max(floor, s["epochs"] * 3 // 4))
             return True
         return False
 
@@ -851,6 +874,8 @@ def budget_ladder(
         n = s.get("num_images")
         if n is not None and "num_images" not in fixed and n > floors["num_images"]:
             set_("num_images", max(floors["num_images"], (math.ceil(n / synth_batch) - 1) * synth_batch))
+            if "epochs" not in fixed:  # fewer images took KD steps with them: the epochs keep the floor's
+                _raise_to(s, set_, "epochs", kd_epochs_floor())
             return True
         if "iterations" in s and "iterations" not in fixed and s["iterations"] > floors["iterations"]:
             set_("iterations", max(floors["iterations"], s["iterations"] * 3 // 4))
@@ -863,15 +888,24 @@ def budget_ladder(
         order = (kd_notch, synth_notch) if kd_first else (synth_notch, kd_notch)
         if not any(notch() for notch in order):
             break
-    if "epochs" not in fixed and s["epochs"] < top_epochs:  # a coarse notch left room: epochs fill it
-        e = _grow_by_one(s, "epochs", top_epochs, cost, budget_s)
-        if e > s["epochs"]:
-            set_("epochs", e)
-    if top_iterations is not None and "iterations" not in fixed and s["iterations"] < top_iterations:
-        i = _grow_by_one(s, "iterations", top_iterations, cost, budget_s)  # then the steps fill what is left
-        if i > s["iterations"]:
-            set_("iterations", i)
+    _give_back(s, set_, fixed, {"epochs": top_epochs, "iterations": top_iterations}, cost, budget_s)
     return s, steps
+
+
+def _raise_to(s: dict[str, int], set_: Callable[[str, int], None], key: str, value: int) -> None:
+    if s[key] < value:
+        set_(key, value)
+
+
+def _give_back(
+    s: dict[str, int], set_: Callable[[str, int], None], fixed: set[str] | frozenset[str],
+    top: Mapping[str, int | None], cost: Any, budget_s: float,
+) -> None:  # fmt: skip
+    """:func:`budget_ladder`'s step 3: the room a coarse notch left goes to the KD epochs, then the steps."""
+    for key in ("epochs", "iterations"):  # the steps fill what the epochs leave
+        cap = top[key]
+        if cap is not None and key not in fixed and s[key] < cap:
+            _raise_to(s, set_, key, _grow_by_one(s, key, cap, cost, budget_s))
 
 
 def _grow_by_one(s: dict[str, int], key: str, cap: int, cost: Any, budget_s: float) -> int:

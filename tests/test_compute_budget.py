@@ -372,6 +372,54 @@ def test_budget_ladder_order_floors_and_fixed_keys() -> None:
                  "num_images": 256}  # fmt: skip
 
 
+def test_budget_ladder_keeps_the_kd_steps_floor() -> None:
+    """Given the KD's steps per epoch, the epochs stop where BUDGET_MIN_KD_STEPS steps remain (session 34).
+
+    A synthesis at its floors and still over the budget used to take the KD to 10 epochs of 20 steps
+    (WRN-40-2's DeepInversion: 200 steps, 85.0% of the teacher; 800 steps on the same images: 97.5%).
+    Only where the synthesis is the larger part of the plan before any cut; a cheap one leaves the KD as
+    the lever, down to the epochs floor as before.
+    The floor is the plan's own steps where it had fewer (after a backend's extra epochs went); a written
+    dataset whose cut images took steps per epoch with them gets epochs back; a user's epochs are kept.
+    """
+    import math
+
+    from datafree.rules import BUDGET_MIN_KD_BATCH, BUDGET_MIN_KD_EPOCHS, BUDGET_MIN_KD_STEPS, budget_ladder
+
+    start = {"epochs": 60, "batch_size": 128, "iterations": 200, "num_images": 1024}
+    old, _ = budget_ladder(start, _toy_cost, budget_s=1)  # no steps per epoch: the epochs floor alone
+    assert old["epochs"] == BUDGET_MIN_KD_EPOCHS
+    s, notches = budget_ladder(start, _toy_cost, budget_s=1, kd_steps_per_epoch=lambda _s: 20)
+    # a backend's extra epochs go first (60 -> 30); the plan's own 30 x 20 = 600 steps, under the floor, stay
+    assert notches[0] == "epochs 60 -> 30" and 30 * 20 < BUDGET_MIN_KD_STEPS
+    assert s["epochs"] == 30 and s["batch_size"] == BUDGET_MIN_KD_BATCH
+    assert s["num_images"] == 256 and s["iterations"] == 100  # the synthesis at its floors, as before
+
+    # a written dataset: fewer images, fewer steps per epoch (kd_budget); the epochs rise to keep the steps
+    def by_images(x: dict[str, int]) -> int:
+        return 40 if x["num_images"] >= 1024 else 20
+
+    s, notches = budget_ladder(start, _toy_cost, budget_s=1, kd_steps_per_epoch=by_images)
+    assert s["epochs"] == math.ceil(BUDGET_MIN_KD_STEPS / 20) == 40 and "epochs 30 -> 40" in notches
+    s, _ = budget_ladder(start, _toy_cost, budget_s=1, kd_steps_per_epoch=lambda _s: 40)
+    assert s["epochs"] == math.ceil(BUDGET_MIN_KD_STEPS / 40)  # 20 epochs of 40 steps
+    s, _ = budget_ladder(start, _toy_cost, budget_s=1, kd_steps_per_epoch=lambda x: x["num_images"] // 8)
+    assert s["epochs"] == math.ceil(BUDGET_MIN_KD_STEPS / (256 // 8))  # 25 epochs of 32 steps
+    s, _ = budget_ladder(start, _toy_cost, budget_s=1, kd_steps_per_epoch=lambda _s: 1000)
+    assert s["epochs"] == BUDGET_MIN_KD_EPOCHS  # long epochs: the epochs floor holds
+    s, _ = budget_ladder({**start, "epochs": 12}, _toy_cost, budget_s=1, kd_steps_per_epoch=lambda _s: 20)
+    assert s["epochs"] == 12  # never above the plan's own
+    s, _ = budget_ladder(start, _toy_cost, {"epochs"}, budget_s=1, kd_steps_per_epoch=lambda _s: 20)
+    assert s["epochs"] == 60  # the user's
+
+    def kd_heavy(x: dict[str, int]) -> dict[str, float]:  # a cheap synthesis (fast's): the KD is the lever
+        c = _toy_cost(x)
+        return {**c, "synthesis_s": c["synthesis_s"] / 10, "total_s": c["total_s"] - 0.9 * c["synthesis_s"]}
+
+    s, _ = budget_ladder(start, kd_heavy, budget_s=1, kd_steps_per_epoch=lambda _s: 20)
+    assert s["epochs"] == BUDGET_MIN_KD_EPOCHS  # the floor of epochs alone, as before session 34
+
+
 def test_budget_ladder_gives_cut_steps_back_into_the_room_left() -> None:
     """The quarter cut of 5 steps takes 2 of them (5 -> 3); the room that leaves goes back one step at a time.
 
@@ -564,7 +612,9 @@ def test_plan_applies_the_budget(bn_teacher, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(rules, "RUN_BUDGET_CPU_S", full * 0.3)
     p = plan(bn_teacher, method="cmi")
     b = p.info["compute_budget"]
-    assert b["capped"] and p.kd.epochs == b["settings"]["epochs"] <= rules.SHARED_KD_EPOCHS
+    assert b["capped"] and p.kd.epochs == b["settings"]["epochs"]
+    # at most the shared 30 epochs, or as many as keep BUDGET_MIN_KD_STEPS steps at the images left
+    assert p.kd.epochs <= max(rules.SHARED_KD_EPOCHS, -(-rules.BUDGET_MIN_KD_STEPS // p.kd.steps_per_epoch))
     assert p.num_images == b["settings"]["num_images"] and p.kd.batch_size == b["settings"]["batch_size"]
     if b["settings"]["num_images"] < 1024:  # the KD steps per epoch follow the images (kd_budget)
         assert p.kd.steps_per_epoch == rules.kd_budget(p.num_images)
@@ -612,7 +662,11 @@ def test_plan_warns_when_the_budget_cannot_fit_the_run() -> None:
         assert not any("--method auto" in str(w.message) for w in caught)
     b = p.info["compute_budget"]
     assert b["over_budget"] and b["capped_estimate_s"] > 10.0
-    assert p.kd.epochs == rules.BUDGET_MIN_KD_EPOCHS and p.kd.batch_size == rules.BUDGET_MIN_KD_BATCH
+    # the KD at its floors: batch 32, and BUDGET_MIN_KD_STEPS steps at the 256 images left (their steps
+    # per epoch are kd_budget's 20, half of 1,024 images' 40: the epochs rise from 30 to keep the steps)
+    assert p.num_images == 256 and p.kd.steps_per_epoch == rules.kd_budget(256) == 20
+    assert p.kd.epochs == -(-rules.BUDGET_MIN_KD_STEPS // 20) == 40 and "epochs 30 -> 40" in b["notches"]
+    assert p.kd.batch_size == rules.BUDGET_MIN_KD_BATCH
 
 
 def test_compress_tells_plan_when_auto_chose_the_method(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
