@@ -607,7 +607,8 @@ BUDGET_MIN_KD_EPOCHS = 10
 # ... nor, since session 34, below this many KD steps where the synthesis is what makes a run expensive
 # (budget_ladder): at the old floor of 10 epochs WRN-40-2's students had 200 steps of 32 and were starved,
 # not their images: DeepInversion's 256 images kept 85.0% of the teacher at 200 steps, 92.8% at 600 and 97.5%
-# at 800, CMI's 92.2% at 200 and 99.4% at 800 (docs/fidelity.md, "Session 34") ...
+# at 800, CMI's 92.2 / 99.2 / 99.4%; NAYER's pool 97.8% at 440 steps, 99.2-99.4% at 800 (docs/fidelity.md,
+# "Session 34") ...
 BUDGET_MIN_KD_STEPS = 800
 # ... its batch below this (POOL_CAPPED_KD's) ...
 BUDGET_MIN_KD_BATCH = 32
@@ -816,7 +817,7 @@ def budget_ladder(
        (with its noise baseline) halves its batch down to :data:`BUDGET_MIN_KD_BATCH` (the same steps on
        smaller batches: session 6's screen), then loses a quarter of its epochs down to
        :data:`BUDGET_MIN_KD_EPOCHS`; given ``kd_steps_per_epoch(settings)`` (session 34), on a plan whose
-       synthesis is the larger part of its estimate (after step 1, before any other cut), not below
+       synthesis costs more than its KD (after step 1, before any other cut; the baseline aside), not below
        :data:`BUDGET_MIN_KD_STEPS` steps either (the plan's own steps when it had fewer), and when a written
        dataset's cut images take steps per epoch with them (:func:`kd_budget`), the epochs rise to keep
        that many steps (the synthesis then pays for them); the synthesis of a written dataset loses a
@@ -849,10 +850,11 @@ def budget_ladder(
     if cost(s)["total_s"] > budget_s and "epochs" not in fixed and s["epochs"] > SHARED_KD_EPOCHS:
         set_("epochs", SHARED_KD_EPOCHS)
 
-    # the KD's steps floor where the synthesis makes the run expensive (the larger part before any cut; a
-    # cheap synthesis, fast's, leaves the KD as the lever): BUDGET_MIN_KD_STEPS, or the plan's own steps
+    # the KD's steps floor where the synthesis makes the run expensive (costlier than the KD before any cut,
+    # the noise baseline's replay of the KD aside; a cheap synthesis, fast's written dataset's, leaves the KD
+    # as the lever): BUDGET_MIN_KD_STEPS, or the plan's own steps
     c0 = cost(s)
-    heavy = kd_steps_per_epoch is not None and c0["synthesis_s"] > c0["kd_s"] + c0["baseline_s"]
+    heavy = kd_steps_per_epoch is not None and c0["synthesis_s"] > c0["kd_s"]
     floor_steps = min(BUDGET_MIN_KD_STEPS, s["epochs"] * kd_steps_per_epoch(s)) if heavy else 0
 
     def kd_epochs_floor() -> int:  # in epochs of the steps a written dataset's images left (kd_budget)

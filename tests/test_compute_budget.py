@@ -377,8 +377,8 @@ def test_budget_ladder_keeps_the_kd_steps_floor() -> None:
 
     A synthesis at its floors and still over the budget used to take the KD to 10 epochs of 20 steps
     (WRN-40-2's DeepInversion: 200 steps, 85.0% of the teacher; 800 steps on the same images: 97.5%).
-    Only where the synthesis is the larger part of the plan before any cut; a cheap one leaves the KD as
-    the lever, down to the epochs floor as before.
+    Only where the synthesis costs more than the KD before any cut; a cheap one leaves the KD as the lever,
+    down to the epochs floor as before.
     The floor is the plan's own steps where it had fewer (after a backend's extra epochs went); a written
     dataset whose cut images took steps per epoch with them gets epochs back; a user's epochs are kept.
     """
@@ -418,6 +418,16 @@ def test_budget_ladder_keeps_the_kd_steps_floor() -> None:
 
     s, _ = budget_ladder(start, kd_heavy, budget_s=1, kd_steps_per_epoch=lambda _s: 20)
     assert s["epochs"] == BUDGET_MIN_KD_EPOCHS  # the floor of epochs alone, as before session 34
+
+    def synth_over_kd(x: dict[str, int]) -> dict[str, float]:  # costlier than the KD, not KD + baseline
+        c = _toy_cost(x)
+        synth = 576.0 * (x.get("num_images", 1024) / 1024) * (x["iterations"] / 200)
+        return {**c, "synthesis_s": synth, "total_s": synth + c["kd_s"] + c["baseline_s"]}
+
+    at_30 = synth_over_kd({**start, "epochs": 30})  # after the extra epochs go: KD 384, baseline 384
+    assert at_30["kd_s"] < at_30["synthesis_s"] < at_30["kd_s"] + at_30["baseline_s"]
+    s, _ = budget_ladder(start, synth_over_kd, budget_s=1, kd_steps_per_epoch=lambda _s: 40)
+    assert s["epochs"] == math.ceil(BUDGET_MIN_KD_STEPS / 40)  # the baseline's replay of the KD aside
 
 
 def test_budget_ladder_gives_cut_steps_back_into_the_room_left() -> None:
