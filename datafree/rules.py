@@ -853,8 +853,7 @@ def budget_ladder(
     # the KD's steps floor where the synthesis makes the run expensive (costlier than the KD before any cut,
     # the noise baseline's replay of the KD aside; a cheap synthesis, fast's written dataset's, leaves the KD
     # as the lever): BUDGET_MIN_KD_STEPS, or the plan's own steps
-    c0 = cost(s)
-    heavy = kd_steps_per_epoch is not None and c0["synthesis_s"] > c0["kd_s"]
+    heavy = kd_steps_per_epoch is not None and (c0 := cost(s))["synthesis_s"] > c0["kd_s"]
     floor_steps = min(BUDGET_MIN_KD_STEPS, s["epochs"] * kd_steps_per_epoch(s)) if heavy else 0
 
     def kd_epochs_floor() -> int:  # in epochs of the steps a written dataset's images left (kd_budget)
