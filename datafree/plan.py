@@ -83,7 +83,8 @@ def kd_settings(
             (:func:`datafree.rules.kd_budget`; 40 at the default 1024).
         teacher: the teacher network; an online backend's ``bn_less_kd_defaults(input_shape)`` apply when
             it has no BatchNorm layer, and its epochs follow :func:`datafree.rules.online_kd_epochs`
-            (with ``input_shape``).
+            (with ``input_shape``; at least the backend's ``bn_less_epoch_factor`` of them on a BN-less
+            teacher).
         input_shape: the teacher's ``(C, H, W)`` (rules of the input size; None: the 16 px reference).
     """
     if isinstance(overrides, KDConfig):
@@ -100,11 +101,13 @@ def kd_settings(
             values.update(cls.kd_defaults)
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
             values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
-            if teacher is not None and not batchnorm_layers(teacher):
+            bn_less = teacher is not None and not batchnorm_layers(teacher)
+            if bn_less:
                 values.update(cls.bn_less_kd_defaults(input_shape))
-            if teacher is not None and input_shape is not None:  # cheap teachers train longer
+            if teacher is not None and input_shape is not None:  # cheap and BN-less teachers train longer
                 macs = _teacher_macs(teacher, input_shape)
-                values["epochs"] = _rules.online_kd_epochs(values["epochs"], macs)
+                least = cls.bn_less_epoch_factor if bn_less else 1.0  # type: ignore[attr-defined]
+                values["epochs"] = _rules.online_kd_epochs(values["epochs"], macs, least)
             if method_options and "batch_size" in method_options:  # "16" (--set): parsed as the backend does
                 given = {"batch_size": method_options["batch_size"]}
                 values["batch_size"] = parse_overrides(cls.Config, given).batch_size

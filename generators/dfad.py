@@ -15,13 +15,13 @@ import torch
 from datafree.generator_losses import logit_l1
 
 from .base import register
-from .online import AdversarialSynthesizer, OnlineConfig
+from .online import AdversarialConfig, AdversarialSynthesizer
 
 __all__ = ["DFAD", "DFADConfig"]
 
 
 @dataclass
-class DFADConfig(OnlineConfig):
+class DFADConfig(AdversarialConfig):
     """DFAD settings (generator Adam 1e-3 as in the paper)."""
 
     batch_size: int = 64

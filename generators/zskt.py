@@ -33,7 +33,7 @@ from datafree.hooks import FeatureRecorder
 from datafree.losses import kd_kl_loss
 
 from .base import register
-from .online import AdversarialSynthesizer, OnlineConfig
+from .online import AdversarialConfig, AdversarialSynthesizer
 
 __all__ = ["ZSKT", "ZSKTConfig", "AttentionKD", "resolution_blocks", "matched_blocks", "stages_aligned"]
 
@@ -158,7 +158,7 @@ class AttentionKD:
 
 
 @dataclass
-class ZSKTConfig(OnlineConfig):
+class ZSKTConfig(AdversarialConfig):
     """ZSKT settings (paper: generator Adam 1e-3, cosine, grad-norm clip 5, beta 250)."""
 
     batch_size: int = 64

@@ -327,7 +327,7 @@ def test_adversarial_backends_add_class_balance_only_without_batchnorm(method, l
     assert plain.balance_weight == 20.0 and not plain.use_bn_term
     images = plain.sample(8).images
     terms = plain.objective(images, _student())
-    assert set(terms) == {"adversarial", "balance"}
+    assert set(terms) == {"adversarial", "balance", "confidence"}
     torch.testing.assert_close(terms["balance"][1], class_coverage_loss(lenet.model(images)))
     assert create_synthesizer(method, resnet.model, resnet.card, batch_size=8).balance_weight == 0.0
     assert "balance" not in create_synthesizer(method, lenet.model, lenet.card, balance=0.0).objective(
@@ -335,6 +335,28 @@ def test_adversarial_backends_add_class_balance_only_without_batchnorm(method, l
     )
     with pytest.raises(UserInputError, match="balance"):
         create_synthesizer(method, lenet.model, lenet.card, balance=-2.0)
+
+
+@pytest.mark.parametrize("method", ["zskt", "dfad"])
+def test_adversarial_confidence_term_is_dafls_one_hot_loss_on_bn_less_teachers(method, lenet, resnet):
+    """``confidence``: DAFL's one-hot loss on the teacher's answers joins the generator's loss.
+
+    Automatic (-1, the default): weight 3 on a teacher without BatchNorm, none on one with it.
+    """
+    synth = create_synthesizer(method, lenet.model, lenet.card, batch_size=8)
+    assert synth.config.confidence == -1.0 and synth.confidence_weight == 3.0
+    images = synth.sample(8).images
+    weight, value = synth.objective(images, _student())["confidence"]
+    assert weight == 3.0
+    torch.testing.assert_close(value, one_hot_loss(lenet.model(images)))
+    synth.step(_student())  # the generator trains with it
+    off = create_synthesizer(method, lenet.model, lenet.card, batch_size=8, confidence=0.0)
+    assert "confidence" not in off.objective(images, _student())
+    bn = create_synthesizer(method, resnet.model, resnet.card, batch_size=8)
+    assert bn.confidence_weight == 0.0
+    assert create_synthesizer(method, resnet.model, resnet.card, confidence=0.5).confidence_weight == 0.5
+    with pytest.raises(UserInputError, match="confidence"):
+        create_synthesizer(method, lenet.model, lenet.card, confidence=-2.0)
 
 
 def test_dafl_has_its_own_class_balance_term():

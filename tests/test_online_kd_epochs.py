@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -21,6 +23,12 @@ def test_online_kd_epochs_scales_with_the_reference_over_the_teachers_macs():
     assert online_kd_epochs(30, 1) == 90
     assert online_kd_epochs(30, 0) == 30  # MACs not counted: the method's epochs
     assert online_kd_epochs(10, ONLINE_REF_MACS // 2) == 20  # a factor of the method's own epochs
+    # the least factor (a BN-less teacher's): costlier teachers get it, cheaper ones keep the MAC rule's
+    assert online_kd_epochs(30, 4 * ONLINE_REF_MACS, 2.0) == 60
+    assert online_kd_epochs(30, round(ONLINE_REF_MACS / 1.5), 2.0) == 60
+    assert online_kd_epochs(30, 233_640, 2.0) == 90
+    assert online_kd_epochs(30, 0, 2.0) == 60
+    assert online_kd_epochs(30, ONLINE_REF_MACS, 5.0) == 90  # never above the cap
 
 
 def test_reference_is_resnet8_digits(bn_teacher, plain_teacher):
@@ -48,25 +56,43 @@ def test_plan_gives_cheap_teachers_more_epochs_and_the_user_wins(method, plain_t
     assert same.synthesizer.config == cheap.synthesizer.config
 
 
-def test_costlier_bn_less_teacher_keeps_the_methods_epochs(plain_teacher):
-    """A BN-less teacher costlier than the reference (the suite's plain_32: 10.8M MACs) keeps 30 epochs."""
+def test_costlier_bn_less_teacher_gets_twice_zskts_and_dfads_epochs_where_the_budget_has_room(plain_teacher):
+    """A BN-less teacher costlier than the reference (as plain_32: 10.8M MACs): ZSKT and DFAD get 60 epochs.
+
+    ``ONLINE_BN_LESS_MIN_EPOCH_FACTOR`` (session 35); a BN teacher of the same cost keeps the method's 30,
+    and where 60 epochs do not fit the compute budget the extra epochs are its first cut (back to 30).
+    """
     import dataclasses
 
     from torch import nn
 
     from datafree.cards import LoadedModel
     from datafree.plan import plan
+    from datafree.rules import ONLINE_BN_LESS_MIN_EPOCH_FACTOR
 
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
-    )  # fmt: skip
-    card = dataclasses.replace(plain_teacher.card, input_shape=[3, 32, 32], mean=[0.5] * 3, std=[0.5] * 3)
-    big = LoadedModel(model.eval(), card)
+
+    def teacher(bn: bool) -> LoadedModel:
+        norm = (lambda: nn.BatchNorm2d(64)) if bn else nn.Identity
+        model = nn.Sequential(
+            nn.Conv2d(3, 64, 3, padding=1), norm(), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), norm(), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        )  # fmt: skip
+        card = dataclasses.replace(plain_teacher.card, input_shape=[3, 32, 32], mean=[0.5] * 3, std=[0.5] * 3)
+        return LoadedModel(model.eval(), card)
+
+    big, big_bn = teacher(False), teacher(True)
     assert conv_linear_macs(big.model, (3, 32, 32)) > ONLINE_REF_MACS
-    for method in METHODS:
-        assert plan(big, method=method, seed=0).kd.epochs == 30
+    assert ONLINE_BN_LESS_MIN_EPOCH_FACTOR == 2.0
+    for method in ("zskt", "dfad"):
+        assert plan(big, method=method, seed=0, budget_s=math.inf).kd.epochs == 60
+        assert plan(big_bn, method=method, seed=0, budget_s=math.inf).kd.epochs == 30
+        # this teacher's 60 epochs do not fit the default budget: the extra epochs are the first cut
+        tight = plan(big, method=method, seed=0)
+        assert tight.kd.epochs == 30 and tight.info["compute_budget"]["notches"][0] == "epochs 60 -> 30"
+    # DAFL keeps the MAC rule's epochs (not measured better at 60 on plain_32)
+    assert plan(big, method="dafl", seed=0, budget_s=math.inf).kd.epochs == 30
 
 
 @pytest.mark.parametrize("method", METHODS)

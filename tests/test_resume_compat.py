@@ -82,9 +82,16 @@ def _strip_source_setting(path, key):
     torch.save(state, path)
 
 
-@pytest.mark.parametrize("method, kind", [("dafl", "online"), ("nayer", "pool")])
+@pytest.mark.parametrize(
+    "method, kind, key, other",
+    [
+        ("dafl", "online", "bn_standardized", None),
+        ("nayer", "pool", "bn_standardized", None),
+        ("dfad", "online", "confidence", -1.0),  # today's default (automatic) is not what older runs did
+    ],
+)
 def test_a_generator_kd_checkpoint_from_before_a_backend_setting_existed_resumes_at_its_previous_value(
-    tmp_path, bn_teacher, method, kind
+    tmp_path, bn_teacher, method, kind, key, other
 ):
     """An online or pool run's checkpoint compares its backend settings as a dataset's manifest does.
 
@@ -99,14 +106,16 @@ def test_a_generator_kd_checkpoint_from_before_a_backend_setting_existed_resumes
                                    **overrides)  # fmt: skip
         return SynthesizerSource(synth) if kind == "online" else PoolSource(synth, max_images=16, seed=0)
 
-    previous = type(source().synth.config).resume_defaults()["bn_standardized"]
+    previous = type(source().synth.config).resume_defaults()[key]
+    other = (not previous) if other is None else other
+    assert other != previous
     cfg = KDConfig(epochs=1, steps_per_epoch=1, batch_size=8)
     run = {"input_shape": bn_teacher.card.input_shape, "checkpoint_dir": tmp_path}
-    distill(bn_teacher.model, tiny_student(), source(bn_standardized=previous), cfg, **run)
-    _strip_source_setting(tmp_path / CHECKPOINT, "bn_standardized")  # as a version without it wrote it
+    distill(bn_teacher.model, tiny_student(), source(**{key: previous}), cfg, **run)
+    _strip_source_setting(tmp_path / CHECKPOINT, key)  # as a version without it wrote it
     with pytest.raises(UserInputError, match=r"differs in: data source\)"):
-        distill(bn_teacher.model, tiny_student(), source(bn_standardized=not previous), cfg, **run)
-    result = distill(bn_teacher.model, tiny_student(), source(bn_standardized=previous), cfg, **run)
+        distill(bn_teacher.model, tiny_student(), source(**{key: other}), cfg, **run)
+    result = distill(bn_teacher.model, tiny_student(), source(**{key: previous}), cfg, **run)
     assert result.resumed_from_epoch == 1 and len(result.history) == 1  # restored, not run again
 
 
