@@ -354,6 +354,8 @@ def test_adversarial_confidence_term_is_dafls_one_hot_loss_on_bn_less_teachers(m
     assert "confidence" not in off.objective(images, _student())
     bn = create_synthesizer(method, resnet.model, resnet.card, batch_size=8)
     assert bn.confidence_weight == 0.0
+    # a BN teacher with its BN term off has no prior either, as for the class-balance term
+    assert create_synthesizer(method, resnet.model, resnet.card, bn_weight=0.0).confidence_weight == 3.0
     assert create_synthesizer(method, resnet.model, resnet.card, confidence=0.5).confidence_weight == 0.5
     with pytest.raises(UserInputError, match="confidence"):
         create_synthesizer(method, lenet.model, lenet.card, confidence=-2.0)
