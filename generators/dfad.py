@@ -27,7 +27,6 @@ class DFADConfig(AdversarialConfig):
     batch_size: int = 64
     generator_lr: float = 1e-3
     lr_schedule: str = "cosine"
-    adv_weight: float = 1.0
 
 
 @register

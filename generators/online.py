@@ -334,12 +334,16 @@ class OnlineSynthesizer(Synthesizer):
         """The backend's named, weighted generator loss terms on generated ``images``."""
         raise NotImplementedError
 
+    def without_bn_term(self, value: float, auto: float) -> float:
+        """A BN-less rule's setting: ``value``, or if -1 (automatic) ``auto`` without the BN term, else 0."""
+        if value >= 0:
+            return value
+        return 0.0 if self.use_bn_term else auto
+
     @property
     def balance_weight(self) -> float:
         """The class-balance weight used: ``balance``, or when -1, ``auto_balance`` without the BN term."""
-        if self.config.balance >= 0:
-            return self.config.balance
-        return 0.0 if self.use_bn_term else self.auto_balance
+        return self.without_bn_term(self.config.balance, self.auto_balance)
 
     @property
     def noise_share(self) -> float:
@@ -520,6 +524,8 @@ class AdversarialConfig(OnlineConfig):
     # plain_32 (seed 0): ZSKT 86.0 -> 96.9%, DFAD 85.2 -> 96.9% (real 1s read as 8s: 3% -> 70% right);
     # docs/online_generators.md, "Session 35".
     confidence: float = -1.0
+    # the discrepancy term's weight (the papers': 1)
+    adv_weight: float = 1.0
 
     # runs written before the option had no confidence term (SynthConfig.previous_defaults)
     previous_defaults: ClassVar[dict[str, Any]] = {**OnlineConfig.previous_defaults, "confidence": 0.0}
@@ -546,9 +552,7 @@ class AdversarialSynthesizer(OnlineSynthesizer):
     @property
     def confidence_weight(self) -> float:
         """``confidence``, or when -1, ``auto_confidence`` without the BN term (as :attr:`balance_weight`)."""
-        if self.config.confidence >= 0:
-            return self.config.confidence
-        return 0.0 if self.use_bn_term else self.auto_confidence
+        return self.without_bn_term(self.config.confidence, self.auto_confidence)
 
     def discrepancy(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """The disagreement the generator maximises (a scalar; logits ``(B, K)``)."""
@@ -563,8 +567,8 @@ class AdversarialSynthesizer(OnlineSynthesizer):
         with eval_mode(student if self.config.student_eval else None):  # None: the mode it is in
             s_logits = student(images)
         adversarial = -self.discrepancy(s_logits, t_logits)
-        weight = self.config.adv_weight  # type: ignore[attr-defined]  # ZSKTConfig's and DFADConfig's
-        terms = {"adversarial": (weight, adversarial), **self.balance_terms(t_logits)}
-        if self.confidence_weight > 0:
-            terms["confidence"] = (self.confidence_weight, one_hot_loss(t_logits))
+        terms = {"adversarial": (self.config.adv_weight, adversarial), **self.balance_terms(t_logits)}
+        confidence = self.confidence_weight
+        if confidence > 0:
+            terms["confidence"] = (confidence, one_hot_loss(t_logits))
         return terms

@@ -165,7 +165,6 @@ class ZSKTConfig(AdversarialConfig):
     generator_lr: float = 1e-3
     lr_schedule: str = "cosine"
     generator_grad_clip: float = 5.0
-    adv_weight: float = 1.0
     # The paper's beta (250) weighs a mean over the positions of CIFAR's 32x32 attention maps; with
     # fewer positions the same misalignment gives a larger mean, so -1 (the default) scales it to
     # the input: 250 * (H * W) / (32 * 32), i.e. 62.5 at 16x16. Measured on resnet8_digits (15
