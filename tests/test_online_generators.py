@@ -361,6 +361,61 @@ def test_adversarial_confidence_term_is_dafls_one_hot_loss_on_bn_less_teachers(m
         create_synthesizer(method, lenet.model, lenet.card, confidence=-2.0)
 
 
+def _plain_32():
+    """A BN-less CNN at 3x32x32 (random weights) and its card."""
+    from torch import nn
+
+    from datafree.cards import ModelCard
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 32),
+        nn.ReLU(), nn.Linear(32, 10),
+    ).eval()  # fmt: skip
+    card = ModelCard(arch="plain", weights="", num_classes=10, input_shape=[3, 32, 32], mean=[0.5] * 3,
+                     std=[0.5] * 3)  # fmt: skip
+    return net, card
+
+
+def test_dafls_information_entropy_term_takes_the_coverage_form_without_a_bn_term(lenet, resnet):
+    """``ie_loss``: "auto" is the coverage form on a BN-less teacher, the paper's on a BN one."""
+    for net, card in (_plain_32(), (lenet.model, lenet.card)):
+        synth = create_synthesizer("dafl", net, card, batch_size=8)
+        assert synth.config.ie_loss == "auto" and synth.ie_form == "coverage"
+        images = synth.sample(8).images
+        weight, value = synth.objective(images, None)["info_entropy"]
+        assert weight == 5.0
+        torch.testing.assert_close(value, class_coverage_loss(net(images)))
+        synth.step()  # the generator trains with it
+        paper = create_synthesizer("dafl", net, card, batch_size=8, ie_loss="entropy")
+        torch.testing.assert_close(
+            paper.objective(images, None)["info_entropy"][1], information_entropy_loss(net(images))
+        )
+    bn = create_synthesizer("dafl", resnet.model, resnet.card, batch_size=8)
+    assert bn.ie_form == "entropy"
+    x = bn.sample(8).images
+    torch.testing.assert_close(
+        bn.objective(x, None)["info_entropy"][1], information_entropy_loss(resnet.model(x))
+    )
+    assert create_synthesizer("dafl", resnet.model, resnet.card, ie_loss="coverage").ie_form == "coverage"
+    with pytest.raises(UserInputError, match="ie_loss"):
+        create_synthesizer("dafl", lenet.model, lenet.card, ie_loss="log10")
+
+
+def test_dafls_automatic_form_follows_the_bn_term_on_a_32px_bn_teacher():
+    """A BN teacher keeps the paper's form; with its BN term off it takes the rule's."""
+    import torchvision
+
+    from datafree.cards import ModelCard
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    card = ModelCard(arch="resnet18", weights="", num_classes=10, input_shape=[3, 32, 32], mean=[0.5] * 3,
+                     std=[0.5] * 3)  # fmt: skip
+    assert create_synthesizer("dafl", net, card).ie_form == "entropy"
+    assert create_synthesizer("dafl", net, card, bn_weight=0.0).ie_form == "coverage"
+
+
 def test_dafl_has_its_own_class_balance_term():
     assert method_class("dafl").auto_balance == 0.0  # its information-entropy term is ie_weight
 

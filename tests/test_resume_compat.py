@@ -88,6 +88,7 @@ def _strip_source_setting(path, key):
         ("dafl", "online", "bn_standardized", None),
         ("nayer", "pool", "bn_standardized", None),
         ("dfad", "online", "confidence", -1.0),  # today's default (automatic) is not what older runs did
+        ("dafl", "online", "ie_loss", "auto"),
     ],
 )
 def test_a_generator_kd_checkpoint_from_before_a_backend_setting_existed_resumes_at_its_previous_value(
