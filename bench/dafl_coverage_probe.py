@@ -8,10 +8,12 @@ run's count at DAFL's 30 KD epochs), then the teacher labels 1,024 of its images
 The steps' random draws are not a ``compress`` run's (no student, no KD batches), so a row is a sample of
 the same process, not a replay of a run.
 
-Session 36 ran it on the BN-less teachers (``bench/results/s36/dafl_coverage.md``)::
+Session 36 ran it on three BN-less teachers (``bench/results/s36/dafl_coverage_plain.md``; DIR_t1: the suite
+trained with ``assets/train_suite.py --seed 1``)::
 
     OMP_WAIT_POLICY=PASSIVE python bench/dafl_coverage_probe.py --seeds 0,1,2,3,4 \
-        --teachers lenet5_digits,DIR/plain_32/model.json --out bench/results/s36/dafl_coverage
+        --teachers lenet5_digits,DIR/plain_32/model.json,DIR_t1/plain_32/model.json \
+        --out bench/results/s36/dafl_coverage_plain
 """
 
 from __future__ import annotations
