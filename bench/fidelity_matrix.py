@@ -8,7 +8,8 @@ plus ``match``'s key/value pairs), and says when it ran (``session``), on which 
 (``weights``: ``"s8"`` for the suite as retrained in session 8, ``"earlier"`` for a cell on the weights
 before, ``"s12"`` for the suite as retrained in session 12, ``"s13"`` for ``vgg8_32``, trained in session 13,
 ``"s28"`` for the suite as retrained in session 28, ``"s34"`` for ``plain_32`` and ``vgg8_32`` as retrained in
-session 34, ``"s36"`` for the same two as retrained in session 36, ``"shipped"`` for the 1x16x16 teachers),
+session 34, ``"s36"`` for the suite as retrained in session 36 on an AMD EPYC (BN-less teachers since
+session 36, BN teachers since session 37), ``"shipped"`` for the 1x16x16 teachers),
 the CPU it ran on where its result file does not record one (``machine``) and anything that sets it apart
 (``note``). This script
 reads every figure from those files (nothing is typed in by hand), and writes the matrix (% of the teacher
@@ -170,7 +171,7 @@ MARKS = {
     "s8": ("§", "the suite as retrained in session 8 (Intel Xeon; sessions 8-11)"),
     "s28": ("‡", "the suite as retrained in session 28 (Intel Xeon)"),
     "s34": ("¶", "plain_32 and vgg8_32 as retrained in session 34 (Intel Xeon)"),
-    "s36": ("°", "plain_32 and vgg8_32 as retrained in session 36 (AMD EPYC)"),
+    "s36": ("°", "the suite as retrained in session 36 (AMD EPYC)"),
 }
 
 

@@ -4,7 +4,8 @@ r"""Rows and a table from the ``report.json`` files a series of ``datafree compr
 ``DIR/TAG.time`` (``/usr/bin/time``: wall, user and system seconds). This script reads every such pair and
 writes ``OUT.json`` (one row per run: teacher, method, seed, the student's accuracy and share of the
 teacher, its main KD settings, CPU seconds, the compute budget's estimate of what ran and the CPU's ratio to
-it; the machine it was read on) and ``OUT.md``. Nothing is typed in: a row is what its report says.
+it, the wall seconds and the noise baseline's accuracy where the run kept it; the machine it was read on) and
+``OUT.md``. Nothing is typed in: a row is what its report says.
 
 Usage::
 
@@ -31,6 +32,14 @@ def cpu_seconds(time_file: Path) -> float | None:
     return round(float(m.group(1)) + float(m.group(2)), 1) if m else None
 
 
+def wall_seconds(time_file: Path) -> float | None:
+    """Wall seconds of the same ``.time`` file (a run alone with its threads: what a user waits)."""
+    if not time_file.is_file():
+        return None
+    m = re.search(r"([\d.]+) s wall", time_file.read_text())
+    return float(m.group(1)) if m else None
+
+
 def row(report_path: Path) -> dict[str, Any]:
     """One run's row from its report (and the ``.time`` file beside it)."""
     r = json.loads(report_path.read_text())
@@ -53,6 +62,8 @@ def row(report_path: Path) -> dict[str, Any]:
         "kd": {k: kd[k] for k in ("epochs", "batch_size", "lr", "mixup") if k in kd},
         "synthesis_steps": plan.get("iterations"),
         "cpu_s": cpu,
+        "wall_s": wall_seconds(report_path.with_name(f"{tag}.time")),
+        "noise_baseline": (r.get("noise_baseline") or {}).get("accuracy"),  # None: run with --no-baseline
         "estimate_s": est,
         "cpu_over_estimate": round(cpu / est, 2) if cpu is not None and est else None,
     }
@@ -85,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = [
         "| run | teacher | method | seed | student | % of teacher | KD | synthesis steps | CPU s "
-        "| estimate s | CPU / estimate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| estimate s | CPU / estimate | wall s | noise baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:
         kd = ", ".join(f"{k} {v}" for k, v in x["kd"].items())
@@ -94,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
             f"| {x['tag']} | {x['teacher']} | {x['method']} | {x['seed']} | {x['student']} | "
             f"{100 * x['ratio']:.1f} | {kd} | {x['synthesis_steps'] or '-'} | "
             f"{x['cpu_s'] if x['cpu_s'] is not None else '-'} | {x['estimate_s'] or '-'} | "
-            f"{x['cpu_over_estimate'] or '-'} |"
+            f"{x['cpu_over_estimate'] or '-'} | {x['wall_s'] if x['wall_s'] is not None else '-'} | "
+            f"{'-' if x['noise_baseline'] is None else format(x['noise_baseline'], '.4f')} |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .errors import UserInputError
-from .utils import atomic_write, atomic_write_json, ensure_dir, settings_match
+from .utils import atomic_write, atomic_write_json, ensure_dir, settings_diff, settings_match
 
 __all__ = [
     "SyntheticDataset",
@@ -83,8 +83,15 @@ class SyntheticDataset:
                 if (not same_config if k == "config" else ds.manifest.get(k) != manifest.get(k))
             ]
             if diff:
+                what = [
+                    f"config: {d}"
+                    if k == "config"
+                    and (d := settings_diff(ds.manifest.get("config"), config, config_defaults or {}))
+                    else k
+                    for k in diff
+                ]
                 raise UserInputError(
-                    f"{root} already holds a different synthetic dataset (differs in: {', '.join(diff)}); "
+                    f"{root} already holds a different synthetic dataset (differs in: {'; '.join(what)}); "
                     "choose another --out or delete it"
                 )
             if manifest["num_images"] < ds.manifest["images_written"]:

@@ -36,7 +36,7 @@ from .metrics import log_event, log_step
 from .progress import progress
 from .resume import safe_torch_load
 from .sources import SurrogateSource, TensorSource, identity_matches
-from .utils import atomic_torch_save, device_of, field_defaults, settings_match
+from .utils import atomic_torch_save, device_of, field_defaults, settings_diff, settings_match
 
 __all__ = ["KDConfig", "DistillResult", "distill", "run_identity", "check_checkpoint", "CHECKPOINT"]
 
@@ -269,9 +269,13 @@ def _resumable_state(path: Path, config: KDConfig) -> dict[str, Any]:
     state = _load_checkpoint(path)
     if not isinstance(state, dict) or not {"epoch", "student", "optimizer", "history"} <= set(state):
         raise UserInputError(f"{path} is not a datafree KD checkpoint; delete it or choose another --out")
-    if not settings_match(state.get("config"), dataclasses.asdict(config), field_defaults(KDConfig)):
+    current, defaults = dataclasses.asdict(config), field_defaults(KDConfig)
+    if not settings_match(state.get("config"), current, defaults):
+        diff = settings_diff(state.get("config"), current, defaults)
         raise UserInputError(
-            f"{path} was written with other settings; use the same command to resume, or another --out to "
+            f"{path} was written with other settings"
+            + (f" (checkpoint -> this run: {diff})" if diff else "")
+            + "; use the same command (or give the checkpoint's settings) to resume, or another --out to "
             "start afresh"
         )
     return state

@@ -182,7 +182,8 @@ def auto_choice(
                 g = grown[1]
                 choice["rule"] += (
                     f"; {g['grown_epochs']} KD epochs: the run with twice the pool's fits the compute budget "
-                    f"(estimated {g['grown_estimate_s']:.0f} s <= {g['budget_s']:.0f} s of one CPU core)"
+                    f"(estimated {g['grown_estimate_s']:.0f} s <= {g['growth_budget_s']:.0f} s of one CPU "
+                    "core, the default path's 10 minutes)"
                 )
         choice["kd"], choice["compute"] = capped
         c = choice["compute"]
@@ -199,11 +200,12 @@ def _pool_grown_epochs(
     """The pool with :data:`datafree.rules.POOL_EPOCH_GROWTH` times its KD epochs, if that run fits: or None.
 
     The pool's rounds follow its KD steps, so twice the epochs is twice the pooled images and twice the
-    KD. It fits when the compute cap (:func:`_pool_epoch_cap`) takes none of the grown epochs and the CPU
-    budget (:func:`budget_settings`) changes none of its settings; on a GPU (no budget) and with
+    KD. It fits when the compute cap (:func:`_pool_epoch_cap`) takes none of the grown epochs, the CPU
+    budget (:func:`budget_settings`) changes none of its settings and its estimate fits the default path's
+    10 minutes (:func:`datafree.rules.pool_growth_budget`, since session 37); on a GPU (no budget) and with
     ``--budget off`` the pool keeps its epochs, as a written dataset keeps its images (docs/fidelity.md,
     "Session 26"). Returns :func:`_pool_epoch_cap`'s ``(kd, compute)`` with ``grown_epochs``,
-    ``grown_estimate_s`` and ``budget_s`` in ``compute``.
+    ``grown_estimate_s``, ``budget_s`` and ``growth_budget_s`` in ``compute``.
     """
     epochs = kd_settings("fast", kd, pool=True).epochs * _rules.POOL_EPOCH_GROWTH
     capped = _pool_epoch_cap(teacher, card, macs, options, {**kd, "epochs": epochs}, student, max_macs)
@@ -212,8 +214,11 @@ def _pool_grown_epochs(
     budget = _pool_budget(teacher, card, options, capped[0], student, budget_s)
     if budget is None or budget["budget_s"] is None or budget["capped"] or budget["over_budget"]:
         return None
+    room = _rules.pool_growth_budget(budget_s)  # the default path's 10 minutes
+    if budget["capped_estimate_s"] > room:
+        return None
     info = {**capped[1], "grown_epochs": epochs, "grown_estimate_s": budget["capped_estimate_s"],
-            "budget_s": budget["budget_s"]}  # fmt: skip
+            "budget_s": budget["budget_s"], "growth_budget_s": room}  # fmt: skip
     return capped[0], info
 
 

@@ -61,6 +61,8 @@ __all__ = [
     "FORWARD_MACS_PER_CPU_S",
     "cpu_seconds_per_image",
     "RUN_BUDGET_CPU_S",
+    "POOL_GROWTH_BUDGET_CPU_S",
+    "pool_growth_budget",
     "BUDGET_MIN_KD_EPOCHS",
     "BUDGET_MIN_KD_STEPS",
     "BUDGET_MIN_IMAGES_ROUNDS",
@@ -489,7 +491,8 @@ POOL_FAST10_OPTIONS: dict[str, Any] = {"iterations": 10, "lr": 2e-3, "adv_weight
 # ... and a round every 10 KD steps instead of 20: twice the pooled images for the same KD steps.
 POOL_FAST10_KD: dict[str, Any] = {"kd_steps": 10}
 # Where the pool's run with this many times its KD epochs (and so its rounds and pooled images) still
-# fits the compute cap and the CPU budget untouched, ``auto`` takes them (datafree.plan.auto_choice;
+# fits the compute cap and the CPU budget untouched (since session 37 within the default path's 10 minutes,
+# POOL_GROWTH_BUDGET_CPU_S), ``auto`` takes them (datafree.plan.auto_choice;
 # docs/fidelity.md, "Session 26": MobileNetV2 and ResNet-18 at 3x32x32, the suite's two pool teachers with
 # that room, 96.6 / 98.6 / 97.8 -> 98.6 / 99.4 / 99.4% and 99.2 / 100.0 / - -> 100.0 / 100.0 / 100.0% of the
 # teacher over seeds 0-2, at about twice the CPU; the others' runs do not fit twice and keep theirs).
@@ -590,6 +593,22 @@ SYNTH_PRICES: dict[str, tuple[float, float]] = {
 # on them) and for the estimate's error (it over-estimated the three measured NAYER cells by 8-17%).
 # One thread's CPU time bounds the 2-thread wall time of an idle machine from above.
 RUN_BUDGET_CPU_S = 800.0
+# ``compress``'s default path (``auto``) has issue 11's 10 minutes, where a named backend has the 15 above:
+# the pool grows its KD epochs (POOL_EPOCH_GROWTH) only where the grown run's estimate, noise baseline
+# included, fits this much (600 s less the same 100 s; scaled with ``--budget``: pool_growth_budget). Session
+# 37: ResNet-18 at 3x32x32, grown to 60 epochs at an estimated 669 s, took 682 s of wall time alone with its
+# default 2 threads on an AMD EPYC, 11.4 minutes (docs/fidelity.md, "Session 37").
+POOL_GROWTH_BUDGET_CPU_S = 500.0
+
+
+def pool_growth_budget(budget_s: float | None) -> float:
+    """The estimate ``auto``'s grown pool must fit (:data:`POOL_GROWTH_BUDGET_CPU_S` at the default budget).
+
+    A ``--budget`` other than :data:`RUN_BUDGET_CPU_S` scales it by the same factor.
+    """
+    if budget_s is None:
+        return POOL_GROWTH_BUDGET_CPU_S
+    return POOL_GROWTH_BUDGET_CPU_S * float(budget_s) / RUN_BUDGET_CPU_S
 
 
 def run_max_macs(budget_s: float | None = None) -> float:

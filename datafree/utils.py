@@ -58,6 +58,28 @@ def settings_match(saved: Any, current: dict[str, Any], defaults: dict[str, Any]
     return {**added, **saved} == current
 
 
+def settings_diff(saved: Any, current: dict[str, Any], defaults: dict[str, Any], limit: int = 4) -> str:
+    """Which stored settings differ from ``current``'s, for a refusal to resume: ``"epochs 60 -> 30"``.
+
+    As :func:`settings_match` reads them (a key ``saved`` lacks counts at its default); at most ``limit``
+    settings, in key order, then how many more. Empty when they match or ``saved`` is not a dict.
+    """
+    if not isinstance(saved, dict):
+        return ""
+    old = {**{k: defaults[k] for k in current.keys() - saved.keys() if k in defaults}, **saved}
+
+    def shown(d: dict[str, Any], k: str) -> str:
+        return repr(d[k]) if k in d else "(none)"
+
+    keys = sorted(
+        k for k in old.keys() | current.keys() if (k in old) != (k in current) or old[k] != current[k]
+    )
+    parts = [f"{k} {shown(old, k)} -> {shown(current, k)}" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"{len(keys) - limit} more")
+    return ", ".join(parts)
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)

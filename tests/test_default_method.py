@@ -397,7 +397,7 @@ def test_pool_grows_its_kd_epochs_where_twice_fits(tmp_path: Path, monkeypatch: 
     from datafree import rules
     from datafree.plan import AUTO, auto_choice, budget_settings, kd_settings, plan
 
-    mid = load_model(_card(tmp_path, "resnet8", (3, 32, 32)))  # 7.4x the reference: Fast-10's pool
+    mid = load_model(_card(tmp_path, "resnet8", (3, 24, 24)))  # 2-10x the reference: Fast-10's pool
     c = auto_choice(mid.model, mid.card)
     assert c["kd"]["epochs"] == 30 * rules.POOL_EPOCH_GROWTH == c["compute"]["grown_epochs"] == 60
     assert "60 KD epochs" in c["rule"] and "fits the compute budget" in c["rule"]
@@ -406,6 +406,7 @@ def test_pool_grows_its_kd_epochs_where_twice_fits(tmp_path: Path, monkeypatch: 
     est = budget_settings(mid.model, mid.card, "fast", pool=True, kd=cfg, kd_given=None, options=c["options"],
                           num_images=None)  # fmt: skip
     assert c["compute"]["grown_estimate_s"] == est["capped_estimate_s"] <= rules.RUN_BUDGET_CPU_S
+    assert est["capped_estimate_s"] <= rules.pool_growth_budget(None) == rules.POOL_GROWTH_BUDGET_CPU_S
     assert not est["capped"] and c["compute"]["run_macs"] <= rules.RUN_MAX_MACS
     p = plan(mid, method=AUTO, seed=0)
     assert (p.kd.epochs, p.kd.kd_steps) == (60, 10)
@@ -417,8 +418,20 @@ def test_pool_grows_its_kd_epochs_where_twice_fits(tmp_path: Path, monkeypatch: 
     # --budget off: no growth, as a written dataset keeps its images
     assert "epochs" not in auto_choice(mid.model, mid.card, budget_s=math.inf)["kd"]
     # a compute cap the grown run passes: no growth either
-    monkeypatch.setattr(rules, "RUN_MAX_MACS", 0.75 * c["compute"]["run_macs"])
-    assert "epochs" not in auto_choice(mid.model, mid.card)["kd"]
+    with monkeypatch.context() as m:
+        m.setattr(rules, "RUN_MAX_MACS", 0.75 * c["compute"]["run_macs"])
+        assert "epochs" not in auto_choice(mid.model, mid.card)["kd"]
+
+    # the same ResNet-8 at 3x32x32 (7.4x): its grown run fits the 15-minute budget (about 620 s estimated)
+    # but not the default path's 10 minutes (session 37, as ResNet-18 at 32 px): the pool keeps its 30
+    big = load_model(_card(tmp_path / "32", "resnet8", (3, 32, 32)))
+    assert "epochs" not in auto_choice(big.model, big.card)["kd"]
+    twice = auto_choice(big.model, big.card, budget_s=2 * rules.RUN_BUDGET_CPU_S)  # the room scales with it
+    assert twice["kd"]["epochs"] == 60
+    grown = twice["compute"]["grown_estimate_s"]
+    assert rules.POOL_GROWTH_BUDGET_CPU_S < grown <= rules.RUN_BUDGET_CPU_S
+    assert twice["compute"]["growth_budget_s"] == rules.pool_growth_budget(2 * rules.RUN_BUDGET_CPU_S) == 1000
+    assert "<= 1000 s of one CPU core, the default path's 10 minutes" in twice["rule"]
 
 
 def test_wrn40_2_pool_is_capped(tmp_path: Path) -> None:

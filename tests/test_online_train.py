@@ -62,7 +62,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(method, lenet, tm
 
 def test_resume_with_other_settings_is_refused(lenet, tmp_path):
     train_online(lenet, "dfad", None, tmp_path, {"epochs": 1, "steps_per_epoch": 2}, batch_size=8)
-    with pytest.raises(UserInputError, match="other settings"):
+    with pytest.raises(UserInputError, match=r"other settings \(differs in: config: adv_weight 1.0 -> 2.0\)"):
         train_online(
             lenet, "dfad", None, tmp_path, {"epochs": 1, "steps_per_epoch": 2}, batch_size=8, adv_weight=2.0
         )

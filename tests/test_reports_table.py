@@ -34,5 +34,15 @@ def test_rows_come_from_the_reports_and_time_files(tmp_path, capsys):
     assert data["machine"]["cpu"]
     assert a["synthesis_steps"] is None and b["synthesis_steps"] == 25
     md = (tmp_path / "runs.md").read_text()
-    assert "| a | t | dfad | 2 | s | 97.5 |" in md and "mixup 1.0 | 25 | 150.0 | 200.0 | 0.75 |" in md
+    assert (
+        "| a | t | dfad | 2 | s | 97.5 |" in md
+        and "mixup 1.0 | 25 | 150.0 | 200.0 | 0.75 | 160.0 | - |" in md
+    )
+    # the wall time (a run alone: what a user waits) and the noise baseline where the run kept it
+    assert (a["wall_s"], b["wall_s"]) == (12.5, 160.0) and a["noise_baseline"] is None is b["noise_baseline"]
+    r = json.loads((tmp_path / "a.report.json").read_text())
+    (tmp_path / "a.report.json").write_text(json.dumps({**r, "noise_baseline": {"accuracy": 0.0972}}))
+    assert rt.main([str(tmp_path), "--out", str(tmp_path / "runs")]) == 0
+    assert json.loads((tmp_path / "runs.json").read_text())["rows"][0]["noise_baseline"] == 0.0972
+    assert "| 12.5 | 0.0972 |" in (tmp_path / "runs.md").read_text()
     assert rt.main([str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2

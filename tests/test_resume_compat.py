@@ -9,7 +9,7 @@ from datafree.dataset import SyntheticDataset
 from datafree.distill import CHECKPOINT, KDConfig, distill
 from datafree.errors import UserInputError
 from datafree.sources import NoiseSource, TensorSource
-from datafree.utils import field_defaults, settings_match
+from datafree.utils import field_defaults, settings_diff, settings_match
 from tests.kd_cases import tiny_student
 
 
@@ -21,6 +21,16 @@ def test_settings_match_fills_only_keys_the_saved_settings_lack_and_only_with_de
     assert not settings_match({"a": 2}, {"a": 2, "other": 1}, defaults)  # no default known: refuse
     assert not settings_match(None, {"a": 2}, defaults)
     assert field_defaults(KDConfig)["ema_decay"] == 0.0
+
+
+def test_settings_diff_names_what_a_refused_resume_differs_in():
+    defaults = {"a": 1, "new": 0.0}
+    assert settings_diff({"a": 2}, {"a": 2, "new": 0.0}, defaults) == ""  # they match
+    assert settings_diff({"a": 2}, {"a": 2, "new": 0.5}, defaults) == "new 0.0 -> 0.5"  # absent: its default
+    assert settings_diff({"a": 2}, {"a": 3, "other": 1}, defaults) == "a 2 -> 3, other (none) -> 1"
+    many = settings_diff({k: 0 for k in "abcdef"}, {k: 1 for k in "abcdef"}, {}, limit=2)
+    assert many == "a 0 -> 1, b 0 -> 1, 4 more"
+    assert settings_diff(None, {"a": 2}, defaults) == ""
 
 
 def _strip_from_checkpoint(path, key):
@@ -142,6 +152,6 @@ def test_an_online_run_from_before_a_backend_setting_existed_resumes_at_its_prev
     del manifest["kd_config"]["ema_decay"]
     (tmp_path / ONLINE_MANIFEST).write_text(json.dumps(manifest))
     _strip_source_setting(tmp_path / CHECKPOINT, "bn_standardized")
-    with pytest.raises(UserInputError, match=r"differs in: config\)"):
+    with pytest.raises(UserInputError, match=r"differs in: config: bn_standardized False -> True\)"):
         run()  # today's default (standardised) is not what the run did
     assert run(bn_standardized=False).resumed_from_epoch == 1
