@@ -183,7 +183,7 @@ def auto_choice(
                 choice["rule"] += (
                     f"; {g['grown_epochs']} KD epochs: the run with twice the pool's fits the compute budget "
                     f"(estimated {g['grown_estimate_s']:.0f} s <= {g['growth_budget_s']:.0f} s of one CPU "
-                    "core, the default path's 10 minutes)"
+                    "core, the default path's 10-minute share of the budget)"
                 )
         choice["kd"], choice["compute"] = capped
         c = choice["compute"]

@@ -431,7 +431,7 @@ def test_pool_grows_its_kd_epochs_where_twice_fits(tmp_path: Path, monkeypatch: 
     grown = twice["compute"]["grown_estimate_s"]
     assert rules.POOL_GROWTH_BUDGET_CPU_S < grown <= rules.RUN_BUDGET_CPU_S
     assert twice["compute"]["growth_budget_s"] == rules.pool_growth_budget(2 * rules.RUN_BUDGET_CPU_S) == 1000
-    assert "<= 1000 s of one CPU core, the default path's 10 minutes" in twice["rule"]
+    assert "<= 1000 s of one CPU core, the default path's 10-minute share" in twice["rule"]
 
 
 def test_wrn40_2_pool_is_capped(tmp_path: Path) -> None:
