@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .errors import UserInputError
-from .utils import atomic_write, atomic_write_json, ensure_dir, settings_diff, settings_match
+from .utils import atomic_write, atomic_write_json, ensure_dir, settings_entry, settings_match
 
 __all__ = [
     "SyntheticDataset",
@@ -84,9 +84,8 @@ class SyntheticDataset:
             ]
             if diff:
                 what = [
-                    f"config: {d}"
+                    settings_entry(k, ds.manifest.get(k), config, config_defaults or {})
                     if k == "config"
-                    and (d := settings_diff(ds.manifest.get("config"), config, config_defaults or {}))
                     else k
                     for k in diff
                 ]

@@ -36,7 +36,7 @@ from .outputs import prepare_out_dir
 from .plan import make_student, plan
 from .progress import note
 from .synthesis import synthesize_dataset
-from .utils import atomic_write, atomic_write_json, ensure_dir, field_defaults, settings_diff, settings_match
+from .utils import atomic_write, atomic_write_json, ensure_dir, field_defaults, settings_entry, settings_match
 
 __all__ = [
     "OnlineResult",
@@ -99,12 +99,9 @@ def _check_manifest(out: Path, manifest: dict[str, Any], defaults: dict[str, dic
                 for k, v in manifest.items()}  # fmt: skip
         diff = [k for k, ok in same.items() if not ok]
         if diff:
-
-            def named(k: str) -> str:  # a settings entry with its differing settings
-                d = settings_diff(old.get(k), manifest[k], defaults[k]) if k in defaults else ""
-                return f"{k}: {d}" if d else k
-
-            what = [named(k) for k in diff]
+            what = [
+                settings_entry(k, old.get(k), manifest[k], defaults[k]) if k in defaults else k for k in diff
+            ]
             raise UserInputError(
                 f"{out} holds a run with other settings (differs in: {'; '.join(what)}); "
                 "use the same command (or give the run's settings) to resume, or another --out to start "

@@ -606,9 +606,14 @@ def pool_growth_budget(budget_s: float | None) -> float:
 
     A ``--budget`` other than :data:`RUN_BUDGET_CPU_S` scales it by the same factor.
     """
+    return _scaled_by_budget(POOL_GROWTH_BUDGET_CPU_S, budget_s)
+
+
+def _scaled_by_budget(value: float, budget_s: float | None) -> float:
+    """``value``, a bound set at the default budget, under ``budget_s`` (None: kept; ``math.inf``: none)."""
     if budget_s is None:
-        return POOL_GROWTH_BUDGET_CPU_S
-    return POOL_GROWTH_BUDGET_CPU_S * float(budget_s) / RUN_BUDGET_CPU_S
+        return value
+    return value * float(budget_s) / RUN_BUDGET_CPU_S
 
 
 def run_max_macs(budget_s: float | None = None) -> float:
@@ -617,9 +622,7 @@ def run_max_macs(budget_s: float | None = None) -> float:
     The cap scales with the budget (``--budget``): None or :data:`RUN_BUDGET_CPU_S` give
     :data:`RUN_MAX_MACS`, twice the budget twice the cap, ``math.inf`` (``--budget off``) none.
     """
-    if budget_s is None:
-        return RUN_MAX_MACS
-    return RUN_MAX_MACS * float(budget_s) / RUN_BUDGET_CPU_S
+    return _scaled_by_budget(RUN_MAX_MACS, budget_s)
 
 
 # The budget never takes the KD below this many epochs (a third of the shared 30) ...

@@ -80,6 +80,12 @@ def settings_diff(saved: Any, current: dict[str, Any], defaults: dict[str, Any],
     return ", ".join(parts)
 
 
+def settings_entry(name: str, saved: Any, current: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """An entry as a refusal names it, with what differs: ``"config: lr 0.1 -> 0.2"``, else ``name``."""
+    diff = settings_diff(saved, current, defaults)
+    return f"{name}: {diff}" if diff else name
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
