@@ -6,30 +6,19 @@ only for teachers whose answers to noise are diverse.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from datafree.cards import LoadedModel
 from datafree.errors import UserInputError
 from datafree.generator_losses import class_coverage_loss, information_entropy_loss
 from datafree.rules import dafl_bn_less_lr
 from generators import create_synthesizer
+from tests.bn_cases import plain_32
 
 torch.set_num_threads(1)
-
-
-def _plain_32(plain_teacher: LoadedModel) -> LoadedModel:
-    """A BN-less teacher with 3x32x32 inputs (LeNet-style: conv, pool, linear)."""
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 5), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(8 * 7 * 7, 10)
-    )
-    card = dataclasses.replace(plain_teacher.card, input_shape=[3, 32, 32], mean=[0.5] * 3, std=[0.5] * 3)
-    return LoadedModel(model.eval(), card)
 
 
 def test_dafl_bn_less_lr_is_a_rule_of_the_input_side():
@@ -44,7 +33,7 @@ def test_dafl_bn_less_lr_is_a_rule_of_the_input_side():
 def test_dafl_student_lr_follows_the_rule_on_bn_less_teachers_only(plain_teacher, bn_teacher):
     from datafree.plan import kd_settings, plan
 
-    p32 = _plain_32(plain_teacher)
+    p32 = plain_32(plain_teacher)
     assert plan(plain_teacher, method="dafl").kd.lr == pytest.approx(1e-2)  # unchanged at 16 px
     assert plan(p32, method="dafl").kd.lr == pytest.approx(5e-3)
     assert plan(p32, method="dafl", kd={"lr": 3e-3}).kd.lr == 3e-3  # the user's value wins

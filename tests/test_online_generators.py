@@ -24,6 +24,7 @@ from datafree.utils import torch_generator
 from generators import create_synthesizer, list_methods, method_class
 from generators.networks import DCGANGenerator
 from generators.zskt import AttentionKD, matched_blocks, resolution_blocks, stages_aligned
+from tests.bn_cases import plain_32
 
 ONLINE = ["dafl", "zskt", "dfad"]
 
@@ -361,25 +362,10 @@ def test_adversarial_confidence_term_is_dafls_one_hot_loss_on_bn_less_teachers(m
         create_synthesizer(method, lenet.model, lenet.card, confidence=-2.0)
 
 
-def _plain_32():
-    """A BN-less CNN at 3x32x32 (random weights) and its card."""
-    from torch import nn
-
-    from datafree.cards import ModelCard
-
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 32),
-        nn.ReLU(), nn.Linear(32, 10),
-    ).eval()  # fmt: skip
-    card = ModelCard(arch="plain", weights="", num_classes=10, input_shape=[3, 32, 32], mean=[0.5] * 3,
-                     std=[0.5] * 3)  # fmt: skip
-    return net, card
-
-
 def test_dafls_information_entropy_term_takes_the_coverage_form_without_a_bn_term(lenet, resnet):
     """``ie_loss``: "auto" is the coverage form on a BN-less teacher, the paper's on a BN one."""
-    for net, card in (_plain_32(), (lenet.model, lenet.card)):
+    p32 = plain_32(lenet)  # a BN-less teacher at 3x32x32, and the 16 px LeNet
+    for net, card in ((p32.model, p32.card), (lenet.model, lenet.card)):
         synth = create_synthesizer("dafl", net, card, batch_size=8)
         assert synth.config.ie_loss == "auto" and synth.ie_form == "coverage"
         images = synth.sample(8).images
