@@ -62,13 +62,22 @@ def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> to
     return x
 
 
-def kd_augmentation(input_shape: tuple[int, int, int] | list[int], flip: bool = False) -> nn.Module:
-    """Random crop with padding H/8 (and optional horizontal flip), per sample, via kornia."""
+def kd_augmentation(
+    input_shape: tuple[int, int, int] | list[int], flip: bool = False, affine: float = 0.0
+) -> nn.Module:
+    """Random crop with padding H/8 (and optional horizontal flip), per sample, via kornia.
+
+    ``affine`` > 0 adds a random affine warp after the crop: rotation up to ``affine`` degrees, scale in
+    ``1 +- affine / 100`` (border pixels repeated).
+    """
     import kornia.augmentation as K
 
     _, h, w = input_shape
     pad = max(1, h // 8)
     ops: list[nn.Module] = [K.RandomCrop((h, w), padding=pad, padding_mode="replicate")]
+    if affine > 0:
+        scale = (1 - affine / 100, 1 + affine / 100)
+        ops.append(K.RandomAffine(degrees=affine, scale=scale, padding_mode="border", p=1.0))
     if flip:
         ops.append(K.RandomHorizontalFlip())
     return nn.Sequential(*ops)
@@ -103,13 +112,17 @@ class MixBatch(nn.Module):
 
 
 def kd_transform(
-    input_shape: tuple[int, int, int] | list[int], augment: bool, flip: bool = False, mixup: float = 0.0
+    input_shape: tuple[int, int, int] | list[int],
+    augment: bool,
+    flip: bool = False,
+    mixup: float = 0.0,
+    affine: float = 0.0,
 ) -> nn.Module:
-    """What the KD stage applies to each student batch: the crop (and flip) when ``augment``, then mixup.
+    """What the KD stage applies to each student batch: the crop (warp, flip) when ``augment``, then mixup.
 
     ``nn.Identity`` when neither is on.
     """
-    ops: list[nn.Module] = [kd_augmentation(input_shape, flip)] if augment else []
+    ops: list[nn.Module] = [kd_augmentation(input_shape, flip, affine)] if augment else []
     if mixup > 0:
         ops.append(MixBatch(mixup))
     return nn.Sequential(*ops) if ops else nn.Identity()

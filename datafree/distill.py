@@ -73,6 +73,10 @@ class KDConfig:
     # Mixup of each student batch with itself (0: off): :func:`datafree.augment.mix_batch` with
     # ``lam ~ Beta(mixup, mixup)``, after the crop; teacher and student see the same mixed images.
     mixup: float = 0.0
+    # A random affine warp of each student image after the crop (0: off): rotation up to ``affine`` degrees
+    # and scale within 1 +- affine / 100 (:func:`datafree.augment.kd_augmentation`); the teacher labels the
+    # warped image, so no label is assumed to survive it.
+    affine: float = 0.0
     # Class-balanced batches from a written dataset (the teacher classes its shards store): each epoch
     # draws its images with replacement, weighted by (1 / images of the teacher's class) ** class_balance;
     # 0 (the default): the plain shuffle. Off by default: measured not to help (docs/fidelity.md,
@@ -108,6 +112,8 @@ class KDConfig:
                                  f"got {self.temperature}")  # fmt: skip
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
             raise UserInputError(f"mixup must be a number >= 0 (0: off), got {self.mixup}")
+        if not (math.isfinite(self.affine) and 0 <= self.affine < 90):
+            raise UserInputError(f"affine must be a number of degrees in [0, 90) (0: off), got {self.affine}")
         if not (math.isfinite(self.class_balance) and self.class_balance >= 0):
             raise UserInputError(f"class_balance must be a number >= 0 (0: off), got {self.class_balance}")
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
@@ -480,7 +486,9 @@ def distill(
             for _ in range(cfg.kd_steps):
                 x = _local_batch(source, cfg.batch_size)
                 if aug is None:  # crop / flip / mixup as configured (an identity when none is on)
-                    aug = kd_transform(input_shape or list(x.shape[1:]), cfg.augment, cfg.flip, cfg.mixup)
+                    aug = kd_transform(
+                        input_shape or list(x.shape[1:]), cfg.augment, cfg.flip, cfg.mixup, cfg.affine
+                    )
                     aug = aug.to(device)
                 x = precision.prepare_input(aug(x))
                 loss = _kd_loss(forward, t_forward, teacher, x, student_objective, cfg, device)

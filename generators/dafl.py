@@ -111,9 +111,10 @@ class DAFL(OnlineSynthesizer):
 
     @classmethod
     def bn_less_kd_defaults(cls, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:  # noqa: D102
+        base = super().bn_less_kd_defaults(input_shape)
         if input_shape is None:
-            return dict(cls.kd_defaults_bn_less)
-        return {**cls.kd_defaults_bn_less, "lr": dafl_bn_less_lr(input_shape)}
+            return base
+        return {**base, "lr": dafl_bn_less_lr(input_shape)}
 
     def __init__(self, teacher: nn.Module, card: Any, config: DAFLConfig) -> None:
         super().__init__(teacher, card, config)

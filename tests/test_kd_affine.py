@@ -1,0 +1,64 @@
+"""The KD stage's random affine warp (KDConfig.affine, datafree.augment.kd_augmentation)."""
+
+import pytest
+import torch
+
+from datafree.augment import kd_transform
+from datafree.distill import KDConfig, distill
+from datafree.errors import UserInputError
+from datafree.sources import NoiseSource, TensorSource
+from tests.kd_cases import assert_same_student, interrupt_and_resume, tiny_student
+
+
+def test_affine_warps_each_image_within_its_bounds():
+    # a centred bright square: rotation and scale move its corners, never its centre far; the crop is off
+    # (pad 0 is impossible, so compare with and without the warp under the same crop offsets)
+    x = torch.zeros(32, 1, 16, 16)
+    x[:, :, 5:11, 5:11] = 1.0
+    torch.manual_seed(0)
+    crop = kd_transform([1, 16, 16], augment=True)(x)
+    torch.manual_seed(0)
+    warped = kd_transform([1, 16, 16], augment=True, affine=30)(x)
+    assert warped.shape == x.shape
+    assert not torch.allclose(warped, crop)  # the warp changed the images
+    # each image differs from the others: per-sample angles, not one warp for the batch
+    shifted = warped - warped.mean(dim=(2, 3), keepdim=True)
+    assert len({round(float(v), 3) for v in shifted.abs().sum(dim=(1, 2, 3))}) > 20
+    # the bright mass stays about the same (scale within 1 +- 0.3 of the side: area within 0.49-1.69)
+    mass = warped.sum(dim=(1, 2, 3)) / x[0].sum()
+    assert bool(((mass > 0.45) & (mass < 1.75)).all())
+    torch.manual_seed(0)
+    off = kd_transform([1, 16, 16], augment=True, affine=0)(x)
+    torch.testing.assert_close(off, crop)  # 0: no warp, the crop alone
+
+
+def test_affine_changes_the_run_and_resumes_exactly(tmp_path, bn_teacher):
+    images = NoiseSource(64, bn_teacher.card).images
+    cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16, affine=15.0)
+    ref = distill(bn_teacher.model, tiny_student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "a")
+    plain_cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16)
+    plain = distill(bn_teacher.model, tiny_student(), TensorSource(images), plain_cfg)
+    assert not torch.allclose(next(ref.student.parameters()), next(plain.student.parameters()))
+    resumed = interrupt_and_resume(bn_teacher.model, images, cfg, tmp_path / "b")
+    assert resumed.resumed_from_epoch == 2
+    assert_same_student(ref, resumed)
+
+
+@pytest.mark.parametrize("bad", [-1.0, 90.0, float("nan"), float("inf")])
+def test_bad_affine(bad):
+    with pytest.raises(UserInputError, match="affine"):
+        KDConfig(affine=bad).validate()
+
+
+def test_online_students_of_a_bn_less_teacher_warp_by_default(plain_teacher, bn_teacher):
+    from datafree.plan import plan
+    from datafree.rules import BN_LESS_KD_AFFINE
+
+    for method in ("dafl", "zskt", "dfad"):
+        assert plan(plain_teacher, method=method).kd.affine == BN_LESS_KD_AFFINE == 20.0
+        assert plan(bn_teacher, method=method).kd.affine == 0.0  # BN teachers: the papers' KD
+        assert plan(plain_teacher, method=method, kd={"affine": 0}).kd.affine == 0.0  # the user's value wins
+    # DAFL's input-size rule for the student's lr still applies beside it
+    assert plan(plain_teacher, method="dafl").kd.lr == 1e-2
+    for method in ("deepinversion", "fast"):  # offline backends keep the plain crop
+        assert plan(bn_teacher, method=method).kd.affine == 0.0
