@@ -59,7 +59,7 @@ def row(report_path: Path) -> dict[str, Any]:
         "student_accuracy": student["accuracy"],
         "teacher_accuracy": teacher["accuracy"],
         "ratio": student["accuracy"] / teacher["accuracy"],
-        "kd": {k: kd[k] for k in ("epochs", "batch_size", "lr", "mixup") if k in kd},
+        "kd": {k: kd[k] for k in ("epochs", "batch_size", "lr", "mixup", "affine") if k in kd},
         "synthesis_steps": plan.get("iterations"),
         "cpu_s": cpu,
         "wall_s": wall_seconds(report_path.with_name(f"{tag}.time")),

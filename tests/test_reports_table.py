@@ -8,7 +8,7 @@ from bench import reports_table as rt
 
 
 def _report(d, tag, method, acc, kd_where="student"):
-    kd = {"epochs": 30, "batch_size": 64, "lr": 0.005, "mixup": 1.0, "seed": 0}
+    kd = {"epochs": 30, "batch_size": 64, "lr": 0.005, "mixup": 1.0, "affine": 20.0, "seed": 0}
     r = {"method": method, "seed": 2, "teacher": {"name": "t", "accuracy": 0.8},
          "student": {"arch": "s", "accuracy": acc}}  # fmt: skip
     (r["student"] if kd_where == "student" else r)["kd"] = kd
@@ -30,13 +30,13 @@ def test_rows_come_from_the_reports_and_time_files(tmp_path, capsys):
     assert abs(a["ratio"] - 0.975) < 1e-9 and b["ratio"] == 0.5 and b["cpu_s"] == 150.0
     # the budget's estimate of what ran: without the noise baseline, which this run skipped
     assert a["estimate_s"] is None and (b["estimate_s"], b["cpu_over_estimate"]) == (200.0, 0.75)
-    assert a["kd"] == b["kd"] == {"epochs": 30, "batch_size": 64, "lr": 0.005, "mixup": 1.0}
+    assert a["kd"] == b["kd"] == {"epochs": 30, "batch_size": 64, "lr": 0.005, "mixup": 1.0, "affine": 20.0}
     assert data["machine"]["cpu"]
     assert a["synthesis_steps"] is None and b["synthesis_steps"] == 25
     md = (tmp_path / "runs.md").read_text()
     assert (
         "| a | t | dfad | 2 | s | 97.5 |" in md
-        and "mixup 1.0 | 25 | 150.0 | 200.0 | 0.75 | 160.0 | - |" in md
+        and "mixup 1.0, affine 20.0 | 25 | 150.0 | 200.0 | 0.75 | 160.0 | - |" in md
     )
     # the wall time (a run alone: what a user waits) and the noise baseline where the run kept it
     assert (a["wall_s"], b["wall_s"]) == (12.5, 160.0) and a["noise_baseline"] is None is b["noise_baseline"]
