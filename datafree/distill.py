@@ -73,9 +73,9 @@ class KDConfig:
     # Mixup of each student batch with itself (0: off): :func:`datafree.augment.mix_batch` with
     # ``lam ~ Beta(mixup, mixup)``, after the crop; teacher and student see the same mixed images.
     mixup: float = 0.0
-    # A random affine warp of each student image after the crop (0: off): rotation up to ``affine`` degrees
-    # and scale within 1 +- affine / 100 (:func:`datafree.augment.kd_augmentation`); the teacher labels the
-    # warped image, so no label is assumed to survive it.
+    # A random affine warp of each student image after the crop, part of ``augment`` (0: off): rotation up to
+    # ``affine`` degrees and scale within 1 +- affine / 100 (:func:`datafree.augment.kd_augmentation`); the
+    # teacher labels the warped image, so no label is assumed to survive it.
     affine: float = 0.0
     # Class-balanced batches from a written dataset (the teacher classes its shards store): each epoch
     # draws its images with replacement, weighted by (1 / images of the teacher's class) ** class_balance;
@@ -485,7 +485,7 @@ def distill(
             source.update(student)
             for _ in range(cfg.kd_steps):
                 x = _local_batch(source, cfg.batch_size)
-                if aug is None:  # crop / flip / mixup as configured (an identity when none is on)
+                if aug is None:  # crop / warp / flip / mixup as configured (an identity when none is on)
                     aug = kd_transform(
                         input_shape or list(x.shape[1:]), cfg.augment, cfg.flip, cfg.mixup, cfg.affine
                     )

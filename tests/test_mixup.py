@@ -30,9 +30,10 @@ def test_mix_batch_blends_each_image_with_another_of_the_batch():
     assert torch.equal(mix_batch(one, 1.0), one)  # nothing to mix with
 
 
-def test_mixup_changes_the_run_and_resumes_exactly(tmp_path, bn_teacher):
+@pytest.mark.parametrize("option", [{"mixup": 1.0}, {"affine": 15.0}])  # mixup; the warp (test_kd_affine)
+def test_mixup_changes_the_run_and_resumes_exactly(tmp_path, bn_teacher, option):
     images = NoiseSource(64, bn_teacher.card).images
-    cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16, mixup=1.0)
+    cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16, **option)
     ref = distill(bn_teacher.model, tiny_student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "a")
     plain_cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16)
     plain = distill(bn_teacher.model, tiny_student(), TensorSource(images), plain_cfg)
