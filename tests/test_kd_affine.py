@@ -1,6 +1,7 @@
 """The KD stage's random affine warp (KDConfig.affine, datafree.augment.kd_augmentation).
 
-That it changes a run and resumes exactly: tests/test_mixup.py, beside mixup.
+That it changes a run and resumes exactly: tests/test_mixup.py
+(test_mixup_and_the_warp_change_the_run_and_resume_exactly).
 """
 
 import pytest

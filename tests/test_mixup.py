@@ -30,8 +30,8 @@ def test_mix_batch_blends_each_image_with_another_of_the_batch():
     assert torch.equal(mix_batch(one, 1.0), one)  # nothing to mix with
 
 
-@pytest.mark.parametrize("option", [{"mixup": 1.0}, {"affine": 15.0}])  # mixup; the warp (test_kd_affine)
-def test_mixup_changes_the_run_and_resumes_exactly(tmp_path, bn_teacher, option):
+@pytest.mark.parametrize("option", [{"mixup": 1.0}, {"affine": 15.0}])  # mixup, and the warp (test_kd_affine)
+def test_mixup_and_the_warp_change_the_run_and_resume_exactly(tmp_path, bn_teacher, option):
     images = NoiseSource(64, bn_teacher.card).images
     cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16, **option)
     ref = distill(bn_teacher.model, tiny_student(), TensorSource(images), cfg, checkpoint_dir=tmp_path / "a")
