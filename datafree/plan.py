@@ -100,7 +100,9 @@ def kd_settings(
                 values["steps_per_epoch"] = kd_budget(num_images)
             values.update(cls.kd_defaults)
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
-            values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
+            # and the KD stage's warp of its images (OnlineSynthesizer.kd_affine), every teacher
+            warp = cls.kd_affine  # type: ignore[attr-defined]
+            values.update({"batch_size": cls.Config().batch_size, "affine": warp, **cls.kd_defaults})
             bn_less = teacher is not None and not batchnorm_layers(teacher)
             if bn_less:
                 values.update(cls.bn_less_kd_defaults(input_shape))

@@ -37,9 +37,9 @@ from datafree.hooks import BNStatistics, batchnorm_layers, spatial_batchnorm_lay
 from datafree.losses import bn_ce_scale, weighted_sum
 from datafree.replay import ReplayMemory, auto_replay_size
 from datafree.rules import (
-    BN_LESS_KD_AFFINE,
     NOISE_MIN_ENTROPY,
     ONLINE_BN_LESS_MIN_EPOCH_FACTOR,
+    ONLINE_KD_AFFINE,
     noise_answer_entropy,
 )
 from datafree.utils import eval_mode
@@ -256,12 +256,10 @@ class OnlineSynthesizer(Synthesizer):
     # the least factor of the method's KD epochs on a BN-less teacher (datafree.rules.online_kd_epochs); 1:
     # the MAC rule's alone (DAFL: plain_32 at 60 epochs 96.1 / 96.1 / 99.4% against 96.9 / 95.0 / 98.9% at 30)
     bn_less_epoch_factor: ClassVar[float] = 1.0
+    # the KD stage's warp of the student's images (KDConfig.affine) on every teacher: our rule over the
+    # papers' KD (datafree.rules.ONLINE_KD_AFFINE)
+    kd_affine: ClassVar[float] = ONLINE_KD_AFFINE
     config: OnlineConfig
-
-    @classmethod
-    def bn_less_kd_defaults(cls, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
-        """``kd_defaults_bn_less`` and the KD stage's warp (:data:`datafree.rules.BN_LESS_KD_AFFINE`)."""
-        return {"affine": BN_LESS_KD_AFFINE, **super().bn_less_kd_defaults(input_shape)}
 
     def __init__(self, teacher: nn.Module, card: Any, config: OnlineConfig) -> None:
         super().__init__(teacher, card, config)

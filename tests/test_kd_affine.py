@@ -41,14 +41,15 @@ def test_bad_affine(bad):
         KDConfig(affine=bad).validate()
 
 
-def test_online_students_of_a_bn_less_teacher_warp_by_default(plain_teacher, bn_teacher):
+def test_online_students_warp_by_default_on_every_teacher(plain_teacher, bn_teacher):
     from datafree.plan import plan
-    from datafree.rules import BN_LESS_KD_AFFINE
+    from datafree.rules import ONLINE_KD_AFFINE
 
     for method in ("dafl", "zskt", "dfad"):
-        assert plan(plain_teacher, method=method).kd.affine == BN_LESS_KD_AFFINE == 20.0
-        assert plan(bn_teacher, method=method).kd.affine == 0.0  # BN teachers: the papers' KD
+        assert plan(plain_teacher, method=method).kd.affine == ONLINE_KD_AFFINE == 20.0
+        assert plan(bn_teacher, method=method).kd.affine == ONLINE_KD_AFFINE  # BN teachers too (session 39)
         assert plan(plain_teacher, method=method, kd={"affine": 0}).kd.affine == 0.0  # the user's value wins
+        assert plan(bn_teacher, method=method, kd={"affine": 5}).kd.affine == 5.0
     # DAFL's input-size rule for the student's lr still applies beside it
     assert plan(plain_teacher, method="dafl").kd.lr == 1e-2
     for method in ("deepinversion", "fast"):  # offline backends keep the plain crop
