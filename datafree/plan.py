@@ -8,8 +8,9 @@ calibration data, the benches) asks :func:`plan`::
     distill(teacher.model, student, source, p.kd, student_objective=p.student_objective)
 
 KD settings come from one rule (:func:`kd_settings`): :class:`~datafree.distill.KDConfig`'s
-defaults, then the backend's paper settings (``kd_defaults`` for an online backend; ``pool_kd``
-for the growing-pool loop), then the user's overrides.
+defaults, then the backend's paper settings (``kd_defaults`` for an online backend, over the warp of
+its student's images that every online backend gets; ``pool_kd`` for the growing-pool loop), then the
+user's overrides.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def kd_settings(
 
     Args:
         method: the backend; an online one brings its paper's ``kd_defaults`` (and its config's
-            ``batch_size``, or ``method_options["batch_size"]`` when given), ``pool`` its ``pool_kd``,
+            ``batch_size``, or ``method_options["batch_size"]`` when given) over its student's warp
+            (``kd_affine``, :data:`datafree.rules.ONLINE_KD_AFFINE`), ``pool`` its ``pool_kd``,
             an offline one writing a dataset its ``kd_defaults`` over the budget rule.
         overrides: fields the user gave (a ``KDConfig`` is taken as it is).
         pool: the growing-pool loop (``distill --pool``).
