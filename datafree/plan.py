@@ -76,7 +76,7 @@ def kd_settings(
     Args:
         method: the backend; an online one brings its paper's ``kd_defaults`` (and its config's
             ``batch_size``, or ``method_options["batch_size"]`` when given) over its student's warp
-            (``kd_affine``, :data:`datafree.rules.ONLINE_KD_AFFINE`), ``pool`` its ``pool_kd``,
+            (:data:`datafree.rules.ONLINE_KD_AFFINE`), ``pool`` its ``pool_kd``,
             an offline one writing a dataset its ``kd_defaults`` over the budget rule.
         overrides: fields the user gave (a ``KDConfig`` is taken as it is).
         pool: the growing-pool loop (``distill --pool``).
@@ -102,8 +102,8 @@ def kd_settings(
                 values["steps_per_epoch"] = kd_budget(num_images)
             values.update(cls.kd_defaults)
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
-            # and the KD stage's warp of its images (OnlineSynthesizer.kd_affine), every teacher
-            warp = cls.kd_affine  # type: ignore[attr-defined]
+            # and the KD stage's warp of its images (our rule over the papers' KD), every teacher
+            warp = _rules.ONLINE_KD_AFFINE
             values.update({"batch_size": cls.Config().batch_size, "affine": warp, **cls.kd_defaults})
             bn_less = teacher is not None and not batchnorm_layers(teacher)
             if bn_less:

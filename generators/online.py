@@ -39,7 +39,6 @@ from datafree.replay import ReplayMemory, auto_replay_size
 from datafree.rules import (
     NOISE_MIN_ENTROPY,
     ONLINE_BN_LESS_MIN_EPOCH_FACTOR,
-    ONLINE_KD_AFFINE,
     noise_answer_entropy,
 )
 from datafree.utils import eval_mode
@@ -256,9 +255,6 @@ class OnlineSynthesizer(Synthesizer):
     # the least factor of the method's KD epochs on a BN-less teacher (datafree.rules.online_kd_epochs); 1:
     # the MAC rule's alone (DAFL: plain_32 at 60 epochs 96.1 / 96.1 / 99.4% against 96.9 / 95.0 / 98.9% at 30)
     bn_less_epoch_factor: ClassVar[float] = 1.0
-    # the KD stage's warp of the student's images (KDConfig.affine) on every teacher: our rule over the
-    # papers' KD (datafree.rules.ONLINE_KD_AFFINE)
-    kd_affine: ClassVar[float] = ONLINE_KD_AFFINE
     config: OnlineConfig
 
     def __init__(self, teacher: nn.Module, card: Any, config: OnlineConfig) -> None:
