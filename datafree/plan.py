@@ -8,9 +8,9 @@ calibration data, the benches) asks :func:`plan`::
     distill(teacher.model, student, source, p.kd, student_objective=p.student_objective)
 
 KD settings come from one rule (:func:`kd_settings`): :class:`~datafree.distill.KDConfig`'s
-defaults, then the backend's paper settings (``kd_defaults`` for an online backend, over the warp of
-its student's images that every online backend gets; ``pool_kd`` for the growing-pool loop), then the
-user's overrides.
+defaults, then the warp of the student's images where the backend's ``kd_warp`` says so (the online
+backends, CMI and NAYER), then the backend's paper settings (``kd_defaults``; ``pool_kd`` for the
+growing-pool loop), then the user's overrides.
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ def kd_settings(
     """The KD settings of a run: ``KDConfig`` defaults < the backend's < ``overrides``.
 
     Args:
-        method: the backend; an online one brings its paper's ``kd_defaults`` (and its config's
-            ``batch_size``, or ``method_options["batch_size"]`` when given) over its student's warp
-            (:data:`datafree.rules.ONLINE_KD_AFFINE`), ``pool`` its ``pool_kd``,
+        method: the backend; its student's warp (:data:`datafree.rules.KD_AFFINE`) where its
+            ``kd_warp`` says so, then: an online one brings its paper's ``kd_defaults`` (and its config's
+            ``batch_size``, or ``method_options["batch_size"]`` when given), ``pool`` its ``pool_kd``,
             an offline one writing a dataset its ``kd_defaults`` over the budget rule.
         overrides: fields the user gave (a ``KDConfig`` is taken as it is).
         pool: the growing-pool loop (``distill --pool``).
@@ -95,6 +95,8 @@ def kd_settings(
     values: dict[str, Any] = {}
     if method is not None:
         cls = method_class(method)
+        if cls.kd_warp:  # the KD stage's warp of the student's images (our rule over the papers' KD)
+            values["affine"] = _rules.KD_AFFINE
         if pool:
             values.update(cls.pool_kd)
         elif not cls.online:  # a written dataset: the budget rule, then the paper's KD settings
@@ -102,9 +104,7 @@ def kd_settings(
                 values["steps_per_epoch"] = kd_budget(num_images)
             values.update(cls.kd_defaults)
         elif cls.online:  # the generator's batch is the student's batch unless the paper says otherwise
-            # and the KD stage's warp of its images (our rule over the papers' KD), every teacher
-            warp = _rules.ONLINE_KD_AFFINE
-            values.update({"batch_size": cls.Config().batch_size, "affine": warp, **cls.kd_defaults})
+            values.update({"batch_size": cls.Config().batch_size, **cls.kd_defaults})
             bn_less = teacher is not None and not batchnorm_layers(teacher)
             if bn_less:
                 values.update(cls.bn_less_kd_defaults(input_shape))

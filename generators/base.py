@@ -176,6 +176,9 @@ class Synthesizer(ABC):
     kd_defaults_bn_less: ClassVar[dict[str, Any]] = {}
     #: KD settings of the growing-pool loop (``distill --pool``; :class:`datafree.sources.PoolSource`).
     pool_kd: ClassVar[dict[str, Any]] = {}
+    #: the KD stage warps this backend's student images by :data:`datafree.rules.KD_AFFINE` degrees by
+    #: default (under ``kd_defaults`` / ``pool_kd``; ``--kd affine`` wins): the backends it was measured on.
+    kd_warp: ClassVar[bool] = False
     #: images synthesised per pool round (None: ``config.batch_size``).
     pool_batch_size: ClassVar[int | None] = None
     #: backend options of the growing-pool loop over the config's defaults (``--set`` wins), when

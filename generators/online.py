@@ -246,6 +246,7 @@ class OnlineSynthesizer(Synthesizer):
     """
 
     online = True
+    kd_warp = True  # every teacher (rules.KD_AFFINE: sessions 38-39)
     Config: ClassVar[type[SynthConfig]] = OnlineConfig
     output_head: ClassVar[str] = "tanh_bn"
     hidden_bn_eps: ClassVar[float] = 1e-5

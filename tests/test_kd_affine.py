@@ -4,6 +4,8 @@ That it changes a run and resumes exactly: tests/test_mixup.py
 (test_mixup_and_the_warp_change_the_run_and_resume_exactly).
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -41,16 +43,25 @@ def test_bad_affine(bad):
         KDConfig(affine=bad).validate()
 
 
-def test_online_students_warp_by_default_on_every_teacher(plain_teacher, bn_teacher):
+def test_generator_students_warp_by_default(plain_teacher, bn_teacher):
     from datafree.plan import plan
-    from datafree.rules import ONLINE_KD_AFFINE
+    from datafree.rules import KD_AFFINE
 
-    for method in ("dafl", "zskt", "dfad"):
-        assert plan(plain_teacher, method=method).kd.affine == ONLINE_KD_AFFINE == 20.0
-        assert plan(bn_teacher, method=method).kd.affine == ONLINE_KD_AFFINE  # BN teachers too (session 39)
+    assert KD_AFFINE == 20.0
+    for method in ("dafl", "zskt", "dfad"):  # every teacher (sessions 38-39)
+        assert plan(plain_teacher, method=method).kd.affine == KD_AFFINE
+        assert plan(bn_teacher, method=method).kd.affine == KD_AFFINE
         assert plan(plain_teacher, method=method, kd={"affine": 0}).kd.affine == 0.0  # the user's value wins
         assert plan(bn_teacher, method=method, kd={"affine": 5}).kd.affine == 5.0
     # DAFL's input-size rule for the student's lr still applies beside it
     assert plan(plain_teacher, method="dafl").kd.lr == 1e-2
-    for method in ("deepinversion", "fast"):  # offline backends keep the plain crop
+    for method in ("cmi", "nayer"):  # session 40: a written dataset and the growing pool alike
+        for pool in (False, True):
+            p = plan(bn_teacher, method=method, pool=pool)
+            assert p.kd.affine == KD_AFFINE
+            assert plan(bn_teacher, method=method, pool=pool, kd={"affine": 0}).kd.affine == 0.0
+        unwarped = plan(bn_teacher, method=method, kd={"affine": 0}).kd
+        assert dataclasses.replace(unwarped, affine=KD_AFFINE) == plan(bn_teacher, method=method).kd
+    for method in ("deepinversion", "fast", "zeroq"):  # the other offline backends keep the plain crop
         assert plan(bn_teacher, method=method).kd.affine == 0.0
+    assert plan(bn_teacher, method="fast", pool=True).kd.affine == 0.0
