@@ -6,8 +6,8 @@ A :class:`Synthesizer` turns a frozen teacher into surrogate data:
   adversarial backends (``needs_student``) optimise against the current student.
 * ``sample(n) -> Batch``: draw ``n`` surrogate images (normalised network input) with labels.
 * ``state_dict()`` / ``load_state_dict()``: everything needed to resume.
-* class attributes ``needs_student``, ``online``, ``kd_defaults``, ``pool_kd``, ``pool_batch_size``,
-  ``pool_options`` and the methods ``uses_student()`` and ``student_objective()``: what
+* class attributes ``needs_student``, ``online``, ``kd_defaults``, ``pool_kd``, ``kd_warp``,
+  ``pool_batch_size``, ``pool_options`` and the methods ``uses_student()`` and ``student_objective()``: what
   :mod:`datafree.plan` reads to choose the KD settings and the student's loss. Callers read them
   directly (every backend has them).
 
@@ -177,7 +177,8 @@ class Synthesizer(ABC):
     #: KD settings of the growing-pool loop (``distill --pool``; :class:`datafree.sources.PoolSource`).
     pool_kd: ClassVar[dict[str, Any]] = {}
     #: the KD stage warps this backend's student images by :data:`datafree.rules.KD_AFFINE` degrees by
-    #: default (under ``kd_defaults`` / ``pool_kd``; ``--kd affine`` wins): the backends it was measured on.
+    #: default (``kd_defaults``, ``pool_kd`` and the user's ``--kd affine`` override it); True only on the
+    #: backends it was measured on (the online ones, CMI, NAYER).
     kd_warp: ClassVar[bool] = False
     #: images synthesised per pool round (None: ``config.batch_size``).
     pool_batch_size: ClassVar[int | None] = None
