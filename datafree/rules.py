@@ -1228,9 +1228,12 @@ def online_kd_epochs(epochs: int, teacher_macs: int, min_factor: float = 1.0) ->
 # without, 96.1 / 96.4 / 96.4% with (10 degrees, seed 0: 93.6%). Session 40, CMI and NAYER (paired by seed,
 # the same suite): mobilenetv2_32 CMI s0 / s1 96.9 / 97.2 -> 97.8 / 99.2%, NAYER 97.8 / 97.5 -> 98.6 / 98.3%;
 # resnet18_32 CMI s1 98.9 -> 100.0%; resnet8_digits s1 CMI 99.2 -> 98.6%, NAYER 98.9 -> 99.4%; wrn40_2_32
-# NAYER s0 96.4 -> 96.9% (7 of 8 ahead, mean +0.8). The other offline backends (DeepInversion,
-# Fast-Datafree, ZeroQ) keep the crop: not measured. docs/online_generators.md, "Session 39"; docs/methods.md,
-# "Session 40".
+# NAYER s0 96.4 -> 96.9% (7 of 8 ahead, mean +0.8). Session 41, ``compress``'s default path where it is not a
+# generator (DeepInversion on resnet8_digits, Fast-Datafree's pool on the 32 px BN teachers), paired by seed:
+# resnet8_digits s0-2 99.4 / 99.7 / 98.9 -> 99.2 / 98.9 / 99.4%, resnet18_32 s0 99.4 -> 99.4%, mobilenetv2_32
+# s0 / s1 98.9 / 99.2 -> 98.9 / 99.4% (2 ahead, 2 behind, 2 level): images drawn to the teacher's BN
+# statistics gain nothing from it, so DeepInversion, Fast-Datafree (and ZeroQ, calibration data) keep the
+# crop. docs/online_generators.md, "Session 39"; docs/methods.md, "Sessions 40 and 41".
 KD_AFFINE = 20.0
 
 

@@ -177,8 +177,8 @@ class Synthesizer(ABC):
     #: KD settings of the growing-pool loop (``distill --pool``; :class:`datafree.sources.PoolSource`).
     pool_kd: ClassVar[dict[str, Any]] = {}
     #: the KD stage warps this backend's student images by :data:`datafree.rules.KD_AFFINE` degrees by
-    #: default (``kd_defaults``, ``pool_kd`` and the user's ``--kd affine`` override it); True only on the
-    #: backends it was measured on (the online ones, CMI, NAYER).
+    #: default (``kd_defaults``, ``pool_kd`` and the user's ``--kd affine`` override it); True on the backends
+    #: where it gained (the online ones, CMI, NAYER); DeepInversion and Fast-Datafree were level (session 41).
     kd_warp: ClassVar[bool] = False
     #: images synthesised per pool round (None: ``config.batch_size``).
     pool_batch_size: ClassVar[int | None] = None

@@ -62,6 +62,6 @@ def test_generator_students_warp_by_default(plain_teacher, bn_teacher):
             assert plan(bn_teacher, method=method, pool=pool, kd={"affine": 0}).kd.affine == 0.0
         unwarped = plan(bn_teacher, method=method, kd={"affine": 0}).kd
         assert dataclasses.replace(unwarped, affine=KD_AFFINE) == plan(bn_teacher, method=method).kd
-    for method in ("deepinversion", "fast", "zeroq"):  # the other offline backends keep the plain crop
+    for method in ("deepinversion", "fast", "zeroq"):  # the crop (DI, Fast: level with the warp, s41)
         assert plan(bn_teacher, method=method).kd.affine == 0.0
     assert plan(bn_teacher, method="fast", pool=True).kd.affine == 0.0
