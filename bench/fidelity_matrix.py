@@ -20,6 +20,13 @@ per seed, 1-thread CPU seconds) with the issue's bars:
 - the best backend >= 99% on each teacher;
 - a cell's CPU time <= 900 s (15 minutes of one core).
 
+The spec's optional ``user_runs`` are cells run as a user runs them: ``datafree compress`` with every default
+(the CLI's thread count: 2 on this machine), noise baseline included, alone on an idle machine
+(``THREADS=auto BASELINE=1 bash bench/job_queue.sh DIR compress``). Their rows (``bench/reports_table.py``)
+give the share of the teacher and the wall time a user waits, listed under the matrix against the issues'
+15 minutes on this machine (``verdicts``' ``user_runs`` and ``user_runs_over_15_min``); they are not cells of
+the matrix, whose figures stay the 1-thread runs.
+
 Usage::
 
     python bench/fidelity_matrix.py [--spec bench/fidelity_matrix.json] [--out bench/results/fidelity_matrix]
@@ -72,8 +79,8 @@ def _ratio(row: dict[str, Any]) -> float:
     raise SpecError("the row has no share of the teacher")
 
 
-def _cpu_s(row: dict[str, Any]) -> float | None:
-    v = row.get("cpu_s")
+def _seconds(row: dict[str, Any], key: str) -> float | None:
+    v = row.get(key)
     return float(v) if isinstance(v, (int, float)) else None
 
 
@@ -124,11 +131,37 @@ def collect(spec: dict[str, Any], root: Path = ROOT) -> list[dict[str, Any]]:
         # the ratio to 6 digits: the table rounds it to 0.1 once (4 digits, then 0.1, made 98.05% read 98.0)
         out.append({
             "teacher": e["teacher"], "method": e["method"], "seed": e["seed"], "ratio": round(_ratio(row), 6),
-            "cpu_s": _cpu_s(row), "ran": row.get("ran", e["method"]), "file": e["file"],
+            "cpu_s": _seconds(row, "cpu_s"), "ran": row.get("ran", e["method"]), "file": e["file"],
             "session": e.get("session"), "weights": e.get("weights"), "note": e.get("note", ""),
             "machine": machine_of(e, root),
         })  # fmt: skip
     return out
+
+
+def collect_user_runs(spec: dict[str, Any], root: Path = ROOT) -> list[dict[str, Any]]:
+    """One record per ``user_runs`` entry: its share of the teacher, its wall seconds (None: not recorded)."""
+    out = []
+    for e in spec.get("user_runs", []):
+        row = find_row(e, root)
+        out.append({
+            "teacher": e["teacher"], "method": e["method"], "seed": e["seed"], "ratio": round(_ratio(row), 6),
+            "wall_s": _seconds(row, "wall_s"), "threads": e.get("threads"), "file": e["file"],
+            "session": e.get("session"), "note": e.get("note", ""),
+        })  # fmt: skip
+    return out
+
+
+def user_run_verdicts(user_runs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each user run as a line, and those over 15 minutes of wall time (or with none recorded)."""
+    lines = [
+        f"{r['teacher']} x {r['method']} seed {r['seed']}: {100 * r['ratio']:.1f}% in "
+        + (f"{r['wall_s']:.0f} s" if r["wall_s"] is not None else "an unrecorded time")
+        + (f" ({r['threads']} threads)" if r.get("threads") else "")
+        for r in user_runs
+    ]
+    over = [line for r, line in zip(user_runs, lines, strict=True)
+            if r["wall_s"] is None or r["wall_s"] > CELL_CPU_S]  # fmt: skip
+    return {"user_runs": lines, "user_runs_over_15_min": over}
 
 
 def applies(method: str, teacher: str, bn_teachers: set[str]) -> bool:
@@ -183,8 +216,11 @@ def _cell_text(cell: list[dict[str, Any]]) -> str:
     return " / ".join(parts)
 
 
-def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: set[str]) -> str:
-    """The matrix (% of the teacher; seeds side by side) and the bars."""
+def markdown(
+    records: list[dict[str, Any]], teachers: list[str], bn_teachers: set[str],
+    user_runs: list[dict[str, Any]] | None = None,
+) -> str:  # fmt: skip
+    """The matrix (% of the teacher; seeds side by side) and the bars; the user runs, when given, below."""
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         by_cell.setdefault((r["teacher"], r["method"]), []).append(r)
@@ -228,6 +264,15 @@ def markdown(records: list[dict[str, Any]], teachers: list[str], bn_teachers: se
             for t, b in v["best"].items()
         ),
     ]
+    if user_runs:
+        u = user_run_verdicts(user_runs)
+        lines.append(
+            "- as a user runs it (`datafree compress` with every default and the CLI's threads, noise "
+            "baseline included, alone; wall time): "
+            + "; ".join(u["user_runs"])
+            + "; over 15 minutes: "
+            + ("; ".join(u["user_runs_over_15_min"]) or "none")
+        )
     return "\n".join(lines)
 
 
@@ -245,17 +290,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = json.loads(args.spec.read_text())
         records = collect(spec, ROOT)
+        user_runs = collect_user_runs(spec, ROOT)
     except (OSError, json.JSONDecodeError, KeyError, SpecError) as e:
         print(f"error: {args.spec}: {e}", file=sys.stderr)
         return 2
     teachers = spec["teachers"]
     bn_teachers = {s.name for s in SUITE if s.batchnorm} | {n for n, (_, bn) in SHIPPED.items() if bn}
-    text = markdown(records, teachers, bn_teachers)
+    text = markdown(records, teachers, bn_teachers, user_runs)
     from datafree.utils import atomic_write, atomic_write_json
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"),
-                      {"cells": records, "verdicts": verdicts(records, teachers, bn_teachers)})  # fmt: skip
+                      {"cells": records, "user_runs": user_runs,
+                       "verdicts": {**verdicts(records, teachers, bn_teachers),
+                                    **user_run_verdicts(user_runs)}})  # fmt: skip
     with atomic_write(args.out.with_suffix(".md"), "w") as f:
         f.write(text + "\n")
     if args.readme is not None:

@@ -21,6 +21,9 @@ def test_every_cell_of_the_spec_is_a_row_of_its_result_file():
         assert 0.0 < r["ratio"] <= 1.01, r
         assert r["teacher"] in spec["teachers"], r
         assert r["method"] in fm.METHODS, r
+    for u in fm.collect_user_runs(spec, ROOT):  # each with the wall time a user waited
+        assert 0.0 < u["ratio"] <= 1.01 and u["wall_s"] and u["wall_s"] > 0, u
+        assert u["teacher"] in spec["teachers"] and u["method"] in fm.METHODS, u
 
 
 def test_bn_methods_match_the_registry():
@@ -100,7 +103,7 @@ def test_readme_and_committed_matrix_are_the_specs():
     spec = json.loads(fm.SPEC.read_text())
     records = fm.collect(spec, ROOT)
     bn = {s.name for s in fm.SUITE if s.batchnorm} | {n for n, (_, b) in fm.SHIPPED.items() if b}
-    text = fm.markdown(records, spec["teachers"], bn)
+    text = fm.markdown(records, spec["teachers"], bn, fm.collect_user_runs(spec, ROOT))
     assert fm.readme_block((ROOT / "README.md").read_text()) == text
     assert (ROOT / "bench" / "results" / "fidelity_matrix.md").read_text() == text + "\n"
 
@@ -115,3 +118,32 @@ def test_readme_option_rewrites_only_the_block(tmp_path):
     assert fm.readme_block(new) == (tmp_path / "m.md").read_text().rstrip("\n")
     readme.write_text("no markers\n")
     assert fm.main(["--out", str(tmp_path / "m"), "--readme", str(readme)]) == 2
+
+
+def test_user_runs_are_listed_with_their_wall_time_and_judged_against_15_minutes(tmp_path):
+    """Runs as a user runs them (bench/reports_table.py rows): share and wall time, over 15 minutes named."""
+    runs = _write(tmp_path, "runs.json", [
+        {"tag": "a", "teacher": "t_bn", "method": "cmi", "seed": 0, "ratio": 0.98, "wall_s": 873.4},
+        {"tag": "b", "teacher": "t_bn", "method": "nayer", "seed": 0, "ratio": 0.97, "wall_s": 901.0},
+        {"tag": "c", "teacher": "t_bn", "method": "dfad", "seed": 0, "ratio": 0.9},
+    ], machine={"cpu": "AMD EPYC"})  # fmt: skip
+    spec = {"teachers": ["t_bn"], "cells": [], "user_runs": [
+        {"teacher": "t_bn", "method": "cmi", "seed": 0, "file": runs, "match": {"tag": "a"}, "threads": 2},
+        {"teacher": "t_bn", "method": "nayer", "seed": 0, "file": runs, "match": {"tag": "b"}, "threads": 2},
+        {"teacher": "t_bn", "method": "dfad", "seed": 0, "file": runs, "match": {"tag": "c"}},
+    ]}  # fmt: skip
+    users = fm.collect_user_runs(spec, tmp_path)
+    assert [(u["ratio"], u["wall_s"]) for u in users] == [(0.98, 873.4), (0.97, 901.0), (0.9, None)]
+    v = fm.user_run_verdicts(users)
+    assert v["user_runs"][0] == "t_bn x cmi seed 0: 98.0% in 873 s (2 threads)"
+    assert v["user_runs_over_15_min"] == [
+        "t_bn x nayer seed 0: 97.0% in 901 s (2 threads)",
+        "t_bn x dfad seed 0: 90.0% in an unrecorded time",
+    ]
+    text = fm.markdown([], spec["teachers"], {"t_bn"}, users)
+    assert "- as a user runs it" in text and "98.0% in 873 s (2 threads); t_bn x nayer" in text
+    assert "over 15 minutes: t_bn x nayer seed 0" in text
+    assert "as a user runs it" not in fm.markdown([], spec["teachers"], {"t_bn"})  # none given: no line
+    spec["user_runs"][0]["match"] = {"tag": "z"}
+    with pytest.raises(fm.SpecError):
+        fm.collect_user_runs(spec, tmp_path)
