@@ -152,7 +152,10 @@ def collect_user_runs(spec: dict[str, Any], root: Path = ROOT) -> list[dict[str,
 
 
 def user_run_verdicts(user_runs: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Each user run as a line, and those over 15 minutes of wall time (or with none recorded)."""
+    """Each user run as a line, and those over 15 minutes of wall time (or with none recorded).
+
+    The bar is :data:`CELL_CPU_S`'s 900 s, here of wall time: the issues' 15 minutes on this machine.
+    """
     lines = [
         f"{r['teacher']} x {r['method']} seed {r['seed']}: {100 * r['ratio']:.1f}% in "
         + (f"{r['wall_s']:.0f} s" if r["wall_s"] is not None else "an unrecorded time")
