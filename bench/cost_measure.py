@@ -17,11 +17,20 @@ Usage::
 
     PYTHONPATH=. python bench/cost_measure.py --suite /work/cache/suite \
         --out bench/results/s7_cap/cost_measure.json
+
+Session 43 (the ImageNet-layout students added; the small-map MACs' price fitted with session 7's two held,
+``train_small_map_price_bn_models``, which ``datafree.rules.TRAIN_PRICES`` holds)::
+
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. python bench/cost_measure.py --suite /work/cache/suite --threads 1 \
+        --out bench/results/s43/cost_measure_timings.json        # timing, idle machine (52 s)
+    PYTHONPATH=. python bench/cost_measure.py --suite /work/cache/suite \
+        --rows bench/results/s43/cost_measure_timings.json --out bench/results/s43/cost_measure.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -36,9 +45,12 @@ from bench.common import machine, markdown_table, setup  # noqa: E402
 
 BN_TEACHERS = ["resnet8_digits", "mobilenetv2_32", "resnet18_32", "vgg8_bn_32", "wrn40_2_32"]
 OTHER_TEACHERS = ["lenet5_digits", "plain_32"]
-# The default students (datafree.plan.make_student) of the BN teachers, at their teachers' shapes.
+# The default students (datafree.plan.make_student) of the BN teachers, at their teachers' shapes:
+# session 7's five (CIFAR layout), and the ImageNet-layout students that ResNet-18 and MobileNetV2 got in
+# session 24 (session 42 found them under-priced ~1.9x, bench/student_price_check.py).
 STUDENTS = [("resnet8_half", (1, 16, 16)), ("lenet5_bn", (3, 32, 32)), ("resnet8", (3, 32, 32)),
-            ("wrn16_1_post", (3, 32, 32)), ("wrn16_2", (3, 32, 32))]  # fmt: skip
+            ("wrn16_1_post", (3, 32, 32)), ("wrn16_2", (3, 32, 32)),
+            ("resnet18_imagenet_half", (3, 32, 32)), ("resnet10_imagenet_quarter", (3, 32, 32))]  # fmt: skip
 
 
 def _cpu_per_call(fn: Any, min_cpu: float = 1.5, min_reps: int = 2) -> float:
@@ -79,25 +91,36 @@ def measure(name: str, model: torch.nn.Module, shape: tuple[int, ...], batch: in
 
 
 FEATURES = ("activations", "grouped_macs")  # priced on top of the MACs (datafree.rules.priced_macs)
+# Grid of each price: 1 to 10,000 MAC-equivalents per element.
+GRIDS = {f: [0.0] + [10 ** (k / 20) for k in range(0, 81)] for f in FEATURES}
+# The MACs of convolutions on maps of <= 4 pixels (datafree.rules.SMALL_MAP_PIXELS) cost a fraction more
+# than a dense MAC, not hundreds of times: their grid starts at 0.001.
+GRIDS["small_map_macs"] = [0.0] + [10 ** (k / 20) for k in range(-60, 41)]
 
 
 def priced(r: dict[str, Any], prices: dict[str, float]) -> float:
-    """``macs + sum(price x feature)`` of a row."""
-    return r["macs"] + sum(prices.get(f, 0.0) * r[f] for f in FEATURES)
+    """``macs + sum(price x feature)`` of a row (the features the prices name)."""
+    return r["macs"] + sum(p * r[f] for f, p in prices.items())
 
 
 def fit(
-    rows: list[dict[str, Any]], key: str, prices: dict[str, float] | None = None, forwards: float = 1.0
+    rows: list[dict[str, Any]],
+    key: str,
+    prices: dict[str, float] | None = None,
+    forwards: float = 1.0,
+    features: tuple[str, ...] = FEATURES,
+    held: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """``key`` (CPU s per image) ~ ``forwards x priced / R``: the best prices (a grid; or the given), ``R``.
 
     Least squares on the log of the ratio; ``R`` in closed form (the geometric mean of the ratios).
+    ``features``: the features priced (each on its grid, ``GRIDS``); ``held``: prices kept as given.
     """
-    grid = [0.0] + [10 ** (k / 20) for k in range(0, 81)]
+    grids = itertools.product(*(GRIDS[f] for f in features))
     candidates = (
         [prices]
         if prices is not None
-        else [dict(zip(FEATURES, c, strict=True)) for c in _product(grid, len(FEATURES))]
+        else [{**(held or {}), **dict(zip(features, c, strict=True))} for c in grids]
     )
     best = None
     for pr in candidates:
@@ -111,12 +134,6 @@ def fit(
     errs = {r["model"]: round(forwards * priced(r, pr) / rate / r[key] - 1, 3) for r in rows}
     return {"prices": {k: round(v, 1) for k, v in pr.items()}, "priced_macs_per_cpu_s": float(f"{rate:.3g}"),
             "relative_errors": errs, "max_abs_error": max(abs(v) for v in errs.values())}  # fmt: skip
-
-
-def _product(values: list[float], n: int) -> list[tuple[float, ...]]:
-    import itertools
-
-    return list(itertools.product(values, repeat=n))
 
 
 PASSES = {"nayer": 1, "cmi": 2, "fast": 1, "deepinversion": 1}  # teacher passes per synthesis step
@@ -240,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
         "train_macs_only_bn_teachers": fit(teachers, tr, none),
     }
     fits["train_all_models_at_those_prices"] = fit(rows, tr, fits["train_priced_bn_models"]["prices"])
+    # Session 43: the small-map MACs' price on top of session 7's two (held), the rate refitted;
+    # datafree.rules adds the price and keeps session 7's rate (the unit of the budget, synthesis prices).
+    from datafree.rules import TRAIN_PRICES
+
+    s7_prices = {f: TRAIN_PRICES[f] for f in FEATURES}
+    fits["train_small_map_price_bn_models"] = fit(bn, tr, features=("small_map_macs",), held=s7_prices)
+    fits["train_session7_prices_bn_models"] = fit(bn, tr, s7_prices)
     fits["forward_all_models_at_those_prices"] = fit(rows, fw, fits["forward_priced_bn_models"]["prices"])
     if args.steps:
         fits["synthesis_step"] = fit_steps(args.steps, rows, fits["train_priced_bn_models"],
@@ -258,14 +282,17 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
         }
     for k, v in fits.items():
         print(k, v, flush=True)
-    header = ["model", "MACs", "activations", "layers", "train ms/img", "fwd ms/img", "train/fwd",
-              "train error, MACs only", "train error, priced", "forward error, priced"]  # fmt: skip
-    body = [[r["model"], f"{r['macs'] / 1e6:.1f}M", f"{r['activations'] / 1e6:.2f}M", r["layers"],
+    header = ["model", "MACs", "small-map MACs", "activations", "layers", "train ms/img", "fwd ms/img",
+              "train/fwd", "train error, MACs only", "train error, priced", "train error, session 7's prices",
+              "train error, + small-map price", "forward error, priced"]  # fmt: skip
+    body = [[r["model"], f"{r['macs'] / 1e6:.1f}M", f"{r['small_map_macs'] / 1e6:.1f}M",
+             f"{r['activations'] / 1e6:.2f}M", r["layers"],
              f"{1e3 * r['train_cpu_s_per_image']:.3f}", f"{1e3 * r['forward_cpu_s_per_image']:.3f}",
              r["train_over_forward"],
-             fits["train_macs_only_bn_models"]["relative_errors"].get(r["model"], "-"),
-             fits["train_all_models_at_those_prices"]["relative_errors"].get(r["model"], "-"),
-             fits["forward_all_models_at_those_prices"]["relative_errors"].get(r["model"], "-")]
+             *(fits[k]["relative_errors"].get(r["model"], "-") for k in (
+                 "train_macs_only_bn_models", "train_all_models_at_those_prices",
+                 "train_session7_prices_bn_models", "train_small_map_price_bn_models",
+                 "forward_all_models_at_those_prices"))]
             for r in rows]  # fmt: skip
     table = markdown_table(header, body)
     print(table)

@@ -5,7 +5,9 @@ For each ``ARCH@CxHxW``, a fresh model of that registered arch is timed by ``ben
 forward, process CPU seconds per image, batch ``--batch``), and printed beside
 ``datafree.rules.cpu_seconds_per_image(model, shape, "train" | "forward")`` with their ratio. Session 42 found
 the ImageNet-layout students' cells priced 1.3-1.9x under their CPU time and the CIFAR-layout ones'
-1.1-1.3x (docs/fidelity.md, "Session 42"); ``bench/cost_measure.py`` refits the prices.
+1.1-1.3x (docs/fidelity.md, "Session 42"); session 43's small-map price (``bench/cost_measure.py``,
+``datafree.rules.SMALL_MAP_PIXELS``) brought them to 0.95x and 1.05x
+(``bench/results/s43/student_price_check.json``).
 
 Usage::
 

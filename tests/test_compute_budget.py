@@ -64,11 +64,57 @@ def test_cost_measure_fits_the_suite() -> None:
     path = Path(__file__).resolve().parent.parent / "bench/results/s7_cap/cost_measure.json"
     fits = json.loads(path.read_text())["fits"]
     train, fwd = fits["train_priced_bn_models"], fits["forward_priced_bn_models"]
-    assert train["prices"] == pytest.approx(rules.TRAIN_PRICES, rel=1e-3)
+    s7_train = {k: v for k, v in rules.TRAIN_PRICES.items() if k != "small_map_macs"}
+    assert train["prices"] == pytest.approx(s7_train, rel=1e-3)
     assert train["priced_macs_per_cpu_s"] == pytest.approx(rules.TRAIN_MACS_PER_CPU_S, rel=1e-2)
     assert fwd["prices"] == pytest.approx(rules.FORWARD_PRICES, rel=1e-3)
     assert fwd["priced_macs_per_cpu_s"] == pytest.approx(rules.FORWARD_MACS_PER_CPU_S, rel=1e-2)
     assert train["max_abs_error"] < 0.5 < 1.0 < fits["train_macs_only_bn_models"]["max_abs_error"]
+    # Session 43: the small-map price, fitted with session 7's two held on the idle machine's timings of the
+    # BN models and the ImageNet-layout students, fits them better than session 7's prices alone.
+    s43 = json.loads((path.parent.parent / "s43/cost_measure.json").read_text())["fits"]
+    small = s43["train_small_map_price_bn_models"]
+    assert small["prices"] == pytest.approx(rules.TRAIN_PRICES, rel=1e-3)
+    assert {"resnet18_imagenet_half", "resnet10_imagenet_quarter"} <= set(small["relative_errors"])
+    assert small["max_abs_error"] < s43["train_session7_prices_bn_models"]["max_abs_error"] - 0.05
+
+
+def test_cost_measure_fit_recovers_a_planted_price_with_the_others_held() -> None:
+    """bench/cost_measure.py's fit finds the small-map price that made the times, the held prices kept."""
+    from bench.cost_measure import GRIDS, fit
+
+    planted = GRIDS["small_map_macs"][68]  # 10 ** (7 / 20) = 2.24
+    rows = [
+        {"model": str(i), "macs": m, "activations": a, "grouped_macs": 0, "small_map_macs": sm}
+        for i, (m, a, sm) in enumerate([(1e7, 1e5, 0), (4e7, 2e5, 2e7), (2e6, 3e4, 5e5), (9e7, 9e5, 0)])
+    ]
+    for r in rows:
+        r["t"] = (r["macs"] + 100.0 * r["activations"] + planted * r["small_map_macs"]) / 3e10
+    f = fit(rows, "t", features=("small_map_macs",), held={"activations": 100.0, "grouped_macs": 0.0})
+    assert f["prices"] == {"activations": 100.0, "grouped_macs": 0.0, "small_map_macs": round(planted, 1)}
+    assert f["priced_macs_per_cpu_s"] == pytest.approx(3e10, rel=1e-3) and f["max_abs_error"] < 1e-6
+    wrong = fit(rows, "t", {"activations": 100.0, "grouped_macs": 0.0})  # without it: the ImageNet rows off
+    assert wrong["max_abs_error"] > 0.1
+
+
+def test_small_map_macs_are_the_convolutions_on_maps_of_at_most_four_pixels() -> None:
+    """A convolution whose output has <= SMALL_MAP_PIXELS pixels counts its MACs as small-map MACs too.
+
+    Its training step is priced above its MACs' share: the same net on a 2x2 input costs more per MAC than
+    on 8x8, and a CIFAR-layout net (no map that small) is priced as before the price existed.
+    """
+    from datafree import rules
+
+    net = _net(1)
+    big, small = rules.cost_features(net, (32, 8, 8)), rules.cost_features(net, (32, 2, 2))
+    assert rules.SMALL_MAP_PIXELS == 4
+    assert big["small_map_macs"] == 0
+    assert small["small_map_macs"] == 2 * 4 * 32 * 9 * 32  # both convolutions, 2x2 outputs
+    per_mac = [rules.priced_macs(net, s) / f["macs"] for s, f in (((32, 8, 8), big), ((32, 2, 2), small))]
+    assert per_mac[1] > per_mac[0]
+    assert rules.priced_macs(net, (32, 8, 8)) == pytest.approx(
+        big["macs"] + sum(p * big[k] for k, p in rules.TRAIN_PRICES.items() if k != "small_map_macs")
+    )
 
 
 def test_offline_run_cost_counts_synthesis_kd_and_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,7 +207,9 @@ def test_cmi_is_priced_above_nayer_and_its_budget_fits_on_resnet18_32() -> None:
     assert est["cmi"]["kd_s"] == est["nayer"]["kd_s"]  # the same KD
     shape = (3, 32, 32)
     features = rules.cost_features(teacher, shape)
-    t_train, t_fwd = (rules.cpu_seconds_per_image(features, shape, kind) for kind in ("train", "forward"))
+    t_fwd = rules.cpu_seconds_per_image(features, shape, "forward")
+    s7_features = rules.CostFeatures({**features, "small_map_macs": 0})  # session 7's training-step prices
+    t_train = rules.cpu_seconds_per_image(s7_features, shape, "train")
     k, g = rules.synth_prices("cmi")
     session7 = 2 * 0.572 * t_train + 3.81e-7 * 3 * 32 * 32  # session 7's one price, on the training step
     assert 2 * k * t_fwd + g * 3 * 32 * 32 > 1.2 * session7  # it was 30-35% low here
@@ -755,3 +803,19 @@ def test_compress_warns_once_when_an_online_run_cannot_fit_the_budget(monkeypatc
     floor = [w for w in caught if "at its floor" in str(w.message)]
     assert len(floor) == 1, [str(w.message)[:80] for w in floor]
     assert rep["compute_budget"]["over_budget"]
+
+
+def test_plan_moves_compares_plans_with_and_without_a_price() -> None:
+    """bench/plan_moves.py compares compress's plans with and without a training-step price.
+
+    The small-map price moves no plan of resnet8_digits (no 2x2 maps in its student); dropping the
+    activations' price moves its estimate; the rules' prices are restored after.
+    """
+    from bench.plan_moves import moves
+    from datafree import rules
+
+    kept = dict(rules.TRAIN_PRICES)
+    assert all(not d for _, _, d in moves(["resnet8_digits"], ["dafl", "nayer"], ["small_map_macs"]))
+    [(_, _, diff)] = moves(["resnet8_digits"], ["dafl"], ["activations"])
+    assert diff["estimate_s"][0] < diff["estimate_s"][1]  # without the price it is cheaper
+    assert rules.TRAIN_PRICES == kept

@@ -1,0 +1,107 @@
+r"""Which of compress's default plans a training-step price moves: each teacher x method, with and without it.
+
+For every teacher and method given, builds the plan ``datafree compress --teacher T --method M`` would run
+(the default student, the method's own path, the compute budget; nothing is run) twice: under
+``datafree.rules`` as they are, and with the named ``TRAIN_PRICES`` entries removed; prints the settings that
+differ (KD epochs, batch, steps, the backend's options, the images, the estimate). Session 43 used it for the
+small-map price.
+
+Usage::
+
+    PYTHONPATH=. python bench/plan_moves.py --suite /work/cache/suite --drop small_map_macs \\
+        --teachers resnet18_32,mobilenetv2_32,vgg8_bn_32,wrn40_2_32,resnet8_digits \\
+        --methods auto,fast,cmi,nayer,deepinversion,dafl,zskt,dfad
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+
+
+def default_plan(teacher: str, method: str, seed: int = 0) -> dict[str, Any]:
+    """The settings of compress's plan for ``teacher`` (a suite or shipped name) and ``method``."""
+    from bench.suite import resolve_teacher
+    from datafree.cards import load_model
+    from datafree.plan import AUTO, DEFAULT_NUM_IMAGES, auto_choice, make_student, path_settings, plan
+    from datafree.rules import named_method_path
+
+    lm = load_model(resolve_teacher(teacher), "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        student, name = make_student(None, lm, seed, method)
+        if method == AUTO:  # as datafree.pipeline.compress resolves the path
+            choice = auto_choice(lm.model, lm.card, DEFAULT_NUM_IMAGES, student=student)
+            resolved = choice["method"]
+        else:
+            choice, resolved = named_method_path(method, lm.model, lm.card, DEFAULT_NUM_IMAGES), method
+        pool, options, kd, grow = path_settings(choice, {}, None, True)
+        p = plan(lm, method=resolved, pool=pool, kd=kd, method_options=options, seed=seed, student=student,
+                 max_iterations=grow, auto_path=method == AUTO)  # fmt: skip
+    budget = p.info.get("compute_budget") or {}
+    return {"student": name, "method": resolved, "pool": pool, "epochs": p.kd.epochs,
+            "batch": p.kd.batch_size, "steps": p.kd.steps_per_epoch, "kd_steps": p.kd.kd_steps,
+            "options": dict(p.method_options), "num_images": p.num_images,
+            "estimate_s": budget.get("capped_estimate_s")}  # fmt: skip
+
+
+def _plan_or_refusal(teacher: str, method: str) -> dict[str, Any]:
+    """:func:`default_plan`, or ``{"refused": message}`` (a BN method on a BN-less teacher)."""
+    from datafree.errors import UserInputError
+
+    try:
+        return default_plan(teacher, method)
+    except UserInputError as e:
+        return {"refused": str(e).split(":")[0]}
+
+
+def moves(teachers: list[str], methods: list[str], drop: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(teacher, method, {setting: (without the prices, with them)})`` for every pair."""
+    from datafree import rules
+
+    kept = dict(rules.TRAIN_PRICES)
+    plans: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    try:
+        without = {k: v for k, v in kept.items() if k not in drop}
+        for variant, prices in (("without", without), ("with", kept)):
+            rules.TRAIN_PRICES = prices
+            rules._train_s.cache_clear()  # the default student's price is cached per arch
+            plans[variant] = {(t, m): _plan_or_refusal(t, m) for t in teachers for m in methods}
+    finally:
+        rules.TRAIN_PRICES = kept
+        rules._train_s.cache_clear()
+    out = []
+    for key, before in plans["without"].items():
+        after = plans["with"][key]
+        out.append((*key, {k: (before[k], after[k]) for k in before if before[k] != after[k]}))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: D103
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--suite", default=None)
+    ap.add_argument("--drop", required=True, help="TRAIN_PRICES entries to remove, comma-separated")
+    ap.add_argument("--teachers", required=True)
+    ap.add_argument("--methods", required=True)
+    args = ap.parse_args(argv)
+    if args.suite:
+        os.environ["DATAFREE_SUITE"] = args.suite
+    import torch
+
+    torch.set_num_threads(1)
+    for t, m, diff in moves(args.teachers.split(","), args.methods.split(","), args.drop.split(",")):
+        moved = {k: v for k, v in diff.items() if k != "estimate_s"}
+        est = diff.get("estimate_s")
+        line = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in moved.items()) or "unchanged"
+        print(f"{t} {m}: {line}" + (f" (estimate {est[0]:.0f} -> {est[1]:.0f} s)" if est and moved else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
