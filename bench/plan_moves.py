@@ -1,10 +1,10 @@
 r"""Which of compress's default plans a training-step price moves: each teacher x method, with and without it.
 
 For every teacher and method given, builds the plan ``datafree compress --teacher T --method M`` would run
-(the default student, the method's own path, the compute budget; nothing is run) twice: under
-``datafree.rules`` as they are, and with the named ``TRAIN_PRICES`` entries removed; prints the settings that
-differ (KD epochs, batch, steps, the backend's options, the images, the estimate). Session 43 used it for the
-small-map price.
+(``datafree.pipeline.compress_plan``: the default student, the method's own path, the compute budget; nothing
+is run) twice: under ``datafree.rules`` as they are, and with the named ``TRAIN_PRICES`` entries removed;
+prints the settings that differ (KD epochs, batch, steps, the backend's options, the images, the estimate).
+Session 43 used it for the small-map price.
 
 Usage::
 
@@ -26,29 +26,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 
 
 def default_plan(teacher: str, method: str, seed: int = 0) -> dict[str, Any]:
-    """The settings of compress's plan for ``teacher`` (a suite or shipped name) and ``method``."""
+    """The settings of compress's plan for ``teacher`` (a suite or shipped name) and ``method``.
+
+    The plan is :func:`datafree.pipeline.compress_plan`'s, the one ``datafree compress`` runs.
+    """
     from bench.suite import resolve_teacher
     from datafree.cards import load_model
-    from datafree.plan import AUTO, DEFAULT_NUM_IMAGES, auto_choice, make_student, path_settings, plan
-    from datafree.rules import named_method_path
+    from datafree.pipeline import compress_plan
 
     lm = load_model(resolve_teacher(teacher), "cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        student, name = make_student(None, lm, seed, method)
-        if method == AUTO:  # as datafree.pipeline.compress resolves the path
-            choice = auto_choice(lm.model, lm.card, DEFAULT_NUM_IMAGES, student=student)
-            resolved = choice["method"]
-        else:
-            choice, resolved = named_method_path(method, lm.model, lm.card, DEFAULT_NUM_IMAGES), method
-        pool, options, kd, grow = path_settings(choice, {}, None, True)
-        p = plan(lm, method=resolved, pool=pool, kd=kd, method_options=options, seed=seed, student=student,
-                 max_iterations=grow, auto_path=method == AUTO)  # fmt: skip
+        p, _ = compress_plan(lm, method, seed=seed)
     budget = p.info.get("compute_budget") or {}
-    return {"student": name, "method": resolved, "pool": pool, "epochs": p.kd.epochs,
-            "batch": p.kd.batch_size, "steps": p.kd.steps_per_epoch, "kd_steps": p.kd.kd_steps,
-            "options": dict(p.method_options), "num_images": p.num_images,
-            "estimate_s": budget.get("capped_estimate_s")}  # fmt: skip
+    return {"method": p.method, "pool": p.pool, "epochs": p.kd.epochs, "batch": p.kd.batch_size,
+            "steps": p.kd.steps_per_epoch, "kd_steps": p.kd.kd_steps, "options": dict(p.method_options),
+            "num_images": p.num_images, "estimate_s": budget.get("capped_estimate_s")}  # fmt: skip
 
 
 def _plan_or_refusal(teacher: str, method: str) -> dict[str, Any]:

@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -67,9 +66,10 @@ def main() -> int:  # noqa: D103
             f"({r['forward_ratio']:.2f}x)"
         )
     if args.out is not None:
+        from datafree.utils import atomic_write_json
+
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        data = {"machine": machine(device), "batch": args.batch, "rows": rows}
-        args.out.write_text(json.dumps(data, indent=1) + "\n")
+        atomic_write_json(args.out, {"machine": machine(device), "batch": args.batch, "rows": rows})
     return 0
 
 

@@ -41,7 +41,7 @@ from .rules import named_method_path
 from .sources import DatasetSource, NoiseSource, PoolSource, SurrogateSource
 from .utils import atomic_write_json, count_params, device_of, model_size_bytes, remove_stale, resolve_device
 
-__all__ = ["distill_to_dir", "compress"]
+__all__ = ["distill_to_dir", "compress_plan", "compress"]
 
 
 def distill_to_dir(
@@ -173,6 +173,47 @@ def _distill_online(
             "teacher_quality": r.teacher_quality, **extra}  # fmt: skip
 
 
+def compress_plan(
+    lm: LoadedModel,
+    method: str,
+    *,
+    student: str | None = None,
+    run_student: bool = True,
+    num_images: int | None = None,
+    kd: KDConfig | dict[str, Any] | None = None,
+    seed: int = 0,
+    synth_options: dict[str, Any] | None = None,
+    budget_s: float | None = None,
+) -> tuple[Plan, dict[str, Any] | None]:
+    """The plan :func:`compress` runs, and the path it chose (``auto``'s, or a named backend's own; or None).
+
+    The student (``student``, else the teacher's default) is built first, so an unknown one fails before any
+    long stage; ``auto`` picks its backend by the teacher's cost (:func:`datafree.plan.auto_choice`), a named
+    backend may take its own loop (:func:`datafree.rules.named_method_path`: NAYER's pool on an expensive
+    teacher) unless ``num_images`` asks for a written dataset; the path's defaults go under the user's
+    (:func:`datafree.plan.path_settings`), and :func:`datafree.plan.plan` validates and budgets the whole.
+    """
+    with warnings.catch_warnings():  # the size warning comes once, when the student is built for real
+        warnings.simplefilter("ignore")
+        s_model, _ = make_student(student, lm, seed, method)
+    choice = None
+    auto = method == AUTO
+    if auto:  # the rule of the teacher's cost; the pool needs a student stage to feed
+        choice = auto_choice(lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES, student=s_model,
+                             budget_s=budget_s)  # fmt: skip
+        method = choice["method"]
+    elif run_student and num_images is None:  # a named backend's own loop on an expensive teacher (nayer's
+        # pool), else None; --num-images asks for a written dataset of that many images
+        choice = named_method_path(method, lm.model, lm.card, DEFAULT_NUM_IMAGES)
+    # the path's own defaults under the user's, and nayer's pool steps (plan.path_settings)
+    pool, synth_options, kd, grow_to = path_settings(choice, synth_options, kd, run_student)
+    # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
+    p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,
+             seed=seed, student=s_model if run_student else None, max_iterations=grow_to,
+             budget_s=budget_s, auto_path=auto)  # fmt: skip
+    return p, choice
+
+
 def compress(
     teacher: str | Path = "resnet8_digits",
     out: str | Path = "runs/compress",
@@ -241,25 +282,8 @@ def compress(
         create_criterion(importance)
     run_student = student is not None or (prune is None and bits is None)
     lm = load_model(teacher, dev)
-    with warnings.catch_warnings():  # the size warning comes once, when the student is built for real
-        warnings.simplefilter("ignore")
-        # fail fast on an unknown student, before any long stage
-        s_model, _ = make_student(student, lm, seed, method)
-    choice = None
-    auto = method == AUTO
-    if auto:  # the rule of the teacher's cost; the pool needs a student stage to feed
-        choice = auto_choice(lm.model, lm.card, num_images or DEFAULT_NUM_IMAGES, student=s_model,
-                             budget_s=budget_s)  # fmt: skip
-        method = choice["method"]
-    elif run_student and num_images is None:  # a named backend's own loop on an expensive teacher (nayer's
-        # pool), else None; --num-images asks for a written dataset of that many images
-        choice = named_method_path(method, lm.model, lm.card, DEFAULT_NUM_IMAGES)
-    # the path's own defaults under the user's, and nayer's pool steps (plan.path_settings)
-    pool, synth_options, kd, grow_to = path_settings(choice, synth_options, kd, run_student)
-    # and on a BN method without BN, a bad option or a bad KD setting, before --out is touched
-    p = plan(lm, method=method, pool=pool, kd=kd, method_options=synth_options, num_images=num_images,
-             seed=seed, student=s_model if run_student else None, max_iterations=grow_to,
-             budget_s=budget_s, auto_path=auto)  # fmt: skip
+    p, choice = compress_plan(lm, method, student=student, run_student=run_student, num_images=num_images,
+                              kd=kd, seed=seed, synth_options=synth_options, budget_s=budget_s)  # fmt: skip
     check_eval_data(eval_data, lm.card)  # a bad --eval-data fails before --out is touched
     if (line := budget_note(p.info)) is not None:
         note(line)
@@ -277,12 +301,12 @@ def compress(
             **_summary(t_metrics),
         },
         "eval_data": t_metrics["data"],
-        "method": method,
+        "method": p.method,
         "seed": seed,
         "device": str(dev),
     }
     if choice is not None:
-        report["method_choice"] = {**choice, "pool": pool}
+        report["method_choice"] = {**choice, "pool": p.pool}
     if "compute_budget" in p.info:  # the budget's estimate and what it scaled down (plan.budget_settings)
         report["compute_budget"] = p.info["compute_budget"]
     s_report = _student_stage(lm, p, out, student, run_student, report, stages, resources, eval_data)

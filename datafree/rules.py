@@ -287,10 +287,11 @@ def cost_features(model: nn.Module, input_shape: Sequence[int]) -> CostFeatures:
     def hook(m: nn.Module, inp: Any, out: Any) -> None:
         macs = _layer_macs(m, out)
         feats["macs"] += macs
-        if isinstance(m, nn.Conv2d) and m.groups > 1:
-            feats["grouped_macs"] += macs
-        if isinstance(m, nn.Conv2d) and out.shape[-2] * out.shape[-1] <= SMALL_MAP_PIXELS:
-            feats["small_map_macs"] += macs
+        if isinstance(m, nn.Conv2d):
+            if m.groups > 1:
+                feats["grouped_macs"] += macs
+            if out.shape[-2] * out.shape[-1] <= SMALL_MAP_PIXELS:
+                feats["small_map_macs"] += macs
         if isinstance(out, torch.Tensor):
             feats["activations"] += out[0].numel()
             feats["layers"] += 1
