@@ -13,11 +13,13 @@ is timed too. The prediction is::
 in process CPU seconds (one thread). It leaves out loading, evaluation and the latency profile. Each row
 also carries the plan's own estimate (``compute_budget``: priced, not timed) to compare with.
 
-``--fit FILES`` (no timing) fits each backend's ``(k_g, k_kd)`` of ``datafree.rules.ONLINE_PRICES`` on the
-rows of earlier runs: a generator step per image ``k_g x (T + [S]) + G_train``, a student step per image
-``k_kd x (T + S) + G_forward`` (``T`` the teacher's priced forward, ``S`` the student's priced training
-step, ``[S]`` for the adversarial backends, ``G`` the generator's), by relative least squares, and prints
-each row's error and the run's estimate against the timed prediction.
+``--fit FILES`` (no timing) fits each backend's two :class:`datafree.rules.OnlinePrice` rows of
+``datafree.rules.ONLINE_PRICES`` on the rows of earlier runs (session 44's form): a generator step costs
+``B x (nets x (T + [S]) + generator x G_train) + step_s``, a student step ``K x (nets x (T + S) + generator x
+G_forward) + step_s`` and a noise-baseline step the same without the generator's term (``T`` the teacher's
+priced forward, ``S`` the student's priced training step, ``[S]`` for the adversarial backends, ``G`` the
+generator's, ``B`` / ``K`` the batches), by non-negative relative least squares; it prints each row's error
+and the run's estimate against the timed prediction.
 
 Usage::
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -153,46 +156,96 @@ def _features(row: dict[str, Any], device: Any) -> dict[str, float]:
             "adversarial": float(cls.needs_student)}  # fmt: skip
 
 
-def _ratio_fit(xs: list[float], cs: list[float], ys: list[float]) -> float:
-    """``k`` minimising sum(((k x + c - y) / y)^2): relative least squares of one price."""
-    num = sum((x / y) * (1 - c / y) for x, c, y in zip(xs, cs, ys, strict=True))
-    return num / sum((x / y) ** 2 for x, y in zip(xs, ys, strict=True))
+def _relative_lsq(columns: list[list[float]], ys: list[float]) -> list[float]:
+    """Non-negative ``p`` minimising sum(((sum_j p_j x_j - y) / y)^2): relative least squares.
+
+    A column whose unconstrained price comes out negative is dropped (its price 0) and the rest refitted.
+    """
+    import numpy as np
+
+    y = np.asarray(ys, dtype=float)
+    a = np.stack([np.asarray(c, dtype=float) / y for c in columns], axis=1)
+    active = list(range(len(columns)))
+    while True:
+        sol = np.linalg.lstsq(a[:, active], np.ones_like(y), rcond=None)[0] if active else np.zeros(0)
+        if (sol >= 0).all():
+            break
+        active.pop(int(np.argmin(sol)))
+    out = [0.0] * len(columns)
+    for j, v in zip(active, sol, strict=True):
+        out[j] = float(v)
+    return out
+
+
+def step_columns(row: dict[str, Any], f: dict[str, float]) -> dict[str, tuple[float, float, float]]:
+    """The priced parts of a row's steps, one per :class:`datafree.rules.OnlinePrice` field.
+
+    ``{"generator": (B x (T + [S]), B x G_train, 1), "student": (K x (T + S), K x G_forward, 1),
+    "noise": (K x (T + S), 0, 1)}``: the CPU seconds a step costs is the dot product with its prices.
+    """
+    b, k = row["generator_batch"], row["kd_batch_size"]
+    return {
+        "generator": (b * (f["T"] + f["adversarial"] * f["S"]), b * f["G_train"], 1.0),
+        "student": (k * (f["T"] + f["S"]), k * f["G_forward"], 1.0),
+        "noise": (k * (f["T"] + f["S"]), 0.0, 1.0),
+    }
+
+
+def fit_prices(rows: list[dict[str, Any]], feats: list[dict[str, float]]) -> dict[str, Any]:
+    """Each backend's ``(generator step, student step)`` prices of ``datafree.rules.ONLINE_PRICES``.
+
+    The generator step's on the timed generator steps; the student step's on the timed student steps and
+    the noise-baseline steps together (the same prices, the noise step without the generator's term). Each
+    row's error, and the whole priced run against the timed one, come with them.
+    """
+    from datafree.rules import OnlinePrice
+
+    cols = [step_columns(r, f) for r, f in zip(rows, feats, strict=True)]
+    out: dict[str, Any] = {"form": list(OnlinePrice._fields), "prices": {}, "rows": []}
+    for method in sorted({r["method"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["method"] == method]
+        g = _relative_lsq([[cols[i]["generator"][j] for i in idx] for j in range(3)],
+                          [rows[i]["generator_cpu_s"] for i in idx])  # fmt: skip
+        steps = [(i, "student", "kd_step_cpu_s") for i in idx] + [
+            (i, "noise", "noise_step_cpu_s") for i in idx
+        ]
+        k = _relative_lsq([[cols[i][kind][j] for i, kind, _ in steps] for j in range(3)],
+                          [rows[i][key] for i, _, key in steps])  # fmt: skip
+        out["prices"][method] = {"generator": [round(v, 4) for v in g], "student": [round(v, 4) for v in k]}
+    for r, c in zip(rows, cols, strict=True):
+        pg, pk = out["prices"][r["method"]]["generator"], out["prices"][r["method"]]["student"]
+        gen, kd, noise = (
+            sum(p * x for p, x in zip(prices, c[kind], strict=True))
+            for prices, kind in ((pg, "generator"), (pk, "student"), (pk, "noise"))
+        )
+        n = r["kd_epochs"] * r["rounds_per_epoch"]
+        total = n * (r["g_steps"] * gen + r["kd_steps"] * (kd + noise))
+        out["rows"].append({
+            "teacher": r["teacher"], "method": r["method"],
+            "generator_step_error": round(gen / r["generator_cpu_s"] - 1, 3),
+            "kd_step_error": round(kd / r["kd_step_cpu_s"] - 1, 3),
+            "noise_step_error": round(noise / r["noise_step_cpu_s"] - 1, 3),
+            "priced_total_s": round(total, 1), "timed_total_s": r["total_cpu_s"],
+            "total_error": round(total / r["total_cpu_s"] - 1, 3),
+            # the estimate of the prices the timed checkout planned with
+            "planned_error": round(r["budget_estimate"]["total_s"] / r["total_cpu_s"] - 1, 3)
+            if r.get("budget_estimate") else None,
+        })  # fmt: skip
+    errors = [abs(r["total_error"]) for r in out["rows"]]
+    out["worst_total_error"] = max(errors)
+    out["rms_total_error"] = round(math.sqrt(sum(e * e for e in errors) / len(errors)), 3)
+    planned = [abs(r["planned_error"]) for r in out["rows"] if r["planned_error"] is not None]
+    out["worst_planned_error"] = max(planned) if planned else None
+    return out
 
 
 def fit(paths: list[Path], device: Any) -> dict[str, Any]:
-    """Fit ``ONLINE_PRICES`` on timed rows; each row's error and the priced run against the timed one."""
+    """:func:`fit_prices` on the rows of timed runs (the features priced on this checkout's rules)."""
     import json
 
     rows = [r for p in paths for r in json.loads(p.read_text())["rows"]]
-    feats = [_features(r, device) for r in rows]
-    out: dict[str, Any] = {"prices": {}, "rows": []}
-    for method in sorted({r["method"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["method"] == method]
-        gx = [feats[i]["T"] + feats[i]["adversarial"] * feats[i]["S"] for i in idx]
-        gy = [rows[i]["generator_cpu_s"] / rows[i]["generator_batch"] for i in idx]
-        k_g = _ratio_fit(gx, [feats[i]["G_train"] for i in idx], gy)
-        kx = [feats[i]["T"] + feats[i]["S"] for i in idx]
-        ky = [rows[i]["kd_step_cpu_s"] / rows[i]["kd_batch_size"] for i in idx]
-        k_kd = _ratio_fit(kx, [feats[i]["G_forward"] for i in idx], ky)
-        out["prices"][method] = [round(k_g, 3), round(k_kd, 3)]
-    for r, f in zip(rows, feats, strict=True):
-        k_g, k_kd = out["prices"][r["method"]]
-        gen = k_g * (f["T"] + f["adversarial"] * f["S"]) + f["G_train"]
-        kd = k_kd * (f["T"] + f["S"]) + f["G_forward"]
-        noise = k_kd * (f["T"] + f["S"])
-        n = r["kd_epochs"] * r["rounds_per_epoch"]
-        total = n * (
-            r["g_steps"] * r["generator_batch"] * gen + r["kd_steps"] * r["kd_batch_size"] * (kd + noise)
-        )
-        out["rows"].append({
-            "teacher": r["teacher"], "method": r["method"],
-            **{k: f[k] for k in ("T", "S", "G_train", "G_forward")},
-            "generator_step_error": round(gen * r["generator_batch"] / r["generator_cpu_s"] - 1, 3),
-            "kd_step_error": round(kd * r["kd_batch_size"] / r["kd_step_cpu_s"] - 1, 3),
-            "noise_step_error": round(noise * r["kd_batch_size"] / r["noise_step_cpu_s"] - 1, 3),
-            "priced_total_s": round(total, 1), "timed_total_s": r["total_cpu_s"],
-            "total_error": round(total / r["total_cpu_s"] - 1, 3),
-        })  # fmt: skip
+    out = fit_prices(rows, [_features(r, device) for r in rows])
+    out["rows_from"] = [str(p) for p in paths]
     return out
 
 
@@ -217,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
         from datafree.utils import atomic_write_json
 
         result = fit([Path(p) for p in args.fit.split(",")], device)
-        print("prices (k_g, k_kd):", result["prices"])
+        print(f"prices ({', '.join(result['form'])}) of the generator / student step:", result["prices"])
         for r in result["rows"]:
             print(f"{r['teacher']:>15} {r['method']:>5}: generator step {r['generator_step_error']:+.0%}, "
                   f"student step {r['kd_step_error']:+.0%}, noise step {r['noise_step_error']:+.0%}; run "
@@ -225,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
                   f"({r['total_error']:+.0%})")  # fmt: skip
         if args.out:
             atomic_write_json(args.out, result)
+        worst, rms, planned = (
+            result[k] or 0 for k in ("worst_total_error", "rms_total_error", "worst_planned_error")
+        )
+        print(f"whole runs: worst {worst:.0%}, rms {rms:.0%}; the timed checkout's own: worst {planned:.0%}")
         return 0
     rows = []
     for t in args.teachers.split(","):

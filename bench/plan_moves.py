@@ -4,13 +4,17 @@ For every teacher and method given, builds the plan ``datafree compress --teache
 (``datafree.pipeline.compress_plan``: the default student, the method's own path, the compute budget; nothing
 is run) twice: under ``datafree.rules`` as they are, and with the named ``TRAIN_PRICES`` entries removed;
 prints the settings that differ (KD epochs, batch, steps, the backend's options, the images, the estimate).
-Session 43 used it for the small-map price.
+Session 43 used it for the small-map price. ``--dump FILE`` writes the plans under the rules of the checkout
+the script runs from, ``--against FILE`` prints the moves from such a file to this checkout's plans
+(session 44: the online prices' refit, the script copied into a worktree of the commit before).
 
 Usage::
 
     PYTHONPATH=. python bench/plan_moves.py --suite /work/cache/suite --drop small_map_macs \\
         --teachers resnet18_32,mobilenetv2_32,vgg8_bn_32,wrn40_2_32,resnet8_digits \\
         --methods auto,fast,cmi,nayer,deepinversion,dafl,zskt,dfad
+    PYTHONPATH=. python bench/plan_moves.py --suite DIR --teachers ... --methods ... --dump before.json
+    PYTHONPATH=. python bench/plan_moves.py --suite DIR --teachers ... --methods ... --against before.json
 """
 
 from __future__ import annotations
@@ -54,6 +58,25 @@ def _plan_or_refusal(teacher: str, method: str) -> dict[str, Any]:
         return {"refused": str(e).split(":")[0]}
 
 
+def plans(teachers: list[str], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """``{"teacher method": plan}`` under ``datafree.rules`` as they are (:func:`_plan_or_refusal`)."""
+    return {f"{t} {m}": _plan_or_refusal(t, m) for t in teachers for m in methods}
+
+
+def compare(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(teacher, method, {setting: (before, after)})`` for every pair in both."""
+    out = []
+    for key, b in before.items():
+        if key in after:
+            a = after[key]
+            out.append(
+                (*key.split(" ", 1), {k: (b.get(k), a.get(k)) for k in {*b, *a} if b.get(k) != a.get(k)})
+            )
+    return out
+
+
 def moves(teachers: list[str], methods: list[str], drop: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
     """``(teacher, method, {setting: (without the prices, with them)})`` for every pair."""
     from datafree import rules
@@ -69,17 +92,20 @@ def moves(teachers: list[str], methods: list[str], drop: list[str]) -> list[tupl
     finally:
         rules.TRAIN_PRICES = kept
         rules._train_s.cache_clear()
-    out = []
-    for key, before in plans["without"].items():
-        after = plans["with"][key]
-        out.append((*key, {k: (before[k], after[k]) for k in before if before[k] != after[k]}))
-    return out
+    return compare(
+        *({f"{t} {m}": v for (t, m), v in plans[variant].items()} for variant in ("without", "with"))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--suite", default=None)
-    ap.add_argument("--drop", required=True, help="TRAIN_PRICES entries to remove, comma-separated")
+    ap.add_argument("--drop", default=None, help="TRAIN_PRICES entries to remove, comma-separated")
+    ap.add_argument(
+        "--dump", type=Path, default=None, help="write the plans under the rules as they are (JSON)"
+    )
+    ap.add_argument("--against", type=Path, default=None,
+                    help="the moves from a --dump's plans (another checkout's rules) to these")  # fmt: skip
     ap.add_argument("--teachers", required=True)
     ap.add_argument("--methods", required=True)
     args = ap.parse_args(argv)
@@ -88,11 +114,26 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     import torch
 
     torch.set_num_threads(1)
-    for t, m, diff in moves(args.teachers.split(","), args.methods.split(","), args.drop.split(",")):
+    teachers, methods = args.teachers.split(","), args.methods.split(",")
+    if args.dump:
+        from datafree.utils import atomic_write_json
+
+        atomic_write_json(args.dump, plans(teachers, methods))
+        return 0
+    if args.against:
+        import json
+
+        found = compare(json.loads(args.against.read_text()), plans(teachers, methods))
+    elif args.drop:
+        found = moves(teachers, methods, args.drop.split(","))
+    else:
+        ap.error("give --drop, --dump or --against")
+    for t, m, diff in found:
         moved = {k: v for k, v in diff.items() if k != "estimate_s"}
         est = diff.get("estimate_s")
         line = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in moved.items()) or "unchanged"
-        print(f"{t} {m}: {line}" + (f" (estimate {est[0]:.0f} -> {est[1]:.0f} s)" if est and moved else ""))
+        shown = est and None not in est
+        print(f"{t} {m}: {line}" + (f" (estimate {est[0]:.0f} -> {est[1]:.0f} s)" if shown else ""))
     return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -819,3 +821,27 @@ def test_plan_moves_compares_plans_with_and_without_a_price() -> None:
     [(_, _, diff)] = moves(["resnet8_digits"], ["dafl"], ["activations"])
     assert diff["estimate_s"][0] < diff["estimate_s"][1]  # without the price it is cheaper
     assert rules.TRAIN_PRICES == kept
+
+
+def test_plan_moves_dump_and_against(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``--dump`` writes the plans under this checkout's rules; ``--against`` prints the moves from them.
+
+    Session 44 compared the online prices' refit so (the dump from a worktree of the commit before): here
+    the dump is taken, then the online student step dearer, so resnet8_digits' DAFL estimate moves.
+    """
+    from bench import plan_moves
+    from datafree import rules
+
+    dump = tmp_path / "before.json"
+    args = ["--teachers", "resnet8_digits", "--methods", "dafl,nayer"]
+    assert plan_moves.main([*args, "--dump", str(dump)]) == 0
+    before = json.loads(dump.read_text())
+    assert set(before) == {"resnet8_digits dafl", "resnet8_digits nayer"}
+    gen, student = rules.ONLINE_PRICES["dafl"]
+    monkeypatch.setitem(rules.ONLINE_PRICES, "dafl", (gen, student._replace(step_s=student.step_s + 0.01)))
+    assert plan_moves.main([*args, "--against", str(dump)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("resnet8_digits dafl: unchanged (estimate ")
+    a, b = (float(v) for v in out[0].split("(estimate ")[1].rstrip(" s)").split(" -> "))
+    assert b > a
+    assert out[1] == "resnet8_digits nayer: unchanged"  # no online price in its plan
