@@ -212,7 +212,7 @@ def fit_prices(rows: list[dict[str, Any]], feats: list[dict[str, float]]) -> dic
         k = _relative_lsq([[cols[i][kind][j] for i, kind, _ in steps] for j in range(3)],
                           [rows[i][key] for i, _, key in steps])  # fmt: skip
         out["prices"][method] = {"generator": [round(v, 4) for v in g], "student": [round(v, 4) for v in k]}
-    for r, c in zip(rows, cols, strict=True):
+    for r, c, f in zip(rows, cols, feats, strict=True):
         pg, pk = out["prices"][r["method"]]["generator"], out["prices"][r["method"]]["student"]
         gen, kd, noise = (
             sum(p * x for p, x in zip(prices, c[kind], strict=True))
@@ -222,6 +222,7 @@ def fit_prices(rows: list[dict[str, Any]], feats: list[dict[str, float]]) -> dic
         total = n * (r["g_steps"] * gen + r["kd_steps"] * (kd + noise))
         out["rows"].append({
             "teacher": r["teacher"], "method": r["method"],
+            **{k: f[k] for k in ("T", "S", "G_train", "G_forward")},
             "generator_step_error": round(gen / r["generator_cpu_s"] - 1, 3),
             "kd_step_error": round(kd / r["kd_step_cpu_s"] - 1, 3),
             "noise_step_error": round(noise / r["noise_step_cpu_s"] - 1, 3),
