@@ -177,17 +177,16 @@ def _relative_lsq(columns: list[list[float]], ys: list[float]) -> list[float]:
     return out
 
 
-def step_columns(row: dict[str, Any], f: dict[str, float]) -> dict[str, tuple[float, float, float]]:
-    """The priced parts of a row's steps, one per :class:`datafree.rules.OnlinePrice` field.
+def step_parts(row: dict[str, Any], f: dict[str, float]) -> dict[str, tuple[int, float, float]]:
+    """Each step kind's ``(batch, nets_s, generator_s)``: :func:`datafree.rules.online_step_s`'s arguments.
 
-    ``{"generator": (B x (T + [S]), B x G_train, 1), "student": (K x (T + S), K x G_forward, 1),
-    "noise": (K x (T + S), 0, 1)}``: the CPU seconds a step costs is the dot product with its prices.
+    ``{"generator": (B, T + [S], G_train), "student": (K, T + S, G_forward), "noise": (K, T + S, 0)}``.
     """
     b, k = row["generator_batch"], row["kd_batch_size"]
     return {
-        "generator": (b * (f["T"] + f["adversarial"] * f["S"]), b * f["G_train"], 1.0),
-        "student": (k * (f["T"] + f["S"]), k * f["G_forward"], 1.0),
-        "noise": (k * (f["T"] + f["S"]), 0.0, 1.0),
+        "generator": (b, f["T"] + f["adversarial"] * f["S"], f["G_train"]),
+        "student": (k, f["T"] + f["S"], f["G_forward"]),
+        "noise": (k, f["T"] + f["S"], 0.0),
     }
 
 
@@ -195,34 +194,36 @@ def fit_prices(rows: list[dict[str, Any]], feats: list[dict[str, float]]) -> dic
     """Each backend's ``(generator step, student step)`` prices of ``datafree.rules.ONLINE_PRICES``.
 
     The generator step's on the timed generator steps; the student step's on the timed student steps and
-    the noise-baseline steps together (the same prices, the noise step without the generator's term). Each
-    row's error, and the whole priced run against the timed one, come with them.
+    the noise-baseline steps together (the same prices, the noise step without the generator's term). A
+    step is :func:`datafree.rules.online_step_s`, linear in its prices: its columns are ``batch x nets_s``,
+    ``batch x generator_s`` and 1. Each row's error, and the whole priced run against the timed one, come
+    with them.
     """
-    from datafree.rules import OnlinePrice
+    from datafree.rules import OnlinePrice, online_step_s
 
-    cols = [step_columns(r, f) for r, f in zip(rows, feats, strict=True)]
+    parts = [step_parts(r, f) for r, f in zip(rows, feats, strict=True)]
+
+    def columns(steps: list[tuple[int, str]]) -> list[list[float]]:
+        return [[parts[i][kind][0] * parts[i][kind][1] for i, kind in steps],
+                [parts[i][kind][0] * parts[i][kind][2] for i, kind in steps], [1.0] * len(steps)]  # fmt: skip
+
     out: dict[str, Any] = {"form": list(OnlinePrice._fields), "prices": {}, "rows": []}
     for method in sorted({r["method"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["method"] == method]
-        g = _relative_lsq([[cols[i]["generator"][j] for i in idx] for j in range(3)],
-                          [rows[i]["generator_cpu_s"] for i in idx])  # fmt: skip
-        steps = [(i, "student", "kd_step_cpu_s") for i in idx] + [
-            (i, "noise", "noise_step_cpu_s") for i in idx
-        ]
-        k = _relative_lsq([[cols[i][kind][j] for i, kind, _ in steps] for j in range(3)],
-                          [rows[i][key] for i, _, key in steps])  # fmt: skip
+        g = _relative_lsq(columns([(i, "generator") for i in idx]), [rows[i]["generator_cpu_s"] for i in idx])
+        steps = [(i, "student") for i in idx] + [(i, "noise") for i in idx]
+        times = [rows[i]["kd_step_cpu_s"] for i in idx] + [rows[i]["noise_step_cpu_s"] for i in idx]
+        k = _relative_lsq(columns(steps), times)
         out["prices"][method] = {"generator": [round(v, 4) for v in g], "student": [round(v, 4) for v in k]}
-    for r, c, f in zip(rows, cols, feats, strict=True):
-        pg, pk = out["prices"][r["method"]]["generator"], out["prices"][r["method"]]["student"]
-        gen, kd, noise = (
-            sum(p * x for p, x in zip(prices, c[kind], strict=True))
-            for prices, kind in ((pg, "generator"), (pk, "student"), (pk, "noise"))
-        )
+    for r, part, f in zip(rows, parts, feats, strict=True):
+        pg, pk = (OnlinePrice(*out["prices"][r["method"]][kind]) for kind in ("generator", "student"))
+        gen, kd, noise = (online_step_s(price, *part[kind])
+                          for price, kind in ((pg, "generator"), (pk, "student"), (pk, "noise")))  # fmt: skip
         n = r["kd_epochs"] * r["rounds_per_epoch"]
         total = n * (r["g_steps"] * gen + r["kd_steps"] * (kd + noise))
         out["rows"].append({
             "teacher": r["teacher"], "method": r["method"],
-            **{k: f[k] for k in ("T", "S", "G_train", "G_forward")},
+            **{name: f[name] for name in ("T", "S", "G_train", "G_forward")},
             "generator_step_error": round(gen / r["generator_cpu_s"] - 1, 3),
             "kd_step_error": round(kd / r["kd_step_cpu_s"] - 1, 3),
             "noise_step_error": round(noise / r["noise_step_cpu_s"] - 1, 3),

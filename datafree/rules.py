@@ -71,6 +71,7 @@ __all__ = [
     "OnlinePrice",
     "ONLINE_PRICES",
     "ONLINE_SHARED_PRICES",
+    "online_step_s",
     "online_run_cost",
     "budget_ladder",
     "budget_grow_images",
@@ -814,6 +815,15 @@ def _dearest(rows: Sequence[OnlinePrice]) -> OnlinePrice:
     return OnlinePrice(*(max(r[i] for r in rows) for i in range(3)))
 
 
+def online_step_s(price: OnlinePrice, batch: int, nets_s: float, generator_s: float = 0.0) -> float:
+    """CPU seconds of one online step: ``batch x (nets x nets_s + generator x generator_s) + step_s``.
+
+    ``nets_s`` and ``generator_s`` are the priced per-image CPU seconds of the networks the step passes
+    through and of the generator (:func:`online_run_cost`; ``bench/online_cost.py`` fits the prices on it).
+    """
+    return int(batch) * (price.nets * nets_s + price.generator * generator_s) + price.step_s
+
+
 # A backend without a row of its own: the dearest of each price (an unknown backend is not under-priced).
 ONLINE_SHARED_PRICES = (
     _dearest([p[0] for p in ONLINE_PRICES.values()]),
@@ -856,10 +866,10 @@ def online_run_cost(
     gen_price, kd_price = ONLINE_PRICES.get(method or "", ONLINE_SHARED_PRICES)
     gen_train_s, gen_forward_s = generator_s
     gen_nets = teacher_forward_s + (student_train_s if adversarial else 0.0)
-    gen_step = int(generator_batch) * (gen_price.nets * gen_nets + gen_price.generator * gen_train_s)
-    gen_step += gen_price.step_s
-    noise_step = int(kd_batch) * kd_price.nets * (teacher_forward_s + student_train_s) + kd_price.step_s
-    kd_step = noise_step + int(kd_batch) * kd_price.generator * gen_forward_s
+    gen_step = online_step_s(gen_price, generator_batch, gen_nets, gen_train_s)
+    kd_nets = teacher_forward_s + student_train_s
+    kd_step = online_step_s(kd_price, kd_batch, kd_nets, gen_forward_s)
+    noise_step = online_step_s(kd_price, kd_batch, kd_nets)
     n_rounds = max(1, int(epochs)) * max(1, int(rounds))
     synth = n_rounds * max(0, int(g_steps)) * gen_step
     n_kd = n_rounds * max(1, int(kd_steps))
