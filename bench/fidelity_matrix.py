@@ -10,8 +10,9 @@ before, ``"s12"`` for the suite as retrained in session 12, ``"s13"`` for ``vgg8
 ``"s28"`` for the suite as retrained in session 28, ``"s34"`` for ``plain_32`` and ``vgg8_32`` as retrained in
 session 34, ``"s36"`` for the suite as retrained in session 36 on an AMD EPYC (BN-less teachers since
 session 36, BN teachers since session 37), ``"shipped"`` for the 1x16x16 teachers),
-the CPU it ran on where its result file does not record one (``machine``) and anything that sets it apart
-(``note``). This script
+the CPU it ran on where its result file does not record one (``machine``), the default it predates where a
+later default changes it (``before``: ``"s45_output_mean"`` for an online backend's cell on a BN teacher run
+before session 45's ``output_mean``) and anything that sets it apart (``note``). This script
 reads every figure from those files (nothing is typed in by hand), and writes the matrix (% of the teacher
 per seed, 1-thread CPU seconds) with the issue's bars:
 
@@ -133,7 +134,7 @@ def collect(spec: dict[str, Any], root: Path = ROOT) -> list[dict[str, Any]]:
             "teacher": e["teacher"], "method": e["method"], "seed": e["seed"], "ratio": round(_ratio(row), 6),
             "cpu_s": _seconds(row, "cpu_s"), "ran": row.get("ran", e["method"]), "file": e["file"],
             "session": e.get("session"), "weights": e.get("weights"), "note": e.get("note", ""),
-            "machine": machine_of(e, root),
+            "machine": machine_of(e, root), "before": e.get("before"),
         })  # fmt: skip
     return out
 
@@ -211,10 +212,18 @@ MARKS = {
 }
 
 
+# A cell measured before a default that changes it (spec "before"): its mark and what the legend says.
+BEFORE_MARKS = {
+    "s45_output_mean": ("ᶻ", "measured before session 45 centred the online generators' images on the "
+                             "teacher's data mean (`output_mean` zero, the papers')"),
+}  # fmt: skip
+
+
 def _cell_text(cell: list[dict[str, Any]]) -> str:
     parts = []
     for r in sorted(cell, key=lambda r: r["seed"]):
         mark = MARKS[r["weights"]][0] if r["weights"] in MARKS else ""  # session 12's suite: unmarked
+        mark += BEFORE_MARKS[r["before"]][0] if r.get("before") in BEFORE_MARKS else ""
         parts.append(f"{100 * r['ratio']:.1f}{mark}" + (f" (s{r['seed']})" if len(cell) > 1 else ""))
     return " / ".join(parts)
 
@@ -246,6 +255,8 @@ def markdown(
         sessions.setdefault(r["machine"], set()).add(str(r["session"]))
     weights = {r["weights"] for r in records}  # the legend explains only the marks in use
     marks = [f"{mark} on {what}, " for key, (mark, what) in MARKS.items() if key in weights]
+    befores = {r.get("before") for r in records}
+    marks += [f"{mark} {what}, " for key, (mark, what) in BEFORE_MARKS.items() if key in befores]
     lines += [
         "",
         "% of the teacher's test accuracy, seed 0 unless (sN) says; " + "".join(marks) + "unmarked: the "

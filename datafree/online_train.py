@@ -301,7 +301,12 @@ def load_online_synthesizer(teacher: LoadedModel, path: str | Path, method: str 
             f"{p} makes images of shape {meta.get('input_shape')}, but the teacher takes "
             f"{teacher.card.input_shape}"
         )
-    synth = create_synthesizer(meta["method"], teacher.model, teacher.card, **meta["config"])
+    try:
+        before = method_class(meta["method"]).Config.previous_defaults  # a setting newer than the file
+    except (KeyError, UserInputError):
+        before = {}
+    config = {**{k: v for k, v in before.items() if k not in meta["config"]}, **meta["config"]}
+    synth = create_synthesizer(meta["method"], teacher.model, teacher.card, **config)
     if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
         raise UserInputError(f"{p}: the generator's weights hold NaN or inf")
     try:

@@ -82,6 +82,10 @@ def test_matrix_reads_each_format_and_applies_the_bars(tmp_path):
     text = fm.markdown(fm.collect(spec, tmp_path), spec["teachers"], {"t_bn"})
     assert "| 99.1‡ | - | - |" in text and "‡ on the suite as retrained in session 28" in text
     assert "§" not in text
+    assert "ᶻ" not in text  # no cell predates a default
+    spec["cells"][3]["before"] = "s45_output_mean"  # measured before a default that changes it
+    text = fm.markdown(fm.collect(spec, tmp_path), spec["teachers"], {"t_bn"})
+    assert "| 99.1‡ᶻ | - | - |" in text and "ᶻ measured before session 45 centred" in text
 
 
 def test_a_spec_naming_a_missing_row_is_an_error(tmp_path, capsys):
