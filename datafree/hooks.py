@@ -81,6 +81,40 @@ class _StopForward(Exception):
     pass
 
 
+def _forward_until(
+    model: nn.Module, layers: Sequence[nn.Module], x: torch.Tensor
+) -> tuple[int, torch.Tensor] | None:
+    """Run ``model`` on ``x`` until it reaches one of ``layers``: that layer's index and its input.
+
+    The forward stops there (a pre-hook raises), so only the layers before it run; None when it reaches none.
+    """
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    def reached(i: int):
+        def fn(_m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            seen.append((i, inputs[0]))
+            raise _StopForward
+
+        return fn
+
+    hooks = [m.register_forward_pre_hook(reached(i)) for i, m in enumerate(layers)]
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen[0] if seen else None
+
+
+def _input_of(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    reached = _forward_until(model, [layer], x)
+    if reached is None:
+        raise RuntimeError("the forward pass did not reach the BatchNorm layer")
+    return reached[1]
+
+
 @torch.no_grad()
 def first_batchnorm(model: nn.Module, input_shape: Sequence[int]) -> _BatchNorm | None:
     """The BatchNorm layer a forward pass reaches first (one image of zeros, eval mode), or None."""
@@ -89,25 +123,9 @@ def first_batchnorm(model: nn.Module, input_shape: Sequence[int]) -> _BatchNorm 
     layers = batchnorm_layers(model)
     if not layers:
         return None
-    order: list[int] = []
-
-    def reached(i: int):
-        def fn(_m: nn.Module, _x: tuple[torch.Tensor, ...]) -> None:
-            order.append(i)
-            raise _StopForward
-
-        return fn
-
-    hooks = [m.register_forward_pre_hook(reached(i)) for i, m in enumerate(layers)]
-    try:
-        with eval_mode(model):
-            model(torch.zeros((1, *input_shape), device=device_of(model)))
-    except _StopForward:
-        pass
-    finally:
-        for h in hooks:
-            h.remove()
-    return layers[order[0]] if order else layers[0]
+    with eval_mode(model):
+        reached = _forward_until(model, layers, torch.zeros((1, *input_shape), device=device_of(model)))
+    return layers[0] if reached is None else layers[reached[0]]  # none run: the first in module order
 
 
 @torch.no_grad()
@@ -117,23 +135,7 @@ def batchnorm_input_variance(model: nn.Module, layer: _BatchNorm, x: torch.Tenso
     Costs the layers before ``layer`` only (a convolution stem for the first BN layer). The model must be
     in eval mode; no gradient.
     """
-    seen: list[torch.Tensor] = []
-
-    def fn(_m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        seen.append(inputs[0])
-        raise _StopForward
-
-    h = layer.register_forward_pre_hook(fn)
-    try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        h.remove()
-    if not seen:
-        raise RuntimeError("the forward pass did not reach the BatchNorm layer")
-    y = seen[0].float()
-    return y.transpose(0, 1).reshape(y.shape[1], -1).var(1, unbiased=False)
+    return channel_mean_var(_input_of(model, layer, x).float())[1]
 
 
 @torch.no_grad()
@@ -153,23 +155,16 @@ def input_mean_from_batchnorm(model: nn.Module, input_shape: Sequence[int]) -> t
     """
     from .utils import device_of, eval_mode
 
-    layers = batchnorm_layers(model)
-    if not layers:
+    first = first_batchnorm(model, input_shape)
+    if first is None:
         return None
     c = int(input_shape[0])
-    dev = device_of(model)
-    images = torch.zeros((2 + c, *input_shape), device=dev)
+    images = torch.zeros((2 + c, *input_shape), device=device_of(model))
     for i in range(c):
         images[1 + i, i] = 1.0
     images[1 + c, 0] = 2.0  # the affine check
-    first = first_batchnorm(model, input_shape)
-    assert first is not None
-    means = []
-    with eval_mode(model), FeatureRecorder([first], "input") as rec:
-        for img in images:  # one image at a time: a batch-independent forward in eval mode anyway
-            model(img[None])
-            x = rec.features[0]
-            means.append(x.double().transpose(0, 1).reshape(x.shape[1], -1).mean(1))  # type: ignore[union-attr]
+    with eval_mode(model):  # one image at a time: each one's own mean; only the layers before `first` run
+        means = [channel_mean_var(_input_of(model, first, img[None]).double())[0] for img in images]
     base = means[0]
     a = torch.stack([m - base for m in means[1 : 1 + c]], 1)  # (O, C)
     if a.shape[0] < c or not torch.allclose(means[1 + c] - base, 2 * a[:, 0], rtol=1e-3, atol=1e-5):
