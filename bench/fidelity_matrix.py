@@ -216,6 +216,9 @@ MARKS = {
 BEFORE_MARKS = {
     "s45_output_mean": ("ᶻ", "measured before session 45 centred the online generators' images on the "
                              "teacher's data mean (`output_mean` zero, the papers')"),
+    "s46_output_structure": ("ˢ", "measured before session 46 gave the online generators' images the "
+                                  "teacher's data spread and colour (`output_scale` one, `output_colour` "
+                                  "free)"),
 }  # fmt: skip
 
 

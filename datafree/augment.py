@@ -6,10 +6,21 @@ the KD stage uses kornia's random crop with padding (and an optional flip).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-__all__ = ["random_jitter", "random_flip", "kd_augmentation", "mix_batch", "MixBatch", "kd_transform"]
+__all__ = [
+    "random_jitter",
+    "random_flip",
+    "kd_augmentation",
+    "mix_batch",
+    "BatchOp",
+    "contrast_batch",
+    "kd_transform",
+]
 
 
 # Up to this many elements the jitter is torch.roll: two ATen ops forward and two backward (one pass over
@@ -100,15 +111,29 @@ def mix_batch(x: torch.Tensor, alpha: float) -> torch.Tensor:
     return lam * x + (1 - lam) * x[perm.to(x.device)]
 
 
-class MixBatch(nn.Module):
-    """:func:`mix_batch` as a module (``alpha``: the Beta distribution's parameter)."""
+def contrast_batch(x: torch.Tensor, spread: float) -> torch.Tensor:
+    """Each image's contrast scaled about its own per-channel mean by a random factor.
 
-    def __init__(self, alpha: float) -> None:
+    The factor is ``exp(u)``, ``u ~ U(-log(1 + spread), log(1 + spread))`` per image, drawn from the global
+    torch RNG (saved in KD checkpoints). Per channel an affine map of the pixels, so the same in pixel and
+    normalised space; no label is assumed to survive it (the teacher labels the new image).
+    """
+    n = x.shape[0]
+    r = math.log1p(float(spread))
+    s = torch.exp((torch.rand(n) * 2 - 1) * r).to(x.device, x.dtype).view(n, *([1] * (x.dim() - 1)))
+    mean = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+    return mean + s * (x - mean)
+
+
+class BatchOp(nn.Module):
+    """A batch function of one parameter as a module: ``fn(x, value)`` (:func:`mix_batch`, ...)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, float], torch.Tensor], value: float) -> None:
         super().__init__()
-        self.alpha = alpha
+        self.fn, self.value = fn, value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return mix_batch(x, self.alpha)
+        return self.fn(x, self.value)
 
 
 def kd_transform(
@@ -117,12 +142,16 @@ def kd_transform(
     flip: bool = False,
     mixup: float = 0.0,
     affine: float = 0.0,
+    contrast: float = 0.0,
 ) -> nn.Module:
-    """What the KD stage applies to each student batch: the crop (warp, flip) when ``augment``, then mixup.
+    """What the KD stage applies to each student batch: crop (warp, flip), contrast, then mixup.
 
-    ``nn.Identity`` when neither is on.
+    The crop when ``augment``, the contrast (:func:`contrast_batch`) when ``contrast`` > 0;
+    ``nn.Identity`` when none is on.
     """
     ops: list[nn.Module] = [kd_augmentation(input_shape, flip, affine)] if augment else []
+    if contrast > 0:
+        ops.append(BatchOp(contrast_batch, contrast))
     if mixup > 0:
-        ops.append(MixBatch(mixup))
+        ops.append(BatchOp(mix_batch, mixup))
     return nn.Sequential(*ops) if ops else nn.Identity()

@@ -77,6 +77,10 @@ class KDConfig:
     # ``affine`` degrees and scale within 1 +- affine / 100 (:func:`datafree.augment.kd_augmentation`); the
     # teacher labels the warped image, so no label is assumed to survive it.
     affine: float = 0.0
+    # A random contrast of each student image about its per-channel mean (0: off): factor within
+    # [1 / (1 + contrast), 1 + contrast], log-uniform (:func:`datafree.augment.contrast_batch`), after
+    # the warp.
+    contrast: float = 0.0
     # Class-balanced batches from a written dataset (the teacher classes its shards store): each epoch
     # draws its images with replacement, weighted by (1 / images of the teacher's class) ** class_balance;
     # 0 (the default): the plain shuffle. Off by default: measured not to help (docs/fidelity.md,
@@ -112,6 +116,8 @@ class KDConfig:
                                  f"got {self.temperature}")  # fmt: skip
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
             raise UserInputError(f"mixup must be a number >= 0 (0: off), got {self.mixup}")
+        if not (math.isfinite(self.contrast) and 0 <= self.contrast <= 10):
+            raise UserInputError(f"contrast must be a number in [0, 10] (0: off), got {self.contrast}")
         if not (math.isfinite(self.affine) and 0 <= self.affine < 90):
             raise UserInputError(f"affine must be a number of degrees in [0, 90) (0: off), got {self.affine}")
         if not (math.isfinite(self.class_balance) and self.class_balance >= 0):
@@ -486,9 +492,8 @@ def distill(
             for _ in range(cfg.kd_steps):
                 x = _local_batch(source, cfg.batch_size)
                 if aug is None:  # crop / warp / flip / mixup as configured (an identity when none is on)
-                    aug = kd_transform(
-                        input_shape or list(x.shape[1:]), cfg.augment, cfg.flip, cfg.mixup, cfg.affine
-                    )
+                    shape = input_shape or list(x.shape[1:])
+                    aug = kd_transform(shape, cfg.augment, cfg.flip, cfg.mixup, cfg.affine, cfg.contrast)
                     aug = aug.to(device)
                 x = precision.prepare_input(aug(x))
                 loss = _kd_loss(forward, t_forward, teacher, x, student_objective, cfg, device)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ __all__ = [
     "batchnorm_spatial_sizes",
     "spatial_batchnorm_layers",
     "input_mean_from_batchnorm",
+    "InputStructure",
+    "input_structure_from_batchnorm",
+    "structured_images",
     "first_batchnorm",
     "batchnorm_input_variance",
     "require_batchnorm",
@@ -173,6 +177,118 @@ def input_mean_from_batchnorm(model: nn.Module, input_shape: Sequence[int]) -> t
     target = (first.running_mean.double() - base) / spread  # type: ignore[operator]
     m = torch.linalg.lstsq(a / spread[:, None], target[:, None]).solution.flatten()
     return m.float()
+
+
+@dataclass(frozen=True)
+class InputStructure:
+    """The second-order structure of a teacher's training images, as its first BN layer tells it.
+
+    ``spread``: each channel's standard deviation in pixel units; ``correlation``: between channels, in
+    pixel units (1: grey images); ``grain``: the noise model's grid (the images vary on an
+    ``H / grain x W / grain`` grid, bilinearly interpolated); ``residual``: the fit's misfit, the RMS of
+    the first BN layer's input variance against its running variance in units of the running variance.
+    """
+
+    spread: float
+    correlation: float
+    grain: int
+    residual: float
+
+
+# the correlations between channels :func:`input_structure_from_batchnorm` tries
+STRUCTURE_CORRELATIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def _smooth_noise(
+    n: int, c: int, shape: tuple[int, int], grain: int, gen: torch.Generator | None
+) -> torch.Tensor:
+    h, w = shape
+    u = torch.randn((n, c, h // grain, w // grain), generator=gen)
+    if grain > 1:
+        u = torch.nn.functional.interpolate(u, size=(h, w), mode="bilinear", align_corners=False)
+    return u / u.std()
+
+
+@torch.no_grad()
+def input_structure_from_batchnorm(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    mean: torch.Tensor,
+    std: Sequence[float],
+    images: int = 256,
+    seed: int = 0,
+    correlations: Sequence[float] = STRUCTURE_CORRELATIONS,
+) -> InputStructure | None:
+    """The spread and channel correlation of a BN model's training images, from its first BN layer.
+
+    Data-free, as :func:`input_mean_from_batchnorm` (whose ``mean``, in normalised space, it takes): that
+    layer's running variance is what the training images gave its input. Gaussian images of a given
+    structure (channels correlated by ``rho``, in pixel units, varying on a grid of ``grain`` pixels;
+    ``mean + spread * u / std`` in normalised space) give a variance ``v0 + spread^2 (v1 - v0)`` there
+    (``v0``: the constant image's, ``v1``: at spread 1), so each structure's spread is a least-squares
+    solution in units of the running variance; the structure whose fit is closest wins, over
+    ``correlations`` (:data:`STRUCTURE_CORRELATIONS`) and grains 1, 2, 4, ... while the grid keeps 2 x 2
+    cells. Grey digits under ImageNet / CIFAR constants (ten BN teachers of six families at 16-64 px):
+    correlation 1 (0.9 once), the digits' own grain, the spread within 4.3% of theirs
+    (docs/online_generators.md, "Session 46"). None without a BN layer. The cost: the layers before that
+    layer, about ``6 log2(H)`` batches of ``images`` (fewer above 32 px).
+    """
+    from .utils import device_of, eval_mode
+
+    first = first_batchnorm(model, input_shape)
+    if first is None:
+        return None
+    c, h, w = (int(v) for v in input_shape)
+    dev = device_of(model)
+    n = max(8, min(images, images * 1024 // (h * w)))
+    mu = mean.to(dev, torch.float32).view(1, c, 1, 1)
+    sd = torch.as_tensor(list(std), dtype=torch.float32, device=dev).view(1, c, 1, 1)
+    gen = torch.Generator().manual_seed(seed)
+    running = first.running_var.float()  # type: ignore[union-attr]
+    unit = running + first.eps
+    best: InputStructure | None = None
+    with eval_mode(model):
+        v0 = channel_mean_var(_input_of(model, first, mu.expand(1, c, h, w)).float())[1]
+        b = (running - v0) / unit
+        grain = 1
+        while h // grain >= 2 and w // grain >= 2:
+            shared = _smooth_noise(n, 1, (h, w), grain, gen)
+            own = _smooth_noise(n, c, (h, w), grain, gen)
+            for rho in correlations if c > 1 else (1.0,):
+                u = (rho**0.5 * shared + (1 - rho) ** 0.5 * own).to(dev)
+                v1 = channel_mean_var(_input_of(model, first, mu + u / sd).float())[1]
+                a = (v1 - v0) / unit
+                s2 = float((a * b).sum() / (a * a).sum().clamp_min(1e-12))
+                if s2 <= 0:
+                    continue
+                res = float(((s2 * a - b) ** 2).mean().sqrt())
+                if best is None or res < best.residual:
+                    best = InputStructure(s2**0.5, rho, grain, res)
+            grain *= 2
+    return best
+
+
+def structured_images(
+    n: int,
+    structure: InputStructure,
+    mean: torch.Tensor,
+    std: Sequence[float],
+    input_shape: Sequence[int],
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``n`` Gaussian images of ``structure`` around ``mean`` (normalised space, on the CPU).
+
+    The noise model :func:`input_structure_from_batchnorm` fitted: channels correlated by
+    ``structure.correlation`` in pixel units, varying on a ``structure.grain`` grid, each channel's
+    spread ``structure.spread`` in pixels; ``mean`` ``(C,)`` in normalised space, ``std`` the card's.
+    """
+    c, h, w = (int(v) for v in input_shape)
+    rho = structure.correlation if c > 1 else 1.0
+    u = rho**0.5 * _smooth_noise(n, 1, (h, w), structure.grain, generator)
+    if rho < 1:
+        u = u + (1 - rho) ** 0.5 * _smooth_noise(n, c, (h, w), structure.grain, generator)
+    sd = torch.as_tensor(list(std), dtype=torch.float32).view(1, c, 1, 1)
+    return mean.detach().float().cpu().view(1, c, 1, 1) + structure.spread * u / sd
 
 
 def require_batchnorm(model: nn.Module, method: str) -> list[_BatchNorm]:

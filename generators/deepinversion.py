@@ -32,7 +32,13 @@ from datafree.augment import random_flip, random_jitter
 from datafree.bnfold import fold_batchnorm
 from datafree.bnstats_loss import forget_shifts
 from datafree.errors import UserInputError
-from datafree.hooks import BNStatistics, spatial_batchnorm_layers
+from datafree.hooks import (
+    BNStatistics,
+    input_mean_from_batchnorm,
+    input_structure_from_batchnorm,
+    spatial_batchnorm_layers,
+    structured_images,
+)
 from datafree.losses import bn_ce_scale, image_priors, js_divergence, l2_prior, tv_l1, weighted_sum
 from datafree.rules import deepinversion_defaults
 
@@ -117,6 +123,11 @@ class DeepInversionConfig(SynthConfig):
     tv_l2_weight: float = 1e-2  # 1e-4 left checkerboard artifacts on 16-24 px digits (see README)
     tv_l1_weight: float = 0.0
     l2_weight: float = 1e-5
+    # The batch's first pixels: "normal", the paper's N(0, 1) in normalised space; "teacher" (our addition):
+    # Gaussian images of the structure the teacher's first BatchNorm layer says its training images had
+    # (their mean, spread, colour correlation and grain: datafree.hooks.input_structure_from_batchnorm,
+    # structured_images); "normal" where none can be recovered (no BN, a non-affine stem).
+    init: str = "normal"
     competition_weight: float = 0.0
     competition_temperature: float = 3.0
     jitter: int = -1  # pixels; -1 means H // 16 (2 px at 32, 1 px at 16)
@@ -147,6 +158,8 @@ class DeepInversionConfig(SynthConfig):
         super().validate()
         if not 0.0 <= self.plateau_tol < 1.0:
             raise UserInputError(f"plateau_tol must be in [0, 1), got {self.plateau_tol}")
+        if self.init not in ("normal", "teacher"):
+            raise UserInputError(f"init must be 'normal' or 'teacher', got {self.init!r}")
 
 
 @register
@@ -179,6 +192,12 @@ class DeepInversion(Synthesizer):
         self.iteration = 0
         self.last_total: torch.Tensor | None = None  # the last step's loss (batch_finite without keep_best)
         self.generator: torch.Generator | None = None
+        self.init_structure = None  # init "teacher": (mean, InputStructure) of the teacher's data
+        if config.init == "teacher":
+            mean = input_mean_from_batchnorm(self.teacher, self.input_shape)
+            found = None if mean is None else input_structure_from_batchnorm(
+                self.teacher, self.input_shape, mean, card.std)  # fmt: skip
+            self.init_structure = None if found is None else (mean, found)
         precision.prepare_module(self.teacher)
         # the network the step runs: the teacher with BN folded into its convolutions where possible
         example = torch.zeros((2, *self.input_shape), device=self.device)  # a trial pass guards the fold
@@ -249,7 +268,12 @@ class DeepInversion(Synthesizer):
         cfg = self.config
         self.loss_history: list[float] = []  # lowest loss so far, after each step (plateau stop)
         self.generator = generator
-        x = torch.randn((n, *self.input_shape), generator=generator).to(self.device)
+        if self.init_structure is not None:
+            mean, structure = self.init_structure
+            x = structured_images(n, structure, mean, self.card.std, self.input_shape, generator)
+            x = x.to(self.device)
+        else:
+            x = torch.randn((n, *self.input_shape), generator=generator).to(self.device)
         self.normalizer.clamp_(x)
         labels = torch.arange(n) % self.num_classes
         labels = labels[torch.randperm(n, generator=generator)]

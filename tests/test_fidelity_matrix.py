@@ -86,6 +86,10 @@ def test_matrix_reads_each_format_and_applies_the_bars(tmp_path):
     spec["cells"][3]["before"] = "s45_output_mean"  # measured before a default that changes it
     text = fm.markdown(fm.collect(spec, tmp_path), spec["teachers"], {"t_bn"})
     assert "| 99.1‡ᶻ | - | - |" in text and "ᶻ measured before session 45 centred" in text
+    assert "ˢ" not in text
+    spec["cells"][3]["before"] = "s46_output_structure"
+    text = fm.markdown(fm.collect(spec, tmp_path), spec["teachers"], {"t_bn"})
+    assert "| 99.1‡ˢ | - | - |" in text and "ˢ measured before session 46 gave" in text and "ᶻ" not in text
 
 
 def test_a_spec_naming_a_missing_row_is_an_error(tmp_path, capsys):

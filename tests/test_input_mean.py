@@ -113,10 +113,12 @@ def test_generator_saved_before_the_setting_samples_as_it_was_trained(tmp_path, 
     meta_path = tmp_path / "generator.json"
     meta = json.loads(meta_path.read_text())
     assert meta["config"]["output_mean"] == "zero"
-    del meta["config"]["output_mean"]
+    for key in ("output_mean", "output_scale", "output_colour"):  # sessions 45 and 46
+        del meta["config"][key]
     meta_path.write_text(json.dumps(meta))
     old = load_online_synthesizer(bn_teacher, tmp_path, "dfad")
     assert old.config.output_mean == "zero" and old.output_shift is None
+    assert old.config.output_scale == "one" and old.config.output_colour == "free"
     then = run.synthesizer.sample(4, torch_generator(3)).images
     assert torch.equal(old.sample(4, torch_generator(3)).images, then)
     # today's default for a new run: centred on the teacher's data
@@ -165,5 +167,7 @@ def test_bench_row_of_the_shipped_teacher():
         "real_mean_one",
         "real",
         "teacher_mean_one",
+        "teacher",
     }
+    assert row["spread_error"] < 0.05 and row["recovered_structure"]["correlation"] == 1.0
     assert min(row["accuracy"].values()) > 0.95

@@ -1,9 +1,9 @@
-"""Mixup of the KD stage's batches (KDConfig.mixup, datafree.augment.mix_batch)."""
+"""Mixup and contrast of the KD stage's batches (KDConfig.mixup / contrast, datafree.augment)."""
 
 import pytest
 import torch
 
-from datafree.augment import mix_batch
+from datafree.augment import contrast_batch, mix_batch
 from datafree.distill import KDConfig, distill
 from datafree.errors import UserInputError
 from datafree.sources import NoiseSource, TensorSource
@@ -30,7 +30,29 @@ def test_mix_batch_blends_each_image_with_another_of_the_batch():
     assert torch.equal(mix_batch(one, 1.0), one)  # nothing to mix with
 
 
-@pytest.mark.parametrize("option", [{"mixup": 1.0}, {"affine": 15.0}])  # mixup, and the warp (test_kd_affine)
+def test_contrast_batch_scales_each_image_about_its_channel_means():
+    x = torch.randn(64, 3, 5, 5) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1) + 3.0
+    torch.manual_seed(1)
+    y = contrast_batch(x, 0.5)
+    torch.testing.assert_close(y.mean(dim=(2, 3)), x.mean(dim=(2, 3)))  # the channel means stay
+    ratio = y.std(dim=(2, 3)) / x.std(dim=(2, 3))  # one factor per image, the same on its channels
+    torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))
+    f = ratio[:, 0]
+    assert f.min() >= 1 / 1.5 - 1e-5 and f.max() <= 1.5 + 1e-5
+    assert (f < 0.9).any() and (f > 1.1).any()  # both ways
+    torch.manual_seed(1)
+    u = torch.rand(64) * 2 - 1  # the documented draw: log-uniform within [1 / 1.5, 1.5]
+    torch.testing.assert_close(f, torch.exp(u * torch.log(torch.tensor(1.5))), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 11.0, float("nan")])
+def test_bad_contrast(bad):
+    with pytest.raises(UserInputError, match="contrast"):
+        KDConfig(contrast=bad).validate()
+
+
+# mixup, the warp (test_kd_affine) and the contrast
+@pytest.mark.parametrize("option", [{"mixup": 1.0}, {"affine": 15.0}, {"contrast": 0.5}])
 def test_mixup_and_the_warp_change_the_run_and_resume_exactly(tmp_path, bn_teacher, option):
     images = NoiseSource(64, bn_teacher.card).images
     cfg = KDConfig(epochs=3, steps_per_epoch=4, batch_size=16, **option)
