@@ -230,8 +230,9 @@ def input_structure_from_batchnorm(
     ``correlations`` (:data:`STRUCTURE_CORRELATIONS`) and grains 1, 2, 4, ... while the grid keeps 2 x 2
     cells. Grey digits under ImageNet / CIFAR constants (ten BN teachers of six families at 16-64 px):
     correlation 1 (0.9 once), the digits' own grain, the spread within 4.3% of theirs
-    (docs/online_generators.md, "Session 46"). None without a BN layer. The cost: the layers before that
-    layer, about ``6 log2(H)`` batches of ``images`` (fewer above 32 px).
+    (docs/online_generators.md, "Session 46"). None without a BN layer. The path to that layer must be
+    affine, which :func:`input_mean_from_batchnorm` checks (its None means: do not call this). The cost:
+    the layers before that layer, about ``6 log2(H)`` batches of ``images`` (fewer above 32 px).
     """
     from .utils import device_of, eval_mode
 
