@@ -31,6 +31,7 @@ __all__ = [
     "structured_images",
     "first_batchnorm",
     "batchnorm_input_variance",
+    "variance_scale_fit",
     "require_batchnorm",
     "penultimate_module",
 ]
@@ -209,6 +210,28 @@ def _smooth_noise(
     return u / u.std()
 
 
+def _correlated(shared: torch.Tensor, own: torch.Tensor, rho: float) -> torch.Tensor:
+    """Unit channels correlated by ``rho``: ``sqrt(rho) shared + sqrt(1 - rho) own`` (one shared channel)."""
+    return rho**0.5 * shared if rho >= 1 else rho**0.5 * shared + (1 - rho) ** 0.5 * own
+
+
+def variance_scale_fit(
+    layer: _BatchNorm, v0: torch.Tensor, v1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s^2, residual)``: the scale of images ``c + s u`` that best gives ``layer``'s running variance.
+
+    Through an affine path the variance at ``layer``'s input is ``v0 + s^2 (v1 - v0)`` (``v0``: of the
+    constant image ``c``, its padded borders; ``v1``: at ``s`` 1); ``s^2`` is its least-squares solution in
+    units of the running variance, ``residual`` the RMS misfit there (scalars, unclamped: ``s^2`` may be
+    <= 0 when no scale fits).
+    """
+    unit = layer.running_var.float() + layer.eps  # type: ignore[operator]
+    a = (v1 - v0) / unit
+    b = (layer.running_var.float() - v0) / unit  # type: ignore[union-attr]
+    s2 = (a * b).sum() / (a * a).sum().clamp_min(1e-12)
+    return s2, ((s2 * a - b) ** 2).mean().sqrt()
+
+
 @torch.no_grad()
 def input_structure_from_batchnorm(
     model: nn.Module,
@@ -245,25 +268,18 @@ def input_structure_from_batchnorm(
     mu = mean.to(dev, torch.float32).view(1, c, 1, 1)
     sd = torch.as_tensor(list(std), dtype=torch.float32, device=dev).view(1, c, 1, 1)
     gen = torch.Generator().manual_seed(seed)
-    running = first.running_var.float()  # type: ignore[union-attr]
-    unit = running + first.eps
     best: InputStructure | None = None
     with eval_mode(model):
         v0 = channel_mean_var(_input_of(model, first, mu.expand(1, c, h, w)).float())[1]
-        b = (running - v0) / unit
         grain = 1
         while h // grain >= 2 and w // grain >= 2:
             shared = _smooth_noise(n, 1, (h, w), grain, gen)
             own = _smooth_noise(n, c, (h, w), grain, gen)
             for rho in correlations if c > 1 else (1.0,):
-                u = (rho**0.5 * shared + (1 - rho) ** 0.5 * own).to(dev)
+                u = _correlated(shared, own, rho).to(dev)
                 v1 = channel_mean_var(_input_of(model, first, mu + u / sd).float())[1]
-                a = (v1 - v0) / unit
-                s2 = float((a * b).sum() / (a * a).sum().clamp_min(1e-12))
-                if s2 <= 0:
-                    continue
-                res = float(((s2 * a - b) ** 2).mean().sqrt())
-                if best is None or res < best.residual:
+                s2, res = (float(t) for t in variance_scale_fit(first, v0, v1))
+                if s2 > 0 and (best is None or res < best.residual):
                     best = InputStructure(s2**0.5, rho, grain, res)
             grain *= 2
     return best
@@ -285,9 +301,9 @@ def structured_images(
     """
     c, h, w = (int(v) for v in input_shape)
     rho = structure.correlation if c > 1 else 1.0
-    u = rho**0.5 * _smooth_noise(n, 1, (h, w), structure.grain, generator)
-    if rho < 1:
-        u = u + (1 - rho) ** 0.5 * _smooth_noise(n, c, (h, w), structure.grain, generator)
+    shared = _smooth_noise(n, 1, (h, w), structure.grain, generator)
+    own = _smooth_noise(n, c, (h, w), structure.grain, generator) if rho < 1 else shared
+    u = _correlated(shared, own, rho)
     sd = torch.as_tensor(list(std), dtype=torch.float32).view(1, c, 1, 1)
     return mean.detach().float().cpu().view(1, c, 1, 1) + structure.spread * u / sd
 

@@ -41,6 +41,7 @@ from datafree.hooks import (
     input_mean_from_batchnorm,
     input_structure_from_batchnorm,
     spatial_batchnorm_layers,
+    variance_scale_fit,
 )
 from datafree.losses import bn_ce_scale, weighted_sum
 from datafree.replay import ReplayMemory, auto_replay_size
@@ -457,17 +458,13 @@ class OnlineSynthesizer(Synthesizer):
     def first_bn_scale(self, x: torch.Tensor) -> torch.Tensor:
         """output_scale "teacher": the factor ``s`` for images ``output_shift + s x`` (``x`` centred).
 
-        The first BN layer's input variance is about ``v0 + s^2 (v1 - v0)`` (``v1``: at ``s`` 1, ``v0``: of
-        the constant image, its padded borders); ``s^2`` minimises its squared distance to the running
-        variance in units of the running spread, kept within ``[1/4, 4]``.
+        ``s^2`` is :func:`datafree.hooks.variance_scale_fit`'s at the first BN layer (``v0``: the constant
+        image's variance there, its padded borders), kept within ``[1/4, 4]``.
         """
         layer, v0 = self.scale_layer, self.border_var
         assert layer is not None and v0 is not None and self.output_shift is not None
         v1 = batchnorm_input_variance(self.teacher, layer, x + self.output_shift)
-        spread2 = layer.running_var.float() + layer.eps  # type: ignore[union-attr]
-        a = (v1 - v0) / spread2
-        b = (layer.running_var.float() - v0) / spread2  # type: ignore[union-attr]
-        s2 = (a * b).sum() / (a * a).sum().clamp_min(1e-12)
+        s2, _ = variance_scale_fit(layer, v0, v1)
         return s2.clamp(1 / 16, 16).sqrt()
 
     # -- the generator objective --------------------------------------------------------------
